@@ -1,0 +1,210 @@
+"""TAC-X settings.
+
+Everything comes from environment variables with working defaults: out of the box TAC-X runs on
+SQLite with worktrees under ``trees/`` beside the project. ``DATABASE_URL`` switches to
+PostgreSQL, ``REDIS_URL`` turns on channels_redis for live updates across processes.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value not in (None, "") else default
+
+
+# The key signs sessions and django-q2 payloads. The default is only good for a laptop.
+SECRET_KEY = os.environ.get("SECRET_KEY", "tacx-insecure-development-key-change-me")
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",") if h.strip()]
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "django_q",
+    "channels",
+    "pipeline",
+    "coordinator",
+    "dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "tacx_site.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "tacx_site.wsgi.application"
+ASGI_APPLICATION = "tacx_site.asgi.application"
+
+VAR_DIR = Path(os.environ.get("TACX_VAR_DIR", BASE_DIR / "var"))
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}",
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 0),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several processes (web, q2 cluster, coordinator) share the file: wait for locks instead of
+    # failing at once, and take the write lock at BEGIN so a read-then-write cannot deadlock.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TACX_TEST_SQLITE", str(VAR_DIR / "test-db.sqlite3"))}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+# --- REST API ---------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "dashboard.api.errors.exception_handler",
+    "PAGE_SIZE": 50,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "TAC-X API",
+    "DESCRIPTION": "Tasks, stages, attempts and agent events of the TAC-X pipeline.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Live updates -----------------------------------------------------------------------------
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+    }
+else:
+    # No cross-process layer: consumers poll the events table (see dashboard.consumers).
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- TAC-X ------------------------------------------------------------------------------------
+TACX = {
+    "WORKTREE_ROOT": Path(os.environ.get("TACX_WORKTREE_ROOT", BASE_DIR / "trees")),
+    # Where agent CLIs are looked up before PATH: the npm-installed ones beside the project.
+    "AGENT_BIN_DIRS": [p for p in os.environ.get("TACX_AGENT_BIN_DIRS", str(BASE_DIR / "node_modules" / ".bin")).split(os.pathsep) if p],
+    "LEASE_SECONDS": env_int("TACX_LEASE_SECONDS", 60),
+    "HEARTBEAT_SECONDS": env_float("TACX_HEARTBEAT_SECONDS", 5.0),
+    "EVENT_BATCH_SECONDS": env_float("TACX_EVENT_BATCH_SECONDS", 0.2),
+    "MAX_ATTEMPTS": env_int("TACX_MAX_ATTEMPTS", 3),
+    "MAX_CONCURRENT_TASKS": env_int("TACX_MAX_CONCURRENT_TASKS", 4),
+    "POLL_INTERVAL": env_float("TACX_POLL_INTERVAL", 15.0),
+    "WORKTREE_RETENTION_HOURS": env_float("TACX_WORKTREE_RETENTION_HOURS", 24.0),
+    # Claude Code retries a failing API for minutes; this many retries in a row fail the stage.
+    "AUTH_RETRY_LIMIT": env_int("TACX_AUTH_RETRY_LIMIT", 3),
+    "KILL_GRACE_SECONDS": env_float("TACX_KILL_GRACE_SECONDS", 3.0),
+    "DRAFT_PRS": env_bool("TACX_DRAFT_PRS", True),
+    "DASHBOARD_URL": os.environ.get("TACX_DASHBOARD_URL", "http://127.0.0.1:8000"),
+    "ALLOWED_BOTS": [b for b in os.environ.get("TACX_ALLOWED_BOTS", "").split(",") if b],
+    "METRICS_TOKEN": os.environ.get("TACX_METRICS_TOKEN", ""),
+    "GIT_AUTHOR_NAME": os.environ.get("TACX_GIT_AUTHOR_NAME", "TAC-X"),
+    "GIT_AUTHOR_EMAIL": os.environ.get("TACX_GIT_AUTHOR_EMAIL", "tacx@localhost"),
+}
+
+GITHUB_API_URL = os.environ.get("GITHUB_API_URL", "https://api.github.com")
+GITHUB_TOKEN = os.environ.get("GITHUB_TOKEN", "")
+GITHUB_WEBHOOK_SECRET = os.environ.get("GITHUB_WEBHOOK_SECRET", "")
+
+# django-q2 is an at-least-once delivery pipe; our own claims and leases decide what runs.
+# The ORM broker gives receipts and a transactional enqueue on the same database.
+_LONGEST_STAGE_SECONDS = env_int("TACX_Q_TIMEOUT", 3 * 3600)
+Q_CLUSTER = {
+    "name": "tacx",
+    "orm": "default",
+    "workers": env_int("TACX_Q_WORKERS", 4),
+    "queue_limit": env_int("TACX_Q_WORKERS", 4),
+    "bulk": 1,
+    "timeout": _LONGEST_STAGE_SECONDS,
+    "retry": _LONGEST_STAGE_SECONDS + 600,
+    "max_attempts": 1,
+    "ack_failures": True,
+    "save_limit": 1000,
+    "catch_up": False,
+    "poll": env_float("TACX_Q_POLL", 0.2),
+    "daemonize_workers": False,
+    "sync": env_bool("TACX_Q_SYNC", False),
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "pipeline.redaction.RedactingFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
