@@ -1,3 +1,129 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.utils.html import format_html
 
-# Register your models here.
+from . import services
+from .models import AgentEvent, Repository, Stage, StageResult, Task, Worker
+
+
+@admin.register(Repository)
+class RepositoryAdmin(admin.ModelAdmin):
+    list_display = ["full_name", "kind", "trigger_label", "enabled", "max_concurrent_tasks", "daily_budget_usd"]
+    list_filter = ["kind", "enabled"]
+    search_fields = ["full_name", "local_path"]
+    readonly_fields = ["poll_etag", "polled_at", "created_at"]
+
+
+class StageInline(admin.TabularInline):
+    model = Stage
+    extra = 0
+    can_delete = False
+    fields = ["position", "name", "provider", "model", "status", "attempts", "failed_attempts", "lease_owner", "lease_expires_at", "error"]
+    readonly_fields = fields
+    show_change_link = True
+
+
+class StageResultInline(admin.TabularInline):
+    model = StageResult
+    extra = 0
+    can_delete = False
+    fields = [
+        "stage",
+        "attempt",
+        "round",
+        "outcome",
+        "exit_code",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "cost_usd",
+        "turns",
+        "cli_version",
+        "error",
+    ]
+    readonly_fields = fields
+    show_change_link = True
+
+
+@admin.register(Task)
+class TaskAdmin(admin.ModelAdmin):
+    list_display = ["id", "repository", "issue_number", "title", "status", "status_reason_short", "cost_usd", "created_at", "pr_link"]
+    list_filter = ["status", "repository", "trigger_source"]
+    search_fields = ["title", "issue_number", "branch", "triggered_by"]
+    readonly_fields = [
+        "status",
+        "status_reason",
+        "branch",
+        "worktree_path",
+        "base_commit",
+        "workflow",
+        "workflow_source",
+        "review_round",
+        "pr_url",
+        "pr_number",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "cost_usd",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ]
+    inlines = [StageInline, StageResultInline]
+    actions = ["retry_tasks", "cancel_tasks"]
+    date_hierarchy = "created_at"
+
+    @admin.display(description="reason")
+    def status_reason_short(self, obj: Task) -> str:
+        return obj.status_reason[:80]
+
+    @admin.display(description="PR")
+    def pr_link(self, obj: Task) -> str:
+        return format_html('<a href="{}">#{}</a>', obj.pr_url, obj.pr_number) if obj.pr_url else ""
+
+    @admin.action(description="Retry selected tasks")
+    def retry_tasks(self, request, queryset):
+        for task in queryset:
+            try:
+                services.task_retry(task=task)
+            except ValueError as exc:
+                self.message_user(request, f"Task {task.pk}: {exc}", messages.WARNING)
+            else:
+                self.message_user(request, f"Task {task.pk} re-queued.", messages.SUCCESS)
+
+    @admin.action(description="Cancel selected tasks")
+    def cancel_tasks(self, request, queryset):
+        for task in queryset:
+            if services.task_cancel(task=task, reason=f"cancelled by {request.user} in the admin"):
+                self.message_user(request, f"Task {task.pk} cancelled.", messages.SUCCESS)
+            else:
+                self.message_user(request, f"Task {task.pk} had already finished ({task.status}).", messages.WARNING)
+
+
+@admin.register(Stage)
+class StageAdmin(admin.ModelAdmin):
+    list_display = ["id", "task", "name", "provider", "model", "status", "attempts", "lease_owner", "lease_expires_at"]
+    list_filter = ["status", "name", "provider"]
+    search_fields = ["task__title"]
+    inlines = [StageResultInline]
+
+
+@admin.register(StageResult)
+class StageResultAdmin(admin.ModelAdmin):
+    list_display = ["id", "task", "stage", "attempt", "round", "outcome", "input_tokens", "output_tokens", "cost_usd", "started_at"]
+    list_filter = ["outcome", "provider", "model"]
+    search_fields = ["error", "session_id", "task__title"]
+
+
+@admin.register(Worker)
+class WorkerAdmin(admin.ModelAdmin):
+    list_display = ["id", "kind", "name", "host", "pid", "pgid", "stage", "heartbeat_at", "exited_at"]
+    list_filter = ["kind", "host"]
+
+
+@admin.register(AgentEvent)
+class AgentEventAdmin(admin.ModelAdmin):
+    list_display = ["id", "task", "result", "seq", "kind", "created_at"]
+    list_filter = ["kind"]
+    raw_id_fields = ["task", "result"]

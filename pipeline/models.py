@@ -1,3 +1,290 @@
-from django.db import models
+"""The domain tables of TAC-X. They are the source of truth: a process may die at any line and
+what these rows say must still be true (claims by conditional update, leases with heartbeats,
+a StageResult saved for every attempt)."""
 
-# Create your models here.
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+ZERO = Decimal("0")
+
+
+class Repository(models.Model):
+    class Kind(models.TextChoices):
+        GITHUB = "github", "GitHub"
+        LOCAL = "local", "Local"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.GITHUB)
+    full_name = models.CharField(max_length=200, help_text="owner/name on GitHub, or a name for a local repository")
+    local_path = models.CharField(max_length=1000, blank=True, help_text="Path of the repository on disk (local kind)")
+    clone_url = models.CharField(max_length=1000, blank=True)
+    default_branch = models.CharField(max_length=200, default="main")
+    trigger_label = models.CharField(max_length=100, default="rpi-auto")
+    enabled = models.BooleanField(default=True)
+    max_concurrent_tasks = models.PositiveIntegerField(default=2)
+    draft_prs = models.BooleanField(default=True)
+    allow_non_writers = models.BooleanField(
+        default=False, help_text="Let labels from people without write access start tasks (risky)."
+    )
+    daily_budget_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    daily_budget_tokens = models.BigIntegerField(null=True, blank=True)
+    # Conditional polling: GitHub answers 304 (free) when nothing changed since this ETag.
+    poll_etag = models.CharField(max_length=200, blank=True)
+    polled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "repositories"
+        constraints = [models.UniqueConstraint(fields=["kind", "full_name"], name="unique_repository_name")]
+
+    def __str__(self) -> str:
+        return self.full_name
+
+    @property
+    def origin(self) -> str:
+        """What `git clone` / `git push` talk to."""
+        return self.local_path if self.kind == self.Kind.LOCAL and not self.clone_url else self.clone_url
+
+
+class Task(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        WAITING = "waiting"  # held back by a budget until it resets
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+        BUDGET_EXCEEDED = "budget_exceeded"
+        SKIPPED = "skipped"  # trigger refused (e.g. labeler without write access)
+
+    ACTIVE = (Status.QUEUED, Status.WAITING, Status.RUNNING)
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.BUDGET_EXCEEDED, Status.SKIPPED)
+
+    repository = models.ForeignKey(Repository, on_delete=models.PROTECT, related_name="tasks")
+    issue_number = models.PositiveIntegerField()
+    title = models.CharField(max_length=500)
+    body = models.TextField(blank=True)
+    issue_url = models.CharField(max_length=500, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    status_reason = models.TextField(blank=True)
+    triggered_by = models.CharField(max_length=100, blank=True)
+    trigger_source = models.CharField(max_length=20, blank=True)  # webhook | poll | api | admin | cli
+    triggered_at = models.DateTimeField(default=timezone.now)
+    branch = models.CharField(max_length=250, blank=True)
+    worktree_path = models.CharField(max_length=1000, blank=True)
+    base_commit = models.CharField(max_length=64, blank=True)
+    workflow = models.JSONField(default=dict, blank=True, help_text="The workflow config as used (snapshot)")
+    workflow_source = models.CharField(max_length=300, blank=True)
+    review_round = models.PositiveIntegerField(default=1)
+    pr_url = models.CharField(max_length=500, blank=True)
+    pr_number = models.PositiveIntegerField(null=True, blank=True)
+    progress_comment_id = models.BigIntegerField(null=True, blank=True)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cache_read_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=ZERO)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    worktree_removed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # A duplicate trigger (webhook redelivery, poller, two coordinators) cannot create a
+            # second active task for one issue, whatever the race.
+            models.UniqueConstraint(
+                fields=["repository", "issue_number"],
+                condition=Q(status__in=["queued", "waiting", "running"]),
+                name="one_active_task_per_issue",
+            )
+        ]
+        indexes = [
+            # Dispatch: oldest queued tasks first (coordinator.dispatch).
+            models.Index(fields=["status", "created_at"], name="task_status_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.repository.full_name}#{self.issue_number}: {self.title[:60]}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("dashboard:task-detail", args=[self.pk])
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+    def current_stage(self) -> Stage | None:
+        return self.stages.exclude(status__in=[Stage.Status.PENDING, Stage.Status.SUCCEEDED]).order_by("position").first()
+
+
+class Stage(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="stages")
+    name = models.CharField(max_length=50)
+    position = models.PositiveIntegerField()
+    provider = models.CharField(max_length=50)
+    model = models.CharField(max_length=100, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    failed_attempts = models.PositiveIntegerField(default=0, help_text="Failed attempts since the stage was last (re)queued")
+    max_attempts = models.PositiveIntegerField(default=3)
+    lease_owner = models.CharField(max_length=200, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["task", "position"]
+        constraints = [models.UniqueConstraint(fields=["task", "position"], name="unique_stage_position")]
+        indexes = [
+            # Reaper: running stages whose lease expired (coordinator.reaping).
+            models.Index(fields=["status", "lease_expires_at"], name="stage_status_lease"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_id}/{self.name}"
+
+    @property
+    def is_agent_stage(self) -> bool:
+        return self.name != "pr_creation"
+
+
+class StageResult(models.Model):
+    """One attempt of one stage, saved whatever happened."""
+
+    class Outcome(models.TextChoices):
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        TIMED_OUT = "timed_out"
+        STALLED = "stalled"
+        BUDGET_EXCEEDED = "budget_exceeded"
+        CANCELLED = "cancelled"
+        WORKER_LOST = "worker_lost"
+        RUNNING = "running"
+
+    stage = models.ForeignKey(Stage, on_delete=models.CASCADE, related_name="results")
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="results")
+    attempt = models.PositiveIntegerField()
+    round = models.PositiveIntegerField(default=1)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, default=Outcome.RUNNING)
+    success = models.BooleanField(default=False)
+    started_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    output_file = models.CharField(max_length=300, blank=True)
+    output_text = models.TextField(blank=True, help_text="plan.md / review / final message, as left by the agent")
+    verdict = models.CharField(max_length=20, blank=True)
+    provider = models.CharField(max_length=50, blank=True)
+    model = models.CharField(max_length=100, blank=True)
+    cli_version = models.CharField(max_length=100, blank=True)
+    prompt = models.TextField(blank=True)
+    prompt_hash = models.CharField(max_length=64, blank=True)
+    base_commit = models.CharField(max_length=64, blank=True)
+    head_commit = models.CharField(max_length=64, blank=True)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cache_read_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=ZERO)
+    turns = models.PositiveIntegerField(default=0)
+    session_id = models.CharField(max_length=200, blank=True)
+    worker = models.ForeignKey("Worker", null=True, blank=True, on_delete=models.SET_NULL, related_name="results")
+
+    class Meta:
+        ordering = ["stage__position", "attempt"]
+        constraints = [models.UniqueConstraint(fields=["stage", "attempt"], name="unique_attempt_per_stage")]
+
+    def __str__(self) -> str:
+        return f"{self.stage} attempt {self.attempt}: {self.outcome}"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if not self.completed_at:
+            return None
+        return (self.completed_at - self.started_at).total_seconds()
+
+
+class Worker(models.Model):
+    """A process doing TAC-X work: an agent run (stage attempt) or the coordinator."""
+
+    class Kind(models.TextChoices):
+        AGENT = "agent"
+        COORDINATOR = "coordinator"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.AGENT)
+    name = models.CharField(max_length=200, help_text="Lease owner id")
+    host = models.CharField(max_length=200)
+    pid = models.IntegerField(null=True, blank=True, help_text="The TAC-X process")
+    pgid = models.IntegerField(null=True, blank=True, help_text="Process group of the agent it runs")
+    stage = models.ForeignKey(Stage, null=True, blank=True, on_delete=models.SET_NULL, related_name="workers")
+    started_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(default=timezone.now)
+    exited_at = models.DateTimeField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["kind", "exited_at"], name="worker_kind_exited")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}"
+
+
+class AgentEvent(models.Model):
+    """The live stream: agent events of an attempt, and task/stage status changes.
+
+    Ids only grow, so a client resumes after the last id it saw (nothing lost, nothing twice).
+    """
+
+    class Kind(models.TextChoices):
+        SYSTEM = "system"
+        MESSAGE = "message"
+        TOOL_CALL = "tool_call"
+        TOOL_RESULT = "tool_result"
+        USAGE = "usage"
+        ERROR = "error"
+        RESULT = "result"
+        RAW = "raw"
+        STATUS = "status"  # task / stage state change (no attempt)
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="events")
+    result = models.ForeignKey(StageResult, null=True, blank=True, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField(default=0, help_text="Order within the attempt")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    data = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            # Websocket/API cursor reads: events of a task after an id.
+            models.Index(fields=["task", "id"], name="event_task_id"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.pk}"

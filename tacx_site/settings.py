@@ -168,6 +168,8 @@ TACX = {
     "DRAFT_PRS": env_bool("TACX_DRAFT_PRS", True),
     "DASHBOARD_URL": os.environ.get("TACX_DASHBOARD_URL", "http://127.0.0.1:8000"),
     "ALLOWED_BOTS": [b for b in os.environ.get("TACX_ALLOWED_BOTS", "").split(",") if b],
+    "DAILY_BUDGET_USD": os.environ.get("TACX_DAILY_BUDGET_USD", ""),
+    "DAILY_BUDGET_TOKENS": os.environ.get("TACX_DAILY_BUDGET_TOKENS", ""),
     "METRICS_TOKEN": os.environ.get("TACX_METRICS_TOKEN", ""),
     "GIT_AUTHOR_NAME": os.environ.get("TACX_GIT_AUTHOR_NAME", "TAC-X"),
     "GIT_AUTHOR_EMAIL": os.environ.get("TACX_GIT_AUTHOR_EMAIL", "tacx@localhost"),

@@ -1,0 +1,187 @@
+"""Run one agent CLI as a subprocess in its own process group and stream its stdout.
+
+The caller supplies a `Supervisor` whose hooks are called from the loop: `on_events` with parsed
+events, `on_tick` periodically (heartbeat, cancellation, budget); any hook may return a reason to
+stop, and the whole process group is then killed. The loop never trusts the agent to exit: on
+timeout, stall, fatal stream error or a stop reason it sends SIGTERM to the group, waits a grace
+period, then SIGKILL, and after the leader exits it kills whatever of the group is left.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .providers.base import Event, Outcome, StreamParser
+
+
+class StopAgent(Exception):
+    def __init__(self, outcome: str, reason: str):
+        super().__init__(reason)
+        self.outcome = outcome  # a StageResult.Outcome value
+        self.reason = reason
+
+
+@dataclass
+class ProcessResult:
+    outcome: Outcome
+    exit_code: int | None
+    stop: StopAgent | None  # why TAC-X stopped the agent, if it did
+    pgid: int | None
+
+
+def kill_group(pgid: int, grace: float) -> None:
+    """SIGTERM the group, then SIGKILL whatever is still there after `grace` seconds."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not group_alive(pgid):
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # Zombies still count for killpg(0); look at /proc to ignore them where we can.
+    try:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as fh:
+                    fields = fh.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != b"Z":
+                return True
+        return False
+    except OSError:
+        return True
+
+
+def run_agent(
+    argv: list[str],
+    *,
+    cwd: str,
+    env: dict[str, str],
+    parser: StreamParser,
+    timeout: float,
+    stall_timeout: float | None,
+    grace: float,
+    on_start: Callable[[int], None],
+    on_events: Callable[[list[Event]], StopAgent | None],
+    on_tick: Callable[[], StopAgent | None],
+    tick_seconds: float,
+) -> ProcessResult:
+    stderr_file = tempfile.TemporaryFile()
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=stderr_file,
+            start_new_session=True,  # own session => own process group we can kill whole
+        )
+    except OSError as exc:
+        stderr_file.close()
+        raise StopAgent("failed", f"could not start {argv[0]}: {exc}") from None
+    pgid = proc.pid  # start_new_session makes the child the leader of a new group
+    on_start(pgid)
+    lines: queue.Queue[bytes | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            lines.put(raw)
+        lines.put(None)
+
+    reader = threading.Thread(target=pump, name=f"agent-stdout-{pgid}", daemon=True)
+    reader.start()
+
+    started = time.monotonic()
+    last_output = started
+    next_tick = started + tick_seconds
+    stop: StopAgent | None = None
+    eof = False
+    try:
+        while not eof:
+            now = time.monotonic()
+            wait = max(0.0, min(next_tick, started + timeout) - now)
+            try:
+                raw = lines.get(timeout=min(wait, 0.25))
+            except queue.Empty:
+                raw = b""
+            if raw is None:
+                eof = True
+            elif raw:
+                last_output = time.monotonic()
+                events = parser.feed(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+                if events:
+                    stop = on_events(events)
+                if stop is None and parser.fatal:
+                    stop = StopAgent("failed", parser.fatal)
+                if stop is not None:
+                    break
+                # Drain what is already buffered before looking at the clock again.
+                continue
+            now = time.monotonic()
+            if now - started >= timeout:
+                stop = StopAgent("timed_out", f"timed out after {timeout:g} s")
+                break
+            if stall_timeout and now - last_output >= stall_timeout:
+                stop = StopAgent("stalled", f"stalled: no agent output for {stall_timeout:g} s")
+                break
+            if now >= next_tick:
+                next_tick = now + tick_seconds
+                stop = on_tick()
+                if stop is not None:
+                    break
+    finally:
+        if stop is not None:
+            kill_group(pgid, grace)
+        try:
+            exit_code = proc.wait(timeout=grace + 10)
+        except subprocess.TimeoutExpired:
+            kill_group(pgid, 0)
+            exit_code = proc.wait()
+        # Children the agent left behind (background shells, servers) die with the stage.
+        if group_alive(pgid):
+            kill_group(pgid, min(grace, 1.0))
+        reader.join(timeout=5)
+        # Lines that arrived before the kill still belong to the transcript.
+        tail: list[Event] = []
+        while True:
+            try:
+                raw = lines.get_nowait()
+            except queue.Empty:
+                break
+            if raw:
+                tail.extend(parser.feed(raw.decode("utf-8", errors="replace").rstrip("\r\n")))
+        if tail:
+            on_events(tail)
+        stderr_file.seek(0)
+        stderr_tail = stderr_file.read()[-4000:].decode("utf-8", errors="replace")
+        stderr_file.close()
+    outcome = parser.finish(exit_code=exit_code, stderr_tail=stderr_tail, killed_reason=stop.reason if stop else "")
+    return ProcessResult(outcome=outcome, exit_code=exit_code, stop=stop, pgid=pgid)

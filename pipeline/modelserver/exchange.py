@@ -1,0 +1,120 @@
+"""API-neutral pieces of one request/answer exchange: turn ids, turn selection, the reply.
+
+Turn counting is stateless so one server can serve many concurrent agent runs: every tool-call id
+the server generates carries the turn that produced it (``toolu_t3_0_ab12…``, ``call_t3_0_…``),
+the CLI sends those ids back in the conversation history, and the turn of a new request is
+``1 + the highest turn found in the history`` (0 when the history has none).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .script import ZERO_USAGE, Conversation, Script, Turn, Usage
+
+_TURN_ID = re.compile(r"^[a-z]+_t(\d+)_")
+
+# The answer to a request that no scripted turn covers (auxiliary, overrun or unmatched).
+OVERRUN_TEXT = "Done."
+AUXILIARY_TEXT = "OK"
+
+
+def new_id(prefix: str, turn: int | None = None, index: int = 0) -> str:
+    """A unique id; with ``turn`` it also encodes the turn (``prefix_t{turn}_{index}_{hex}``)."""
+    if turn is None:
+        return f"{prefix}_{uuid.uuid4().hex}"
+    return f"{prefix}_t{turn}_{index}_{uuid.uuid4().hex[:20]}"
+
+
+def turn_of_id(value: object) -> int | None:
+    """The turn encoded in an id made by :func:`new_id`, else ``None``."""
+    if not isinstance(value, str):
+        return None
+    found = _TURN_ID.match(value)
+    return int(found.group(1)) if found else None
+
+
+def next_turn(ids: Iterable[object]) -> int:
+    """``1 + max(turns encoded in ids)``, or 0 when none of the ids carries a turn."""
+    turns = [t for t in map(turn_of_id, ids) if t is not None]
+    return max(turns) + 1 if turns else 0
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Which scripted turn answers a request.
+
+    ``turn`` is ``None`` when no scripted turn applies; the API module then answers a short
+    final text with zero usage (``auxiliary``, ``overrun``, or no conversation matched).
+    """
+
+    conversation: str | None
+    turn_index: int | None
+    turn: Turn | None
+    auxiliary: bool = False
+    overrun: bool = False
+
+    @property
+    def usage(self) -> Usage:
+        return self.turn.usage if self.turn else ZERO_USAGE
+
+    @property
+    def fallback_text(self) -> str:
+        return AUXILIARY_TEXT if self.auxiliary else OVERRUN_TEXT
+
+
+def decide(script: Script, *, match_text: str, history_ids: Iterable[object], main_loop: bool) -> Decision:
+    """Pick the conversation and turn for one model request.
+
+    A request that does not look like an agent's main loop (``main_loop`` false: Claude Code's
+    session-title call has no tools) is auxiliary even when it matches a conversation (the title
+    call quotes the user prompt, so it would): it must not consume or replay a scripted turn,
+    so it gets a short text with zero usage and token totals stay exactly what the script says.
+    """
+    if not main_loop:
+        return Decision(conversation=None, turn_index=None, turn=None, auxiliary=True)
+    conversation: Conversation | None = script.select(match_text)
+    if conversation is None:
+        return Decision(conversation=None, turn_index=None, turn=None, overrun=True)
+    index = next_turn(history_ids)
+    turn = conversation.turn(index)
+    return Decision(conversation=conversation.name, turn_index=index, turn=turn, overrun=turn is None)
+
+
+@dataclass
+class Reply:
+    """What the HTTP layer sends: a JSON body or a list of SSE events, plus timing.
+
+    ``events`` set means a streamed (``text/event-stream``) answer. ``delay`` is waited before
+    the answer starts, ``stream_delay`` between events; ``hang`` means never answer.
+    """
+
+    status: int
+    body: bytes = b""
+    events: list[bytes] | None = None
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+    decision: Decision | None = None
+    delay: float = 0.0
+    stream_delay: float = 0.0
+    hang: bool = False
+
+    def timed(self, turn: Turn | None) -> Reply:
+        """Copy a turn's ``delay``/``stream_delay``/``hang`` onto this reply; returns self."""
+        if turn is not None:
+            self.delay, self.stream_delay, self.hang = turn.delay, turn.stream_delay, turn.hang
+        return self
+
+
+def sse_event(name: str, data: dict) -> bytes:
+    """One server-sent event with a JSON payload."""
+    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def chunks(text: str, size: int = 24) -> list[str]:
+    """Split text into streaming deltas (at least one, possibly empty)."""
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]

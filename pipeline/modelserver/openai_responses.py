@@ -1,0 +1,295 @@
+"""The OpenAI Responses API as the scripted model server speaks it (enough for Codex CLI).
+
+Routes: ``POST /v1/responses`` (SSE when ``stream`` is true, else one response object) and
+``GET /v1/models``. Anything else is a 404 in the API's error shape.
+
+Per request:
+
+* match text = ``instructions`` + the text of the leading system/developer/user messages of
+  ``input`` (everything before the first model output or tool item);
+* turn = 1 + the highest turn encoded in the ``call_id`` / item ids of ``input``;
+* main loop = the request offers tools;
+* ``bash``/``write`` are translated to the shell tool the request offers: codex 0.169.0 offers
+  ``exec_command`` (``{"cmd": "..."}``, runs in the turn's cwd) and no ``apply_patch``, so
+  ``write`` becomes an ``exec_command`` that writes the file with ``printf``. Older shapes
+  (``shell`` with an argv list, ``shell_command``) and an ``apply_patch`` tool (function or
+  free-form) are used when offered instead.
+* usage (script → Responses API): ``input_tokens = input + cache_read + cache_creation``
+  (OpenAI counts cached tokens inside input), ``input_tokens_details = {cached_tokens:
+  cache_read, cache_write_tokens: cache_creation}``, ``output_tokens = output``,
+  ``output_tokens_details.reasoning_tokens = reasoning_tokens``,
+  ``total_tokens = input_tokens + output_tokens``.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+import shlex
+import time
+from typing import Any
+
+from .exchange import Decision, Reply, chunks, decide, new_id, sse_event
+from .script import Script, ToolCall, Usage
+
+API = "openai"
+
+_CWD = re.compile(r"<cwd>([^<\n]+)</cwd>")
+_SHELL_TOOLS = ("exec_command", "shell_command", "shell")
+
+ERROR_CODES = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("invalid_request_error", "unsupported_country_region_territory"),
+    404: ("invalid_request_error", "not_found"),
+    429: ("requests", "rate_limit_exceeded"),
+    500: ("server_error", None),
+    503: ("server_error", None),
+}
+
+
+def handle(method: str, path: str, body: bytes, script: Script) -> Reply:
+    """Answer one request under ``/v1/responses`` or ``/v1/models``."""
+    route = path.split("?", 1)[0].rstrip("/")
+    if method == "GET" and route == "/v1/models":
+        reply = _json_reply(200, {"object": "list", "data": [_model("gpt-5"), _model("gpt-5-codex")]})
+        reply.decision = Decision(conversation=None, turn_index=None, turn=None, auxiliary=True)
+        return reply
+    if method != "POST" or route != "/v1/responses":
+        return error_reply(404, f"Not found: {method} {route}")
+    try:
+        request = json.loads(body or b"{}")
+    except ValueError:
+        return error_reply(400, "Request body is not valid JSON")
+    if not isinstance(request, dict):
+        return error_reply(400, "Request body must be a JSON object")
+    return responses(request, script)
+
+
+def responses(request: dict[str, Any], script: Script) -> Reply:
+    """Answer ``POST /v1/responses`` from the script."""
+    decision = decide(
+        script,
+        match_text=match_text(request),
+        history_ids=history_ids(request),
+        main_loop=bool(request.get("tools")),
+    )
+    turn = decision.turn
+    if turn is not None and turn.status is not None:
+        reply = error_reply(turn.status, turn.error_message or f"Scripted error {turn.status}")
+    else:
+        output = _output(decision, tools=_tools_by_name(request))
+        response = {
+            "id": new_id("resp"),
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": "completed",
+            "model": str(request.get("model") or "gpt-scripted"),
+            "output": output,
+            "parallel_tool_calls": bool(request.get("parallel_tool_calls", True)),
+            "usage": usage_dict(decision.usage),
+        }
+        if request.get("stream"):
+            reply = Reply(status=200, events=_stream(response), content_type="text/event-stream")
+        else:
+            reply = _json_reply(200, response)
+    reply.decision = decision
+    return reply.timed(turn)
+
+
+def match_text(request: dict[str, Any]) -> str:
+    """``instructions`` plus the text of the messages that open ``input``."""
+    parts = [request.get("instructions") or ""]
+    items = request.get("input")
+    if isinstance(items, str):
+        return "\n".join([*parts, items])
+    for item in items or []:
+        if not isinstance(item, dict):
+            continue
+        if item.get("type", "message") != "message" or item.get("role") not in ("system", "developer", "user"):
+            break
+        parts.append(_text_of(item.get("content")))
+    return "\n".join(p for p in parts if isinstance(p, str))
+
+
+def history_ids(request: dict[str, Any]) -> list[str]:
+    """Every ``call_id`` and item ``id`` in ``input``."""
+    items = request.get("input")
+    ids: list[str] = []
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict):
+            ids.extend(item[key] for key in ("call_id", "id") if isinstance(item.get(key), str))
+    return ids
+
+
+def working_directory(request: dict[str, Any]) -> str | None:
+    """The cwd from codex's ``<environment_context>`` message, if present."""
+    found = _CWD.search(match_text(request))
+    return found.group(1).strip() if found else None
+
+
+def usage_dict(usage: Usage) -> dict[str, Any]:
+    """A Responses API ``usage`` object (cached tokens counted inside ``input_tokens``)."""
+    prompt = usage.input_tokens + usage.cache_read_input_tokens + usage.cache_creation_input_tokens
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {
+            "cached_tokens": usage.cache_read_input_tokens,
+            "cache_write_tokens": usage.cache_creation_input_tokens,
+        },
+        "output_tokens": usage.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+        "total_tokens": prompt + usage.output_tokens,
+    }
+
+
+def error_reply(status: int, message: str) -> Reply:
+    """An error in the OpenAI shape: ``{"error": {message, type, param, code}}``."""
+    kind, code = ERROR_CODES.get(status, ("server_error" if status >= 500 else "invalid_request_error", None))
+    reply = _json_reply(status, {"error": {"message": message, "type": kind, "param": None, "code": code}})
+    reply.headers["x-request-id"] = new_id("req")
+    return reply
+
+
+def _json_reply(status: int, payload: dict[str, Any]) -> Reply:
+    return Reply(status=status, body=json.dumps(payload).encode())
+
+
+def _model(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "tacx-scripted"}
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+def _tools_by_name(request: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for tool in request.get("tools") or []:
+        if not isinstance(tool, dict):
+            continue
+        if tool.get("type") == "namespace":
+            for inner in tool.get("tools") or []:
+                if isinstance(inner, dict) and isinstance(inner.get("name"), str):
+                    found.setdefault(inner["name"], inner)
+        elif isinstance(tool.get("name"), str):
+            found[tool["name"]] = tool
+        elif tool.get("type") == "local_shell":
+            found["local_shell"] = tool
+    return found
+
+
+def _output(decision: Decision, *, tools: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    turn = decision.turn
+    if turn is None:
+        return [_message(decision.fallback_text, decision.turn_index)]
+    output: list[dict[str, Any]] = []
+    if turn.text:
+        output.append(_message(turn.text, decision.turn_index))
+    for k, call in enumerate(turn.tool_calls):
+        output.append(_call_item(call, tools, decision.turn_index or 0, k))
+    return output
+
+
+def _message(text: str, turn: int | None) -> dict[str, Any]:
+    return {
+        "type": "message",
+        "id": new_id("msg", turn),
+        "status": "completed",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
+
+
+def _call_item(call: ToolCall, tools: dict[str, dict[str, Any]], turn: int, k: int) -> dict[str, Any]:
+    call_id = new_id("call", turn, k)
+    if call.kind == "write" and "apply_patch" in tools:
+        patch = _add_file_patch(call.path, call.content)
+        if tools["apply_patch"].get("type") == "custom":
+            return _custom_call(call_id, "apply_patch", patch, turn, k)
+        return _function_call(call_id, "apply_patch", {"input": patch}, turn, k)
+    if call.kind in ("write", "bash"):
+        command = call.command if call.kind == "bash" else _write_command(call.path, call.content)
+        name = next((n for n in _SHELL_TOOLS if n in tools), "exec_command")
+        if name == "shell":
+            return _function_call(call_id, name, {"command": ["bash", "-lc", command]}, turn, k)
+        if name == "shell_command":
+            return _function_call(call_id, name, {"command": command}, turn, k)
+        return _function_call(call_id, name, {"cmd": command}, turn, k)
+    if isinstance(call.input, str) or tools.get(call.name, {}).get("type") == "custom":
+        raw = call.input if isinstance(call.input, str) else json.dumps(call.input)
+        return _custom_call(call_id, call.name, raw, turn, k)
+    return _function_call(call_id, call.name, dict(call.input or {}), turn, k)
+
+
+def _function_call(call_id: str, name: str, arguments: dict[str, Any], turn: int, k: int) -> dict[str, Any]:
+    return {
+        "type": "function_call",
+        "id": new_id("fc", turn, k),
+        "status": "completed",
+        "call_id": call_id,
+        "name": name,
+        "arguments": json.dumps(arguments),
+    }
+
+
+def _custom_call(call_id: str, name: str, raw: str, turn: int, k: int) -> dict[str, Any]:
+    return {
+        "type": "custom_tool_call",
+        "id": new_id("ctc", turn, k),
+        "status": "completed",
+        "call_id": call_id,
+        "name": name,
+        "input": raw,
+    }
+
+
+def _write_command(path: str, content: str) -> str:
+    directory = posixpath.dirname(path)
+    write = f"printf '%s' {shlex.quote(content)} > {shlex.quote(path)}"
+    return f"mkdir -p {shlex.quote(directory)} && {write}" if directory else write
+
+
+def _add_file_patch(path: str, content: str) -> str:
+    lines = content.splitlines() or [""]
+    body = "".join(f"+{line}\n" for line in lines)
+    return f"*** Begin Patch\n*** Add File: {path}\n{body}*** End Patch"
+
+
+def _stream(response: dict[str, Any]) -> list[bytes]:
+    """The SSE events of one streamed response, in the real API's order."""
+    seq = iter(range(1_000_000))
+
+    def event(kind: str, **data: Any) -> bytes:
+        return sse_event(kind, {"type": kind, "sequence_number": next(seq), **data})
+
+    pending = {**response, "status": "in_progress", "output": [], "usage": None}
+    events = [event("response.created", response=pending), event("response.in_progress", response=pending)]
+    for index, item in enumerate(response["output"]):
+        if item["type"] == "message":
+            text = item["content"][0]["text"]
+            part = {"type": "output_text", "text": "", "annotations": []}
+            events.append(event("response.output_item.added", output_index=index, item={**item, "status": "in_progress", "content": []}))
+            events.append(event("response.content_part.added", item_id=item["id"], output_index=index, content_index=0, part=part))
+            for piece in chunks(text):
+                events.append(event("response.output_text.delta", item_id=item["id"], output_index=index, content_index=0, delta=piece))
+            events.append(event("response.output_text.done", item_id=item["id"], output_index=index, content_index=0, text=text))
+            events.append(event("response.content_part.done", item_id=item["id"], output_index=index, content_index=0, part={**part, "text": text}))
+        elif item["type"] == "function_call":
+            events.append(event("response.output_item.added", output_index=index, item={**item, "status": "in_progress", "arguments": ""}))
+            for piece in chunks(item["arguments"], 64):
+                events.append(event("response.function_call_arguments.delta", item_id=item["id"], output_index=index, delta=piece))
+            events.append(event("response.function_call_arguments.done", item_id=item["id"], output_index=index, arguments=item["arguments"]))
+        else:
+            events.append(event("response.output_item.added", output_index=index, item={**item, "status": "in_progress", "input": ""}))
+            for piece in chunks(item["input"], 64):
+                events.append(event("response.custom_tool_call_input.delta", item_id=item["id"], output_index=index, delta=piece))
+            events.append(event("response.custom_tool_call_input.done", item_id=item["id"], output_index=index, input=item["input"]))
+        events.append(event("response.output_item.done", output_index=index, item=item))
+    events.append(event("response.completed", response=response))
+    return events

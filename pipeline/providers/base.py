@@ -1,0 +1,361 @@
+"""The tiny base of the agent providers: data types, the parser contract, executables, environment.
+
+A *provider* wraps one coding-agent command-line program. For one attempt the stage runner asks it
+for an argv list (``build_command``), the extra environment (``environment``; the whole scrubbed
+environment comes from ``agent_environment``) and a fresh ``StreamParser``; it feeds every stdout
+line to ``StreamParser.feed`` (which never raises), kills the agent as soon as ``parser.fatal`` is
+set, and finally calls ``StreamParser.finish`` for the ``Outcome``.
+
+Token semantics everywhere in TAC-X are Claude's: ``Usage.input_tokens`` counts only the input
+tokens that were neither read from nor written to the prompt cache, so the prompt size is
+``input_tokens + cache_read_tokens + cache_write_tokens``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any, ClassVar
+
+OUTPUT_LIMIT = 20_000  # characters kept of one tool output / raw line / long tool-input string
+STDERR_TAIL = 500  # characters of stderr quoted in an error sentence
+
+
+class ProviderError(Exception):
+    """A provider cannot be used as configured. ``permanent``: retrying the attempt cannot help."""
+
+    def __init__(self, message: str, *, permanent: bool = False):
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What the runner hands a provider for one attempt (built from the workflow stage)."""
+
+    prompt: str
+    cwd: str
+    model: str = ""
+    max_turns: int | None = None
+    allowed_tools: tuple[str, ...] = ()
+    permission_mode: str = ""
+    extra_args: tuple[str, ...] = ()
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Event:
+    """One normalised stream event; ``kind`` and the keys of ``data`` are listed in the module doc
+    of ``pipeline.providers``."""
+
+    kind: str
+    data: dict
+
+
+@dataclass
+class Usage:
+    """Normalised totals for one attempt (Claude token semantics, see the module docstring)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    turns: int = 0
+    cost_usd: Decimal | None = None
+    model: str = ""
+    session_id: str = ""
+    cli_version: str = ""
+
+
+@dataclass
+class Outcome:
+    """How an attempt ended. ``error`` is "" on success, else one human sentence."""
+
+    success: bool
+    error: str
+    final_text: str
+    usage: Usage
+    permanent: bool = False
+
+
+def truncate(text: str, limit: int = OUTPUT_LIMIT) -> str:
+    """``text`` cut to at most ``limit`` characters, saying how much was dropped."""
+    if len(text) <= limit:
+        return text
+    marker = f"\n[... {len(text) - limit} more characters truncated]"
+    return text[: max(0, limit - len(marker))] + marker
+
+
+def truncate_strings(value: Any, limit: int = OUTPUT_LIMIT) -> Any:
+    """A JSON-like value with every string in it truncated (tool inputs may carry whole files)."""
+    if isinstance(value, str):
+        return truncate(value, limit)
+    if isinstance(value, dict):
+        return {k: truncate_strings(v, limit) for k, v in value.items()}
+    if isinstance(value, list):
+        return [truncate_strings(v, limit) for v in value]
+    return value
+
+
+def as_dict(value: Any) -> dict:
+    """``value`` if it is a dict, else an empty one: the CLIs' JSON is not trusted to be well formed."""
+    return value if isinstance(value, dict) else {}
+
+
+def as_int(value: Any) -> int:
+    """A token count from untrusted JSON: ints (and integral floats) pass, anything else is 0."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return max(value, 0)
+    if isinstance(value, float) and value.is_integer():
+        return max(int(value), 0)
+    return 0
+
+
+def tacx_setting(name: str, default: Any) -> Any:
+    """``settings.TACX[name]``, or ``default`` when unset or when Django is not configured."""
+    try:
+        from django.conf import settings
+
+        return settings.TACX.get(name, default)
+    except Exception:  # parsers must work in scripts without Django settings too
+        return default
+
+
+def raw_event(line: str, error: str) -> Event:
+    return Event("raw", {"line": truncate(line), "error": error})
+
+
+class StreamParser:
+    """Turns the stdout lines of one attempt into events; stateful; never raises on bad input.
+
+    Subclasses implement ``handle(obj)`` for one decoded JSON object and ``finish``. The base
+    decodes lines, turns anything undecodable into a ``raw`` event, keeps the running ``Usage``
+    and prices it when the CLI reports no cost.
+    """
+
+    def __init__(self, inv: Invocation | None = None):
+        self.inv = inv
+        self.fatal: str | None = None
+        self.fatal_permanent = False
+        self.final_text = ""
+        self._usage = Usage(model=inv.model if inv else "")
+        self._reported_cost: Decimal | None = None
+        self._last_usage_key: tuple | None = None
+
+    # -- the contract ---------------------------------------------------------------------------
+    def feed(self, line: str | bytes) -> list[Event]:
+        """Events for one stdout line. A line that is not a JSON object with a string ``type``,
+        or that the handler cannot understand, becomes one ``raw`` event; parsing goes on."""
+        if isinstance(line, bytes):
+            line = line.decode("utf-8", errors="replace")
+        text = line.strip()
+        if not text:
+            return []
+        try:
+            obj = json.loads(text)
+        except ValueError as exc:
+            return [raw_event(text, f"not JSON: {exc}")]
+        if not isinstance(obj, dict):
+            return [raw_event(text, f"not a JSON object but a {type(obj).__name__}")]
+        if not isinstance(obj.get("type"), str):
+            return [raw_event(text, "JSON object without a string 'type'")]
+        try:
+            events = self.handle(obj)
+        except Exception as exc:  # a surprising shape must not stop the stage
+            return [raw_event(text, f"not understood: {type(exc).__name__}: {exc}")]
+        if events is None:
+            return [raw_event(text, f"unknown line type {obj['type']!r}")]
+        return events
+
+    def handle(self, obj: dict) -> list[Event] | None:
+        """Events for one decoded line; ``None`` means the line type is not understood."""
+        raise NotImplementedError
+
+    @property
+    def usage(self) -> Usage:
+        """Running totals; ``cost_usd`` is the CLI's own figure when it gave one, else priced."""
+        from pipeline.pricing import cost_for
+
+        usage = replace(self._usage)
+        usage.cost_usd = self._reported_cost if self._reported_cost is not None else cost_for(usage.model, usage)
+        return usage
+
+    def finish(self, *, exit_code: int | None, stderr_tail: str = "", killed_reason: str = "") -> Outcome:
+        raise NotImplementedError
+
+    # -- helpers for subclasses ------------------------------------------------------------------
+    def set_fatal(self, message: str, *, permanent: bool) -> None:
+        """Record the first reason the run cannot succeed (later ones are consequences)."""
+        if self.fatal is None:
+            self.fatal = message
+            self.fatal_permanent = permanent
+
+    def usage_event(self) -> list[Event]:
+        """A ``usage`` event with the running totals, or nothing when they did not change."""
+        usage = self.usage
+        key = (usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens, usage.cost_usd)
+        if key == self._last_usage_key:
+            return []
+        self._last_usage_key = key
+        return [
+            Event(
+                "usage",
+                {
+                    "input_tokens": usage.input_tokens,
+                    "output_tokens": usage.output_tokens,
+                    "cache_read_tokens": usage.cache_read_tokens,
+                    "cache_write_tokens": usage.cache_write_tokens,
+                    "cost_usd": None if usage.cost_usd is None else str(usage.cost_usd),
+                },
+            )
+        ]
+
+    def outcome(self, error: str = "", *, permanent: bool = False) -> Outcome:
+        return Outcome(success=not error, error=error, final_text=self.final_text, usage=self.usage, permanent=permanent)
+
+    def fatal_outcome(self) -> Outcome:
+        assert self.fatal is not None
+        return self.outcome(self.fatal, permanent=self.fatal_permanent)
+
+
+def exit_sentence(exit_code: int | None, *, what: str = "", stderr_tail: str = "", killed_reason: str = "") -> str:
+    """"agent exited with code N<what> (<killed_reason>): <stderr tail>" for a run that failed
+    without saying why in its stream."""
+    if exit_code is None:
+        text = f"agent ended{what}"
+    else:
+        text = f"agent exited with code {exit_code}{what}"
+    if killed_reason:
+        text += f" ({killed_reason})"
+    tail = stderr_tail.strip()
+    if tail:
+        text += ": " + tail[-STDERR_TAIL:]
+    return text
+
+
+# -- executables -----------------------------------------------------------------------------------
+def resolve_executable(name: str) -> str:
+    """Absolute path of the agent program ``name``: the first hit in ``settings.TACX
+    ["AGENT_BIN_DIRS"]`` (the npm-installed CLIs), then ``PATH``. A name containing a path
+    separator is taken as a path. Raises ``ProviderError(permanent=True)`` when it is missing."""
+    if not name:
+        raise ProviderError("no agent program configured", permanent=True)
+    if os.sep in name:
+        if os.path.isfile(name) and os.access(name, os.X_OK):
+            return os.path.abspath(name)
+        raise ProviderError(f"agent program {name!r} does not exist or is not executable", permanent=True)
+    dirs = [str(d) for d in tacx_setting("AGENT_BIN_DIRS", [])]
+    for directory in dirs:
+        candidate = os.path.join(directory, name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return os.path.abspath(candidate)
+    found = shutil.which(name)
+    if found:
+        return os.path.abspath(found)
+    searched = ", ".join(dirs) if dirs else "no AGENT_BIN_DIRS"
+    raise ProviderError(
+        f"agent program {name!r} not found in {searched} or on PATH "
+        "(install the CLIs with `npm ci`, or set TACX_AGENT_BIN_DIRS)",
+        permanent=True,
+    )
+
+
+_versions: dict[str, str] = {}
+_versions_lock = threading.Lock()
+_VERSION = re.compile(r"\d+\.\d+(?:\.\d+)?(?:[-+.][0-9A-Za-z.-]+)?")
+
+
+def executable_version(path: str) -> str:
+    """Version printed by ``<path> --version`` (e.g. "2.1.197"), cached per path; "" on failure."""
+    with _versions_lock:
+        if path in _versions:
+            return _versions[path]
+    try:
+        proc = subprocess.run(
+            [path, "--version"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+            env={k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")},
+        )
+        first = (proc.stdout or "").strip().splitlines()[0] if proc.returncode == 0 and proc.stdout.strip() else ""
+    except (OSError, subprocess.SubprocessError):
+        first = ""
+    match = _VERSION.search(first)
+    version = match.group(0) if match else first[:100]
+    with _versions_lock:
+        _versions[path] = version
+    return version
+
+
+# -- environment -----------------------------------------------------------------------------------
+BASE_ENV = ("PATH", "HOME", "LANG", "TERM", "TMPDIR", "USER", "LOGNAME", "SHELL", "TZ")
+BASE_ENV_PREFIXES = ("LC_",)
+# Never handed to an agent, whatever a provider declares: the agent must not hold the push token.
+FORBIDDEN_ENV = frozenset({"GITHUB_TOKEN", "GH_TOKEN", "GITHUB_WEBHOOK_SECRET"})
+SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|APIKEY|PRIVATE_KEY|CREDENTIAL", re.I)
+
+
+def env_name_allowed(name: str, passthrough: tuple[str, ...]) -> bool:
+    """Whether ``name`` may go from TAC-X's environment into an agent's.
+
+    ``passthrough`` entries ending in ``_`` are prefixes, others exact names. A name that looks
+    like a secret (``SECRET_NAME``) passes only when listed exactly, never through a prefix, so
+    ``ANTHROPIC_`` does not smuggle in an unrelated ``ANTHROPIC_ADMIN_TOKEN``.
+    """
+    if name in FORBIDDEN_ENV:
+        return False
+    if name in BASE_ENV or name.startswith(BASE_ENV_PREFIXES) or name in passthrough:
+        return True
+    if SECRET_NAME.search(name):
+        return False
+    return any(p.endswith("_") and name.startswith(p) for p in passthrough)
+
+
+def agent_environment(provider: Provider, inv: Invocation, base_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The whole environment of the agent process: the allowed part of ``base_env`` (default
+    ``os.environ``) plus ``provider.environment(inv)``. Forbidden names never pass."""
+    source = os.environ if base_env is None else base_env
+    env = {k: v for k, v in source.items() if env_name_allowed(k, provider.passthrough_env)}
+    env.update({k: v for k, v in provider.environment(inv).items() if k not in FORBIDDEN_ENV})
+    return env
+
+
+# -- the provider base class -----------------------------------------------------------------------
+class Provider:
+    """One agent CLI: argv, environment and parser. Subclasses set the three class attributes."""
+
+    name: ClassVar[str] = ""
+    executable: ClassVar[str] = ""
+    passthrough_env: ClassVar[tuple[str, ...]] = ()
+
+    def build_command(self, inv: Invocation) -> list[str]:
+        """The argv list for one attempt (never a shell string); argv[0] is an absolute path."""
+        raise NotImplementedError
+
+    def environment(self, inv: Invocation) -> dict[str, str]:
+        """Variables this provider sets for the agent (on top of the scrubbed environment)."""
+        return {}
+
+    def parser(self, inv: Invocation | None = None) -> StreamParser:
+        """A fresh parser for one attempt. ``inv`` lets it know the requested model (for pricing
+        CLIs that do not report one) and the turn limit (for the error sentence)."""
+        raise NotImplementedError
+
+    def version(self) -> str:
+        """``<exe> --version`` of the resolved executable, cached; "" when it cannot be run."""
+        try:
+            return executable_version(resolve_executable(self.executable))
+        except ProviderError:
+            return ""

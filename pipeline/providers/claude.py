@@ -1,0 +1,283 @@
+"""Claude Code (``claude -p … --output-format stream-json --verbose``).
+
+Usage accounting (the CLI repeats one API message's usage on each of its content-block lines):
+an API request is identified by ``(message.id, input_tokens, cache_creation, cache_read)``. Lines
+of one request repeat the same prompt figures, so they are counted once (keeping the largest
+``output_tokens`` seen); a line that reuses an id with *different* prompt figures is a different
+request (scripted model servers reuse ids). A line without an id counts on its own. The final
+``result`` line replaces these running figures: its ``modelUsage`` summed over models when
+present (it includes auxiliary models and matches ``total_cost_usd``; the plain ``usage`` covers
+the main loop only), else its ``usage``; ``total_cost_usd`` and ``num_turns`` likewise.
+
+Fail fast: Claude Code retries a failing API for minutes (``system/api_retry``). An auth or
+billing failure is fatal on the first such line; any other error after ``AUTH_RETRY_LIMIT``
+retries in a row.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal, InvalidOperation
+
+from .base import (
+    Event,
+    Invocation,
+    Outcome,
+    Provider,
+    StreamParser,
+    as_dict,
+    as_int,
+    exit_sentence,
+    resolve_executable,
+    tacx_setting,
+    truncate,
+    truncate_strings,
+)
+
+AUTH_ERRORS = {"authentication_failed": "could not authenticate", "billing_error": "has a billing problem"}
+AUTH_STATUSES = {401, 403}
+
+
+def auth_sentence(error: str, status: int | None) -> str:
+    """"agent could not authenticate (HTTP 401 from the model API)" and its billing sibling."""
+    problem = AUTH_ERRORS.get(error, "could not authenticate")
+    source = f"HTTP {status} from the model API" if status else f"{error} from the model API"
+    return f"agent {problem} ({source})"
+
+
+def tool_output(content: object) -> str:
+    """A tool_result's ``content``: a string, or a list of blocks (text kept, others named)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for block in content:
+            block = as_dict(block)
+            if isinstance(block.get("text"), str):
+                parts.append(block["text"])
+            elif block.get("type"):
+                parts.append(f"[{block['type']}]")
+        return "\n".join(parts)
+    return "" if content is None else json.dumps(content)
+
+
+class ClaudeStreamParser(StreamParser):
+    """Parser for Claude Code stream-json (also used by the command provider's
+    ``claude-stream-json`` format)."""
+
+    def __init__(self, inv: Invocation | None = None):
+        super().__init__(inv)
+        self.retry_limit = int(tacx_setting("AUTH_RETRY_LIMIT", 3))
+        self.retries_in_a_row = 0
+        self.requests: dict[tuple, dict[str, int]] = {}
+        self.result: dict | None = None
+
+    def handle(self, obj: dict) -> list[Event] | None:
+        kind = obj["type"]
+        if kind == "system":
+            return self.on_system(obj)
+        if kind == "assistant":
+            return self.on_assistant(obj)
+        if kind == "user":
+            return self.on_user(obj)
+        if kind == "result":
+            return self.on_result(obj)
+        if kind == "rate_limit_event":
+            return [Event("system", {"subtype": "rate_limit", **as_dict(obj.get("rate_limit_info"))})]
+        return None
+
+    def on_system(self, obj: dict) -> list[Event]:
+        subtype = str(obj.get("subtype") or "")
+        if subtype == "init":
+            self._usage.model = str(obj.get("model") or self._usage.model)
+            self._usage.session_id = str(obj.get("session_id") or "")
+            self._usage.cli_version = str(obj.get("claude_code_version") or "")
+            data = {
+                "subtype": "init",
+                "model": self._usage.model,
+                "session_id": self._usage.session_id,
+                "cli_version": self._usage.cli_version,
+                "cwd": obj.get("cwd", ""),
+                "permission_mode": obj.get("permissionMode", ""),
+                "tools": obj.get("tools", []),
+                "mcp_servers": obj.get("mcp_servers", []),
+            }
+            return [Event("system", data)]
+        if subtype == "api_retry":
+            return self.on_api_retry(obj)
+        data = {k: v for k, v in obj.items() if k not in ("type", "uuid")}
+        return [Event("system", {"subtype": subtype, **truncate_strings(data)})]
+
+    def on_api_retry(self, obj: dict) -> list[Event]:
+        error = str(obj.get("error") or "unknown")
+        status = obj.get("error_status") if isinstance(obj.get("error_status"), int) else None
+        self.retries_in_a_row += 1
+        what = f"{error} (HTTP {status})" if status else error
+        message = f"model API error {what}, retry {obj.get('attempt', '?')} of {obj.get('max_retries', '?')}"
+        if error in AUTH_ERRORS or status in AUTH_STATUSES:
+            self.set_fatal(auth_sentence(error, status), permanent=True)
+        elif self.retries_in_a_row >= self.retry_limit:
+            self.set_fatal(f"agent's model API kept failing: {what}, {self.retries_in_a_row} retries in a row", permanent=False)
+        return [Event("error", {"message": message, "fatal": self.fatal is not None})]
+
+    def on_assistant(self, obj: dict) -> list[Event]:
+        message = as_dict(obj.get("message"))
+        events: list[Event] = []
+        for block in message.get("content") or []:
+            block = as_dict(block)
+            btype = block.get("type")
+            if btype == "text" and isinstance(block.get("text"), str):
+                self.final_text = block["text"]
+                events.append(Event("message", {"role": "assistant", "text": block["text"]}))
+            elif btype == "thinking":
+                events.append(Event("message", {"role": "thinking", "text": str(block.get("thinking") or "")}))
+            elif btype in ("tool_use", "server_tool_use"):
+                data = {"id": block.get("id", ""), "name": block.get("name", ""), "input": truncate_strings(block.get("input", {}))}
+                events.append(Event("tool_call", data))
+        error = obj.get("error")
+        if error:
+            text = self.final_text if message.get("model") == "<synthetic>" else ""
+            if error in AUTH_ERRORS:
+                self.set_fatal(auth_sentence(str(error), None), permanent=True)
+            events.append(Event("error", {"message": f"model API error {error}" + (f": {text}" if text else ""), "fatal": self.fatal is not None}))
+        else:
+            self.retries_in_a_row = 0  # the API answered
+            self.count_usage(message, obj)
+        return events + self.usage_event()
+
+    def count_usage(self, message: dict, obj: dict) -> None:
+        usage = as_dict(message.get("usage"))
+        if not usage:
+            return
+        prompt = (as_int(usage.get("input_tokens")), as_int(usage.get("cache_creation_input_tokens")), as_int(usage.get("cache_read_input_tokens")))
+        key = (message.get("id") or f"line-{obj.get('uuid') or len(self.requests)}", *prompt)
+        seen = self.requests.setdefault(key, {"output": 0})
+        seen["output"] = max(seen["output"], as_int(usage.get("output_tokens")))
+        if self.result is None:  # once the result line has spoken, its totals stand
+            u = self._usage
+            u.input_tokens = sum(k[1] for k in self.requests)
+            u.cache_write_tokens = sum(k[2] for k in self.requests)
+            u.cache_read_tokens = sum(k[3] for k in self.requests)
+            u.output_tokens = sum(v["output"] for v in self.requests.values())
+            u.turns = len(self.requests)
+
+    def on_user(self, obj: dict) -> list[Event]:
+        content = as_dict(obj.get("message")).get("content")
+        if isinstance(content, str):
+            return [Event("message", {"role": "user", "text": content})]
+        events = []
+        for block in content or []:
+            block = as_dict(block)
+            if block.get("type") == "tool_result":
+                output = truncate(tool_output(block.get("content")))
+                events.append(Event("tool_result", {"id": block.get("tool_use_id", ""), "output": output, "is_error": bool(block.get("is_error"))}))
+            elif isinstance(block.get("text"), str):
+                events.append(Event("message", {"role": "user", "text": block["text"]}))
+        return events
+
+    def on_result(self, obj: dict) -> list[Event]:
+        self.result = obj
+        if isinstance(obj.get("result"), str):
+            self.final_text = obj["result"]
+        u = self._usage
+        model_usage = [as_dict(m) for m in as_dict(obj.get("modelUsage")).values()]
+        if model_usage:
+            u.input_tokens = sum(as_int(m.get("inputTokens")) for m in model_usage)
+            u.output_tokens = sum(as_int(m.get("outputTokens")) for m in model_usage)
+            u.cache_read_tokens = sum(as_int(m.get("cacheReadInputTokens")) for m in model_usage)
+            u.cache_write_tokens = sum(as_int(m.get("cacheCreationInputTokens")) for m in model_usage)
+            if not u.model:
+                u.model = max(obj["modelUsage"], key=lambda name: as_int(as_dict(obj["modelUsage"][name]).get("outputTokens")))
+        elif isinstance(obj.get("usage"), dict):
+            usage = obj["usage"]
+            u.input_tokens = as_int(usage.get("input_tokens"))
+            u.output_tokens = as_int(usage.get("output_tokens"))
+            u.cache_read_tokens = as_int(usage.get("cache_read_input_tokens"))
+            u.cache_write_tokens = as_int(usage.get("cache_creation_input_tokens"))
+        if "num_turns" in obj:
+            u.turns = as_int(obj["num_turns"])
+        u.session_id = str(obj.get("session_id") or u.session_id)
+        cost = obj.get("total_cost_usd", obj.get("cost_usd"))
+        if isinstance(cost, int | float) and not isinstance(cost, bool):
+            try:
+                self._reported_cost = Decimal(str(cost))
+            except InvalidOperation:
+                pass
+        data = {
+            "subtype": str(obj.get("subtype") or ""),
+            "is_error": bool(obj.get("is_error")),
+            "text": truncate(self.final_text if isinstance(obj.get("result"), str) else ""),
+            "num_turns": u.turns,
+            "terminal_reason": obj.get("terminal_reason") or "",
+            "api_error_status": obj.get("api_error_status"),
+            "errors": [str(e) for e in obj.get("errors") or []],
+        }
+        return [Event("result", data), *self.usage_event()]
+
+    def finish(self, *, exit_code: int | None, stderr_tail: str = "", killed_reason: str = "") -> Outcome:
+        """Success iff a ``result`` line said ``success`` with ``is_error`` false and the exit code
+        is 0 (old builds could say ``error_during_execution`` with ``is_error`` false)."""
+        if self.fatal:
+            return self.fatal_outcome()
+        result = self.result
+        if result is None:
+            return self.outcome(exit_sentence(exit_code, what=" without a result", stderr_tail=stderr_tail, killed_reason=killed_reason))
+        subtype = str(result.get("subtype") or "")
+        if not result.get("is_error") and subtype == "success":
+            if exit_code == 0:
+                return self.outcome()
+            return self.outcome(exit_sentence(exit_code, what=" after reporting success", stderr_tail=stderr_tail, killed_reason=killed_reason))
+        return self.result_failure(result, subtype)
+
+    def result_failure(self, result: dict, subtype: str) -> Outcome:
+        text = self.final_text if isinstance(result.get("result"), str) else "; ".join(str(e) for e in result.get("errors") or [])
+        if subtype == "error_max_turns" or result.get("terminal_reason") == "max_turns":
+            limit = self.inv.max_turns if self.inv and self.inv.max_turns else None
+            found = re.search(r"maximum number of turns \((\d+)\)", " ".join(str(e) for e in result.get("errors") or []))
+            if limit is None and found:
+                limit = int(found.group(1))
+            detail = f"max turns {limit}" if limit is not None else f"after {self._usage.turns} turns"
+            return self.outcome(f"agent hit its turn limit ({detail})")
+        if subtype == "error_max_budget_usd":
+            return self.outcome("agent hit its budget limit (--max-budget-usd)")
+        status = result.get("api_error_status")
+        if isinstance(status, int) and status in AUTH_STATUSES:
+            return self.outcome(f"{auth_sentence('authentication_failed', status)}: {text}", permanent=True)
+        if isinstance(status, int):
+            return self.outcome(f"agent's model API returned HTTP {status}" + (f": {text}" if text else ""))
+        return self.outcome(f"agent reported an error ({subtype or 'no subtype'})" + (f": {text}" if text else ""))
+
+
+class ClaudeProvider(Provider):
+    name = "claude"
+    executable = "claude"
+    passthrough_env = ("ANTHROPIC_", "CLAUDE_CODE_", "IS_SANDBOX", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
+
+    def build_command(self, inv: Invocation) -> list[str]:
+        """``claude -p --output-format stream-json --verbose [flags] [extra_args] -- PROMPT``.
+
+        ``-p`` is a flag and the prompt a positional argument; it goes last after ``--`` so that
+        the variadic ``--allowedTools`` cannot swallow it and a prompt starting with ``-`` is not
+        read as an option (checked against Claude Code 2.1.197)."""
+        argv = [resolve_executable(self.executable), "-p", "--output-format", "stream-json", "--verbose"]
+        if inv.model:
+            argv += ["--model", inv.model]
+        if inv.max_turns:
+            argv += ["--max-turns", str(inv.max_turns)]
+        if inv.permission_mode:
+            argv += ["--permission-mode", inv.permission_mode]
+        if inv.allowed_tools:
+            argv += ["--allowedTools", *inv.allowed_tools]
+        return [*argv, *inv.extra_args, "--", inv.prompt]
+
+    def environment(self, inv: Invocation) -> dict[str, str]:
+        """``IS_SANDBOX=1`` (we run as root; bypass modes need it), no telemetry or self-update;
+        option ``base_url`` becomes ``ANTHROPIC_BASE_URL``."""
+        env = {"IS_SANDBOX": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1"}
+        if inv.options.get("base_url"):
+            env["ANTHROPIC_BASE_URL"] = str(inv.options["base_url"])
+        return env
+
+    def parser(self, inv: Invocation | None = None) -> ClaudeStreamParser:
+        return ClaudeStreamParser(inv)

@@ -1,0 +1,180 @@
+"""Google Gemini CLI (``gemini -p PROMPT -o stream-json``), format of gemini-cli ≥ 0.22.
+
+Assistant text arrives as ``message`` deltas: consecutive deltas are joined into one ``message``
+event, emitted when the next non-delta line arrives (a killed run keeps its partial text in
+``Outcome.final_text``, which, like Gemini's own JSON ``response``, is every assistant delta
+joined). Usage comes from ``result.stats`` only: ``input_tokens`` there includes ``cached``, so
+TAC-X's input is ``stats.input`` when present, else ``input_tokens - cached``. No cost is reported:
+it comes from ``pipeline.pricing`` (model from ``stats.models`` or ``init``; ``auto`` is unknown).
+Turns: Gemini reports none; ``turns`` counts model responses (an assistant message or tool call
+after the prompt or a tool result). Exit codes: 41 auth, 42 input, 44 sandbox, 52 config,
+53 turn limit, 54 tool failure, 55 untrusted folder, 130 cancelled.
+"""
+
+from __future__ import annotations
+
+import json
+
+from .base import (
+    Event,
+    Invocation,
+    Outcome,
+    Provider,
+    StreamParser,
+    as_dict,
+    as_int,
+    exit_sentence,
+    raw_event,
+    resolve_executable,
+    truncate,
+    truncate_strings,
+)
+
+# exit code -> (sentence, permanent)
+EXIT_CODES: dict[int, tuple[str, bool]] = {
+    41: ("agent could not authenticate (Gemini CLI exit code 41)", True),
+    42: ("agent rejected its input (Gemini CLI exit code 42)", True),
+    44: ("agent's sandbox failed (Gemini CLI exit code 44)", True),
+    52: ("agent's configuration is invalid (Gemini CLI exit code 52)", True),
+    53: ("agent hit its turn limit (Gemini CLI exit code 53, maxSessionTurns)", False),
+    54: ("a tool failed fatally (Gemini CLI exit code 54)", False),
+    55: ("agent does not trust the workspace folder (Gemini CLI exit code 55)", True),
+    130: ("agent was cancelled (Gemini CLI exit code 130)", False),
+}
+ERROR_TYPES = {
+    "FatalAuthenticationError": 41,
+    "FatalInputError": 42,
+    "FatalSandboxError": 44,
+    "FatalConfigError": 52,
+    "FatalTurnLimitedError": 53,
+    "FatalToolExecutionError": 54,
+    "FatalUntrustedWorkspaceError": 55,
+}
+
+
+class GeminiStreamParser(StreamParser):
+    """Parser for ``gemini -o stream-json``."""
+
+    def __init__(self, inv: Invocation | None = None, *, cli_version: str = ""):
+        super().__init__(inv)
+        self._usage.cli_version = cli_version
+        self.pending: list[str] = []  # assistant deltas not yet emitted
+        self.texts: list[str] = []  # every assistant delta, for final_text
+        self.responding = False  # inside a model response (for counting turns)
+        self.result: dict | None = None
+
+    def handle(self, obj: dict) -> list[Event] | None:
+        kind = obj["type"]
+        if kind == "message" and obj.get("role") == "assistant" and obj.get("delta"):
+            return self.on_delta(str(obj.get("content") or ""))
+        events = self.flush()
+        if kind == "init":
+            self._usage.session_id = str(obj.get("session_id") or "")
+            self._usage.model = str(obj.get("model") or self._usage.model)
+            events.append(Event("system", {"subtype": "init", "session_id": self._usage.session_id, "model": self._usage.model}))
+        elif kind == "message":
+            role = str(obj.get("role") or "")
+            if role == "assistant":
+                self.count_turn()
+                self.texts.append(str(obj.get("content") or ""))
+                self.final_text = "".join(self.texts)
+            else:
+                self.responding = False
+            events.append(Event("message", {"role": role, "text": str(obj.get("content") or "")}))
+        elif kind == "tool_use":
+            self.count_turn()
+            data = {"id": obj.get("tool_id", ""), "name": obj.get("tool_name", ""), "input": truncate_strings(obj.get("parameters") or {})}
+            events.append(Event("tool_call", data))
+        elif kind == "tool_result":
+            self.responding = False
+            error = as_dict(obj.get("error"))
+            output = obj.get("output")
+            text = output if isinstance(output, str) and output else str(error.get("message") or output or "")
+            events.append(Event("tool_result", {"id": obj.get("tool_id", ""), "output": truncate(text), "is_error": obj.get("status") != "success"}))
+        elif kind == "error":
+            events.append(Event("error", {"message": str(obj.get("message") or ""), "fatal": False, "severity": obj.get("severity", "")}))
+        elif kind == "result":
+            events += self.on_result(obj)
+        else:
+            return [*events, raw_event(json.dumps(obj), f"unknown line type {kind!r}")]
+        return events
+
+    def on_delta(self, text: str) -> list[Event]:
+        self.count_turn()
+        self.pending.append(text)
+        self.texts.append(text)
+        self.final_text = "".join(self.texts)
+        return []
+
+    def flush(self) -> list[Event]:
+        if not self.pending:
+            return []
+        text, self.pending = "".join(self.pending), []
+        return [Event("message", {"role": "assistant", "text": text})]
+
+    def count_turn(self) -> None:
+        if not self.responding:
+            self.responding = True
+            self._usage.turns += 1
+
+    def on_result(self, obj: dict) -> list[Event]:
+        self.result = obj
+        stats = as_dict(obj.get("stats"))
+        u = self._usage
+        cached = as_int(stats.get("cached"))
+        u.input_tokens = as_int(stats["input"]) if "input" in stats else max(as_int(stats.get("input_tokens")) - cached, 0)
+        u.output_tokens = as_int(stats.get("output_tokens"))
+        u.cache_read_tokens = cached
+        models = as_dict(stats.get("models"))
+        if models:  # the resolved model(s); init may only say "auto"
+            u.model = max(models, key=lambda m: as_int(as_dict(models[m]).get("total_tokens")))
+        error = as_dict(obj.get("error"))
+        status = str(obj.get("status") or "")
+        data = {"subtype": status, "is_error": status != "success", "text": truncate(self.final_text)}
+        if error:
+            data["error_type"] = str(error.get("type") or "")
+            data["text"] = truncate(str(error.get("message") or ""))
+        return [Event("result", data), *self.usage_event()]
+
+    def finish(self, *, exit_code: int | None, stderr_tail: str = "", killed_reason: str = "") -> Outcome:
+        """Success iff the result says ``success`` and the exit code is 0; the documented exit
+        codes (and the ``Fatal…Error`` types behind them) name the failure."""
+        if self.fatal:
+            return self.fatal_outcome()
+        result = self.result
+        if result is not None and result.get("status") == "success" and exit_code == 0:
+            return self.outcome()
+        error = as_dict(result.get("error")) if result else {}
+        code = exit_code if exit_code in EXIT_CODES else ERROR_TYPES.get(str(error.get("type") or ""))
+        if code is not None:
+            sentence, permanent = EXIT_CODES[code]
+            detail = str(error.get("message") or "") or stderr_tail.strip()[-500:]
+            return self.outcome(sentence + (f": {detail}" if detail else ""), permanent=permanent)
+        if error:
+            return self.outcome(f"agent reported an error ({error.get('type') or 'unknown'}): {error.get('message', '')}")
+        what = " without a result" if result is None else ""
+        return self.outcome(exit_sentence(exit_code, what=what, stderr_tail=stderr_tail, killed_reason=killed_reason))
+
+
+class GeminiProvider(Provider):
+    name = "gemini"
+    executable = "gemini"
+    passthrough_env = ("GEMINI_", "GOOGLE_", "GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_APPLICATION_CREDENTIALS")
+
+    def build_command(self, inv: Invocation) -> list[str]:
+        """``gemini -o stream-json [-m M] [--approval-mode X] [--allowed-tools T …] [extra_args]
+        -p PROMPT`` (``--prompt=PROMPT`` when the prompt starts with ``-``, which yargs would
+        otherwise read as a flag). Gemini has no turn-limit flag (``maxSessionTurns`` is a
+        setting), so ``max_turns`` is not used."""
+        argv = [resolve_executable(self.executable), "-o", "stream-json"]
+        if inv.model:
+            argv += ["-m", inv.model]
+        if inv.permission_mode:
+            argv += ["--approval-mode", inv.permission_mode]
+        if inv.allowed_tools:
+            argv += ["--allowed-tools", *inv.allowed_tools]
+        argv += inv.extra_args
+        return argv + ([f"--prompt={inv.prompt}"] if inv.prompt.startswith("-") else ["-p", inv.prompt])
+
+    def parser(self, inv: Invocation | None = None) -> GeminiStreamParser:
+        return GeminiStreamParser(inv, cli_version=self.version())

@@ -1,0 +1,69 @@
+"""The pull request TAC-X opens at the end of a task: its body and where it goes."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db.models import Sum
+
+from .models import Repository, StageResult, Task
+
+PLAN_SUMMARY_LINES = 25
+
+
+def pull_request_title(task: Task) -> str:
+    return f"{task.title} (#{task.issue_number})"
+
+
+def pull_request_body(task: Task) -> str:
+    results = StageResult.objects.filter(task=task)
+    plan = results.filter(stage__name="planning", success=True).order_by("-id").values_list("output_text", flat=True).first() or ""
+    review = results.filter(stage__name="reviewing", success=True).order_by("-id").first()
+    lines = [f"Closes #{task.issue_number}", "", "## Plan", ""]
+    plan_lines = plan.strip().splitlines()
+    lines += plan_lines[:PLAN_SUMMARY_LINES] or ["(no plan recorded)"]
+    if len(plan_lines) > PLAN_SUMMARY_LINES:
+        lines.append(f"… ({len(plan_lines) - PLAN_SUMMARY_LINES} more lines)")
+    lines += ["", "## Review", ""]
+    if review is not None:
+        lines.append(f"Verdict: **{review.verdict or 'none'}** (round {review.round})")
+    else:
+        lines.append("No review stage ran.")
+    lines += ["", "## Usage", "", "| Stage | Attempts | Input | Output | Cache read | Cache write | Cost (USD) |", "|---|---|---|---|---|---|---|"]
+    rows = (
+        results.values("stage__name", "stage__position")
+        .annotate(
+            i=Sum("input_tokens"), o=Sum("output_tokens"), cr=Sum("cache_read_tokens"), cw=Sum("cache_write_tokens"), usd=Sum("cost_usd")
+        )
+        .order_by("stage__position")
+    )
+    total = Decimal("0")
+    for row in rows:
+        attempts = results.filter(stage__name=row["stage__name"]).count()
+        usd = row["usd"] or Decimal("0")
+        total += usd
+        lines.append(f"| {row['stage__name']} | {attempts} | {row['i'] or 0} | {row['o'] or 0} | {row['cr'] or 0} | {row['cw'] or 0} | {usd:.4f} |")
+    lines.append(f"| **total** | | | | | | **{total:.4f}** |")
+    dashboard = settings.TACX["DASHBOARD_URL"].rstrip("/")
+    lines += ["", f"Opened by TAC-X — [task {task.pk}]({dashboard}/tasks/{task.pk}/)"]
+    return "\n".join(lines)
+
+
+def pull_request_open(*, task: Task, body: str) -> tuple[str, int | None]:
+    """Open (or update) the PR; returns (url, number). A local repository has no PRs: the branch
+    pushed to its origin is the deliverable, recorded as the URL."""
+    repository = task.repository
+    if repository.kind == Repository.Kind.LOCAL:
+        return "", None
+    from .github import GitHubClient
+
+    pr = GitHubClient().pull_request_open_or_update(
+        full_name=repository.full_name,
+        head=task.branch,
+        base=repository.default_branch,
+        title=pull_request_title(task),
+        body=body,
+        draft=repository.draft_prs and settings.TACX["DRAFT_PRS"],
+    )
+    return pr["html_url"], pr["number"]

@@ -1,0 +1,356 @@
+"""Every change of pipeline state goes through these functions (coordinator, dashboard, admin,
+management commands and q2 jobs call them; none writes the tables itself).
+
+Rules kept here:
+- a task is created idempotently: the partial unique constraint refuses a second active task for
+  one issue, and `task_create` returns the existing one instead;
+- stages are claimed by conditional UPDATE (see `runner`), never by trusting the queue;
+- the next stage is enqueued after commit, and only from our own state (no q2 chains).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from . import live
+from .models import AgentEvent, Repository, Stage, StageResult, Task
+from .workflow import Workflow, WorkflowError
+
+log = logging.getLogger(__name__)
+
+# Hidden markup an attacker can use to talk to the agent without a human reviewer seeing it.
+_HTML_COMMENT = re.compile(r"<!--.*?(-->|$)", re.S)
+_INVISIBLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e007f]"
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def sanitize_issue_text(text: str) -> str:
+    """Strip HTML comments, zero-width, bidi and control characters from issue text."""
+    text = _HTML_COMMENT.sub("", text or "")
+    text = _INVISIBLE.sub("", text)
+    return _CONTROL.sub("", text).strip()
+
+
+# --- tasks ------------------------------------------------------------------------------------
+
+
+def task_create(
+    *,
+    repository: Repository,
+    issue_number: int,
+    title: str,
+    body: str = "",
+    triggered_by: str = "",
+    trigger_source: str = "api",
+    issue_url: str = "",
+    triggered_at=None,
+) -> tuple[Task, bool]:
+    """Create a queued task for an issue, or return the active one. Returns (task, created)."""
+    title = sanitize_issue_text(title)[:500] or f"Issue {issue_number}"
+    body = sanitize_issue_text(body)
+    try:
+        with transaction.atomic():
+            task = Task.objects.create(
+                repository=repository,
+                issue_number=issue_number,
+                title=title,
+                body=body,
+                triggered_by=triggered_by,
+                trigger_source=trigger_source,
+                issue_url=issue_url,
+                triggered_at=triggered_at or timezone.now(),
+            )
+            event_status(task, f"task created from {trigger_source}" + (f" by {triggered_by}" if triggered_by else ""))
+    except IntegrityError:
+        existing = Task.objects.filter(repository=repository, issue_number=issue_number, status__in=Task.ACTIVE).first()
+        if existing is None:  # the other one finished in between: try once more
+            return task_create(
+                repository=repository,
+                issue_number=issue_number,
+                title=title,
+                body=body,
+                triggered_by=triggered_by,
+                trigger_source=trigger_source,
+                issue_url=issue_url,
+            )
+        return existing, False
+    return task, True
+
+
+def task_skip(*, repository: Repository, issue_number: int, title: str, reason: str, triggered_by: str = "", trigger_source: str = "") -> Task:
+    """Record a refused trigger so people can see why nothing happened."""
+    task = Task.objects.create(
+        repository=repository,
+        issue_number=issue_number,
+        title=sanitize_issue_text(title)[:500] or f"Issue {issue_number}",
+        status=Task.Status.SKIPPED,
+        status_reason=reason,
+        triggered_by=triggered_by,
+        trigger_source=trigger_source,
+        finished_at=timezone.now(),
+    )
+    event_status(task, f"skipped: {reason}")
+    return task
+
+
+def task_start(*, task: Task, workflow: Workflow, enqueue: bool = True) -> bool:
+    """queued/waiting -> running: snapshot the workflow, create the stages, queue the first one.
+
+    Conditional on the status, so two dispatchers cannot start one task twice.
+    """
+    with transaction.atomic():
+        started = Task.objects.filter(pk=task.pk, status__in=[Task.Status.QUEUED, Task.Status.WAITING]).update(
+            status=Task.Status.RUNNING,
+            status_reason="",
+            started_at=timezone.now(),
+            workflow=workflow.to_json(),
+            workflow_source=workflow.source,
+        )
+        if not started:
+            return False
+        task.refresh_from_db()
+        max_attempts = settings.TACX["MAX_ATTEMPTS"]
+        stages = [
+            Stage(
+                task=task,
+                name=cfg.name,
+                position=i,
+                provider=cfg.provider,
+                model=cfg.model,
+                max_attempts=cfg.max_attempts or max_attempts,
+            )
+            for i, cfg in enumerate(workflow.stages)
+        ]
+        Stage.objects.bulk_create(stages)
+        first = task.stages.order_by("position").first()
+        event_status(task, "task started")
+        stage_queue(stage=first, enqueue=enqueue)
+    return True
+
+
+def task_fail(*, task: Task, reason: str, status: str = Task.Status.FAILED) -> bool:
+    """Finish an active task with an explanation (conditional: a finished task stays finished)."""
+    with transaction.atomic():
+        done = Task.objects.filter(pk=task.pk, status__in=Task.ACTIVE).update(
+            status=status, status_reason=reason[:4000], finished_at=timezone.now()
+        )
+        if done:
+            task.stages.filter(status__in=[Stage.Status.PENDING, Stage.Status.QUEUED]).update(status=Stage.Status.CANCELLED)
+            task.refresh_from_db()
+            event_status(task, f"task {status}: {reason}")
+    return bool(done)
+
+
+def task_cancel(*, task: Task, reason: str = "cancelled") -> bool:
+    """Cancel a task that has not finished. A running agent notices at its next heartbeat and is
+    killed; its attempt is recorded as cancelled."""
+    return task_fail(task=task, reason=reason, status=Task.Status.CANCELLED)
+
+
+def task_retry(*, task: Task, enqueue: bool = True) -> Task:
+    """Run a finished (failed/cancelled/budget) task again from the stage that did not succeed.
+
+    Returns the same task re-queued; refuses while the issue has another active task.
+    """
+    if task.is_active:
+        raise ValueError(f"task {task.pk} is still {task.status}; cancel it first")
+    if task.status == Task.Status.SUCCEEDED:
+        raise ValueError(f"task {task.pk} already succeeded")
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                updated = Task.objects.filter(pk=task.pk, status=task.status).update(
+                    status=Task.Status.RUNNING if task.stages.exists() else Task.Status.QUEUED,
+                    status_reason="",
+                    finished_at=None,
+                )
+        except IntegrityError:
+            raise ValueError(f"issue #{task.issue_number} already has an active task") from None
+        if not updated:
+            raise ValueError(f"task {task.pk} changed meanwhile; reload and try again")
+        task.refresh_from_db()
+        stage = task.stages.exclude(status=Stage.Status.SUCCEEDED).order_by("position").first()
+        event_status(task, "task retried")
+        if stage is not None:
+            task.stages.filter(position__gt=stage.position).update(status=Stage.Status.PENDING)
+            Stage.objects.filter(pk=stage.pk).update(failed_attempts=0, error="")
+            stage.refresh_from_db()
+            stage_queue(stage=stage, enqueue=enqueue, force=True)
+    return task
+
+
+# --- stages -----------------------------------------------------------------------------------
+
+
+def stage_queue(*, stage: Stage, enqueue: bool = True, force: bool = False) -> None:
+    """Mark a stage queued and (after commit) hand its id to django-q2."""
+    allowed = [Stage.Status.PENDING] + ([Stage.Status.FAILED, Stage.Status.CANCELLED, Stage.Status.SUCCEEDED, Stage.Status.QUEUED] if force else [])
+    changed = Stage.objects.filter(pk=stage.pk, status__in=allowed).update(
+        status=Stage.Status.QUEUED, lease_owner="", lease_expires_at=None
+    )
+    if not changed:
+        return
+    event_status(stage.task, f"stage {stage.name} queued", stage=stage.name, stage_status="queued")
+    if enqueue:
+        stage_id = stage.pk
+        transaction.on_commit(lambda: enqueue_stage_job(stage_id))
+
+
+def enqueue_stage_job(stage_id: int) -> None:
+    from django_q.tasks import async_task
+
+    async_task("pipeline.jobs.run_stage", stage_id, task_name=f"stage-{stage_id}", q_options={"timeout": settings.Q_CLUSTER["timeout"]})
+
+
+def stage_succeeded_advance(*, stage: Stage, enqueue: bool = True) -> None:
+    """After a successful stage: queue the next one, or finish the task."""
+    task = stage.task
+    nxt = task.stages.filter(position__gt=stage.position).order_by("position").first()
+    if nxt is None:
+        with transaction.atomic():
+            done = Task.objects.filter(pk=task.pk, status=Task.Status.RUNNING).update(
+                status=Task.Status.SUCCEEDED, finished_at=timezone.now(), status_reason=""
+            )
+            if done:
+                task.refresh_from_db()
+                event_status(task, "task succeeded")
+        return
+    with transaction.atomic():
+        stage_queue(stage=nxt, enqueue=enqueue)
+
+
+def review_requests_changes(*, stage: Stage, enqueue: bool = True) -> bool:
+    """Send the task back to building for another round; False when the rounds are used up."""
+    task = stage.task
+    workflow = Workflow.from_json(task.workflow)
+    if task.review_round >= workflow.review_rounds:
+        return False
+    building = task.stages.filter(name="building").first()
+    if building is None:
+        return False
+    with transaction.atomic():
+        Task.objects.filter(pk=task.pk).update(review_round=F("review_round") + 1)
+        task.refresh_from_db()
+        task.stages.filter(position__gt=building.position).update(status=Stage.Status.PENDING)
+        Stage.objects.filter(pk=building.pk).update(failed_attempts=0)
+        event_status(task, f"review requested changes: back to building (round {task.review_round})")
+        stage_queue(stage=building, enqueue=enqueue, force=True)
+    return True
+
+
+def result_add_to_totals(*, result: StageResult) -> None:
+    Task.objects.filter(pk=result.task_id).update(
+        input_tokens=F("input_tokens") + result.input_tokens,
+        output_tokens=F("output_tokens") + result.output_tokens,
+        cache_read_tokens=F("cache_read_tokens") + result.cache_read_tokens,
+        cache_write_tokens=F("cache_write_tokens") + result.cache_write_tokens,
+        cost_usd=F("cost_usd") + (result.cost_usd or Decimal("0")),
+    )
+
+
+def stage_reap_expired(*, now=None, enqueue: bool = True, limit: int = 20) -> list[StageResult]:
+    """Stages whose lease expired (worker killed, machine lost): record the open attempt as
+    "worker lost" and re-queue the stage until its attempt limit. Returns the reaped attempts."""
+    now = now or timezone.now()
+    reaped: list[StageResult] = []
+    candidates = list(
+        Stage.objects.filter(status=Stage.Status.RUNNING, lease_expires_at__lt=now).select_related("task")[:limit]
+    )
+    for stage in candidates:
+        with transaction.atomic():
+            # Conditional on the lease we saw: a worker that renewed meanwhile keeps its stage.
+            owner, expires = stage.lease_owner, stage.lease_expires_at
+            exhausted = stage.failed_attempts + 1 >= stage.max_attempts
+            changed = Stage.objects.filter(
+                pk=stage.pk, status=Stage.Status.RUNNING, lease_owner=owner, lease_expires_at=expires
+            ).update(
+                status=Stage.Status.FAILED if exhausted else Stage.Status.QUEUED,
+                failed_attempts=F("failed_attempts") + 1,
+                lease_owner="",
+                lease_expires_at=None,
+                error="worker lost",
+                finished_at=now if exhausted else None,
+            )
+            if not changed:
+                continue
+            open_results = list(stage.results.filter(outcome=StageResult.Outcome.RUNNING))
+            for result in open_results:
+                result.outcome = StageResult.Outcome.WORKER_LOST
+                result.success = False
+                result.completed_at = now
+                result.error = f"worker lost (lease held by {owner} expired at {expires:%H:%M:%S})"
+                result.save(update_fields=["outcome", "success", "completed_at", "error"])
+                result_add_to_totals(result=result)
+                reaped.append(result)
+            stage.workers.filter(exited_at__isnull=True).update(exited_at=now)
+            event_status(stage.task, f"stage {stage.name}: worker lost", stage=stage.name, stage_status="failed" if exhausted else "queued")
+            if exhausted:
+                task_fail(task=stage.task, reason=f"stage {stage.name} failed: worker lost (attempt limit {stage.max_attempts} reached)")
+            elif enqueue:
+                stage_id = stage.pk
+                transaction.on_commit(lambda: enqueue_stage_job(stage_id))
+    return reaped
+
+
+def lease_deadline(seconds: float | None = None):
+    return timezone.now() + timedelta(seconds=seconds or settings.TACX["LEASE_SECONDS"])
+
+
+# --- the live stream --------------------------------------------------------------------------
+
+
+def event_status(task: Task, message: str, **data) -> AgentEvent:
+    event = AgentEvent.objects.create(
+        task=task,
+        kind=AgentEvent.Kind.STATUS,
+        data={"message": message, "task_status": task.status, **data},
+    )
+    live.notify_after_commit(task.pk, event.pk)
+    return event
+
+
+def workflow_error_fail(*, task: Task, error: WorkflowError) -> None:
+    task_fail(task=task, reason=f"invalid workflow: {error}")
+
+
+def task_dispatch(*, task: Task, enqueue: bool = True) -> bool:
+    """Load the repository's workflow and start the task; an invalid workflow (or a repository
+    that cannot be read) fails the task at once with the reason, before any agent starts."""
+    from . import git, repos
+
+    try:
+        workflow = repos.read_workflow(task.repository)
+    except WorkflowError as exc:
+        workflow_error_fail(task=task, error=exc)
+        return False
+    except git.GitError as exc:
+        if exc.permanent:
+            task_fail(task=task, reason=f"cannot read the repository: {exc}")
+        else:
+            log.warning("task %s: repository not readable yet: %s", task.pk, exc)
+        return False
+    return task_start(task=task, workflow=workflow, enqueue=enqueue)
+
+
+def task_run_inline(*, task: Task) -> Task:
+    """Run every queued stage of a started task in this process (run_task, tests, demo)."""
+    from . import runner
+
+    while True:
+        stage = task.stages.filter(status=Stage.Status.QUEUED).order_by("position").first()
+        if stage is None:
+            break
+        runner.run_stage(stage.pk, enqueue_next=False)
+    task.refresh_from_db()
+    return task

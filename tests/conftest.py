@@ -1,0 +1,77 @@
+"""The fixed cast every test file shares (healthchecks' `BaseTestCase` style): one user, one
+local repository with a bare origin on disk, a private worktree root, a clean agent environment.
+
+Real parts only: real git, the real database (SQLite, or PostgreSQL with DATABASE_URL), the real
+agent CLIs from node_modules driven by the scripted model server on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_REPO = ROOT / "demo" / "sample-repo"
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def make_origin_and_clone(base: Path, name: str = "sample", files: dict[str, str] | None = None) -> tuple[Path, Path]:
+    """A bare repository (the origin) and a clone of it with one commit on `main`."""
+    origin = base / f"{name}-origin.git"
+    clone = base / name
+    subprocess.run(["git", "init", "--quiet", "--bare", "-b", "main", str(origin)], check=True)
+    subprocess.run(["git", "init", "--quiet", "-b", "main", str(clone)], check=True)
+    if files is None:
+        files = {str(p.relative_to(SAMPLE_REPO)): p.read_text() for p in SAMPLE_REPO.rglob("*") if p.is_file()}
+    for rel, text in files.items():
+        target = clone / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    git(clone, "add", "-A")
+    git(clone, "commit", "--quiet", "-m", "initial commit")
+    git(clone, "remote", "add", "origin", str(origin))
+    git(clone, "push", "--quiet", "origin", "main")
+    return origin, clone
+
+
+@pytest.fixture(autouse=True)
+def _isolated(settings, tmp_path, monkeypatch):
+    """Every test gets its own worktree root, var dir and agent home; no forge token leaks in."""
+    settings.TACX = {**settings.TACX, "WORKTREE_ROOT": tmp_path / "trees", "KILL_GRACE_SECONDS": 1.0, "HEARTBEAT_SECONDS": 1.0}
+    settings.VAR_DIR = tmp_path / "var"
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("CODEX_HOME", str(home / ".codex"))
+    for name in ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    from pipeline import redaction
+
+    redaction.refresh_literal_secrets()
+    yield
+    redaction.refresh_literal_secrets()
+
+
+@pytest.fixture
+def origin_and_clone(tmp_path) -> tuple[Path, Path]:
+    return make_origin_and_clone(tmp_path)
+
+
+@pytest.fixture
+def local_repository(db, origin_and_clone):
+    from pipeline.models import Repository
+
+    origin, clone = origin_and_clone
+    return Repository.objects.create(kind=Repository.Kind.LOCAL, full_name="sample", local_path=str(clone), default_branch="main")
+
+
+@pytest.fixture
+def alice(db, django_user_model):
+    return django_user_model.objects.create_user("alice", "alice@example.com", "correct-horse-battery")
