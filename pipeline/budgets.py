@@ -8,7 +8,7 @@ that reaches a limit stops the agent (overshoot is at most that one event).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import UTC, datetime, time
 from decimal import Decimal
 
 from django.conf import settings
@@ -22,7 +22,7 @@ from .workflow import StageConfig, Workflow
 
 def start_of_day(now: datetime | None = None) -> datetime:
     now = now or timezone.now()
-    return datetime.combine(now.astimezone(timezone.utc).date(), time.min, tzinfo=timezone.utc)
+    return datetime.combine(now.astimezone(UTC).date(), time.min, tzinfo=UTC)
 
 
 def spent_since(since: datetime, **filters) -> tuple[Decimal, int]:

@@ -320,7 +320,7 @@ class Attempt:
         argv = provider.build_command(invocation)
         env = agent_environment(provider, invocation)
         result.cli_version = provider.version()[:100]
-        self.parser = provider.parser()
+        self.parser = provider.parser(invocation)
         self.meter = budgets.Meter.for_attempt(task=self.task, stage_cfg=cfg, workflow=self.workflow)
         if (refusal := self.meter.refusal()) is not None:
             raise StageFailure(refusal, outcome=StageResult.Outcome.BUDGET_EXCEEDED, permanent=True)

@@ -156,6 +156,8 @@ class _Validator:
     def string_list(self, value: Any, where: str) -> tuple[str, ...]:
         if isinstance(value, str):
             value = value.replace(",", " ").split()
+        if isinstance(value, tuple):
+            value = list(value)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise self.fail(where, "must be a list of strings")
         return tuple(value)
@@ -228,11 +230,11 @@ def _parse_stage(v: _Validator, raw: Any, index: int, defaults: Workflow | None)
     where = f"stages[{index}]"
     if not isinstance(raw, dict):
         raise v.fail(where, "must be a mapping")
-    v.check_keys(raw, _STAGE_KEYS, f"{where}.")
     name = v.text(raw.get("name", ""), f"{where}.name").strip()
     if not name or not name.replace("_", "").replace("-", "").isalnum():
         raise v.fail(f"{where}.name", f"must be a non-empty word (letters, digits, _ and -), got {name!r}")
     where = f"stages[{index}] ({name})"
+    v.check_keys(raw, _STAGE_KEYS, f"{where}.")
     base: dict[str, Any] = {}
     if defaults is not None:
         try:

@@ -86,6 +86,7 @@ WSGI_APPLICATION = "tacx_site.wsgi.application"
 ASGI_APPLICATION = "tacx_site.asgi.application"
 
 VAR_DIR = Path(os.environ.get("TACX_VAR_DIR", BASE_DIR / "var"))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DATABASES = {
     "default": dj_database_url.parse(
@@ -101,7 +102,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TACX_TEST_SQLITE", str(VAR_DIR / "test-db.sqlite3"))}
+    # A file (not :memory:) so tests can share it with the processes they start; one per test
+    # run so concurrent runs never meet.
+    DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TACX_TEST_SQLITE", str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3"))}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

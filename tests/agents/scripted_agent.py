@@ -1,0 +1,37 @@
+"""A small stand-in agent program for tests of the runner's process handling (the `command`
+provider runs it). It acts on the worktree for real: writes files, commits, prints a verdict,
+hangs, spawns children, prints malformed lines. Pipeline tests of agents use the real CLIs.
+
+usage: scripted_agent.py ACTION [ARG...]
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+action, args = sys.argv[1], sys.argv[2:]
+print(json.dumps({"type": "system", "subtype": "init", "session_id": f"fake-{os.getpid()}", "model": "fake"}), flush=True)
+if action == "plan":
+    open("plan.md", "w").write("# Plan\n\n1. Add a farewell function.\n")
+elif action == "build":
+    with open("greeter.py", "a") as fh:
+        fh.write("\n\ndef farewell(name: str) -> str:\n    return f'Goodbye, {name}'\n")
+elif action == "review":
+    open("review.md", "w").write("Looks right.\n\nVERDICT: " + (args[0] if args else "APPROVE") + "\n")
+elif action == "hang":
+    # A child in the same process group that would outlive a careless kill.
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    with open(args[0], "w") as fh:
+        fh.write(str(os.getpgid(0)))
+    time.sleep(600)
+elif action == "malformed":
+    print("this is not json {", flush=True)
+    print("\x00\x01 binary garbage", flush=True)
+    open("plan.md", "w").write("# Plan\n")
+elif action == "fail":
+    print("something broke", file=sys.stderr)
+    sys.exit(3)
+print(json.dumps({"type": "result", "subtype": "success", "is_error": False, "result": f"done {action}", "num_turns": 1,
+                  "usage": {"input_tokens": 10, "output_tokens": 5}}), flush=True)

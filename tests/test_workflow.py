@@ -1,0 +1,77 @@
+"""Workflow files are validated completely on load; errors name the file, the field and the problem."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.workflow import WorkflowError, default_workflow, load_workflow_text
+
+
+def test_the_default_workflow_has_the_four_core_stages():
+    wf = default_workflow()
+    assert [s.name for s in wf.stages] == ["planning", "building", "reviewing", "pr_creation"]
+    assert wf.stage("pr_creation").provider == "tacx"
+    assert all(s.provider == "claude" for s in wf.stages[:3])
+
+
+def test_a_repository_file_overrides_only_what_it_sets():
+    wf = load_workflow_text(
+        """
+review_rounds: 3
+stages:
+  - name: planning
+    model: claude-haiku-4-5
+  - name: building
+    provider: codex
+    model: gpt-5
+    timeout: 99
+  - name: reviewing
+  - name: pr_creation
+"""
+    )
+    default = default_workflow()
+    assert wf.review_rounds == 3
+    assert wf.stage("planning").model == "claude-haiku-4-5"
+    assert wf.stage("planning").prompt == default.stage("planning").prompt
+    assert wf.stage("building").provider == "codex" and wf.stage("building").timeout == 99
+    assert wf.source == ".tac/workflow.yaml"
+
+
+def test_the_snapshot_round_trips():
+    wf = load_workflow_text("stages:\n  - {name: planning, budget: {usd: 0.5, tokens: 1000}}\n  - {name: building}\n  - {name: pr_creation}\n")
+    again = type(wf).from_json(wf.to_json())
+    assert again.to_json()["stages"] == wf.to_json()["stages"]
+    assert str(again.stage("planning").budget.usd) == "0.5"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("stages: [\n  - name: x", "line "),
+        ("stages:\n  - name: planning\n    provider: clod\n", "stages[0] (planning).provider: unknown provider 'clod'"),
+        ("stages:\n  - name: planning\n    colour: blue\n", "stages[0] (planning).colour: unknown key"),
+        ("stages:\n  - name: planning\n    timeout: -5\n", "stages[0] (planning).timeout: must be >= 1, got -5"),
+        ("stages:\n  - name: planning\n    timeout: soon\n", "stages[0] (planning).timeout: must be an integer, got str"),
+        ("stages:\n  - name: planning\n    max_turns: true\n", "max_turns: must be an integer, got bool"),
+        ("review_rounds: 0\n", "review_rounds: must be >= 1"),
+        ("stages: []\n", "stages: must be a non-empty list"),
+        ("stages:\n  - name: planning\n    prompt: 'Do {isue_title}'\n", "unknown placeholder {isue_title}"),
+        ("stages:\n  - name: planning\n    budget: {usd: -1}\n", "budget.usd: must be >= 0"),
+        ("stages:\n  - name: pr_creation\n  - name: planning\n", "pr_creation must be the last stage"),
+        ("stages:\n  - name: testing\n", "stages[0] (testing).provider: is required"),
+        ("- just\n- a list\n", "(top level): must be a mapping"),
+        ("", "the file is empty"),
+        ("stages:\n  - name: 'a b'\n", "stages[0].name: must be a non-empty word"),
+    ],
+)
+def test_an_invalid_file_names_the_file_the_field_and_the_problem(text, expected):
+    with pytest.raises(WorkflowError) as exc:
+        load_workflow_text(text)
+    message = str(exc.value)
+    assert message.startswith(".tac/workflow.yaml: ")
+    assert expected in message
+
+
+def test_invalid_yaml_reports_the_line():
+    with pytest.raises(WorkflowError, match=r"line 3, column \d+: invalid YAML"):
+        load_workflow_text("stages:\n  - name: planning\n  provider: [unclosed\n")
