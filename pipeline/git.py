@@ -18,22 +18,23 @@ class GitError(Exception):
         self.permanent = permanent
 
 
-def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+def identity_env() -> dict[str, str]:
     tacx = settings.TACX
+    return {
+        "GIT_AUTHOR_NAME": tacx["GIT_AUTHOR_NAME"],
+        "GIT_AUTHOR_EMAIL": tacx["GIT_AUTHOR_EMAIL"],
+        "GIT_COMMITTER_NAME": tacx["GIT_AUTHOR_NAME"],
+        "GIT_COMMITTER_EMAIL": tacx["GIT_AUTHOR_EMAIL"],
+    }
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
         if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ") or k.startswith("GIT_") and k not in ("GIT_ASKPASS",)
     }
-    env.update(
-        {
-            "GIT_TERMINAL_PROMPT": "0",
-            "GIT_AUTHOR_NAME": tacx["GIT_AUTHOR_NAME"],
-            "GIT_AUTHOR_EMAIL": tacx["GIT_AUTHOR_EMAIL"],
-            "GIT_COMMITTER_NAME": tacx["GIT_AUTHOR_NAME"],
-            "GIT_COMMITTER_EMAIL": tacx["GIT_AUTHOR_EMAIL"],
-        }
-    )
+    env.update({"GIT_TERMINAL_PROMPT": "0", **identity_env()})
     env.update(extra or {})
     return env
 

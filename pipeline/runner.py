@@ -319,6 +319,8 @@ class Attempt:
         )
         argv = provider.build_command(invocation)
         env = agent_environment(provider, invocation)
+        # Commits the agent makes need an identity; its HOME has no git config of ours.
+        env.update(git.identity_env())
         result.cli_version = provider.version()[:100]
         self.parser = provider.parser(invocation)
         self.meter = budgets.Meter.for_attempt(task=self.task, stage_cfg=cfg, workflow=self.workflow)
