@@ -80,21 +80,24 @@ class Command(BaseCommand):
         try:
             while not stop.wait(0.5):
                 close_old_connections()
-                line = self.progress_line(task_id, time.monotonic() - started)
-                if line and line != last:
+                key, line = self.progress_line(task_id, time.monotonic() - started)
+                if key and key != last:
                     self.stdout.write(line)
-                    last = line
+                    last = key
         finally:
             connection.close()
 
-    def progress_line(self, task_id: int, elapsed: float) -> str:
+    def progress_line(self, task_id: int, elapsed: float) -> tuple[tuple | None, str]:
+        """(what changed, the line to print) for the running stage; (None, "") when idle."""
         stage = Stage.objects.filter(task_id=task_id, status=Stage.Status.RUNNING).first()
         if stage is None:
-            return ""
+            return None, ""
         result = StageResult.objects.filter(stage=stage).order_by("-attempt").first()
         tokens = result.total_tokens if result else 0
         cost = result.cost_usd if result else 0
-        return f"  [{elapsed:6.1f}s] {stage.name:<12} attempt {stage.attempts}  tokens {tokens:>9,}  ${cost:.4f}"
+        events = result.events.count() if result else 0
+        line = f"  [{elapsed:6.1f}s] {stage.name:<12} attempt {stage.attempts}  events {events:>4}  tokens {tokens:>9,}  ${cost:.4f}"
+        return (stage.pk, stage.attempts, events, tokens), line
 
     def summary(self, task: Task) -> None:
         self.stdout.write("")
