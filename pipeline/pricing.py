@@ -20,10 +20,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # pipeline.providers imports this module; avoid the cycle at run time
-    from pipeline.providers.base import Usage
+# base imports this module lazily (inside StreamParser.usage), so this is not a cycle.
+from pipeline.providers.base import Usage, tacx_setting
 
 MILLION = Decimal(1_000_000)
 
@@ -92,8 +92,6 @@ def _price(value: Any) -> Price:
 def price_table() -> dict[str, Price]:
     """``DEFAULT_PRICES`` with ``settings.TACX["PRICES"]`` applied on top (ignored if malformed)."""
     table = dict(DEFAULT_PRICES)
-    from pipeline.providers.base import tacx_setting
-
     for model, value in (tacx_setting("PRICES", None) or {}).items():
         try:
             table[str(model).lower()] = _price(value)

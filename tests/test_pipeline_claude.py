@@ -215,3 +215,20 @@ def test_run_task_exits_non_zero_when_a_stage_fails(local_repository, model_serv
     task = Task.objects.get(trigger_source="cli")
     assert task.status == Task.Status.FAILED
     assert "plan.md is missing" in capsys.readouterr().err
+
+
+def test_a_hanging_claude_is_killed_at_its_timeout_and_no_process_of_its_group_survives(local_repository, origin_and_clone, model_server):
+    from pipeline.agent_process import group_alive
+    from pipeline.models import Worker
+
+    _, clone = origin_and_clone
+    model_server({"conversations": [{"name": "any", "turns": [{"hang": True}]}]})
+    commit_workflow(clone, "stages:\n  - name: planning\n    timeout: 3\n    max_attempts: 1\n  - name: pr_creation\n")
+    started = time.monotonic()
+    task = run(local_repository)
+    result = StageResult.objects.get(task=task)
+    assert (result.outcome, result.error) == ("timed_out", "timed out after 3 s")
+    assert time.monotonic() - started < 20
+    worker = Worker.objects.get(stage__task=task)
+    assert worker.pgid and not group_alive(worker.pgid)
+    assert worker.exited_at is not None

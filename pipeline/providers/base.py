@@ -123,11 +123,12 @@ def as_int(value: Any) -> int:
 
 def tacx_setting(name: str, default: Any) -> Any:
     """``settings.TACX[name]``, or ``default`` when unset or when Django is not configured."""
-    try:
-        from django.conf import settings
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
 
+    try:
         return settings.TACX.get(name, default)
-    except Exception:  # parsers must work in scripts without Django settings too
+    except (ImproperlyConfigured, AttributeError):  # parsers also work without Django settings
         return default
 
 
@@ -150,7 +151,7 @@ class StreamParser:
         self.final_text = ""
         self._usage = Usage(model=inv.model if inv else "")
         self._reported_cost: Decimal | None = None
-        self._last_usage_key: tuple | None = None
+        self._last_usage_key: tuple = (0, 0, 0, 0, None)  # nothing counted yet: no event
 
     # -- the contract ---------------------------------------------------------------------------
     def feed(self, line: str | bytes) -> list[Event]:
@@ -171,7 +172,7 @@ class StreamParser:
             return [raw_event(text, "JSON object without a string 'type'")]
         try:
             events = self.handle(obj)
-        except Exception as exc:  # a surprising shape must not stop the stage
+        except Exception as exc:  # noqa: BLE001 - a surprising shape must not stop the stage
             return [raw_event(text, f"not understood: {type(exc).__name__}: {exc}")]
         if events is None:
             return [raw_event(text, f"unknown line type {obj['type']!r}")]
@@ -202,11 +203,12 @@ class StreamParser:
 
     def usage_event(self) -> list[Event]:
         """A ``usage`` event with the running totals, or nothing when they did not change."""
-        usage = self.usage
-        key = (usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens, usage.cost_usd)
+        u = self._usage
+        key = (u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens, self._reported_cost)
         if key == self._last_usage_key:
             return []
         self._last_usage_key = key
+        usage = self.usage
         return [
             Event(
                 "usage",
@@ -283,6 +285,7 @@ def executable_version(path: str) -> str:
     try:
         proc = subprocess.run(
             [path, "--version"],
+            check=False,
             capture_output=True,
             text=True,
             timeout=30,
@@ -304,7 +307,7 @@ BASE_ENV = ("PATH", "HOME", "LANG", "TERM", "TMPDIR", "USER", "LOGNAME", "SHELL"
 BASE_ENV_PREFIXES = ("LC_",)
 # Never handed to an agent, whatever a provider declares: the agent must not hold the push token.
 FORBIDDEN_ENV = frozenset({"GITHUB_TOKEN", "GH_TOKEN", "GITHUB_WEBHOOK_SECRET"})
-SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|APIKEY|PRIVATE_KEY|CREDENTIAL", re.I)
+SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|APIKEY|PRIVATE_KEY|CREDENTIAL", re.IGNORECASE)
 
 
 def env_name_allowed(name: str, passthrough: tuple[str, ...]) -> bool:

@@ -177,18 +177,34 @@ class ClaudeStreamParser(StreamParser):
         return events
 
     def on_result(self, obj: dict) -> list[Event]:
-        self.result = obj
-        if isinstance(obj.get("result"), str):
-            self.final_text = obj["result"]
+        # Normalise first: ``finish`` only ever sees this clean summary, never the raw line.
+        errors = obj.get("errors")
+        status = obj.get("api_error_status")
+        text = obj.get("result") if isinstance(obj.get("result"), str) else ""
+        summary = {
+            "subtype": str(obj.get("subtype") or ""),
+            "is_error": bool(obj.get("is_error")),
+            "text": text,
+            "terminal_reason": str(obj.get("terminal_reason") or ""),
+            "api_error_status": status if isinstance(status, int) and not isinstance(status, bool) else None,
+            "errors": [str(e) for e in errors] if isinstance(errors, list) else [],
+        }
+        if text:
+            self.final_text = text
+        self.take_result_usage(obj)
+        self.result = summary
+        return [Event("result", {**summary, "text": truncate(text), "num_turns": self._usage.turns}), *self.usage_event()]
+
+    def take_result_usage(self, obj: dict) -> None:
         u = self._usage
-        model_usage = [as_dict(m) for m in as_dict(obj.get("modelUsage")).values()]
+        model_usage = {str(k): as_dict(v) for k, v in as_dict(obj.get("modelUsage")).items()}
         if model_usage:
-            u.input_tokens = sum(as_int(m.get("inputTokens")) for m in model_usage)
-            u.output_tokens = sum(as_int(m.get("outputTokens")) for m in model_usage)
-            u.cache_read_tokens = sum(as_int(m.get("cacheReadInputTokens")) for m in model_usage)
-            u.cache_write_tokens = sum(as_int(m.get("cacheCreationInputTokens")) for m in model_usage)
+            u.input_tokens = sum(as_int(m.get("inputTokens")) for m in model_usage.values())
+            u.output_tokens = sum(as_int(m.get("outputTokens")) for m in model_usage.values())
+            u.cache_read_tokens = sum(as_int(m.get("cacheReadInputTokens")) for m in model_usage.values())
+            u.cache_write_tokens = sum(as_int(m.get("cacheCreationInputTokens")) for m in model_usage.values())
             if not u.model:
-                u.model = max(obj["modelUsage"], key=lambda name: as_int(as_dict(obj["modelUsage"][name]).get("outputTokens")))
+                u.model = max(model_usage, key=lambda name: as_int(model_usage[name].get("outputTokens")))
         elif isinstance(obj.get("usage"), dict):
             usage = obj["usage"]
             u.input_tokens = as_int(usage.get("input_tokens"))
@@ -202,49 +218,45 @@ class ClaudeStreamParser(StreamParser):
         if isinstance(cost, int | float) and not isinstance(cost, bool):
             try:
                 self._reported_cost = Decimal(str(cost))
-            except InvalidOperation:
+            except InvalidOperation:  # inf
                 pass
-        data = {
-            "subtype": str(obj.get("subtype") or ""),
-            "is_error": bool(obj.get("is_error")),
-            "text": truncate(self.final_text if isinstance(obj.get("result"), str) else ""),
-            "num_turns": u.turns,
-            "terminal_reason": obj.get("terminal_reason") or "",
-            "api_error_status": obj.get("api_error_status"),
-            "errors": [str(e) for e in obj.get("errors") or []],
-        }
-        return [Event("result", data), *self.usage_event()]
 
     def finish(self, *, exit_code: int | None, stderr_tail: str = "", killed_reason: str = "") -> Outcome:
         """Success iff a ``result`` line said ``success`` with ``is_error`` false and the exit code
         is 0 (old builds could say ``error_during_execution`` with ``is_error`` false)."""
-        if self.fatal:
-            return self.fatal_outcome()
         result = self.result
+        if self.fatal:
+            # An error result with an HTTP status is the CLI's own, more precise account (the
+            # synthetic auth message that made us fatal carries no status).
+            if result is not None and result["is_error"] and result["api_error_status"] is not None:
+                outcome = self.result_failure(result)
+                outcome.permanent = outcome.permanent or self.fatal_permanent
+                return outcome
+            return self.fatal_outcome()
         if result is None:
             return self.outcome(exit_sentence(exit_code, what=" without a result", stderr_tail=stderr_tail, killed_reason=killed_reason))
-        subtype = str(result.get("subtype") or "")
-        if not result.get("is_error") and subtype == "success":
+        if not result["is_error"] and result["subtype"] == "success":
             if exit_code == 0:
                 return self.outcome()
             return self.outcome(exit_sentence(exit_code, what=" after reporting success", stderr_tail=stderr_tail, killed_reason=killed_reason))
-        return self.result_failure(result, subtype)
+        return self.result_failure(result)
 
-    def result_failure(self, result: dict, subtype: str) -> Outcome:
-        text = self.final_text if isinstance(result.get("result"), str) else "; ".join(str(e) for e in result.get("errors") or [])
-        if subtype == "error_max_turns" or result.get("terminal_reason") == "max_turns":
+    def result_failure(self, result: dict) -> Outcome:
+        """The sentence for an error ``result`` (its normalised summary)."""
+        subtype, status = result["subtype"], result["api_error_status"]
+        text = result["text"] or "; ".join(result["errors"])
+        if subtype == "error_max_turns" or result["terminal_reason"] == "max_turns":
             limit = self.inv.max_turns if self.inv and self.inv.max_turns else None
-            found = re.search(r"maximum number of turns \((\d+)\)", " ".join(str(e) for e in result.get("errors") or []))
+            found = re.search(r"maximum number of turns \((\d+)\)", " ".join(result["errors"]))
             if limit is None and found:
                 limit = int(found.group(1))
             detail = f"max turns {limit}" if limit is not None else f"after {self._usage.turns} turns"
             return self.outcome(f"agent hit its turn limit ({detail})")
         if subtype == "error_max_budget_usd":
             return self.outcome("agent hit its budget limit (--max-budget-usd)")
-        status = result.get("api_error_status")
-        if isinstance(status, int) and status in AUTH_STATUSES:
+        if status in AUTH_STATUSES:
             return self.outcome(f"{auth_sentence('authentication_failed', status)}: {text}", permanent=True)
-        if isinstance(status, int):
+        if status is not None:
             return self.outcome(f"agent's model API returned HTTP {status}" + (f": {text}" if text else ""))
         return self.outcome(f"agent reported an error ({subtype or 'no subtype'})" + (f": {text}" if text else ""))
 
@@ -274,7 +286,13 @@ class ClaudeProvider(Provider):
     def environment(self, inv: Invocation) -> dict[str, str]:
         """``IS_SANDBOX=1`` (we run as root; bypass modes need it), no telemetry or self-update;
         option ``base_url`` becomes ``ANTHROPIC_BASE_URL``."""
-        env = {"IS_SANDBOX": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1"}
+        env = {
+            "IS_SANDBOX": "1",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "DISABLE_AUTOUPDATER": "1",
+            "DISABLE_TELEMETRY": "1",
+            "DISABLE_ERROR_REPORTING": "1",
+        }
         if inv.options.get("base_url"):
             env["ANTHROPIC_BASE_URL"] = str(inv.options["base_url"])
         return env

@@ -18,6 +18,7 @@ fatal. ``item.completed`` items of type ``error`` are warnings.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -39,11 +40,15 @@ from .base import (
     truncate_strings,
 )
 
-AUTH_FAILURE = re.compile(r"\b(40[13])\b|unauthori[sz]ed|forbidden|invalid api key|incorrect api key", re.I)
+AUTH_FAILURE = re.compile(r"\b(40[13])\b|unauthori[sz]ed|forbidden|invalid api key|incorrect api key", re.IGNORECASE)
 MODEL_PROVIDER = "tacx"
 MODEL_API_KEY_ENV = "TACX_MODEL_API_KEY"
 SANDBOXES = ("read-only", "workspace-write", "danger-full-access")
 CONFIG_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
+# No plugin-catalogue sync (github.com, chatgpt.com) and no analytics (ab.chatgpt.com): off-box
+# calls an agent stage does not need (found with strace, see pipeline.modelserver). Stage
+# options come later on the command line and can turn them back on.
+QUIET_CONFIG = ("-c", "features.plugins=false", "-c", "analytics.enabled=false")
 
 
 def auth_failure_sentence(message: str) -> str | None:
@@ -254,8 +259,8 @@ class CodexProvider(Provider):
     passthrough_env = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CODEX_API_KEY", "CODEX_HOME", MODEL_API_KEY_ENV)
 
     def build_command(self, inv: Invocation) -> list[str]:
-        """``codex exec --json --skip-git-repo-check -C CWD [-m M] [--sandbox S] [-c k=v …]
-        [extra_args] -- PROMPT``. Codex has no turn limit or tool allow-list flags, so
+        """``codex exec --json --skip-git-repo-check -C CWD [-m M] [--sandbox S] QUIET_CONFIG
+        [-c k=v …] [extra_args] -- PROMPT``. Codex has no turn limit or tool allow-list flags, so
         ``max_turns``, ``allowed_tools`` and ``permission_mode`` are not used. The runner must give
         the process an empty stdin (codex appends piped stdin to the prompt)."""
         argv = [resolve_executable(self.executable), "exec", "--json", "--skip-git-repo-check", "-C", inv.cwd]
@@ -266,11 +271,16 @@ class CodexProvider(Provider):
             if sandbox not in SANDBOXES:
                 raise ProviderError(f"codex option sandbox must be one of {', '.join(SANDBOXES)}, not {sandbox!r}", permanent=True)
             argv += ["--sandbox", str(sandbox)]
-        return [*argv, *config_args(inv.options), *inv.extra_args, "--", inv.prompt]
+        return [*argv, *QUIET_CONFIG, *config_args(inv.options), *inv.extra_args, "--", inv.prompt]
 
     def environment(self, inv: Invocation) -> dict[str, str]:
-        """Option ``codex_home`` becomes ``CODEX_HOME`` (Codex's config, auth and session files)."""
-        return {"CODEX_HOME": str(inv.options["codex_home"])} if inv.options.get("codex_home") else {}
+        """Option ``codex_home`` becomes ``CODEX_HOME`` (Codex's config, auth and session files).
+        The directory is created if missing: codex 0.169 exits 1 on a ``CODEX_HOME`` that does
+        not exist (the inherited one is created too)."""
+        home = str(inv.options.get("codex_home") or os.environ.get("CODEX_HOME") or "")
+        if home:
+            os.makedirs(home, exist_ok=True)
+        return {"CODEX_HOME": home} if inv.options.get("codex_home") else {}
 
     def parser(self, inv: Invocation | None = None) -> CodexStreamParser:
         return CodexStreamParser(inv, cli_version=self.version())
