@@ -92,7 +92,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tacx-bench-") as tmpdir:
         tmp = Path(tmpdir)
         setup_django(tmp)
-        from pipeline.management.commands.demo import make_sample_repository
+        from pipeline.management.commands.demo import make_sample_repository  # noqa: E402
         from pipeline.models import Repository
         from pipeline.modelserver import ScriptedModelServer
 

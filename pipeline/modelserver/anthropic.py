@@ -61,7 +61,9 @@ def handle(method: str, path: str, body: bytes, script: Script) -> Reply:
     if route == "/v1/messages/count_tokens":
         # Not a model turn: a size estimate (~4 bytes a token) is all callers need.
         reply = _json_reply(200, {"input_tokens": max(1, len(body) // 4)})
-        reply.decision = Decision(conversation=None, turn_index=None, turn=None, auxiliary=True)
+        reply.decision = Decision(
+            conversation=None, turn_index=None, turn=None, auxiliary=True
+        )
         return reply
     return messages(request, script)
 
@@ -76,25 +78,34 @@ def messages(request: dict[str, Any], script: Script) -> Reply:
     )
     turn = decision.turn
     if turn is not None and turn.status is not None:
-        reply = error_reply(turn.status, turn.error_message or _default_error(turn.status))
+        reply = error_reply(
+            turn.status, turn.error_message or _default_error(turn.status)
+        )
     else:
-        content = _content(decision, cwd=working_directory(request), schema=_output_schema(request))
+        content = _content(
+            decision, cwd=working_directory(request), schema=_output_schema(request)
+        )
         message = {
-            "id": new_id("msg"),  # unique per answer: Claude Code dedups usage by message id
+            "id": new_id(
+                "msg"
+            ),  # unique per answer: Claude Code dedups usage by message id
             "type": "message",
             "role": "assistant",
             "model": str(request.get("model") or "claude-scripted"),
             "content": content,
-            "stop_reason": "tool_use" if any(b["type"] == "tool_use" for b in content) else "end_turn",
+            "stop_reason": "tool_use"
+            if any(b["type"] == "tool_use" for b in content)
+            else "end_turn",
             "stop_sequence": None,
             "usage": usage_dict(decision.usage),
         }
         if request.get("stream"):
-            reply = Reply(status=200, events=_stream(message), content_type="text/event-stream")
+            reply = Reply(
+                status=200, events=_stream(message), content_type="text/event-stream"
+            )
         else:
             reply = _json_reply(200, message)
-    reply.decision = decision
-    return reply.timed(turn)
+    return reply.timed(decision)
 
 
 def match_text(request: dict[str, Any]) -> str:
@@ -172,11 +183,17 @@ def _text_of(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, list):
-        return "\n".join(b["text"] for b in value if isinstance(b, dict) and isinstance(b.get("text"), str))
+        return "\n".join(
+            b["text"]
+            for b in value
+            if isinstance(b, dict) and isinstance(b.get("text"), str)
+        )
     return ""
 
 
-def _content(decision: Decision, *, cwd: str | None, schema: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _content(
+    decision: Decision, *, cwd: str | None, schema: dict[str, Any] | None
+) -> list[dict[str, Any]]:
     turn = decision.turn
     if turn is None:
         # Claude Code's title call asks for JSON ({"title": ...}); give it a valid instance.
@@ -187,13 +204,24 @@ def _content(decision: Decision, *, cwd: str | None, schema: dict[str, Any] | No
         blocks.append({"type": "text", "text": turn.text})
     for k, call in enumerate(turn.tool_calls):
         name, tool_input = _tool(call, cwd)
-        blocks.append({"type": "tool_use", "id": new_id("toolu", decision.turn_index, k), "name": name, "input": tool_input})
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": new_id("toolu", decision.turn_index, k),
+                "name": name,
+                "input": tool_input,
+            }
+        )
     return blocks
 
 
 def _output_schema(request: dict[str, Any]) -> dict[str, Any] | None:
     output_format = (request.get("output_config") or {}).get("format") or {}
-    schema = output_format.get("schema") if output_format.get("type") == "json_schema" else None
+    schema = (
+        output_format.get("schema")
+        if output_format.get("type") == "json_schema"
+        else None
+    )
     return schema if isinstance(schema, dict) else None
 
 
@@ -202,8 +230,17 @@ def _instance(schema: dict[str, Any]) -> Any:
     kind = schema.get("type")
     if kind == "object":
         properties = schema.get("properties") or {}
-        return {name: _instance(properties.get(name) or {}) for name in schema.get("required") or properties}
-    return {"string": "Scripted session", "integer": 0, "number": 0, "boolean": False, "array": []}.get(kind)
+        return {
+            name: _instance(properties.get(name) or {})
+            for name in schema.get("required") or properties
+        }
+    return {
+        "string": "Scripted session",
+        "integer": 0,
+        "number": 0,
+        "boolean": False,
+        "array": [],
+    }.get(kind)
 
 
 def _tool(call: ToolCall, cwd: str | None) -> tuple[str, Any]:
@@ -213,14 +250,22 @@ def _tool(call: ToolCall, cwd: str | None) -> tuple[str, Any]:
             path = posixpath.join(cwd, path)
         return "Write", {"file_path": path, "content": call.content}
     if call.kind == "bash":
-        return "Bash", {"command": call.command, "description": "Run a scripted command"}
+        return "Bash", {
+            "command": call.command,
+            "description": "Run a scripted command",
+        }
     return call.name, call.input
 
 
 def _stream(message: dict[str, Any]) -> list[bytes]:
     """The SSE events of one streamed message, in the real API's order."""
     usage = message["usage"]
-    start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    start = {
+        **message,
+        "content": [],
+        "stop_reason": None,
+        "usage": {**usage, "output_tokens": 1},
+    }
     events = [
         sse_event("message_start", {"type": "message_start", "message": start}),
         sse_event("ping", {"type": "ping"}),
@@ -233,8 +278,14 @@ def _stream(message: dict[str, Any]) -> list[bytes]:
         else:
             events.append(_block_start(index, {**block, "input": {}}))
             for piece in chunks(json.dumps(block["input"]), 64):
-                events.append(_delta(index, {"type": "input_json_delta", "partial_json": piece}))
-        events.append(sse_event("content_block_stop", {"type": "content_block_stop", "index": index}))
+                events.append(
+                    _delta(index, {"type": "input_json_delta", "partial_json": piece})
+                )
+        events.append(
+            sse_event(
+                "content_block_stop", {"type": "content_block_stop", "index": index}
+            )
+        )
     events.append(
         sse_event(
             "message_delta",
@@ -250,8 +301,14 @@ def _stream(message: dict[str, Any]) -> list[bytes]:
 
 
 def _block_start(index: int, block: dict[str, Any]) -> bytes:
-    return sse_event("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})
+    return sse_event(
+        "content_block_start",
+        {"type": "content_block_start", "index": index, "content_block": block},
+    )
 
 
 def _delta(index: int, delta: dict[str, Any]) -> bytes:
-    return sse_event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+    return sse_event(
+        "content_block_delta",
+        {"type": "content_block_delta", "index": index, "delta": delta},
+    )

@@ -1,9 +1,16 @@
 """API-neutral pieces of one request/answer exchange: turn ids, turn selection, the reply.
 
-Turn counting is stateless so one server can serve many concurrent agent runs: every tool-call id
-the server generates carries the turn that produced it (``toolu_t3_0_ab12…``, ``call_t3_0_…``),
-the CLI sends those ids back in the conversation history, and the turn of a new request is
-``1 + the highest turn found in the history`` (0 when the history has none).
+Turn counting is stateless so one server can serve many concurrent agent runs: every id the
+server generates for a tool call carries the turn and the call's index in that turn
+(``toolu_t3_0_ab12…``, ``call_t3_1_…``), the CLI sends those ids back in the conversation
+history, and the turn of a new request is ``1 + the highest turn found in the history`` (0 when
+the history has none).
+
+Sequential mode (used for the OpenAI API): Codex runs all function calls of one response
+concurrently (seen: a scripted ``git add`` raced the file write scripted before it), so there a
+turn's tool calls are handed out one per response, in order. A request whose history ends in
+call ``k`` of turn ``t`` (of ``n`` calls) gets call ``k + 1`` of turn ``t`` while ``k + 1 < n``,
+else turn ``t + 1``. The turn's text, usage, delay, status and hang belong to its first response.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from dataclasses import dataclass, field
 
 from .script import ZERO_USAGE, Conversation, Script, Turn, Usage
 
-_TURN_ID = re.compile(r"^[a-z]+_t(\d+)_")
+_TURN_ID = re.compile(r"^[a-z]+_t(\d+)_(\d+)_")
 
 # The answer to a request that no scripted turn covers (auxiliary, overrun or unmatched).
 OVERRUN_TEXT = "Done."
@@ -30,18 +37,18 @@ def new_id(prefix: str, turn: int | None = None, index: int = 0) -> str:
     return f"{prefix}_t{turn}_{index}_{uuid.uuid4().hex[:20]}"
 
 
-def turn_of_id(value: object) -> int | None:
-    """The turn encoded in an id made by :func:`new_id`, else ``None``."""
+def position_of_id(value: object) -> tuple[int, int] | None:
+    """``(turn, call index)`` encoded in an id made by :func:`new_id`, else ``None``."""
     if not isinstance(value, str):
         return None
     found = _TURN_ID.match(value)
-    return int(found.group(1)) if found else None
+    return (int(found.group(1)), int(found.group(2))) if found else None
 
 
-def next_turn(ids: Iterable[object]) -> int:
-    """``1 + max(turns encoded in ids)``, or 0 when none of the ids carries a turn."""
-    turns = [t for t in map(turn_of_id, ids) if t is not None]
-    return max(turns) + 1 if turns else 0
+def last_position(ids: Iterable[object]) -> tuple[int, int] | None:
+    """The highest ``(turn, call index)`` encoded in ``ids``, or ``None`` if none carries one."""
+    positions = [p for p in map(position_of_id, ids) if p is not None]
+    return max(positions) if positions else None
 
 
 @dataclass(frozen=True)
@@ -57,18 +64,32 @@ class Decision:
     turn: Turn | None
     auxiliary: bool = False
     overrun: bool = False
+    # Sequential mode: the one tool call to send (None = all of them, with text and usage).
+    call_index: int | None = None
+
+    @property
+    def first_response(self) -> bool:
+        """Whether this answer opens its turn (carries text, usage, delay, status, hang)."""
+        return not self.call_index
 
     @property
     def usage(self) -> Usage:
-        return self.turn.usage if self.turn else ZERO_USAGE
+        return self.turn.usage if self.turn and self.first_response else ZERO_USAGE
 
     @property
     def fallback_text(self) -> str:
         return AUXILIARY_TEXT if self.auxiliary else OVERRUN_TEXT
 
 
-def decide(script: Script, *, match_text: str, history_ids: Iterable[object], main_loop: bool) -> Decision:
-    """Pick the conversation and turn for one model request.
+def decide(
+    script: Script,
+    *,
+    match_text: str,
+    history_ids: Iterable[object],
+    main_loop: bool,
+    sequential: bool = False,
+) -> Decision:
+    """Pick the conversation and turn (and, if ``sequential``, the call) for one request.
 
     A request that does not look like an agent's main loop (``main_loop`` false: Claude Code's
     session-title call has no tools) is auxiliary even when it matches a conversation (the title
@@ -80,9 +101,20 @@ def decide(script: Script, *, match_text: str, history_ids: Iterable[object], ma
     conversation: Conversation | None = script.select(match_text)
     if conversation is None:
         return Decision(conversation=None, turn_index=None, turn=None, overrun=True)
-    index = next_turn(history_ids)
+    last = last_position(history_ids)
+    index, call = (0, 0) if last is None else (last[0] + 1, 0)
+    if sequential and last is not None:
+        previous = conversation.turn(last[0])
+        if previous is not None and last[1] + 1 < len(previous.tool_calls):
+            index, call = last[0], last[1] + 1
     turn = conversation.turn(index)
-    return Decision(conversation=conversation.name, turn_index=index, turn=turn, overrun=turn is None)
+    return Decision(
+        conversation=conversation.name,
+        turn_index=index,
+        turn=turn,
+        overrun=turn is None,
+        call_index=call if sequential else None,
+    )
 
 
 @dataclass
@@ -103,16 +135,24 @@ class Reply:
     stream_delay: float = 0.0
     hang: bool = False
 
-    def timed(self, turn: Turn | None) -> Reply:
-        """Copy a turn's ``delay``/``stream_delay``/``hang`` onto this reply; returns self."""
-        if turn is not None:
-            self.delay, self.stream_delay, self.hang = turn.delay, turn.stream_delay, turn.hang
+    def timed(self, decision: Decision) -> Reply:
+        """Copy the turn's ``delay``/``stream_delay``/``hang`` onto this reply; returns self."""
+        self.decision = decision
+        turn = decision.turn
+        if turn is not None and decision.first_response:
+            self.delay, self.stream_delay, self.hang = (
+                turn.delay,
+                turn.stream_delay,
+                turn.hang,
+            )
         return self
 
 
 def sse_event(name: str, data: dict) -> bytes:
     """One server-sent event with a JSON payload."""
-    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+    return (
+        f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+    )
 
 
 def chunks(text: str, size: int = 24) -> list[str]:

@@ -7,7 +7,10 @@ Per request:
 
 * match text = ``instructions`` + the text of the leading system/developer/user messages of
   ``input`` (everything before the first model output or tool item);
-* turn = 1 + the highest turn encoded in the ``call_id`` / item ids of ``input``;
+* turn = from the ``call_id`` / item ids of ``input``, in sequential mode (see
+  :mod:`.exchange`): Codex runs the function calls of one response concurrently, so a turn's
+  tool calls go out one per response, in order; the first carries the turn's text and usage,
+  the others report zero usage (totals stay exact);
 * main loop = the request offers tools;
 * ``bash``/``write`` are translated to the shell tool the request offers: codex 0.169.0 offers
   ``exec_command`` (``{"cmd": "..."}``, runs in the turn's cwd) and no ``apply_patch``, so
@@ -53,8 +56,12 @@ def handle(method: str, path: str, body: bytes, script: Script) -> Reply:
     """Answer one request under ``/v1/responses`` or ``/v1/models``."""
     route = path.split("?", 1)[0].rstrip("/")
     if method == "GET" and route == "/v1/models":
-        reply = _json_reply(200, {"object": "list", "data": [_model("gpt-5"), _model("gpt-5-codex")]})
-        reply.decision = Decision(conversation=None, turn_index=None, turn=None, auxiliary=True)
+        reply = _json_reply(
+            200, {"object": "list", "data": [_model("gpt-5"), _model("gpt-5-codex")]}
+        )
+        reply.decision = Decision(
+            conversation=None, turn_index=None, turn=None, auxiliary=True
+        )
         return reply
     if method != "POST" or route != "/v1/responses":
         return error_reply(404, f"Not found: {method} {route}")
@@ -74,10 +81,13 @@ def responses(request: dict[str, Any], script: Script) -> Reply:
         match_text=match_text(request),
         history_ids=history_ids(request),
         main_loop=bool(request.get("tools")),
+        sequential=True,  # codex runs the calls of one response concurrently
     )
     turn = decision.turn
-    if turn is not None and turn.status is not None:
-        reply = error_reply(turn.status, turn.error_message or f"Scripted error {turn.status}")
+    if turn is not None and turn.status is not None and decision.first_response:
+        reply = error_reply(
+            turn.status, turn.error_message or f"Scripted error {turn.status}"
+        )
     else:
         output = _output(decision, tools=_tools_by_name(request))
         response = {
@@ -91,11 +101,12 @@ def responses(request: dict[str, Any], script: Script) -> Reply:
             "usage": usage_dict(decision.usage),
         }
         if request.get("stream"):
-            reply = Reply(status=200, events=_stream(response), content_type="text/event-stream")
+            reply = Reply(
+                status=200, events=_stream(response), content_type="text/event-stream"
+            )
         else:
             reply = _json_reply(200, response)
-    reply.decision = decision
-    return reply.timed(turn)
+    return reply.timed(decision)
 
 
 def match_text(request: dict[str, Any]) -> str:
@@ -107,7 +118,11 @@ def match_text(request: dict[str, Any]) -> str:
     for item in items or []:
         if not isinstance(item, dict):
             continue
-        if item.get("type", "message") != "message" or item.get("role") not in ("system", "developer", "user"):
+        if item.get("type", "message") != "message" or item.get("role") not in (
+            "system",
+            "developer",
+            "user",
+        ):
             break
         parts.append(_text_of(item.get("content")))
     return "\n".join(p for p in parts if isinstance(p, str))
@@ -119,7 +134,9 @@ def history_ids(request: dict[str, Any]) -> list[str]:
     ids: list[str] = []
     for item in items if isinstance(items, list) else []:
         if isinstance(item, dict):
-            ids.extend(item[key] for key in ("call_id", "id") if isinstance(item.get(key), str))
+            ids.extend(
+                item[key] for key in ("call_id", "id") if isinstance(item.get(key), str)
+            )
     return ids
 
 
@@ -131,7 +148,11 @@ def working_directory(request: dict[str, Any]) -> str | None:
 
 def usage_dict(usage: Usage) -> dict[str, Any]:
     """A Responses API ``usage`` object (cached tokens counted inside ``input_tokens``)."""
-    prompt = usage.input_tokens + usage.cache_read_input_tokens + usage.cache_creation_input_tokens
+    prompt = (
+        usage.input_tokens
+        + usage.cache_read_input_tokens
+        + usage.cache_creation_input_tokens
+    )
     return {
         "input_tokens": prompt,
         "input_tokens_details": {
@@ -146,8 +167,13 @@ def usage_dict(usage: Usage) -> dict[str, Any]:
 
 def error_reply(status: int, message: str) -> Reply:
     """An error in the OpenAI shape: ``{"error": {message, type, param, code}}``."""
-    kind, code = ERROR_CODES.get(status, ("server_error" if status >= 500 else "invalid_request_error", None))
-    reply = _json_reply(status, {"error": {"message": message, "type": kind, "param": None, "code": code}})
+    kind, code = ERROR_CODES.get(
+        status, ("server_error" if status >= 500 else "invalid_request_error", None)
+    )
+    reply = _json_reply(
+        status,
+        {"error": {"message": message, "type": kind, "param": None, "code": code}},
+    )
     reply.headers["x-request-id"] = new_id("req")
     return reply
 
@@ -164,7 +190,11 @@ def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+        return "\n".join(
+            p["text"]
+            for p in content
+            if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
     return ""
 
 
@@ -184,15 +214,20 @@ def _tools_by_name(request: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return found
 
 
-def _output(decision: Decision, *, tools: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def _output(
+    decision: Decision, *, tools: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
     turn = decision.turn
     if turn is None:
         return [_message(decision.fallback_text, decision.turn_index)]
     output: list[dict[str, Any]] = []
-    if turn.text:
+    if turn.text and decision.first_response:
         output.append(_message(turn.text, decision.turn_index))
-    for k, call in enumerate(turn.tool_calls):
-        output.append(_call_item(call, tools, decision.turn_index or 0, k))
+    k = decision.call_index or 0
+    if k < len(turn.tool_calls):
+        output.append(
+            _call_item(turn.tool_calls[k], tools, decision.turn_index or 0, k)
+        )
     return output
 
 
@@ -206,7 +241,9 @@ def _message(text: str, turn: int | None) -> dict[str, Any]:
     }
 
 
-def _call_item(call: ToolCall, tools: dict[str, dict[str, Any]], turn: int, k: int) -> dict[str, Any]:
+def _call_item(
+    call: ToolCall, tools: dict[str, dict[str, Any]], turn: int, k: int
+) -> dict[str, Any]:
     call_id = new_id("call", turn, k)
     if call.kind == "write" and "apply_patch" in tools:
         patch = _add_file_patch(call.path, call.content)
@@ -214,10 +251,16 @@ def _call_item(call: ToolCall, tools: dict[str, dict[str, Any]], turn: int, k: i
             return _custom_call(call_id, "apply_patch", patch, turn, k)
         return _function_call(call_id, "apply_patch", {"input": patch}, turn, k)
     if call.kind in ("write", "bash"):
-        command = call.command if call.kind == "bash" else _write_command(call.path, call.content)
+        command = (
+            call.command
+            if call.kind == "bash"
+            else _write_command(call.path, call.content)
+        )
         name = next((n for n in _SHELL_TOOLS if n in tools), "exec_command")
         if name == "shell":
-            return _function_call(call_id, name, {"command": ["bash", "-lc", command]}, turn, k)
+            return _function_call(
+                call_id, name, {"command": ["bash", "-lc", command]}, turn, k
+            )
         if name == "shell_command":
             return _function_call(call_id, name, {"command": command}, turn, k)
         return _function_call(call_id, name, {"cmd": command}, turn, k)
@@ -227,7 +270,9 @@ def _call_item(call: ToolCall, tools: dict[str, dict[str, Any]], turn: int, k: i
     return _function_call(call_id, call.name, dict(call.input or {}), turn, k)
 
 
-def _function_call(call_id: str, name: str, arguments: dict[str, Any], turn: int, k: int) -> dict[str, Any]:
+def _function_call(
+    call_id: str, name: str, arguments: dict[str, Any], turn: int, k: int
+) -> dict[str, Any]:
     return {
         "type": "function_call",
         "id": new_id("fc", turn, k),
@@ -238,7 +283,9 @@ def _function_call(call_id: str, name: str, arguments: dict[str, Any], turn: int
     }
 
 
-def _custom_call(call_id: str, name: str, raw: str, turn: int, k: int) -> dict[str, Any]:
+def _custom_call(
+    call_id: str, name: str, raw: str, turn: int, k: int
+) -> dict[str, Any]:
     return {
         "type": "custom_tool_call",
         "id": new_id("ctc", turn, k),
@@ -269,27 +316,108 @@ def _stream(response: dict[str, Any]) -> list[bytes]:
         return sse_event(kind, {"type": kind, "sequence_number": next(seq), **data})
 
     pending = {**response, "status": "in_progress", "output": [], "usage": None}
-    events = [event("response.created", response=pending), event("response.in_progress", response=pending)]
+    events = [
+        event("response.created", response=pending),
+        event("response.in_progress", response=pending),
+    ]
     for index, item in enumerate(response["output"]):
         if item["type"] == "message":
             text = item["content"][0]["text"]
             part = {"type": "output_text", "text": "", "annotations": []}
-            events.append(event("response.output_item.added", output_index=index, item={**item, "status": "in_progress", "content": []}))
-            events.append(event("response.content_part.added", item_id=item["id"], output_index=index, content_index=0, part=part))
+            events.append(
+                event(
+                    "response.output_item.added",
+                    output_index=index,
+                    item={**item, "status": "in_progress", "content": []},
+                )
+            )
+            events.append(
+                event(
+                    "response.content_part.added",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    part=part,
+                )
+            )
             for piece in chunks(text):
-                events.append(event("response.output_text.delta", item_id=item["id"], output_index=index, content_index=0, delta=piece))
-            events.append(event("response.output_text.done", item_id=item["id"], output_index=index, content_index=0, text=text))
-            events.append(event("response.content_part.done", item_id=item["id"], output_index=index, content_index=0, part={**part, "text": text}))
+                events.append(
+                    event(
+                        "response.output_text.delta",
+                        item_id=item["id"],
+                        output_index=index,
+                        content_index=0,
+                        delta=piece,
+                    )
+                )
+            events.append(
+                event(
+                    "response.output_text.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    text=text,
+                )
+            )
+            events.append(
+                event(
+                    "response.content_part.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    part={**part, "text": text},
+                )
+            )
         elif item["type"] == "function_call":
-            events.append(event("response.output_item.added", output_index=index, item={**item, "status": "in_progress", "arguments": ""}))
+            events.append(
+                event(
+                    "response.output_item.added",
+                    output_index=index,
+                    item={**item, "status": "in_progress", "arguments": ""},
+                )
+            )
             for piece in chunks(item["arguments"], 64):
-                events.append(event("response.function_call_arguments.delta", item_id=item["id"], output_index=index, delta=piece))
-            events.append(event("response.function_call_arguments.done", item_id=item["id"], output_index=index, arguments=item["arguments"]))
+                events.append(
+                    event(
+                        "response.function_call_arguments.delta",
+                        item_id=item["id"],
+                        output_index=index,
+                        delta=piece,
+                    )
+                )
+            events.append(
+                event(
+                    "response.function_call_arguments.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    arguments=item["arguments"],
+                )
+            )
         else:
-            events.append(event("response.output_item.added", output_index=index, item={**item, "status": "in_progress", "input": ""}))
+            events.append(
+                event(
+                    "response.output_item.added",
+                    output_index=index,
+                    item={**item, "status": "in_progress", "input": ""},
+                )
+            )
             for piece in chunks(item["input"], 64):
-                events.append(event("response.custom_tool_call_input.delta", item_id=item["id"], output_index=index, delta=piece))
-            events.append(event("response.custom_tool_call_input.done", item_id=item["id"], output_index=index, input=item["input"]))
+                events.append(
+                    event(
+                        "response.custom_tool_call_input.delta",
+                        item_id=item["id"],
+                        output_index=index,
+                        delta=piece,
+                    )
+                )
+            events.append(
+                event(
+                    "response.custom_tool_call_input.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    input=item["input"],
+                )
+            )
         events.append(event("response.output_item.done", output_index=index, item=item))
     events.append(event("response.completed", response=response))
     return events

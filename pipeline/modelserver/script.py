@@ -28,7 +28,8 @@ Contracts:
   calls ends the agent's run. Past the last turn the server answers a short final text with zero
   usage and records the request as ``overrun``.
 * ``usage`` uses Anthropic semantics: ``input_tokens`` excludes the cache reads and writes.
-  ``reasoning_tokens`` is only reported on the OpenAI API. All counts default to 0.
+  ``reasoning_tokens`` is only reported on the OpenAI API, as a part of ``output_tokens``
+  (OpenAI semantics), so it may not exceed ``output_tokens``. All counts default to 0.
 * Every error is a :class:`ScriptError` whose message starts with the dotted path of the field,
   e.g. ``conversations[0].turns[2].usage.input_tokens: must be a non-negative integer``.
 """
@@ -51,7 +52,16 @@ USAGE_FIELDS = (
     "reasoning_tokens",
 )
 TOOL_CALL_KINDS = ("write", "bash", "tool")
-TURN_FIELDS = ("text", "tool_calls", "usage", "delay", "stream_delay", "status", "error_message", "hang")
+TURN_FIELDS = (
+    "text",
+    "tool_calls",
+    "usage",
+    "delay",
+    "stream_delay",
+    "status",
+    "error_message",
+    "hang",
+)
 
 
 class ScriptError(ValueError):
@@ -137,12 +147,16 @@ def load_script(source: Script | Mapping[str, Any] | str | Path) -> Script:
     """
     if isinstance(source, Script):
         return source
-    if isinstance(source, Path) or (isinstance(source, str) and _looks_like_path(source)):
+    if isinstance(source, Path) or (
+        isinstance(source, str) and _looks_like_path(source)
+    ):
         path = Path(source)
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise ScriptError(f"{path}: cannot read script: {exc.strerror or exc}") from exc
+            raise ScriptError(
+                f"{path}: cannot read script: {exc.strerror or exc}"
+            ) from exc
         data = _parse_text(text, origin=str(path))
     elif isinstance(source, str):
         data = _parse_text(source, origin="script")
@@ -179,10 +193,15 @@ def _mapping(value: Any, where: str) -> Mapping[str, Any]:
     return value
 
 
-def _reject_unknown(value: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
+def _reject_unknown(
+    value: Mapping[str, Any], allowed: tuple[str, ...], where: str
+) -> None:
     for key in value:
         if key not in allowed:
-            raise _fail(f"{where}.{key}", f"unknown field (expected one of: {', '.join(allowed)})")
+            raise _fail(
+                f"{where}.{key}",
+                f"unknown field (expected one of: {', '.join(allowed)})",
+            )
 
 
 def _string(value: Any, where: str, *, allow_empty: bool = True) -> str:
@@ -214,11 +233,15 @@ def _script(data: Any) -> Script:
     items = top["conversations"]
     if not isinstance(items, list) or not items:
         raise _fail("conversations", "must be a non-empty list")
-    conversations = tuple(_conversation(item, f"conversations[{i}]") for i, item in enumerate(items))
+    conversations = tuple(
+        _conversation(item, f"conversations[{i}]") for i, item in enumerate(items)
+    )
     seen: set[str] = set()
     for i, conversation in enumerate(conversations):
         if conversation.name in seen:
-            raise _fail(f"conversations[{i}].name", f"duplicate name {conversation.name!r}")
+            raise _fail(
+                f"conversations[{i}].name", f"duplicate name {conversation.name!r}"
+            )
         seen.add(conversation.name)
     return Script(conversations=conversations)
 
@@ -251,10 +274,18 @@ def _turn(data: Any, where: str) -> Turn:
         raw_calls = []
     if not isinstance(raw_calls, list):
         raise _fail(f"{where}.tool_calls", "must be a list")
-    calls = tuple(_tool_call(call, f"{where}.tool_calls[{i}]") for i, call in enumerate(raw_calls))
+    calls = tuple(
+        _tool_call(call, f"{where}.tool_calls[{i}]") for i, call in enumerate(raw_calls)
+    )
     status = value.get("status")
-    if status is not None and (isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599):
-        raise _fail(f"{where}.status", "must be an HTTP error status between 400 and 599")
+    if status is not None and (
+        isinstance(status, bool)
+        or not isinstance(status, int)
+        or not 400 <= status <= 599
+    ):
+        raise _fail(
+            f"{where}.status", "must be an HTTP error status between 400 and 599"
+        )
     hang = value.get("hang", False)
     if not isinstance(hang, bool):
         raise _fail(f"{where}.hang", "must be true or false")
@@ -277,13 +308,20 @@ def _usage(data: Any, where: str) -> Usage:
         return ZERO_USAGE
     value = _mapping(data, where)
     _reject_unknown(value, USAGE_FIELDS, where)
-    return Usage(**{name: _count(value.get(name, 0), f"{where}.{name}") for name in USAGE_FIELDS})
+    usage = Usage(
+        **{name: _count(value.get(name, 0), f"{where}.{name}") for name in USAGE_FIELDS}
+    )
+    if usage.reasoning_tokens > usage.output_tokens:
+        raise _fail(f"{where}.reasoning_tokens", "must not exceed output_tokens")
+    return usage
 
 
 def _tool_call(data: Any, where: str) -> ToolCall:
     value = _mapping(data, where)
     if len(value) != 1 or next(iter(value)) not in TOOL_CALL_KINDS:
-        raise _fail(where, f"must have exactly one key, one of: {', '.join(TOOL_CALL_KINDS)}")
+        raise _fail(
+            where, f"must have exactly one key, one of: {', '.join(TOOL_CALL_KINDS)}"
+        )
     kind, body = next(iter(value.items()))
     inner = f"{where}.{kind}"
     if kind == "bash":
@@ -305,7 +343,11 @@ def _tool_call(data: Any, where: str) -> ToolCall:
         raise _fail(f"{inner}.name", "is required")
     tool_input = spec.get("input", {})
     if not isinstance(tool_input, Mapping | str):
-        raise _fail(f"{inner}.input", "must be a mapping (or a string for free-form tools)")
+        raise _fail(
+            f"{inner}.input", "must be a mapping (or a string for free-form tools)"
+        )
     return ToolCall(
-        kind="tool", name=_string(spec["name"], f"{inner}.name", allow_empty=False), input=tool_input
+        kind="tool",
+        name=_string(spec["name"], f"{inner}.name", allow_empty=False),
+        input=tool_input,
     )

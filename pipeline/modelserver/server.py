@@ -57,7 +57,9 @@ class ScriptedModelServer:
         request_log: str | Path | None = None,
     ) -> None:
         if not _is_loopback(host):
-            raise ValueError(f"host: the scripted model server binds loopback only, not {host!r}")
+            raise ValueError(
+                f"host: the scripted model server binds loopback only, not {host!r}"
+            )
         self.script = load_script(script)
         self.host = host
         self.port = port
@@ -76,7 +78,12 @@ class ScriptedModelServer:
         self.stopping.clear()
         self._httpd = _HTTPServer((self.host, self.port), _Handler, self)
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name=f"modelserver:{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},  # stop() returns within ~50 ms
+            name=f"modelserver:{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -110,7 +117,9 @@ class ScriptedModelServer:
         with self._changed:
             return [dict(r) for r in self._records]
 
-    def wait_for_requests(self, n: int, timeout: float = 10.0, **match: Any) -> list[dict[str, Any]]:
+    def wait_for_requests(
+        self, n: int, timeout: float = 10.0, **match: Any
+    ) -> list[dict[str, Any]]:
         """Block until at least ``n`` records (with fields equal to ``match``) exist.
 
         Returns those records; raises ``TimeoutError`` after ``timeout`` seconds.
@@ -118,12 +127,18 @@ class ScriptedModelServer:
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
-                found = [dict(r) for r in self._records if all(r.get(k) == v for k, v in match.items())]
+                found = [
+                    dict(r)
+                    for r in self._records
+                    if all(r.get(k) == v for k, v in match.items())
+                ]
                 if len(found) >= n:
                     return found
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise TimeoutError(f"got {len(found)} of {n} requests matching {match!r} in {timeout}s")
+                    raise TimeoutError(
+                        f"got {len(found)} of {n} requests matching {match!r} in {timeout}s"
+                    )
                 self._changed.wait(remaining)
 
     def record(self, record: dict[str, Any]) -> None:
@@ -136,7 +151,9 @@ class ScriptedModelServer:
             self._changed.notify_all()
 
     # -- dispatch --------------------------------------------------------------------------
-    def answer(self, method: str, path: str, body: bytes, *, client_api: str) -> tuple[str, Reply]:
+    def answer(
+        self, method: str, path: str, body: bytes, *, client_api: str
+    ) -> tuple[str, Reply]:
         """Route one request to its API module; returns ``(api, reply)``.
 
         ``client_api`` is the API the client is guessed to speak (from its User-Agent), used
@@ -146,7 +163,9 @@ class ScriptedModelServer:
         if route.startswith("/v1/messages"):
             return anthropic.API, anthropic.handle(method, path, body, self.script)
         if route.startswith(("/v1/responses", "/v1/models")):
-            return openai_responses.API, openai_responses.handle(method, path, body, self.script)
+            return openai_responses.API, openai_responses.handle(
+                method, path, body, self.script
+            )
         if method == "HEAD" and route == "/":
             # Claude Code warms the connection up with `HEAD /` at start-up.
             return client_api, Reply(status=200, decision=_AUXILIARY)
@@ -161,7 +180,9 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # a hanging request must never keep the process alive
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], handler: type, owner: ScriptedModelServer) -> None:
+    def __init__(
+        self, address: tuple[str, int], handler: type, owner: ScriptedModelServer
+    ) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.owner = owner
         super().__init__(address, handler)
@@ -193,7 +214,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, method: str) -> None:
         owner = self.server.owner
         body = self._read_body()
-        api, reply = owner.answer(method, self.path, body, client_api=self._client_api())
+        api, reply = owner.answer(
+            method, self.path, body, client_api=self._client_api()
+        )
         decision = reply.decision
         owner.record(
             {
@@ -264,7 +287,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.close_connection = True
         for index, event in enumerate(reply.events):
-            if index and reply.stream_delay and not self._wait(reply.stream_delay, stopping):
+            if (
+                index
+                and reply.stream_delay
+                and not self._wait(reply.stream_delay, stopping)
+            ):
                 return
             self.wfile.write(event)
             self.wfile.flush()
