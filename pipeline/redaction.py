@@ -51,8 +51,12 @@ def refresh_literal_secrets() -> None:
 
 
 def redact(text: str) -> str:
+    """Secrets replaced by [REDACTED]; NUL characters (which PostgreSQL text and JSONB refuse)
+    replaced by U+FFFD, so whatever an agent prints can be stored."""
     if not text:
         return text
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
     for value in _literal_secrets():
         if value in text:
             text = text.replace(value, REDACTED)

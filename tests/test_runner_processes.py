@@ -146,3 +146,22 @@ def test_a_hostile_title_stays_inside_the_worktree_root(local_repository, clone,
     assert "hidden" not in task.title
     assert StageResult.objects.get(task=task).success
     assert not Path("/tmp/pwned").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_agent_never_sees_the_forge_token_and_transcripts_are_redacted(local_repository, clone, tmp_path, monkeypatch):
+    from pipeline import redaction
+
+    secret = "ghp_" + "Zz9" * 12
+    monkeypatch.setenv("GITHUB_TOKEN", secret)
+    monkeypatch.setenv("GITHUB_WEBHOOK_SECRET", "hook-secret-value-123")
+    redaction.refresh_literal_secrets()
+    env_file = tmp_path / "env.json"
+    commit_workflow(clone, [command_stage("planning", "env", str(env_file), fmt="text")])
+    task = run(local_repository)
+    assert StageResult.objects.get(task=task).success
+    env = json.loads(env_file.read_text())
+    assert "GITHUB_TOKEN" not in env and "GITHUB_WEBHOOK_SECRET" not in env
+    assert secret not in json.dumps(env)
+    stored = json.dumps(list(AgentEvent.objects.filter(task=task).values_list("data", flat=True)))
+    assert "ghp_A1b2" not in stored and "[REDACTED]" in stored

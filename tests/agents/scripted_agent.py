@@ -30,6 +30,12 @@ elif action == "malformed":
     print("this is not json {", flush=True)
     print("\x00\x01 binary garbage", flush=True)
     open("plan.md", "w").write("# Plan\n")
+elif action == "env":
+    # Report what the agent was given, then print a token it found somewhere.
+    with open(args[0], "w") as fh:
+        json.dump(dict(os.environ), fh)
+    print("found a token: ghp_" + "A1b2C3d4" * 5, flush=True)
+    open("plan.md", "w").write("# Plan\n")
 elif action == "fail":
     print("something broke", file=sys.stderr)
     sys.exit(3)
