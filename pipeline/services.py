@@ -16,11 +16,11 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import live
+from . import alerts, live
 from .models import AgentEvent, Repository, Stage, StageResult, Task
 from .workflow import Workflow, WorkflowError
 
@@ -149,6 +149,7 @@ def task_fail(*, task: Task, reason: str, status: str = Task.Status.FAILED) -> b
             task.stages.filter(status__in=[Stage.Status.PENDING, Stage.Status.QUEUED]).update(status=Stage.Status.CANCELLED)
             task.refresh_from_db()
             event_status(task, f"task {status}: {reason}")
+            alerts.task_finished(task=task)
     return bool(done)
 
 
@@ -216,6 +217,9 @@ def enqueue_stage_job(stage_id: int) -> None:
 def stage_succeeded_advance(*, stage: Stage, enqueue: bool = True) -> None:
     """After a successful stage: queue the next one, or finish the task."""
     task = stage.task
+    task.refresh_from_db(fields=["status"])
+    if task.status != Task.Status.RUNNING:
+        return  # cancelled (or finished elsewhere) while the stage ran: nothing to advance
     nxt = task.stages.filter(position__gt=stage.position).order_by("position").first()
     if nxt is None:
         with transaction.atomic():
@@ -354,3 +358,120 @@ def task_run_inline(*, task: Task) -> Task:
         runner.run_stage(stage.pk, enqueue_next=False)
     task.refresh_from_db()
     return task
+
+
+# --- repositories and the coordinator's bookkeeping ---------------------------------------------
+
+
+def repository_add(
+    *,
+    full_name: str,
+    kind: str = Repository.Kind.GITHUB,
+    local_path: str = "",
+    clone_url: str = "",
+    default_branch: str | None = None,
+    trigger_label: str | None = None,
+    max_concurrent_tasks: int | None = None,
+) -> tuple[Repository, bool]:
+    """Register a repository, or update the given fields of the one with that kind and name.
+
+    Returns (repository, created). Fields passed as None (or "") keep their current value, so
+    running `add_repo` twice is harmless.
+    """
+    fields = {
+        "local_path": local_path,
+        "clone_url": clone_url,
+        "default_branch": default_branch,
+        "trigger_label": trigger_label,
+        "max_concurrent_tasks": max_concurrent_tasks,
+    }
+    given = {k: v for k, v in fields.items() if v not in (None, "")}
+    repository, created = Repository.objects.get_or_create(kind=kind, full_name=full_name, defaults=given)
+    if not created and given:
+        for name, value in given.items():
+            setattr(repository, name, value)
+        repository.save(update_fields=list(given))
+    return repository, created
+
+
+def repository_poll_claim(*, repository: Repository, interval: float, now=None) -> bool:
+    """Claim this repository's next poll: True for exactly one caller per `interval` seconds,
+    however many coordinators ask (conditional UPDATE of `polled_at`, the time the poll began)."""
+    now = now or timezone.now()
+    due = now - timedelta(seconds=interval)
+    claimed = (
+        Repository.objects.filter(pk=repository.pk)
+        .filter(models.Q(polled_at__isnull=True) | models.Q(polled_at__lte=due))
+        .update(polled_at=now)
+    )
+    if claimed:
+        repository.polled_at = now
+    return claimed == 1
+
+
+def repository_poll_etag_set(*, repository: Repository, etag: str) -> None:
+    """Remember the ETag of a complete, fully handled issue listing (next poll sends it)."""
+    Repository.objects.filter(pk=repository.pk).update(poll_etag=etag[:200])
+    repository.poll_etag = etag[:200]
+
+
+def task_hold(*, task: Task, reason: str) -> bool:
+    """queued -> waiting (or a new reason for a waiting task): a budget holds it back. The
+    dispatcher tries it again later; `task_start` accepts waiting tasks."""
+    with transaction.atomic():
+        changed = (
+            Task.objects.filter(pk=task.pk, status__in=[Task.Status.QUEUED, Task.Status.WAITING])
+            .exclude(status=Task.Status.WAITING, status_reason=reason)
+            .update(status=Task.Status.WAITING, status_reason=reason[:4000])
+        )
+        if changed:
+            task.refresh_from_db()
+            event_status(task, f"waiting: {reason}")
+    return bool(changed)
+
+
+def task_release(*, task: Task) -> bool:
+    """waiting -> queued once nothing holds the task back any more."""
+    with transaction.atomic():
+        changed = Task.objects.filter(pk=task.pk, status=Task.Status.WAITING).update(status=Task.Status.QUEUED, status_reason="")
+        if changed:
+            task.refresh_from_db()
+            event_status(task, "no longer waiting")
+    return bool(changed)
+
+
+def task_progress_comment_set(*, task: Task, comment_id: int) -> None:
+    """Record the id of the issue comment that shows the task's progress."""
+    Task.objects.filter(pk=task.pk).update(progress_comment_id=comment_id)
+    task.progress_comment_id = comment_id
+
+
+def task_worktree_remove(*, task: Task) -> bool:
+    """Remove a finished task's worktree from this machine and record when.
+
+    False (and nothing recorded) while the task is active or when it has no worktree. The
+    directory is deleted even if git no longer knows it, but only inside the worktree root.
+    """
+    import shutil
+    from pathlib import Path
+
+    from . import git, repos
+
+    if task.is_active or not task.worktree_path or task.worktree_removed_at:
+        return False
+    path = Path(task.worktree_path)
+    if path.exists():
+        try:
+            git.worktree_remove(repos.source_dir(task.repository, fetch=False), path)
+        except git.GitError as exc:
+            log.warning("task %s: git could not remove worktree %s: %s", task.pk, path, exc)
+        root = Path(settings.TACX["WORKTREE_ROOT"]).resolve()
+        if path.exists() and path.resolve().parent == root:
+            shutil.rmtree(path, ignore_errors=True)
+    if path.exists():
+        return False
+    now = timezone.now()
+    done = Task.objects.filter(pk=task.pk, status__in=Task.FINISHED, worktree_removed_at__isnull=True).update(worktree_removed_at=now)
+    if done:
+        task.worktree_removed_at = now
+    return bool(done)

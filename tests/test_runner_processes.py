@@ -165,3 +165,37 @@ def test_the_agent_never_sees_the_forge_token_and_transcripts_are_redacted(local
     assert secret not in json.dumps(env)
     stored = json.dumps(list(AgentEvent.objects.filter(task=task).values_list("data", flat=True)))
     assert "ghp_A1b2" not in stored and "[REDACTED]" in stored
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancelling_a_running_task_kills_its_agent_and_records_the_attempt(local_repository, clone, tmp_path):
+    import threading
+
+    from django.db import connection
+
+    pgid_file = tmp_path / "pgid"
+    commit_workflow(clone, [command_stage("planning", "hang", str(pgid_file), timeout=60), {"name": "pr_creation"}])
+    task, _ = services.task_create(repository=local_repository, issue_number=9, title="Hang", trigger_source="cli")
+    services.task_dispatch(task=task, enqueue=False)
+
+    def cancel_when_started() -> None:
+        try:
+            for _ in range(100):
+                if pgid_file.exists():
+                    break
+                time.sleep(0.1)
+            services.task_cancel(task=Task.objects.get(pk=task.pk), reason="cancelled by a test")
+        finally:
+            connection.close()
+
+    canceller = threading.Thread(target=cancel_when_started)
+    canceller.start()
+    started = time.monotonic()
+    task = services.task_run_inline(task=task)
+    canceller.join()
+    assert time.monotonic() - started < 15
+    result = StageResult.objects.get(task=task)
+    assert result.outcome == StageResult.Outcome.CANCELLED and "cancelled" in result.error
+    assert task.status == Task.Status.CANCELLED
+    assert [s.status for s in task.stages.order_by("position")] == ["cancelled", "cancelled"]
+    assert not group_alive(int(pgid_file.read_text()))
