@@ -28,7 +28,7 @@ from django.db.models import DateTimeField, ExpressionWrapper, F
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from . import budgets, git, live, repos, services
+from . import alerts, budgets, git, live, repos, services
 from .agent_process import StopAgent, run_agent
 from .models import AgentEvent, Stage, StageResult, Task, Worker
 from .providers import get_provider
@@ -181,6 +181,7 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
             stage=stage.name,
             stage_status="queued" if retry else "failed",
         )
+        alerts.attempt_failed(result=result, retrying=retry)
         if retry:
             if enqueue_next:
                 stage_id = stage.pk
@@ -251,7 +252,10 @@ class Attempt:
 
     def prepare_worktree(self) -> Path:
         task, repository = self.task, self.task.repository
-        repo_dir = repos.source_dir(repository, fetch=not task.branch)
+        path = git.worktree_path(settings.TACX["WORKTREE_ROOT"], repository.full_name, task.issue_number, task.pk)
+        # Another machine may have run the earlier stages: fetch, so the branch they pushed is
+        # what this worktree continues from.
+        repo_dir = repos.source_dir(repository, fetch=not (path / ".git").exists())
         changed = []
         if not task.branch:
             task.branch = git.branch_name(task.issue_number, task.title)
@@ -259,7 +263,6 @@ class Attempt:
         if not task.base_commit:
             task.base_commit = git.resolve(repo_dir, repository.default_branch)
             changed.append("base_commit")
-        path = git.worktree_path(settings.TACX["WORKTREE_ROOT"], repository.full_name, task.issue_number, task.pk)
         if task.worktree_path != str(path):
             task.worktree_path = str(path)
             changed.append("worktree_path")
@@ -334,7 +337,7 @@ class Attempt:
             env=env,
             parser=self.parser,
             timeout=cfg.timeout,
-            stall_timeout=cfg.stall_timeout,
+            stall_timeout=cfg.stall_timeout or tacx.get("STALL_SECONDS") or None,
             grace=tacx["KILL_GRACE_SECONDS"],
             on_start=self.on_start,
             on_events=self.on_events,
