@@ -1,4 +1,9 @@
 from django.urls import path
 
+from . import webhooks
+
 app_name = "coordinator"
-urlpatterns: list = []
+urlpatterns = [
+    path("webhooks/github", webhooks.github_webhook, name="github-webhook"),
+    path("webhooks/github/", webhooks.github_webhook),
+]

@@ -116,9 +116,11 @@ def worktree_add(repo: str | Path, path: Path, branch: str, base: str) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     run(["worktree", "prune"], cwd=repo)
-    exists = run(["rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"], cwd=repo, check=False)
-    if exists:
+    if succeeds(["rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"], cwd=repo):
         run(["worktree", "add", "--force", str(path), branch], cwd=repo)
+    elif succeeds(["rev-parse", "--verify", "--quiet", f"refs/remotes/origin/{branch}"], cwd=repo):
+        # Pushed by an earlier stage on another machine: continue from there.
+        run(["worktree", "add", "-b", branch, str(path), f"refs/remotes/origin/{branch}"], cwd=repo)
     else:
         run(["worktree", "add", "-b", branch, str(path), base], cwd=repo)
 

@@ -47,6 +47,9 @@ class GitHubClient:
 
     def request(self, method: str, path: str, *, params: dict | None = None, json: Any = None, headers: dict | None = None, ok: tuple[int, ...] = ()) -> Response:
         url = path if path.startswith("http") else f"{self.base_url}{path}"
+        if not url.startswith(f"{self.base_url}/"):
+            # Pagination links come from the answer: never send the token to another host.
+            raise GitHubError(f"refusing to follow {redact(url)} outside {self.base_url}", permanent=True)
         if self.rate_remaining == 0 and self.rate_reset and self.rate_reset > time.time():
             raise GitHubError(
                 f"GitHub rate limit exhausted until {time.strftime('%H:%M:%S', time.gmtime(self.rate_reset))} UTC",
@@ -72,15 +75,26 @@ class GitHubClient:
                     data = resp.text
             return Response(resp.status_code, data, dict(resp.headers))
         try:
-            message = resp.json().get("message", "")
-        except ValueError:
+            answer = resp.json()
+            message = str(answer.get("message", ""))
+            # 422s say what failed in `errors` ("A pull request already exists for ...").
+            details = [str(e.get("message") or e.get("code") or "") for e in answer.get("errors") or [] if isinstance(e, dict)]
+            if any(details):
+                message = f"{message}: {'; '.join(d for d in details if d)}"
+        except (ValueError, AttributeError):
             message = resp.text[:200]
         retry_after = None
         if resp.status_code in (403, 429):
             if "Retry-After" in resp.headers:
-                retry_after = float(resp.headers["Retry-After"])
+                try:
+                    retry_after = float(resp.headers["Retry-After"])
+                except ValueError:
+                    retry_after = 60.0
             elif resp.headers.get("X-RateLimit-Remaining") == "0":
                 retry_after = max(0.0, float(resp.headers.get("X-RateLimit-Reset", time.time())) - time.time())
+            elif "rate limit" in message.lower():
+                # A secondary limit without Retry-After: GitHub asks for at least a minute.
+                retry_after = 60.0
         permanent = resp.status_code in (400, 401, 404, 410, 422) or (resp.status_code == 403 and retry_after is None)
         raise GitHubError(
             f"GitHub {method} {path} answered {resp.status_code}: {redact(message)}",
@@ -89,15 +103,135 @@ class GitHubClient:
             retry_after=retry_after,
         )
 
+    def paginate(self, path: str, *, params: dict | None = None, max_pages: int = 10) -> list:
+        """Every item of a list endpoint, following `Link: rel="next"` up to `max_pages` pages."""
+        items: list = []
+        url: str | None = path
+        query = {"per_page": 100, **(params or {})}
+        for _ in range(max_pages):
+            if url is None:
+                break
+            resp = self.request("GET", url, params=query)
+            items.extend(resp.data or [])
+            url = next_link(resp.headers)
+            query = None  # the next link carries the query already
+        return items
+
+    # --- issues -------------------------------------------------------------------------------
+
+    def issues_labelled(self, *, full_name: str, label: str, etag: str = "") -> IssueListing:
+        """Open issues (pull requests left out) carrying `label`.
+
+        With `etag` the first page is asked conditionally: GitHub answers 304, which costs no
+        rate limit, and `not_modified` is True. The returned `etag` is only set when the whole
+        answer fitted in one page: a change on page 2 would not change page 1's ETag.
+        """
+        path = f"/repos/{full_name}/issues"
+        params = {"labels": label, "state": "open", "per_page": 100}
+        resp = self.request("GET", path, params=params, headers={"If-None-Match": etag} if etag else None)
+        if resp.status == 304:
+            return IssueListing(not_modified=True, issues=[], etag=etag)
+        items = list(resp.data or [])
+        url = next_link(resp.headers)
+        new_etag = "" if url else header(resp.headers, "ETag")
+        pages = 1
+        while url and pages < 20:
+            more = self.request("GET", url)
+            items.extend(more.data or [])
+            url = next_link(more.headers)
+            pages += 1
+        issues = [i for i in items if isinstance(i, dict) and "pull_request" not in i]
+        return IssueListing(not_modified=False, issues=issues, etag=new_etag)
+
+    def issue_events(self, *, full_name: str, number: int) -> list[dict]:
+        """The issue's events, oldest first (GitHub's order)."""
+        return self.paginate(f"/repos/{full_name}/issues/{int(number)}/events")
+
+    def latest_label_event(self, *, full_name: str, number: int, label: str) -> dict | None:
+        """The most recent `labeled` event that applied `label` (names compared like GitHub:
+        case-insensitively), or None."""
+        wanted = label.casefold()
+        found = None
+        for event in self.issue_events(full_name=full_name, number=number):
+            if event.get("event") == "labeled" and str((event.get("label") or {}).get("name", "")).casefold() == wanted:
+                found = event
+        return found
+
+    def collaborator_permission(self, *, full_name: str, login: str) -> str:
+        """The user's role on the repository: admin, maintain, write, triage, read or none.
+
+        `role_name` is preferred (it tells maintain and triage apart); `permission` is the
+        older field. A user who is not a collaborator answers 404: "none".
+        """
+        try:
+            data = self.request("GET", f"/repos/{full_name}/collaborators/{login}/permission").data or {}
+        except GitHubError as exc:
+            if exc.status == 404:
+                return "none"
+            raise
+        return str(data.get("role_name") or data.get("permission") or "none").lower()
+
+    # --- comments -----------------------------------------------------------------------------
+
+    def issue_comments(self, *, full_name: str, number: int) -> list[dict]:
+        return self.paginate(f"/repos/{full_name}/issues/{int(number)}/comments")
+
+    def issue_comment_create(self, *, full_name: str, number: int, body: str) -> dict:
+        return self.request("POST", f"/repos/{full_name}/issues/{int(number)}/comments", json={"body": body}).data
+
+    def issue_comment_update(self, *, full_name: str, comment_id: int, body: str) -> dict:
+        return self.request("PATCH", f"/repos/{full_name}/issues/comments/{int(comment_id)}", json={"body": body}).data
+
     # --- pull requests ------------------------------------------------------------------------
 
-    def pull_request_open_or_update(self, *, full_name: str, head: str, base: str, title: str, body: str, draft: bool) -> dict:
-        """Open a PR for `head`, or update the open one if it exists (never a second PR)."""
+    def pull_requests_open(self, *, full_name: str, head: str) -> list[dict]:
+        """Open PRs whose head is `head` (a branch of this repository)."""
         owner = full_name.split("/")[0]
-        existing = self.request("GET", f"/repos/{full_name}/pulls", params={"head": f"{owner}:{head}", "state": "open"}).data or []
-        if existing:
-            number = existing[0]["number"]
-            return self.request("PATCH", f"/repos/{full_name}/pulls/{number}", json={"title": title, "body": body}).data
-        return self.request(
-            "POST", f"/repos/{full_name}/pulls", json={"title": title, "body": body, "head": head, "base": base, "draft": draft}
-        ).data
+        return self.request("GET", f"/repos/{full_name}/pulls", params={"head": f"{owner}:{head}", "state": "open"}).data or []
+
+    def pull_request_open_or_update(self, *, full_name: str, head: str, base: str, title: str, body: str, draft: bool) -> dict:
+        """Open a PR for `head`, or update the open one if it exists (never a second PR).
+
+        GitHub refuses a second open PR for one head with 422; that happens when an earlier
+        attempt opened it but died before recording it, so the 422 is answered by updating.
+        """
+        for _ in range(2):
+            existing = self.pull_requests_open(full_name=full_name, head=head)
+            if existing:
+                number = existing[0]["number"]
+                return self.request("PATCH", f"/repos/{full_name}/pulls/{number}", json={"title": title, "body": body}).data
+            try:
+                return self.request(
+                    "POST", f"/repos/{full_name}/pulls", json={"title": title, "body": body, "head": head, "base": base, "draft": draft}
+                ).data
+            except GitHubError as exc:
+                if exc.status != 422 or "already exists" not in str(exc):
+                    raise
+        raise GitHubError(f"GitHub keeps refusing a pull request for {head} that it does not list", status=422)
+
+
+@dataclass
+class IssueListing:
+    not_modified: bool
+    issues: list[dict]
+    etag: str
+
+
+def header(headers: dict[str, str], name: str) -> str:
+    """A response header by name, case-insensitively ("" when absent)."""
+    lowered = name.lower()
+    for key, value in headers.items():
+        if key.lower() == lowered:
+            return value
+    return ""
+
+
+def next_link(headers: dict[str, str]) -> str | None:
+    """The `rel="next"` URL of a paginated answer, or None on the last page."""
+    link = header(headers, "Link")
+    if not link:
+        return None
+    for part in requests.utils.parse_header_links(link):
+        if part.get("rel") == "next":
+            return part.get("url")
+    return None

@@ -8,6 +8,7 @@ carry the token in an HTTP header for that one command only.
 from __future__ import annotations
 
 import base64
+import fcntl
 from pathlib import Path
 
 from django.conf import settings
@@ -35,13 +36,28 @@ def source_dir(repository: Repository, *, fetch: bool = True) -> Path:
     url = repository.clone_url or f"https://github.com/{repository.full_name}.git"
     header = auth_header() if url.startswith("http") else ""
     extra = ["-c", f"http.extraHeader={header}"] if header else []
-    if not (mirror / "HEAD").exists():
-        mirror.parent.mkdir(parents=True, exist_ok=True)
-        git.run([*extra, "clone", "--bare", "--quiet", url, str(mirror)], cwd=mirror.parent, timeout=900)
-        git.run(["config", "remote.origin.fetch", "+refs/heads/*:refs/heads/*"], cwd=mirror)
-    elif fetch:
-        git.run([*extra, "fetch", "--quiet", "--prune", "origin"], cwd=mirror, timeout=900)
+    mirror.parent.mkdir(parents=True, exist_ok=True)
+    # Several q2 workers and the dispatcher share the mirror: one clone/fetch at a time, or git's
+    # own ref locks make the others fail.
+    with open(mirror.parent / f"{mirror.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (mirror / "HEAD").exists():
+            git.run([*extra, "clone", "--bare", "--quiet", url, str(mirror)], cwd=mirror.parent, timeout=900)
+            # Remote branches go to refs/remotes/origin/*: a fetch must never try to move (or
+            # prune) a local branch that a worktree has checked out.
+            git.run(["config", "remote.origin.fetch", "+refs/heads/*:refs/remotes/origin/*"], cwd=mirror)
+            fetch = True
+        if fetch:
+            git.run([*extra, "fetch", "--quiet", "--prune", "origin"], cwd=mirror, timeout=900)
     return mirror
+
+
+def base_ref(repository: Repository) -> str:
+    """The ref new branches start from: the local branch of a local repository, the freshly
+    fetched remote-tracking branch of a mirror."""
+    if repository.kind == Repository.Kind.LOCAL:
+        return repository.default_branch
+    return f"origin/{repository.default_branch}"
 
 
 def push_remote(repository: Repository) -> str:
@@ -51,6 +67,6 @@ def push_remote(repository: Repository) -> str:
 def read_workflow(repository: Repository) -> Workflow:
     """The workflow at the tip of the default branch (raises WorkflowError, GitError)."""
     repo_dir = source_dir(repository)
-    spec = f"{repository.default_branch}:{WORKFLOW_PATH}"
+    spec = f"{base_ref(repository)}:{WORKFLOW_PATH}"
     text = git.run(["show", spec], cwd=repo_dir) if git.succeeds(["cat-file", "-e", spec], cwd=repo_dir) else None
     return load_workflow_text(text)

@@ -261,7 +261,7 @@ class Attempt:
             task.branch = git.branch_name(task.issue_number, task.title)
             changed.append("branch")
         if not task.base_commit:
-            task.base_commit = git.resolve(repo_dir, repository.default_branch)
+            task.base_commit = git.resolve(repo_dir, repos.base_ref(repository))
             changed.append("base_commit")
         if task.worktree_path != str(path):
             task.worktree_path = str(path)

@@ -18,6 +18,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
 from django.db.models import F
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from . import alerts, live
@@ -266,10 +267,13 @@ def result_add_to_totals(*, result: StageResult) -> None:
 def stage_reap_expired(*, now=None, enqueue: bool = True, limit: int = 20) -> list[StageResult]:
     """Stages whose lease expired (worker killed, machine lost): record the open attempt as
     "worker lost" and re-queue the stage until its attempt limit. Returns the reaped attempts."""
+    # Leases are set with the database clock (runner.lease_expiry); compare with it too, so
+    # hosts with skewed clocks agree on what expired. Tests pin `now`.
+    expired_before = now or Now()
     now = now or timezone.now()
     reaped: list[StageResult] = []
     candidates = list(
-        Stage.objects.filter(status=Stage.Status.RUNNING, lease_expires_at__lt=now).select_related("task")[:limit]
+        Stage.objects.filter(status=Stage.Status.RUNNING, lease_expires_at__lt=expired_before).select_related("task")[:limit]
     )
     for stage in candidates:
         with transaction.atomic():
@@ -302,8 +306,7 @@ def stage_reap_expired(*, now=None, enqueue: bool = True, limit: int = 20) -> li
             if exhausted:
                 task_fail(task=stage.task, reason=f"stage {stage.name} failed: worker lost (attempt limit {stage.max_attempts} reached)")
             elif enqueue:
-                stage_id = stage.pk
-                transaction.on_commit(lambda: enqueue_stage_job(stage_id))
+                transaction.on_commit(lambda stage_id=stage.pk: enqueue_stage_job(stage_id))
     return reaped
 
 

@@ -164,6 +164,7 @@ TACX = {
     "MAX_ATTEMPTS": env_int("TACX_MAX_ATTEMPTS", 3),
     "MAX_CONCURRENT_TASKS": env_int("TACX_MAX_CONCURRENT_TASKS", 4),
     "POLL_INTERVAL": env_float("TACX_POLL_INTERVAL", 15.0),
+    "COORDINATOR_TICK_SECONDS": env_float("TACX_COORDINATOR_TICK_SECONDS", 0.2),
     "WORKTREE_RETENTION_HOURS": env_float("TACX_WORKTREE_RETENTION_HOURS", 24.0),
     # Claude Code retries a failing API for minutes; this many retries in a row fail the stage.
     "AUTH_RETRY_LIMIT": env_int("TACX_AUTH_RETRY_LIMIT", 3),
@@ -173,7 +174,15 @@ TACX = {
     "ALLOWED_BOTS": [b for b in os.environ.get("TACX_ALLOWED_BOTS", "").split(",") if b],
     "DAILY_BUDGET_USD": os.environ.get("TACX_DAILY_BUDGET_USD", ""),
     "DAILY_BUDGET_TOKENS": os.environ.get("TACX_DAILY_BUDGET_TOKENS", ""),
+    # /metrics: with a token, `Authorization: Bearer <token>` is required; without, loopback only.
     "METRICS_TOKEN": os.environ.get("TACX_METRICS_TOKEN", ""),
+    # Alerts (pipeline.alerts): a generic JSON webhook and/or emails through Django's mail settings.
+    "ALERT_WEBHOOK_URL": os.environ.get("TACX_ALERT_WEBHOOK_URL", ""),
+    "ALERT_EMAILS": [e.strip() for e in os.environ.get("TACX_ALERT_EMAILS", "").split(",") if e.strip()],
+    "ALERT_TIMEOUT_SECONDS": env_float("TACX_ALERT_TIMEOUT_SECONDS", 5.0),
+    # A stage without its own stall_timeout is killed as stalled after this long without output (0: never).
+    "STALL_SECONDS": env_int("TACX_STALL_SECONDS", 900),
+    "HEARTBEAT_STALE_SECONDS": env_float("TACX_HEARTBEAT_STALE_SECONDS", 120.0),
     "GIT_AUTHOR_NAME": os.environ.get("TACX_GIT_AUTHOR_NAME", "TAC-X"),
     "GIT_AUTHOR_EMAIL": os.environ.get("TACX_GIT_AUTHOR_EMAIL", "tacx@localhost"),
 }

@@ -57,7 +57,7 @@ def test_claude_argv_has_stream_json_verbose_and_the_stage_flags(bin_dir):
 def test_claude_leaves_out_flags_that_are_not_set(bin_dir):
     argv = get_provider("claude").build_command(inv())
 
-    assert argv[1:] == ["-p", "--output-format", "stream-json", "--verbose", "--", NASTY]
+    assert argv[1:] == ["-p", "--output-format", "stream-json", "--verbose", "--include-partial-messages", "--", NASTY]
 
 
 def test_codex_argv_has_json_cwd_model_sandbox_and_the_custom_model_provider(bin_dir):

@@ -9,6 +9,13 @@ request (scripted model servers reuse ids). A line without an id counts on its o
 present (it includes auxiliary models and matches ``total_cost_usd``; the plain ``usage`` covers
 the main loop only), else its ``usage``; ``total_cost_usd`` and ``num_turns`` likewise.
 
+Live usage: the ``assistant`` lines carry the usage of the API's ``message_start`` (input and cache
+figures, ``output_tokens: 1``); a message's real output count only reaches the stream through
+``--include-partial-messages``, whose ``stream_event`` lines hold the raw API events. The parser
+reads their ``message_start`` and ``message_delta`` (output count of the message) so the running
+usage, and the budget meter that watches it, are exact before the ``result`` line; every other
+stream event is dropped (its text arrives again in the ``assistant`` lines).
+
 Fail fast: Claude Code retries a failing API for minutes (``system/api_retry``). An auth or
 billing failure is fatal on the first such line; any other error after ``AUTH_RETRY_LIMIT``
 retries in a row.
@@ -72,6 +79,7 @@ class ClaudeStreamParser(StreamParser):
         self.retries_in_a_row = 0
         self.requests: dict[tuple, dict[str, int]] = {}
         self.result: dict | None = None
+        self.streaming: dict = {}  # the message being streamed (--include-partial-messages)
 
     def handle(self, obj: dict) -> list[Event] | None:
         kind = obj["type"]
@@ -83,6 +91,8 @@ class ClaudeStreamParser(StreamParser):
             return self.on_user(obj)
         if kind == "result":
             return self.on_result(obj)
+        if kind == "stream_event":
+            return self.on_stream_event(as_dict(obj.get("event")))
         if kind == "rate_limit_event":
             return [Event("system", {"subtype": "rate_limit", **as_dict(obj.get("rate_limit_info"))})]
         return None
@@ -161,6 +171,21 @@ class ClaudeStreamParser(StreamParser):
             u.cache_read_tokens = sum(k[3] for k in self.requests)
             u.output_tokens = sum(v["output"] for v in self.requests.values())
             u.turns = len(self.requests)
+
+    def on_stream_event(self, event: dict) -> list[Event]:
+        """A ``usage`` event when a message starts (its input figures) and when it ends (its
+        output count); nothing for the other raw API events."""
+        etype = event.get("type")
+        if etype == "message_start":
+            self.streaming = as_dict(event.get("message"))
+            self.count_usage(self.streaming, {})
+        elif etype == "message_delta" and self.streaming:
+            # Keyed by message_start's figures, so the message's assistant lines count once.
+            output = as_int(as_dict(event.get("usage")).get("output_tokens"))
+            self.count_usage({**self.streaming, "usage": {**as_dict(self.streaming.get("usage")), "output_tokens": output}}, {})
+        else:
+            return []
+        return self.usage_event()
 
     def on_user(self, obj: dict) -> list[Event]:
         content = as_dict(obj.get("message")).get("content")
@@ -267,12 +292,13 @@ class ClaudeProvider(Provider):
     passthrough_env = ("ANTHROPIC_", "CLAUDE_CODE_", "IS_SANDBOX", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
 
     def build_command(self, inv: Invocation) -> list[str]:
-        """``claude -p --output-format stream-json --verbose [flags] [extra_args] -- PROMPT``.
+        """``claude -p --output-format stream-json --verbose --include-partial-messages [flags]
+        [extra_args] -- PROMPT`` (partial messages: exact live usage for the budget meter).
 
         ``-p`` is a flag and the prompt a positional argument; it goes last after ``--`` so that
         the variadic ``--allowedTools`` cannot swallow it and a prompt starting with ``-`` is not
         read as an option (checked against Claude Code 2.1.197)."""
-        argv = [resolve_executable(self.executable), "-p", "--output-format", "stream-json", "--verbose"]
+        argv = [resolve_executable(self.executable), "-p", "--output-format", "stream-json", "--verbose", "--include-partial-messages"]
         if inv.model:
             argv += ["--model", inv.model]
         if inv.max_turns:

@@ -1,0 +1,238 @@
+"""The coordinator: a loop made of single steps (healthchecks' `sendalerts`).
+
+Each step does one unit of work and returns whether it did any, so the loop calls it again at
+once while there is work and sleeps a short tick when no step had any. A step that raises is
+logged and backed off (1 s, 2 s, 4 s ... 5 min) instead of crash-looping; units inside a step
+(a delivery, a task, a comment, a repository) have their own back-off too. SIGTERM only sets
+`shutdown`: the current step finishes and the loop ends.
+
+Steps, in the order of one cycle:
+  handle_one_delivery  a recorded webhook delivery becomes a task / skip / cancel
+  poll_one_source      one repository due for polling (GitHub issues with the trigger label)
+  dispatch_one_task    start the oldest queued task the limits allow
+  reap_one_stage       a stage whose lease expired: kill its local agent, record, re-queue
+  kill_one_orphan      agent process groups on this host no running stage owns
+  sync_one_comment     one task's progress comment on GitHub
+  clean_one_worktree   the worktree of a task finished longer ago than the retention
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.db.models import Q
+from django.utils import timezone
+
+from pipeline import services
+from pipeline.github import GitHubClient, GitHubError
+from pipeline.models import Repository, Worker
+
+from . import deliveries, heartbeat, reaping
+from .backoff import Backoff
+from .dispatch import Dispatcher
+from .github_source import GitHubSource
+from .progress import CommentSyncer
+from .sources import IssueSource, SourceUnavailable
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TICK_SECONDS = 0.2
+MAX_UNITS_PER_STEP = 50
+
+
+def refresh_connections() -> None:
+    """Drop database connections that are broken or past CONN_MAX_AGE (a DB restart must not
+    kill the coordinator). Skipped inside a transaction: only tests run the loop in one."""
+    if not connection.in_atomic_block:
+        close_old_connections()
+
+
+class Coordinator:
+    def __init__(
+        self,
+        *,
+        client: GitHubClient | None = None,
+        sources: dict[str, IssueSource] | None = None,
+        host: str | None = None,
+        tick: float | None = None,
+        poll_interval: float | None = None,
+    ):
+        self.client = client or GitHubClient(timeout=10.0)
+        self.sources = sources if sources is not None else {Repository.Kind.GITHUB: GitHubSource(self.client)}
+        self.host = host or socket.gethostname()
+        self.tick = tick if tick is not None else settings.TACX.get("COORDINATOR_TICK_SECONDS", DEFAULT_TICK_SECONDS)
+        self._poll_interval = poll_interval
+        self.shutdown = False
+        self._wake = threading.Event()
+        self.step_backoff = Backoff(base=1.0, cap=300.0)
+        self.unit_backoff = Backoff(base=5.0, cap=900.0)
+        self.dispatcher = Dispatcher()
+        self.orphans = reaping.OrphanKiller(host=self.host)
+        self.comments = CommentSyncer(self.client)
+        self.worker: Worker | None = None
+        self._poll_round: list[int] = []
+        self._last_beat = 0.0
+        self.steps: list[Callable[[], bool]] = [
+            self.handle_one_delivery,
+            self.poll_one_source,
+            self.dispatch_one_task,
+            self.reap_one_stage,
+            self.kill_one_orphan,
+            self.sync_one_comment,
+            self.clean_one_worktree,
+        ]
+
+    @property
+    def poll_interval(self) -> float:
+        return self._poll_interval if self._poll_interval is not None else settings.TACX["POLL_INTERVAL"]
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Until `stop()` (SIGTERM): cycles of steps, a short sleep when nothing happened."""
+        log.info("coordinator started on %s (tick %.2f s, poll interval %.0f s)", self.host, self.tick, self.poll_interval)
+        try:
+            while not self.shutdown:
+                try:
+                    busy = self.run_cycle()
+                except Exception:
+                    # Outside any step (the heartbeat, the connection refresh): the database may
+                    # be down. Wait and try again rather than exit.
+                    delay = self.step_backoff.failed("cycle")
+                    log.exception("coordinator cycle failed; next try in %.0f s", delay)
+                    self._wake.wait(delay)
+                    continue
+                self.step_backoff.succeeded("cycle")
+                if not busy:
+                    self._wake.wait(self.tick)
+        finally:
+            self.close()
+        log.info("coordinator stopped")
+
+    def run_once(self) -> bool:
+        """One cycle, for tests and cron (`run_coordinator --once`). True if anything happened."""
+        try:
+            return self.run_cycle()
+        finally:
+            self.close()
+
+    def run_cycle(self) -> bool:
+        refresh_connections()
+        self.beat()
+        busy = False
+        for step in self.steps:
+            for _ in range(MAX_UNITS_PER_STEP):
+                if self.shutdown or not self.guarded(step):
+                    break
+                busy = True
+            if self.shutdown:
+                break
+        return busy
+
+    def guarded(self, step: Callable[[], bool]) -> bool:
+        name = step.__name__
+        if not self.step_backoff.ready(name):
+            return False
+        try:
+            did = bool(step())
+        except Exception:
+            delay = self.step_backoff.failed(name)
+            log.exception("coordinator step %s crashed; it rests %.0f s", name, delay)
+            refresh_connections()
+            return False
+        self.step_backoff.succeeded(name)
+        return did
+
+    def stop(self, *_args) -> None:
+        """Finish the current step and leave the loop (the SIGTERM handler)."""
+        self.shutdown = True
+        self._wake.set()
+
+    def beat(self) -> None:
+        """Refresh the heartbeat row (at most every HEARTBEAT_SECONDS: it is a write)."""
+        now = time.monotonic()
+        if self.worker is None:
+            self.worker = heartbeat.heartbeat_start(host=self.host)
+            self._last_beat = now
+        elif now - self._last_beat >= settings.TACX["HEARTBEAT_SECONDS"]:
+            heartbeat.heartbeat_beat(self.worker)
+            self._last_beat = now
+
+    def close(self) -> None:
+        if self.worker is not None:
+            try:
+                heartbeat.heartbeat_stop(self.worker)
+            except Exception:
+                log.exception("could not record the coordinator's exit")
+            self.worker = None
+
+    # --- the steps -------------------------------------------------------------------------------
+
+    def handle_one_delivery(self) -> bool:
+        if not self.unit_backoff.ready("github"):
+            return False
+        return deliveries.delivery_handle_one(self.client, owner=self.worker.name if self.worker else self.host, backoff=self.unit_backoff)
+
+    def poll_one_source(self) -> bool:
+        """Poll the next repository of this round that is due; False when the round is done."""
+        if not self._poll_round:
+            due = timezone.now() - timedelta(seconds=self.poll_interval)
+            self._poll_round = list(
+                Repository.objects.filter(enabled=True, kind__in=list(self.sources))
+                .filter(Q(polled_at__isnull=True) | Q(polled_at__lte=due))
+                .order_by("id")
+                .values_list("id", flat=True)
+            )
+            if not self._poll_round:
+                return False
+        while self._poll_round:
+            repository = Repository.objects.filter(pk=self._poll_round.pop(0), enabled=True).first()
+            if repository is None:
+                continue
+            source = self.sources[repository.kind]
+            if source.blocked_for() > 0 or not self.unit_backoff.ready("github") or not self.unit_backoff.ready(("repository", repository.pk)):
+                continue
+            if not services.repository_poll_claim(repository=repository, interval=self.poll_interval):
+                continue  # polled recently (by us or another coordinator)
+            try:
+                outcome = source.poll(repository)
+            except SourceUnavailable as exc:
+                self.unit_backoff.hold("github", exc.retry_after or 60.0)
+                log.warning("polling %s: GitHub asks us to wait %.0f s: %s", repository, exc.retry_after or 60.0, exc)
+                return True
+            except GitHubError as exc:
+                delay = self.unit_backoff.failed(("repository", repository.pk))
+                log.warning("polling %s failed (next try in %.0f s): %s", repository, delay, exc)
+                return True
+            except Exception:
+                delay = self.unit_backoff.failed(("repository", repository.pk))
+                log.exception("polling %s crashed (next try in %.0f s)", repository, delay)
+                return True
+            self.unit_backoff.succeeded(("repository", repository.pk))
+            log.debug("polled %s: %s", repository, outcome)
+            return True
+        return False
+
+    def dispatch_one_task(self) -> bool:
+        return self.dispatcher.dispatch_one_task()
+
+    def reap_one_stage(self) -> bool:
+        return reaping.reap_one_stage(host=self.host)
+
+    def kill_one_orphan(self) -> bool:
+        return self.orphans.kill_one_orphan()
+
+    def sync_one_comment(self) -> bool:
+        if not self.unit_backoff.ready("github"):
+            return False
+        return self.comments.sync_one_comment()
+
+    def clean_one_worktree(self) -> bool:
+        return reaping.clean_one_worktree(backoff=self.unit_backoff)

@@ -1,0 +1,55 @@
+"""`manage.py add_repo OWNER/NAME [--label L] [--max-concurrent N] [--local PATH] [--clone-url URL]`:
+register a repository (or update the options given for one already registered)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from pipeline import services
+from pipeline.models import Repository
+
+FULL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+$")
+
+
+class Command(BaseCommand):
+    help = "Register a GitHub repository (OWNER/NAME) or, with --local, a git repository on disk."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("full_name", help="OWNER/NAME on GitHub, or a name for a local repository")
+        parser.add_argument("--label", help="Trigger label (default rpi-auto)")
+        parser.add_argument("--max-concurrent", type=int, help="Tasks that may run at once for this repository (default 2)")
+        parser.add_argument("--local", metavar="PATH", help="Use the git repository at PATH (no GitHub)")
+        parser.add_argument("--clone-url", help="Where to clone from and push to (default https://github.com/OWNER/NAME.git)")
+        parser.add_argument("--default-branch", help="Base branch of the pull requests (default main)")
+
+    def handle(self, *args, **options) -> None:
+        full_name = options["full_name"].strip()
+        local = options["local"]
+        if local:
+            path = Path(local).expanduser().resolve()
+            if not (path / ".git").exists() and not (path / "HEAD").exists():
+                raise CommandError(f"{path} is not a git repository")
+            kind, local_path = Repository.Kind.LOCAL, str(path)
+        else:
+            if not FULL_NAME.match(full_name):
+                raise CommandError(f"{full_name!r} is not OWNER/NAME")
+            kind, local_path = Repository.Kind.GITHUB, ""
+        if options["max_concurrent"] is not None and options["max_concurrent"] < 1:
+            raise CommandError("--max-concurrent must be at least 1")
+        repository, created = services.repository_add(
+            full_name=full_name,
+            kind=kind,
+            local_path=local_path,
+            clone_url=options["clone_url"] or "",
+            default_branch=options["default_branch"],
+            trigger_label=options["label"],
+            max_concurrent_tasks=options["max_concurrent"],
+        )
+        verb = "Added" if created else "Updated"
+        self.stdout.write(
+            f"{verb} {repository.kind} repository {repository.full_name} (label {repository.trigger_label!r}, "
+            f"at most {repository.max_concurrent_tasks} at once)"
+        )

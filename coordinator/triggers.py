@@ -1,0 +1,88 @@
+"""What an issue trigger becomes: a task, a skipped task with the reason, or a cancellation.
+
+Shared by the webhook deliveries and the poller, so both paths decide alike. Duplicates (a
+redelivery, the poller seeing what a webhook already started, two coordinators) end in
+`task_create`, whose partial unique constraint keeps one active task per issue.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from pipeline import services
+from pipeline.github import GitHubClient
+from pipeline.models import Repository, Task
+
+from .authorization import labeler_refusal
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IssueTrigger:
+    """The trigger label is on an open issue, applied by `labeler`."""
+
+    repository: Repository
+    number: int
+    title: str
+    body: str
+    url: str
+    labeler: str
+    labeler_type: str
+    source: str  # webhook | poll
+    triggered_at: datetime
+
+
+def active_task(repository: Repository, number: int) -> Task | None:
+    return Task.objects.filter(repository=repository, issue_number=number, status__in=Task.ACTIVE).first()
+
+
+def trigger_handle(client: GitHubClient, trigger: IssueTrigger) -> tuple[Task, str]:
+    """Start work on the issue, or record why not. Returns (task, what happened).
+
+    The task is the new one, the active one already there, or a skipped one whose
+    `status_reason` says why. Raises GitHubError when the labeler's permission cannot be
+    checked now (the caller retries later; nobody is refused for GitHub's hiccup).
+    """
+    existing = active_task(trigger.repository, trigger.number)
+    if existing is not None:
+        return existing, f"task {existing.pk} is already {existing.status}"
+    refusal = labeler_refusal(client, repository=trigger.repository, login=trigger.labeler, user_type=trigger.labeler_type)
+    if refusal:
+        task = services.task_skip(
+            repository=trigger.repository,
+            issue_number=trigger.number,
+            title=trigger.title,
+            reason=refusal,
+            triggered_by=trigger.labeler,
+            trigger_source=trigger.source,
+        )
+        log.info("%s#%s skipped: %s", trigger.repository, trigger.number, refusal)
+        return task, f"skipped: {refusal}"
+    task, created = services.task_create(
+        repository=trigger.repository,
+        issue_number=trigger.number,
+        title=trigger.title,
+        body=trigger.body,
+        triggered_by=trigger.labeler,
+        trigger_source=trigger.source,
+        issue_url=trigger.url,
+        triggered_at=trigger.triggered_at,
+    )
+    if created:
+        log.info("%s#%s: task %s created from %s by %s", trigger.repository, trigger.number, task.pk, trigger.source, trigger.labeler)
+        return task, f"task {task.pk} created"
+    return task, f"task {task.pk} is already {task.status}"
+
+
+def untrigger_handle(*, repository: Repository, number: int, reason: str) -> tuple[Task | None, str]:
+    """Cancel the issue's unfinished task, if there is one."""
+    task = active_task(repository, number)
+    if task is None:
+        return None, "no unfinished task to cancel"
+    if services.task_cancel(task=task, reason=reason):
+        log.info("%s#%s: task %s cancelled: %s", repository, number, task.pk, reason)
+        return task, f"task {task.pk} cancelled"
+    return task, f"task {task.pk} had already finished"
