@@ -43,11 +43,10 @@ def setup_django(tmp: Path) -> None:
 
 
 def baseline(repo: Path, tmp: Path, n: int) -> float:
+    from pipeline import git
     from pipeline.providers import get_provider
     from pipeline.providers.base import Invocation, agent_environment
     from pipeline.workflow import default_workflow
-
-    from pipeline import git
 
     wf = default_workflow()
     started = time.perf_counter()
@@ -61,7 +60,7 @@ def baseline(repo: Path, tmp: Path, n: int) -> float:
         inv = Invocation(prompt=prompt, cwd=str(tree), model=cfg.model, max_turns=cfg.max_turns,
                          allowed_tools=cfg.allowed_tools, permission_mode=cfg.permission_mode)
         env = {**agent_environment(provider, inv), **git.identity_env()}
-        subprocess.run(provider.build_command(inv), cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        subprocess.run(provider.build_command(inv), cwd=tree, env=env, capture_output=True,
                        stdin=subprocess.DEVNULL, check=True)
         if name == "planning":
             (tree / "plan.md").unlink()

@@ -8,7 +8,6 @@ themselves are exercised in test_pipeline_claude.py.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
