@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db.models import F, OuterRef, Q, Subquery, Sum
 from django.utils import timezone
 
-from pipeline import services
+from pipeline import accounting, services
 from pipeline.github import GitHubClient, GitHubError
 from pipeline.models import AgentEvent, Repository, StageResult, Task
 from pipeline.redaction import redact
@@ -91,6 +91,8 @@ def progress_body(task: Task) -> str:
     lines += ["", f"**Tokens:** {task.total_tokens:,} · **Cost:** ${task.cost_usd:.4f}"]
     if task.review_round > 1:
         lines[-1] += f" · **Review round:** {task.review_round}"
+    if budget_table := accounting.budget_markdown(task):
+        lines += ["", *budget_table]
     if task.pr_url:
         lines += ["", f"Pull request: {task.pr_url}"]
     lines += ["", f"[Open the task in the TAC-X dashboard]({link})"]

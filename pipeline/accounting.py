@@ -143,6 +143,20 @@ def task_budget_lines(task: Task, *, now: datetime | None = None) -> list[Budget
     return lines
 
 
+def budget_markdown(task: Task) -> list[str]:
+    """Spend against each budget of the task as markdown table lines ([] when it has none);
+    shown in the PR body and the issue's progress comment."""
+    budget_lines = task_budget_lines(task)
+    if not budget_lines:
+        return []
+    rows = ["| Budget | Spent (USD) | Limit (USD) | Spent (tokens) | Limit (tokens) |", "|---|---|---|---|---|"]
+    for b in budget_lines:
+        usd_limit = f"{b.usd:.4f}" if b.usd is not None else "—"
+        tok_limit = f"{b.tokens:,}" if b.tokens is not None else "—"
+        rows.append(f"| {f'{b.scope} {b.stage}'.strip()} | {b.spent_usd:.4f} | {usd_limit} | {b.spent_tokens:,} | {tok_limit} |")
+    return rows
+
+
 FINGERPRINT_FIELDS = ("cli_version", "model", "prompt_hash", "base_commit")
 
 

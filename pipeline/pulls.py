@@ -46,14 +46,9 @@ def pull_request_body(task: Task) -> str:
         total += usd
         lines.append(f"| {row['stage__name']} | {attempts} | {row['i'] or 0} | {row['o'] or 0} | {row['cr'] or 0} | {row['cw'] or 0} | {usd:.4f} |")
     lines.append(f"| **total** | | | | | | **{total:.4f}** |")
-    budget_lines = accounting.task_budget_lines(task)
-    if budget_lines:
-        lines += ["", "## Spend against budget", "", "| Budget | Spent (USD) | Limit (USD) | Spent (tokens) | Limit (tokens) |", "|---|---|---|---|---|"]
-        for b in budget_lines:
-            name = f"{b.scope} {b.stage}".strip()
-            usd_limit = f"{b.usd:.4f}" if b.usd is not None else "—"
-            tok_limit = f"{b.tokens:,}" if b.tokens is not None else "—"
-            lines.append(f"| {name} | {b.spent_usd:.4f} | {usd_limit} | {b.spent_tokens:,} | {tok_limit} |")
+    budget_table = accounting.budget_markdown(task)
+    if budget_table:
+        lines += ["", "## Spend against budget", "", *budget_table]
     dashboard = settings.TACX["DASHBOARD_URL"].rstrip("/")
     lines += ["", f"Opened by TAC-X — [task {task.pk}]({dashboard}/tasks/{task.pk}/)"]
     return "\n".join(lines)

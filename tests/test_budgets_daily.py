@@ -82,3 +82,24 @@ def test_a_used_up_daily_budget_holds_new_tasks_until_the_next_day(local_reposit
     second.refresh_from_db()
     assert second.status == Task.Status.RUNNING and second.status_reason == ""
     assert second.started_at == tomorrow + timedelta(seconds=1)
+
+
+@pytest.mark.django_db
+def test_the_pr_body_and_the_progress_comment_show_spend_against_budget(local_repository):
+    from decimal import Decimal as D
+
+    from coordinator.progress import progress_body
+    from pipeline import services
+    from pipeline.models import StageResult
+    from pipeline.pulls import pull_request_body
+    from pipeline.workflow import load_workflow_text
+
+    local_repository.daily_budget_usd = D("2.50")
+    local_repository.save()
+    task, _ = services.task_create(repository=local_repository, issue_number=5, title="Budgeted")
+    services.task_start(task=task, workflow=load_workflow_text("budget: {usd: 1.25}\n"), enqueue=False)
+    stage = task.stages.get(name="planning")
+    StageResult.objects.create(stage=stage, task=task, attempt=1, outcome="succeeded", success=True, cost_usd=D("0.40"), input_tokens=1000)
+    for text in (pull_request_body(task), progress_body(task)):
+        assert "| task | 0.4000 | 1.2500 | 1,000 | — |" in text
+        assert "| repository daily | 0.4000 | 2.5000 |" in text
