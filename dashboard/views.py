@@ -1,3 +1,180 @@
-from django.shortcuts import render
+"""Server-rendered pages (healthchecks' front/views.py style): each view parses its input, calls
+a selector or one service, and renders a template. The live parts are partials that the page's
+JS fetches again when the event stream says something changed."""
 
-# Create your views here.
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from pipeline import services
+from pipeline.models import AgentEvent, Task
+
+from . import health, rendering, selectors, stats, streams
+
+PAGE_SIZE = 50
+TRANSCRIPT_LIMIT = 1000  # newest events rendered with the page; "show all" renders every one
+
+
+class TaskFilterForm(forms.Form):
+    status = forms.ChoiceField(choices=[("", "any status"), *Task.Status.choices], required=False)
+    repository = forms.CharField(required=False, max_length=200)
+    search = forms.CharField(required=False, max_length=200)
+
+    def filters(self) -> dict:
+        if not self.is_valid():
+            return {name: value for name, value in self.cleaned_data.items() if value and name not in self.errors}
+        return {name: value for name, value in self.cleaned_data.items() if value}
+
+
+class StatsForm(forms.Form):
+    days = forms.IntegerField(required=False, min_value=1, max_value=365)
+
+
+def _task_page(request: HttpRequest) -> dict:
+    form = TaskFilterForm(request.GET)
+    # The cursor is read before the rows: an event that lands in between makes the page refresh
+    # a row that was already up to date, never miss one.
+    after = streams.safe_latest_id()
+    page = Paginator(selectors.task_list(**form.filters()), PAGE_SIZE).get_page(request.GET.get("page"))
+    return {"form": form, "page": page, "tasks": page.object_list, "live_after": after}
+
+
+@login_required
+@require_GET
+def task_list(request: HttpRequest) -> HttpResponse:
+    context = _task_page(request)
+    context["repositories"] = selectors.repositories()
+    return render(request, "dashboard/tasks.html", context)
+
+
+@login_required
+@require_GET
+@never_cache
+def task_rows(request: HttpRequest) -> HttpResponse:
+    return render(request, "dashboard/partials/task_rows.html", _task_page(request))
+
+
+def _summary(task: Task) -> dict:
+    stages = selectors.task_stages(task)
+    running_tokens, running_cost = selectors.task_running_usage(task)
+    return {
+        "task": task,
+        "stages": stages,
+        "current_stage": selectors.task_current_stage(stages),
+        "tokens_total": task.total_tokens + running_tokens,
+        "cost_total": task.cost_usd + running_cost,
+        "can_retry": task.status not in Task.ACTIVE and task.status not in (Task.Status.SUCCEEDED, Task.Status.SKIPPED),
+        "can_cancel": task.status in Task.ACTIVE,
+    }
+
+
+def _documents(task: Task) -> dict:
+    return {"task": task, "documents": selectors.task_documents(task), "diff": selectors.task_diff(task)}
+
+
+@login_required
+@require_GET
+def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
+    task = selectors.task_get(task_id)
+    after = streams.safe_latest_id(task_id=task.pk)
+    events = AgentEvent.objects.filter(task=task, id__lte=after).select_related("result__stage").order_by("-id")
+    show_all = request.GET.get("transcript") == "all"
+    shown = list(events if show_all else events[:TRANSCRIPT_LIMIT])
+    shown.reverse()
+    earlier = 0 if show_all or len(shown) < TRANSCRIPT_LIMIT else events.count() - len(shown)
+    context = {
+        **_summary(task),
+        **_documents(task),
+        "events": shown,
+        "earlier_events": earlier,
+        "live_after": after,
+        "workflow_yaml": rendering.workflow_yaml(task.workflow),
+    }
+    return render(request, "dashboard/task_detail.html", context)
+
+
+@login_required
+@require_GET
+@never_cache
+def task_summary(request: HttpRequest, task_id: int) -> HttpResponse:
+    return render(request, "dashboard/partials/task_summary.html", _summary(selectors.task_get(task_id)))
+
+
+@login_required
+@require_GET
+@never_cache
+def task_documents(request: HttpRequest, task_id: int) -> HttpResponse:
+    return render(request, "dashboard/partials/task_documents.html", _documents(selectors.task_get(task_id)))
+
+
+@login_required
+@require_POST
+def task_retry(request: HttpRequest, task_id: int) -> HttpResponse:
+    task = selectors.task_get(task_id)
+    try:
+        services.task_retry(task=task)
+    except ValueError as exc:
+        messages.error(request, f"Not retried: {exc}")
+    else:
+        messages.success(request, f"Task {task.pk} retried.")
+    return redirect(task)
+
+
+@login_required
+@require_POST
+def task_cancel(request: HttpRequest, task_id: int) -> HttpResponse:
+    task = selectors.task_get(task_id)
+    if services.task_cancel(task=task, reason=f"cancelled by {request.user.get_username()}"):
+        messages.success(request, f"Task {task.pk} cancelled.")
+    else:
+        messages.error(request, f"Not cancelled: the task is already {task.status}.")
+    return redirect(task)
+
+
+@login_required
+@require_GET
+def stats_page(request: HttpRequest) -> HttpResponse:
+    form = StatsForm(request.GET)
+    days = (form.cleaned_data.get("days") if form.is_valid() else None) or 30
+    figures = stats.stats_compute(days=days)
+    chart = [{"day": d.day.isoformat(), "tokens": d.tokens, "cost": float(d.cost_usd), "attempts": d.attempts} for d in figures.per_day]
+    rate_tables = [("stage", figures.by_stage), ("provider", figures.by_provider), ("model", figures.by_model)]
+    context = {"stats": figures, "chart": chart, "rate_tables": rate_tables, "form": form, "days": days}
+    return render(request, "dashboard/stats.html", context)
+
+
+def _workers() -> dict:
+    return {"live": selectors.workers_live(), "recent": selectors.workers_recent(), "stale_after": health.coordinator_max_age()}
+
+
+@login_required
+@require_GET
+def workers_page(request: HttpRequest) -> HttpResponse:
+    return render(request, "dashboard/workers.html", _workers())
+
+
+@login_required
+@require_GET
+@never_cache
+def worker_rows(request: HttpRequest) -> HttpResponse:
+    return render(request, "dashboard/partials/worker_rows.html", _workers())
+
+
+@require_GET
+@never_cache
+def health_view(request: HttpRequest) -> JsonResponse:
+    result = health.health_check()
+    return JsonResponse(result.as_json(), status=200 if result.healthy else 503)
+
+
+@login_required
+@require_GET
+def api_docs(request: HttpRequest) -> HttpResponse:
+    return render(request, "dashboard/api_docs.html")

@@ -91,6 +91,7 @@ def run_agent(
     on_events: Callable[[list[Event]], StopAgent | None],
     on_tick: Callable[[], StopAgent | None],
     tick_seconds: float,
+    on_idle: Callable[[], None] | None = None,
 ) -> ProcessResult:
     stderr_file = tempfile.TemporaryFile()
     try:
@@ -143,7 +144,10 @@ def run_agent(
                     stop = StopAgent("failed", parser.fatal)
                 if stop is not None:
                     break
-                # Drain what is already buffered before looking at the clock again.
+                if on_idle is not None and lines.empty():
+                    # The agent went quiet: hand what we have to live clients now rather than
+                    # at the next line or tick (a burst of lines still goes in one batch).
+                    on_idle()
                 continue
             now = time.monotonic()
             if now - started >= timeout:

@@ -26,11 +26,21 @@ def notify(task_id: int, event_id: int) -> None:
         return
     try:
         from asgiref.sync import async_to_sync
-        from channels.layers import get_channel_layer
+        from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 
-        layer = get_channel_layer()
-        if layer is not None:
-            async_to_sync(layer.group_send)(GROUP, {"type": "events.new", "task_id": task_id, "event_id": event_id})
+        # A layer of our own for this send: the shared instance may be serving consumers in
+        # this process, and its pools must not be closed under them.
+        layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+
+        async def send() -> None:
+            await layer.group_send(GROUP, {"type": "events.new", "task_id": task_id, "event_id": event_id})
+            # From sync code every async_to_sync call runs on a new event loop; channels_redis
+            # pools are tied to a loop, so close them here or they leak (channels_redis #332).
+            close = getattr(layer, "close_pools", None)
+            if close is not None:
+                await close()
+
+        async_to_sync(send)()
     except Exception as exc:  # the table is the truth; a lost wake-up only delays a poll
         log.warning("live notify failed: %s", exc)
 

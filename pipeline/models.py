@@ -109,6 +109,8 @@ class Task(models.Model):
         indexes = [
             # Dispatch: oldest queued tasks first (coordinator.dispatch).
             models.Index(fields=["status", "created_at"], name="task_status_created"),
+            # Task list (dashboard, API): newest first with LIMIT, without sorting every task.
+            models.Index(fields=["-created_at", "-id"], name="task_created_desc"),
         ]
 
     def __str__(self) -> str:

@@ -342,6 +342,7 @@ class Attempt:
             on_start=self.on_start,
             on_events=self.on_events,
             on_tick=self.on_tick,
+            on_idle=self.flush_events,
             tick_seconds=min(1.0, tacx["HEARTBEAT_SECONDS"]),
         )
         outcome = proc.outcome

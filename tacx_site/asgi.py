@@ -1,16 +1,28 @@
-"""
-ASGI config for tacx_site project.
+"""ASGI entry point (daphne, and `runserver` since daphne is first in INSTALLED_APPS).
 
-It exposes the ASGI callable as a module-level variable named ``application``.
-
-For more information on this file, see
-https://docs.djangoproject.com/en/5.2/howto/deployment/asgi/
+HTTP goes to Django; websockets go to the dashboard's consumers behind the origin check (against
+ALLOWED_HOSTS: a page on another site cannot open a socket with our cookies) and the session
+authentication (the consumers refuse anonymous users).
 """
 
 import os
 
 from django.core.asgi import get_asgi_application
 
-os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'tacx_site.settings')
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tacx_site.settings")
 
-application = get_asgi_application()
+# Django must be set up before the consumers (and the models they import) are loaded.
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack
+from channels.routing import ProtocolTypeRouter, URLRouter
+from channels.security.websocket import AllowedHostsOriginValidator
+
+from dashboard.routing import websocket_urlpatterns
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+    }
+)

@@ -1,0 +1,301 @@
+"""Explicit input and output serializers of the API (one pair per operation where it takes input).
+
+Input serializers validate query strings and bodies and name the field in their errors; output
+serializers are read-only views of the models.
+"""
+
+from __future__ import annotations
+
+from django.urls import reverse
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from pipeline.models import AgentEvent, Repository, Stage, StageResult, Task, Worker
+
+MAX_INT = 2_147_483_647  # PositiveIntegerField's range on every database
+MAX_BIGINT = 2**63 - 1
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+class ErrorDetailOut(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    field = serializers.CharField(required=False)
+
+
+class ErrorOut(serializers.Serializer):
+    error = ErrorDetailOut()
+
+
+# --- input ------------------------------------------------------------------------------------
+
+
+class TaskListQuery(serializers.Serializer):
+    status = serializers.ChoiceField(choices=Task.Status.choices, required=False)
+    repository = serializers.CharField(required=False, max_length=200, help_text="Repository id or name")
+    issue = serializers.IntegerField(required=False, min_value=1, max_value=MAX_INT)
+    search = serializers.CharField(required=False, max_length=200, help_text="In title and branch; #123 finds an issue")
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=200, default=50)
+    offset = serializers.IntegerField(required=False, min_value=0, max_value=MAX_INT, default=0)
+
+
+class TaskCreateIn(serializers.Serializer):
+    repository = serializers.CharField(max_length=200, help_text="Id or name of a local repository")
+    issue_number = serializers.IntegerField(min_value=1, max_value=MAX_INT)
+    title = serializers.CharField(max_length=500)
+    body = serializers.CharField(required=False, allow_blank=True, default="", max_length=200_000)
+    start = serializers.BooleanField(required=False, default=False, help_text="Dispatch now instead of waiting for the coordinator")
+
+
+class EventsQuery(serializers.Serializer):
+    after = serializers.IntegerField(required=False, min_value=0, max_value=MAX_BIGINT, default=0, help_text="Last event id seen")
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=1000, default=200)
+
+
+class WorkersQuery(serializers.Serializer):
+    include_exited = serializers.BooleanField(required=False, default=False)
+
+
+class StatsQuery(serializers.Serializer):
+    days = serializers.IntegerField(required=False, min_value=1, max_value=365, default=30)
+
+
+# --- output -----------------------------------------------------------------------------------
+
+
+class RepositoryOut(serializers.ModelSerializer):
+    class Meta:
+        model = Repository
+        fields = ("id", "full_name", "kind")
+
+
+class TokensOut(serializers.Serializer):
+    input = serializers.IntegerField(source="input_tokens")
+    output = serializers.IntegerField(source="output_tokens")
+    cache_read = serializers.IntegerField(source="cache_read_tokens")
+    cache_write = serializers.IntegerField(source="cache_write_tokens")
+    total = serializers.IntegerField(source="total_tokens")
+
+
+class TaskOut(serializers.ModelSerializer):
+    repository = RepositoryOut()
+    current_stage = serializers.SerializerMethodField()
+    tokens = TokensOut(source="*")
+    cost_usd = serializers.DecimalField(max_digits=12, decimal_places=6)
+    elapsed_seconds = serializers.SerializerMethodField()
+    html_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Task
+        fields = (
+            "id",
+            "repository",
+            "issue_number",
+            "title",
+            "status",
+            "status_reason",
+            "current_stage",
+            "trigger_source",
+            "triggered_by",
+            "branch",
+            "pr_url",
+            "tokens",
+            "cost_usd",
+            "triggered_at",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "elapsed_seconds",
+            "html_url",
+        )
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_current_stage(self, task: Task) -> str | None:
+        if hasattr(task, "current_stage_name"):
+            return task.current_stage_name
+        stage = task.current_stage()
+        return stage.name if stage else None
+
+    @extend_schema_field(serializers.FloatField(allow_null=True))
+    def get_elapsed_seconds(self, task: Task) -> float | None:
+        if task.started_at is None:
+            return None
+        return round(((task.finished_at or timezone.now()) - task.started_at).total_seconds(), 3)
+
+    def get_html_url(self, task: Task) -> str:
+        return reverse("dashboard:task-detail", args=[task.pk])
+
+
+class AttemptOut(serializers.ModelSerializer):
+    stage = serializers.CharField(source="stage.name")
+    tokens = TokensOut(source="*")
+    cost_usd = serializers.DecimalField(max_digits=12, decimal_places=6)
+    duration_seconds = serializers.FloatField(allow_null=True)
+
+    class Meta:
+        model = StageResult
+        fields = (
+            "id",
+            "stage",
+            "attempt",
+            "round",
+            "outcome",
+            "success",
+            "started_at",
+            "completed_at",
+            "duration_seconds",
+            "exit_code",
+            "error",
+            "verdict",
+            "provider",
+            "model",
+            "cli_version",
+            "tokens",
+            "cost_usd",
+            "turns",
+            "session_id",
+            "output_file",
+        )
+
+
+class StageAttemptOut(AttemptOut):
+    """An attempt inside its stage (the stage name is known there)."""
+
+    class Meta(AttemptOut.Meta):
+        fields = tuple(f for f in AttemptOut.Meta.fields if f != "stage")
+
+
+class StageOut(serializers.ModelSerializer):
+    attempts_detail = StageAttemptOut(source="attempt_list", many=True)
+
+    class Meta:
+        model = Stage
+        fields = (
+            "id",
+            "name",
+            "position",
+            "provider",
+            "model",
+            "status",
+            "attempts",
+            "failed_attempts",
+            "max_attempts",
+            "started_at",
+            "finished_at",
+            "heartbeat_at",
+            "lease_owner",
+            "lease_expires_at",
+            "error",
+            "attempts_detail",
+        )
+
+
+class StageBriefOut(serializers.ModelSerializer):
+    class Meta:
+        model = Stage
+        fields = ("id", "name", "position", "provider", "model", "status", "attempts", "error")
+
+
+class TaskDetailOut(TaskOut):
+    stages = StageBriefOut(many=True, source="stage_list")
+    workflow = serializers.JSONField()
+
+    class Meta(TaskOut.Meta):
+        fields = (*TaskOut.Meta.fields, "body", "issue_url", "review_round", "workflow", "workflow_source", "stages")
+
+
+class TaskPageOut(serializers.Serializer):
+    count = serializers.IntegerField()
+    limit = serializers.IntegerField()
+    offset = serializers.IntegerField()
+    next = serializers.CharField(allow_null=True)
+    previous = serializers.CharField(allow_null=True)
+    results = TaskOut(many=True)
+
+
+class EventOut(serializers.ModelSerializer):
+    task_id = serializers.IntegerField()
+    attempt_id = serializers.IntegerField(source="result_id", allow_null=True)
+    stage = serializers.SerializerMethodField()
+    attempt = serializers.SerializerMethodField()
+    data = serializers.JSONField()
+
+    class Meta:
+        model = AgentEvent
+        fields = ("id", "task_id", "attempt_id", "stage", "attempt", "seq", "kind", "data", "created_at")
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_stage(self, event: AgentEvent) -> str | None:
+        if event.result_id is None:
+            return event.data.get("stage") if isinstance(event.data, dict) else None
+        return event.result.stage.name
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
+    def get_attempt(self, event: AgentEvent) -> int | None:
+        return event.result.attempt if event.result_id is not None else None
+
+
+class EventPageOut(serializers.Serializer):
+    events = EventOut(many=True)
+    next_after = serializers.IntegerField(help_text="Pass as `after` to get the events that follow")
+    has_more = serializers.BooleanField(help_text="More events are ready now")
+    held_back = serializers.BooleanField(help_text="An event still being committed stopped the page; ask again shortly")
+
+
+class WorkerOut(serializers.ModelSerializer):
+    task_id = serializers.IntegerField(source="stage.task_id", allow_null=True, default=None)
+    stage = serializers.CharField(source="stage.name", allow_null=True, default=None)
+    heartbeat_age_seconds = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Worker
+        fields = (
+            "id",
+            "kind",
+            "name",
+            "host",
+            "pid",
+            "pgid",
+            "task_id",
+            "stage",
+            "started_at",
+            "heartbeat_at",
+            "heartbeat_age_seconds",
+            "exited_at",
+            "exit_code",
+        )
+
+    @extend_schema_field(serializers.FloatField())
+    def get_heartbeat_age_seconds(self, worker: Worker) -> float:
+        return round((timezone.now() - worker.heartbeat_at).total_seconds(), 1)
+
+
+class RateOut(serializers.Serializer):
+    key = serializers.CharField()
+    attempts = serializers.IntegerField()
+    succeeded = serializers.IntegerField()
+    rate = serializers.FloatField(allow_null=True)
+
+
+class DayOut(serializers.Serializer):
+    day = serializers.DateField()
+    tokens = serializers.IntegerField()
+    cost_usd = serializers.DecimalField(max_digits=14, decimal_places=6)
+    attempts = serializers.IntegerField()
+
+
+class StatsOut(serializers.Serializer):
+    days = serializers.IntegerField()
+    since = serializers.DateField()
+    by_stage = RateOut(many=True)
+    by_provider = RateOut(many=True)
+    by_model = RateOut(many=True)
+    per_day = DayOut(many=True)
+    tasks_by_status = serializers.DictField(child=serializers.IntegerField())
+    median_trigger_to_pr_seconds = serializers.FloatField(allow_null=True)
+    pull_requests = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+    total_cost_usd = serializers.DecimalField(max_digits=14, decimal_places=6)

@@ -1,0 +1,21 @@
+from django.urls import path, re_path
+from drf_spectacular.views import SpectacularAPIView
+
+from . import views
+
+app_name = "api"
+urlpatterns = [
+    path("tasks/", views.TaskListApi.as_view(), name="task-list"),
+    path("tasks/create/", views.TaskCreateApi.as_view(), name="task-create"),
+    path("tasks/<int:task_id>/", views.TaskDetailApi.as_view(), name="task-detail"),
+    path("tasks/<int:task_id>/retry/", views.TaskRetryApi.as_view(), name="task-retry"),
+    path("tasks/<int:task_id>/cancel/", views.TaskCancelApi.as_view(), name="task-cancel"),
+    path("tasks/<int:task_id>/stages/", views.TaskStagesApi.as_view(), name="task-stages"),
+    path("tasks/<int:task_id>/attempts/", views.TaskAttemptsApi.as_view(), name="task-attempts"),
+    path("tasks/<int:task_id>/events/", views.TaskEventsApi.as_view(), name="task-events"),
+    path("stats/", views.StatsApi.as_view(), name="stats"),
+    path("workers/", views.WorkersApi.as_view(), name="workers"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    # Anything else under /api/ (an id that is not a number, a typo) gets a JSON 404 too.
+    re_path(r"^.*$", views.NotFoundApi.as_view(), name="not-found"),
+]

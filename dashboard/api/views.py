@@ -1,0 +1,189 @@
+"""The REST API: one view per operation (HackSoftware's Django-Styleguide). Each parses its input
+with an input serializer, calls one selector or service, and answers with an output serializer.
+Errors come out in one shape (see ``errors``)."""
+
+from __future__ import annotations
+
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from pipeline import services
+from pipeline.models import AgentEvent, Repository
+
+from .. import selectors, stats, streams
+from . import serializers as s
+from .errors import Conflict
+
+ERRORS = {
+    400: OpenApiResponse(s.ErrorOut, description="Bad input; `field` names the parameter"),
+    401: OpenApiResponse(s.ErrorOut, description="Not authenticated"),
+    403: OpenApiResponse(s.ErrorOut, description="Not allowed"),
+}
+NOT_FOUND = {404: OpenApiResponse(s.ErrorOut, description="No task with this id")}
+CONFLICT = {409: OpenApiResponse(s.ErrorOut, description="The task's state does not allow this")}
+
+
+def _query(serializer_class: type[s.serializers.Serializer], request: Request) -> dict:
+    serializer = serializer_class(data=request.query_params)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class TaskListApi(APIView):
+    @extend_schema(operation_id="tasks_list", parameters=[s.TaskListQuery], responses={200: s.TaskPageOut, **ERRORS})
+    def get(self, request: Request) -> Response:
+        query = _query(s.TaskListQuery, request)
+        limit, offset = query.pop("limit"), query.pop("offset")
+        tasks = selectors.task_list(**query)
+        count = tasks.count()
+        page = list(tasks[offset : offset + limit])
+
+        def link(new_offset: int) -> str:
+            params = request.query_params.copy()
+            params["offset"], params["limit"] = str(new_offset), str(limit)
+            return request.build_absolute_uri(f"{request.path}?{params.urlencode()}")
+
+        body = {
+            "count": count,
+            "limit": limit,
+            "offset": offset,
+            "next": link(offset + limit) if offset + limit < count else None,
+            "previous": link(max(0, offset - limit)) if offset > 0 else None,
+            "results": page,
+        }
+        return Response(s.TaskPageOut(body).data)
+
+
+class TaskCreateApi(APIView):
+    @extend_schema(
+        operation_id="tasks_create",
+        request=s.TaskCreateIn,
+        responses={
+            201: s.TaskDetailOut,
+            200: OpenApiResponse(s.TaskDetailOut, description="The issue already has an active task"),
+            **ERRORS,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        data = s.TaskCreateIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        args = data.validated_data
+        repository = selectors.repository_find(args["repository"])
+        if repository is None:
+            raise ValidationError({"repository": [f"no repository {args['repository']!r}"]})
+        if repository.kind != Repository.Kind.LOCAL:
+            raise ValidationError({"repository": ["tasks of GitHub repositories start from their issues; pick a local repository"]})
+        task, created = services.task_create(
+            repository=repository,
+            issue_number=args["issue_number"],
+            title=args["title"],
+            body=args["body"],
+            triggered_by=request.user.get_username(),
+            trigger_source="api",
+        )
+        if args["start"] and created:
+            services.task_dispatch(task=task)
+        task = selectors.task_get(task.pk)
+        task.stage_list = selectors.task_stages(task)
+        headers = {"Location": reverse("api:task-detail", args=[task.pk])}
+        return Response(s.TaskDetailOut(task).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK, headers=headers)
+
+
+class TaskDetailApi(APIView):
+    @extend_schema(operation_id="tasks_retrieve", responses={200: s.TaskDetailOut, **ERRORS, **NOT_FOUND})
+    def get(self, request: Request, task_id: int) -> Response:
+        task = selectors.task_get(task_id)
+        task.stage_list = selectors.task_stages(task)
+        return Response(s.TaskDetailOut(task).data)
+
+
+class TaskRetryApi(APIView):
+    @extend_schema(operation_id="tasks_retry", request=None, responses={200: s.TaskDetailOut, **ERRORS, **NOT_FOUND, **CONFLICT})
+    def post(self, request: Request, task_id: int) -> Response:
+        task = selectors.task_get(task_id)
+        try:
+            services.task_retry(task=task)
+        except ValueError as exc:
+            raise Conflict(str(exc)) from None
+        task = selectors.task_get(task_id)
+        task.stage_list = selectors.task_stages(task)
+        return Response(s.TaskDetailOut(task).data)
+
+
+class TaskCancelApi(APIView):
+    @extend_schema(operation_id="tasks_cancel", request=None, responses={200: s.TaskDetailOut, **ERRORS, **NOT_FOUND, **CONFLICT})
+    def post(self, request: Request, task_id: int) -> Response:
+        task = selectors.task_get(task_id)
+        if not services.task_cancel(task=task, reason=f"cancelled by {request.user.get_username()}"):
+            raise Conflict(f"task {task.pk} is {task.status}; only queued, waiting or running tasks can be cancelled")
+        task = selectors.task_get(task_id)
+        task.stage_list = selectors.task_stages(task)
+        return Response(s.TaskDetailOut(task).data)
+
+
+class TaskStagesApi(APIView):
+    @extend_schema(operation_id="tasks_stages", responses={200: s.StageOut(many=True), **ERRORS, **NOT_FOUND})
+    def get(self, request: Request, task_id: int) -> Response:
+        task = selectors.task_get(task_id)
+        return Response(s.StageOut(selectors.task_stages(task), many=True).data)
+
+
+class TaskAttemptsApi(APIView):
+    @extend_schema(operation_id="tasks_attempts", responses={200: s.AttemptOut(many=True), **ERRORS, **NOT_FOUND})
+    def get(self, request: Request, task_id: int) -> Response:
+        task = selectors.task_get(task_id)
+        return Response(s.AttemptOut(selectors.task_attempts(task), many=True).data)
+
+
+class TaskEventsApi(APIView):
+    @extend_schema(operation_id="tasks_events", parameters=[s.EventsQuery], responses={200: s.EventPageOut, **ERRORS, **NOT_FOUND})
+    def get(self, request: Request, task_id: int) -> Response:
+        query = _query(s.EventsQuery, request)
+        task = selectors.task_get(task_id)
+        page = streams.events_after(
+            after=query["after"],
+            task_id=task.pk,
+            limit=query["limit"],
+            queryset=AgentEvent.objects.select_related("result__stage"),
+        )
+        body = {
+            "events": page.events,
+            "next_after": page.last_id or query["after"],
+            "has_more": page.has_more,
+            "held_back": page.held_back,
+        }
+        return Response(s.EventPageOut(body).data)
+
+
+class StatsApi(APIView):
+    @extend_schema(operation_id="stats", parameters=[s.StatsQuery], responses={200: s.StatsOut, **ERRORS})
+    def get(self, request: Request) -> Response:
+        query = _query(s.StatsQuery, request)
+        return Response(s.StatsOut(stats.stats_compute(days=query["days"])).data)
+
+
+class WorkersApi(APIView):
+    @extend_schema(operation_id="workers", parameters=[s.WorkersQuery], responses={200: s.WorkerOut(many=True), **ERRORS})
+    def get(self, request: Request) -> Response:
+        query = _query(s.WorkersQuery, request)
+        workers = list(selectors.workers_live())
+        if query["include_exited"]:
+            workers += list(selectors.workers_recent())
+        return Response(s.WorkerOut(workers, many=True).data)
+
+
+@extend_schema(exclude=True)
+class NotFoundApi(APIView):
+    """Unknown API paths: the error shape instead of Django's HTML 404 page."""
+
+    permission_classes = ()
+    authentication_classes = ()
+
+    def initial(self, request, *args, **kwargs) -> None:
+        super().initial(request, *args, **kwargs)
+        raise NotFound("No such API endpoint.")

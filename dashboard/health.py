@@ -1,0 +1,93 @@
+"""``/health``: is the stack able to make progress? Database reachable, queue readable, a
+coordinator heartbeat recent enough. Counts and ages only: nothing secret (no names, hosts, paths
+or settings)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from pipeline.models import Worker
+
+log = logging.getLogger(__name__)
+
+
+def coordinator_max_age() -> float:
+    """A coordinator whose newest heartbeat is older than this is taken for dead (the same limit
+    as the heartbeat_stale alert and the workers metric)."""
+    return float(settings.TACX.get("HEARTBEAT_STALE_SECONDS") or 120.0)
+
+
+@dataclass
+class Health:
+    database: bool
+    queue_ok: bool
+    queue_depth: int | None
+    coordinator_age: float | None
+    workers: int | None
+
+    @property
+    def coordinator_ok(self) -> bool:
+        return self.coordinator_age is not None and self.coordinator_age <= coordinator_max_age()
+
+    @property
+    def healthy(self) -> bool:
+        return self.database and self.queue_ok and self.coordinator_ok
+
+    def as_json(self) -> dict:
+        return {
+            "status": "ok" if self.healthy else "unhealthy",
+            "database": {"ok": self.database},
+            "queue": {"ok": self.queue_ok, "depth": self.queue_depth},
+            "coordinator": {
+                "ok": self.coordinator_ok,
+                "heartbeat_age_seconds": None if self.coordinator_age is None else round(self.coordinator_age, 1),
+                "max_age_seconds": coordinator_max_age(),
+            },
+            "workers": {"live": self.workers},
+        }
+
+
+def health_check() -> Health:
+    database = _database_ok()
+    queue_ok, depth = _queue_depth() if database else (False, None)
+    age = workers = None
+    if database:
+        try:
+            newest = (
+                # A coordinator that exited cleanly says so (exited_at); only running ones count.
+                Worker.objects.filter(kind=Worker.Kind.COORDINATOR, exited_at__isnull=True)
+                .order_by("-heartbeat_at")
+                .values_list("heartbeat_at", flat=True)
+                .first()
+            )
+            age = (timezone.now() - newest).total_seconds() if newest else None
+            workers = Worker.objects.filter(kind=Worker.Kind.AGENT, exited_at__isnull=True).count()
+        except Exception as exc:  # noqa: BLE001 - a health check reports; it never raises
+            log.warning("health: worker query failed: %s", exc)
+    return Health(database=database, queue_ok=queue_ok, queue_depth=depth, coordinator_age=age, workers=workers)
+
+
+def _database_ok() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            return cursor.fetchone() == (1,)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        log.warning("health: database unreachable: %s", type(exc).__name__)
+        return False
+
+
+def _queue_depth() -> tuple[bool, int | None]:
+    """Tasks waiting in django-q2's broker (the ORM queue table with the default settings)."""
+    try:
+        from django_q.brokers import get_broker
+
+        return True, int(get_broker().queue_size())
+    except Exception as exc:  # noqa: BLE001 - a broker may fail in its own ways
+        log.warning("health: queue unreadable: %s", type(exc).__name__)
+        return False, None

@@ -1,0 +1,65 @@
+"""Text to HTML for pages: markdown written by agents (plans, reviews, PR bodies, messages) is
+untrusted, so it is rendered with Markdown and then sanitised with nh3 before it is marked safe."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import markdown as md
+import nh3
+import yaml
+from django.utils.safestring import SafeString, mark_safe
+
+_EXTENSIONS = ["fenced_code", "tables", "sane_lists"]
+_TAGS = nh3.ALLOWED_TAGS | {"pre", "code", "table", "thead", "tbody", "tr", "th", "td", "hr", "del", "input"}
+_ATTRIBUTES = {**nh3.ALLOWED_ATTRIBUTES, "code": {"class"}, "input": {"type", "checked", "disabled"}}
+
+
+def markdown_html(text: str) -> SafeString:
+    """Sanitised HTML for markdown text (links get rel="noopener noreferrer")."""
+    if not text:
+        return mark_safe("")
+    html = md.markdown(text, extensions=_EXTENSIONS, output_format="html")
+    return mark_safe(nh3.clean(html, tags=_TAGS, attributes=_ATTRIBUTES, link_rel="noopener noreferrer"))
+
+
+def pretty_json(value: Any) -> str:
+    """A readable JSON rendering (escaped by the template as usual)."""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def duration_text(seconds: float | None) -> str:
+    """1h 02m, 3m 05s, 12s."""
+    if seconds is None:
+        return "–"
+    seconds = max(0, int(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def tokens_text(value: int | None) -> str:
+    """12, 3.4k, 1.2M."""
+    n = int(value or 0)
+    if n < 1000:
+        return str(n)
+    if n < 1_000_000:
+        return f"{n / 1000:.1f}k"
+    return f"{n / 1_000_000:.1f}M"
+
+
+def workflow_yaml(data: dict) -> str:
+    """The workflow snapshot as the YAML a repository would write."""
+    if not data:
+        return ""
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)

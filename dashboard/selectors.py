@@ -1,0 +1,176 @@
+"""Read-side queries of the dashboard and the API (HackSoftware's selectors): views call one of
+these and render what it returns. Nothing here changes state; that goes through
+``pipeline.services``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.db.models import (
+    BigIntegerField,
+    DecimalField,
+    F,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Coalesce
+from django.shortcuts import get_object_or_404
+
+from pipeline import git, repos
+from pipeline.models import ZERO, Repository, Stage, StageResult, Task, Worker
+
+DIFF_LIMIT = 300_000  # characters of a branch diff shown on a page
+
+
+def _running_attempts() -> QuerySet[StageResult]:
+    return StageResult.objects.filter(task=OuterRef("pk"), outcome=StageResult.Outcome.RUNNING).order_by().values("task")
+
+
+def task_list(
+    *,
+    status: str | None = None,
+    repository: str | None = None,
+    issue: int | None = None,
+    search: str | None = None,
+) -> QuerySet[Task]:
+    """Tasks newest first, filtered, with what a list row shows: the current stage, and the
+    tokens and cost of the attempt still running (task totals only grow when an attempt ends)."""
+    current = (
+        Stage.objects.filter(task=OuterRef("pk"))
+        .exclude(status__in=[Stage.Status.PENDING, Stage.Status.SUCCEEDED])
+        .order_by("position")
+        .values("name")[:1]
+    )
+    running_tokens = _running_attempts().annotate(
+        n=Sum(F("input_tokens") + F("output_tokens") + F("cache_read_tokens") + F("cache_write_tokens"))
+    )
+    running_cost = _running_attempts().annotate(c=Sum("cost_usd"))
+    qs = (
+        Task.objects.select_related("repository")
+        # The body and the workflow snapshot can be large and no list shows them.
+        .defer("body", "workflow", "repository__poll_etag")
+        .annotate(
+            current_stage_name=Subquery(current),
+            running_tokens=Coalesce(Subquery(running_tokens.values("n")), Value(0), output_field=BigIntegerField()),
+            running_cost=Coalesce(
+                Subquery(running_cost.values("c")), Value(ZERO), output_field=DecimalField(max_digits=12, decimal_places=6)
+            ),
+        )
+        .order_by("-created_at", "-id")
+    )
+    if status:
+        qs = qs.filter(status=status)
+    if repository:
+        qs = qs.filter(_repository_q(repository, prefix="repository__"))
+    if issue is not None:
+        qs = qs.filter(issue_number=issue)
+    if search:
+        term = search.strip()
+        q = Q(title__icontains=term) | Q(branch__icontains=term) | Q(triggered_by__iexact=term)
+        if term.lstrip("#").isdigit() and len(term) < 10:
+            q |= Q(issue_number=int(term.lstrip("#")))
+        qs = qs.filter(q)
+    return qs
+
+
+def _repository_q(value: str, *, prefix: str = "") -> Q:
+    """A repository by id or by name."""
+    q = Q(**{f"{prefix}full_name": value})
+    if value.isdigit() and len(value) < 18:
+        q |= Q(**{f"{prefix}id": int(value)})
+    return q
+
+
+def repository_find(value: str) -> Repository | None:
+    return Repository.objects.filter(_repository_q(value)).order_by("id").first()
+
+
+def repositories() -> QuerySet[Repository]:
+    return Repository.objects.order_by("full_name").only("id", "full_name", "kind")
+
+
+def task_get(task_id: int) -> Task:
+    """The task with its repository (404 when there is none)."""
+    return get_object_or_404(Task.objects.select_related("repository"), pk=task_id)
+
+
+def task_stages(task: Task) -> list[Stage]:
+    """The stages of a task in order, each with every attempt (``stage.attempt_list``)."""
+    return list(
+        task.stages.order_by("position").prefetch_related(
+            Prefetch("results", queryset=StageResult.objects.order_by("attempt"), to_attr="attempt_list")
+        )
+    )
+
+
+def task_attempts(task: Task) -> QuerySet[StageResult]:
+    return task.results.select_related("stage").order_by("stage__position", "attempt")
+
+
+def task_current_stage(stages: list[Stage]) -> Stage | None:
+    return next((s for s in stages if s.status not in (Stage.Status.PENDING, Stage.Status.SUCCEEDED)), None)
+
+
+def task_running_usage(task: Task) -> tuple[int, object]:
+    """Tokens and cost of the attempts still running (not yet in the task totals)."""
+    totals = task.results.filter(outcome=StageResult.Outcome.RUNNING).aggregate(
+        tokens=Sum(F("input_tokens") + F("output_tokens") + F("cache_read_tokens") + F("cache_write_tokens")),
+        cost=Sum("cost_usd"),
+    )
+    return totals["tokens"] or 0, totals["cost"] or ZERO
+
+
+@dataclass
+class Documents:
+    plan: StageResult | None
+    review: StageResult | None
+    pull_request: StageResult | None
+
+
+def task_documents(task: Task) -> Documents:
+    """The newest plan, review and pull-request text the stages left behind."""
+
+    def newest(stage_name: str) -> StageResult | None:
+        return task.results.filter(stage__name=stage_name).exclude(output_text="").order_by("-round", "-attempt", "-id").first()
+
+    return Documents(plan=newest("planning"), review=newest("reviewing"), pull_request=newest("pr_creation"))
+
+
+@dataclass
+class Diff:
+    text: str
+    truncated: bool = False
+    error: str = ""
+
+
+def task_diff(task: Task) -> Diff | None:
+    """The branch's changes against its base: from the worktree while it exists, else from the
+    repository's copy of the branch. None when the task has no branch yet."""
+    if not task.branch or not task.base_commit:
+        return None
+    try:
+        worktree = Path(task.worktree_path) if task.worktree_path else None
+        if worktree is not None and (worktree / ".git").exists():
+            text = git.diff(task.base_commit, worktree)
+        else:
+            repo_dir = repos.source_dir(task.repository, fetch=False)
+            text = git.run(["diff", "--patch", f"{task.base_commit}..refs/heads/{task.branch}"], cwd=repo_dir, timeout=30)
+    except git.GitError as exc:
+        return Diff(text="", error=str(exc))
+    if len(text) > DIFF_LIMIT:
+        return Diff(text=text[:DIFF_LIMIT], truncated=True)
+    return Diff(text=text)
+
+
+def workers_live() -> QuerySet[Worker]:
+    return Worker.objects.filter(exited_at__isnull=True).select_related("stage__task").order_by("kind", "-heartbeat_at")
+
+
+def workers_recent(*, limit: int = 20) -> QuerySet[Worker]:
+    return Worker.objects.filter(exited_at__isnull=False).select_related("stage__task").order_by("-exited_at")[:limit]

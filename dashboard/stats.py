@@ -1,0 +1,110 @@
+"""Figures for the Stats page and ``/api/stats/``: success rates of finished attempts, tokens and
+cost per day, and how long an issue waits from its trigger to its pull request."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+
+from django.db.models import Count, F, Q, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from pipeline.models import ZERO, StageResult, Task
+
+
+@dataclass
+class Rate:
+    key: str
+    attempts: int
+    succeeded: int
+
+    @property
+    def rate(self) -> float | None:
+        return self.succeeded / self.attempts if self.attempts else None
+
+
+@dataclass
+class Day:
+    day: date
+    tokens: int
+    cost_usd: Decimal
+    attempts: int
+
+
+@dataclass
+class Stats:
+    days: int
+    since: date
+    by_stage: list[Rate] = field(default_factory=list)
+    by_provider: list[Rate] = field(default_factory=list)
+    by_model: list[Rate] = field(default_factory=list)
+    per_day: list[Day] = field(default_factory=list)
+    tasks_by_status: dict[str, int] = field(default_factory=dict)
+    median_trigger_to_pr_seconds: float | None = None
+    pull_requests: int = 0
+    total_tokens: int = 0
+    total_cost_usd: Decimal = ZERO
+
+
+def stats_compute(*, days: int = 30) -> Stats:
+    """Figures over the last ``days`` days (attempts by start, tasks by trigger time)."""
+    today = timezone.now().date()
+    since = today - timedelta(days=days - 1)
+    start = timezone.make_aware(timezone.datetime.combine(since, timezone.datetime.min.time()), timezone.get_current_timezone())
+    finished = StageResult.objects.filter(started_at__gte=start).exclude(outcome=StageResult.Outcome.RUNNING)
+    result = Stats(days=days, since=since)
+    result.by_stage = _rates(finished, "stage__name")
+    result.by_provider = _rates(finished, "provider")
+    result.by_model = _rates(finished, "model")
+
+    tokens = F("input_tokens") + F("output_tokens") + F("cache_read_tokens") + F("cache_write_tokens")
+    rows = (
+        StageResult.objects.filter(started_at__gte=start)
+        .annotate(day=TruncDate("started_at"))
+        .values("day")
+        .annotate(tokens=Sum(tokens), cost=Sum("cost_usd"), attempts=Count("id"))
+        .order_by("day")
+    )
+    by_day = {r["day"]: r for r in rows}
+    for i in range(days):
+        d = since + timedelta(days=i)
+        r = by_day.get(d)
+        result.per_day.append(
+            Day(
+                day=d,
+                tokens=int(r["tokens"] or 0) if r else 0,
+                cost_usd=(r["cost"] or ZERO) if r else ZERO,
+                attempts=r["attempts"] if r else 0,
+            )
+        )
+    result.total_tokens = sum(d.tokens for d in result.per_day)
+    result.total_cost_usd = sum((d.cost_usd for d in result.per_day), ZERO)
+
+    tasks = Task.objects.filter(triggered_at__gte=start)
+    result.tasks_by_status = {r["status"]: r["n"] for r in tasks.values("status").annotate(n=Count("id")).order_by("status")}
+    durations = _trigger_to_pr_seconds(tasks)
+    result.pull_requests = len(durations)
+    result.median_trigger_to_pr_seconds = statistics.median(durations) if durations else None
+    return result
+
+
+def _rates(qs, key: str) -> list[Rate]:
+    rows = qs.values(key).annotate(attempts=Count("id"), succeeded=Count("id", filter=Q(success=True))).order_by(key)
+    return [Rate(key=r[key] or "(none)", attempts=r["attempts"], succeeded=r["succeeded"]) for r in rows]
+
+
+def _trigger_to_pr_seconds(tasks) -> list[float]:
+    """Trigger to the end of the successful pr_creation attempt (the moment the PR existed)."""
+    opened = (
+        StageResult.objects.filter(task__in=tasks.exclude(pr_url=""), stage__name="pr_creation", success=True)
+        .values_list("task_id", "task__triggered_at", "completed_at")
+        .order_by("task_id", "completed_at")
+    )
+    first: dict[int, float] = {}
+    for task_id, triggered_at, completed_at in opened:
+        if task_id not in first and triggered_at and completed_at:
+            first[task_id] = (completed_at - triggered_at).total_seconds()
+    return list(first.values())

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django import template
+from django.utils import timezone
+
+from dashboard import rendering
+
+register = template.Library()
+
+
+@register.filter
+def markdown(text: str):
+    return rendering.markdown_html(text)
+
+
+@register.filter
+def pretty_json(value: Any) -> str:
+    return rendering.pretty_json(value)
+
+
+@register.filter
+def duration(seconds: float | None) -> str:
+    return rendering.duration_text(seconds)
+
+
+@register.filter
+def tokens(value: int | None) -> str:
+    return rendering.tokens_text(value)
+
+
+@register.filter
+def usd(value: Decimal | str | None) -> str:
+    if value in (None, ""):
+        return "–"
+    return f"${Decimal(value):.4f}" if Decimal(value) < 1 else f"${Decimal(value):.2f}"
+
+
+@register.filter
+def percent(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.0f}%"
+
+
+@register.simple_tag
+def elapsed(start: datetime | None, end: datetime | None = None) -> str:
+    if start is None:
+        return "–"
+    return rendering.duration_text(((end or timezone.now()) - start).total_seconds())
+
+
+@register.filter
+def age(moment: datetime | None) -> str:
+    if moment is None:
+        return "–"
+    return rendering.duration_text((timezone.now() - moment).total_seconds())
+
+
+@register.filter
+def add_numbers(a, b):
+    return (a or 0) + (b or 0)
+
+
+@register.filter
+def older_than(moment: datetime | None, seconds: float) -> bool:
+    return moment is not None and (timezone.now() - moment).total_seconds() > float(seconds)

@@ -1,0 +1,48 @@
+"""Events after a cursor: in order, resumable, nothing twice."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from dashboard import testing
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def api(alice):
+    client = APIClient()
+    client.force_authenticate(alice)
+    return client
+
+
+def test_a_client_pages_through_the_events_with_its_cursor(api, local_repository):
+    task = testing.task_running(repository=local_repository, issue_number=1)
+    other = testing.task_running(repository=local_repository, issue_number=2)
+    result = testing.stage_claim(task, "planning")
+    testing.events_add(result, testing.sample_conversation())
+    testing.events_add(testing.stage_claim(other, "planning"), testing.sample_conversation())
+    expected = list(task.events.order_by("id").values_list("id", flat=True))
+    seen, after = [], 0
+    while True:
+        page = api.get(f"/api/tasks/{task.pk}/events/", {"after": after, "limit": 3}).json()
+        seen += [e["id"] for e in page["events"]]
+        after = page["next_after"]
+        if not page["has_more"]:
+            break
+    assert seen == expected
+    again = api.get(f"/api/tasks/{task.pk}/events/", {"after": after}).json()
+    assert again == {"events": [], "next_after": after, "has_more": False, "held_back": False}
+
+
+def test_an_event_says_which_attempt_and_stage_it_belongs_to(api, local_repository):
+    task = testing.task_running(repository=local_repository, issue_number=1)
+    result = testing.stage_claim(task, "planning")
+    testing.events_add(result, testing.sample_conversation())
+    events = api.get(f"/api/tasks/{task.pk}/events/").json()["events"]
+    call = next(e for e in events if e["kind"] == "tool_call")
+    assert call["attempt_id"] == result.pk and call["stage"] == "planning" and call["attempt"] == 1
+    assert call["data"]["input"]["file_path"] == "plan.md"
+    status = events[0]
+    assert status["kind"] == "status" and status["attempt_id"] is None
