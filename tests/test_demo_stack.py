@@ -1,0 +1,46 @@
+"""The README's main command: the whole stack (daphne, a django-q2 cluster, the coordinator under
+honcho) takes the demo task through every stage with the real claude CLI."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = [pytest.mark.slow, pytest.mark.cli]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_demo_runs_a_task_through_every_stage_on_the_whole_stack(tmp_path):
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")
+    } | {"TACX_VAR_DIR": str(tmp_path / "var"), "TACX_WORKTREE_ROOT": str(tmp_path / "trees")}
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=120)
+    proc = subprocess.run(
+        [*manage, "demo", "--exit-when-done", "--port", str(free_port())],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    assert "Admin login created: admin / " in out
+    for stage in ("planning", "building", "reviewing", "pr_creation"):
+        assert f"  {stage}" in out and "succeeded" in out
+    assert "Task 1 succeeded" in out
+    # A second run reuses the admin and does not print a password again.
+    again = subprocess.run(
+        [*manage, "demo", "--exit-when-done", "--port", str(free_port())],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "Admin login created" not in again.stdout and "Task 2 succeeded" in again.stdout
