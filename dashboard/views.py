@@ -16,6 +16,8 @@ from django.views.decorators.http import require_GET, require_POST
 from pipeline import services
 from pipeline.models import AgentEvent, Task
 
+from pipeline import accounting
+
 from . import health, rendering, selectors, stats, streams
 
 PAGE_SIZE = 50
@@ -72,6 +74,7 @@ def _summary(task: Task) -> dict:
         "cost_total": task.cost_usd + running_cost,
         "can_retry": task.status not in Task.ACTIVE and task.status not in (Task.Status.SUCCEEDED, Task.Status.SKIPPED),
         "can_cancel": task.status in Task.ACTIVE,
+        "budgets": accounting.task_budget_lines(task),
     }
 
 

@@ -208,3 +208,21 @@ def test_the_workers_page_lists_live_workers_with_their_heartbeat(browser, runni
     html = browser.get(reverse("dashboard:workers")).content.decode()
     assert "planning" in html and f"task {running_task.pk}" in html
     assert "No live workers" not in html
+
+
+def test_the_task_page_shows_spend_against_budget_and_each_attempts_fingerprint(browser, local_repository):
+    from decimal import Decimal
+
+    from pipeline.models import StageResult
+
+    local_repository.daily_budget_usd = Decimal("3.00")
+    local_repository.save()
+    task = testing.task_running(repository=local_repository, issue_number=8)
+    result = testing.stage_claim(task, "planning")
+    StageResult.objects.filter(pk=result.pk).update(
+        cost_usd=Decimal("0.75"), model="claude-sonnet-4-5", prompt_hash="ab" * 32, base_commit="c0ffee" * 6
+    )
+    page = browser.get(reverse("dashboard:task-detail", args=[task.pk])).content.decode()
+    assert "Spend against budget" in page
+    assert "repository daily" in page and "$0.75" in page and "$3.00" in page
+    assert "model claude-sonnet-4-5" in page and "prompt " + "ab" * 6 in page and "from " + ("c0ffee" * 6)[:10] in page
