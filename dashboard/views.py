@@ -13,10 +13,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from pipeline import services
+from pipeline import accounting, services
 from pipeline.models import AgentEvent, Task
-
-from pipeline import accounting
 
 from . import health, rendering, selectors, stats, streams
 
