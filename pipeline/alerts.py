@@ -22,21 +22,18 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime
-from pathlib import Path
+from datetime import datetime, timedelta
 
 import requests
 from django.conf import settings
 from django.core.mail import send_mail
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.urls import NoReverseMatch
 from django.utils import timezone
 
-from .models import StageResult, Task, Worker
+from .models import SentAlert, StageResult, Task, Worker
 from .redaction import redact, redact_data
 
 log = logging.getLogger(__name__)
@@ -45,7 +42,7 @@ TASK_FAILED = "task_failed"
 BUDGET_EXCEEDED = "budget_exceeded"
 STAGE_STALLED = "stage_stalled"
 HEARTBEAT_STALE = "heartbeat_stale"
-MARKER_DAYS = 7  # dedup markers older than this are removed
+MARKER_DAYS = 7  # SentAlert rows older than this are removed
 
 
 @dataclass
@@ -129,10 +126,9 @@ def alerts_check_heartbeat(*, now: datetime | None = None) -> bool:
     coordinator that have not exited) is older than ``HEARTBEAT_STALE_SECONDS``. Returns whether
     it alerted.
 
-    One stale period sends one alert: the period is named by that last heartbeat, and a marker
-    file for it (``VAR_DIR/alerts/``, created exclusively) is claimed before sending, so further
-    checks, in this or any other process of this machine, stay quiet until a coordinator beats
-    again and then goes stale again. No coordinator at all (none started, or all stopped cleanly)
+    One stale period sends one alert: the period is named by that last heartbeat, and a
+    ``SentAlert`` row for it is claimed before sending, so further checks, in any process on any
+    machine, stay quiet until a coordinator beats again and then goes stale again. No coordinator at all (none started, or all stopped cleanly)
     is not an alert. Meant for a django-q2 schedule (``pipeline.alerts.alerts_check_heartbeat``,
     every minute) or a monitoring loop; it never raises."""
     try:
@@ -201,18 +197,12 @@ def deliver(alert: Alert) -> None:
 
 
 def _claim(key: str) -> bool:
-    """True for the first caller on this machine to claim ``key`` (an exclusive file create)."""
-    directory = Path(settings.VAR_DIR) / "alerts"
-    directory.mkdir(parents=True, exist_ok=True)
-    cutoff = time.time() - MARKER_DAYS * 86400
-    for old in directory.iterdir():
-        try:
-            if old.stat().st_mtime < cutoff:
-                old.unlink()
-        except OSError:
-            pass
+    """True for the first caller anywhere (any process, any machine) to claim ``key``: the
+    unique constraint on ``SentAlert.key`` decides, not a check-then-write."""
     try:
-        os.close(os.open(directory / key, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-    except FileExistsError:
+        with transaction.atomic():
+            SentAlert.objects.create(key=key)
+    except IntegrityError:
         return False
+    SentAlert.objects.filter(created_at__lt=timezone.now() - timedelta(days=MARKER_DAYS)).delete()
     return True

@@ -290,3 +290,14 @@ class AgentEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} #{self.pk}"
+
+
+class SentAlert(models.Model):
+    """One row per alert incident that must be sent once across every process and machine
+    (e.g. one stale period of the coordinator heartbeat): the unique key is the claim."""
+
+    key = models.CharField(max_length=200, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.key
