@@ -72,39 +72,42 @@ def worker_name() -> str:
 
 def run_stage(stage_id: int, *, enqueue_next: bool = True, owner: str | None = None) -> RunResult:
     owner = owner or worker_name()
-    claimed = Stage.objects.filter(pk=stage_id, status=Stage.Status.QUEUED).update(
-        status=Stage.Status.RUNNING,
-        lease_owner=owner,
-        lease_expires_at=lease_expiry(),
-        heartbeat_at=Now(),
-        attempts=F("attempts") + 1,
-        started_at=Now(),
-        finished_at=None,
-        error="",
-    )
-    if claimed != 1:
-        return RunResult.NOT_CLAIMED  # someone else got there first, or it is no longer queued
-    stage = Stage.objects.select_related("task__repository").get(pk=stage_id)
-    task = stage.task
-    if task.status != Task.Status.RUNNING:
-        Stage.objects.filter(pk=stage.pk, lease_owner=owner).update(
-            status=Stage.Status.CANCELLED, lease_owner="", lease_expires_at=None, finished_at=Now()
+    # The claim, the worker row and the open attempt commit together: whoever sees the stage
+    # running also sees the attempt that the reaper closes if this process dies.
+    with transaction.atomic():
+        claimed = Stage.objects.filter(pk=stage_id, status=Stage.Status.QUEUED).update(
+            status=Stage.Status.RUNNING,
+            lease_owner=owner,
+            lease_expires_at=lease_expiry(),
+            heartbeat_at=Now(),
+            attempts=F("attempts") + 1,
+            started_at=Now(),
+            finished_at=None,
+            error="",
         )
-        return RunResult.CANCELLED
-    worker = Worker.objects.create(
-        kind=Worker.Kind.AGENT, name=owner, host=socket.gethostname(), pid=os.getpid(), stage=stage
-    )
-    workflow = Workflow.from_json(task.workflow)
-    cfg = workflow.stage(stage.name)
-    result = StageResult.objects.create(
-        stage=stage,
-        task=task,
-        attempt=stage.attempts,
-        round=task.review_round,
-        provider=cfg.provider,
-        model=cfg.model,
-        worker=worker,
-    )
+        if claimed != 1:
+            return RunResult.NOT_CLAIMED  # someone else got there first, or it is no longer queued
+        stage = Stage.objects.select_related("task__repository").get(pk=stage_id)
+        task = stage.task
+        if task.status != Task.Status.RUNNING:
+            Stage.objects.filter(pk=stage.pk, lease_owner=owner).update(
+                status=Stage.Status.CANCELLED, lease_owner="", lease_expires_at=None, finished_at=Now()
+            )
+            return RunResult.CANCELLED
+        worker = Worker.objects.create(
+            kind=Worker.Kind.AGENT, name=owner, host=socket.gethostname(), pid=os.getpid(), stage=stage
+        )
+        workflow = Workflow.from_json(task.workflow)
+        cfg = workflow.stage(stage.name)
+        result = StageResult.objects.create(
+            stage=stage,
+            task=task,
+            attempt=stage.attempts,
+            round=task.review_round,
+            provider=cfg.provider,
+            model=cfg.model,
+            worker=worker,
+        )
     services.event_status(
         task, f"stage {stage.name} attempt {stage.attempts} started", stage=stage.name, stage_status="running", attempt=stage.attempts
     )
