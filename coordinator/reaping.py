@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from datetime import timedelta
 from pathlib import Path
 
@@ -163,6 +164,7 @@ def clean_one_worktree(*, backoff: Backoff) -> bool:
     cutoff = timezone.now() - timedelta(hours=settings.TACX["WORKTREE_RETENTION_HOURS"])
     candidates = (
         Task.objects.filter(status__in=Task.FINISHED, finished_at__lt=cutoff, worktree_removed_at__isnull=True)
+        .filter(worktree_host__in=["", socket.gethostname()])  # another machine cleans its own
         .exclude(worktree_path="")
         .select_related("repository")
         .order_by("finished_at")[:20]

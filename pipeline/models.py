@@ -77,6 +77,7 @@ class Task(models.Model):
     triggered_at = models.DateTimeField(default=timezone.now)
     branch = models.CharField(max_length=250, blank=True)
     worktree_path = models.CharField(max_length=1000, blank=True)
+    worktree_host = models.CharField(max_length=200, blank=True, help_text="Machine that holds the worktree")
     base_commit = models.CharField(max_length=64, blank=True)
     workflow = models.JSONField(default=dict, blank=True, help_text="The workflow config as used (snapshot)")
     workflow_source = models.CharField(max_length=300, blank=True)

@@ -269,6 +269,10 @@ class Attempt:
         if task.worktree_path != str(path):
             task.worktree_path = str(path)
             changed.append("worktree_path")
+        if task.worktree_host != socket.gethostname():
+            # The latest stage's machine holds the worktree (and its clean-up).
+            task.worktree_host = socket.gethostname()
+            changed.append("worktree_host")
         if changed:
             task.save(update_fields=changed)
         git.worktree_add(repo_dir, path, task.branch, task.base_commit)

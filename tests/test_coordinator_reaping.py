@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -142,7 +143,10 @@ def test_worktrees_of_finished_tasks_are_removed_after_the_retention(repo, setti
     assert not reaping.clean_one_worktree(backoff=backoff)  # still running
     services.task_fail(task=Task.objects.get(pk=task.pk), reason="done")
     assert not reaping.clean_one_worktree(backoff=backoff)  # finished just now
-    Task.objects.filter(pk=task.pk).update(finished_at=timezone.now() - timedelta(hours=2))
+    Task.objects.filter(pk=task.pk).update(finished_at=timezone.now() - timedelta(hours=2), worktree_host="another-machine")
+    assert not reaping.clean_one_worktree(backoff=backoff)  # that machine cleans its own
+    assert path.exists()
+    Task.objects.filter(pk=task.pk).update(worktree_host=socket.gethostname())
     assert reaping.clean_one_worktree(backoff=backoff)
     assert not path.exists()
     assert Task.objects.get(pk=task.pk).worktree_removed_at is not None
