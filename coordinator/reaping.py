@@ -25,7 +25,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from pipeline import services
-from pipeline.agent_process import group_alive, kill_group
+from pipeline.agent_process import group_alive, group_members, kill_group
 from pipeline.models import Stage, StageResult, Task, Worker
 
 from .backoff import Backoff
@@ -37,26 +37,6 @@ ORPHAN_LOOKBACK = timedelta(hours=6)
 
 
 # --- which process group is whose ----------------------------------------------------------------
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) process ids of process group `pgid`, read from /proc."""
-    members = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return members
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                fields = fh.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != b"Z":
-            members.append(int(entry))
-    return members
 
 
 def process_start_time(pid: int) -> float | None:
@@ -76,7 +56,7 @@ def group_is_agents(worker: Worker) -> bool:
     pgid = worker.pgid
     if not pgid or not group_alive(pgid):
         return False
-    members = group_members(pgid)
+    members = group_members(pgid) or []
     worktree = (worker.stage.task.worktree_path if worker.stage_id else "") or ""
     if worktree:
         root = os.path.realpath(worktree)

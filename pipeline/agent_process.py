@@ -54,6 +54,27 @@ def kill_group(pgid: int, grace: float) -> None:
         pass
 
 
+def group_members(pgid: int) -> list[int] | None:
+    """Live (non-zombie) process ids of process group `pgid`, read from /proc; None when /proc
+    cannot be read."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    members = []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            members.append(int(entry))
+    return members
+
+
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -62,20 +83,8 @@ def group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     # Zombies still count for killpg(0); look at /proc to ignore them where we can.
-    try:
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as fh:
-                    fields = fh.read().rsplit(b")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != b"Z":
-                return True
-        return False
-    except OSError:
-        return True
+    members = group_members(pgid)
+    return True if members is None else bool(members)
 
 
 def run_agent(

@@ -58,35 +58,30 @@ def task_create(
     triggered_at=None,
 ) -> tuple[Task, bool]:
     """Create a queued task for an issue, or return the active one. Returns (task, created)."""
-    title = sanitize_issue_text(title)[:500] or f"Issue {issue_number}"
-    body = sanitize_issue_text(body)
-    try:
-        with transaction.atomic():
-            task = Task.objects.create(
-                repository=repository,
-                issue_number=issue_number,
-                title=title,
-                body=body,
-                triggered_by=triggered_by,
-                trigger_source=trigger_source,
-                issue_url=issue_url,
-                triggered_at=triggered_at or timezone.now(),
-            )
-            event_status(task, f"task created from {trigger_source}" + (f" by {triggered_by}" if triggered_by else ""))
-    except IntegrityError:
-        existing = Task.objects.filter(repository=repository, issue_number=issue_number, status__in=Task.ACTIVE).first()
-        if existing is None:  # the other one finished in between: try once more
-            return task_create(
-                repository=repository,
-                issue_number=issue_number,
-                title=title,
-                body=body,
-                triggered_by=triggered_by,
-                trigger_source=trigger_source,
-                issue_url=issue_url,
-            )
-        return existing, False
-    return task, True
+    fields = {
+        "repository": repository,
+        "issue_number": issue_number,
+        "title": sanitize_issue_text(title)[:500] or f"Issue {issue_number}",
+        "body": sanitize_issue_text(body),
+        "triggered_by": triggered_by,
+        "trigger_source": trigger_source,
+        "issue_url": issue_url,
+        "triggered_at": triggered_at or timezone.now(),
+    }
+    # Twice at most: if the active task that refused ours finished in between, the second
+    # insert goes through.
+    for _ in range(2):
+        try:
+            with transaction.atomic():
+                task = Task.objects.create(**fields)
+                event_status(task, f"task created from {trigger_source}" + (f" by {triggered_by}" if triggered_by else ""))
+            return task, True
+        except IntegrityError:
+            existing = Task.objects.filter(repository=repository, issue_number=issue_number, status__in=Task.ACTIVE).first()
+            if existing is not None:
+                return existing, False
+    raise IntegrityError(f"cannot create a task for issue #{issue_number} of {repository}: another one keeps appearing and finishing")
+
 
 
 def task_skip(*, repository: Repository, issue_number: int, title: str, reason: str, triggered_by: str = "", trigger_source: str = "") -> Task:
