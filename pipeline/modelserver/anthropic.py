@@ -24,7 +24,7 @@ import posixpath
 import re
 from typing import Any
 
-from .exchange import Decision, Reply, chunks, decide, new_id, sse_event
+from .exchange import AUXILIARY, Decision, Reply, chunks, decide, json_object, new_id, sse_event
 from .script import Script, ToolCall, Usage
 
 API = "anthropic"
@@ -52,18 +52,13 @@ def handle(method: str, path: str, body: bytes, script: Script) -> Reply:
     route = path.split("?", 1)[0].rstrip("/")
     if method != "POST" or route not in ("/v1/messages", "/v1/messages/count_tokens"):
         return error_reply(404, f"Not found: {method} {route}")
-    try:
-        request = json.loads(body or b"{}")
-    except ValueError:
-        return error_reply(400, "Request body is not valid JSON")
-    if not isinstance(request, dict):
-        return error_reply(400, "Request body must be a JSON object")
+    request = json_object(body)
+    if isinstance(request, str):
+        return error_reply(400, request)
     if route == "/v1/messages/count_tokens":
         # Not a model turn: a size estimate (~4 bytes a token) is all callers need.
         reply = _json_reply(200, {"input_tokens": max(1, len(body) // 4)})
-        reply.decision = Decision(
-            conversation=None, turn_index=None, turn=None, auxiliary=True
-        )
+        reply.decision = AUXILIARY
         return reply
     return messages(request, script)
 

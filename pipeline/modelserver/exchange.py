@@ -20,6 +20,7 @@ import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .script import ZERO_USAGE, Conversation, Script, Turn, Usage
 
@@ -81,6 +82,22 @@ class Decision:
         return AUXILIARY_TEXT if self.auxiliary else OVERRUN_TEXT
 
 
+
+# A request that is no scripted turn (start-up probes, title calls, helper endpoints).
+AUXILIARY = Decision(conversation=None, turn_index=None, turn=None, auxiliary=True)
+
+
+def json_object(body: bytes) -> dict[str, Any] | str:
+    """The request body as a JSON object, or a sentence saying why it is not one (the API
+    module turns it into a 400 in its own error shape)."""
+    try:
+        request = json.loads(body or b"{}")
+    except ValueError:
+        return "Request body is not valid JSON"
+    if not isinstance(request, dict):
+        return "Request body must be a JSON object"
+    return request
+
 def decide(
     script: Script,
     *,
@@ -97,7 +114,7 @@ def decide(
     so it gets a short text with zero usage and token totals stay exactly what the script says.
     """
     if not main_loop:
-        return Decision(conversation=None, turn_index=None, turn=None, auxiliary=True)
+        return AUXILIARY
     conversation: Conversation | None = script.select(match_text)
     if conversation is None:
         return Decision(conversation=None, turn_index=None, turn=None, overrun=True)

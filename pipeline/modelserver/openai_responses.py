@@ -33,7 +33,7 @@ import shlex
 import time
 from typing import Any
 
-from .exchange import Decision, Reply, chunks, decide, new_id, sse_event
+from .exchange import AUXILIARY, Decision, Reply, chunks, decide, json_object, new_id, sse_event
 from .script import Script, ToolCall, Usage
 
 API = "openai"
@@ -59,18 +59,13 @@ def handle(method: str, path: str, body: bytes, script: Script) -> Reply:
         reply = _json_reply(
             200, {"object": "list", "data": [_model("gpt-5"), _model("gpt-5-codex")]}
         )
-        reply.decision = Decision(
-            conversation=None, turn_index=None, turn=None, auxiliary=True
-        )
+        reply.decision = AUXILIARY
         return reply
     if method != "POST" or route != "/v1/responses":
         return error_reply(404, f"Not found: {method} {route}")
-    try:
-        request = json.loads(body or b"{}")
-    except ValueError:
-        return error_reply(400, "Request body is not valid JSON")
-    if not isinstance(request, dict):
-        return error_reply(400, "Request body must be a JSON object")
+    request = json_object(body)
+    if isinstance(request, str):
+        return error_reply(400, request)
     return responses(request, script)
 
 

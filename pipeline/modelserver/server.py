@@ -34,12 +34,11 @@ from pathlib import Path
 from typing import Any, Self
 
 from . import anthropic, openai_responses
-from .exchange import Decision, Reply
+from .exchange import AUXILIARY, Reply
 from .script import Script, load_script
 
 logger = logging.getLogger("pipeline.modelserver")
 
-_AUXILIARY = Decision(conversation=None, turn_index=None, turn=None, auxiliary=True)
 
 
 class ScriptedModelServer:
@@ -168,11 +167,11 @@ class ScriptedModelServer:
             )
         if method == "HEAD" and route == "/":
             # Claude Code warms the connection up with `HEAD /` at start-up.
-            return client_api, Reply(status=200, decision=_AUXILIARY)
+            return client_api, Reply(status=200, decision=AUXILIARY)
         logger.warning("scripted model server: unknown request %s %s", method, route)
         module = openai_responses if client_api == openai_responses.API else anthropic
         reply = module.error_reply(404, f"Not found: {method} {route}")
-        reply.decision = _AUXILIARY
+        reply.decision = AUXILIARY
         return client_api, reply
 
 
