@@ -97,12 +97,6 @@ class WebSocket:
 # --- the run ------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def git(cwd: Path, *args: str) -> None:
     env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@x"}
     subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
@@ -217,50 +211,32 @@ def main() -> None:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
+    from dashboard.testing import daphne_serving
+
     call_command("migrate", verbosity=0)
     get_user_model().objects.create_user("bench", password="bench-password")
-    port = free_port()
-    log = open(tmp / "daphne.log", "wb")  # noqa: SIM115 - closed below
-    daphne = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "tacx_site.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     try:
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        print(
-            f"mode {args.mode}: {'PostgreSQL + Redis' if args.mode == 'redis' else 'SQLite, polling'}; "
-            f"runner batch {env.get('TACX_EVENT_BATCH_SECONDS', '0.2 (default)')} s; {args.lines} lines per run"
-        )
-        p50s, p95s = [], []
-        for run in range(args.runs):
-            samples = run_once(args, tmp, port, seed=run)
-            p50, p95 = statistics.median(samples), statistics.quantiles(samples, n=20)[-1]
-            p50s.append(p50)
-            p95s.append(p95)
-            print(f"run {run + 1}: p50 {p50:.0f} ms, p95 {p95:.0f} ms, max {max(samples):.0f} ms ({len(samples)} lines)")
-        print(f"median over {args.runs} runs: p50 {statistics.median(p50s):.0f} ms, p95 {statistics.median(p95s):.0f} ms")
+        with daphne_serving(env=env, log_path=tmp / "daphne.log") as base_url:
+            port = int(base_url.rsplit(":", 1)[1])
+            print(
+                f"mode {args.mode}: {'PostgreSQL + Redis' if args.mode == 'redis' else 'SQLite, polling'}; "
+                f"runner batch {env.get('TACX_EVENT_BATCH_SECONDS', '0.2 (default)')} s; {args.lines} lines per run"
+            )
+            p50s, p95s = [], []
+            for run in range(args.runs):
+                samples = run_once(args, tmp, port, seed=run)
+                p50, p95 = statistics.median(samples), statistics.quantiles(samples, n=20)[-1]
+                p50s.append(p50)
+                p95s.append(p95)
+                print(f"run {run + 1}: p50 {p50:.0f} ms, p95 {p95:.0f} ms, max {max(samples):.0f} ms ({len(samples)} lines)")
+            print(f"median over {args.runs} runs: p50 {statistics.median(p50s):.0f} ms, p95 {statistics.median(p95s):.0f} ms")
     finally:
-        daphne.terminate()
-        try:
-            daphne.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            daphne.kill()
-        log.close()
         if args.mode == "redis":
             from api_latency import drop_database
             from django.db import connections
 
             connections.close_all()
             drop_database(args.server, database)
-
 
 if __name__ == "__main__":
     main()

@@ -8,10 +8,17 @@ pace it wants and watch the pages and streams follow.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.db.models.functions import Now
@@ -140,3 +147,38 @@ def attempt_finish(
         )
         if not retry:
             services.task_fail(task=task, reason=f"stage {stage.name} failed: {error}")
+
+
+@contextlib.contextmanager
+def daphne_serving(*, env: dict[str, str], log_path: Path, timeout: float = 30) -> Iterator[str]:
+    """Serve the project with daphne on a free loopback port (tests and benchmarks need the
+    websocket side, which a WSGI live server lacks); yields the base URL, stops it after."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "tacx_site.asgi:application"],
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("daphne did not start:\n" + log_path.read_text()) from None
+                    time.sleep(0.1)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
