@@ -342,6 +342,22 @@ class Provider:
     name: ClassVar[str] = ""
     executable: ClassVar[str] = ""
     passthrough_env: ClassVar[tuple[str, ...]] = ()
+    # Environment variables holding the model API's base URL, first set one wins; the agent
+    # sandbox always lets the agent reach that URL's host:port (else ``default_api_url``).
+    base_url_env: ClassVar[tuple[str, ...]] = ()
+    default_api_url: ClassVar[str] = ""
+
+    def api_url(self, env: Mapping[str, str]) -> str:
+        """The model API URL this attempt talks to, from its environment; "" when none."""
+        for name in self.base_url_env:
+            if env.get(name):
+                return env[name]
+        return self.default_api_url
+
+    def prepare_home(self, home: str, inv: Invocation, env: Mapping[str, str]) -> None:
+        """Write the CLI's own configuration into the attempt's private, empty ``home`` (the
+        agent's HOME inside the sandbox): settings that make it run headless, offline-safe and
+        without prompts. Default: nothing."""
 
     def build_command(self, inv: Invocation) -> list[str]:
         """The argv list for one attempt (never a shell string); argv[0] is an absolute path."""
