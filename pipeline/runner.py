@@ -28,9 +28,9 @@ from django.db.models import DateTimeField, ExpressionWrapper, F
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from . import alerts, budgets, git, live, repos, services
+from . import alerts, budgets, git, live, repos, rounds, services
 from .agent_process import StopAgent, run_agent
-from .models import AgentEvent, Stage, StageResult, Task, Worker
+from .models import AgentEvent, Round, Stage, StageResult, Task, Worker
 from .providers import get_provider
 from .providers.base import Event, Invocation, ProviderError, agent_environment
 from .redaction import redact, redact_data
@@ -99,7 +99,9 @@ def run_stage(stage_id: int, *, enqueue_next: bool = True, owner: str | None = N
         )
         workflow = Workflow.from_json(task.workflow)
         cfg = workflow.stage(stage.name)
+        followup = rounds.running_round(task)
         result = StageResult.objects.create(
+            followup=followup,
             stage=stage,
             task=task,
             attempt=stage.attempts,
@@ -111,7 +113,7 @@ def run_stage(stage_id: int, *, enqueue_next: bool = True, owner: str | None = N
     services.event_status(
         task, f"stage {stage.name} attempt {stage.attempts} started", stage=stage.name, stage_status="running", attempt=stage.attempts
     )
-    attempt = Attempt(stage=stage, task=task, cfg=cfg, workflow=workflow, result=result, owner=owner, worker=worker)
+    attempt = Attempt(stage=stage, task=task, cfg=cfg, workflow=workflow, result=result, owner=owner, worker=worker, followup=followup)
     permanent = False
     try:
         attempt.execute()
@@ -219,6 +221,7 @@ _RESULT_FIELDS = [
     "cost_usd",
     "turns",
     "session_id",
+    "resumed_session_id",
 ]
 
 
@@ -231,6 +234,7 @@ class Attempt:
     result: StageResult
     owner: str
     worker: Worker
+    followup: Round | None = None
     verdict: str = ""
     worktree: Path | None = None
     _pending: list[AgentEvent] = field(default_factory=list)
@@ -304,12 +308,28 @@ class Attempt:
             "plan": plan,
             "review_feedback": feedback or "(none)",
             "worktree": str(self.worktree),
+            "followup": self.followup_text() or "(none)",
         }
+
+    def followup_text(self) -> str:
+        """The round's trigger (fenced) for the stage it restarts: building, or planning for
+        plan feedback; "" otherwise."""
+        round_ = self.followup
+        if round_ is None:
+            return ""
+        target = "planning" if round_.kind == Round.Kind.REPLAN else "building"
+        return rounds.round_prompt_section(round_) if self.stage.name == target else ""
 
     def render_prompt(self) -> str:
         header = f"TACX-STAGE: {self.stage.name}" + (f" (round {self.task.review_round})" if self.task.review_round > 1 else "")
+        if self.followup is not None:
+            header += f" (follow-up {self.followup.kind})"
         # format_map substitutes values once; braces inside the issue text are never re-parsed.
-        return f"{header}\n\n{self.cfg.prompt.format_map(self.prompt_context())}"
+        body = self.cfg.prompt.format_map(self.prompt_context())
+        extra = self.followup_text()
+        if extra and "{followup" not in self.cfg.prompt:
+            body = f"{body.rstrip()}\n\n{extra}\n"  # a workflow prompt without {followup} still gets it
+        return f"{header}\n\n{body}"
 
     def run_agent_stage(self) -> None:
         cfg, result = self.cfg, self.result
@@ -326,7 +346,9 @@ class Attempt:
             permission_mode=cfg.permission_mode,
             extra_args=tuple(cfg.extra_args),
             options=dict(cfg.options),
+            resume_session=self.session_to_resume(provider),
         )
+        result.resumed_session_id = invocation.resume_session[:200]
         argv = provider.build_command(invocation)
         env = agent_environment(provider, invocation)
         # Commits the agent makes need an identity; its HOME has no git config of ours.
@@ -370,6 +392,16 @@ class Attempt:
             raise StageFailure(proc.stop.reason, outcome=proc.stop.outcome, permanent=outcome.permanent)
         if not outcome.success:
             raise StageFailure(outcome.error or f"agent exited with code {proc.exit_code}", permanent=outcome.permanent)
+
+    def session_to_resume(self, provider) -> str:
+        """In a follow-up round's building stage, the previous building session when the
+        workflow allows it and the CLI can resume it here; "" for a cold start."""
+        if self.followup is None or self.stage.name != "building" or not self.workflow.resume_session:
+            return ""
+        if StageResult.objects.filter(followup=self.followup, stage=self.stage).exclude(pk=self.result.pk).exists():
+            return ""  # a retry inside the round: start cold rather than resume what failed
+        session = rounds.resumable_session(task=self.task, stage_name="building", provider=self.cfg.provider)
+        return session if session and provider.can_resume(session, cwd=str(self.worktree)) else ""
 
     def apply_usage(self, usage) -> None:
         r = self.result

@@ -33,6 +33,7 @@ PROMPT_FIELDS = frozenset(
         "plan",
         "review_feedback",
         "worktree",
+        "followup",
     }
 )
 
@@ -52,7 +53,21 @@ _STAGE_KEYS = {
     "stall_timeout",
     "max_attempts",
 }
-_TOP_KEYS = {"version", "review_rounds", "stages", "budget", "defaults"}
+_TOP_KEYS = {
+    "version",
+    "review_rounds",
+    "stages",
+    "budget",
+    "defaults",
+    # Rounds on the pull request (issue 11): see `Workflow` below.
+    "approval",
+    "approval_skip_label",
+    "max_followup_rounds",
+    "max_ci_fix_attempts",
+    "mention",
+    "resume_session",
+}
+APPROVAL_MODES = ("none", "plan")
 _BUDGET_KEYS = {"usd", "tokens"}
 
 
@@ -106,6 +121,15 @@ class Workflow:
     review_rounds: int = 2
     budget: Budget = Budget()
     source: str = "default"
+    # `plan`: stop after planning until `/tacx approve` (unless the issue carries the skip label).
+    approval: str = "none"
+    approval_skip_label: str = "rpi-auto-approved"
+    # Bounds on rounds started from the pull request: all rounds per PR, CI-fix rounds in a row.
+    max_followup_rounds: int = 5
+    max_ci_fix_attempts: int = 3
+    mention: str = "@tacx"
+    # Resume the previous building session in a round where the CLI supports it.
+    resume_session: bool = True
 
     def stage(self, name: str) -> StageConfig:
         for stage in self.stages:
@@ -119,6 +143,12 @@ class Workflow:
             "review_rounds": self.review_rounds,
             "budget": self.budget.to_json(),
             "stages": [s.to_json() for s in self.stages],
+            "approval": self.approval,
+            "approval_skip_label": self.approval_skip_label,
+            "max_followup_rounds": self.max_followup_rounds,
+            "max_ci_fix_attempts": self.max_ci_fix_attempts,
+            "mention": self.mention,
+            "resume_session": self.resume_session,
         }
 
     @classmethod
@@ -223,7 +253,32 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
         raise v.fail("stages", "pr_creation must be the last stage")
     if "reviewing" in names and "building" not in names:
         raise v.fail("stages", "a reviewing stage needs a building stage to send changes back to")
-    return Workflow(stages=stages, review_rounds=review_rounds, budget=budget, source=source)
+    def inherited(key: str, default: Any) -> Any:
+        return data.get(key, getattr(defaults, key) if defaults else default)
+
+    approval = inherited("approval", "none")
+    if approval is None or approval is False:
+        approval = "none"
+    if approval not in APPROVAL_MODES:
+        raise v.fail("approval", f"must be one of {', '.join(APPROVAL_MODES)}, got {approval!r}")
+    mention = v.text(inherited("mention", "@tacx"), "mention").strip()
+    if not mention.startswith("@") or len(mention) < 2 or any(c.isspace() for c in mention):
+        raise v.fail("mention", f"must look like @name, got {mention!r}")
+    resume = inherited("resume_session", True)
+    if not isinstance(resume, bool):
+        raise v.fail("resume_session", f"must be true or false, got {resume!r}")
+    return Workflow(
+        stages=stages,
+        review_rounds=review_rounds,
+        budget=budget,
+        source=source,
+        approval=approval,
+        approval_skip_label=v.text(inherited("approval_skip_label", "rpi-auto-approved"), "approval_skip_label"),
+        max_followup_rounds=v.integer(inherited("max_followup_rounds", 5), "max_followup_rounds"),
+        max_ci_fix_attempts=v.integer(inherited("max_ci_fix_attempts", 3), "max_ci_fix_attempts"),
+        mention=mention,
+        resume_session=resume,
+    )
 
 
 def _parse_stage(v: _Validator, raw: Any, index: int, defaults: Workflow | None) -> StageConfig:

@@ -49,6 +49,9 @@ class Invocation:
     permission_mode: str = ""
     extra_args: tuple[str, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
+    # A session of this CLI to continue instead of starting cold ("" = cold); only set when
+    # `Provider.can_resume` said yes.
+    resume_session: str = ""
 
 
 @dataclass
@@ -362,6 +365,11 @@ class Provider:
     def build_command(self, inv: Invocation) -> list[str]:
         """The argv list for one attempt (never a shell string); argv[0] is an absolute path."""
         raise NotImplementedError
+
+    def can_resume(self, session_id: str, *, cwd: str, env: Mapping[str, str] | None = None) -> bool:
+        """Whether `build_command` can continue `session_id` here (the CLI supports it and the
+        session is on this machine). Default: no; the round starts cold."""
+        return False
 
     def environment(self, inv: Invocation) -> dict[str, str]:
         """Variables this provider sets for the agent (on top of the scrubbed environment)."""

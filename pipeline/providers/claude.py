@@ -24,8 +24,11 @@ retries in a row.
 from __future__ import annotations
 
 import json
+import os
 import re
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 
 from .base import (
     Event,
@@ -307,7 +310,18 @@ class ClaudeProvider(Provider):
             argv += ["--permission-mode", inv.permission_mode]
         if inv.allowed_tools:
             argv += ["--allowedTools", *inv.allowed_tools]
+        if inv.resume_session:
+            argv += ["--resume", inv.resume_session]
         return [*argv, *inv.extra_args, "--", inv.prompt]
+
+    def can_resume(self, session_id: str, *, cwd: str, env: Mapping[str, str] | None = None) -> bool:
+        """Claude Code keeps each session as `~/.claude/projects/<cwd with / as ->/<id>.jsonl`
+        (under CLAUDE_CONFIG_DIR when set); `--resume <id>` continues it from the same cwd."""
+        if not re.fullmatch(r"[0-9a-fA-F-]{8,64}", session_id or ""):
+            return False
+        source = os.environ if env is None else env
+        config = Path(source.get("CLAUDE_CONFIG_DIR") or Path(source.get("HOME") or Path.home()) / ".claude")
+        return any((config / "projects").glob(f"*/{session_id}.jsonl"))
 
     def environment(self, inv: Invocation) -> dict[str, str]:
         """``IS_SANDBOX=1`` (we run as root; bypass modes need it), no telemetry or self-update;
