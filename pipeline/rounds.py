@@ -161,15 +161,21 @@ def round_finish_command(*, round_: Round, status: str, reason: str) -> None:
 # --- starting and finishing --------------------------------------------------------------------
 
 
-def next_startable() -> Round | None:
-    """The oldest queued agent round whose task has no running round."""
+def startable():
+    """Queued agent rounds whose task has no running round, oldest first (a round whose task
+    is busy stays queued: one active round per task)."""
     return (
         Round.objects.filter(status=Round.Status.QUEUED, kind__in=AGENT_KINDS)
         .exclude(task__rounds__status=Round.Status.RUNNING)
+        .exclude(task__status=Task.Status.RUNNING)
         .select_related("task__repository")
         .order_by("created_at", "id")
-        .first()
     )
+
+
+def finishable():
+    """Running rounds whose task is no longer running."""
+    return Round.objects.filter(status=Round.Status.RUNNING).exclude(task__status=Task.Status.RUNNING).order_by("id")
 
 
 def round_start(*, round_: Round, enqueue: bool = True) -> str:
@@ -242,7 +248,9 @@ def round_finish(*, round_: Round) -> bool:
     saved = 0
     if resumed is not None:
         saved = session_tokens(resumed.resumed_session_id, task=task)
+    context = {**(round_.context or {}), "changes": round_changes(round_, task)}
     done = Round.objects.filter(pk=round_.pk, status=Round.Status.RUNNING).update(
+        context=context,
         status=status,
         finished_at=timezone.now(),
         reason="" if ok else task.status_reason[:4000],
@@ -255,6 +263,27 @@ def round_finish(*, round_: Round) -> bool:
     if done:
         services.event_status(task, f"round {round_.pk} {status}", round=round_.pk)
     return bool(done)
+
+
+def round_changes(round_: Round, task: Task) -> dict:
+    """The commits the round added to the branch and their diff stat (for the reply)."""
+    from pathlib import Path
+
+    from . import git, repos
+
+    results = StageResult.objects.filter(followup=round_).exclude(base_commit="").order_by("id")
+    first, last = results.first(), results.exclude(head_commit="").order_by("-id").first()
+    if first is None or last is None or first.base_commit == last.head_commit:
+        return {"commits": [], "stat": ""}
+    span = f"{first.base_commit}..{last.head_commit}"
+    try:
+        where = Path(task.worktree_path) if task.worktree_path and Path(task.worktree_path).is_dir() else repos.source_dir(task.repository)
+        commits = git.run(["log", "--format=%h %s", span], cwd=where).splitlines()
+        stat = git.run(["diff", "--shortstat", span], cwd=where).strip()
+    except git.GitError as exc:
+        log.warning("round %s: cannot list its commits: %s", round_.pk, exc)
+        return {"commits": [], "stat": "", "head": last.head_commit}
+    return {"commits": commits[:20], "stat": stat, "head": last.head_commit}
 
 
 def session_tokens(session_id: str, *, task: Task) -> int:
