@@ -72,6 +72,8 @@ def _summary(task: Task) -> dict:
         "cost_total": task.cost_usd + running_cost,
         "can_retry": task.status not in Task.ACTIVE and task.status not in (Task.Status.SUCCEEDED, Task.Status.SKIPPED),
         "can_cancel": task.status in Task.ACTIVE,
+        "can_approve": task.status == Task.Status.AWAITING_APPROVAL,
+        "rounds": list(task.rounds.order_by("id")),
         "budgets": accounting.task_budget_lines(task),
     }
 
@@ -179,3 +181,16 @@ def health_view(request: HttpRequest) -> JsonResponse:
 @require_GET
 def api_docs(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/api_docs.html")
+
+
+@login_required
+@require_POST
+def task_approve(request: HttpRequest, task_id: int) -> HttpResponse:
+    from pipeline import rounds
+
+    task = selectors.task_get(task_id)
+    if rounds.task_approve(task=task, approved_by=request.user.get_username()):
+        messages.success(request, f"Plan of task {task.pk} approved.")
+    else:
+        messages.error(request, f"Not approved: the task is {task.status}.")
+    return redirect(task)
