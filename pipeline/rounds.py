@@ -247,7 +247,7 @@ def round_finish(*, round_: Round) -> bool:
     resumed = results.exclude(resumed_session_id="").order_by("id").first()
     saved = 0
     if resumed is not None:
-        saved = session_tokens(resumed.resumed_session_id, task=task)
+        saved = session_tokens(resumed.resumed_session_id, task=task, before=round_)
     context = {**(round_.context or {}), "changes": round_changes(round_, task)}
     done = Round.objects.filter(pk=round_.pk, status=Round.Status.RUNNING).update(
         context=context,
@@ -286,10 +286,11 @@ def round_changes(round_: Round, task: Task) -> dict:
     return {"commits": commits[:20], "stat": stat, "head": last.head_commit}
 
 
-def session_tokens(session_id: str, *, task: Task) -> int:
-    """The input a session had consumed (fresh + cache read + cache write) over its attempts:
-    the context a cold start would have to rebuild, so what resuming it saved (an estimate)."""
-    rows = StageResult.objects.filter(task=task, session_id=session_id).aggregate(
+def session_tokens(session_id: str, *, task: Task, before: Round) -> int:
+    """The input a session had consumed (fresh + cache read + cache write) over its attempts
+    before `before` (a resumed session keeps its id): the context a cold start would have to
+    rebuild, so what resuming it saved (an estimate)."""
+    rows = StageResult.objects.filter(task=task, session_id=session_id).exclude(followup=before).aggregate(
         i=Sum("input_tokens"), cr=Sum("cache_read_tokens"), cw=Sum("cache_write_tokens")
     )
     return sum(v or 0 for v in rows.values())
