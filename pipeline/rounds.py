@@ -204,7 +204,8 @@ def round_start(*, round_: Round, enqueue: bool = True) -> str:
             ):
                 return "wait"
             if not Task.objects.filter(pk=task.pk, status=task.status).update(
-                status=Task.Status.RUNNING, status_reason="", finished_at=None, review_round=F("review_round") + 1
+                # A cleaned-up worktree is created again from the pushed branch by the stage.
+                status=Task.Status.RUNNING, status_reason="", finished_at=None, review_round=F("review_round") + 1, worktree_removed_at=None
             ):
                 raise _Lost
             task.refresh_from_db()

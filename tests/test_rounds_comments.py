@@ -154,3 +154,19 @@ def test_commands_status_cancel_and_retry(client, done, standin):  # noqa: F811
     task.refresh_from_db()
     assert task.status == Task.Status.SUCCEEDED
     assert [r.status for r in Round.objects.filter(task=task, kind=Round.Kind.COMMAND).order_by("id")] == ["done", "done", "refused", "done"]
+
+
+def test_budgets_apply_to_rounds(client, done, standin):  # noqa: F811
+    coordinator, task = done
+    # The task's budget is used up (a snapshot edit stands in for an expensive first pass).
+    Task.objects.filter(pk=task.pk).update(workflow={**task.workflow, "budget": {"usd": None, "tokens": 0}})
+    comment(client, standin, task, "@tacx one more change")
+    drive(coordinator)
+    (round_,) = Round.objects.filter(task=task)
+    task.refresh_from_db()
+    assert task.status == Task.Status.BUDGET_EXCEEDED
+    assert round_.status == Round.Status.FAILED and "budget exceeded before start" in round_.reason
+    attempt = StageResult.objects.get(followup=round_, stage__name="building")
+    assert attempt.outcome == "budget_exceeded"
+    (reply,) = [x for x in standin.comments_on("octo/sample", task.pr_number) if f"tacx:round:{round_.pk}" in x["body"]]
+    assert "failed" in reply["body"] and "budget" in reply["body"]
