@@ -40,7 +40,7 @@ from pipeline import rounds, services
 from pipeline.github import GitHubClient, GitHubError
 from pipeline.models import Repository, Worker
 
-from . import conversation, deliveries, heartbeat, reaping
+from . import conversation, deliveries, heartbeat, reaping, replies
 from .backoff import Backoff
 from .dispatch import Dispatcher
 from .github_source import GitHubSource
@@ -267,17 +267,17 @@ class Coordinator:
     def react_one_round(self) -> bool:
         if not self.unit_backoff.ready("github"):
             return False
-        return conversation.react_one(self.client)
+        return replies.react_one(self.client)
 
     def reply_one_round(self) -> bool:
         if not self.unit_backoff.ready("github"):
             return False
-        return conversation.reply_one(self.client)
+        return replies.reply_one(self.client)
 
     def post_one_plan(self) -> bool:
         if not self.unit_backoff.ready("github"):
             return False
-        return conversation.post_one_plan(self.client)
+        return replies.post_one_plan(self.client)
 
     def reap_one_stage(self) -> bool:
         return reaping.reap_one_stage(host=self.host)

@@ -47,3 +47,14 @@ def test_claude_resumes_only_a_session_stored_on_this_machine(tmp_path):
     assert argv[argv.index("--resume") + 1] == session and argv[-2:] == ["--", "-p looks like a flag"]
     assert "--resume" not in claude.build_command(Invocation(prompt="x", cwd="/w"))
     assert not get_provider("codex").can_resume(session, cwd="/w", env=env)
+
+
+def test_the_mention_is_a_whole_word_and_a_command_line_wins():
+    from coordinator.conversation import parse_comment
+
+    assert parse_comment("@tacxbot do it", "@tacx").mentioned is False
+    assert parse_comment("mail me at me@tacx.example", "@tacx").mentioned is False
+    assert parse_comment("Hey @TACX please add tests", "@tacx").text == "Hey  please add tests"
+    assert parse_comment("thanks!\n/tacx approve", "@tacx").command == "approve"
+    assert parse_comment("@helper fix it", "@helper").text == "fix it"
+    assert parse_comment("@tacx fix it", "@helper").mentioned is False
