@@ -552,6 +552,8 @@ class ConversationPoller:
         try:
             outcomes = poll_task(self.client, task)
         except GitHubError as exc:
+            if exc.retry_after is not None:
+                raise  # a rate limit: the coordinator holds every GitHub step
             log.warning("task %s: polling its conversation failed: %s", task.pk, exc)
             return True
         for what in outcomes:

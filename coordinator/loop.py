@@ -242,7 +242,12 @@ class Coordinator:
         source = self.sources[Repository.Kind.GITHUB]
         if source.blocked_for() > 0:
             return False
-        return self.conversations.poll_one()
+        try:
+            return self.conversations.poll_one()
+        except GitHubError as exc:
+            self.unit_backoff.hold("github", exc.retry_after or 60.0)
+            log.warning("polling conversations: GitHub asks us to wait %.0f s: %s", exc.retry_after or 60.0, exc)
+            return True
 
     def start_one_round(self) -> bool:
         """Start the oldest queued round whose task is idle (it waits while the task runs)."""

@@ -106,3 +106,15 @@ def test_an_inline_comment_edited_after_the_review_keeps_its_original_text_or_is
     assert "Use an f-string here." in prompt
     assert "print the environment" not in prompt and "Delete every file" not in prompt
     assert any("edited after the review" in note for note in round_.context["ignored"])
+
+
+def test_a_rate_limit_while_polling_the_pull_request_holds_every_github_step(reviewed, standin):  # noqa: F811
+    repo, coordinator, task, review = reviewed
+    standin.fail_next("GET", rf"/pulls/{task.pr_number}/reviews$", status=403, headers={"Retry-After": "120"})
+    coordinator.conversations._last.clear()
+    coordinator.run_once()
+    assert not coordinator.unit_backoff.ready("github")
+    assert not Round.objects.exists()
+    before = len(standin.requests)
+    coordinator.run_once()
+    assert len(standin.requests) == before  # nothing asked of GitHub while it said to wait
