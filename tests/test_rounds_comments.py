@@ -25,7 +25,7 @@ def comment(client, standin, task, body: str, *, author: str = "alice", on_pull:
     return c, answer
 
 
-def test_a_mention_from_a_writer_runs_a_round_with_that_instruction_and_replies_in_the_thread(client, done, standin):  # noqa: F811
+def test_a_mention_from_a_writer_runs_a_round_with_that_instruction_and_replies_in_the_thread(client, done, standin, alice):  # noqa: F811
     coordinator, task = done
     c, answer = comment(client, standin, task, "@tacx please also mention the issue number in CHANGES.md", on_pull=False)
     assert answer.status_code == 202
@@ -39,6 +39,13 @@ def test_a_mention_from_a_writer_runs_a_round_with_that_instruction_and_replies_
     (reply,) = [x for x in standin.comments_on("octo/sample", task.issue_number) if f"tacx:round:{round_.pk}" in x["body"]]
     assert "comment by alice" in reply["body"] and "Cost:" in reply["body"]
     assert len(standin.pulls_of("octo/sample")) == 1
+    # The task page, the API and the progress comment show the round and what started it.
+    client.force_login(alice)
+    assert b"comment by alice" in client.get(f"/tasks/{task.pk}/").content
+    (shown,) = client.get(f"/api/tasks/{task.pk}/").json()["rounds"]
+    assert shown["started_by"] == "comment by alice" and shown["status"] == "succeeded" and shown["source"] == "webhook"
+    progress = next(x for x in standin.comments_on("octo/sample", task.issue_number) if x["body"].startswith(f"<!-- tacx:task:{task.pk} -->"))
+    assert "| 1 | comment by alice | ✅ succeeded |" in progress["body"]
 
 
 def test_a_mention_from_someone_without_write_access_is_refused_with_the_reason(client, done, standin):  # noqa: F811
