@@ -193,6 +193,8 @@ def round_start(*, round_: Round, enqueue: bool = True) -> str:
         if task.status in Task.ACTIVE:
             return "wait"  # its pipeline (or another round) runs: one active round per task
         return refuse(round_, f"the task is {task.status}")
+    if not replan and not task.pr_number and task.status != Task.Status.SUCCEEDED:
+        return refuse(round_, f"the task {task.status.replace('_', ' ')} before opening its pull request; `/tacx retry` runs it again")
     stage_name = "planning" if replan else "building"
     first = task.stages.filter(name=stage_name).first()
     if first is None or not task.branch:

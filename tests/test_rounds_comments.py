@@ -177,3 +177,17 @@ def test_budgets_apply_to_rounds(client, done, standin):  # noqa: F811
     assert attempt.outcome == "budget_exceeded"
     (reply,) = [x for x in standin.comments_on("octo/sample", task.pr_number) if f"tacx:round:{round_.pk}" in x["body"]]
     assert "failed" in reply["body"] and "budget" in reply["body"]
+
+
+def test_a_mention_on_a_task_that_failed_before_its_pull_request_points_to_retry(client, make_repo, standin):  # noqa: F811
+    make_repo(builder="import sys; sys.exit(3)")
+    coordinator = coordinator_for(standin)
+    standin.add_issue("octo/sample", number=4, labels=("rpi-auto",), labeled_by="alice")
+    drive(coordinator)
+    task = Task.objects.get(issue_number=4)
+    assert task.status == Task.Status.FAILED and task.pr_number is None
+    comment(client, standin, task, "@tacx try harder", on_pull=False)
+    drive(coordinator)
+    (round_,) = Round.objects.filter(task=task)
+    assert round_.status == Round.Status.REFUSED and "`/tacx retry` runs it again" in round_.reason
+    assert Task.objects.get(pk=task.pk).status == Task.Status.FAILED
