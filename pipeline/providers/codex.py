@@ -21,6 +21,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from .base import (
@@ -263,15 +264,33 @@ class CodexProvider(Provider):
         [-c k=v …] [extra_args] -- PROMPT``. Codex has no turn limit or tool allow-list flags, so
         ``max_turns``, ``allowed_tools`` and ``permission_mode`` are not used. The runner must give
         the process an empty stdin (codex appends piped stdin to the prompt)."""
+        sandbox = inv.options.get("sandbox")
+        if sandbox and sandbox not in SANDBOXES:
+            raise ProviderError(f"codex option sandbox must be one of {', '.join(SANDBOXES)}, not {sandbox!r}", permanent=True)
+        if inv.resume_session:
+            # `codex exec resume` has no -C or --sandbox: the runner's cwd is the worktree and the
+            # sandbox is the same setting as a config key (checked against codex 0.169).
+            argv = [resolve_executable(self.executable), "exec", "resume", "--json", "--skip-git-repo-check"]
+            if inv.model:
+                argv += ["-m", inv.model]
+            if sandbox:
+                argv += ["-c", f"sandbox_mode={toml_value(str(sandbox))}"]
+            return [*argv, *QUIET_CONFIG, *config_args(inv.options), *inv.extra_args, "--", inv.resume_session, inv.prompt]
         argv = [resolve_executable(self.executable), "exec", "--json", "--skip-git-repo-check", "-C", inv.cwd]
         if inv.model:
             argv += ["-m", inv.model]
-        sandbox = inv.options.get("sandbox")
         if sandbox:
-            if sandbox not in SANDBOXES:
-                raise ProviderError(f"codex option sandbox must be one of {', '.join(SANDBOXES)}, not {sandbox!r}", permanent=True)
             argv += ["--sandbox", str(sandbox)]
         return [*argv, *QUIET_CONFIG, *config_args(inv.options), *inv.extra_args, "--", inv.prompt]
+
+    def can_resume(self, session_id: str, *, cwd: str, env: Mapping[str, str] | None = None) -> bool:
+        """Codex keeps each thread as `$CODEX_HOME/sessions/YYYY/MM/DD/rollout-…-<id>.jsonl`;
+        `codex exec resume <id>` continues it."""
+        if not re.fullmatch(r"[0-9a-fA-F-]{8,64}", session_id or ""):
+            return False
+        source = os.environ if env is None else env
+        home = Path(source.get("CODEX_HOME") or Path(source.get("HOME") or Path.home()) / ".codex")
+        return any((home / "sessions").glob(f"*/*/*/rollout-*-{session_id}.jsonl"))
 
     def environment(self, inv: Invocation) -> dict[str, str]:
         """Option ``codex_home`` becomes ``CODEX_HOME`` (Codex's config, auth and session files).
