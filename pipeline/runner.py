@@ -156,7 +156,7 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
                 if not services.review_requests_changes(stage=stage, enqueue=enqueue_next):
                     services.task_fail(
                         task=task,
-                        reason=f"review still requests changes after {task.review_round} round(s)",
+                        reason=f"review still requests changes after {rounds.review_rounds_used(task)} round(s)",
                     )
                     return RunResult.FAILED
                 return RunResult.REQUEUED

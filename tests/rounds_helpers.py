@@ -27,11 +27,14 @@ BUILDER = (
 )
 
 
-def rounds_workflow(*, extra: str = "", builder: str = BUILDER) -> str:
+APPROVER = "print('Looks good.'); print('VERDICT: APPROVE')"
+
+
+def rounds_workflow(*, extra: str = "", builder: str = BUILDER, reviewer: str = APPROVER) -> str:
     stages = {
         "planning": "import pathlib; pathlib.Path('plan.md').write_text('# Plan\\n\\nAdd CHANGES.md.\\n'); print('plan written')",
         "building": builder,
-        "reviewing": "print('Looks good.'); print('VERDICT: APPROVE')",
+        "reviewing": reviewer,
     }
     lines = ["version: 1", *extra.strip().splitlines(), "stages:"]
     for name, script in stages.items():
@@ -102,8 +105,12 @@ def make_repo(db, standin, tmp_path):
 
     from pipeline.models import Repository
 
-    def make(extra: str = "", builder: str = BUILDER) -> Repository:
-        files = {"README.md": "# sample\n", "greeter.py": "def greet(name):\n    return 'Hello ' + name\n", ".tac/workflow.yaml": rounds_workflow(extra=extra, builder=builder)}
+    def make(extra: str = "", builder: str = BUILDER, reviewer: str = APPROVER) -> Repository:
+        files = {
+            "README.md": "# sample\n",
+            "greeter.py": "def greet(name):\n    return 'Hello ' + name\n",
+            ".tac/workflow.yaml": rounds_workflow(extra=extra, builder=builder, reviewer=reviewer),
+        }
         origin, _ = make_origin_and_clone(tmp_path, "sample", files)
         standin.repos["octo/sample"].origin = str(origin)
         return Repository.objects.create(kind=Repository.Kind.GITHUB, full_name="octo/sample", clone_url=str(origin), default_branch="main")

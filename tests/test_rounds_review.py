@@ -118,3 +118,18 @@ def test_a_rate_limit_while_polling_the_pull_request_holds_every_github_step(rev
     before = len(standin.requests)
     coordinator.run_once()
     assert len(standin.requests) == before  # nothing asked of GitHub while it said to wait
+
+
+def test_a_round_gets_its_own_review_rounds(client, make_repo, standin):  # noqa: F811
+    # The reviewer approves the first pass and asks for changes in every follow-up round.
+    make_repo(reviewer="import sys; print('VERDICT: REQUEST_CHANGES' if 'follow-up' in sys.argv[1] else 'VERDICT: APPROVE')")
+    coordinator = coordinator_for(standin)
+    task = task_with_pull_request(standin, coordinator)
+    review = standin.add_review("octo/sample", task.pr_number, author="alice", body="Change it.")
+    deliver(client, standin, "pull_request_review.submitted", delivery="r-9", sender="alice", number=task.pr_number, review_id=review["id"])
+    drive(coordinator)
+    (round_,) = Round.objects.filter(task=task)
+    assert round_.status == Round.Status.FAILED and "review still requests changes after 2 round(s)" in round_.reason
+    # review_rounds (2) counted within the round: it built twice, not once.
+    assert StageResult.objects.filter(followup=round_, stage__name="building", success=True).count() == 2
+    assert StageResult.objects.filter(followup=round_, stage__name="reviewing", verdict="REQUEST_CHANGES").count() == 2
