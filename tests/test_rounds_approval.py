@@ -60,20 +60,24 @@ def test_the_task_waits_after_planning_replans_on_feedback_and_continues_on_appr
     assert commands == ["refused", "done"]
 
 
-def test_the_api_approves_a_waiting_task_once(client, gated, standin, alice):  # noqa: F811
+def test_the_api_and_the_dashboard_button_approve_a_waiting_task_once(client, gated, standin, alice):  # noqa: F811
     standin.add_issue("octo/sample", number=6, labels=("rpi-auto",), labeled_by="alice")
+    standin.add_issue("octo/sample", number=8, labels=("rpi-auto",), labeled_by="alice")
     drive(gated)
-    task = Task.objects.get(issue_number=6)
-    assert task.status == Task.Status.AWAITING_APPROVAL
+    task, other = Task.objects.get(issue_number=6), Task.objects.get(issue_number=8)
+    assert task.status == other.status == Task.Status.AWAITING_APPROVAL
     client.force_login(alice)
     page = client.get(f"/tasks/{task.pk}/")
     assert b'id="approve"' in page.content
     answer = client.post(f"/api/tasks/{task.pk}/approve/")
     assert answer.status_code == 200 and answer.json()["status"] == "running"
     assert client.post(f"/api/tasks/{task.pk}/approve/").status_code == 409
+    assert client.post(f"/tasks/{other.pk}/approve/").status_code == 302
+    assert Task.objects.get(pk=other.pk).status == Task.Status.RUNNING
+    assert b'id="approve"' not in client.get(f"/tasks/{other.pk}/").content
     drive(gated)
-    task.refresh_from_db()
-    assert task.status == Task.Status.SUCCEEDED
+    task.refresh_from_db(), other.refresh_from_db()
+    assert task.status == other.status == Task.Status.SUCCEEDED
     assert client.get(f"/api/tasks/{task.pk}/").json()["rounds"] == []
 
 

@@ -69,6 +69,11 @@ def test_tacx_own_comments_and_other_bots_are_ignored(client, done, standin, set
     c = standin.add_comment("octo/sample", task.pr_number, "<!-- tacx:round:99 -->\n@tacx quoted", author="mo")
     assert deliver(client, standin, "issue_comment.created", delivery="marker", sender="mo", number=task.pr_number, comment_id=c["id"]).content == b"ignored: TAC-X's own activity"
     comment(client, standin, task, "@tacx bump the deps", author="dependabot[bot]")
+    # TAC-X's own pushes: the push and pull_request events start nothing.
+    from rounds_helpers import post
+
+    assert post(client, "push", b'{"ref": "refs/heads/x", "repository": {"full_name": "octo/sample"}}', delivery="push").content == b"ignored: push events start nothing"
+    assert post(client, "pull_request", b'{"action": "synchronize", "repository": {"full_name": "octo/sample"}}', delivery="sync").content.startswith(b"ignored: pull_request")
     coordinator.conversations._last.clear()
     drive(coordinator)
     assert not Round.objects.exists()
@@ -191,3 +196,18 @@ def test_a_mention_on_a_task_that_failed_before_its_pull_request_points_to_retry
     (round_,) = Round.objects.filter(task=task)
     assert round_.status == Round.Status.REFUSED and "`/tacx retry` runs it again" in round_.reason
     assert Task.objects.get(pk=task.pk).status == Task.Status.FAILED
+
+
+def test_two_coordinators_starting_the_same_round_start_it_once(client, done, standin):  # noqa: F811
+    from pipeline import rounds
+
+    coordinator, task = done
+    comment(client, standin, task, "@tacx one change")
+    coordinator.handle_one_delivery()
+    round_ = Round.objects.get(task=task)
+    stale = Round.objects.get(pk=round_.pk)  # what the second coordinator read before the first acted
+    assert rounds.round_start(round_=round_, enqueue=False) == "started"
+    assert rounds.round_start(round_=stale, enqueue=False) == "wait"
+    task.refresh_from_db()
+    assert task.review_round == 2  # bumped once
+    assert list(task.stages.filter(status="queued").values_list("name", flat=True)) == ["building"]
