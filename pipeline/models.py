@@ -274,6 +274,7 @@ class AgentEvent(models.Model):
         RESULT = "result"
         RAW = "raw"
         STATUS = "status"  # task / stage state change (no attempt)
+        SANDBOX = "sandbox"  # a connection the agent sandbox refused (host, port, reason, time)
 
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="events")
     result = models.ForeignKey(StageResult, null=True, blank=True, on_delete=models.CASCADE, related_name="events")

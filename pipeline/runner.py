@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import socket
 import time
 import uuid
@@ -28,7 +29,7 @@ from django.db.models import DateTimeField, ExpressionWrapper, F
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from . import alerts, budgets, git, live, repos, services
+from . import alerts, budgets, git, live, repos, sandbox, services
 from .agent_process import StopAgent, run_agent
 from .models import AgentEvent, Stage, StageResult, Task, Worker
 from .providers import get_provider
@@ -123,6 +124,7 @@ def run_stage(stage_id: int, *, enqueue_next: bool = True, owner: str | None = N
         log.exception("stage %s attempt %s crashed", stage.pk, result.attempt)
         result.outcome, result.error = StageResult.Outcome.FAILED, redact(f"internal error: {type(exc).__name__}: {exc}")
     finally:
+        attempt.close_box()
         attempt.flush_events()
         Worker.objects.filter(pk=worker.pk).update(exited_at=Now(), exit_code=result.exit_code)
     return finish_attempt(attempt, permanent=permanent, enqueue_next=enqueue_next)
@@ -233,6 +235,9 @@ class Attempt:
     worker: Worker
     verdict: str = ""
     worktree: Path | None = None
+    repo_dir: Path | None = None
+    box: sandbox.Box | None = None
+    box_root: Path | None = None
     _pending: list[AgentEvent] = field(default_factory=list)
     _seq: int = 0
     _last_flush: float = 0.0
@@ -276,7 +281,16 @@ class Attempt:
         if changed:
             task.save(update_fields=changed)
         git.worktree_add(repo_dir, path, task.branch, task.base_commit)
+        self.repo_dir = repo_dir
         return path
+
+    def git_access(self) -> sandbox.GitAccess | None:
+        """What of the repository's git directory the agent may use (TAC-X's pinned view)."""
+        assert self.worktree is not None
+        pinned = git.pinned_dirs(self.worktree)
+        if not pinned:
+            return None
+        return sandbox.GitAccess(common=Path(pinned["GIT_COMMON_DIR"]), admin=Path(pinned["GIT_DIR"]), branch=self.task.branch)
 
     def prompt_context(self) -> dict[str, object]:
         task = self.task
@@ -326,12 +340,34 @@ class Attempt:
             permission_mode=cfg.permission_mode,
             extra_args=tuple(cfg.extra_args),
             options=dict(cfg.options),
+            sandboxed=sandbox.enabled(),
         )
         argv = provider.build_command(invocation)
         env = agent_environment(provider, invocation)
         # Commits the agent makes need an identity; its HOME has no git config of ours.
         env.update(git.identity_env())
         result.cli_version = provider.version()[:100]
+        # A private HOME per attempt, in both modes: the CLI's settings are TAC-X's, and nothing
+        # of the operator's HOME (~/.ssh, ~/.config, other CLIs' tokens) is on the agent's path.
+        self.box_root = sandbox.new_root()
+        home = self.box_root / "home"
+        (home / "tmp").mkdir(parents=True)
+        env["HOME"], env["TMPDIR"] = str(home), str(home / "tmp")
+        provider.prepare_home(str(home), invocation, env)
+        if sandbox.enabled():
+            access = self.git_access()
+            self.box = sandbox.prepare(
+                argv=argv,
+                env=env,
+                worktree=self.worktree,
+                git_access=access,
+                allow_hosts=[provider.api_url(env), str(cfg.options.get("base_url") or ""), *self.workflow.allowed_hosts(cfg)],
+                home=home,
+                root=self.box_root,
+            )
+            argv, env = self.box.argv, self.box.env
+        access = self.git_access()
+        guarded = git.guard_snapshot(access.common, access.admin) if access else None
         self.parser = provider.parser(invocation)
         self.meter = budgets.Meter.for_attempt(task=self.task, stage_cfg=cfg, workflow=self.workflow)
         if (refusal := self.meter.refusal()) is not None:
@@ -340,7 +376,7 @@ class Attempt:
         self._last_flush = self._last_renew = time.monotonic()
         proc = run_agent(
             argv,
-            cwd=str(self.worktree),
+            cwd=str(self.box.cwd if self.box is not None else self.worktree),
             env=env,
             parser=self.parser,
             timeout=cfg.timeout,
@@ -352,7 +388,23 @@ class Attempt:
             on_idle=self.flush_events,
             tick_seconds=min(1.0, tacx["HEARTBEAT_SECONDS"]),
         )
+        self.collect_blocked()
+        if access is not None and guarded is not None:
+            # Before any other git command of TAC-X's: the agent's hands off git's programs.
+            tampered = git.guard_check(access.common, access.admin, guarded)
+            git.pin_worktree(self.repo_dir, self.worktree)
+            if tampered:
+                raise StageFailure(
+                    "the agent changed the repository's git configuration or hooks ("
+                    + ", ".join(Path(p).name for p in tampered[:5])
+                    + "); TAC-X put them back and will not use this attempt",
+                    permanent=True,
+                )
+        else:
+            git.pin_worktree(self.repo_dir, self.worktree)
         outcome = proc.outcome
+        if self.box is not None and proc.exit_code == sandbox.DRIVER_FAILED and "tacx sandbox:" in proc.stderr_tail:
+            raise sandbox.SandboxUnavailable(proc.stderr_tail.split("tacx sandbox:", 1)[1].strip().splitlines()[0][:500])
         usage = outcome.usage
         result.exit_code = proc.exit_code
         self.apply_usage(usage)
@@ -427,6 +479,21 @@ class Attempt:
 
     # --- hooks called from the agent loop ------------------------------------------------------
 
+    def collect_blocked(self) -> None:
+        """Connections the sandbox refused since the last look, as ``sandbox`` events."""
+        if self.box is None:
+            return
+        for entry in self.box.new_violations():
+            data = {k: entry[k] for k in ("kind", "host", "port", "reason", "time", "line") if k in entry}
+            self._seq += 1
+            self._pending.append(AgentEvent(task=self.task, result=self.result, seq=self._seq, kind=AgentEvent.Kind.SANDBOX, data=redact_data(data)))
+
+    def close_box(self) -> None:
+        if self.box_root is not None:
+            self.collect_blocked()
+            shutil.rmtree(self.box_root, ignore_errors=True)
+            self.box_root = None
+
     def on_start(self, pgid: int) -> None:
         Worker.objects.filter(pk=self.worker.pk).update(pgid=pgid)
 
@@ -443,6 +510,7 @@ class Attempt:
         return None
 
     def on_tick(self) -> StopAgent | None:
+        self.collect_blocked()
         self.flush_events()
         now = time.monotonic()
         if now - self._last_renew >= settings.TACX["HEARTBEAT_SECONDS"]:

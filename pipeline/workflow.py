@@ -7,6 +7,7 @@ field and the problem, and the task fails before any agent starts.
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -51,8 +52,12 @@ _STAGE_KEYS = {
     "budget",
     "stall_timeout",
     "max_attempts",
+    "network",
 }
-_TOP_KEYS = {"version", "review_rounds", "stages", "budget", "defaults"}
+_TOP_KEYS = {"version", "review_rounds", "stages", "budget", "defaults", "network"}
+_NETWORK_KEYS = {"allow"}
+# host, *.host, an IPv4 literal or a bracketed IPv6 literal, with an optional :port.
+_HOST_ENTRY = re.compile(r"^(?:\*\.)?(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(?::(\d{1,5}))?$|^\[[0-9A-Fa-f:.]+\](?::(\d{1,5}))?$")
 _BUDGET_KEYS = {"usd", "tokens"}
 
 
@@ -87,6 +92,7 @@ class StageConfig:
     budget: Budget = Budget()
     stall_timeout: int | None = None
     max_attempts: int | None = None
+    network_allow: tuple[str, ...] = ()  # hosts this stage's agent may reach besides its model API
 
     @property
     def is_agent(self) -> bool:
@@ -96,6 +102,7 @@ class StageConfig:
         data = asdict(self)
         data["allowed_tools"] = list(self.allowed_tools)
         data["extra_args"] = list(self.extra_args)
+        data["network"] = {"allow": list(data.pop("network_allow"))}
         data["budget"] = self.budget.to_json()
         return data
 
@@ -106,6 +113,7 @@ class Workflow:
     review_rounds: int = 2
     budget: Budget = Budget()
     source: str = "default"
+    network_allow: tuple[str, ...] = ()  # hosts every stage's agent may reach
 
     def stage(self, name: str) -> StageConfig:
         for stage in self.stages:
@@ -118,8 +126,13 @@ class Workflow:
             "source": self.source,
             "review_rounds": self.review_rounds,
             "budget": self.budget.to_json(),
+            "network": {"allow": list(self.network_allow)},
             "stages": [s.to_json() for s in self.stages],
         }
+
+    def allowed_hosts(self, stage: StageConfig) -> tuple[str, ...]:
+        """The workflow's and the stage's network allow-lists together."""
+        return tuple(dict.fromkeys([*self.network_allow, *stage.network_allow]))
 
     @classmethod
     def from_json(cls, data: dict) -> Workflow:
@@ -183,6 +196,21 @@ class _Validator:
             tokens = self.integer(tokens, f"{where}.tokens")
         return Budget(usd=usd, tokens=tokens)
 
+    def network(self, value: Any, where: str) -> tuple[str, ...]:
+        """``{allow: [host[:port], ...]}``: hosts (``*.example.com`` for subdomains), IP literals."""
+        if value is None:
+            return ()
+        if not isinstance(value, dict):
+            raise self.fail(where, "must be a mapping like {allow: [host[:port], ...]}")
+        self.check_keys(value, _NETWORK_KEYS, f"{where}.")
+        hosts = self.string_list(value.get("allow", []), f"{where}.allow")
+        for i, host in enumerate(hosts):
+            m = _HOST_ENTRY.match(host)
+            port = m and (m.group(1) or m.group(2))
+            if not m or (port and not 1 <= int(port) <= 65535):
+                raise self.fail(f"{where}.allow[{i}]", f"must be host, *.host or an IP literal with an optional :port, got {host!r}")
+        return hosts
+
     def prompt(self, value: Any, where: str) -> str:
         value = self.text(value, where)
         try:
@@ -223,7 +251,11 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
         raise v.fail("stages", "pr_creation must be the last stage")
     if "reviewing" in names and "building" not in names:
         raise v.fail("stages", "a reviewing stage needs a building stage to send changes back to")
-    return Workflow(stages=stages, review_rounds=review_rounds, budget=budget, source=source)
+    if "network" in data:
+        network_allow = v.network(data.get("network"), "network")
+    else:
+        network_allow = defaults.network_allow if defaults else ()
+    return Workflow(stages=stages, review_rounds=review_rounds, budget=budget, source=source, network_allow=network_allow)
 
 
 def _parse_stage(v: _Validator, raw: Any, index: int, defaults: Workflow | None) -> StageConfig:
@@ -282,6 +314,7 @@ def _parse_stage(v: _Validator, raw: Any, index: int, defaults: Workflow | None)
         budget=v.budget(budget_raw, f"{where}.budget") if budget_raw is not None else base.get("budget", Budget()),
         stall_timeout=None if stall is None else v.integer(stall, f"{where}.stall_timeout", minimum=1),
         max_attempts=None if max_attempts is None else v.integer(max_attempts, f"{where}.max_attempts", minimum=1),
+        network_allow=v.network(raw["network"], f"{where}.network") if "network" in raw else tuple(base.get("network_allow", ())),
     )
 
 

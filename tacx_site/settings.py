@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -160,6 +161,13 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # --- TAC-X ------------------------------------------------------------------------------------
+def _sandbox_mode(value: str) -> str:
+    value = value.strip().lower()
+    if value not in ("required", "off"):
+        raise ImproperlyConfigured(f"TACX_SANDBOX must be 'required' or 'off', got {value!r}")
+    return value
+
+
 TACX = {
     "WORKTREE_ROOT": Path(os.environ.get("TACX_WORKTREE_ROOT", BASE_DIR / "trees")),
     # Where agent CLIs are looked up before PATH: the npm-installed ones beside the project.
@@ -189,6 +197,14 @@ TACX = {
     # A stage without its own stall_timeout is killed as stalled after this long without output (0: never).
     "STALL_SECONDS": env_int("TACX_STALL_SECONDS", 900),
     "HEARTBEAT_STALE_SECONDS": env_float("TACX_HEARTBEAT_STALE_SECONDS", 120.0),
+    # Agent containment (pipeline/sandbox): "required" (default) or "off" (explicit opt-out).
+    "SANDBOX": _sandbox_mode(os.environ.get("TACX_SANDBOX", "required")),
+    "SANDBOX_ALLOW_READ": [p for p in os.environ.get("TACX_SANDBOX_ALLOW_READ", "").split(os.pathsep) if p],
+    "SANDBOX_TMP": os.environ.get("TACX_SANDBOX_TMP", ""),
+    "SANDBOX_NODE": os.environ.get("TACX_SANDBOX_NODE", ""),
+    "SANDBOX_BWRAP": os.environ.get("TACX_SANDBOX_BWRAP", ""),
+    "SANDBOX_SOCAT": os.environ.get("TACX_SANDBOX_SOCAT", ""),
+    "SANDBOX_RIPGREP": os.environ.get("TACX_SANDBOX_RIPGREP", ""),
     "GIT_AUTHOR_NAME": os.environ.get("TACX_GIT_AUTHOR_NAME", "TAC-X"),
     "GIT_AUTHOR_EMAIL": os.environ.get("TACX_GIT_AUTHOR_EMAIL", "tacx@localhost"),
 }

@@ -49,6 +49,9 @@ class Invocation:
     permission_mode: str = ""
     extra_args: tuple[str, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
+    # True when TAC-X's own sandbox contains the agent: a CLI with a sandbox of its own must not
+    # nest it (codex runs with danger-full-access inside ours).
+    sandboxed: bool = False
 
 
 @dataclass
@@ -354,10 +357,11 @@ class Provider:
                 return env[name]
         return self.default_api_url
 
-    def prepare_home(self, home: str, inv: Invocation, env: Mapping[str, str]) -> None:
+    def prepare_home(self, home: str, inv: Invocation, env: dict[str, str]) -> None:
         """Write the CLI's own configuration into the attempt's private, empty ``home`` (the
         agent's HOME inside the sandbox): settings that make it run headless, offline-safe and
-        without prompts. Default: nothing."""
+        without prompts. May adjust ``env`` (the agent's environment) to point into ``home``.
+        Default: nothing."""
 
     def build_command(self, inv: Invocation) -> list[str]:
         """The argv list for one attempt (never a shell string); argv[0] is an absolute path."""

@@ -290,6 +290,8 @@ class ClaudeProvider(Provider):
     name = "claude"
     executable = "claude"
     passthrough_env = ("ANTHROPIC_", "CLAUDE_CODE_", "IS_SANDBOX", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
+    base_url_env = ("ANTHROPIC_BASE_URL",)
+    default_api_url = "https://api.anthropic.com"
 
     def build_command(self, inv: Invocation) -> list[str]:
         """``claude -p --output-format stream-json --verbose --include-partial-messages [flags]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -257,6 +258,8 @@ class CodexProvider(Provider):
     name = "codex"
     executable = "codex"
     passthrough_env = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CODEX_API_KEY", "CODEX_HOME", MODEL_API_KEY_ENV)
+    base_url_env = ("OPENAI_BASE_URL",)
+    default_api_url = "https://api.openai.com"
 
     def build_command(self, inv: Invocation) -> list[str]:
         """``codex exec --json --skip-git-repo-check -C CWD [-m M] [--sandbox S] QUIET_CONFIG
@@ -267,9 +270,14 @@ class CodexProvider(Provider):
         if inv.model:
             argv += ["-m", inv.model]
         sandbox = inv.options.get("sandbox")
-        if sandbox:
-            if sandbox not in SANDBOXES:
-                raise ProviderError(f"codex option sandbox must be one of {', '.join(SANDBOXES)}, not {sandbox!r}", permanent=True)
+        if sandbox and sandbox not in SANDBOXES:
+            raise ProviderError(f"codex option sandbox must be one of {', '.join(SANDBOXES)}, not {sandbox!r}", permanent=True)
+        if inv.sandboxed:
+            # Inside TAC-X's sandbox codex must not start its own: nested bubblewrap fails, and
+            # codex 0.169's workspace-write with Debian's bwrap on PATH runs no command at all
+            # while still exiting 0. TAC-X's sandbox is the boundary.
+            argv += ["--sandbox", "danger-full-access"]
+        elif sandbox:
             argv += ["--sandbox", str(sandbox)]
         return [*argv, *QUIET_CONFIG, *config_args(inv.options), *inv.extra_args, "--", inv.prompt]
 
@@ -281,6 +289,19 @@ class CodexProvider(Provider):
         if home:
             os.makedirs(home, exist_ok=True)
         return {"CODEX_HOME": home} if inv.options.get("codex_home") else {}
+
+    def prepare_home(self, home: str, inv: Invocation, env: dict[str, str]) -> None:
+        """Codex keeps config, auth and sessions in ``CODEX_HOME``: a private one inside the
+        attempt's HOME, seeded with ``auth.json`` and ``config.toml`` of the configured one (a
+        ChatGPT login keeps working; sessions of other attempts stay out of reach)."""
+        private = os.path.join(home, ".codex")
+        os.makedirs(private, exist_ok=True)
+        source = env.get("CODEX_HOME") or ""
+        for name in ("auth.json", "config.toml"):
+            path = os.path.join(source, name)
+            if source and os.path.isfile(path):
+                shutil.copyfile(path, os.path.join(private, name))
+        env["CODEX_HOME"] = private
 
     def parser(self, inv: Invocation | None = None) -> CodexStreamParser:
         return CodexStreamParser(inv, cli_version=self.version())

@@ -160,6 +160,8 @@ class GeminiProvider(Provider):
     name = "gemini"
     executable = "gemini"
     passthrough_env = ("GEMINI_", "GOOGLE_", "GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_APPLICATION_CREDENTIALS")
+    base_url_env = ("GOOGLE_GEMINI_BASE_URL", "GEMINI_BASE_URL")
+    default_api_url = "https://generativelanguage.googleapis.com"
 
     def build_command(self, inv: Invocation) -> list[str]:
         """``gemini -o stream-json [-m M] [--approval-mode X] [--allowed-tools T …] [extra_args]
