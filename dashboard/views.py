@@ -13,7 +13,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from pipeline import accounting, services
+from pipeline import accounting, sandbox, services
 from pipeline.models import AgentEvent, Task
 
 from . import health, rendering, selectors, stats, streams
@@ -64,6 +64,7 @@ def task_rows(request: HttpRequest) -> HttpResponse:
 def _summary(task: Task) -> dict:
     stages = selectors.task_stages(task)
     running_tokens, running_cost = selectors.task_running_usage(task)
+    blocked = sandbox.blocked_for_task(task)
     return {
         "task": task,
         "stages": stages,
@@ -73,6 +74,8 @@ def _summary(task: Task) -> dict:
         "can_retry": task.status not in Task.ACTIVE and task.status not in (Task.Status.SUCCEEDED, Task.Status.SKIPPED),
         "can_cancel": task.status in Task.ACTIVE,
         "budgets": accounting.task_budget_lines(task),
+        "blocked": blocked,
+        "blocked_total": sum(n for _, n in blocked),
     }
 
 

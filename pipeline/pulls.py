@@ -17,6 +17,24 @@ def pull_request_title(task: Task) -> str:
     return f"{task.title} (#{task.issue_number})"
 
 
+def sandbox_sentence(task: Task) -> str:
+    """How the agents were contained, and every connection the sandbox refused."""
+    from . import sandbox
+
+    blocked = sandbox.blocked_for_task(task)
+    modes = sandbox.modes_for_task(task)
+    if "off" in modes:
+        head = "⚠ Some agent stages ran **without the sandbox** (`TACX_SANDBOX=off`)."
+    else:
+        head = "Agents ran sandboxed (their worktree only, network limited to the allowed hosts)."
+    if not blocked:
+        return head + " No connection was blocked."
+    total = sum(n for _, n in blocked)
+    listed = ", ".join(f"`{dest.replace('`', '')}` ×{n}" for dest, n in blocked[:10])
+    more = f", and {len(blocked) - 10} more destinations" if len(blocked) > 10 else ""
+    return f"{head} Blocked {total} connection{'s' if total != 1 else ''}: {listed}{more}."
+
+
 def pull_request_body(task: Task) -> str:
     results = StageResult.objects.filter(task=task)
     plan = results.filter(stage__name="planning", success=True).order_by("-id").values_list("output_text", flat=True).first() or ""
@@ -49,6 +67,7 @@ def pull_request_body(task: Task) -> str:
     budget_table = accounting.budget_markdown(task)
     if budget_table:
         lines += ["", "## Spend against budget", "", *budget_table]
+    lines += ["", "## Sandbox", "", sandbox_sentence(task)]
     dashboard = settings.TACX["DASHBOARD_URL"].rstrip("/")
     lines += ["", f"Opened by TAC-X — [task {task.pk}]({dashboard}/tasks/{task.pk}/)"]
     return "\n".join(lines)

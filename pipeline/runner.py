@@ -366,6 +366,9 @@ class Attempt:
                 root=self.box_root,
             )
             argv, env = self.box.argv, self.box.env
+            self.record(AgentEvent.Kind.SYSTEM, {"subtype": "sandbox", "mode": sandbox.mode(), "allowed_hosts": self.box.allowed_hosts})
+        else:
+            self.record(AgentEvent.Kind.SYSTEM, {"subtype": "sandbox", "mode": "off", "allowed_hosts": []})
         access = self.git_access()
         guarded = git.guard_snapshot(access.common, access.admin) if access else None
         self.parser = provider.parser(invocation)
@@ -484,9 +487,12 @@ class Attempt:
         if self.box is None:
             return
         for entry in self.box.new_violations():
-            data = {k: entry[k] for k in ("kind", "host", "port", "reason", "time", "line") if k in entry}
-            self._seq += 1
-            self._pending.append(AgentEvent(task=self.task, result=self.result, seq=self._seq, kind=AgentEvent.Kind.SANDBOX, data=redact_data(data)))
+            self.record(AgentEvent.Kind.SANDBOX, {k: entry[k] for k in ("kind", "host", "port", "reason", "time", "line") if k in entry})
+
+    def record(self, kind: str, data: dict) -> None:
+        """One event of TAC-X's own about this attempt, stored with the agent's next batch."""
+        self._seq += 1
+        self._pending.append(AgentEvent(task=self.task, result=self.result, seq=self._seq, kind=kind, data=redact_data(data)))
 
     def close_box(self) -> None:
         if self.box_root is not None:

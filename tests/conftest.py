@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,16 @@ def make_origin_and_clone(base: Path, name: str = "sample", files: dict[str, str
 @pytest.fixture(autouse=True)
 def _isolated(settings, tmp_path, monkeypatch):
     """Every test gets its own worktree root, var dir and agent home; no forge token leaks in."""
-    settings.TACX = {**settings.TACX, "WORKTREE_ROOT": tmp_path / "trees", "KILL_GRACE_SECONDS": 1.0, "HEARTBEAT_SECONDS": 1.0}
+    # Agents in tests are often this Python (the `command` provider): the sandbox lets them read
+    # its installation and the scripted agents, nothing else of TAC-X's tree.
+    allow = [sys.prefix, sys.base_prefix, str(ROOT / "tests" / "agents")]
+    settings.TACX = {
+        **settings.TACX,
+        "WORKTREE_ROOT": tmp_path / "trees",
+        "KILL_GRACE_SECONDS": 1.0,
+        "HEARTBEAT_SECONDS": 1.0,
+        "SANDBOX_ALLOW_READ": allow,
+    }
     settings.VAR_DIR = tmp_path / "var"
     home = tmp_path / "home"
     home.mkdir()

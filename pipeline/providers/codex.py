@@ -73,6 +73,8 @@ class CodexStreamParser(StreamParser):
         self.turn_completed = False
         self.turn_failed = ""
         self.last_error = ""
+        self.commands_open: dict[str, str] = {}  # command items started but not completed
+        self.commands_refused: list[str] = []  # command items codex's own sandbox did not run
 
     def handle(self, obj: dict) -> list[Event] | None:
         kind = obj["type"]
@@ -117,6 +119,14 @@ class CodexStreamParser(StreamParser):
         if item_id not in self.started and kind != "item.updated":
             self.started.add(item_id)
             events.append(Event("tool_call", {"id": item_id, **call}))
+        if itype == "command_execution":
+            command = str(item.get("command") or "")[:200]
+            if not done:
+                self.commands_open[item_id] = command
+            else:
+                self.commands_open.pop(item_id, None)
+                if str(item.get("status") or "") == "declined" or (item.get("exit_code") is None and str(item.get("status") or "") == "failed"):
+                    self.commands_refused.append(command)
         if done:
             result = self.tool_result(itype, item)
             if result is not None:
@@ -207,6 +217,12 @@ class CodexStreamParser(StreamParser):
         if exit_code == 2:  # clap rejected the argv: the same argv will be rejected again
             return self.outcome(exit_sentence(exit_code, what=" (bad command line)", stderr_tail=stderr_tail), permanent=True)
         if self.turn_completed and exit_code == 0:
+            # Codex exits 0 even when its own sandbox kept a command from running: a command
+            # that never ran is a failed attempt, not a success with nothing done.
+            if self.commands_refused:
+                return self.outcome(f"a shell command never ran (codex's sandbox refused it): {self.commands_refused[0]}")
+            if self.commands_open:
+                return self.outcome(f"a shell command never finished: {next(iter(self.commands_open.values()))}")
             return self.outcome()
         what = " after completing its turn" if self.turn_completed else " without completing a turn"
         if self.last_error:

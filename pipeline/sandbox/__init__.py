@@ -369,3 +369,18 @@ def summarize(blocked: Iterable[Mapping]) -> list[tuple[str, int]]:
         key = f"{host}:{port}" if host else str(b.get("line") or "?")[:200]
         counts[key] = counts.get(key, 0) + 1
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def blocked_for_task(task) -> list[tuple[str, int]]:
+    """Refused destinations of all the task's attempts, with counts (``summarize``)."""
+    from ..models import AgentEvent
+
+    return summarize(AgentEvent.objects.filter(task=task, kind=AgentEvent.Kind.SANDBOX).values_list("data", flat=True))
+
+
+def modes_for_task(task) -> set[str]:
+    """The sandbox modes the task's agent attempts ran in ("required", "off")."""
+    from ..models import AgentEvent
+
+    events = AgentEvent.objects.filter(task=task, kind=AgentEvent.Kind.SYSTEM, data__subtype="sandbox").values_list("data", flat=True)
+    return {e.get("mode", "") for e in events if isinstance(e, dict)}
