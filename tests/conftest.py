@@ -85,3 +85,20 @@ def local_repository(db, origin_and_clone):
 @pytest.fixture
 def alice(db, django_user_model):
     return django_user_model.objects.create_user("alice", "alice@example.com", "correct-horse-battery")
+
+
+def processes_matching(tag: str) -> list[int]:
+    """Host pids whose command line contains `tag` (agents in the sandbox's PID namespace are
+    visible from the host's /proc, with host pids)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            state = Path(f"/proc/{entry}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if tag.encode() in cmdline and state != b"Z":
+            found.append(int(entry))
+    return found

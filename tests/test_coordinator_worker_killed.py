@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, make_origin_and_clone
+from conftest import ROOT, make_origin_and_clone, processes_matching
 from django.db import connection
 from github_standin import command_workflow
 from test_coordinator_reaping import database_url
@@ -27,16 +27,19 @@ from test_coordinator_reaping import database_url
 from coordinator.dispatch import Dispatcher
 from coordinator.loop import Coordinator
 from pipeline import services
-from pipeline.agent_process import group_alive
 from pipeline.models import Repository, Stage, StageResult, Task
 
+# The agent runs in the sandbox (its own PID namespace): it logs to its worktree under a random
+# id of its own, and carries TAG on its command line so the host can find its processes.
 SLOW_PLANNER = """
 import os, pathlib, time
-log = open({log!r}, "a", buffering=1)
-first = not os.path.exists({marker!r})
-open({marker!r}, "a").close()
+TAG = {tag!r}
+me = os.urandom(6).hex()
+log = open("agent.log", "a", buffering=1)
+first = not os.path.exists("first-attempt-started")
+open("first-attempt-started", "a").close()
 for i in range(600 if first else 20):  # the first attempt would take 30 s, a later one 1 s
-    log.write(f"{{os.getpid()}} {{time.time()}}\\n")
+    log.write(f"{{me}} {{time.time()}}\\n")
     try:
         print(f"working {{i}}", flush=True)
     except BrokenPipeError:
@@ -56,14 +59,14 @@ def wait_for(condition, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def agent_runs(log: Path) -> dict[int, tuple[float, float]]:
-    """pid -> (first, last) time the agent process wrote to the log."""
-    seen: dict[int, list[float]] = defaultdict(list)
+def agent_runs(log: Path) -> dict[str, tuple[float, float]]:
+    """agent id -> (first, last) time the agent process wrote to the log."""
+    seen: dict[str, list[float]] = defaultdict(list)
     if log.exists():
         for line in log.read_text().splitlines():
-            pid, at = line.split()[:2]
-            seen[int(pid)].append(float(at))
-    return {pid: (min(times), max(times)) for pid, times in seen.items()}
+            me, at = line.split()[:2]
+            seen[me].append(float(at))
+    return {me: (min(times), max(times)) for me, times in seen.items()}
 
 
 def start_cluster(env: dict[str, str], log_path: Path) -> subprocess.Popen:
@@ -87,8 +90,8 @@ def stop_cluster(proc: subprocess.Popen) -> None:
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_sigkilled_worker_is_reaped_its_agent_killed_and_the_task_finished_without_overlap(tmp_path, settings):
-    agent_log, marker = tmp_path / "agent.log", tmp_path / "first-attempt-started"
-    workflow = command_workflow(planning=SLOW_PLANNER.format(log=str(agent_log), marker=str(marker)), timeout=120)
+    tag = f"slow-planner-{os.urandom(6).hex()}"
+    workflow = command_workflow(planning=SLOW_PLANNER.format(tag=tag), timeout=120)
     _origin, clone = make_origin_and_clone(tmp_path, "killme", {"README.md": "x\n", ".tac/workflow.yaml": workflow})
     repo = Repository.objects.create(kind=Repository.Kind.LOCAL, full_name="killme", local_path=str(clone))
     settings.TACX = {**settings.TACX, "LEASE_SECONDS": 2, "HEARTBEAT_SECONDS": 0.5}
@@ -103,6 +106,7 @@ def test_a_sigkilled_worker_is_reaped_its_agent_killed_and_the_task_finished_wit
         "TACX_Q_WORKERS": "2",
         "TACX_Q_TIMEOUT": "300",
         "TACX_Q_POLL": "0.1",
+        "TACX_SANDBOX_ALLOW_READ": os.pathsep.join(settings.TACX["SANDBOX_ALLOW_READ"]),
     }
     task, _ = services.task_create(repository=repo, issue_number=1, title="Write a changelog")
     assert Dispatcher().start(task)  # planning queued and handed to django-q2 (ORM broker)
@@ -112,12 +116,13 @@ def test_a_sigkilled_worker_is_reaped_its_agent_killed_and_the_task_finished_wit
     second = None
     try:
         # The agent is working: a few lines in its log.
+        worktree = Path(wait_for(lambda: Task.objects.get(pk=task.pk).worktree_path, 60, "the worktree"))
+        agent_log = worktree / "agent.log"
         wait_for(lambda: sum(1 for _ in agent_log.open()) >= 5 if agent_log.exists() else False, 60, "the first agent to start")
-        (orphan_pid,) = agent_runs(agent_log)
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
         time.sleep(0.3)
-        assert group_alive(orphan_pid), "the agent runs on after its worker died (an orphan)"
+        assert processes_matching(tag), "the agent runs on after its worker died (an orphan)"
         assert Stage.objects.get(pk=planning.pk).status == Stage.Status.RUNNING
 
         # Nobody renews the lease now; once it has expired the coordinator's reaper acts.
@@ -127,7 +132,7 @@ def test_a_sigkilled_worker_is_reaped_its_agent_killed_and_the_task_finished_wit
 
         attempt = StageResult.objects.get(stage=planning, attempt=1)
         assert attempt.outcome == StageResult.Outcome.WORKER_LOST and not attempt.success
-        assert not group_alive(orphan_pid), "the orphaned agent group was killed"
+        assert processes_matching(tag) == [], "the orphaned agent (its whole sandbox) was killed"
         planning.refresh_from_db()
         assert planning.status == Stage.Status.QUEUED and planning.attempts == 1
 

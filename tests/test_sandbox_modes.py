@@ -15,7 +15,7 @@ import pytest
 
 from pipeline import sandbox, services
 from pipeline.models import AgentEvent, Stage, StageResult, Task
-from tests.conftest import git
+from tests.conftest import git, processes_matching
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -117,19 +117,6 @@ def test_required_runs_sandboxed_and_shows_no_banner(local_repository, origin_an
     assert "Agents run without the sandbox" not in client.get("/").content.decode()
 
 
-def sleepers(tag: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if tag.encode() in cmdline and b"sleep" in cmdline:
-                found.append(int(entry))
-    return found
-
-
 def test_a_process_the_agent_detaches_with_setsid_dies_with_the_attempt(local_repository, origin_and_clone):
     _, clone = origin_and_clone
     tag = f"600.{os.getpid()}"
@@ -138,4 +125,4 @@ def test_a_process_the_agent_detaches_with_setsid_dies_with_the_attempt(local_re
     task = run(local_repository)
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
     assert StageResult.objects.get(task=task, stage__name="planning").output_text.startswith("# Plan")
-    assert sleepers(tag) == []
+    assert processes_matching(tag) == []

@@ -49,6 +49,7 @@ CONFIG_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
 # No plugin-catalogue sync (github.com, chatgpt.com) and no analytics (ab.chatgpt.com): off-box
 # calls an agent stage does not need (found with strace, see pipeline.modelserver). Stage
 # options come later on the command line and can turn them back on.
+HELPERS_MISSING = "could not create PATH aliases"
 QUIET_CONFIG = ("-c", "features.plugins=false", "-c", "analytics.enabled=false")
 
 
@@ -73,6 +74,7 @@ class CodexStreamParser(StreamParser):
         self.turn_completed = False
         self.turn_failed = ""
         self.last_error = ""
+        self.commands_seen = 0
         self.commands_open: dict[str, str] = {}  # command items started but not completed
         self.commands_refused: list[str] = []  # command items codex's own sandbox did not run
 
@@ -120,6 +122,8 @@ class CodexStreamParser(StreamParser):
             self.started.add(item_id)
             events.append(Event("tool_call", {"id": item_id, **call}))
         if itype == "command_execution":
+            if item_id not in self.commands_open:
+                self.commands_seen += 1
             command = str(item.get("command") or "")[:200]
             if not done:
                 self.commands_open[item_id] = command
@@ -168,6 +172,12 @@ class CodexStreamParser(StreamParser):
             texts = [str(as_dict(c).get("text", "")) for c in content if isinstance(c, dict)]
             return {"output": truncate(str(error) if error else "\n".join(texts)), "is_error": failed or bool(error)}
         return None
+
+    def own_sandbox(self) -> bool:
+        """Whether codex ran its own sandbox (it does unless told danger-full-access)."""
+        if self.inv is None:
+            return True
+        return not self.inv.sandboxed and self.inv.options.get("sandbox") != "danger-full-access"
 
     def on_turn_completed(self, obj: dict) -> list[Event]:
         usage = as_dict(obj.get("usage"))
@@ -223,6 +233,15 @@ class CodexStreamParser(StreamParser):
                 return self.outcome(f"a shell command never ran (codex's sandbox refused it): {self.commands_refused[0]}")
             if self.commands_open:
                 return self.outcome(f"a shell command never finished: {next(iter(self.commands_open.values()))}")
+            if HELPERS_MISSING in stderr_tail and not self.commands_seen and self.own_sandbox():
+                # Measured with codex 0.169: when it cannot install its sandbox helpers (a
+                # CODEX_HOME under a temporary directory, with bubblewrap on PATH) it runs no
+                # shell command at all, says nothing in its stream, and exits 0.
+                return self.outcome(
+                    "codex could not set up its own sandbox and ran no shell command (it warned: "
+                    f"{HELPERS_MISSING}); run it inside TAC-X's sandbox (the default) or with sandbox: danger-full-access",
+                    permanent=True,
+                )
             return self.outcome()
         what = " after completing its turn" if self.turn_completed else " without completing a turn"
         if self.last_error:

@@ -340,7 +340,7 @@ def prepare(
     # sandbox binds in; srt sets TMPDIR=/tmp/claude inside, so it is set again for the agent.
     # The command changes to the worktree itself (the driver starts elsewhere, see below).
     wrapped = [
-        t.node, str(DRIVER), str(t.package / "dist" / "index.js"), str(settings_file), str(violations), "--",
+        t.node, str(DRIVER), str(t.package / "dist" / "index.js"), str(settings_file), str(violations), str(worktree), "--",
         "env", f"--chdir={worktree}", *[a for name in UNSET_INSIDE for a in ("-u", name)], f"TMPDIR={tmp}", *argv,
     ]
     # srt write-protects the shell and tool dotfiles (.bashrc, .claude, …) of the directory it

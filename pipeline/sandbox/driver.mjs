@@ -2,9 +2,12 @@
 // with its own PID, mount, user and network namespaces; network only through srt's host-side
 // filtering proxies) and records every refused connection as one JSON line.
 //
-//   node driver.mjs SRT_MODULE CONFIG.json VIOLATIONS.jsonl -- PROGRAM ARG...
+//   node driver.mjs SRT_MODULE CONFIG.json VIOLATIONS.jsonl WORKDIR -- PROGRAM ARG...
 //
 // SRT_MODULE is the library's entry file (node_modules/@anthropic-ai/sandbox-runtime/dist/index.js).
+// The driver starts in an empty directory (srt guards the dotfiles of its working directory with
+// placeholder mounts) and moves to WORKDIR (the agent's worktree) once the sandbox is started,
+// so TAC-X's reaper recognises the process group as this worktree's agent.
 // CONFIG.json is a complete srt settings object written by pipeline/sandbox/__init__.py. stdin,
 // stdout and stderr pass straight through; the exit status is the command's (128+N for signal N).
 // SIGTERM/SIGINT/SIGHUP are passed on to the sandbox; if this process dies, bubblewrap's
@@ -14,9 +17,9 @@ import os from 'node:os';
 import { spawn } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
 
-const [modulePath, configPath, violationsPath, separator, ...argv] = process.argv.slice(2);
-if (!modulePath || !configPath || !violationsPath || separator !== '--' || argv.length === 0) {
-  process.stderr.write('tacx sandbox: usage: driver.mjs SRT_MODULE CONFIG VIOLATIONS -- PROGRAM ARG...\n');
+const [modulePath, configPath, violationsPath, workdir, separator, ...argv] = process.argv.slice(2);
+if (!modulePath || !configPath || !workdir || !violationsPath || separator !== '--' || argv.length === 0) {
+  process.stderr.write('tacx sandbox: usage: driver.mjs SRT_MODULE CONFIG VIOLATIONS WORKDIR -- PROGRAM ARG...\n');
   process.exit(2);
 }
 
@@ -77,6 +80,11 @@ for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP']) {
   process.on(sig, () => child.kill(sig));
 }
 child.on('error', err => fail(`cannot start bubblewrap: ${err.message}`));
+try {
+  process.chdir(workdir);
+} catch {
+  // only the reaper's recognition depends on it
+}
 child.on('exit', (code, signal) => {
   try {
     SandboxManager.cleanupAfterCommand();
