@@ -391,6 +391,8 @@ class Attempt:
             on_idle=self.flush_events,
             tick_seconds=min(1.0, tacx["HEARTBEAT_SECONDS"]),
         )
+        if self.box is not None:
+            self.box.finish()
         self.collect_blocked()
         if access is not None and guarded is not None:
             # Before any other git command of TAC-X's: the agent's hands off git's programs.
@@ -406,8 +408,6 @@ class Attempt:
         else:
             git.pin_worktree(self.repo_dir, self.worktree)
         outcome = proc.outcome
-        if self.box is not None and proc.exit_code == sandbox.DRIVER_FAILED and "tacx sandbox:" in proc.stderr_tail:
-            raise sandbox.SandboxUnavailable(proc.stderr_tail.split("tacx sandbox:", 1)[1].strip().splitlines()[0][:500])
         usage = outcome.usage
         result.exit_code = proc.exit_code
         self.apply_usage(usage)
@@ -495,6 +495,8 @@ class Attempt:
         self._pending.append(AgentEvent(task=self.task, result=self.result, seq=self._seq, kind=kind, data=redact_data(data)))
 
     def close_box(self) -> None:
+        if self.box is not None:
+            self.box.finish()
         if self.box_root is not None:
             self.collect_blocked()
             shutil.rmtree(self.box_root, ignore_errors=True)

@@ -4,8 +4,11 @@ The sandbox is Anthropic's ``@anthropic-ai/sandbox-runtime`` (npm, the library b
 on Linux it runs the command under bubblewrap with its own PID, mount, user and network
 namespaces; the only way out of the network namespace is srt's host-side HTTP/SOCKS proxy
 (reached over a Unix socket), which allows the hosts on the attempt's allow-list and refuses
-everything else. ``driver.mjs`` (next to this file) is a thin Node wrapper around the library: it
-writes each refused connection as a JSON line that the runner turns into a ``sandbox`` event.
+everything else. ``server.mjs`` (next to this file) keeps the library initialised in one Node
+process per TAC-X process (``Server``): an attempt asks it to wrap its command (its own
+filesystem view and network allow-list, keyed by a random id its proxy connections present),
+runs the wrapped command itself, and finds each refused connection as a JSON line in its
+attempt directory, which the runner turns into a ``sandbox`` event.
 
 What the agent sees (``policy``):
 
@@ -31,8 +34,10 @@ missing. ``off`` is an explicit opt-out, reported by ``/health`` and a dashboard
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import select
 import shutil
 import subprocess
 import tempfile
@@ -47,8 +52,7 @@ from django.conf import settings
 from ..providers.base import ProviderError
 
 MODES = ("required", "off")
-DRIVER_FAILED = 125  # driver.mjs's exit status when the sandbox itself could not be set up
-DRIVER = Path(__file__).with_name("driver.mjs")
+SERVER = Path(__file__).with_name("server.mjs")
 PACKAGE = "@anthropic-ai/sandbox-runtime"
 SYSTEM_READ = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
 # Secrets that live under the system directories the agent may read.
@@ -233,6 +237,7 @@ class Box:
     violations: Path
     settings_file: Path
     allowed_hosts: list[str]
+    key: str = ""
     _offset: int = 0
     _partial: bytes = b""
     blocked: list[dict] = field(default_factory=list)
@@ -260,8 +265,131 @@ class Box:
         self.blocked.extend(found)
         return found
 
+    def finish(self) -> None:
+        """The attempt is over: the server forgets its key (its allow-list too) and writes out the
+        refusals it saw (``new_violations`` reads them)."""
+        if self.key:
+            try:
+                server().request({"op": "done", "key": self.key}, timeout=10)
+            except SandboxUnavailable:
+                pass
+            self.key = ""
+
     def cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+class Server:
+    """The Node process (``server.mjs``) that keeps the sandbox runtime initialised."""
+
+    def __init__(self, t: Tools):
+        self.tools = t
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.seq = 0
+        base = settings.TACX.get("SANDBOX_TMP") or None
+        if base:
+            Path(base).mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix="tacx-sandbox-server-", dir=base))
+        os.chmod(self.dir, 0o700)
+        self.start_dir = self.dir / "start"  # empty: srt guards the dotfiles of its cwd
+        self.run_dir = self.dir / "run"  # the proxies' Unix sockets
+        self.start_dir.mkdir()
+        self.run_dir.mkdir()
+        session = {
+            "network": {"allowedDomains": [], "deniedDomains": []},
+            "filesystem": {"denyRead": ["/"], "allowRead": [], "allowWrite": [], "denyWrite": []},
+            "bwrapPath": t.bwrap,
+            "socatPath": t.socat,
+            "ripgrep": {"command": t.ripgrep},
+        }
+        (self.dir / "session.json").write_text(json.dumps(session), encoding="utf-8")
+        self.stderr = open(self.dir / "stderr.log", "w+b")  # noqa: SIM115 - lives as long as the server
+        self.proc = subprocess.Popen(
+            [t.node, str(SERVER), str(t.package / "dist" / "index.js"), str(self.dir / "session.json")],
+            cwd=self.start_dir,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.start_dir), "TMPDIR": str(self.run_dir)},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+            bufsize=1,
+        )
+        ready = self._read(timeout=60)
+        if not ready.get("ready"):
+            self.close()
+            raise SandboxUnavailable(f"the agent sandbox cannot be set up: {ready.get('error') or self._stderr_tail() or 'the sandbox server did not start'}")
+
+    def _stderr_tail(self) -> str:
+        try:
+            self.stderr.seek(0)
+            return self.stderr.read()[-500:].decode("utf-8", errors="replace").strip()
+        except (OSError, ValueError):
+            return ""
+
+    def _read(self, timeout: float) -> dict:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            return {"ok": False, "error": "the sandbox server did not answer" + (f": {self._stderr_tail()}" if self._stderr_tail() else "")}
+        try:
+            return json.loads(line)
+        except ValueError:
+            return {"ok": False, "error": f"the sandbox server answered {line[:200]!r}"}
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None and self.pid == os.getpid()
+
+    def request(self, payload: dict, timeout: float = 60) -> dict:
+        with self.lock:
+            if self.proc.poll() is not None:
+                raise SandboxUnavailable(f"the sandbox server exited: {self._stderr_tail()}")
+            self.seq += 1
+            payload = {**payload, "id": self.seq}
+            assert self.proc.stdin is not None
+            try:
+                self.proc.stdin.write(json.dumps(payload) + "\n")
+                self.proc.stdin.flush()
+            except OSError as exc:
+                raise SandboxUnavailable(f"the sandbox server is gone: {exc}") from None
+            while True:
+                answer = self._read(timeout)
+                if answer.get("id") in (None, self.seq):
+                    break
+        if not answer.get("ok"):
+            raise SandboxUnavailable(f"the agent sandbox could not wrap the command: {answer.get('error')}")
+        return answer
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                if self.proc.stdin:
+                    self.proc.stdin.close()
+                self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+        self.stderr.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_server: Server | None = None
+_server_lock = threading.Lock()
+
+
+def server() -> Server:
+    """This process's sandbox server, started (or restarted) when needed."""
+    global _server
+    t = tools()
+    with _server_lock:
+        if _server is not None and (not _server.alive() or _server.tools != t):
+            if _server.pid == os.getpid():
+                _server.close()
+            _server = None
+        if _server is None:
+            _server = Server(t)
+            atexit.register(_server.close)
+        return _server
 
 
 def _existing(paths: Iterable[str | Path]) -> list[str]:
@@ -298,8 +426,7 @@ def prepare(
     root: Path,
     extra_read: Iterable[str | Path] = (),
 ) -> Box:
-    """Write the srt settings for one attempt and return the wrapped command."""
-    t = tools()
+    """The attempt's view of the machine, handed to the sandbox server, and the wrapped command."""
     ctl = root / "ctl"  # outside the agent's view: settings and the refusal log
     ctl.mkdir(parents=True, exist_ok=True)
     tmp = home / "tmp"
@@ -317,38 +444,35 @@ def prepare(
         read += [str(p) for p in git_access.read()]
         write += [str(p) for p in git_access.write()]
         deny_write += [str(git_access.common / "config"), str(git_access.common / "hooks"), str(git_access.admin / "commondir"), str(git_access.admin / "gitdir")]
-    config = {
-        "network": {"allowedDomains": hosts, "deniedDomains": []},
-        "filesystem": {
-            "denyRead": ["/", *SYSTEM_DENY],
-            "allowRead": _existing(read),
-            "allowWrite": _existing(write),
-            "denyWrite": _existing(deny_write),
-        },
-        "bwrapPath": t.bwrap,
-        "socatPath": t.socat,
-        "ripgrep": {"command": t.ripgrep},
+    srv = server()
+    read.append(str(srv.run_dir))
+    filesystem = {
+        "denyRead": ["/", *SYSTEM_DENY],
+        "allowRead": _existing(read),
+        "allowWrite": _existing(write),
+        "denyWrite": _existing(deny_write),
     }
-    settings_file = ctl / "srt-settings.json"
-    settings_file.write_text(json.dumps(config, indent=2), encoding="utf-8")
     violations = ctl / "blocked.jsonl"
     violations.touch()
+    (ctl / "filesystem.json").write_text(json.dumps({"filesystem": filesystem, "allow": hosts}, indent=2), encoding="utf-8")
     inner_env = dict(env)
     inner_env["HOME"] = str(home)
     inner_env["TMPDIR"] = str(tmp)
-    # The driver (host side) keeps its proxy sockets in the attempt's TMPDIR, which the
-    # sandbox binds in; srt sets TMPDIR=/tmp/claude inside, so it is set again for the agent.
-    # The command changes to the worktree itself (the driver starts elsewhere, see below).
-    wrapped = [
-        t.node, str(DRIVER), str(t.package / "dist" / "index.js"), str(settings_file), str(violations), str(worktree), "--",
-        "env", f"--chdir={worktree}", *[a for name in UNSET_INSIDE for a in ("-u", name)], f"TMPDIR={tmp}", *argv,
-    ]
-    # srt write-protects the shell and tool dotfiles (.bashrc, .claude, …) of the directory it
-    # starts in, with placeholder mounts: an empty directory of its own keeps them out of the
-    # worktree (where they would show up in the diff) and off the HOME the CLI writes to.
-    start = home / ".sandbox-start"
-    start.mkdir(exist_ok=True)
-    return Box(argv=wrapped, env=inner_env, cwd=start, home=home, root=root, violations=violations, settings_file=settings_file, allowed_hosts=hosts)
+    # srt sets TMPDIR=/tmp/claude inside, so it is set again for the agent, which starts in its
+    # worktree (the wrapper runs from there too, so the reaper recognises the process group).
+    inner = ["env", f"--chdir={worktree}", *[a for name in UNSET_INSIDE for a in ("-u", name)], f"TMPDIR={tmp}", *argv]
+    answer = srv.request({"op": "wrap", "argv": inner, "filesystem": filesystem, "allow": hosts, "violations": str(violations)})
+    return Box(
+        argv=["/bin/bash", "-c", answer["command"]],
+        env=inner_env,
+        cwd=worktree,
+        home=home,
+        root=root,
+        violations=violations,
+        settings_file=ctl / "filesystem.json",
+        allowed_hosts=hosts,
+        key=answer["key"],
+    )
 
 
 def new_root() -> Path:
