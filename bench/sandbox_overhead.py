@@ -4,15 +4,16 @@
 
 Two workloads, each run alternately with and without TAC-X's sandbox (so drift hits both):
 
-* ``command`` — a trivial agent (``/bin/true``): the fixed cost of setting up and tearing down
-  the sandbox (Node + @anthropic-ai/sandbox-runtime, its proxies and socat bridges, bubblewrap);
+* ``command`` — a trivial agent (``/bin/true``): the fixed cost per attempt of wrapping the
+  command in the (already running) sandbox server and starting and ending bubblewrap;
 * ``claude`` — one real planning attempt of the `claude` CLI against the scripted model server
   (Write tool → plan.md), as the runner starts it (argv, scrubbed environment, private HOME).
 
 Reported per workload: median wall time of each side, the added seconds (median of the paired
 differences) and the ratio of medians; and the extra memory: peak RSS of the whole process tree
-(sampled every 20 ms from /proc) sandboxed minus unsandboxed, median over runs. Target: ≤ 0.3 s
-added per attempt.
+(sampled every 20 ms from /proc) sandboxed minus unsandboxed, median over runs, and the RSS of
+the sandbox server itself (one per TAC-X worker process, started by the warm-up attempt). Target:
+≤ 0.3 s added per attempt.
 """
 
 from __future__ import annotations
@@ -163,6 +164,8 @@ def main() -> None:
                 f"added {statistics.median(deltas):+.3f} s (median of {args.runs} paired runs) | ratio {statistics.median(on) / statistics.median(off):.2f} | "
                 f"extra peak RSS {(statistics.median(mem_on) - statistics.median(mem_off)) / 1024:.0f} MB"
             )
+        srv = sandbox.server()
+        print(f"sandbox server (one per TAC-X worker process, shared by its attempts): RSS {tree_rss_kb(srv.proc.pid) / 1024:.0f} MB")
     finally:
         server.stop()
 
