@@ -272,7 +272,7 @@ class Attempt:
                 self.run_tests()
         self.result.head_commit = git.head(self.worktree)
         if self.result.head_commit != self.result.base_commit:
-            git.push(self.worktree, repos.push_remote(self.task.repository), self.task.branch, auth_header=repos.auth_header())
+            git.push(self.worktree, repos.push_remote(self.task.repository), self.task.branch, auth_header=repos.auth_header(self.task.repository))
         self.result.outcome = StageResult.Outcome.SUCCEEDED
 
     def prepare_worktree(self) -> Path:
@@ -487,7 +487,7 @@ class Attempt:
             if proc.stop.outcome == StageResult.Outcome.BUDGET_EXCEEDED and self.worktree is not None:
                 # Keep the work done so far: it is on the branch for a human to pick up.
                 if git.commit_all(self.worktree, f"tacx: work in progress of {self.stage.name} when the budget ran out (#{self.task.issue_number})"):
-                    git.push(self.worktree, repos.push_remote(self.task.repository), self.task.branch, auth_header=repos.auth_header())
+                    git.push(self.worktree, repos.push_remote(self.task.repository), self.task.branch, auth_header=repos.auth_header(self.task.repository))
             raise StageFailure(proc.stop.reason, outcome=proc.stop.outcome, permanent=outcome.permanent)
         if not outcome.success:
             raise StageFailure(outcome.error or f"agent exited with code {proc.exit_code}", permanent=outcome.permanent)
@@ -538,7 +538,7 @@ class Attempt:
 
         assert self.worktree is not None
         git.commit_all(self.worktree, f"tacx: remaining changes for #{self.task.issue_number}")
-        git.push(self.worktree, repos.push_remote(self.task.repository), self.task.branch, auth_header=repos.auth_header())
+        git.push(self.worktree, repos.push_remote(self.task.repository), self.task.branch, auth_header=repos.auth_header(self.task.repository))
         body = pulls.pull_request_body(self.task)
         self.result.output_text = body
         self.result.output_file = "pull request body"

@@ -196,6 +196,11 @@ TACX = {
 GITHUB_API_URL = os.environ.get("GITHUB_API_URL", "https://api.github.com")
 GITHUB_TOKEN = os.environ.get("GITHUB_TOKEN", "")
 GITHUB_WEBHOOK_SECRET = os.environ.get("GITHUB_WEBHOOK_SECRET", "")
+# A GitHub App instead of GITHUB_TOKEN (pipeline/github_auth.py): the App's id and its private key
+# (PEM in the variable, `\n` escapes allowed, or a file). Set GITHUB_APP_ID to use it.
+GITHUB_APP_ID = os.environ.get("GITHUB_APP_ID", "")
+GITHUB_APP_PRIVATE_KEY = os.environ.get("GITHUB_APP_PRIVATE_KEY", "")
+GITHUB_APP_PRIVATE_KEY_FILE = os.environ.get("GITHUB_APP_PRIVATE_KEY_FILE", "")
 
 # django-q2 is an at-least-once delivery pipe; our own claims and leases decide what runs.
 # The ORM broker gives receipts and a transactional enqueue on the same database.
