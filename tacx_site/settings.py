@@ -177,6 +177,9 @@ TACX = {
     "KILL_GRACE_SECONDS": env_float("TACX_KILL_GRACE_SECONDS", 3.0),
     "DRAFT_PRS": env_bool("TACX_DRAFT_PRS", True),
     "DASHBOARD_URL": os.environ.get("TACX_DASHBOARD_URL", "http://127.0.0.1:8000"),
+    # A commit status "TAC-X / human approval" stays pending on the PR head until a human other
+    # than the requester approves it (coordinator/checks.py); branch protection can require it.
+    "REQUIRE_HUMAN_APPROVAL": env_bool("TACX_REQUIRE_HUMAN_APPROVAL", False),
     "ALLOWED_BOTS": [b for b in os.environ.get("TACX_ALLOWED_BOTS", "").split(",") if b],
     "DAILY_BUDGET_USD": os.environ.get("TACX_DAILY_BUDGET_USD", ""),
     "DAILY_BUDGET_TOKENS": os.environ.get("TACX_DAILY_BUDGET_TOKENS", ""),
