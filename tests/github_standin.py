@@ -27,6 +27,11 @@ and at most 10 minutes ahead. Installation tokens (`ghs_…`, `token_lifetime` s
 accepted for the installation's repositories until they expire (401 "Bad credentials" after);
 `expire_installation_tokens()` ends them early. `clock` (default time.time) can be pinned.
 
+Git over HTTP (`git_root`): `/git/{owner}/{name}.git/...` is served by the real `git
+http-backend` (clone, fetch, push) from bare repositories under `git_root`, with GitHub's rule
+for credentials: HTTP Basic `x-access-token:<token>` (an unexpired installation token of the
+repository's installation, or the personal token); 401 with `WWW-Authenticate` otherwise.
+
 Every answer but a 304 carries X-RateLimit-Limit/Remaining/Used/Reset/Resource and costs one
 request of `rate_limit`; at 0 remaining GitHub's 403 "API rate limit exceeded" comes back.
 `fail_next(...)` scripts an error answer (e.g. a secondary rate limit: 403 with Retry-After).
@@ -102,8 +107,11 @@ class GitHubStandIn:
         app_public_key: str = "",
         token_lifetime: int = 3600,
         clock=time.time,
+        git_root: str | Path | None = None,
     ):
         self.token = token
+        self.git_root = Path(git_root) if git_root else None
+        self.git_requests: list[dict] = []
         self.app_id = app_id
         self.app_public_key = app_public_key
         self.token_lifetime = token_lifetime
@@ -362,6 +370,62 @@ class GitHubStandIn:
             except ValueError:
                 return 400, {"message": "Problems parsing JSON"}, {}
             return self.route(method, path, query, headers, payload)
+
+    # --- git over HTTP --------------------------------------------------------------------------
+
+    def handle_git(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+        import base64
+        import subprocess
+
+        parts = urlsplit(raw_path)
+        m = re.fullmatch(r"/git/([^/]+)/([^/]+?)(?:\.git)?(/.*)", parts.path)
+        if self.git_root is None or not m:
+            return 404, {}, b"Not Found"
+        owner, name, rest = m.group(1), m.group(2), m.group(3)
+        auth = headers.get("authorization", "")
+        identity = None
+        if auth.startswith("Basic "):
+            try:
+                login, _, secret = base64.b64decode(auth[6:]).decode().partition(":")
+            except ValueError:
+                login, secret = "", ""
+            with self.lock:
+                identity = self.authenticate(f"Bearer {secret}", f"/repos/{owner}/{name}") if login == "x-access-token" else None
+        with self.lock:
+            self.git_requests.append({"method": method, "path": parts.path, "query": parts.query, "identity": identity or "", "authorization": auth})
+        if identity is None or identity == "forbidden":
+            return 401, {"WWW-Authenticate": 'Basic realm="GitHub"'}, b"Invalid username or token."
+        repo_dir = next((p for p in (self.git_root / owner / name, self.git_root / owner / f"{name}.git") if p.is_dir()), None)
+        if repo_dir is None:
+            return 404, {}, b"Repository not found."
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "GIT_PROJECT_ROOT": str(repo_dir.parent),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "PATH_INFO": f"/{repo_dir.name}{rest}",
+            "QUERY_STRING": parts.query,
+            "REQUEST_METHOD": method,
+            "CONTENT_TYPE": headers.get("content-type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "REMOTE_USER": identity,  # an authenticated user may push (http.receivepack)
+            "REMOTE_ADDR": "127.0.0.1",
+        }
+        if headers.get("content-encoding"):
+            env["HTTP_CONTENT_ENCODING"] = headers["content-encoding"]
+        if headers.get("git-protocol"):
+            env["GIT_PROTOCOL"] = headers["git-protocol"]
+        proc = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True, check=False)
+        head, _, payload = proc.stdout.partition(b"\r\n\r\n")
+        if not _ and b"\n\n" in proc.stdout:
+            head, _, payload = proc.stdout.partition(b"\n\n")
+        status, out_headers = 200, {}
+        for line in head.decode("latin-1").splitlines():
+            key, _, value = line.partition(":")
+            if key.lower() == "status":
+                status = int(value.strip().split()[0])
+            elif key:
+                out_headers[key.strip()] = value.strip()
+        return status, out_headers, payload
 
     # --- the GitHub App ---------------------------------------------------------------------------
 
@@ -717,10 +781,31 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # quiet
         pass
 
-    def _serve(self) -> None:
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
         length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        return self.rfile.read(length) if length else b""
+
+    def _serve(self) -> None:
+        body = self._read_body()
         headers = {k.lower(): v for k, v in self.headers.items()}
+        if self.path.startswith("/git/"):
+            status, extra, raw = self.owner.handle_git(self.command, self.path, headers, body)
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(raw)))
+            for name, value in extra.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(raw)
+            return
         status, data, extra = self.owner.handle(self.command, self.path, headers, body)
         with self.owner.lock:
             extra = {**extra, **self.owner.rate_headers(counted=status != 304)}

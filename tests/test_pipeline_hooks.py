@@ -240,3 +240,22 @@ def test_the_cleanup_hook_runs_before_the_worktree_is_removed_and_a_failure_is_o
     assert not Path(task.worktree_path).exists()
     event = AgentEvent.objects.get(task=task, data__hook="cleanup")
     assert event.kind == AgentEvent.Kind.ERROR and event.data["exit_code"] == 9 and event.result_id is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_hook_and_test_output_is_shown_on_the_task_page_escaped(local_repository, origin_and_clone, log, client, django_user_model):
+    origin, clone = origin_and_clone
+    setup_repository(clone, log, stages=[stage("planning", PLANNER, passes_prompt=False), {"name": "pr_creation"}])
+    wf = yaml.safe_load((clone / ".tac" / "workflow.yaml").read_text())
+    del wf["test_command"]
+    wf["hooks"]["before_stage"] = "echo '<script>alert(1)</script> hostile hook output'"
+    (clone / ".tac" / "workflow.yaml").write_text(yaml.safe_dump(wf))
+    git(clone, "commit", "-qam", "hostile hook")
+    task = services.task_run_inline(task=start(local_repository))
+    assert task.status == Task.Status.SUCCEEDED, task.status_reason
+
+    client.force_login(django_user_model.objects.create_user("viewer", "v@example.com", "pw-pw-pw-pw"))
+    page = client.get(f"/tasks/{task.pk}/").content.decode()
+    assert "hook setup" in page and "setup passed (exit 0" in page and "hook before_stage" in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; hostile hook output" in page and "<script>alert(1)" not in page
+    assert "setup sees [REDACTED]" in page and SECRET not in page
