@@ -351,6 +351,8 @@ class Attempt:
             env=env,
             grace=settings.TACX["KILL_GRACE_SECONDS"],
             should_stop=should_stop,
+            # The reaper kills a dead worker's process group by Worker.pgid: the hook's, now.
+            on_start=self.on_start,
             poll_seconds=min(1.0, settings.TACX["HEARTBEAT_SECONDS"]),
             secret_values=hooks.secret_values(hook.name, workflow=self.workflow, env=env),
         )
