@@ -180,7 +180,7 @@ def test_a_failing_setup_fails_the_task_with_the_hooks_output_tail(local_reposit
     origin, clone = origin_and_clone
     setup_repository(clone, log, stages=[stage("planning", PLANNER, passes_prompt=False), stage("building", BUILDER), {"name": "pr_creation"}])
     wf = yaml.safe_load((clone / ".tac" / "workflow.yaml").read_text())
-    wf["hooks"]["setup"] = {"run": ["echo installing", "echo pgid=$(cut -d' ' -f5 /proc/$$/stat)", "echo 'E: package tinypkg not found' >&2; exit 7", "echo never"]}
+    wf["hooks"]["setup"] = {"run": ["echo installing", "echo pgid=$(cut -d' ' -f5 /proc/$$/stat); echo 'E: package tinypkg not found' >&2; exit 7", "echo never"]}
     (clone / ".tac" / "workflow.yaml").write_text(yaml.safe_dump(wf))
     git(clone, "commit", "-qam", "broken setup")
 
