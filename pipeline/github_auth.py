@@ -133,7 +133,16 @@ class AppIdentity:
             if cached is not None and cached.expires_at - REFRESH_MARGIN > self.clock():
                 return cached.value
             self._tokens.pop(installation, None)
-        data = self._call("POST", f"/app/installations/{installation}/access_tokens")
+        try:
+            data = self._call("POST", f"/app/installations/{installation}/access_tokens")
+        except GitHubAuthError as exc:
+            if exc.status != 404:
+                raise
+            # The App was reinstalled (a new installation id): look it up again, once.
+            with self._lock:
+                self._installations.pop(full_name.lower(), None)
+            installation = self.installation_id(full_name)
+            data = self._call("POST", f"/app/installations/{installation}/access_tokens")
         value, expires = data.get("token"), data.get("expires_at")
         if not isinstance(value, str) or not value or not isinstance(expires, str):
             raise GitHubAuthError("GitHub App: the access-token answer has no token or expires_at")

@@ -212,3 +212,15 @@ def test_a_whole_task_runs_under_the_app_identity_and_the_token_is_never_shown(a
         assert "ghs_" not in remotes
     finally:
         github_auth.forget_shared_identities()
+
+
+def test_a_reinstalled_app_is_found_under_its_new_installation(app_standin, clock):
+    client = app_client(app_standin, clock)
+    client.collaborator_permission(full_name="octo/sample", login="alice")
+    with app_standin.lock:
+        del app_standin.installations[77]
+    app_standin.add_installation(99, account="octo", repos=("octo/sample",))
+    clock.now += 3600  # the old token expired: its installation (77) is gone when it is renewed
+    assert client.collaborator_permission(full_name="octo/sample", login="alice") == "write"
+    assert app_standin.requests_to("GET", r"/collaborators/")[-1]["identity"] == "installation:99"
+    assert [r["status"] for r in app_standin.requests_to("POST", r"/access_tokens$")] == [201, 404, 201]
