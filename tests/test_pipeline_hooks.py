@@ -262,3 +262,28 @@ def test_hook_and_test_output_is_shown_on_the_task_page_escaped(local_repository
     assert "hook setup" in page and "setup passed (exit 0" in page and "hook before_stage" in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt; hostile hook output" in page and "<script>alert(1)" not in page
     assert "setup sees [REDACTED]" in page and SECRET not in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_setup_hook_past_its_timeout_is_killed_with_its_process_group_and_fails_the_task(local_repository, origin_and_clone, log):
+    from pipeline.agent_process import group_alive
+
+    origin, clone = origin_and_clone
+    setup_repository(clone, log, stages=[stage("planning", PLANNER, passes_prompt=False), {"name": "pr_creation"}])
+    wf = yaml.safe_load((clone / ".tac" / "workflow.yaml").read_text())
+    del wf["test_command"]
+    # A background grandchild plus a foreground sleep: both must go at the timeout.
+    wf["hooks"]["setup"] = {"run": [f"sleep 600 & echo $! > {log}/child; sleep 600"], "timeout": 2}
+    (clone / ".tac" / "workflow.yaml").write_text(yaml.safe_dump(wf))
+    git(clone, "commit", "-qam", "slow setup")
+
+    task = services.task_run_inline(task=start(local_repository))
+
+    assert task.status == Task.Status.FAILED
+    assert "setup hook timed_out" in task.status_reason
+    (result,) = StageResult.objects.filter(task=task)
+    assert not group_alive(result.worker.pgid)
+    child = int((log / "child").read_text())
+    assert not Path(f"/proc/{child}").exists() or Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    event = AgentEvent.objects.get(task=task, data__hook="setup", data__status="timed_out")
+    assert event.data["message"].startswith("setup timed_out (") and event.data["message"].endswith("timed out after 2 s")
