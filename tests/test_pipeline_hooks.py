@@ -160,6 +160,24 @@ def test_failing_tests_send_the_task_back_to_building_and_the_pr_body_shows_the_
     assert "Goodbye" in git(origin, "show", f"{task.branch}:farewell.py")
 
 
+
+@pytest.mark.django_db(transaction=True)
+def test_the_api_and_the_stage_timeline_show_each_building_attempts_test_result(local_repository, origin_and_clone, log, client, django_user_model):
+    origin, clone = origin_and_clone
+    stages = [stage("planning", PLANNER, passes_prompt=False), stage("building", BUILDER), {"name": "pr_creation"}]
+    setup_repository(clone, log, stages=stages)
+    task = services.task_run_inline(task=start(local_repository))
+    assert task.status == Task.Status.SUCCEEDED, task.status_reason
+
+    client.force_login(django_user_model.objects.create_user("viewer", "v@example.com", "pw-pw-pw-pw"))
+    answer = client.get(f"/api/tasks/{task.pk}/attempts/").json()
+    attempts = answer["results"] if isinstance(answer, dict) else answer
+    building = [(a["round"], a["tests_status"], a["tests_exit_code"]) for a in attempts if a["stage"] == "building"]
+    assert building == [(1, "failed", 1), (2, "passed", 0)]
+    page = client.get(f"/tasks/{task.pk}/").content.decode()
+    assert "tests failed" in page and "tests passed" in page
+
+
 @pytest.mark.django_db(transaction=True)
 def test_tests_that_keep_failing_fail_the_task_after_the_review_rounds(local_repository, origin_and_clone, log):
     origin, clone = origin_and_clone
