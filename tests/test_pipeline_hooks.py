@@ -1,5 +1,5 @@
 """Hooks and test evidence on a real repository with a bare origin: `setup` installs a tiny local
-package once per worktree (again when the worktree is re-created on another machine), the
+package (a vendored wheel, with pip, no network) once per worktree (again when the worktree is re-created on another machine), the
 `test_command` TAC-X runs after building fails once and sends the task back to building with
 its output in the prompt, then passes; the reviewer's prompt and the PR body carry the result.
 `setup_env` secrets reach setup and the tests, never an agent stage."""
@@ -64,9 +64,37 @@ def stage(name: str, script: str, *, passes_prompt: bool = True) -> dict:
     return {"name": name, "provider": "command", "timeout": 60, "max_attempts": 1, "options": agent(script, passes_prompt=passes_prompt)}
 
 
+def tiny_wheel() -> bytes:
+    """A pure-Python wheel of the package `tinypkg` (what a vendored dependency looks like)."""
+    import base64
+    import hashlib
+    import io
+    import zipfile
+
+    files = {
+        "tinypkg/__init__.py": "def expected(name):\n    return f'Goodbye, {name}'\n",
+        "tinypkg-0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: tinypkg\nVersion: 0.1\n",
+        "tinypkg-0.1.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: tacx-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+
+    def digest(data: bytes) -> str:
+        return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+    record = "".join(f"{name},{digest(text.encode())},{len(text.encode())}\n" for name, text in files.items())
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+        archive.writestr("tinypkg-0.1.dist-info/RECORD", record + "tinypkg-0.1.dist-info/RECORD,,\n")
+    return buffer.getvalue()
+
+
+WHEEL = "vendor/tinypkg-0.1-py3-none-any.whl"
+
+
 def setup_repository(clone: Path, log: Path, *, stages: list[dict], **extra) -> None:
-    (clone / "vendor" / "tinypkg" / "tinypkg").mkdir(parents=True)
-    (clone / "vendor" / "tinypkg" / "tinypkg" / "__init__.py").write_text("def expected(name):\n    return f'Goodbye, {name}'\n")
+    (clone / "vendor").mkdir()
+    (clone / WHEEL).write_bytes(tiny_wheel())
     (clone / "check.py").write_text(CHECK)
     (clone / ".gitignore").write_text(".deps/\n")
     workflow = {
@@ -75,8 +103,8 @@ def setup_repository(clone: Path, log: Path, *, stages: list[dict], **extra) -> 
         "hooks": {
             "setup": {
                 "run": [
-                    "mkdir -p .deps",
-                    "cp -r vendor/tinypkg/tinypkg .deps/",  # a local package, no network
+                    # A real installation of a local package: no index, no network.
+                    f"{sys.executable} -m pip install --quiet --no-index --no-cache-dir --disable-pip-version-check --target .deps {WHEEL}",
                     f'echo "setup on $(hostname) token=${{NPM_TOKEN:-absent}}" >> {log}/setup.log',
                     'echo "setup sees $NPM_TOKEN"',
                 ],
@@ -139,7 +167,9 @@ def test_failing_tests_send_the_task_back_to_building_and_the_pr_body_shows_the_
     assert "<test_result>" in runs[1]["prompt"] and "AssertionError: farewell says 'Bye Ada'" in runs[1]["prompt"]
     assert "tests: passed (exit 0" in runs[2]["prompt"] and "all good" in runs[2]["prompt"]
 
-    # setup ran once (one worktree), with the secret; agent stages and before_stage never saw it.
+    # setup ran once (one worktree), installed the package with pip, and had the secret; agent
+    # stages and before_stage never saw it.
+    assert (Path(task.worktree_path) / ".deps" / "tinypkg-0.1.dist-info" / "METADATA").is_file()
     assert (log / "setup.log").read_text().splitlines() == [f"setup on {socket.gethostname()} token={SECRET}"]
     assert all("NPM_TOKEN" not in r["env"] for r in runs)
     assert all(line.endswith("token=absent") for line in (log / "before.log").read_text().splitlines())
