@@ -36,6 +36,7 @@ from pipeline.models import Repository, Worker
 
 from . import deliveries, heartbeat, reaping
 from .backoff import Backoff
+from .checks import CheckSyncer
 from .dispatch import Dispatcher
 from .github_source import GitHubSource
 from .progress import CommentSyncer
@@ -76,6 +77,7 @@ class Coordinator:
         self.dispatcher = Dispatcher()
         self.orphans = reaping.OrphanKiller(host=self.host)
         self.comments = CommentSyncer(self.client)
+        self.checks = CheckSyncer(self.client)
         self.worker: Worker | None = None
         self._poll_round: list[int] = []
         self._last_beat = 0.0
@@ -86,6 +88,7 @@ class Coordinator:
             self.reap_one_stage,
             self.kill_one_orphan,
             self.sync_one_comment,
+            self.sync_one_check,
             self.clean_one_worktree,
         ]
 
@@ -233,6 +236,11 @@ class Coordinator:
         if not self.unit_backoff.ready("github"):
             return False
         return self.comments.sync_one_comment()
+
+    def sync_one_check(self) -> bool:
+        if not self.unit_backoff.ready("github"):
+            return False
+        return self.checks.sync_one_check()
 
     def clean_one_worktree(self) -> bool:
         return reaping.clean_one_worktree(backoff=self.unit_backoff)

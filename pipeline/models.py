@@ -78,6 +78,9 @@ class Task(models.Model):
     branch = models.CharField(max_length=250, blank=True)
     worktree_path = models.CharField(max_length=1000, blank=True)
     worktree_host = models.CharField(max_length=200, blank=True, help_text="Machine that holds the worktree")
+    setup_host = models.CharField(
+        max_length=200, blank=True, help_text="Machine whose worktree ran the workflow's setup hook successfully"
+    )
     base_commit = models.CharField(max_length=64, blank=True)
     workflow = models.JSONField(default=dict, blank=True, help_text="The workflow config as used (snapshot)")
     workflow_source = models.CharField(max_length=300, blank=True)
@@ -213,6 +216,11 @@ class StageResult(models.Model):
     cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=ZERO)
     turns = models.PositiveIntegerField(default=0)
     session_id = models.CharField(max_length=200, blank=True)
+    # The workflow's test_command, run by TAC-X after a building attempt ("" when not run).
+    tests_status = models.CharField(max_length=20, blank=True, help_text="passed | failed | timed_out | error")
+    tests_exit_code = models.IntegerField(null=True, blank=True)
+    tests_duration = models.FloatField(null=True, blank=True)
+    tests_output = models.TextField(blank=True, help_text="Tail of the test command's output")
     worker = models.ForeignKey("Worker", null=True, blank=True, on_delete=models.SET_NULL, related_name="results")
 
     class Meta:

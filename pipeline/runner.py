@@ -29,13 +29,13 @@ from django.db.models import DateTimeField, ExpressionWrapper, F
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from . import alerts, budgets, git, live, repos, sandbox, services
+from . import alerts, budgets, git, hooks, live, repos, sandbox, services
 from .agent_process import StopAgent, run_agent
 from .models import AgentEvent, Stage, StageResult, Task, Worker
 from .providers import get_provider
 from .providers.base import Event, Invocation, ProviderError, agent_environment
 from .redaction import redact, redact_data
-from .workflow import StageConfig, Workflow
+from .workflow import HookConfig, StageConfig, Workflow
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,14 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
             if not fence.update(status=Stage.Status.SUCCEEDED, lease_owner="", lease_expires_at=None, finished_at=Now(), failed_attempts=0):
                 return RunResult.LEASE_LOST
             services.event_status(task, f"stage {stage.name} succeeded", stage=stage.name, stage_status="succeeded")
+            if attempt.tests is not None and not attempt.tests.ok:
+                if not services.tests_failed_back_to_building(stage=stage, summary=attempt.tests.summary(), enqueue=enqueue_next):
+                    services.task_fail(
+                        task=task,
+                        reason=f"tests still failing after {task.review_round} round(s): {attempt.tests.summary()}",
+                    )
+                    return RunResult.FAILED
+                return RunResult.REQUEUED
             if attempt.verdict == "REQUEST_CHANGES":
                 if not services.review_requests_changes(stage=stage, enqueue=enqueue_next):
                     services.task_fail(
@@ -221,6 +229,10 @@ _RESULT_FIELDS = [
     "cost_usd",
     "turns",
     "session_id",
+    "tests_status",
+    "tests_exit_code",
+    "tests_duration",
+    "tests_output",
 ]
 
 
@@ -234,6 +246,7 @@ class Attempt:
     owner: str
     worker: Worker
     verdict: str = ""
+    tests: hooks.HookRun | None = None
     worktree: Path | None = None
     repo_dir: Path | None = None
     box: sandbox.Box | None = None
@@ -251,11 +264,20 @@ class Attempt:
         if self.stage.name == "pr_creation":
             self.create_pull_request()
         else:
-            self.run_agent_stage()
-            self.check_evidence()
+            before = self.run_repository_command(self.workflow.hook("before_stage"))
+            if before is not None and not before.ok:
+                raise StageFailure(f"before_stage hook {before.status}: {_tail(before.output)}")
+            try:
+                self.run_agent_stage()
+                self.check_evidence()
+            finally:
+                # Logged only: a failing after_stage hook does not undo the agent's work.
+                self.run_repository_command(self.workflow.hook("after_stage"))
+            if self.stage.name == "building":
+                self.run_tests()
         self.result.head_commit = git.head(self.worktree)
         if self.result.head_commit != self.result.base_commit:
-            git.push(self.worktree, repos.push_remote(self.task.repository), self.task.branch, auth_header=repos.auth_header())
+            git.push(self.worktree, repos.push_remote(self.task.repository), self.task.branch, auth_header=repos.auth_header(self.task.repository))
         self.result.outcome = StageResult.Outcome.SUCCEEDED
 
     def prepare_worktree(self) -> Path:
@@ -280,8 +302,24 @@ class Attempt:
             changed.append("worktree_host")
         if changed:
             task.save(update_fields=changed)
+        created = not (path / ".git").exists()
         git.worktree_add(repo_dir, path, task.branch, task.base_commit)
         self.repo_dir = repo_dir
+        self.worktree = path
+        setup = self.workflow.hook("setup")
+        host = socket.gethostname()
+        # Once per worktree: when it was just (re-)created, or when the last successful setup
+        # happened on another machine (this one's copy never ran it).
+        if setup is not None and (created or task.setup_host != host):
+            if task.setup_host:
+                Task.objects.filter(pk=task.pk).update(setup_host="")
+                task.setup_host = ""
+            run = self.run_repository_command(setup)
+            assert run is not None
+            if not run.ok:
+                raise StageFailure(f"setup hook {run.status}: {_tail(run.output)}", permanent=True)
+            Task.objects.filter(pk=task.pk).update(setup_host=host)
+            task.setup_host = host
         return path
 
     def git_access(self) -> sandbox.GitAccess | None:
@@ -292,8 +330,111 @@ class Attempt:
             return None
         return sandbox.GitAccess(common=Path(pinned["GIT_COMMON_DIR"]), admin=Path(pinned["GIT_DIR"]), branch=self.task.branch)
 
+    # --- the repository's own commands (hooks, tests) ---------------------------------------
+
+    def run_repository_command(self, hook: HookConfig | None) -> hooks.HookRun | None:
+        """Run a hook or the test command in the worktree and record it as an event of this
+        attempt. None when the workflow has no such hook."""
+        if hook is None:
+            return None
+        assert self.worktree is not None
+        context = {
+            "task_id": self.task.pk,
+            "issue_number": self.task.issue_number,
+            "repository": self.task.repository.full_name,
+            "branch": self.task.branch,
+            "stage": self.stage.name,
+            "round": self.task.review_round,
+        }
+        env = hooks.hook_environment(hook.name, workflow=self.workflow, worktree=self.worktree, context=context)
+        self._append_event(AgentEvent.Kind.SYSTEM, {"hook": hook.name, "status": "running", "message": f"{hook.name} started"})
+        self.flush_events()
+
+        stops: list[StopAgent] = []
+
+        def should_stop() -> str | None:
+            stop = self.on_tick()
+            if stop is None:
+                return None
+            stops.append(stop)
+            return stop.reason
+
+        box_root, boxes, wrap = self.hook_sandbox(hook)
+        try:
+            run = hooks.run_hook(
+                hook,
+                cwd=self.worktree,
+                env=env,
+            grace=settings.TACX["KILL_GRACE_SECONDS"],
+            should_stop=should_stop,
+            # The reaper kills a dead worker's process group by Worker.pgid: the hook's, now.
+            on_start=self.on_start,
+                poll_seconds=min(1.0, settings.TACX["HEARTBEAT_SECONDS"]),
+                secret_values=hooks.secret_values(hook.name, workflow=self.workflow, env=env),
+                wrap=wrap,
+            )
+        finally:
+            for box in boxes:
+                box.finish()
+                for entry in box.new_violations():
+                    data = {k: entry[k] for k in ("kind", "host", "port", "reason", "time", "line") if k in entry}
+                    self._append_event(AgentEvent.Kind.SANDBOX, {**data, "hook": hook.name})
+            if box_root is not None:
+                shutil.rmtree(box_root, ignore_errors=True)
+        self._append_event(AgentEvent.Kind.SYSTEM if run.ok else AgentEvent.Kind.ERROR, run.event_data())
+        self.flush_events()
+        if stops:
+            raise StageFailure(f"{hook.name} stopped: {stops[0].reason}", outcome=stops[0].outcome)
+        return run
+
+    def hook_sandbox(self, hook: HookConfig):
+        """``(root, boxes, wrap)`` for running `hook` in the agent sandbox: the worktree, a
+        private HOME of its own (never the agent's: what setup writes there, e.g. a token in
+        ~/.npmrc, stays out of the agent's reach) and the hook's own network allow-list.
+        ``(None, [], None)`` with the sandbox off."""
+        if not sandbox.enabled():
+            return None, [], None
+        assert self.worktree is not None
+        root = sandbox.new_root()
+        home = root / "home"
+        (home / "tmp").mkdir(parents=True)
+        boxes: list[sandbox.Box] = []
+        access = self.git_access()
+
+        def wrap(argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str], Path]:
+            box = sandbox.prepare(
+                argv=argv,
+                env={**env, "HOME": str(home), "TMPDIR": str(home / "tmp")},
+                worktree=self.worktree,
+                git_access=access,
+                allow_hosts=list(hook.network_allow),
+                home=home,
+                root=root,
+                extra_write=settings.TACX.get("SANDBOX_HOOK_WRITE", []),
+            )
+            boxes.append(box)
+            return box.argv, box.env, box.cwd
+
+        return root, boxes, wrap
+
+    def run_tests(self) -> None:
+        """The workflow's test_command, run by TAC-X after building: its result is evidence for
+        the reviewer and the PR; a failure sends the task back to building (finish_attempt)."""
+        run = self.run_repository_command(self.workflow.test_command)
+        if run is None:
+            return
+        self.tests = run
+        r = self.result
+        r.tests_status, r.tests_exit_code, r.tests_duration, r.tests_output = run.status, run.exit_code, run.duration, run.output
+        # Everything the builder made is committed; what the tests left behind (caches, reports)
+        # must not reach the branch through a later "remaining changes" commit.
+        assert self.worktree is not None
+        git.run(["reset", "--hard", "--quiet", "HEAD"], cwd=self.worktree)
+        git.run(["clean", "-fdq"], cwd=self.worktree)
+
     def prompt_context(self) -> dict[str, object]:
         task = self.task
+        tests = self.tests_for_prompt()
         plan = (
             StageResult.objects.filter(task=task, stage__name="planning", success=True).order_by("-id").values_list("output_text", flat=True).first()
             or "(no plan)"
@@ -307,6 +448,8 @@ class Attempt:
                 .first()
                 or ""
             )
+            if not feedback and tests is not None and tests.tests_status != "passed":
+                feedback = "The test command failed after your last changes; make it pass (its output is in <test_result>)."
         return {
             "stage": self.stage.name,
             "round": task.review_round,
@@ -318,12 +461,33 @@ class Attempt:
             "plan": plan,
             "review_feedback": feedback or "(none)",
             "worktree": str(self.worktree),
+            "test_result": hooks.tests_report(tests, configured=self.workflow.test_command is not None),
         }
+
+    def tests_for_prompt(self) -> StageResult | None:
+        """The test result a prompt shows: for a builder the previous round's (what failed), for
+        a reviewer the current round's."""
+        if self.workflow.test_command is None:
+            return None
+        runs = StageResult.objects.filter(task=self.task, stage__name="building", success=True).exclude(tests_status="")
+        if self.stage.name == "building":
+            if self.task.review_round <= 1:
+                return None
+            runs = runs.filter(round=self.task.review_round - 1)
+        else:
+            runs = runs.filter(round=self.task.review_round)
+        return runs.order_by("-id").first()
 
     def render_prompt(self) -> str:
         header = f"TACX-STAGE: {self.stage.name}" + (f" (round {self.task.review_round})" if self.task.review_round > 1 else "")
         # format_map substitutes values once; braces inside the issue text are never re-parsed.
-        return f"{header}\n\n{self.cfg.prompt.format_map(self.prompt_context())}"
+        context = self.prompt_context()
+        prompt = f"{header}\n\n{self.cfg.prompt.format_map(context)}"
+        # The test evidence reaches the agent even when a repository's own prompt forgets it.
+        if self.workflow.test_command is not None and "{test_result}" not in self.cfg.prompt:
+            if self.stage.name == "reviewing" or (self.stage.name == "building" and self.task.review_round > 1):
+                prompt += f"\n\n<test_result>\n{context['test_result']}\n</test_result>\n"
+        return prompt
 
     def run_agent_stage(self) -> None:
         cfg, result = self.cfg, self.result
@@ -366,9 +530,9 @@ class Attempt:
                 root=self.box_root,
             )
             argv, env = self.box.argv, self.box.env
-            self.record(AgentEvent.Kind.SYSTEM, {"subtype": "sandbox", "mode": sandbox.mode(), "allowed_hosts": self.box.allowed_hosts})
+            self._append_event(AgentEvent.Kind.SYSTEM, {"subtype": "sandbox", "mode": sandbox.mode(), "allowed_hosts": self.box.allowed_hosts})
         else:
-            self.record(AgentEvent.Kind.SYSTEM, {"subtype": "sandbox", "mode": "off", "allowed_hosts": []})
+            self._append_event(AgentEvent.Kind.SYSTEM, {"subtype": "sandbox", "mode": "off", "allowed_hosts": []})
         access = self.git_access()
         guarded = git.guard_snapshot(access.common, access.admin) if access else None
         self.parser = provider.parser(invocation)
@@ -421,7 +585,7 @@ class Attempt:
             if proc.stop.outcome == StageResult.Outcome.BUDGET_EXCEEDED and self.worktree is not None:
                 # Keep the work done so far: it is on the branch for a human to pick up.
                 if git.commit_all(self.worktree, f"tacx: work in progress of {self.stage.name} when the budget ran out (#{self.task.issue_number})"):
-                    git.push(self.worktree, repos.push_remote(self.task.repository), self.task.branch, auth_header=repos.auth_header())
+                    git.push(self.worktree, repos.push_remote(self.task.repository), self.task.branch, auth_header=repos.auth_header(self.task.repository))
             raise StageFailure(proc.stop.reason, outcome=proc.stop.outcome, permanent=outcome.permanent)
         if not outcome.success:
             raise StageFailure(outcome.error or f"agent exited with code {proc.exit_code}", permanent=outcome.permanent)
@@ -472,7 +636,7 @@ class Attempt:
 
         assert self.worktree is not None
         git.commit_all(self.worktree, f"tacx: remaining changes for #{self.task.issue_number}")
-        git.push(self.worktree, repos.push_remote(self.task.repository), self.task.branch, auth_header=repos.auth_header())
+        git.push(self.worktree, repos.push_remote(self.task.repository), self.task.branch, auth_header=repos.auth_header(self.task.repository))
         body = pulls.pull_request_body(self.task)
         self.result.output_text = body
         self.result.output_file = "pull request body"
@@ -487,12 +651,7 @@ class Attempt:
         if self.box is None:
             return
         for entry in self.box.new_violations():
-            self.record(AgentEvent.Kind.SANDBOX, {k: entry[k] for k in ("kind", "host", "port", "reason", "time", "line") if k in entry})
-
-    def record(self, kind: str, data: dict) -> None:
-        """One event of TAC-X's own about this attempt, stored with the agent's next batch."""
-        self._seq += 1
-        self._pending.append(AgentEvent(task=self.task, result=self.result, seq=self._seq, kind=kind, data=redact_data(data)))
+            self._append_event(AgentEvent.Kind.SANDBOX, {k: entry[k] for k in ("kind", "host", "port", "reason", "time", "line") if k in entry})
 
     def close_box(self) -> None:
         if self.box is not None:
@@ -504,6 +663,11 @@ class Attempt:
 
     def on_start(self, pgid: int) -> None:
         Worker.objects.filter(pk=self.worker.pk).update(pgid=pgid)
+
+    def _append_event(self, kind: str, data: dict) -> None:
+        """One event of TAC-X's own about this attempt, stored with the agent's next batch."""
+        self._seq += 1
+        self._pending.append(AgentEvent(task=self.task, result=self.result, seq=self._seq, kind=kind, data=redact_data(data)))
 
     def on_events(self, events: list[Event]) -> StopAgent | None:
         for event in events:
@@ -556,6 +720,10 @@ class Attempt:
 
 
 _KINDS = {k.value for k in AgentEvent.Kind}
+
+
+def _tail(text: str, lines: int = 20) -> str:
+    return "\n".join((text or "").strip().splitlines()[-lines:]) or "(no output)"
 
 
 def _kind(kind: str) -> str:

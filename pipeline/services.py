@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from . import alerts, live
 from .models import AgentEvent, Repository, Stage, StageResult, Task
+from .redaction import redact_data
 from .workflow import Workflow, WorkflowError
 
 log = logging.getLogger(__name__)
@@ -249,6 +250,23 @@ def review_requests_changes(*, stage: Stage, enqueue: bool = True) -> bool:
     return True
 
 
+def tests_failed_back_to_building(*, stage: Stage, summary: str, enqueue: bool = True) -> bool:
+    """The test command failed after building: run building again (another round, with the
+    test output in its prompt). False when the rounds are used up."""
+    task = stage.task
+    workflow = Workflow.from_json(task.workflow)
+    if task.review_round >= workflow.review_rounds:
+        return False
+    with transaction.atomic():
+        Task.objects.filter(pk=task.pk).update(review_round=F("review_round") + 1)
+        task.refresh_from_db()
+        task.stages.filter(position__gt=stage.position).update(status=Stage.Status.PENDING)
+        Stage.objects.filter(pk=stage.pk).update(failed_attempts=0)
+        event_status(task, f"{summary}: back to building (round {task.review_round})")
+        stage_queue(stage=stage, enqueue=enqueue, force=True)
+    return True
+
+
 def result_add_to_totals(*, result: StageResult) -> None:
     Task.objects.filter(pk=result.task_id).update(
         input_tokens=F("input_tokens") + result.input_tokens,
@@ -459,6 +477,7 @@ def task_worktree_remove(*, task: Task) -> bool:
         return False
     path = Path(task.worktree_path)
     if path.exists():
+        _cleanup_hook(task=task, path=path)
         try:
             git.worktree_remove(repos.source_dir(task.repository, fetch=False), path)
         except git.GitError as exc:
@@ -473,3 +492,24 @@ def task_worktree_remove(*, task: Task) -> bool:
     if done:
         task.worktree_removed_at = now
     return bool(done)
+
+
+def _cleanup_hook(*, task: Task, path) -> None:
+    """The workflow's `cleanup` hook, before the worktree goes; a failure is logged only."""
+    from . import hooks
+
+    try:
+        workflow = Workflow.from_json(task.workflow) if task.workflow else None
+    except WorkflowError:
+        workflow = None
+    hook = workflow.hook("cleanup") if workflow is not None else None
+    if hook is None:
+        return
+    context = {"task_id": task.pk, "issue_number": task.issue_number, "repository": task.repository.full_name, "branch": task.branch}
+    env = hooks.hook_environment("cleanup", workflow=workflow, worktree=path, context=context)
+    run = hooks.run_hook(hook, cwd=path, env=env, grace=settings.TACX["KILL_GRACE_SECONDS"])
+    kind = AgentEvent.Kind.SYSTEM if run.ok else AgentEvent.Kind.ERROR
+    event = AgentEvent.objects.create(task=task, kind=kind, data=redact_data(run.event_data()))
+    live.notify_after_commit(task.pk, event.pk)
+    if not run.ok:
+        log.warning("task %s: cleanup hook %s", task.pk, run.summary())

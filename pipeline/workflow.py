@@ -34,8 +34,22 @@ PROMPT_FIELDS = frozenset(
         "plan",
         "review_feedback",
         "worktree",
+        "test_result",
     }
 )
+
+HOOK_NAMES = ("setup", "before_stage", "after_stage", "cleanup")
+# Default time limits (seconds) of the repository's own commands.
+HOOK_TIMEOUTS = {"setup": 900, "before_stage": 300, "after_stage": 300, "cleanup": 120, "test_command": 1800}
+# Never handed to a hook or test command, whatever `setup_env` says: the forge identity stays
+# with TAC-X (pushes, PRs, checks are its own code).
+FORBIDDEN_SETUP_ENV = frozenset(
+    {"GITHUB_TOKEN", "GH_TOKEN", "GITHUB_WEBHOOK_SECRET", "GITHUB_APP_ID", "GITHUB_APP_PRIVATE_KEY", "GITHUB_APP_PRIVATE_KEY_FILE", "DATABASE_URL", "DJANGO_SECRET_KEY", "SECRET_KEY"}
+)
+_HOOK_KEYS = {"run", "timeout", "network"}
+_NETWORK_KEYS = {"allow"}
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_HOST = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*(:[0-9]{1,5})?")
 
 _STAGE_KEYS = {
     "name",
@@ -54,7 +68,7 @@ _STAGE_KEYS = {
     "max_attempts",
     "network",
 }
-_TOP_KEYS = {"version", "review_rounds", "stages", "budget", "defaults", "network"}
+_TOP_KEYS = {"version", "review_rounds", "stages", "budget", "defaults", "network", "hooks", "test_command", "setup_env"}
 _NETWORK_KEYS = {"allow"}
 # host, *.host, an IPv4 literal or a bracketed IPv6 literal, with an optional :port.
 _HOST_ENTRY = re.compile(r"^(?:\*\.)?(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(?::(\d{1,5}))?$|^\[[0-9A-Fa-f:.]+\](?::(\d{1,5}))?$")
@@ -108,12 +122,34 @@ class StageConfig:
 
 
 @dataclass(frozen=True)
+class HookConfig:
+    """One repository command TAC-X runs itself (a hook or the test command): shell commands run
+    in order in the worktree (the first failure stops them), with a time limit for all of them
+    together and the hosts it may reach once the sandbox enforces a network allow-list."""
+
+    name: str
+    run: tuple[str, ...]
+    timeout: int
+    network_allow: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        return {"run": list(self.run), "timeout": self.timeout, "network": {"allow": list(self.network_allow)}}
+
+
+@dataclass(frozen=True)
 class Workflow:
     stages: tuple[StageConfig, ...]
     review_rounds: int = 2
     budget: Budget = Budget()
     source: str = "default"
     network_allow: tuple[str, ...] = ()  # hosts every stage's agent may reach
+    hooks: dict[str, HookConfig] = field(default_factory=dict)
+    test_command: HookConfig | None = None
+    # Names of TAC-X's environment variables handed to `setup` and `test_command` only.
+    setup_env: tuple[str, ...] = ()
+
+    def hook(self, name: str) -> HookConfig | None:
+        return self.hooks.get(name)
 
     def stage(self, name: str) -> StageConfig:
         for stage in self.stages:
@@ -128,6 +164,9 @@ class Workflow:
             "budget": self.budget.to_json(),
             "network": {"allow": list(self.network_allow)},
             "stages": [s.to_json() for s in self.stages],
+            "hooks": {name: hook.to_json() for name, hook in self.hooks.items()},
+            "test_command": self.test_command.to_json() if self.test_command else None,
+            "setup_env": list(self.setup_env),
         }
 
     def allowed_hosts(self, stage: StageConfig) -> tuple[str, ...]:
@@ -222,6 +261,44 @@ class _Validator:
             raise self.fail(where, f"unknown placeholder {{{unknown[0]}}} (known: {', '.join(sorted(PROMPT_FIELDS))})")
         return value
 
+    def hook(self, value: Any, name: str, where: str) -> HookConfig | None:
+        """A hook: a shell command, a list of them, or {run, timeout, network: {allow}}."""
+        if value is None:
+            return None
+        if isinstance(value, (str, list)):
+            value = {"run": value}
+        if not isinstance(value, dict):
+            raise self.fail(where, "must be a command, a list of commands, or a mapping with run, timeout and network")
+        self.check_keys(value, _HOOK_KEYS, f"{where}.")
+        run = value.get("run")
+        if isinstance(run, str):
+            run = [run]
+        if not isinstance(run, list) or not run or not all(isinstance(c, str) and c.strip() for c in run):
+            raise self.fail(f"{where}.run", "must be a non-empty command or list of non-empty commands")
+        if any("\x00" in c for c in run):
+            raise self.fail(f"{where}.run", "contains a NUL character")
+        timeout = self.integer(value.get("timeout", HOOK_TIMEOUTS[name]), f"{where}.timeout", minimum=1)
+        allow: tuple[str, ...] = ()
+        network = value.get("network")
+        if network is not None:
+            if not isinstance(network, dict):
+                raise self.fail(f"{where}.network", "must be a mapping with allow: [hosts]")
+            self.check_keys(network, _NETWORK_KEYS, f"{where}.network.")
+            allow = self.string_list(network.get("allow", []), f"{where}.network.allow")
+            for i, host in enumerate(allow):
+                if not _HOST.fullmatch(host):
+                    raise self.fail(f"{where}.network.allow[{i}]", f"must be a host name (optionally *.domain or host:port), got {host!r}")
+        return HookConfig(name=name, run=tuple(run), timeout=timeout, network_allow=allow)
+
+    def setup_env(self, value: Any, where: str) -> tuple[str, ...]:
+        names = self.string_list(value, where)
+        for i, name in enumerate(names):
+            if not _ENV_NAME.fullmatch(name):
+                raise self.fail(f"{where}[{i}]", f"must be an environment variable name, got {name!r}")
+            if name in FORBIDDEN_SETUP_ENV:
+                raise self.fail(f"{where}[{i}]", f"{name} is TAC-X's own credential and is never handed to repository commands")
+        return names
+
 
 def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) -> Workflow:
     """Validate a parsed YAML document. Stages named like a default stage inherit its settings."""
@@ -255,7 +332,31 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
         network_allow = v.network(data.get("network"), "network")
     else:
         network_allow = defaults.network_allow if defaults else ()
-    return Workflow(stages=stages, review_rounds=review_rounds, budget=budget, source=source, network_allow=network_allow)
+
+    hooks_raw = data.get("hooks")
+    hooks: dict[str, HookConfig] = {}
+    if hooks_raw is not None:
+        if not isinstance(hooks_raw, dict):
+            raise v.fail("hooks", f"must be a mapping with any of: {', '.join(HOOK_NAMES)}")
+        v.check_keys(hooks_raw, set(HOOK_NAMES), "hooks.")
+        for name in HOOK_NAMES:
+            hook = v.hook(hooks_raw.get(name), name, f"hooks.{name}")
+            if hook is not None:
+                hooks[name] = hook
+    test_command = v.hook(data.get("test_command"), "test_command", "test_command")
+    if test_command is not None and "building" not in names:
+        raise v.fail("test_command", "needs a building stage to test (and to send failures back to)")
+    setup_env = v.setup_env(data.get("setup_env", []), "setup_env")
+    return Workflow(
+        stages=stages,
+        review_rounds=review_rounds,
+        budget=budget,
+        source=source,
+        hooks=hooks,
+        test_command=test_command,
+        setup_env=setup_env,
+        network_allow=network_allow,
+    )
 
 
 def _parse_stage(v: _Validator, raw: Any, index: int, defaults: Workflow | None) -> StageConfig:

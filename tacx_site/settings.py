@@ -186,6 +186,9 @@ TACX = {
     "KILL_GRACE_SECONDS": env_float("TACX_KILL_GRACE_SECONDS", 3.0),
     "DRAFT_PRS": env_bool("TACX_DRAFT_PRS", True),
     "DASHBOARD_URL": os.environ.get("TACX_DASHBOARD_URL", "http://127.0.0.1:8000"),
+    # A commit status "TAC-X / human approval" stays pending on the PR head until a human other
+    # than the requester approves it (coordinator/checks.py); branch protection can require it.
+    "REQUIRE_HUMAN_APPROVAL": env_bool("TACX_REQUIRE_HUMAN_APPROVAL", False),
     "ALLOWED_BOTS": [b for b in os.environ.get("TACX_ALLOWED_BOTS", "").split(",") if b],
     "DAILY_BUDGET_USD": os.environ.get("TACX_DAILY_BUDGET_USD", ""),
     "DAILY_BUDGET_TOKENS": os.environ.get("TACX_DAILY_BUDGET_TOKENS", ""),
@@ -202,6 +205,9 @@ TACX = {
     "SANDBOX": _sandbox_mode(os.environ.get("TACX_SANDBOX", "required")),
     "SANDBOX_ALLOW_READ": [p for p in os.environ.get("TACX_SANDBOX_ALLOW_READ", "").split(os.pathsep) if p],
     "SANDBOX_TMP": os.environ.get("TACX_SANDBOX_TMP", ""),
+    # Paths the repository's own commands (hooks, test_command) may write, never an agent: e.g.
+    # a package cache shared by setups.
+    "SANDBOX_HOOK_WRITE": [p for p in os.environ.get("TACX_SANDBOX_HOOK_WRITE", "").split(os.pathsep) if p],
     "SANDBOX_NODE": os.environ.get("TACX_SANDBOX_NODE", ""),
     "SANDBOX_BWRAP": os.environ.get("TACX_SANDBOX_BWRAP", ""),
     "SANDBOX_SOCAT": os.environ.get("TACX_SANDBOX_SOCAT", ""),
@@ -213,6 +219,11 @@ TACX = {
 GITHUB_API_URL = os.environ.get("GITHUB_API_URL", "https://api.github.com")
 GITHUB_TOKEN = os.environ.get("GITHUB_TOKEN", "")
 GITHUB_WEBHOOK_SECRET = os.environ.get("GITHUB_WEBHOOK_SECRET", "")
+# A GitHub App instead of GITHUB_TOKEN (pipeline/github_auth.py): the App's id and its private key
+# (PEM in the variable, `\n` escapes allowed, or a file). Set GITHUB_APP_ID to use it.
+GITHUB_APP_ID = os.environ.get("GITHUB_APP_ID", "")
+GITHUB_APP_PRIVATE_KEY = os.environ.get("GITHUB_APP_PRIVATE_KEY", "")
+GITHUB_APP_PRIVATE_KEY_FILE = os.environ.get("GITHUB_APP_PRIVATE_KEY_FILE", "")
 
 # django-q2 is an at-least-once delivery pipe; our own claims and leases decide what runs.
 # The ORM broker gives receipts and a transactional enqueue on the same database.

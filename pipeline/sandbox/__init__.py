@@ -425,6 +425,7 @@ def prepare(
     home: Path,
     root: Path,
     extra_read: Iterable[str | Path] = (),
+    extra_write: Iterable[str | Path] = (),
 ) -> Box:
     """The attempt's view of the machine, handed to the sandbox server, and the wrapped command."""
     ctl = root / "ctl"  # outside the agent's view: settings and the refusal log
@@ -437,7 +438,8 @@ def prepare(
         if entry and entry not in hosts:
             hosts.append(entry)
     read = [*SYSTEM_READ, *agent_read_paths(), *_existing(extra_read), str(worktree), str(home)]
-    write = [str(worktree), str(home)]
+    write = [str(worktree), str(home), *_existing(extra_write)]
+    read += _existing(extra_write)
     # The worktree's .git file says where its git directory is: the agent must not re-point it.
     deny_write: list[str] = [str(worktree / ".git")]
     if git_access is not None:
