@@ -252,6 +252,11 @@ def _parse_stage(v: _Validator, raw: Any, index: int, defaults: Workflow | None)
     if provider not in AGENT_PROVIDERS:
         raise v.fail(f"{where}.provider", f"unknown provider {provider!r} (known: {', '.join(AGENT_PROVIDERS)})")
 
+    if base and provider != base.get("provider"):
+        # The default stage's model belongs to its provider: a `command` (or codex) stage must not
+        # show, price or count itself under the inherited claude model.
+        base.pop("model", None)
+
     def pick(key: str, default: Any = None) -> Any:
         return raw.get(key, base.get(key, default))
 

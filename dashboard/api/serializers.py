@@ -277,6 +277,7 @@ class RateOut(serializers.Serializer):
     key = serializers.CharField()
     attempts = serializers.IntegerField()
     succeeded = serializers.IntegerField()
+    cancelled = serializers.IntegerField(help_text="Attempts ended by a cancel: not counted in `attempts` or the rate")
     rate = serializers.FloatField(allow_null=True)
 
 
@@ -296,6 +297,8 @@ class StatsOut(serializers.Serializer):
     per_day = DayOut(many=True)
     tasks_by_status = serializers.DictField(child=serializers.IntegerField())
     median_trigger_to_pr_seconds = serializers.FloatField(allow_null=True)
+    results = serializers.IntegerField(help_text="Tasks that delivered: pull requests plus branches pushed to a local origin")
     pull_requests = serializers.IntegerField()
+    branches = serializers.IntegerField(help_text="Local repositories: branches pushed to their origin")
     total_tokens = serializers.IntegerField()
     total_cost_usd = serializers.DecimalField(max_digits=14, decimal_places=6)
