@@ -70,3 +70,23 @@ def workflow_yaml(data: dict) -> str:
     if not data:
         return ""
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+
+
+def event_summary(kind: str, data: dict) -> str:
+    """One line saying what an agent event does ("now doing"): the tool and its command or path,
+    or the start of a message."""
+    data = data if isinstance(data, dict) else {}
+    if kind == "tool_call":
+        name = str(data.get("name") or "tool")
+        tool_input = data.get("input") if isinstance(data.get("input"), dict) else {}
+        if tool_input.get("command"):
+            detail = f"$ {tool_input['command']}"
+        else:
+            detail = str(tool_input.get("file_path") or tool_input.get("path") or tool_input.get("pattern") or "")
+        text = f"{name}: {detail}" if detail else name
+    elif kind == "message":
+        text = str(data.get("text") or "")
+    else:
+        return ""
+    text = " ".join(text.split())
+    return text if len(text) <= 160 else text[:159] + "…"

@@ -44,9 +44,16 @@ class TaskListQuery(serializers.Serializer):
 
 class TaskCreateIn(serializers.Serializer):
     repository = serializers.CharField(max_length=200, help_text="Id or name of a local repository")
-    issue_number = serializers.IntegerField(min_value=1, max_value=MAX_INT)
+    issue_number = serializers.IntegerField(
+        min_value=1, max_value=MAX_INT, required=False, allow_null=True, default=None,
+        help_text="Optional: without it the task gets the repository's next free number",
+    )
     title = serializers.CharField(max_length=500)
     body = serializers.CharField(required=False, allow_blank=True, default="", max_length=200_000)
+    workflow = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=100_000,
+        help_text="Optional workflow YAML used instead of the repository's .tac/workflow.yaml (validated first)",
+    )
     start = serializers.BooleanField(required=False, default=False, help_text="Dispatch now instead of waiting for the coordinator")
 
 
