@@ -5,6 +5,7 @@ from django.urls import include, path
 
 from pipeline.metrics import metrics_view
 
+
 def favicon(request):
     # Browsers ask for /favicon.ico whatever the page says; answer with the icon, not a 404.
     return HttpResponseRedirect(static("favicon.svg"))
