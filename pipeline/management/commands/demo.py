@@ -160,6 +160,9 @@ class Command(BaseCommand):
             # The demo's own lines are what matters; the stack speaks up only for warnings.
             env.update({"TACX_ACCESS_LOG": os.devnull, "LOG_LEVEL": "WARNING", "TACX_Q_LOG_LEVEL": "WARNING"})
         task = None
+        # `kill`, `timeout` or `docker stop` end the demo like Ctrl-C does: the task is cancelled
+        # and the stack (in its own session, so it does not see the signal) is stopped.
+        signal.signal(signal.SIGTERM, _interrupt)
         honcho = Path(sys.executable).with_name("honcho")
         stack = subprocess.Popen(
             [str(honcho), "-f", str(settings.BASE_DIR / "Procfile"), "start"],
@@ -213,3 +216,7 @@ class Command(BaseCommand):
                 return task
             time.sleep(0.5)
         raise CommandError(f"demo task still {task.status} after {timeout:.0f} s")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
