@@ -58,7 +58,7 @@
 
   function visible(item, kinds) {
     var stage = stageSelect.value, attempt = attemptSelect.value;
-    if (stage && item.dataset.stage !== stage) return false;
+    if (stage && item.dataset.stageName !== stage) return false;
     if (attempt && item.dataset.result !== attempt) return false;
     if (item.classList.contains("attempt-head")) return true;
     var kind = KNOWN.indexOf(item.dataset.kind) >= 0 ? item.dataset.kind : "other";
@@ -85,7 +85,7 @@
       if (event.target === stageSelect) {
         // An attempt of another stage cannot be shown with this stage.
         var chosen = attemptSelect.selectedOptions[0];
-        if (chosen && chosen.dataset.stage && stageSelect.value && chosen.dataset.stage !== stageSelect.value) attemptSelect.value = "";
+        if (chosen && chosen.dataset.stageName && stageSelect.value && chosen.dataset.stageName !== stageSelect.value) attemptSelect.value = "";
       }
       applyFilters();
     });
@@ -120,7 +120,7 @@
     if (!attemptSelect || attemptSelect.querySelector("option[value='" + event.attempt_id + "']")) return;
     var option = document.createElement("option");
     option.value = String(event.attempt_id);
-    option.dataset.stage = event.stage;
+    option.dataset.stageName = event.stage;
     option.textContent = event.stage + " · attempt " + event.attempt;
     attemptSelect.appendChild(option);
   }
@@ -135,7 +135,7 @@
       var head = document.createElement("li");
       head.className = "attempt-head";
       head.dataset.result = result;
-      head.dataset.stage = event.stage || "";
+      head.dataset.stageName = event.stage || "";
       head.textContent = event.stage + " · attempt " + event.attempt;
       transcript.appendChild(head);
       added.push(head);
