@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 
 import yaml
-
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
