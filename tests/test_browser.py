@@ -221,9 +221,14 @@ def test_the_stats_charts_the_workers_and_the_api_docs_render_in_the_browser(ser
 
     page.goto(server + "/api/docs/")
     expect(page.locator("details.operation")).to_have_count(10)
-    page.locator("#tasks_create summary").click()
+    page.locator("#tasks_create > summary").click()
     expect(page.locator("#tasks_create")).to_contain_text("title *")
     expect(page.locator("#tasks_create")).to_contain_text("issue_number: integer Optional")
+    # Answers list their fields and show an example; bodies too.
+    page.locator("#tasks_create details.example summary", has_text="Example body").click()
+    expect(page.locator("#tasks_create details.example pre").first).to_contain_text('"repository": "string"')
+    page.locator("#tasks_create details.fields summary").first.click()
+    expect(page.locator("#tasks_create details.fields").first).to_contain_text("pr_url")
     shot(page, "12-api-docs")
 
 
