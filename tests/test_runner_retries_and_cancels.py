@@ -118,3 +118,18 @@ def test_a_command_stage_does_not_inherit_the_default_claude_model():
     assert codex.stage("planning").model == ""
 
 
+
+
+def test_the_task_page_does_not_count_a_cancelled_attempt_against_the_limit(client, alice, local_repository):
+    from django.urls import reverse
+
+    task = testing.task_running(repository=local_repository, issue_number=11)
+    attempt = _open_attempt(task, "planning")
+    services.task_cancel(task=task, reason="cancelled by alice")
+    attempt.result.outcome = StageResult.Outcome.CANCELLED
+    runner.finish_attempt(attempt, permanent=False, enqueue_next=False)
+    services.task_retry(task=Task.objects.get(pk=task.pk), enqueue=False)
+    client.force_login(alice)
+    html = client.get(reverse("dashboard:task-summary", args=[task.pk])).content.decode()
+    planning = html.split('data-stage="planning"')[1].split("</li>")[0]
+    assert "attempts 0/3" in planning
