@@ -56,9 +56,11 @@ def task_create(
     trigger_source: str = "api",
     issue_url: str = "",
     triggered_at=None,
+    workflow_override: str = "",
 ) -> tuple[Task, bool]:
     """Create a queued task for an issue, or return the active one. Returns (task, created)."""
     fields = {
+        "workflow_override": workflow_override,
         "repository": repository,
         "issue_number": issue_number,
         "title": sanitize_issue_text(title)[:500] or f"Issue {issue_number}",
@@ -111,19 +113,21 @@ def task_submit(
     workflow_text = (workflow_text or "").strip()
     if workflow_text:
         load_workflow_text(workflow_text, source="workflow override")  # raises WorkflowError
-    if issue_number is None:
-        issue_number = _next_issue_number(repository)
-    task, created = task_create(
-        repository=repository,
-        issue_number=issue_number,
-        title=title,
-        body=body,
-        triggered_by=triggered_by,
-        trigger_source=trigger_source,
-    )
-    if created and workflow_text:
-        Task.objects.filter(pk=task.pk).update(workflow_override=workflow_text)
-        task.workflow_override = workflow_text
+    numbered = issue_number is not None
+    # Without a number: the next free one. Two people submitting at once may pick the same; the
+    # one refused by the active-task constraint takes the next number (a few times at most).
+    for _ in range(1 if numbered else 5):
+        task, created = task_create(
+            repository=repository,
+            issue_number=issue_number if numbered else _next_issue_number(repository),
+            title=title,
+            body=body,
+            triggered_by=triggered_by,
+            trigger_source=trigger_source,
+            workflow_override=workflow_text,  # with the row: a dispatcher never sees it without
+        )
+        if created or numbered:
+            break
     if created and start:
         task_dispatch(task=task)
         task.refresh_from_db()
@@ -131,9 +135,6 @@ def task_submit(
 
 
 def _next_issue_number(repository: Repository) -> int:
-    # Two people submitting at once may both pick N; the loser's insert is refused by the
-    # active-task constraint and task_create returns the winner's task (created=False), so
-    # nothing is duplicated. Good enough for a form.
     top = Task.objects.filter(repository=repository).aggregate(n=models.Max("issue_number"))["n"]
     return (top or 0) + 1
 
