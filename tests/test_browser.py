@@ -242,7 +242,7 @@ def command_workflow() -> str:
     import yaml
 
     def stage(name: str, action: str) -> dict:
-        return {"name": name, "provider": "command", "max_attempts": 1, "options": {"argv": [sys.executable, AGENT, action]}}
+        return {"name": name, "provider": "command", "max_attempts": 1, "options": {"argv": [sys.executable, AGENT, action], "format": "claude-stream-json"}}
 
     return yaml.safe_dump(
         {"stages": [stage("planning", "plan"), stage("building", "build"), stage("reviewing", "review"), {"name": "pr_creation"}]}
