@@ -14,12 +14,24 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from pipeline import accounting, sandbox, services
-from pipeline.models import AgentEvent, Task
+from pipeline.models import AgentEvent, Repository, Task
+from pipeline.workflow import WorkflowError, load_workflow_text
 
-from . import health, rendering, selectors, stats, streams
+from . import failures, health, rendering, selectors, stats, streams
 
 PAGE_SIZE = 50
 TRANSCRIPT_LIMIT = 1000  # newest events rendered with the page; "show all" renders every one
+# Transcript filter: (kind(s), label, shown at first). Usage rows follow every message; they are
+# in the stage's totals already, so they start hidden.
+TRANSCRIPT_KINDS = [
+    ("message", "messages", True),
+    ("tool_call", "tool calls", True),
+    ("tool_result", "tool output", True),
+    ("status", "status", True),
+    ("error", "errors", True),
+    ("usage", "usage", False),
+    ("other", "other", True),
+]
 
 
 class TaskFilterForm(forms.Form):
@@ -67,6 +79,10 @@ def _summary(task: Task) -> dict:
     blocked = sandbox.blocked_for_task(task)
     return {
         "task": task,
+        "result": selectors.task_result(task) if task.status in Task.FINISHED else None,
+        "failure": failures.failure_explain(task),
+        "now_doing": selectors.task_now_doing(task) if task.is_active else None,
+        "running_attempt": selectors.task_running_attempt(task) if task.is_active else None,
         "stages": stages,
         "current_stage": selectors.task_current_stage(stages),
         "tokens_total": task.total_tokens + running_tokens,
@@ -100,8 +116,69 @@ def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
         "earlier_events": earlier,
         "live_after": after,
         "workflow_yaml": rendering.workflow_yaml(task.workflow),
+        # While it runs the transcript is what moves: open on it (a #hash still wins, in JS).
+        "initial_tab": "transcript" if task.is_active else "documents",
+        "tab_list": [("documents", "Plan & review"), ("transcript", "Transcript"), ("workflow", "Workflow")],
+        "transcript_kinds": TRANSCRIPT_KINDS,
+        "transcript_attempts": selectors.task_attempts(task),
     }
     return render(request, "dashboard/task_detail.html", context)
+
+
+class NewTaskForm(forms.Form):
+    repository = forms.ModelChoiceField(
+        queryset=Repository.objects.none(), empty_label=None, help_text="Local repositories; GitHub tasks start from labelled issues."
+    )
+    title = forms.CharField(max_length=500)
+    body = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 8}), max_length=200_000)
+    issue_number = forms.IntegerField(
+        required=False, min_value=1, max_value=2_147_483_647, help_text="Optional: the next free number otherwise."
+    )
+    workflow = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false", "class": "code"}),
+        max_length=100_000,
+        help_text="Optional workflow YAML for this task instead of the repository's .tac/workflow.yaml.",
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["repository"].queryset = Repository.objects.filter(kind=Repository.Kind.LOCAL, enabled=True).order_by("full_name")
+
+    def clean_workflow(self) -> str:
+        text = self.cleaned_data.get("workflow", "").strip()
+        if text:
+            try:
+                load_workflow_text(text, source="workflow")
+            except WorkflowError as exc:
+                raise forms.ValidationError(exc.errors) from None
+        return text
+
+
+@login_required
+def task_new(request: HttpRequest) -> HttpResponse:
+    form = NewTaskForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            task, created = services.task_submit(
+                repository=data["repository"],
+                title=data["title"],
+                body=data["body"],
+                issue_number=data["issue_number"],
+                workflow_text=data["workflow"],
+                triggered_by=request.user.get_username(),
+                trigger_source="dashboard",
+            )
+        except (ValueError, WorkflowError) as exc:
+            form.add_error(None, str(exc))
+        else:
+            if created:
+                messages.success(request, f"Task {task.pk} created for {task.repository.full_name}#{task.issue_number}.")
+            else:
+                messages.info(request, f"Issue #{task.issue_number} already has an active task: task {task.pk}.")
+            return redirect(task)
+    return render(request, "dashboard/task_new.html", {"form": form}, status=400 if form.errors else 200)
 
 
 @login_required
@@ -182,3 +259,14 @@ def health_view(request: HttpRequest) -> JsonResponse:
 @require_GET
 def api_docs(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/api_docs.html")
+
+
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return render(request, "404.html", status=404)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    # No context processors that touch the database: the error may be the database.
+    from django.template import loader
+
+    return HttpResponse(loader.get_template("500.html").render({}), status=500)

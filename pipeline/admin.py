@@ -73,6 +73,40 @@ class TaskAdmin(admin.ModelAdmin):
     inlines = [StageInline, StageResultInline]
     actions = ["retry_tasks", "cancel_tasks"]
     date_hierarchy = "created_at"
+    # Adding a task asks for what a person knows; the rest is TAC-X's to fill in (task_create).
+    add_fields = ["repository", "issue_number", "title", "body"]
+
+    def get_fields(self, request, obj=None):
+        return self.add_fields if obj is None else super().get_fields(request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else self.readonly_fields
+
+    def get_inlines(self, request, obj=None):
+        return [] if obj is None else self.inlines
+
+    def has_change_permission(self, request, obj=None):
+        # A finished task is a record: shown read-only (the retry/cancel actions still work
+        # from the list, through the services).
+        if obj is not None and obj.status in Task.FINISHED:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        task, created = services.task_create(
+            repository=obj.repository,
+            issue_number=obj.issue_number,
+            title=obj.title,
+            body=obj.body,
+            triggered_by=request.user.get_username(),
+            trigger_source="admin",
+        )
+        obj.pk = task.pk
+        obj.refresh_from_db()
+        if not created:
+            self.message_user(request, f"Issue #{task.issue_number} already has an active task ({task.pk}).", messages.WARNING)
 
     @admin.display(description="reason")
     def status_reason_short(self, obj: Task) -> str:

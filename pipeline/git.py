@@ -35,6 +35,22 @@ class GitError(Exception):
         self.permanent = permanent
 
 
+# What git says when the same command will fail again however often it is retried: a commit or
+# branch that does not exist, a path that is not a repository, credentials that are refused.
+# (A network hiccup or a lock file left by a crash is worth another attempt.)
+_PERMANENT = re.compile(
+    r"not a valid (branch point|object name|reference)|unknown revision|bad revision|invalid reference"
+    r"|not a git repository|does not appear to be a git repository|repository .* not found"
+    r"|authentication failed|permission denied|could not read username|invalid username or password",
+    re.I,
+)
+
+
+def is_permanent(detail: str) -> bool:
+    """True when git's message means a retry cannot help."""
+    return bool(_PERMANENT.search(detail))
+
+
 def identity_env() -> dict[str, str]:
     tacx = settings.TACX
     return {
@@ -151,7 +167,7 @@ def run(args: list[str], *, cwd: str | Path, check: bool = True, env: dict[str, 
     if check and proc.returncode != 0:
         message = (proc.stderr or proc.stdout).strip().splitlines()
         detail = message[-1] if message else f"exit code {proc.returncode}"
-        raise GitError(f"git {' '.join(_safe(a) for a in args[:3])} failed in {cwd}: {detail}")
+        raise GitError(f"git {' '.join(_safe(a) for a in args[:3])} failed in {cwd}: {detail}", permanent=is_permanent(detail))
     return proc.stdout.rstrip("\n")
 
 

@@ -84,6 +84,9 @@ class Task(models.Model):
     base_commit = models.CharField(max_length=64, blank=True)
     workflow = models.JSONField(default=dict, blank=True, help_text="The workflow config as used (snapshot)")
     workflow_source = models.CharField(max_length=300, blank=True)
+    workflow_override = models.TextField(
+        blank=True, help_text="Workflow YAML given when the task was created; used instead of the repository's file"
+    )
     review_round = models.PositiveIntegerField(default=1)
     pr_url = models.CharField(max_length=500, blank=True)
     pr_number = models.PositiveIntegerField(null=True, blank=True)

@@ -135,6 +135,12 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
     result.success = result.outcome == StageResult.Outcome.SUCCEEDED
     result.completed_at = timezone.now()
     with transaction.atomic():
+        task.refresh_from_db()
+        if not result.success and task.status == Task.Status.CANCELLED and result.outcome != StageResult.Outcome.CANCELLED:
+            # The user's cancel ended this attempt (whatever the killed agent or git said last):
+            # it is a cancel, not a failure of the stage, in the record and in the stats.
+            result.error = f"cancelled ({result.outcome}: {result.error})" if result.error else "cancelled"
+            result.outcome = StageResult.Outcome.CANCELLED
         # The reaper may have closed this attempt as "worker lost" while we were cut off; its
         # account stands (another attempt may already be running), ours is added as a note.
         saved = StageResult.objects.filter(pk=result.pk, outcome=StageResult.Outcome.RUNNING).update(
@@ -146,7 +152,6 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
             )
             return RunResult.LEASE_LOST
         services.result_add_to_totals(result=result)
-        task.refresh_from_db()
         fence = Stage.objects.filter(pk=stage.pk, lease_owner=owner, status=Stage.Status.RUNNING)
         if result.success:
             if not fence.update(status=Stage.Status.SUCCEEDED, lease_owner="", lease_expires_at=None, finished_at=Now(), failed_attempts=0):

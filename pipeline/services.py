@@ -24,7 +24,7 @@ from django.utils import timezone
 from . import alerts, live
 from .models import AgentEvent, Repository, Stage, StageResult, Task
 from .redaction import redact_data
-from .workflow import Workflow, WorkflowError
+from .workflow import Workflow, WorkflowError, load_workflow_text
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,11 @@ def task_create(
     trigger_source: str = "api",
     issue_url: str = "",
     triggered_at=None,
+    workflow_override: str = "",
 ) -> tuple[Task, bool]:
     """Create a queued task for an issue, or return the active one. Returns (task, created)."""
     fields = {
+        "workflow_override": workflow_override,
         "repository": repository,
         "issue_number": issue_number,
         "title": sanitize_issue_text(title)[:500] or f"Issue {issue_number}",
@@ -83,6 +85,59 @@ def task_create(
                 return existing, False
     raise IntegrityError(f"cannot create a task for issue #{issue_number} of {repository}: another one keeps appearing and finishing")
 
+
+
+def task_submit(
+    *,
+    repository: Repository,
+    title: str,
+    body: str = "",
+    issue_number: int | None = None,
+    workflow_text: str = "",
+    triggered_by: str = "",
+    trigger_source: str = "api",
+    start: bool = True,
+) -> tuple[Task, bool]:
+    """A task asked for by a person (dashboard form, API) rather than by an issue tracker.
+
+    A local repository has no issue tracker: without `issue_number` the task gets the next free
+    number of that repository. A GitHub repository's tasks start from its issues, so one is
+    refused here. `workflow_text` (YAML) replaces the repository's workflow for this task; it is
+    validated first and every problem raised at once (`WorkflowError`). With `start` the task is
+    dispatched at once (an invalid repository workflow fails it with the reason). Returns
+    (task, created) like `task_create`.
+    """
+    if repository.kind != Repository.Kind.LOCAL:
+        raise ValueError("tasks of GitHub repositories start from their issues: label an issue instead")
+    if not sanitize_issue_text(title):
+        raise ValueError("a title is required")
+    workflow_text = (workflow_text or "").strip()
+    if workflow_text:
+        load_workflow_text(workflow_text, source="workflow override")  # raises WorkflowError
+    numbered = issue_number is not None
+    # Without a number: the next free one. Two people submitting at once may pick the same; the
+    # one refused by the active-task constraint takes the next number (a few times at most).
+    for _ in range(1 if numbered else 5):
+        task, created = task_create(
+            repository=repository,
+            issue_number=issue_number if numbered else _next_issue_number(repository),
+            title=title,
+            body=body,
+            triggered_by=triggered_by,
+            trigger_source=trigger_source,
+            workflow_override=workflow_text,  # with the row: a dispatcher never sees it without
+        )
+        if created or numbered:
+            break
+    if created and start:
+        task_dispatch(task=task)
+        task.refresh_from_db()
+    return task, created
+
+
+def _next_issue_number(repository: Repository) -> int:
+    top = Task.objects.filter(repository=repository).aggregate(n=models.Max("issue_number"))["n"]
+    return (top or 0) + 1
 
 
 def task_skip(*, repository: Repository, issue_number: int, title: str, reason: str, triggered_by: str = "", trigger_source: str = "") -> Task:
@@ -350,7 +405,10 @@ def task_dispatch(*, task: Task, enqueue: bool = True) -> bool:
     from . import git, repos
 
     try:
-        workflow = repos.read_workflow(task.repository)
+        if task.workflow_override:
+            workflow = load_workflow_text(task.workflow_override, source="workflow override")
+        else:
+            workflow = repos.read_workflow(task.repository)
     except WorkflowError as exc:
         workflow_error_fail(task=task, error=exc)
         return False

@@ -76,9 +76,16 @@ _BUDGET_KEYS = {"usd", "tokens"}
 
 
 class WorkflowError(ValueError):
-    """An invalid workflow file. Retrying cannot help."""
+    """An invalid workflow file. Retrying cannot help.
+
+    ``errors`` lists every problem found (one line each, naming the file, the field and the
+    problem); the message is those lines joined, so a user fixes them all in one go."""
 
     permanent = True
+
+    def __init__(self, message: str, *, errors: list[str] | None = None):
+        self.errors = list(errors) if errors else [message]
+        super().__init__("\n".join(self.errors))
 
 
 @dataclass(frozen=True)
@@ -182,16 +189,31 @@ class Workflow:
 
 
 class _Validator:
+    """Checks one document and collects every problem: a field that fails is recorded and
+    parsing goes on with the next one (``field``), so the error lists them all at once."""
+
     def __init__(self, source: str):
         self.source = source
+        self.errors: list[str] = []
 
     def fail(self, where: str, problem: str) -> WorkflowError:
         return WorkflowError(f"{self.source}: {where}: {problem}")
 
+    def field(self, parse: Any, default: Any = None) -> Any:
+        """parse() or, when it fails, `default` with the problem recorded."""
+        try:
+            return parse()
+        except WorkflowError as exc:
+            self.errors.extend(exc.errors)
+            return default
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise WorkflowError(self.errors[0], errors=self.errors)
+
     def check_keys(self, data: dict, allowed: set[str], where: str) -> None:
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            raise self.fail(f"{where}{unknown[0]}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
+        for key in sorted(set(data) - allowed, key=str):
+            self.errors.append(str(self.fail(f"{where}{key}", f"unknown key (allowed: {', '.join(sorted(allowed))})")))
 
     def integer(self, value: Any, where: str, *, minimum: int = 0) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -307,29 +329,36 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
         raise v.fail("(top level)", f"must be a mapping, got {type(data).__name__}")
     v.check_keys(data, _TOP_KEYS, "")
     if "version" in data and data["version"] != 1:
-        raise v.fail("version", f"unsupported version {data['version']!r} (only 1)")
-    review_rounds = v.integer(data.get("review_rounds", defaults.review_rounds if defaults else 2), "review_rounds", minimum=1)
-    budget = v.budget(data.get("budget"), "budget") if "budget" in data else (defaults.budget if defaults else Budget())
+        v.errors.append(str(v.fail("version", f"unsupported version {data['version']!r} (only 1)")))
+    review_rounds = v.field(
+        lambda: v.integer(data.get("review_rounds", defaults.review_rounds if defaults else 2), "review_rounds", minimum=1), 1
+    )
+    default_budget = defaults.budget if defaults else Budget()
+    budget = v.field(lambda: v.budget(data.get("budget"), "budget"), default_budget) if "budget" in data else default_budget
 
     raw_stages = data.get("stages")
+    stages: tuple[StageConfig, ...] = ()
     if raw_stages is None:
         if defaults is None:
-            raise v.fail("stages", "is required")
-        stages = defaults.stages
+            v.errors.append(str(v.fail("stages", "is required")))
+        else:
+            stages = defaults.stages
+    elif not isinstance(raw_stages, list) or not raw_stages:
+        v.errors.append(str(v.fail("stages", "must be a non-empty list")))
     else:
-        if not isinstance(raw_stages, list) or not raw_stages:
-            raise v.fail("stages", "must be a non-empty list")
-        stages = tuple(_parse_stage(v, raw, i, defaults) for i, raw in enumerate(raw_stages))
-    names = [s.name for s in stages]
-    for name in names:
+        parsed = [v.field(lambda raw=raw, i=i: _parse_stage(v, raw, i, defaults)) for i, raw in enumerate(raw_stages)]
+        stages = tuple(stage for stage in parsed if stage is not None)
+    # Checks across stages only make sense when every stage could be read.
+    names = [s.name for s in stages] if not v.errors else []
+    for name in sorted(set(names)):
         if names.count(name) > 1:
-            raise v.fail("stages", f"stage name {name!r} appears twice")
+            v.errors.append(str(v.fail("stages", f"stage name {name!r} appears twice")))
     if "pr_creation" in names and names[-1] != "pr_creation":
-        raise v.fail("stages", "pr_creation must be the last stage")
+        v.errors.append(str(v.fail("stages", "pr_creation must be the last stage")))
     if "reviewing" in names and "building" not in names:
-        raise v.fail("stages", "a reviewing stage needs a building stage to send changes back to")
+        v.errors.append(str(v.fail("stages", "a reviewing stage needs a building stage to send changes back to")))
     if "network" in data:
-        network_allow = v.network(data.get("network"), "network")
+        network_allow = v.field(lambda: v.network(data.get("network"), "network"), ())
     else:
         network_allow = defaults.network_allow if defaults else ()
 
@@ -337,16 +366,18 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
     hooks: dict[str, HookConfig] = {}
     if hooks_raw is not None:
         if not isinstance(hooks_raw, dict):
-            raise v.fail("hooks", f"must be a mapping with any of: {', '.join(HOOK_NAMES)}")
-        v.check_keys(hooks_raw, set(HOOK_NAMES), "hooks.")
-        for name in HOOK_NAMES:
-            hook = v.hook(hooks_raw.get(name), name, f"hooks.{name}")
-            if hook is not None:
-                hooks[name] = hook
-    test_command = v.hook(data.get("test_command"), "test_command", "test_command")
-    if test_command is not None and "building" not in names:
-        raise v.fail("test_command", "needs a building stage to test (and to send failures back to)")
-    setup_env = v.setup_env(data.get("setup_env", []), "setup_env")
+            v.errors.append(str(v.fail("hooks", f"must be a mapping with any of: {', '.join(HOOK_NAMES)}")))
+        else:
+            v.check_keys(hooks_raw, set(HOOK_NAMES), "hooks.")
+            for name in HOOK_NAMES:
+                hook = v.field(lambda name=name: v.hook(hooks_raw.get(name), name, f"hooks.{name}"))
+                if hook is not None:
+                    hooks[name] = hook
+    test_command = v.field(lambda: v.hook(data.get("test_command"), "test_command", "test_command"))
+    if test_command is not None and names and "building" not in names:
+        v.errors.append(str(v.fail("test_command", "needs a building stage to test (and to send failures back to)")))
+    setup_env = v.field(lambda: v.setup_env(data.get("setup_env", []), "setup_env"), ())
+    v.raise_if_any()
     return Workflow(
         stages=stages,
         review_rounds=review_rounds,
@@ -359,7 +390,9 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
     )
 
 
-def _parse_stage(v: _Validator, raw: Any, index: int, defaults: Workflow | None) -> StageConfig:
+def _parse_stage(v: _Validator, raw: Any, index: int, defaults: Workflow | None) -> StageConfig | None:
+    """One stage, or None when it has problems (recorded in ``v.errors``); raises only when the
+    stage cannot be read at all (not a mapping, no usable name or provider)."""
     where = f"stages[{index}]"
     if not isinstance(raw, dict):
         raise v.fail(where, "must be a mapping")
@@ -385,38 +418,47 @@ def _parse_stage(v: _Validator, raw: Any, index: int, defaults: Workflow | None)
     if provider not in AGENT_PROVIDERS:
         raise v.fail(f"{where}.provider", f"unknown provider {provider!r} (known: {', '.join(AGENT_PROVIDERS)})")
 
+    if base and provider != base.get("provider"):
+        # The default stage's model belongs to its provider: a `command` (or codex) stage must not
+        # show, price or count itself under the inherited claude model.
+        base.pop("model", None)
+
     def pick(key: str, default: Any = None) -> Any:
         return raw.get(key, base.get(key, default))
 
     max_turns = pick("max_turns")
     options = pick("options", {}) or {}
     if not isinstance(options, dict):
-        raise v.fail(f"{where}.options", "must be a mapping")
-    if provider == "command" and not options.get("argv"):
-        raise v.fail(f"{where}.options.argv", "is required for the command provider (a list of arguments)")
+        v.errors.append(str(v.fail(f"{where}.options", "must be a mapping")))
+        options = {}
+    elif provider == "command" and not options.get("argv"):
+        v.errors.append(str(v.fail(f"{where}.options.argv", "is required for the command provider (a list of arguments)")))
     temperature = pick("temperature")
     if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2):
-        raise v.fail(f"{where}.temperature", f"must be a number between 0 and 2, got {temperature!r}")
+        v.errors.append(str(v.fail(f"{where}.temperature", f"must be a number between 0 and 2, got {temperature!r}")))
     stall = pick("stall_timeout")
     max_attempts = pick("max_attempts")
     budget_raw = raw.get("budget")
-    return StageConfig(
+    f = v.field
+    errors_before = len(v.errors)
+    config = StageConfig(
         name=name,
         provider=provider,
-        model=v.text(pick("model", ""), f"{where}.model"),
-        prompt=v.prompt(pick("prompt", "{issue_title}\n\n{issue_body}"), f"{where}.prompt"),
-        timeout=v.integer(pick("timeout", 1800), f"{where}.timeout", minimum=1),
-        max_turns=None if max_turns is None else v.integer(max_turns, f"{where}.max_turns", minimum=1),
-        allowed_tools=v.string_list(pick("allowed_tools", []), f"{where}.allowed_tools"),
-        permission_mode=v.text(pick("permission_mode", ""), f"{where}.permission_mode"),
-        extra_args=v.string_list(pick("extra_args", []), f"{where}.extra_args"),
+        model=f(lambda: v.text(pick("model", ""), f"{where}.model"), ""),
+        prompt=f(lambda: v.prompt(pick("prompt", "{issue_title}\n\n{issue_body}"), f"{where}.prompt"), ""),
+        timeout=f(lambda: v.integer(pick("timeout", 1800), f"{where}.timeout", minimum=1), 1),
+        max_turns=None if max_turns is None else f(lambda: v.integer(max_turns, f"{where}.max_turns", minimum=1)),
+        allowed_tools=f(lambda: v.string_list(pick("allowed_tools", []), f"{where}.allowed_tools"), ()),
+        permission_mode=f(lambda: v.text(pick("permission_mode", ""), f"{where}.permission_mode"), ""),
+        extra_args=f(lambda: v.string_list(pick("extra_args", []), f"{where}.extra_args"), ()),
         options=options,
         temperature=temperature,
-        budget=v.budget(budget_raw, f"{where}.budget") if budget_raw is not None else base.get("budget", Budget()),
-        stall_timeout=None if stall is None else v.integer(stall, f"{where}.stall_timeout", minimum=1),
-        max_attempts=None if max_attempts is None else v.integer(max_attempts, f"{where}.max_attempts", minimum=1),
-        network_allow=v.network(raw["network"], f"{where}.network") if "network" in raw else tuple(base.get("network_allow", ())),
+        budget=f(lambda: v.budget(budget_raw, f"{where}.budget"), Budget()) if budget_raw is not None else base.get("budget", Budget()),
+        stall_timeout=None if stall is None else f(lambda: v.integer(stall, f"{where}.stall_timeout", minimum=1)),
+        max_attempts=None if max_attempts is None else f(lambda: v.integer(max_attempts, f"{where}.max_attempts", minimum=1)),
+        network_allow=f(lambda: v.network(raw["network"], f"{where}.network"), ()) if "network" in raw else tuple(base.get("network_allow", ())),
     )
+    return config if len(v.errors) == errors_before else None
 
 
 def _load_yaml(text: str, source: str) -> Any:

@@ -243,6 +243,7 @@ Q_CLUSTER = {
     "poll": env_float("TACX_Q_POLL", 0.2),
     "daemonize_workers": False,
     "sync": env_bool("TACX_Q_SYNC", False),
+    "log_level": os.environ.get("TACX_Q_LOG_LEVEL", "INFO"),
 }
 
 LOGGING = {

@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from pipeline import services
 from pipeline.models import AgentEvent, Repository
+from pipeline.workflow import WorkflowError
 
 from .. import selectors, stats, streams
 from . import serializers as s
@@ -78,16 +79,21 @@ class TaskCreateApi(APIView):
             raise ValidationError({"repository": [f"no repository {args['repository']!r}"]})
         if repository.kind != Repository.Kind.LOCAL:
             raise ValidationError({"repository": ["tasks of GitHub repositories start from their issues; pick a local repository"]})
-        task, created = services.task_create(
-            repository=repository,
-            issue_number=args["issue_number"],
-            title=args["title"],
-            body=args["body"],
-            triggered_by=request.user.get_username(),
-            trigger_source="api",
-        )
-        if args["start"] and created:
-            services.task_dispatch(task=task)
+        try:
+            task, created = services.task_submit(
+                repository=repository,
+                issue_number=args["issue_number"],
+                title=args["title"],
+                body=args["body"],
+                workflow_text=args["workflow"],
+                triggered_by=request.user.get_username(),
+                trigger_source="api",
+                start=args["start"],
+            )
+        except WorkflowError as exc:
+            raise ValidationError({"workflow": [str(exc)]}) from None
+        except ValueError as exc:
+            raise ValidationError({"title": [str(exc)]}) from None
         task = selectors.task_get(task.pk)
         task.stage_list = selectors.task_stages(task)
         headers = {"Location": reverse("api:task-detail", args=[task.pk])}
