@@ -160,6 +160,17 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
                 return RunResult.REQUEUED
             services.stage_succeeded_advance(stage=stage, enqueue=enqueue_next)
             return RunResult.SUCCEEDED
+        if result.outcome == StageResult.Outcome.CANCELLED and task.status == Task.Status.RUNNING:
+            # Cancelled, then made running again before this attempt ended (services.task_retry
+            # refuses that; this covers any other path): the stage must run again, not end as
+            # cancelled under a running task with nobody working on it.
+            if not fence.update(status=Stage.Status.QUEUED, lease_owner="", lease_expires_at=None, error=result.error):
+                return RunResult.LEASE_LOST
+            services.event_status(task, f"stage {stage.name} queued again: the task was retried", stage=stage.name, stage_status="queued")
+            if enqueue_next:
+                stage_id = stage.pk
+                transaction.on_commit(lambda: services.enqueue_stage_job(stage_id))
+            return RunResult.REQUEUED
         if result.outcome == StageResult.Outcome.CANCELLED or task.status == Task.Status.CANCELLED:
             fence.update(status=Stage.Status.CANCELLED, lease_owner="", lease_expires_at=None, finished_at=Now(), error=result.error)
             return RunResult.CANCELLED

@@ -164,7 +164,21 @@ def task_retry(*, task: Task, enqueue: bool = True) -> Task:
         raise ValueError(f"task {task.pk} is still {task.status}; cancel it first")
     if task.status == Task.Status.SUCCEEDED:
         raise ValueError(f"task {task.pk} already succeeded")
+    if task.status == Task.Status.SKIPPED:
+        # A skip is a refused trigger (e.g. the labeler lacks write access): running it now
+        # would bypass that check. A new trigger by someone allowed creates a new task.
+        raise ValueError(f"task {task.pk} was skipped ({task.status_reason or 'trigger refused'}); it cannot be retried")
     with transaction.atomic():
+        stopping = task.stages.filter(status=Stage.Status.RUNNING).first()
+        if stopping is not None:
+            # The attempt of a cancelled task is still being stopped (the agent may ignore
+            # SIGTERM for the kill grace). Retrying now would either undo the cancel (the runner
+            # has not noticed it yet) or leave the task running with no stage queued (the runner
+            # ends the stage as cancelled afterwards). The runner frees the stage within
+            # seconds; a dead worker's stage is reaped when its lease expires.
+            raise ValueError(
+                f"task {task.pk}: the agent of stage {stopping.name} is still being stopped; retry in a few seconds"
+            )
         try:
             with transaction.atomic():
                 updated = Task.objects.filter(pk=task.pk, status=task.status).update(

@@ -26,6 +26,17 @@ elif action == "hang":
     with open(args[0], "w") as fh:
         fh.write(str(os.getpgid(0)))
     time.sleep(600)
+elif action == "stubborn":
+    # Ignores SIGTERM (notes that it got one) and hangs, the first time; plans the next time.
+    import signal
+
+    marker = args[0]
+    if not os.path.exists(marker):
+        signal.signal(signal.SIGTERM, lambda *_: open(marker + ".term", "w").close())
+        with open(marker, "w") as fh:
+            fh.write(str(os.getpgid(0)))
+        time.sleep(600)
+    open("plan.md", "w").write("# Plan\n\n1. Done on the second run.\n")
 elif action == "malformed":
     print("this is not json {", flush=True)
     print("\x00\x01 binary garbage", flush=True)
