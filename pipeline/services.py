@@ -340,22 +340,37 @@ def workflow_error_fail(*, task: Task, error: WorkflowError) -> None:
     task_fail(task=task, reason=f"invalid workflow: {error}")
 
 
-def task_dispatch(*, task: Task, enqueue: bool = True) -> bool:
-    """Load the repository's workflow and start the task; an invalid workflow (or a repository
-    that cannot be read) fails the task at once with the reason, before any agent starts."""
+def task_workflow_read(*, task: Task) -> Workflow | None:
+    """The workflow `task` would start with, read from its repository.
+
+    An invalid file (or any other error while loading it) fails the task at once with the
+    reason, before any agent starts; a repository that cannot be read just now (transient) only
+    returns None. Call it outside any lock: parsing a hostile file takes what it takes."""
     from . import git, repos
 
     try:
-        workflow = repos.read_workflow(task.repository)
+        return repos.read_workflow(task.repository)
     except WorkflowError as exc:
         workflow_error_fail(task=task, error=exc)
-        return False
     except git.GitError as exc:
         if exc.permanent:
             task_fail(task=task, reason=f"cannot read the repository: {exc}")
         else:
             log.warning("task %s: repository not readable yet: %s", task.pk, exc)
-        return False
+    except Exception as exc:  # a case the loader does not name: retrying the same file won't help
+        log.exception("task %s: loading the workflow crashed", task.pk)
+        task_fail(task=task, reason=f"invalid workflow: cannot be loaded: {type(exc).__name__}: {str(exc)[:200]}")
+    return None
+
+
+def task_dispatch(*, task: Task, enqueue: bool = True, workflow: Workflow | None = None) -> bool:
+    """Start the task with `workflow` (read from the repository when not given, see
+    `task_workflow_read`). False when it did not start (failed, or the repository cannot be
+    read just now)."""
+    if workflow is None:
+        workflow = task_workflow_read(task=task)
+        if workflow is None:
+            return False
     return task_start(task=task, workflow=workflow, enqueue=enqueue)
 
 

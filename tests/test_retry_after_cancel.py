@@ -17,9 +17,14 @@ from django.db import connection
 from pipeline import runner, services
 from pipeline.agent_process import group_alive
 from pipeline.models import Stage, StageResult, Task
-from tests.test_runner_processes import clone, command_stage, commit_workflow  # noqa: F401 (fixture)
+from tests.test_runner_processes import command_stage, commit_workflow
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def clone(origin_and_clone):
+    return origin_and_clone[1]
 
 
 def wait_for(path, what: str) -> None:
