@@ -66,7 +66,7 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
         task_id = self.scope["url_route"]["kwargs"].get("task_id")
         if task_id is not None:
             self.task_id = int(task_id)
-            if not await database_sync_to_async(Task.objects.filter(pk=self.task_id).exists)():
+            if self.task_id > MAX_CURSOR or not await database_sync_to_async(Task.objects.filter(pk=self.task_id).exists)():
                 await self.close(code=CLOSE_NOT_FOUND)
                 return
         self.wake = asyncio.Event()
@@ -134,6 +134,13 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
             "has_more": page.has_more,
             "held_back": page.held_back,
         }
+
+
+class NoRouteConsumer(AsyncJsonWebsocketConsumer):
+    """A websocket path that matches no route: refused with 4404 at the handshake."""
+
+    async def connect(self) -> None:
+        await self.close(code=CLOSE_NOT_FOUND)
 
 
 def parse_after(query_string: bytes) -> int:
