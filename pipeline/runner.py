@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import html
 import logging
 import os
 import re
@@ -68,6 +69,11 @@ def lease_expiry():
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def untrusted_text(text: str) -> str:
+    """`text` made inert inside a prompt's markup: `&`, `<`, `>` and quotes become entities."""
+    return html.escape(text, quote=True)
 
 
 def run_stage(stage_id: int, *, enqueue_next: bool = True, owner: str | None = None) -> RunResult:
@@ -304,16 +310,18 @@ class Attempt:
                 .first()
                 or ""
             )
+        # Untrusted text (the issue, and what agents wrote from it) is escaped so it cannot
+        # close the markup around it in a prompt (`</issue><system>...`, `title="..." ...>`).
         return {
             "stage": self.stage.name,
             "round": task.review_round,
             "issue_number": task.issue_number,
-            "issue_title": task.title,
-            "issue_body": task.body,
+            "issue_title": untrusted_text(services.sanitize_issue_title(task.title)),
+            "issue_body": untrusted_text(task.body),
             "repository": task.repository.full_name,
             "branch": task.branch,
-            "plan": plan,
-            "review_feedback": feedback or "(none)",
+            "plan": untrusted_text(plan),
+            "review_feedback": untrusted_text(feedback or "(none)"),
             "worktree": str(self.worktree),
         }
 

@@ -36,11 +36,29 @@ _INVISIBLE = re.compile(
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
+# Markdown "comments": a link reference definition to nowhere renders as nothing at all
+# (`[comment]: <> (text)`, `[//]: # "text"`).
+_MARKDOWN_COMMENT = re.compile(r"""^[ ]{0,3}\[[^\]\n]*\]:[ \t]*(?:<>|\#)[ \t]*(?:\([^\n]*\)|"[^\n]*"|'[^\n]*')?[ \t]*$\n?""", re.M)
+# Elements GitHub renders invisibly: the `hidden` attribute (any tag, with its content).
+_HIDDEN_ELEMENT = re.compile(r"<(\w+)\b[^>]*\bhidden\b[^>]*>.*?(?:</\1\s*>|$)", re.S | re.I)
+_LINE_BREAKS = re.compile(r"[\r\n\x85\u2028\u2029\v\f]+")
+
+
 def sanitize_issue_text(text: str) -> str:
-    """Strip HTML comments, zero-width, bidi and control characters from issue text."""
+    """Strip hidden markup from issue text: HTML comments, markdown comments (reference
+    definitions to nowhere), elements with the `hidden` attribute, zero-width, bidi and control
+    characters. What is left is what a human sees on the issue page."""
     text = _HTML_COMMENT.sub("", text or "")
+    text = _MARKDOWN_COMMENT.sub("", text)
+    text = _HIDDEN_ELEMENT.sub("", text)
     text = _INVISIBLE.sub("", text)
     return _CONTROL.sub("", text).strip()
+
+
+def sanitize_issue_title(text: str) -> str:
+    """An issue title as one line of visible text (a newline in a title could start a new
+    paragraph of instructions in a prompt)."""
+    return " ".join(_LINE_BREAKS.sub(" ", sanitize_issue_text(text)).split())
 
 
 # --- tasks ------------------------------------------------------------------------------------
@@ -61,7 +79,7 @@ def task_create(
     fields = {
         "repository": repository,
         "issue_number": issue_number,
-        "title": sanitize_issue_text(title)[:500] or f"Issue {issue_number}",
+        "title": sanitize_issue_title(title)[:500] or f"Issue {issue_number}",
         "body": sanitize_issue_text(body),
         "triggered_by": triggered_by,
         "trigger_source": trigger_source,
@@ -89,7 +107,7 @@ def task_skip(*, repository: Repository, issue_number: int, title: str, reason: 
     task = Task.objects.create(
         repository=repository,
         issue_number=issue_number,
-        title=sanitize_issue_text(title)[:500] or f"Issue {issue_number}",
+        title=sanitize_issue_title(title)[:500] or f"Issue {issue_number}",
         status=Task.Status.SKIPPED,
         status_reason=reason,
         triggered_by=triggered_by,
