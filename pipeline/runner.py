@@ -370,6 +370,7 @@ class Attempt:
             on_tick=self.on_tick,
             on_idle=self.flush_events,
             tick_seconds=min(1.0, tacx["HEARTBEAT_SECONDS"]),
+            stdin_data=provider.stdin_data(invocation),
         )
         outcome = proc.outcome
         usage = outcome.usage

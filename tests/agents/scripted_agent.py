@@ -37,6 +37,10 @@ elif action == "stubborn":
             fh.write(str(os.getpgid(0)))
         time.sleep(600)
     open("plan.md", "w").write("# Plan\n\n1. Done on the second run.\n")
+elif action == "stdin-plan":
+    # The prompt arrives on stdin: the plan records how much of it came and how it ended.
+    prompt = sys.stdin.read()
+    open("plan.md", "w").write(f"# Plan\n\n{len(prompt)} characters; ends with {prompt.rstrip()[-12:]}\n")
 elif action == "malformed":
     print("this is not json {", flush=True)
     print("\x00\x01 binary garbage", flush=True)
