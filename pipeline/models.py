@@ -153,6 +153,7 @@ class Stage(models.Model):
     lease_owner = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True, help_text="When its current q2 job was enqueued")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
@@ -163,6 +164,8 @@ class Stage(models.Model):
         indexes = [
             # Reaper: running stages whose lease expired (coordinator.reaping).
             models.Index(fields=["status", "lease_expires_at"], name="stage_status_lease"),
+            # Reaper: queued stages whose q2 job may be lost (services.stage_requeue_lost).
+            models.Index(fields=["status", "queued_at"], name="stage_status_queued"),
         ]
 
     def __str__(self) -> str:

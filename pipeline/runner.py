@@ -170,7 +170,7 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
             # Cancelled, then made running again before this attempt ended (services.task_retry
             # refuses that; this covers any other path): the stage must run again, not end as
             # cancelled under a running task with nobody working on it.
-            if not fence.update(status=Stage.Status.QUEUED, lease_owner="", lease_expires_at=None, error=result.error):
+            if not fence.update(status=Stage.Status.QUEUED, lease_owner="", lease_expires_at=None, error=result.error, queued_at=Now()):
                 return RunResult.LEASE_LOST
             services.event_status(task, f"stage {stage.name} queued again: the task was retried", stage=stage.name, stage_status="queued")
             if enqueue_next:
@@ -193,6 +193,7 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
             failed_attempts=F("failed_attempts") + 1,
             finished_at=None if retry else Now(),
             error=result.error,
+            queued_at=Now() if retry else F("queued_at"),
         ):
             return RunResult.LEASE_LOST
         services.event_status(

@@ -226,7 +226,7 @@ def stage_queue(*, stage: Stage, enqueue: bool = True, force: bool = False) -> N
     """Mark a stage queued and (after commit) hand its id to django-q2."""
     allowed = [Stage.Status.PENDING] + ([Stage.Status.FAILED, Stage.Status.CANCELLED, Stage.Status.SUCCEEDED, Stage.Status.QUEUED] if force else [])
     changed = Stage.objects.filter(pk=stage.pk, status__in=allowed).update(
-        status=Stage.Status.QUEUED, lease_owner="", lease_expires_at=None
+        status=Stage.Status.QUEUED, lease_owner="", lease_expires_at=None, queued_at=Now()
     )
     if not changed:
         return
@@ -316,6 +316,7 @@ def stage_reap_expired(*, now=None, enqueue: bool = True, limit: int = 20) -> li
                 lease_expires_at=None,
                 error="worker lost",
                 finished_at=now if exhausted else None,
+                queued_at=Now(),
             )
             if not changed:
                 continue
@@ -335,6 +336,73 @@ def stage_reap_expired(*, now=None, enqueue: bool = True, limit: int = 20) -> li
             elif enqueue:
                 transaction.on_commit(lambda stage_id=stage.pk: enqueue_stage_job(stage_id))
     return reaped
+
+
+def stage_jobs() -> dict[str, list] | None:
+    """The django-q2 jobs in the broker, as {task name: [lock, ...]}; None when the broker
+    cannot be inspected (only the ORM broker can: its rows live in our database, shared by
+    every machine).
+
+    The ORM broker keeps a job's row until the job is acknowledged; `lock` means "not before":
+    the enqueue time while the job waits, now + q2's `retry` once a worker took it."""
+    from django_q.brokers import get_broker
+    from django_q.brokers.orm import ORM
+    from django_q.conf import Conf
+    from django_q.models import OrmQ
+
+    broker = get_broker()
+    if not isinstance(broker, ORM):
+        return None
+    jobs: dict[str, list] = {}
+    for job in OrmQ.objects.using(Conf.ORM).filter(key=broker.list_key).only("id", "payload", "lock"):
+        jobs.setdefault(str(job.name()), []).append(job.lock)
+    return jobs
+
+
+def stage_requeue_lost(*, older_than: float, limit: int = 20) -> list[int]:
+    """Queued stages of running tasks whose q2 job is gone: lost before the claim (a worker
+    killed between taking the job and claiming the stage; a process that died between its
+    commit and the enqueue). Enqueue them again; returns their ids.
+
+    A job counts as alive while it waits for a worker, or for `older_than` seconds after a
+    worker took it: the worker claims the stage within moments, so a job taken longer ago whose
+    stage is still queued belongs to a dead worker (q2 would redeliver it only after `retry`,
+    hours). Exactly once across coordinators: the re-enqueue is claimed by a conditional UPDATE
+    of `queued_at`, and the stage's own claim makes a late redelivery of the old job a no-op."""
+    from django_q.conf import Conf
+    from django_q.models import OrmQ
+
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=older_than)
+    candidates = list(
+        Stage.objects.filter(status=Stage.Status.QUEUED, task__status=Task.Status.RUNNING)
+        .filter(models.Q(queued_at__lt=cutoff) | models.Q(queued_at__isnull=True))
+        .select_related("task")
+        .order_by("queued_at")[:limit]
+    )
+    if not candidates:
+        return []
+    jobs = stage_jobs()
+    if jobs is None:
+        return []
+    taken_before = cutoff + timedelta(seconds=Conf.RETRY)  # lock of a job taken at `cutoff`
+    requeued: list[int] = []
+    for stage in candidates:
+        name = f"stage-{stage.pk}"
+        if any(lock is None or lock <= now or lock > taken_before for lock in jobs.get(name, [])):
+            continue  # waiting for a worker, or taken just now
+        with transaction.atomic():
+            claimed = Stage.objects.filter(pk=stage.pk, status=Stage.Status.QUEUED, queued_at=stage.queued_at).update(queued_at=Now())
+            if not claimed:
+                continue  # a worker claimed it, or another coordinator re-enqueued it
+            # The dead worker's job would come back after q2's `retry`: drop it.
+            dead = [job.pk for job in OrmQ.objects.using(Conf.ORM).filter(lock__gt=now).only("id", "payload") if job.name() == name]
+            if dead:
+                OrmQ.objects.using(Conf.ORM).filter(pk__in=dead, lock__gt=now).delete()
+            event_status(stage.task, f"stage {stage.name}: its job was lost before it started; queued again", stage=stage.name, stage_status="queued")
+            transaction.on_commit(lambda stage_id=stage.pk: enqueue_stage_job(stage_id))
+        requeued.append(stage.pk)
+    return requeued
 
 
 def lease_deadline(seconds: float | None = None):

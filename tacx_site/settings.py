@@ -170,6 +170,9 @@ TACX = {
     # Where agent CLIs are looked up before PATH: the npm-installed ones beside the project.
     "AGENT_BIN_DIRS": [p for p in os.environ.get("TACX_AGENT_BIN_DIRS", str(BASE_DIR / "node_modules" / ".bin")).split(os.pathsep) if p],
     "LEASE_SECONDS": env_int("TACX_LEASE_SECONDS", 60),
+    # A queued stage whose q2 job is missing (or was taken this long ago by a worker that never
+    # claimed the stage) is enqueued again by the coordinator after this many seconds.
+    "LOST_JOB_SECONDS": env_float("TACX_LOST_JOB_SECONDS", 60.0),
     "HEARTBEAT_SECONDS": env_float("TACX_HEARTBEAT_SECONDS", 5.0),
     "EVENT_BATCH_SECONDS": env_float("TACX_EVENT_BATCH_SECONDS", 0.2),
     "MAX_ATTEMPTS": env_int("TACX_MAX_ATTEMPTS", 3),
