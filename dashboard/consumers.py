@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 # Close codes (4000-4999 are the application's): the page's JS does not reconnect on these.
 CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
 CLOSE_BAD_REQUEST = 4400
 CLOSE_NOT_FOUND = 4404
 
@@ -57,6 +58,9 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        if not await database_sync_to_async(user.has_perm)("pipeline.view_task"):
+            await self.close(code=CLOSE_FORBIDDEN)
             return
         try:
             self.cursor = parse_after(self.scope.get("query_string", b""))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.decorators import login_required, permission_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -47,6 +47,7 @@ def _task_page(request: HttpRequest) -> dict:
 
 
 @login_required
+@permission_required("pipeline.view_task", raise_exception=True)
 @require_GET
 def task_list(request: HttpRequest) -> HttpResponse:
     context = _task_page(request)
@@ -55,13 +56,14 @@ def task_list(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@permission_required("pipeline.view_task", raise_exception=True)
 @require_GET
 @never_cache
 def task_rows(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/partials/task_rows.html", _task_page(request))
 
 
-def _summary(task: Task) -> dict:
+def _summary(task: Task, user) -> dict:
     stages = selectors.task_stages(task)
     running_tokens, running_cost = selectors.task_running_usage(task)
     return {
@@ -70,8 +72,10 @@ def _summary(task: Task) -> dict:
         "current_stage": selectors.task_current_stage(stages),
         "tokens_total": task.total_tokens + running_tokens,
         "cost_total": task.cost_usd + running_cost,
-        "can_retry": task.status not in Task.ACTIVE and task.status not in (Task.Status.SUCCEEDED, Task.Status.SKIPPED),
-        "can_cancel": task.status in Task.ACTIVE,
+        "can_retry": task.status not in Task.ACTIVE
+        and task.status not in (Task.Status.SUCCEEDED, Task.Status.SKIPPED)
+        and user.has_perm("pipeline.retry_task"),
+        "can_cancel": task.status in Task.ACTIVE and user.has_perm("pipeline.cancel_task"),
         "budgets": accounting.task_budget_lines(task),
     }
 
@@ -81,6 +85,7 @@ def _documents(task: Task) -> dict:
 
 
 @login_required
+@permission_required("pipeline.view_task", raise_exception=True)
 @require_GET
 def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
     task = selectors.task_get(task_id)
@@ -91,7 +96,7 @@ def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
     shown.reverse()
     earlier = 0 if show_all or len(shown) < TRANSCRIPT_LIMIT else events.count() - len(shown)
     context = {
-        **_summary(task),
+        **_summary(task, request.user),
         **_documents(task),
         "events": shown,
         "earlier_events": earlier,
@@ -102,13 +107,15 @@ def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
 
 
 @login_required
+@permission_required("pipeline.view_task", raise_exception=True)
 @require_GET
 @never_cache
 def task_summary(request: HttpRequest, task_id: int) -> HttpResponse:
-    return render(request, "dashboard/partials/task_summary.html", _summary(selectors.task_get(task_id)))
+    return render(request, "dashboard/partials/task_summary.html", _summary(selectors.task_get(task_id), request.user))
 
 
 @login_required
+@permission_required("pipeline.view_task", raise_exception=True)
 @require_GET
 @never_cache
 def task_documents(request: HttpRequest, task_id: int) -> HttpResponse:
@@ -116,6 +123,7 @@ def task_documents(request: HttpRequest, task_id: int) -> HttpResponse:
 
 
 @login_required
+@permission_required("pipeline.retry_task", raise_exception=True)
 @require_POST
 def task_retry(request: HttpRequest, task_id: int) -> HttpResponse:
     task = selectors.task_get(task_id)
@@ -129,6 +137,7 @@ def task_retry(request: HttpRequest, task_id: int) -> HttpResponse:
 
 
 @login_required
+@permission_required("pipeline.cancel_task", raise_exception=True)
 @require_POST
 def task_cancel(request: HttpRequest, task_id: int) -> HttpResponse:
     task = selectors.task_get(task_id)
@@ -140,6 +149,7 @@ def task_cancel(request: HttpRequest, task_id: int) -> HttpResponse:
 
 
 @login_required
+@permission_required("pipeline.view_task", raise_exception=True)
 @require_GET
 def stats_page(request: HttpRequest) -> HttpResponse:
     form = StatsForm(request.GET)
@@ -156,12 +166,14 @@ def _workers() -> dict:
 
 
 @login_required
+@permission_required("pipeline.view_task", raise_exception=True)
 @require_GET
 def workers_page(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/workers.html", _workers())
 
 
 @login_required
+@permission_required("pipeline.view_task", raise_exception=True)
 @require_GET
 @never_cache
 def worker_rows(request: HttpRequest) -> HttpResponse:

@@ -98,6 +98,9 @@ class Task(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # Who may do what (dashboard, API, websockets, admin): see "Roles" in the README.
+        # view_task reads everything, add_task creates tasks, and these two act on them.
+        permissions = [("retry_task", "Can retry a task"), ("cancel_task", "Can cancel a task")]
         constraints = [
             # A duplicate trigger (webhook redelivery, poller, two coordinators) cannot create a
             # second active task for one issue, whatever the race.

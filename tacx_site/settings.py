@@ -134,7 +134,10 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "dashboard.api.permissions.HasRequiredPermission",
+    ],
     "DEFAULT_PARSER_CLASSES": [
         "dashboard.api.parsers.BoundedJSONParser",
         "rest_framework.parsers.FormParser",
@@ -148,6 +151,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Tasks, stages, attempts and agent events of the TAC-X pipeline.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema needs a login like the docs page (it lists every operation).
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "ENUM_NAME_OVERRIDES": {
         "TaskStatusEnum": "pipeline.models.Task.Status",
         "StageStatusEnum": "pipeline.models.Stage.Status",

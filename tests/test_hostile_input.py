@@ -104,7 +104,7 @@ def test_unicode_digits_in_filters_are_plain_text_on_the_api_and_the_list_page(l
 
 
 def socket(path: str, session: str) -> WebsocketCommunicator:
-    return WebsocketCommunicator(application, path, headers=[(b"origin", b"http://testserver"), (b"cookie", f"sessionid={session}".encode())])
+    return WebsocketCommunicator(application, path, headers=[(b"host", b"testserver"), (b"origin", b"http://testserver"), (b"cookie", f"sessionid={session}".encode())])
 
 
 @pytest.mark.django_db(transaction=True)
