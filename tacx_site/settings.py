@@ -178,6 +178,8 @@ TACX = {
     # A queued stage whose q2 job is missing (or was taken this long ago by a worker that never
     # claimed the stage) is enqueued again by the coordinator after this many seconds.
     "LOST_JOB_SECONDS": env_float("TACX_LOST_JOB_SECONDS", 60.0),
+    # Live websockets one user may hold open in one daphne process (more are closed with 4429).
+    "WS_MAX_PER_USER": env_int("TACX_WS_MAX_PER_USER", 20),
     "HEARTBEAT_SECONDS": env_float("TACX_HEARTBEAT_SECONDS", 5.0),
     "EVENT_BATCH_SECONDS": env_float("TACX_EVENT_BATCH_SECONDS", 0.2),
     "MAX_ATTEMPTS": env_int("TACX_MAX_ATTEMPTS", 3),
