@@ -11,6 +11,7 @@ Steps, in the order of one cycle:
   poll_one_source      one repository due for polling (GitHub issues with the trigger label)
   dispatch_one_task    start the oldest queued task the limits allow
   reap_one_stage       a stage whose lease expired: kill its local agent, record, re-queue
+  requeue_lost_jobs    queued stages whose q2 job was lost before the claim: enqueue again
   kill_one_orphan      agent process groups on this host no running stage owns
   sync_one_comment     one task's progress comment on GitHub
   clean_one_worktree   the worktree of a task finished longer ago than the retention
@@ -76,6 +77,7 @@ class Coordinator:
         self.unit_backoff = Backoff(base=5.0, cap=900.0)
         self.dispatcher = Dispatcher()
         self.orphans = reaping.OrphanKiller(host=self.host)
+        self.lost_jobs = reaping.LostJobFinder()
         self.comments = CommentSyncer(self.client)
         self.checks = CheckSyncer(self.client)
         self.worker: Worker | None = None
@@ -86,6 +88,7 @@ class Coordinator:
             self.poll_one_source,
             self.dispatch_one_task,
             self.reap_one_stage,
+            self.requeue_lost_jobs,
             self.kill_one_orphan,
             self.sync_one_comment,
             self.sync_one_check,
@@ -228,6 +231,9 @@ class Coordinator:
 
     def reap_one_stage(self) -> bool:
         return reaping.reap_one_stage(host=self.host)
+
+    def requeue_lost_jobs(self) -> bool:
+        return self.lost_jobs.requeue_lost_jobs()
 
     def kill_one_orphan(self) -> bool:
         return self.orphans.kill_one_orphan()

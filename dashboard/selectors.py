@@ -4,6 +4,7 @@ these and render what it returns. Nothing here changes state; that goes through
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,16 +74,21 @@ def task_list(
     if search:
         term = search.strip()
         q = Q(title__icontains=term) | Q(branch__icontains=term) | Q(triggered_by__iexact=term)
-        if term.lstrip("#").isdigit() and len(term) < 10:
-            q |= Q(issue_number=int(term.lstrip("#")))
+        number = term.removeprefix("#")
+        # ASCII digits only: str.isdigit() is also true for "¹", which int() refuses.
+        if _ASCII_DIGITS.fullmatch(number) and len(number) < 10:
+            q |= Q(issue_number=int(number))
         qs = qs.filter(q)
     return qs
+
+
+_ASCII_DIGITS = re.compile(r"[0-9]+")
 
 
 def _repository_q(value: str, *, prefix: str = "") -> Q:
     """A repository by id or by name."""
     q = Q(**{f"{prefix}full_name": value})
-    if value.isdigit() and len(value) < 18:
+    if _ASCII_DIGITS.fullmatch(value) and len(value) < 18:
         q |= Q(**{f"{prefix}id": int(value)})
     return q
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.decorators import login_required, permission_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -59,6 +59,7 @@ def _task_page(request: HttpRequest) -> dict:
 
 
 @login_required
+@permission_required("pipeline.view_task", raise_exception=True)
 @require_GET
 def task_list(request: HttpRequest) -> HttpResponse:
     context = _task_page(request)
@@ -67,13 +68,14 @@ def task_list(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@permission_required("pipeline.view_task", raise_exception=True)
 @require_GET
 @never_cache
 def task_rows(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/partials/task_rows.html", _task_page(request))
 
 
-def _summary(task: Task) -> dict:
+def _summary(task: Task, user) -> dict:
     stages = selectors.task_stages(task)
     running_tokens, running_cost = selectors.task_running_usage(task)
     blocked = sandbox.blocked_for_task(task)
@@ -87,8 +89,10 @@ def _summary(task: Task) -> dict:
         "current_stage": selectors.task_current_stage(stages),
         "tokens_total": task.total_tokens + running_tokens,
         "cost_total": task.cost_usd + running_cost,
-        "can_retry": task.status not in Task.ACTIVE and task.status not in (Task.Status.SUCCEEDED, Task.Status.SKIPPED),
-        "can_cancel": task.status in Task.ACTIVE,
+        "can_retry": task.status not in Task.ACTIVE
+        and task.status not in (Task.Status.SUCCEEDED, Task.Status.SKIPPED)
+        and user.has_perm("pipeline.retry_task"),
+        "can_cancel": task.status in Task.ACTIVE and user.has_perm("pipeline.cancel_task"),
         "budgets": accounting.task_budget_lines(task),
         "blocked": blocked,
         "blocked_total": sum(n for _, n in blocked),
@@ -100,6 +104,7 @@ def _documents(task: Task) -> dict:
 
 
 @login_required
+@permission_required("pipeline.view_task", raise_exception=True)
 @require_GET
 def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
     task = selectors.task_get(task_id)
@@ -110,7 +115,7 @@ def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
     shown.reverse()
     earlier = 0 if show_all or len(shown) < TRANSCRIPT_LIMIT else events.count() - len(shown)
     context = {
-        **_summary(task),
+        **_summary(task, request.user),
         **_documents(task),
         "events": shown,
         "earlier_events": earlier,
@@ -182,13 +187,15 @@ def task_new(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@permission_required("pipeline.view_task", raise_exception=True)
 @require_GET
 @never_cache
 def task_summary(request: HttpRequest, task_id: int) -> HttpResponse:
-    return render(request, "dashboard/partials/task_summary.html", _summary(selectors.task_get(task_id)))
+    return render(request, "dashboard/partials/task_summary.html", _summary(selectors.task_get(task_id), request.user))
 
 
 @login_required
+@permission_required("pipeline.view_task", raise_exception=True)
 @require_GET
 @never_cache
 def task_documents(request: HttpRequest, task_id: int) -> HttpResponse:
@@ -196,6 +203,7 @@ def task_documents(request: HttpRequest, task_id: int) -> HttpResponse:
 
 
 @login_required
+@permission_required("pipeline.retry_task", raise_exception=True)
 @require_POST
 def task_retry(request: HttpRequest, task_id: int) -> HttpResponse:
     task = selectors.task_get(task_id)
@@ -209,6 +217,7 @@ def task_retry(request: HttpRequest, task_id: int) -> HttpResponse:
 
 
 @login_required
+@permission_required("pipeline.cancel_task", raise_exception=True)
 @require_POST
 def task_cancel(request: HttpRequest, task_id: int) -> HttpResponse:
     task = selectors.task_get(task_id)
@@ -220,6 +229,7 @@ def task_cancel(request: HttpRequest, task_id: int) -> HttpResponse:
 
 
 @login_required
+@permission_required("pipeline.view_task", raise_exception=True)
 @require_GET
 def stats_page(request: HttpRequest) -> HttpResponse:
     form = StatsForm(request.GET)
@@ -236,12 +246,14 @@ def _workers() -> dict:
 
 
 @login_required
+@permission_required("pipeline.view_task", raise_exception=True)
 @require_GET
 def workers_page(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/workers.html", _workers())
 
 
 @login_required
+@permission_required("pipeline.view_task", raise_exception=True)
 @require_GET
 @never_cache
 def worker_rows(request: HttpRequest) -> HttpResponse:

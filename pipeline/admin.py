@@ -116,7 +116,13 @@ class TaskAdmin(admin.ModelAdmin):
     def pr_link(self, obj: Task) -> str:
         return format_html('<a href="{}">#{}</a>', obj.pr_url, obj.pr_number) if obj.pr_url else ""
 
-    @admin.action(description="Retry selected tasks")
+    def has_retry_permission(self, request) -> bool:
+        return request.user.has_perm("pipeline.retry_task")
+
+    def has_cancel_permission(self, request) -> bool:
+        return request.user.has_perm("pipeline.cancel_task")
+
+    @admin.action(description="Retry selected tasks", permissions=["retry"])
     def retry_tasks(self, request, queryset):
         for task in queryset:
             try:
@@ -126,7 +132,7 @@ class TaskAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"Task {task.pk} re-queued.", messages.SUCCESS)
 
-    @admin.action(description="Cancel selected tasks")
+    @admin.action(description="Cancel selected tasks", permissions=["cancel"])
     def cancel_tasks(self, request, queryset):
         for task in queryset:
             if services.task_cancel(task=task, reason=f"cancelled by {request.user} in the admin"):

@@ -180,6 +180,25 @@ def succeeds(args: list[str], *, cwd: str | Path) -> bool:
     return True
 
 
+def read_blob(repo_dir: str | Path, spec: str, *, max_bytes: int) -> bytes | None:
+    """The raw bytes of `REF:PATH` (None when absent). A blob over `max_bytes` raises a permanent
+    GitError before it is read: a repository's file must not fill this process's memory."""
+    if not succeeds(["cat-file", "-e", spec], cwd=repo_dir):
+        return None
+    size = int(run(["cat-file", "-s", spec], cwd=repo_dir))
+    if size > max_bytes:
+        raise GitError(f"{spec.split(':', 1)[-1]} is {size} bytes; the limit is {max_bytes}", permanent=True)
+    try:
+        proc = subprocess.run(
+            ["git", "cat-file", "blob", spec], cwd=str(repo_dir), capture_output=True, env=_env(), timeout=60, stdin=subprocess.DEVNULL
+        )
+    except subprocess.TimeoutExpired:
+        raise GitError(f"git cat-file timed out in {repo_dir}") from None
+    if proc.returncode != 0:
+        raise GitError(f"git cat-file blob {spec} failed in {repo_dir}: {proc.stderr.decode('utf-8', 'replace').strip()}")
+    return proc.stdout
+
+
 def _safe(arg: str) -> str:
     # Never echo credentials embedded in a URL or an extra header into an error message.
     return re.sub(r"//[^/@\s]+@", "//***@", arg) if "://" in arg else ("***" if "authorization" in arg.lower() else arg)

@@ -104,6 +104,9 @@ class Task(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # Who may do what (dashboard, API, websockets, admin): see "Roles" in the README.
+        # view_task reads everything, add_task creates tasks, and these two act on them.
+        permissions = [("retry_task", "Can retry a task"), ("cancel_task", "Can cancel a task")]
         constraints = [
             # A duplicate trigger (webhook redelivery, poller, two coordinators) cannot create a
             # second active task for one issue, whatever the race.
@@ -159,6 +162,7 @@ class Stage(models.Model):
     lease_owner = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True, help_text="When its current q2 job was enqueued")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
@@ -169,6 +173,8 @@ class Stage(models.Model):
         indexes = [
             # Reaper: running stages whose lease expired (coordinator.reaping).
             models.Index(fields=["status", "lease_expires_at"], name="stage_status_lease"),
+            # Reaper: queued stages whose q2 job may be lost (services.stage_requeue_lost).
+            models.Index(fields=["status", "queued_at"], name="stage_status_queued"),
         ]
 
     def __str__(self) -> str:

@@ -15,7 +15,7 @@ from django.conf import settings
 
 from . import git, github_auth
 from .models import Repository
-from .workflow import WORKFLOW_PATH, Workflow, load_workflow_text
+from .workflow import MAX_WORKFLOW_BYTES, WORKFLOW_PATH, Workflow, WorkflowError, load_workflow_text
 
 
 def auth_header(repository: Repository | None = None) -> str:
@@ -80,5 +80,10 @@ def read_workflow(repository: Repository) -> Workflow:
     """The workflow at the tip of the default branch (raises WorkflowError, GitError)."""
     repo_dir = source_dir(repository)
     spec = f"{base_ref(repository)}:{WORKFLOW_PATH}"
-    text = git.run(["show", spec], cwd=repo_dir) if git.succeeds(["cat-file", "-e", spec], cwd=repo_dir) else None
-    return load_workflow_text(text)
+    try:
+        raw = git.read_blob(repo_dir, spec, max_bytes=MAX_WORKFLOW_BYTES)
+    except git.GitError as exc:
+        if exc.permanent:
+            raise WorkflowError(f"{WORKFLOW_PATH}: (file): {exc}") from None
+        raise
+    return load_workflow_text(raw)

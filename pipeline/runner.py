@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import html
 import logging
 import os
 import re
@@ -69,6 +70,11 @@ def lease_expiry():
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def untrusted_text(text: str) -> str:
+    """`text` made inert inside a prompt's markup: `&`, `<`, `>` and quotes become entities."""
+    return html.escape(text, quote=True)
 
 
 def run_stage(stage_id: int, *, enqueue_next: bool = True, owner: str | None = None) -> RunResult:
@@ -175,6 +181,17 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
                 return RunResult.REQUEUED
             services.stage_succeeded_advance(stage=stage, enqueue=enqueue_next)
             return RunResult.SUCCEEDED
+        if result.outcome == StageResult.Outcome.CANCELLED and task.status == Task.Status.RUNNING:
+            # Cancelled, then made running again before this attempt ended (services.task_retry
+            # refuses that; this covers any other path): the stage must run again, not end as
+            # cancelled under a running task with nobody working on it.
+            if not fence.update(status=Stage.Status.QUEUED, lease_owner="", lease_expires_at=None, error=result.error, queued_at=Now()):
+                return RunResult.LEASE_LOST
+            services.event_status(task, f"stage {stage.name} queued again: the task was retried", stage=stage.name, stage_status="queued")
+            if enqueue_next:
+                stage_id = stage.pk
+                transaction.on_commit(lambda: services.enqueue_stage_job(stage_id))
+            return RunResult.REQUEUED
         if result.outcome == StageResult.Outcome.CANCELLED or task.status == Task.Status.CANCELLED:
             fence.update(status=Stage.Status.CANCELLED, lease_owner="", lease_expires_at=None, finished_at=Now(), error=result.error)
             return RunResult.CANCELLED
@@ -191,6 +208,7 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
             failed_attempts=F("failed_attempts") + 1,
             finished_at=None if retry else Now(),
             error=result.error,
+            queued_at=Now() if retry else F("queued_at"),
         ):
             return RunResult.LEASE_LOST
         services.event_status(
@@ -455,16 +473,18 @@ class Attempt:
             )
             if not feedback and tests is not None and tests.tests_status != "passed":
                 feedback = "The test command failed after your last changes; make it pass (its output is in <test_result>)."
+        # Untrusted text (the issue, and what agents wrote from it) is escaped so it cannot
+        # close the markup around it in a prompt (`</issue><system>...`, `title="..." ...>`).
         return {
             "stage": self.stage.name,
             "round": task.review_round,
             "issue_number": task.issue_number,
-            "issue_title": task.title,
-            "issue_body": task.body,
+            "issue_title": untrusted_text(services.sanitize_issue_title(task.title)),
+            "issue_body": untrusted_text(task.body),
             "repository": task.repository.full_name,
             "branch": task.branch,
-            "plan": plan,
-            "review_feedback": feedback or "(none)",
+            "plan": untrusted_text(plan),
+            "review_feedback": untrusted_text(feedback or "(none)"),
             "worktree": str(self.worktree),
             "test_result": hooks.tests_report(tests, configured=self.workflow.test_command is not None),
         }
@@ -559,6 +579,7 @@ class Attempt:
             on_tick=self.on_tick,
             on_idle=self.flush_events,
             tick_seconds=min(1.0, tacx["HEARTBEAT_SECONDS"]),
+            stdin_data=provider.stdin_data(invocation),
         )
         if self.box is not None:
             self.box.finish()

@@ -37,11 +37,29 @@ _INVISIBLE = re.compile(
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
+# Markdown "comments": a link reference definition to nowhere renders as nothing at all
+# (`[comment]: <> (text)`, `[//]: # "text"`).
+_MARKDOWN_COMMENT = re.compile(r"""^[ ]{0,3}\[[^\]\n]*\]:[ \t]*(?:<>|\#)[ \t]*(?:\([^\n]*\)|"[^\n]*"|'[^\n]*')?[ \t]*$\n?""", re.M)
+# Elements GitHub renders invisibly: the `hidden` attribute (any tag, with its content).
+_HIDDEN_ELEMENT = re.compile(r"<(\w+)\b[^>]*\bhidden\b[^>]*>.*?(?:</\1\s*>|$)", re.S | re.I)
+_LINE_BREAKS = re.compile(r"[\r\n\x85\u2028\u2029\v\f]+")
+
+
 def sanitize_issue_text(text: str) -> str:
-    """Strip HTML comments, zero-width, bidi and control characters from issue text."""
+    """Strip hidden markup from issue text: HTML comments, markdown comments (reference
+    definitions to nowhere), elements with the `hidden` attribute, zero-width, bidi and control
+    characters. What is left is what a human sees on the issue page."""
     text = _HTML_COMMENT.sub("", text or "")
+    text = _MARKDOWN_COMMENT.sub("", text)
+    text = _HIDDEN_ELEMENT.sub("", text)
     text = _INVISIBLE.sub("", text)
     return _CONTROL.sub("", text).strip()
+
+
+def sanitize_issue_title(text: str) -> str:
+    """An issue title as one line of visible text (a newline in a title could start a new
+    paragraph of instructions in a prompt)."""
+    return " ".join(_LINE_BREAKS.sub(" ", sanitize_issue_text(text)).split())
 
 
 # --- tasks ------------------------------------------------------------------------------------
@@ -64,7 +82,7 @@ def task_create(
         "workflow_override": workflow_override,
         "repository": repository,
         "issue_number": issue_number,
-        "title": sanitize_issue_text(title)[:500] or f"Issue {issue_number}",
+        "title": sanitize_issue_title(title)[:500] or f"Issue {issue_number}",
         "body": sanitize_issue_text(body),
         "triggered_by": triggered_by,
         "trigger_source": trigger_source,
@@ -145,7 +163,7 @@ def task_skip(*, repository: Repository, issue_number: int, title: str, reason: 
     task = Task.objects.create(
         repository=repository,
         issue_number=issue_number,
-        title=sanitize_issue_text(title)[:500] or f"Issue {issue_number}",
+        title=sanitize_issue_title(title)[:500] or f"Issue {issue_number}",
         status=Task.Status.SKIPPED,
         status_reason=reason,
         triggered_by=triggered_by,
@@ -220,7 +238,21 @@ def task_retry(*, task: Task, enqueue: bool = True) -> Task:
         raise ValueError(f"task {task.pk} is still {task.status}; cancel it first")
     if task.status == Task.Status.SUCCEEDED:
         raise ValueError(f"task {task.pk} already succeeded")
+    if task.status == Task.Status.SKIPPED:
+        # A skip is a refused trigger (e.g. the labeler lacks write access): running it now
+        # would bypass that check. A new trigger by someone allowed creates a new task.
+        raise ValueError(f"task {task.pk} was skipped ({task.status_reason or 'trigger refused'}); it cannot be retried")
     with transaction.atomic():
+        stopping = task.stages.filter(status=Stage.Status.RUNNING).first()
+        if stopping is not None:
+            # The attempt of a cancelled task is still being stopped (the agent may ignore
+            # SIGTERM for the kill grace). Retrying now would either undo the cancel (the runner
+            # has not noticed it yet) or leave the task running with no stage queued (the runner
+            # ends the stage as cancelled afterwards). The runner frees the stage within
+            # seconds; a dead worker's stage is reaped when its lease expires.
+            raise ValueError(
+                f"task {task.pk}: the agent of stage {stopping.name} is still being stopped; retry in a few seconds"
+            )
         try:
             with transaction.atomic():
                 updated = Task.objects.filter(pk=task.pk, status=task.status).update(
@@ -250,7 +282,7 @@ def stage_queue(*, stage: Stage, enqueue: bool = True, force: bool = False) -> N
     """Mark a stage queued and (after commit) hand its id to django-q2."""
     allowed = [Stage.Status.PENDING] + ([Stage.Status.FAILED, Stage.Status.CANCELLED, Stage.Status.SUCCEEDED, Stage.Status.QUEUED] if force else [])
     changed = Stage.objects.filter(pk=stage.pk, status__in=allowed).update(
-        status=Stage.Status.QUEUED, lease_owner="", lease_expires_at=None
+        status=Stage.Status.QUEUED, lease_owner="", lease_expires_at=None, queued_at=Now()
     )
     if not changed:
         return
@@ -357,6 +389,7 @@ def stage_reap_expired(*, now=None, enqueue: bool = True, limit: int = 20) -> li
                 lease_expires_at=None,
                 error="worker lost",
                 finished_at=now if exhausted else None,
+                queued_at=Now(),
             )
             if not changed:
                 continue
@@ -376,6 +409,73 @@ def stage_reap_expired(*, now=None, enqueue: bool = True, limit: int = 20) -> li
             elif enqueue:
                 transaction.on_commit(lambda stage_id=stage.pk: enqueue_stage_job(stage_id))
     return reaped
+
+
+def stage_jobs() -> dict[str, list] | None:
+    """The django-q2 jobs in the broker, as {task name: [lock, ...]}; None when the broker
+    cannot be inspected (only the ORM broker can: its rows live in our database, shared by
+    every machine).
+
+    The ORM broker keeps a job's row until the job is acknowledged; `lock` means "not before":
+    the enqueue time while the job waits, now + q2's `retry` once a worker took it."""
+    from django_q.brokers import get_broker
+    from django_q.brokers.orm import ORM
+    from django_q.conf import Conf
+    from django_q.models import OrmQ
+
+    broker = get_broker()
+    if not isinstance(broker, ORM):
+        return None
+    jobs: dict[str, list] = {}
+    for job in OrmQ.objects.using(Conf.ORM).filter(key=broker.list_key).only("id", "payload", "lock"):
+        jobs.setdefault(str(job.name()), []).append(job.lock)
+    return jobs
+
+
+def stage_requeue_lost(*, older_than: float, limit: int = 20) -> list[int]:
+    """Queued stages of running tasks whose q2 job is gone: lost before the claim (a worker
+    killed between taking the job and claiming the stage; a process that died between its
+    commit and the enqueue). Enqueue them again; returns their ids.
+
+    A job counts as alive while it waits for a worker, or for `older_than` seconds after a
+    worker took it: the worker claims the stage within moments, so a job taken longer ago whose
+    stage is still queued belongs to a dead worker (q2 would redeliver it only after `retry`,
+    hours). Exactly once across coordinators: the re-enqueue is claimed by a conditional UPDATE
+    of `queued_at`, and the stage's own claim makes a late redelivery of the old job a no-op."""
+    from django_q.conf import Conf
+    from django_q.models import OrmQ
+
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=older_than)
+    candidates = list(
+        Stage.objects.filter(status=Stage.Status.QUEUED, task__status=Task.Status.RUNNING)
+        .filter(models.Q(queued_at__lt=cutoff) | models.Q(queued_at__isnull=True))
+        .select_related("task")
+        .order_by("queued_at")[:limit]
+    )
+    if not candidates:
+        return []
+    jobs = stage_jobs()
+    if jobs is None:
+        return []
+    taken_before = cutoff + timedelta(seconds=Conf.RETRY)  # lock of a job taken at `cutoff`
+    requeued: list[int] = []
+    for stage in candidates:
+        name = f"stage-{stage.pk}"
+        if any(lock is None or lock <= now or lock > taken_before for lock in jobs.get(name, [])):
+            continue  # waiting for a worker, or taken just now
+        with transaction.atomic():
+            claimed = Stage.objects.filter(pk=stage.pk, status=Stage.Status.QUEUED, queued_at=stage.queued_at).update(queued_at=Now())
+            if not claimed:
+                continue  # a worker claimed it, or another coordinator re-enqueued it
+            # The dead worker's job would come back after q2's `retry`: drop it.
+            dead = [job.pk for job in OrmQ.objects.using(Conf.ORM).filter(lock__gt=now).only("id", "payload") if job.name() == name]
+            if dead:
+                OrmQ.objects.using(Conf.ORM).filter(pk__in=dead, lock__gt=now).delete()
+            event_status(stage.task, f"stage {stage.name}: its job was lost before it started; queued again", stage=stage.name, stage_status="queued")
+            transaction.on_commit(lambda stage_id=stage.pk: enqueue_stage_job(stage_id))
+        requeued.append(stage.pk)
+    return requeued
 
 
 def lease_deadline(seconds: float | None = None):
@@ -399,25 +499,39 @@ def workflow_error_fail(*, task: Task, error: WorkflowError) -> None:
     task_fail(task=task, reason=f"invalid workflow: {error}")
 
 
-def task_dispatch(*, task: Task, enqueue: bool = True) -> bool:
-    """Load the repository's workflow and start the task; an invalid workflow (or a repository
-    that cannot be read) fails the task at once with the reason, before any agent starts."""
+def task_workflow_read(*, task: Task) -> Workflow | None:
+    """The workflow `task` would start with, read from its repository.
+
+    An invalid file (or any other error while loading it) fails the task at once with the
+    reason, before any agent starts; a repository that cannot be read just now (transient) only
+    returns None. Call it outside any lock: parsing a hostile file takes what it takes."""
     from . import git, repos
 
     try:
         if task.workflow_override:
-            workflow = load_workflow_text(task.workflow_override, source="workflow override")
-        else:
-            workflow = repos.read_workflow(task.repository)
+            return load_workflow_text(task.workflow_override, source="workflow override")
+        return repos.read_workflow(task.repository)
     except WorkflowError as exc:
         workflow_error_fail(task=task, error=exc)
-        return False
     except git.GitError as exc:
         if exc.permanent:
             task_fail(task=task, reason=f"cannot read the repository: {exc}")
         else:
             log.warning("task %s: repository not readable yet: %s", task.pk, exc)
-        return False
+    except Exception as exc:  # a case the loader does not name: retrying the same file won't help
+        log.exception("task %s: loading the workflow crashed", task.pk)
+        task_fail(task=task, reason=f"invalid workflow: cannot be loaded: {type(exc).__name__}: {str(exc)[:200]}")
+    return None
+
+
+def task_dispatch(*, task: Task, enqueue: bool = True, workflow: Workflow | None = None) -> bool:
+    """Start the task with `workflow` (read from the repository when not given, see
+    `task_workflow_read`). False when it did not start (failed, or the repository cannot be
+    read just now)."""
+    if workflow is None:
+        workflow = task_workflow_read(task=task)
+        if workflow is None:
+            return False
     return task_start(task=task, workflow=workflow, enqueue=enqueue)
 
 

@@ -17,6 +17,14 @@ from typing import Any
 import yaml
 
 WORKFLOW_PATH = ".tac/workflow.yaml"
+# Bounds on what a repository can make TAC-X parse: the file is snapshotted into every task, and
+# YAML parsing runs in the dispatcher (issue 9: a 545-byte alias bomb, 50 MB files, nesting
+# 20,000 deep). A real workflow is a few KB and nests five or six levels.
+MAX_WORKFLOW_BYTES = 64 * 1024
+MAX_WORKFLOW_DEPTH = 32
+MAX_INTEGER = 2**31 - 1  # what the database's integer columns hold
+MAX_STAGE_ATTEMPTS = 100
+MAX_REVIEW_ROUNDS = 100
 DEFAULT_WORKFLOW_FILE = Path(__file__).with_name("default_workflow.yaml")
 
 AGENT_PROVIDERS = ("claude", "codex", "gemini", "command")
@@ -215,11 +223,13 @@ class _Validator:
         for key in sorted(set(data) - allowed, key=str):
             self.errors.append(str(self.fail(f"{where}{key}", f"unknown key (allowed: {', '.join(sorted(allowed))})")))
 
-    def integer(self, value: Any, where: str, *, minimum: int = 0) -> int:
+    def integer(self, value: Any, where: str, *, minimum: int = 0, maximum: int = MAX_INTEGER) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(where, f"must be an integer, got {type(value).__name__} {value!r}")
+            raise self.fail(where, f"must be an integer, got {type(value).__name__} {_short(value)}")
         if value < minimum:
-            raise self.fail(where, f"must be >= {minimum}, got {value}")
+            raise self.fail(where, f"must be >= {minimum}, got {_short(value)}")
+        if value > maximum:
+            raise self.fail(where, f"must be <= {maximum}, got {_short(value)}")
         return value
 
     def text(self, value: Any, where: str) -> str:
@@ -249,7 +259,11 @@ class _Validator:
             try:
                 usd = Decimal(str(usd))
             except InvalidOperation:
-                raise self.fail(f"{where}.usd", f"must be a number, got {usd!r}") from None
+                raise self.fail(f"{where}.usd", f"must be a number, got {_short(usd)}") from None
+            if not usd.is_finite():
+                raise self.fail(f"{where}.usd", f"must be a finite number, got {usd}")
+            if usd >= Decimal(10) ** 6:  # the column holds 12 digits, 6 after the point
+                raise self.fail(f"{where}.usd", f"must be < 1000000, got {_short(usd)}")
             if usd < 0:
                 raise self.fail(f"{where}.usd", f"must be >= 0, got {usd}")
         tokens = value.get("tokens")
@@ -329,9 +343,9 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
         raise v.fail("(top level)", f"must be a mapping, got {type(data).__name__}")
     v.check_keys(data, _TOP_KEYS, "")
     if "version" in data and data["version"] != 1:
-        v.errors.append(str(v.fail("version", f"unsupported version {data['version']!r} (only 1)")))
+        v.errors.append(str(v.fail("version", f"unsupported version {_short(data['version'])} (only 1)")))
     review_rounds = v.field(
-        lambda: v.integer(data.get("review_rounds", defaults.review_rounds if defaults else 2), "review_rounds", minimum=1), 1
+        lambda: v.integer(data.get("review_rounds", defaults.review_rounds if defaults else 2), "review_rounds", minimum=1, maximum=MAX_REVIEW_ROUNDS), 1
     )
     default_budget = defaults.budget if defaults else Budget()
     budget = v.field(lambda: v.budget(data.get("budget"), "budget"), default_budget) if "budget" in data else default_budget
@@ -455,38 +469,88 @@ def _parse_stage(v: _Validator, raw: Any, index: int, defaults: Workflow | None)
         temperature=temperature,
         budget=f(lambda: v.budget(budget_raw, f"{where}.budget"), Budget()) if budget_raw is not None else base.get("budget", Budget()),
         stall_timeout=None if stall is None else f(lambda: v.integer(stall, f"{where}.stall_timeout", minimum=1)),
-        max_attempts=None if max_attempts is None else f(lambda: v.integer(max_attempts, f"{where}.max_attempts", minimum=1)),
+        max_attempts=None if max_attempts is None else f(lambda: v.integer(max_attempts, f"{where}.max_attempts", minimum=1, maximum=MAX_STAGE_ATTEMPTS)),
         network_allow=f(lambda: v.network(raw["network"], f"{where}.network"), ()) if "network" in raw else tuple(base.get("network_allow", ())),
     )
     return config if len(v.errors) == errors_before else None
 
 
-def _load_yaml(text: str, source: str) -> Any:
+def _short(value: Any, limit: int = 60) -> str:
     try:
-        return yaml.safe_load(text)
+        text = repr(value)
+    except ValueError:  # an int too long to print (sys.get_int_max_str_digits)
+        return f"<a {type(value).__name__} too long to show>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases (a few hundred bytes of nested aliases expand to
+    billions of nodes) and nesting deeper than MAX_WORKFLOW_DEPTH (the composer recurses)."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):  # noqa: ANN001 (PyYAML's signature)
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.MarkedYAMLError(None, None, "aliases (*name) are not allowed in a workflow file", event.start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_WORKFLOW_DEPTH:
+                event = self.peek_event()
+                raise yaml.MarkedYAMLError(None, None, f"nested deeper than {MAX_WORKFLOW_DEPTH} levels", event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(parse)"
         problem = getattr(exc, "problem", None) or str(exc)
         raise WorkflowError(f"{source}: {where}: invalid YAML: {problem}") from None
+    finally:
+        loader.dispose()
 
 
 def default_workflow() -> Workflow:
     return parse_workflow(_load_yaml(DEFAULT_WORKFLOW_FILE.read_text(), "default workflow"), source="default workflow")
 
 
-def load_workflow_text(text: str | None, *, source: str = WORKFLOW_PATH) -> Workflow:
-    """The repository's workflow file (its text, None if absent) over the default."""
+def load_workflow_text(text: str | bytes | None, *, source: str = WORKFLOW_PATH) -> Workflow:
+    """The repository's workflow file (its text or bytes, None if absent) over the default.
+
+    Every problem with the file raises WorkflowError, whatever it is: the dispatcher fails the
+    task with the message instead of retrying a file that cannot get better."""
     default = default_workflow()
     if text is None:
         return default
-    data = _load_yaml(text, source)
-    if data is None:
-        raise WorkflowError(f"{source}: (top level): the file is empty")
-    return parse_workflow(data, source=source, defaults=default)
+    size = len(text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text)
+    if size > MAX_WORKFLOW_BYTES:
+        raise WorkflowError(f"{source}: (file): {size} bytes; the limit is {MAX_WORKFLOW_BYTES}")
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise WorkflowError(f"{source}: (file): not UTF-8 text (byte {exc.start}: {text[exc.start:exc.start + 1]!r})") from None
+    try:
+        data = _load_yaml(text, source)
+        if data is None:
+            raise WorkflowError(f"{source}: (top level): the file is empty")
+        return parse_workflow(data, source=source, defaults=default)
+    except WorkflowError:
+        raise
+    except (RecursionError, MemoryError, ArithmeticError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        # A case the validator does not name yet: still the file's fault, still final.
+        raise WorkflowError(f"{source}: (file): cannot be used: {type(exc).__name__}: {_short(str(exc), 200)}") from None
 
 
 def load_workflow(repo_dir: str | Path) -> Workflow:
     """The workflow of a checked-out repository."""
     path = Path(repo_dir) / WORKFLOW_PATH
-    return load_workflow_text(path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None)
+    return load_workflow_text(path.read_bytes() if path.is_file() else None)

@@ -136,7 +136,15 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "dashboard.api.permissions.HasRequiredPermission",
+    ],
+    "DEFAULT_PARSER_CLASSES": [
+        "dashboard.api.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "dashboard.api.errors.exception_handler",
 }
@@ -145,6 +153,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Tasks, stages, attempts and agent events of the TAC-X pipeline.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema needs a login like the docs page (it lists every operation).
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "ENUM_NAME_OVERRIDES": {
         "TaskStatusEnum": "pipeline.models.Task.Status",
         "StageStatusEnum": "pipeline.models.Stage.Status",
@@ -174,6 +184,11 @@ TACX = {
     # Where agent CLIs are looked up before PATH: the npm-installed ones beside the project.
     "AGENT_BIN_DIRS": [p for p in os.environ.get("TACX_AGENT_BIN_DIRS", str(BASE_DIR / "node_modules" / ".bin")).split(os.pathsep) if p],
     "LEASE_SECONDS": env_int("TACX_LEASE_SECONDS", 60),
+    # A queued stage whose q2 job is missing (or was taken this long ago by a worker that never
+    # claimed the stage) is enqueued again by the coordinator after this many seconds.
+    "LOST_JOB_SECONDS": env_float("TACX_LOST_JOB_SECONDS", 60.0),
+    # Live websockets one user may hold open in one daphne process (more are closed with 4429).
+    "WS_MAX_PER_USER": env_int("TACX_WS_MAX_PER_USER", 20),
     "HEARTBEAT_SECONDS": env_float("TACX_HEARTBEAT_SECONDS", 5.0),
     "EVENT_BATCH_SECONDS": env_float("TACX_EVENT_BATCH_SECONDS", 0.2),
     "MAX_ATTEMPTS": env_int("TACX_MAX_ATTEMPTS", 3),

@@ -82,9 +82,22 @@ def local_repository(db, origin_and_clone):
     return Repository.objects.create(kind=Repository.Kind.LOCAL, full_name="sample", local_path=str(clone), default_branch="main")
 
 
+TASK_PERMISSIONS = ("view_task", "add_task", "change_task", "retry_task", "cancel_task")
+
+
+def grant(user, *codenames: str):
+    """Give `user` these permissions on tasks (see "Roles" in the README) and return it fresh."""
+    from django.contrib.auth.models import Permission
+
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="pipeline", codename__in=codenames))
+    return type(user).objects.get(pk=user.pk)  # a fresh object: has_perm caches
+
+
 @pytest.fixture
 def alice(db, django_user_model):
-    return django_user_model.objects.create_user("alice", "alice@example.com", "correct-horse-battery")
+    """An operator: may see, create, retry and cancel tasks (not staff)."""
+    user = django_user_model.objects.create_user("alice", "alice@example.com", "correct-horse-battery")
+    return grant(user, *TASK_PERMISSIONS)
 
 
 def processes_matching(tag: str) -> list[int]:

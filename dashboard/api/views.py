@@ -23,7 +23,7 @@ from .errors import Conflict
 ERRORS = {
     400: OpenApiResponse(s.ErrorOut, description="Bad input; `field` names the parameter"),
     401: OpenApiResponse(s.ErrorOut, description="Not authenticated"),
-    403: OpenApiResponse(s.ErrorOut, description="Not allowed"),
+    403: OpenApiResponse(s.ErrorOut, description="Not allowed: the user lacks the operation's permission"),
 }
 NOT_FOUND = {404: OpenApiResponse(s.ErrorOut, description="No task with this id")}
 CONFLICT = {409: OpenApiResponse(s.ErrorOut, description="The task's state does not allow this")}
@@ -61,6 +61,8 @@ class TaskListApi(APIView):
 
 
 class TaskCreateApi(APIView):
+    required_permission = "pipeline.add_task"
+
     @extend_schema(
         operation_id="tasks_create",
         request=s.TaskCreateIn,
@@ -109,6 +111,8 @@ class TaskDetailApi(APIView):
 
 
 class TaskRetryApi(APIView):
+    required_permission = "pipeline.retry_task"
+
     @extend_schema(operation_id="tasks_retry", request=None, responses={200: s.TaskDetailOut, **ERRORS, **NOT_FOUND, **CONFLICT})
     def post(self, request: Request, task_id: int) -> Response:
         task = selectors.task_get(task_id)
@@ -122,6 +126,8 @@ class TaskRetryApi(APIView):
 
 
 class TaskCancelApi(APIView):
+    required_permission = "pipeline.cancel_task"
+
     @extend_schema(operation_id="tasks_cancel", request=None, responses={200: s.TaskDetailOut, **ERRORS, **NOT_FOUND, **CONFLICT})
     def post(self, request: Request, task_id: int) -> Response:
         task = selectors.task_get(task_id)

@@ -339,6 +339,22 @@ def agent_environment(provider: Provider, inv: Invocation, base_env: Mapping[str
 
 
 # -- the provider base class -----------------------------------------------------------------------
+# Linux refuses to exec an argv with one argument over MAX_ARG_STRLEN (128 KiB) or all of them
+# (with the environment) over ARG_MAX: "Argument list too long". A prompt this long (a 50,000
+# character CJK issue body is 150 KB) goes to the agent on stdin instead. Inside the agent sandbox
+# the whole command line is one `bash -c` argument, shell-quoted twice (TAC-X's sandbox server,
+# then srt's wrapper), so the prompt is measured as it is after two rounds of quoting: a body
+# made of quotes grows about tenfold.
+PROMPT_ARG_LIMIT = 100_000  # bytes
+
+
+def prompt_too_long_for_argv(prompt: str) -> bool:
+    import shlex
+
+    quoted = shlex.quote(shlex.quote(prompt))
+    return len(quoted.encode("utf-8", "surrogatepass")) > PROMPT_ARG_LIMIT
+
+
 class Provider:
     """One agent CLI: argv, environment and parser. Subclasses set the three class attributes."""
 
@@ -370,6 +386,12 @@ class Provider:
     def environment(self, inv: Invocation) -> dict[str, str]:
         """Variables this provider sets for the agent (on top of the scrubbed environment)."""
         return {}
+
+    def stdin_data(self, inv: Invocation) -> bytes | None:
+        """What the agent reads on stdin (None: an empty stdin). Providers whose CLI reads the
+        prompt from stdin return it when it is too long for an argument, and leave it out of
+        ``build_command`` then."""
+        return None
 
     def parser(self, inv: Invocation | None = None) -> StreamParser:
         """A fresh parser for one attempt. ``inv`` lets it know the requested model (for pricing

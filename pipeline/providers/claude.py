@@ -36,6 +36,7 @@ from .base import (
     as_dict,
     as_int,
     exit_sentence,
+    prompt_too_long_for_argv,
     resolve_executable,
     tacx_setting,
     truncate,
@@ -309,7 +310,12 @@ class ClaudeProvider(Provider):
             argv += ["--permission-mode", inv.permission_mode]
         if inv.allowed_tools:
             argv += ["--allowedTools", *inv.allowed_tools]
+        if prompt_too_long_for_argv(inv.prompt):
+            return [*argv, *inv.extra_args]  # `claude -p` reads the prompt from stdin
         return [*argv, *inv.extra_args, "--", inv.prompt]
+
+    def stdin_data(self, inv: Invocation) -> bytes | None:
+        return inv.prompt.encode("utf-8") if prompt_too_long_for_argv(inv.prompt) else None
 
     def environment(self, inv: Invocation) -> dict[str, str]:
         """``IS_SANDBOX=1`` (we run as root; bypass modes need it), no telemetry or self-update;

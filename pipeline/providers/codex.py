@@ -34,6 +34,7 @@ from .base import (
     as_dict,
     as_int,
     exit_sentence,
+    prompt_too_long_for_argv,
     raw_event,
     resolve_executable,
     tacx_setting,
@@ -314,7 +315,12 @@ class CodexProvider(Provider):
             argv += ["--sandbox", "danger-full-access"]
         elif sandbox:
             argv += ["--sandbox", str(sandbox)]
-        return [*argv, *QUIET_CONFIG, *config_args(inv.options), *inv.extra_args, "--", inv.prompt]
+        # `-` as the prompt: codex reads it from stdin (a prompt too long for an argument).
+        prompt = "-" if prompt_too_long_for_argv(inv.prompt) else inv.prompt
+        return [*argv, *QUIET_CONFIG, *config_args(inv.options), *inv.extra_args, "--", prompt]
+
+    def stdin_data(self, inv: Invocation) -> bytes | None:
+        return inv.prompt.encode("utf-8") if prompt_too_long_for_argv(inv.prompt) else None
 
     def environment(self, inv: Invocation) -> dict[str, str]:
         """Option ``codex_home`` becomes ``CODEX_HOME`` (Codex's config, auth and session files).

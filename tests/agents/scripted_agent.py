@@ -26,6 +26,21 @@ elif action == "hang":
     subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", args[0]])
     print(json.dumps({"type": "system", "subtype": "hanging"}), flush=True)
     time.sleep(600)
+elif action == "stubborn":
+    # Ignores SIGTERM (notes that it got one) and hangs, the first time; plans the next time.
+    import signal
+
+    marker = args[0]
+    if not os.path.exists(marker):
+        signal.signal(signal.SIGTERM, lambda *_: open(marker + ".term", "w").close())
+        with open(marker, "w") as fh:
+            fh.write(str(os.getpgid(0)))
+        time.sleep(600)
+    open("plan.md", "w").write("# Plan\n\n1. Done on the second run.\n")
+elif action == "stdin-plan":
+    # The prompt arrives on stdin: the plan records how much of it came and how it ended.
+    prompt = sys.stdin.read()
+    open("plan.md", "w").write(f"# Plan\n\n{len(prompt)} characters; ends with {prompt.rstrip()[-12:]}\n")
 elif action == "malformed":
     print("this is not json {", flush=True)
     print("\x00\x01 binary garbage", flush=True)
