@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test test-postgres lint bench
+.PHONY: install sandbox-deps demo test test-postgres lint bench
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,10 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(VENV)/.installed node_modules/.installed
+sandbox-deps:
+	scripts/ensure-sandbox
+
+install: $(VENV)/.installed node_modules/.installed sandbox-deps
 
 demo: install
 	$(PY) manage.py migrate --noinput

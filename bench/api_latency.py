@@ -205,7 +205,10 @@ def main() -> None:
         from pipeline.models import AgentEvent, Task
 
         print(f"database: {Task.objects.count()} tasks, {AgentEvent.objects.count()} events")
+        from django.contrib.auth.models import Permission
+
         user, _ = get_user_model().objects.get_or_create(username="bench")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label="pipeline", codename="view_task"))  # a viewer
         client = Client()
         client.force_login(user)
         urls = ["/api/tasks/", "/", "/api/tasks/?status=running", "/?status=failed&search=widget"]

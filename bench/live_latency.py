@@ -214,7 +214,10 @@ def main() -> None:
     from dashboard.testing import daphne_serving
 
     call_command("migrate", verbosity=0)
-    get_user_model().objects.create_user("bench", password="bench-password")
+    from django.contrib.auth.models import Permission
+
+    bench_user = get_user_model().objects.create_user("bench", password="bench-password")
+    bench_user.user_permissions.add(Permission.objects.get(content_type__app_label="pipeline", codename="view_task"))  # a viewer
     try:
         with daphne_serving(env=env, log_path=tmp / "daphne.log") as base_url:
             port = int(base_url.rsplit(":", 1)[1])

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import ProgressComment, WebhookDelivery
+from .models import ProgressComment, TaskChecks, WebhookDelivery
 
 
 @admin.register(WebhookDelivery)
@@ -23,6 +23,15 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
 class ProgressCommentAdmin(admin.ModelAdmin):
     list_display = ("task", "comment_id", "writes", "failures", "synced_at", "last_error")
     readonly_fields = tuple(f.name for f in ProgressComment._meta.fields)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(TaskChecks)
+class TaskChecksAdmin(admin.ModelAdmin):
+    list_display = ("task", "head_sha", "approval", "failures", "synced_at", "last_error")
+    readonly_fields = tuple(f.name for f in TaskChecks._meta.fields)
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -43,6 +43,7 @@ FAILED_CONCLUSIONS = ("failure", "timed_out", "startup_failure")
 COMMANDS = ("retry", "cancel", "status", "approve")
 COMMAND_LINE = re.compile(r"^\s*/tacx\s+(\w+)", re.M | re.I)
 TACX_MARKER = "<!-- tacx:"
+OWN_CHECK_PREFIX = "TAC-X /"
 # Rounds only for tasks whose PR is this recent (the poller's window).
 POLL_WINDOW = timedelta(days=14)
 
@@ -55,6 +56,11 @@ def is_own(login: str, body: str = "") -> bool:
     """TAC-X's own comment or review (never a trigger)."""
     mine = own_login()
     return bool(mine and login.casefold() == mine.casefold()) or TACX_MARKER in (body or "")
+
+
+def own_check(name: str) -> bool:
+    """A check run or commit status TAC-X posts itself (`TAC-X / <stage>`, coordinator.checks)."""
+    return name.startswith(OWN_CHECK_PREFIX)
 
 
 def actor_refusal(client: GitHubClient, *, repository: Repository, login: str, user_type: str = "") -> str:
@@ -125,11 +131,15 @@ def relevance(event: str, payload: dict) -> tuple[Repository | None, int | None,
         item = payload.get(event) or {}
         if action != "completed" or item.get("conclusion") not in FAILED_CONCLUSIONS:
             return None, None, f"ignored: {event}.{action} {item.get('conclusion') or ''}".rstrip()
+        if event == "check_run" and own_check(str(item.get("name") or "")):
+            return None, None, "ignored: TAC-X's own activity"
         pulls = item.get("pull_requests") or (item.get("check_suite") or {}).get("pull_requests") or []
         number = pulls[0].get("number") if pulls and isinstance(pulls[0], dict) else None
     elif event == "status":
         if payload.get("state") not in ("failure", "error"):
             return None, None, f"ignored: status {payload.get('state')}"
+        if own_check(str(payload.get("context") or "")):
+            return None, None, "ignored: TAC-X's own activity"
         number = None
     else:
         return None, None, f"ignored: {event} events start nothing"
@@ -453,6 +463,8 @@ def checks_handle(client: GitHubClient, *, task: Task, sha: str, source: str) ->
     for run in client.check_runs(full_name=full_name, sha=sha):
         if run.get("status") != "completed" or run.get("conclusion") not in FAILED_CONCLUSIONS:
             continue
+        if own_check(str(run.get("name") or "")):
+            continue  # TAC-X's own stage checks: a failed stage is not CI to fix
         app = (run.get("app") or {}).get("slug", "")
         output = run.get("output") or {}
         tail = ""
@@ -469,7 +481,7 @@ def checks_handle(client: GitHubClient, *, task: Task, sha: str, source: str) ->
         )
     status = client.combined_status(full_name=full_name, sha=sha)
     for st in status.get("statuses") or []:
-        if st.get("state") in ("failure", "error"):
+        if st.get("state") in ("failure", "error") and not own_check(str(st.get("context") or "")):
             failing.append({"name": st.get("context", "status"), "conclusion": st.get("state", ""), "url": st.get("target_url") or "", "summary": st.get("description") or "", "log_tail": ""})
     if not failing:
         return "ignored: no failing check on the head commit"

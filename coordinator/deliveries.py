@@ -61,6 +61,41 @@ def repository_for(full_name: str) -> Repository | None:
     return Repository.objects.filter(kind=Repository.Kind.GITHUB, full_name__iexact=full_name, enabled=True).first()
 
 
+MAX_ISSUE_NUMBER = 2**31 - 1  # the database column; GitHub's numbers are far below
+MAX_LOGIN = 100  # GitHub logins are at most 39 characters
+
+
+def payload_problem(payload: dict) -> str | None:
+    """What makes a (correctly signed) `issues` payload unusable, or None. Checked before any
+    field is used, so a forged or garbled shape is a 400 with the reason, never a 500."""
+    for key in ("repository", "issue", "sender", "label"):
+        if payload.get(key) is not None and not isinstance(payload[key], dict):
+            return f"{key} must be an object"
+    if not isinstance(payload.get("action", ""), str):
+        return "action must be a string"
+    issue = payload.get("issue") or {}
+    if "number" in issue:
+        number = issue["number"]
+        if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= MAX_ISSUE_NUMBER:
+            return f"issue.number must be a whole number from 1 to {MAX_ISSUE_NUMBER}"
+    for key in ("title", "body", "html_url", "state", "updated_at"):
+        if issue.get(key) is not None and not isinstance(issue[key], str):
+            return f"issue.{key} must be a string"
+    if issue.get("labels") is not None and not isinstance(issue["labels"], list):
+        return "issue.labels must be a list"
+    sender = payload.get("sender") or {}
+    login = sender.get("login", "")
+    if not isinstance(login, str) or len(login) > MAX_LOGIN:
+        return f"sender.login must be a string of at most {MAX_LOGIN} characters"
+    if not isinstance(sender.get("type", ""), str):
+        return "sender.type must be a string"
+    for key, field in (("repository", "full_name"), ("label", "name")):
+        value = (payload.get(key) or {}).get(field, "")
+        if not isinstance(value, str) or len(value) > 200:
+            return f"{key}.{field} must be a string of at most 200 characters"
+    return None
+
+
 def relevance(event: str, payload: dict) -> tuple[Repository | None, str]:
     """The registered repository the delivery concerns, or None and why it is ignored."""
     if event != "issues":
@@ -113,9 +148,14 @@ def delivery_record(*, delivery_id: str, event: str, payload: dict) -> Answer:
         return Answer(200, "duplicate")
     if event in conversation.EVENTS:
         # Reviews, comments and checks on a task's PR or issue: rounds (coordinator.conversation).
-        repository, number, ignored = conversation.relevance(event, payload)
-        summary = conversation.payload_summary(event, payload) if repository is not None else {}
+        try:
+            repository, number, ignored = conversation.relevance(event, payload)
+            summary = conversation.payload_summary(event, payload) if repository is not None else {}
+        except (AttributeError, TypeError, ValueError, KeyError) as exc:
+            return Answer(400, f"bad payload: {type(exc).__name__}")
     else:
+        if event == "issues" and (problem := payload_problem(payload)):
+            return Answer(400, f"bad payload: {problem}")
         repository, ignored = relevance(event, payload)
         summary = payload_summary(payload) if repository is not None else {}
         number = summary.get("issue", {}).get("number")

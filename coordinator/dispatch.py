@@ -91,6 +91,15 @@ class Dispatcher:
                 delay = self.backoff.failed(("task", task.pk))
                 log.warning("task %s: repository not readable yet (%s); trying again in %.0f s", task.pk, exc, delay)
                 return True
+        # The workflow is read and parsed before the lock too: a slow or hostile file must not
+        # hold every other repository's dispatch (an invalid one fails the task here).
+        workflow = services.task_workflow_read(task=task)
+        if workflow is None:
+            task.refresh_from_db()
+            if task.status in (Task.Status.QUEUED, Task.Status.WAITING):
+                delay = self.backoff.failed(("task", task.pk))
+                log.warning("task %s: not started (repository not readable yet); trying again in %.0f s", task.pk, delay)
+            return True
         CoordinatorLock.objects.get_or_create(name="dispatch")
         with transaction.atomic():
             CoordinatorLock.objects.select_for_update().get(name="dispatch")
@@ -102,7 +111,7 @@ class Dispatcher:
             task.refresh_from_db()
             if task.status not in (Task.Status.QUEUED, Task.Status.WAITING):
                 return True  # someone else started or cancelled it: look again
-            started = services.task_dispatch(task=task)
+            started = services.task_dispatch(task=task, workflow=workflow)
         if started:
             self.backoff.succeeded(("task", task.pk))
             log.info("task %s (%s#%s) started", task.pk, task.repository, task.issue_number)

@@ -11,6 +11,7 @@ Steps, in the order of one cycle:
   poll_one_source      one repository due for polling (GitHub issues with the trigger label)
   dispatch_one_task    start the oldest queued task the limits allow
   reap_one_stage       a stage whose lease expired: kill its local agent, record, re-queue
+  requeue_lost_jobs    queued stages whose q2 job was lost before the claim: enqueue again
   kill_one_orphan      agent process groups on this host no running stage owns
   poll_one_conversation  one task's PR/issue: comments, reviews, failing checks (rounds)
   start_one_round      a queued round whose task is idle: building again on the same branch
@@ -42,6 +43,7 @@ from pipeline.models import Repository, Worker
 
 from . import conversation, deliveries, heartbeat, reaping, replies
 from .backoff import Backoff
+from .checks import CheckSyncer
 from .dispatch import Dispatcher
 from .github_source import GitHubSource
 from .progress import CommentSyncer
@@ -81,8 +83,10 @@ class Coordinator:
         self.unit_backoff = Backoff(base=5.0, cap=900.0)
         self.dispatcher = Dispatcher()
         self.orphans = reaping.OrphanKiller(host=self.host)
+        self.lost_jobs = reaping.LostJobFinder()
         self.comments = CommentSyncer(self.client)
         self.conversations = conversation.ConversationPoller(self.client)
+        self.checks = CheckSyncer(self.client)
         self.worker: Worker | None = None
         self._poll_round: list[int] = []
         self._last_beat = 0.0
@@ -97,8 +101,10 @@ class Coordinator:
             self.reply_one_round,
             self.post_one_plan,
             self.reap_one_stage,
+            self.requeue_lost_jobs,
             self.kill_one_orphan,
             self.sync_one_comment,
+            self.sync_one_check,
             self.clean_one_worktree,
         ]
 
@@ -287,6 +293,9 @@ class Coordinator:
     def reap_one_stage(self) -> bool:
         return reaping.reap_one_stage(host=self.host)
 
+    def requeue_lost_jobs(self) -> bool:
+        return self.lost_jobs.requeue_lost_jobs()
+
     def kill_one_orphan(self) -> bool:
         return self.orphans.kill_one_orphan()
 
@@ -294,6 +303,11 @@ class Coordinator:
         if not self.unit_backoff.ready("github"):
             return False
         return self.comments.sync_one_comment()
+
+    def sync_one_check(self) -> bool:
+        if not self.unit_backoff.ready("github"):
+            return False
+        return self.checks.sync_one_check()
 
     def clean_one_worktree(self) -> bool:
         return reaping.clean_one_worktree(backoff=self.unit_backoff)

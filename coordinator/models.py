@@ -87,3 +87,32 @@ class CoordinatorLock(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class TaskChecks(models.Model):
+    """What TAC-X last posted to GitHub about a task's stages on its branch head: one check run
+    per stage (GitHub App identity) or one commit status per stage (token identity), plus the
+    optional "human approval" status.
+
+    `posted` maps a stage name to {"sha", "id" (check run id), "sig"}: a stage is posted again
+    only when its state (`sig`) or the head commit changes. `claimed_at` lets one coordinator at a
+    time post for a task, so two never create two check runs for one stage.
+    """
+
+    task = models.OneToOneField("pipeline.Task", on_delete=models.CASCADE, related_name="checks")
+    last_event_id = models.BigIntegerField(default=0)
+    head_sha = models.CharField(max_length=64, blank=True)
+    posted = models.JSONField(default=dict, blank=True)
+    approval = models.CharField(max_length=20, blank=True, help_text="'' (not required), pending or success")
+    approval_checked_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    failures = models.PositiveIntegerField(default=0)
+    retry_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    synced_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "task checks"
+
+    def __str__(self) -> str:
+        return f"checks of task {self.task_id}"

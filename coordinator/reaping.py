@@ -103,6 +103,27 @@ def reap_one_stage(*, host: str) -> bool:
     return bool(reaped)
 
 
+class LostJobFinder:
+    """Re-enqueues queued stages whose django-q2 job was lost before the claim (see
+    `services.stage_requeue_lost`). Looks at most every `interval` seconds: reading the broker's
+    queue decodes every job."""
+
+    def __init__(self, *, interval: float = 5.0):
+        self.interval = interval
+        self._next_scan = 0.0
+
+    def requeue_lost_jobs(self, *, force: bool = False) -> bool:
+        import time
+
+        if not force and time.monotonic() < self._next_scan:
+            return False
+        self._next_scan = time.monotonic() + self.interval
+        requeued = services.stage_requeue_lost(older_than=settings.TACX["LOST_JOB_SECONDS"])
+        for stage_id in requeued:
+            log.warning("stage %s: its q2 job was lost before the stage was claimed; enqueued again", stage_id)
+        return bool(requeued)
+
+
 class OrphanKiller:
     """Finds agent process groups on this host that no running stage owns any more: the
     worker died and another coordinator (or host) reaped the stage, or the runner vanished

@@ -66,5 +66,7 @@ def github_webhook(request: HttpRequest) -> HttpResponse:
         payload = parse_payload(request)
     except (ValueError, UnicodeDecodeError):
         return HttpResponse("the payload is not JSON", status=400, content_type="text/plain")
+    except RecursionError:
+        return HttpResponse("the payload is nested too deeply", status=400, content_type="text/plain")
     answer = delivery_record(delivery_id=delivery_id[:100], event=event, payload=payload)
     return HttpResponse(answer.text, status=answer.status, content_type="text/plain")

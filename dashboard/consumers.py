@@ -6,16 +6,20 @@ with each event's transcript HTML rendered by the same template the page uses.
 
 Persist first, then notify: the rows are the truth. A consumer reads the table after its
 cursor whenever it is woken by a channel-layer message (``pipeline.live.GROUP``, sent by the
-runner after it committed a batch, across processes when REDIS_URL is set) and, as a safety net
-and the only mechanism without Redis, every ``LIVE_POLL_SECONDS``. Waking is only a hint, so a
-dropped message or a reconnect (with ``after`` = the last id the client saw) loses nothing.
+runner after it committed a batch, across processes when REDIS_URL is set) or by the process's
+one `LatestIdWatcher`, which reads the newest event id every ``LIVE_POLL_SECONDS`` (the only
+mechanism without Redis, a safety net with it). Waking is only a hint, so a dropped message or
+a reconnect (with ``after`` = the last id the client saw) loses nothing. An idle socket costs
+no query; a user may hold at most TACX_WS_MAX_PER_USER sockets per process (4429 beyond).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+import weakref
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -33,11 +37,21 @@ log = logging.getLogger(__name__)
 
 # Close codes (4000-4999 are the application's): the page's JS does not reconnect on these.
 CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
 CLOSE_BAD_REQUEST = 4400
 CLOSE_NOT_FOUND = 4404
+CLOSE_TOO_MANY = 4429
 
 BATCH = 200
 MAX_CURSOR = 2**63 - 1
+
+
+# An idle socket waits on its wake event; this is only a last resort should every hint be lost.
+IDLE_SAFETY_SECONDS = 30.0
+
+
+def max_sockets_per_user() -> int:
+    return int(settings.TACX.get("WS_MAX_PER_USER", 20))
 
 
 def poll_seconds() -> float:
@@ -49,14 +63,66 @@ def poll_seconds() -> float:
     return float(tacx.get("LIVE_POLL_SECONDS", 0.25))
 
 
+class LatestIdWatcher:
+    """One reader of the newest event id per process (event loop), however many sockets are
+    open: it polls `streams.latest_id` every `poll_seconds()` while anyone listens and wakes
+    every socket when the id grows. So an idle socket costs no query at all; before, each one
+    read the table four times a second (50 idle sockets: a fifth of a core)."""
+
+    def __init__(self) -> None:
+        self.listeners: set[asyncio.Event] = set()
+        self.latest: int | None = None
+        self.polls = 0
+        self._task: asyncio.Task | None = None
+
+    def subscribe(self, wake: asyncio.Event) -> None:
+        self.listeners.add(wake)
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self.run())
+
+    def unsubscribe(self, wake: asyncio.Event) -> None:
+        self.listeners.discard(wake)
+
+    async def run(self) -> None:
+        while self.listeners:
+            try:
+                latest = await database_sync_to_async(streams.latest_id)()
+            except Exception:  # the database may be away for a moment
+                log.exception("live stream: reading the newest event id failed")
+                await asyncio.sleep(1.0)
+                continue
+            self.polls += 1
+            if latest != self.latest:
+                self.latest = latest
+                for wake in list(self.listeners):
+                    wake.set()
+            await asyncio.sleep(poll_seconds())
+
+
+_watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LatestIdWatcher] = weakref.WeakKeyDictionary()
+# Open sockets per user id, in this process (asyncio: one thread, no lock needed).
+_sockets_per_user: collections.Counter[int] = collections.Counter()
+
+
+def watcher() -> LatestIdWatcher:
+    loop = asyncio.get_running_loop()
+    if loop not in _watchers:
+        _watchers[loop] = LatestIdWatcher()
+    return _watchers[loop]
+
+
 class EventStreamConsumer(AsyncJsonWebsocketConsumer):
     task_id: int | None = None
     cursor: int = 0
+    counted_user: int | None = None
 
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        if not await database_sync_to_async(user.has_perm)("pipeline.view_task"):
+            await self.close(code=CLOSE_FORBIDDEN)
             return
         try:
             self.cursor = parse_after(self.scope.get("query_string", b""))
@@ -66,16 +132,29 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
         task_id = self.scope["url_route"]["kwargs"].get("task_id")
         if task_id is not None:
             self.task_id = int(task_id)
-            if not await database_sync_to_async(Task.objects.filter(pk=self.task_id).exists)():
+            if self.task_id > MAX_CURSOR or not await database_sync_to_async(Task.objects.filter(pk=self.task_id).exists)():
                 await self.close(code=CLOSE_NOT_FOUND)
                 return
+        if _sockets_per_user[user.pk] >= max_sockets_per_user():
+            await self.close(code=CLOSE_TOO_MANY)
+            return
+        _sockets_per_user[user.pk] += 1
+        self.counted_user = user.pk
         self.wake = asyncio.Event()
         if self.channel_layer is not None:
             await self.channel_layer.group_add(live.GROUP, self.channel_name)
         await self.accept()
+        watcher().subscribe(self.wake)
         self.pump_task = asyncio.ensure_future(self.pump())
 
     async def disconnect(self, code: int) -> None:
+        if self.counted_user is not None:
+            _sockets_per_user[self.counted_user] -= 1
+            if _sockets_per_user[self.counted_user] <= 0:
+                del _sockets_per_user[self.counted_user]
+            self.counted_user = None
+        if hasattr(self, "wake"):
+            watcher().unsubscribe(self.wake)
         pump = getattr(self, "pump_task", None)
         if pump is not None:
             pump.cancel()
@@ -108,7 +187,9 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
                 await self.send_json(page)
             if page["has_more"]:
                 continue
-            timeout = 0.05 if page["held_back"] else poll_seconds()
+            # Held back behind a fresh hole: look again shortly. Otherwise sleep until woken
+            # (the watcher, or a channel-layer hint); the long timeout is only a safety net.
+            timeout = 0.05 if page["held_back"] else IDLE_SAFETY_SECONDS
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
 
@@ -134,6 +215,13 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
             "has_more": page.has_more,
             "held_back": page.held_back,
         }
+
+
+class NoRouteConsumer(AsyncJsonWebsocketConsumer):
+    """A websocket path that matches no route: refused with 4404 at the handshake."""
+
+    async def connect(self) -> None:
+        await self.close(code=CLOSE_NOT_FOUND)
 
 
 def parse_after(query_string: bytes) -> int:

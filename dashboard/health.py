@@ -29,6 +29,8 @@ class Health:
     queue_depth: int | None
     coordinator_age: float | None
     workers: int | None
+    sandbox_mode: str = "required"
+    sandbox_ok: bool = True
 
     @property
     def coordinator_ok(self) -> bool:
@@ -36,7 +38,8 @@ class Health:
 
     @property
     def healthy(self) -> bool:
-        return self.database and self.queue_ok and self.coordinator_ok
+        # An agent sandbox that is required but cannot be set up means no stage can run.
+        return self.database and self.queue_ok and self.coordinator_ok and self.sandbox_ok
 
     def as_json(self) -> dict:
         return {
@@ -49,6 +52,7 @@ class Health:
                 "max_age_seconds": coordinator_max_age(),
             },
             "workers": {"live": self.workers},
+            "sandbox": {"mode": self.sandbox_mode, "ok": self.sandbox_ok},
         }
 
 
@@ -69,7 +73,18 @@ def health_check() -> Health:
             workers = Worker.objects.filter(kind=Worker.Kind.AGENT, exited_at__isnull=True).count()
         except Exception as exc:  # noqa: BLE001 - a health check reports; it never raises
             log.warning("health: worker query failed: %s", exc)
-    return Health(database=database, queue_ok=queue_ok, queue_depth=depth, coordinator_age=age, workers=workers)
+    from pipeline import sandbox
+
+    box = sandbox.status()
+    return Health(
+        database=database,
+        queue_ok=queue_ok,
+        queue_depth=depth,
+        coordinator_age=age,
+        workers=workers,
+        sandbox_mode=box["mode"],
+        sandbox_ok=box["ok"],
+    )
 
 
 def _database_ok() -> bool:

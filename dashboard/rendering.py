@@ -1,5 +1,7 @@
 """Text to HTML for pages: markdown written by agents (plans, reviews, PR bodies, messages) is
-untrusted, so it is rendered with Markdown and then sanitised with nh3 before it is marked safe."""
+untrusted. Raw HTML in it is escaped (shown as the text it is, so `Goodbye, <name>` and
+`List<String>` keep every character), the markdown is rendered, and the result is sanitised with
+nh3 before it is marked safe."""
 
 from __future__ import annotations
 
@@ -20,7 +22,12 @@ def markdown_html(text: str) -> SafeString:
     """Sanitised HTML for markdown text (links get rel="noopener noreferrer")."""
     if not text:
         return mark_safe("")
-    html = md.markdown(text, extensions=_EXTENSIONS, output_format="html")
+    renderer = md.Markdown(extensions=_EXTENSIONS, output_format="html")  # not thread-safe: one per call
+    # Raw HTML blocks and inline tags become text (escaped by the serializer) instead of markup
+    # that the sanitiser would then drop with its content.
+    renderer.preprocessors.deregister("html_block")
+    renderer.inlinePatterns.deregister("html")
+    html = renderer.convert(text)
     return mark_safe(nh3.clean(html, tags=_TAGS, attributes=_ATTRIBUTES, link_rel="noopener noreferrer"))
 
 
@@ -63,3 +70,23 @@ def workflow_yaml(data: dict) -> str:
     if not data:
         return ""
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+
+
+def event_summary(kind: str, data: dict) -> str:
+    """One line saying what an agent event does ("now doing"): the tool and its command or path,
+    or the start of a message."""
+    data = data if isinstance(data, dict) else {}
+    if kind == "tool_call":
+        name = str(data.get("name") or "tool")
+        tool_input = data.get("input") if isinstance(data.get("input"), dict) else {}
+        if tool_input.get("command"):
+            detail = f"$ {tool_input['command']}"
+        else:
+            detail = str(tool_input.get("file_path") or tool_input.get("path") or tool_input.get("pattern") or "")
+        text = f"{name}: {detail}" if detail else name
+    elif kind == "message":
+        text = str(data.get("text") or "")
+    else:
+        return ""
+    text = " ".join(text.split())
+    return text if len(text) <= 160 else text[:159] + "…"

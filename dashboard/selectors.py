@@ -4,6 +4,7 @@ these and render what it returns. Nothing here changes state; that goes through
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
 
 from pipeline import git, repos
-from pipeline.models import ZERO, Repository, Stage, StageResult, Task, Worker
+from pipeline.models import ZERO, AgentEvent, Repository, Stage, StageResult, Task, Worker
 
 DIFF_LIMIT = 300_000  # characters of a branch diff shown on a page
 
@@ -54,7 +55,7 @@ def task_list(
     qs = (
         Task.objects.select_related("repository")
         # The body and the workflow snapshot can be large and no list shows them.
-        .defer("body", "workflow", "repository__poll_etag")
+        .defer("body", "workflow", "workflow_override", "repository__poll_etag")
         .annotate(
             current_stage_name=Subquery(current),
             running_tokens=Coalesce(Subquery(running_tokens.values("n")), Value(0), output_field=BigIntegerField()),
@@ -73,16 +74,21 @@ def task_list(
     if search:
         term = search.strip()
         q = Q(title__icontains=term) | Q(branch__icontains=term) | Q(triggered_by__iexact=term)
-        if term.lstrip("#").isdigit() and len(term) < 10:
-            q |= Q(issue_number=int(term.lstrip("#")))
+        number = term.removeprefix("#")
+        # ASCII digits only: str.isdigit() is also true for "¹", which int() refuses.
+        if _ASCII_DIGITS.fullmatch(number) and len(number) < 10:
+            q |= Q(issue_number=int(number))
         qs = qs.filter(q)
     return qs
+
+
+_ASCII_DIGITS = re.compile(r"[0-9]+")
 
 
 def _repository_q(value: str, *, prefix: str = "") -> Q:
     """A repository by id or by name."""
     q = Q(**{f"{prefix}full_name": value})
-    if value.isdigit() and len(value) < 18:
+    if _ASCII_DIGITS.fullmatch(value) and len(value) < 18:
         q |= Q(**{f"{prefix}id": int(value)})
     return q
 
@@ -137,7 +143,13 @@ def task_documents(task: Task) -> Documents:
     """The newest plan, review and pull-request text the stages left behind."""
 
     def newest(stage_name: str) -> StageResult | None:
-        return task.results.filter(stage__name=stage_name).exclude(output_text="").order_by("-round", "-attempt", "-id").first()
+        # Only what a stage delivered: a failed planner's last words are not a plan.
+        return (
+            task.results.filter(stage__name=stage_name, success=True)
+            .exclude(output_text="")
+            .order_by("-round", "-attempt", "-id")
+            .first()
+        )
 
     return Documents(plan=newest("planning"), review=newest("reviewing"), pull_request=newest("pr_creation"))
 
@@ -174,3 +186,85 @@ def workers_live() -> QuerySet[Worker]:
 
 def workers_recent(*, limit: int = 20) -> QuerySet[Worker]:
     return Worker.objects.filter(exited_at__isnull=False).select_related("stage__task").order_by("-exited_at")[:limit]
+
+
+@dataclass
+class Commit:
+    sha: str
+    subject: str
+
+
+@dataclass
+class TaskResult:
+    """What a finished task delivered, for the result panel and the task list.
+
+    kind "pull_request": `url` (and `draft` when it was opened as a draft; GitHub may have
+    changed that since). kind "branch" (local repository): the branch pushed to `origin`, its
+    commits and files, and `command`, the git command that shows it from any clone.
+    """
+
+    kind: str
+    branch: str = ""
+    url: str = ""
+    number: int | None = None
+    draft: bool = False
+    origin: str = ""
+    base_commit: str = ""
+    commits: list[Commit] | None = None
+    files: list[str] | None = None
+    command: str = ""
+    error: str = ""
+
+
+def task_result(task: Task, *, details: bool = True) -> TaskResult | None:
+    """The pull request or pushed branch of a task that delivered one (None otherwise).
+
+    With `details` the branch's commits and changed files are read with git from the local
+    repository (the list page passes False: no git per row)."""
+    from django.conf import settings
+
+    if task.pr_url:
+        draft = task.repository.draft_prs and settings.TACX["DRAFT_PRS"]
+        return TaskResult(kind="pull_request", branch=task.branch, url=task.pr_url, number=task.pr_number, draft=draft)
+    delivered = task.results.filter(stage__name="pr_creation", success=True).exists() if details else task.status == Task.Status.SUCCEEDED
+    if not task.branch or not delivered or task.repository.kind != Repository.Kind.LOCAL:
+        return None
+    result = TaskResult(kind="branch", branch=task.branch, base_commit=task.base_commit)
+    if not details:
+        return result
+    try:
+        repo_dir = repos.source_dir(task.repository, fetch=False)
+        result.origin = git.run(["remote", "get-url", repos.push_remote(task.repository)], cwd=repo_dir, timeout=10)
+        tip = f"refs/remotes/origin/{task.branch}"
+        if not git.succeeds(["rev-parse", "--verify", "--quiet", tip], cwd=repo_dir):
+            tip = f"refs/heads/{task.branch}"
+        span = f"{task.base_commit}..{tip}"
+        log = git.run(["log", "--format=%h%x09%s", span], cwd=repo_dir, timeout=30)
+        result.commits = [Commit(*line.split("\t", 1)) for line in log.splitlines() if "\t" in line]
+        result.files = git.run(["diff", "--name-only", span], cwd=repo_dir, timeout=30).splitlines()
+    except git.GitError as exc:
+        result.error = str(exc)
+    origin = result.origin or task.repository.local_path or "origin"
+    result.command = f"git fetch {_shell_quote(origin)} {_shell_quote(task.branch)} && git diff {task.base_commit[:12]}...FETCH_HEAD"
+    return result
+
+
+def _shell_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def task_now_doing(task: Task) -> AgentEvent | None:
+    """The last tool call or message of the attempt running now (the "now doing" line)."""
+    return (
+        AgentEvent.objects.filter(
+            task=task, result__outcome=StageResult.Outcome.RUNNING, kind__in=[AgentEvent.Kind.TOOL_CALL, AgentEvent.Kind.MESSAGE]
+        )
+        .order_by("-id")
+        .first()
+    )
+
+
+def task_running_attempt(task: Task) -> StageResult | None:
+    return task.results.filter(outcome=StageResult.Outcome.RUNNING).select_related("stage").order_by("-id").first()

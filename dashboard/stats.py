@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Avg, Count, F, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -17,9 +17,12 @@ from pipeline.models import ZERO, StageResult, Task
 
 @dataclass
 class Rate:
+    """Attempts that ended (a cancelled one is not a failure: counted apart, not in the rate)."""
+
     key: str
     attempts: int
     succeeded: int
+    cancelled: int = 0
 
     @property
     def rate(self) -> float | None:
@@ -44,7 +47,9 @@ class Stats:
     per_day: list[Day] = field(default_factory=list)
     tasks_by_status: dict[str, int] = field(default_factory=dict)
     median_trigger_to_pr_seconds: float | None = None
+    results: int = 0  # tasks that delivered: a pull request, or a branch pushed to a local origin
     pull_requests: int = 0
+    branches: int = 0
     total_tokens: int = 0
     total_cost_usd: Decimal = ZERO
 
@@ -56,7 +61,7 @@ def stats_compute(*, days: int = 30) -> Stats:
     start = timezone.make_aware(timezone.datetime.combine(since, timezone.datetime.min.time()), timezone.get_current_timezone())
     finished = StageResult.objects.filter(started_at__gte=start).exclude(outcome=StageResult.Outcome.RUNNING)
     result = Stats(days=days, since=since)
-    result.by_stage = _rates(finished, "stage__name")
+    result.by_stage = _rates(finished, "stage__name", pipeline_order=True)
     result.by_provider = _rates(finished, "provider")
     result.by_model = _rates(finished, "model")
 
@@ -86,20 +91,36 @@ def stats_compute(*, days: int = 30) -> Stats:
     tasks = Task.objects.filter(triggered_at__gte=start)
     result.tasks_by_status = {r["status"]: r["n"] for r in tasks.values("status").annotate(n=Count("id")).order_by("status")}
     durations = _trigger_to_pr_seconds(tasks)
-    result.pull_requests = len(durations)
+    result.results = len(durations)
+    result.pull_requests = tasks.filter(pk__in=_delivered(tasks)).exclude(pr_url="").count()
+    result.branches = result.results - result.pull_requests
     result.median_trigger_to_pr_seconds = statistics.median(durations) if durations else None
     return result
 
 
-def _rates(qs, key: str) -> list[Rate]:
-    rows = qs.values(key).annotate(attempts=Count("id"), succeeded=Count("id", filter=Q(success=True))).order_by(key)
-    return [Rate(key=r[key] or "(none)", attempts=r["attempts"], succeeded=r["succeeded"]) for r in rows]
+def _rates(qs, key: str, *, pipeline_order: bool = False) -> list[Rate]:
+    """Success rates grouped by `key`; stages in the order a pipeline runs them (their mean
+    position, so planning comes before building), anything else alphabetically."""
+    cancelled = Q(outcome=StageResult.Outcome.CANCELLED)
+    rows = qs.values(key).annotate(
+        attempts=Count("id", filter=~cancelled),
+        succeeded=Count("id", filter=Q(success=True)),
+        cancelled=Count("id", filter=cancelled),
+        position=Avg("stage__position"),
+    ).order_by()
+    ordered = sorted(rows, key=lambda r: (r["position"], r[key] or "") if pipeline_order else (r[key] or ""))
+    return [Rate(key=r[key] or "(none)", attempts=r["attempts"], succeeded=r["succeeded"], cancelled=r["cancelled"]) for r in ordered]
+
+
+def _delivered(tasks):
+    return StageResult.objects.filter(task__in=tasks, stage__name="pr_creation", success=True).values("task_id")
 
 
 def _trigger_to_pr_seconds(tasks) -> list[float]:
-    """Trigger to the end of the successful pr_creation attempt (the moment the PR existed)."""
+    """Trigger to the end of the successful pr_creation attempt (the moment the PR, or the
+    branch in a local repository's origin, existed)."""
     opened = (
-        StageResult.objects.filter(task__in=tasks.exclude(pr_url=""), stage__name="pr_creation", success=True)
+        StageResult.objects.filter(task__in=tasks, stage__name="pr_creation", success=True)
         .values_list("task_id", "task__triggered_at", "completed_at")
         .order_by("task_id", "completed_at")
     )

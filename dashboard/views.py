@@ -6,20 +6,32 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.decorators import login_required, permission_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from pipeline import accounting, services
-from pipeline.models import AgentEvent, Task
+from pipeline import accounting, sandbox, services
+from pipeline.models import AgentEvent, Repository, Task
+from pipeline.workflow import WorkflowError, load_workflow_text
 
-from . import health, rendering, selectors, stats, streams
+from . import failures, health, rendering, selectors, stats, streams
 
 PAGE_SIZE = 50
 TRANSCRIPT_LIMIT = 1000  # newest events rendered with the page; "show all" renders every one
+# Transcript filter: (kind(s), label, shown at first). Usage rows follow every message; they are
+# in the stage's totals already, so they start hidden.
+TRANSCRIPT_KINDS = [
+    ("message", "messages", True),
+    ("tool_call", "tool calls", True),
+    ("tool_result", "tool output", True),
+    ("status", "status", True),
+    ("error", "errors", True),
+    ("usage", "usage", False),
+    ("other", "other", True),
+]
 
 
 class TaskFilterForm(forms.Form):
@@ -47,6 +59,7 @@ def _task_page(request: HttpRequest) -> dict:
 
 
 @login_required
+@permission_required("pipeline.view_task", raise_exception=True)
 @require_GET
 def task_list(request: HttpRequest) -> HttpResponse:
     context = _task_page(request)
@@ -55,26 +68,36 @@ def task_list(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@permission_required("pipeline.view_task", raise_exception=True)
 @require_GET
 @never_cache
 def task_rows(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/partials/task_rows.html", _task_page(request))
 
 
-def _summary(task: Task) -> dict:
+def _summary(task: Task, user) -> dict:
     stages = selectors.task_stages(task)
     running_tokens, running_cost = selectors.task_running_usage(task)
+    blocked = sandbox.blocked_for_task(task)
     return {
         "task": task,
+        "result": selectors.task_result(task) if task.status in Task.FINISHED else None,
+        "failure": failures.failure_explain(task),
+        "now_doing": selectors.task_now_doing(task) if task.is_active else None,
+        "running_attempt": selectors.task_running_attempt(task) if task.is_active else None,
         "stages": stages,
         "current_stage": selectors.task_current_stage(stages),
         "tokens_total": task.total_tokens + running_tokens,
         "cost_total": task.cost_usd + running_cost,
-        "can_retry": task.status not in Task.ACTIVE and task.status not in (Task.Status.SUCCEEDED, Task.Status.SKIPPED),
-        "can_cancel": task.status in Task.ACTIVE,
-        "can_approve": task.status == Task.Status.AWAITING_APPROVAL,
+        "can_retry": task.status not in Task.ACTIVE
+        and task.status not in (Task.Status.SUCCEEDED, Task.Status.SKIPPED)
+        and user.has_perm("pipeline.retry_task"),
+        "can_cancel": task.status in Task.ACTIVE and user.has_perm("pipeline.cancel_task"),
+        "can_approve": task.status == Task.Status.AWAITING_APPROVAL and user.has_perm("pipeline.approve_task"),
         "rounds": list(task.rounds.order_by("id")),
         "budgets": accounting.task_budget_lines(task),
+        "blocked": blocked,
+        "blocked_total": sum(n for _, n in blocked),
     }
 
 
@@ -83,6 +106,7 @@ def _documents(task: Task) -> dict:
 
 
 @login_required
+@permission_required("pipeline.view_task", raise_exception=True)
 @require_GET
 def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
     task = selectors.task_get(task_id)
@@ -93,24 +117,87 @@ def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
     shown.reverse()
     earlier = 0 if show_all or len(shown) < TRANSCRIPT_LIMIT else events.count() - len(shown)
     context = {
-        **_summary(task),
+        **_summary(task, request.user),
         **_documents(task),
         "events": shown,
         "earlier_events": earlier,
         "live_after": after,
         "workflow_yaml": rendering.workflow_yaml(task.workflow),
+        # While it runs the transcript is what moves: open on it (a #hash still wins, in JS).
+        "initial_tab": "transcript" if task.is_active else "documents",
+        "tab_list": [("documents", "Plan & review"), ("transcript", "Transcript"), ("workflow", "Workflow")],
+        "transcript_kinds": TRANSCRIPT_KINDS,
+        "transcript_attempts": selectors.task_attempts(task),
     }
     return render(request, "dashboard/task_detail.html", context)
 
 
+class NewTaskForm(forms.Form):
+    repository = forms.ModelChoiceField(
+        queryset=Repository.objects.none(), empty_label=None, help_text="Local repositories; GitHub tasks start from labelled issues."
+    )
+    title = forms.CharField(max_length=500)
+    body = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 8}), max_length=200_000)
+    issue_number = forms.IntegerField(
+        required=False, min_value=1, max_value=2_147_483_647, help_text="Optional: the next free number otherwise."
+    )
+    workflow = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false", "class": "code"}),
+        max_length=100_000,
+        help_text="Optional workflow YAML for this task instead of the repository's .tac/workflow.yaml.",
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["repository"].queryset = Repository.objects.filter(kind=Repository.Kind.LOCAL, enabled=True).order_by("full_name")
+
+    def clean_workflow(self) -> str:
+        text = self.cleaned_data.get("workflow", "").strip()
+        if text:
+            try:
+                load_workflow_text(text, source="workflow")
+            except WorkflowError as exc:
+                raise forms.ValidationError(exc.errors) from None
+        return text
+
+
 @login_required
+def task_new(request: HttpRequest) -> HttpResponse:
+    form = NewTaskForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            task, created = services.task_submit(
+                repository=data["repository"],
+                title=data["title"],
+                body=data["body"],
+                issue_number=data["issue_number"],
+                workflow_text=data["workflow"],
+                triggered_by=request.user.get_username(),
+                trigger_source="dashboard",
+            )
+        except (ValueError, WorkflowError) as exc:
+            form.add_error(None, str(exc))
+        else:
+            if created:
+                messages.success(request, f"Task {task.pk} created for {task.repository.full_name}#{task.issue_number}.")
+            else:
+                messages.info(request, f"Issue #{task.issue_number} already has an active task: task {task.pk}.")
+            return redirect(task)
+    return render(request, "dashboard/task_new.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@login_required
+@permission_required("pipeline.view_task", raise_exception=True)
 @require_GET
 @never_cache
 def task_summary(request: HttpRequest, task_id: int) -> HttpResponse:
-    return render(request, "dashboard/partials/task_summary.html", _summary(selectors.task_get(task_id)))
+    return render(request, "dashboard/partials/task_summary.html", _summary(selectors.task_get(task_id), request.user))
 
 
 @login_required
+@permission_required("pipeline.view_task", raise_exception=True)
 @require_GET
 @never_cache
 def task_documents(request: HttpRequest, task_id: int) -> HttpResponse:
@@ -118,6 +205,7 @@ def task_documents(request: HttpRequest, task_id: int) -> HttpResponse:
 
 
 @login_required
+@permission_required("pipeline.retry_task", raise_exception=True)
 @require_POST
 def task_retry(request: HttpRequest, task_id: int) -> HttpResponse:
     task = selectors.task_get(task_id)
@@ -131,6 +219,7 @@ def task_retry(request: HttpRequest, task_id: int) -> HttpResponse:
 
 
 @login_required
+@permission_required("pipeline.cancel_task", raise_exception=True)
 @require_POST
 def task_cancel(request: HttpRequest, task_id: int) -> HttpResponse:
     task = selectors.task_get(task_id)
@@ -142,6 +231,7 @@ def task_cancel(request: HttpRequest, task_id: int) -> HttpResponse:
 
 
 @login_required
+@permission_required("pipeline.view_task", raise_exception=True)
 @require_GET
 def stats_page(request: HttpRequest) -> HttpResponse:
     form = StatsForm(request.GET)
@@ -158,12 +248,14 @@ def _workers() -> dict:
 
 
 @login_required
+@permission_required("pipeline.view_task", raise_exception=True)
 @require_GET
 def workers_page(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/workers.html", _workers())
 
 
 @login_required
+@permission_required("pipeline.view_task", raise_exception=True)
 @require_GET
 @never_cache
 def worker_rows(request: HttpRequest) -> HttpResponse:
@@ -184,6 +276,7 @@ def api_docs(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@permission_required("pipeline.approve_task", raise_exception=True)
 @require_POST
 def task_approve(request: HttpRequest, task_id: int) -> HttpResponse:
     from pipeline import rounds
@@ -194,3 +287,14 @@ def task_approve(request: HttpRequest, task_id: int) -> HttpResponse:
     else:
         messages.error(request, f"Not approved: the task is {task.status}.")
     return redirect(task)
+
+
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return render(request, "404.html", status=404)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    # No context processors that touch the database: the error may be the database.
+    from django.template import loader
+
+    return HttpResponse(loader.get_template("500.html").render({}), status=500)

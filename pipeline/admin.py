@@ -83,6 +83,40 @@ class TaskAdmin(admin.ModelAdmin):
     inlines = [StageInline, StageResultInline, RoundInline]
     actions = ["retry_tasks", "cancel_tasks"]
     date_hierarchy = "created_at"
+    # Adding a task asks for what a person knows; the rest is TAC-X's to fill in (task_create).
+    add_fields = ["repository", "issue_number", "title", "body"]
+
+    def get_fields(self, request, obj=None):
+        return self.add_fields if obj is None else super().get_fields(request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else self.readonly_fields
+
+    def get_inlines(self, request, obj=None):
+        return [] if obj is None else self.inlines
+
+    def has_change_permission(self, request, obj=None):
+        # A finished task is a record: shown read-only (the retry/cancel actions still work
+        # from the list, through the services).
+        if obj is not None and obj.status in Task.FINISHED:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        task, created = services.task_create(
+            repository=obj.repository,
+            issue_number=obj.issue_number,
+            title=obj.title,
+            body=obj.body,
+            triggered_by=request.user.get_username(),
+            trigger_source="admin",
+        )
+        obj.pk = task.pk
+        obj.refresh_from_db()
+        if not created:
+            self.message_user(request, f"Issue #{task.issue_number} already has an active task ({task.pk}).", messages.WARNING)
 
     @admin.display(description="reason")
     def status_reason_short(self, obj: Task) -> str:
@@ -92,7 +126,13 @@ class TaskAdmin(admin.ModelAdmin):
     def pr_link(self, obj: Task) -> str:
         return format_html('<a href="{}">#{}</a>', obj.pr_url, obj.pr_number) if obj.pr_url else ""
 
-    @admin.action(description="Retry selected tasks")
+    def has_retry_permission(self, request) -> bool:
+        return request.user.has_perm("pipeline.retry_task")
+
+    def has_cancel_permission(self, request) -> bool:
+        return request.user.has_perm("pipeline.cancel_task")
+
+    @admin.action(description="Retry selected tasks", permissions=["retry"])
     def retry_tasks(self, request, queryset):
         for task in queryset:
             try:
@@ -102,7 +142,7 @@ class TaskAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"Task {task.pk} re-queued.", messages.SUCCESS)
 
-    @admin.action(description="Cancel selected tasks")
+    @admin.action(description="Cancel selected tasks", permissions=["cancel"])
     def cancel_tasks(self, request, queryset):
         for task in queryset:
             if services.task_cancel(task=task, reason=f"cancelled by {request.user} in the admin"):

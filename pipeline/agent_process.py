@@ -9,6 +9,7 @@ period, then SIGKILL, and after the leader exits it kills whatever of the group 
 
 from __future__ import annotations
 
+import errno
 import os
 import queue
 import signal
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .providers.base import Event, Outcome, StreamParser
+from .providers.base import Event, Outcome, ProviderError, StreamParser
 
 
 class StopAgent(Exception):
@@ -35,6 +36,7 @@ class ProcessResult:
     exit_code: int | None
     stop: StopAgent | None  # why TAC-X stopped the agent, if it did
     pgid: int | None
+    stderr_tail: str = ""
 
 
 def kill_group(pgid: int, grace: float) -> None:
@@ -87,6 +89,21 @@ def group_alive(pgid: int) -> bool:
     return True if members is None else bool(members)
 
 
+def _feed_stdin(proc: subprocess.Popen, data: bytes) -> None:
+    """Write `data` to the agent's stdin and close it (in a thread: the agent may read it only
+    while we read its stdout). An agent that exits without reading it all is its business."""
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(data)
+    except (BrokenPipeError, OSError):
+        pass
+    finally:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+
+
 def run_agent(
     argv: list[str],
     *,
@@ -101,23 +118,32 @@ def run_agent(
     on_tick: Callable[[], StopAgent | None],
     tick_seconds: float,
     on_idle: Callable[[], None] | None = None,
+    stdin_data: bytes | None = None,
 ) -> ProcessResult:
+    """Run one agent attempt. `stdin_data` (the prompt, when it is too long for an argument) is
+    written to the agent's stdin, which is then closed; without it stdin is empty."""
     stderr_file = tempfile.TemporaryFile()
     try:
         proc = subprocess.Popen(
             argv,
             cwd=cwd,
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin_data is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr_file,
             start_new_session=True,  # own session => own process group we can kill whole
         )
     except OSError as exc:
         stderr_file.close()
+        if exc.errno == errno.E2BIG:
+            # The same argv fails the same way on every retry.
+            size = sum(len(os.fsencode(a)) + 1 for a in argv)
+            raise ProviderError(f"could not start {argv[0]}: {exc.strerror} ({size} bytes of arguments)", permanent=True) from None
         raise StopAgent("failed", f"could not start {argv[0]}: {exc}") from None
     pgid = proc.pid  # start_new_session makes the child the leader of a new group
     on_start(pgid)
+    if stdin_data is not None:
+        threading.Thread(target=_feed_stdin, args=(proc, stdin_data), name=f"agent-stdin-{pgid}", daemon=True).start()
     lines: queue.Queue[bytes | None] = queue.Queue()
 
     def pump() -> None:
@@ -197,4 +223,4 @@ def run_agent(
         stderr_tail = stderr_file.read()[-4000:].decode("utf-8", errors="replace")
         stderr_file.close()
     outcome = parser.finish(exit_code=exit_code, stderr_tail=stderr_tail, killed_reason=stop.reason if stop else "")
-    return ProcessResult(outcome=outcome, exit_code=exit_code, stop=stop, pgid=pgid)
+    return ProcessResult(outcome=outcome, exit_code=exit_code, stop=stop, pgid=pgid, stderr_tail=stderr_tail)

@@ -1,5 +1,22 @@
 """The one place TAC-X runs `git`. Every call is an argv list (never a shell string) and every
-failure raises `GitError` with the command and git's own message."""
+failure raises `GitError` with the command and git's own message.
+
+Nothing an agent wrote runs as TAC-X. An agent works in a worktree and may have written anything
+there; every git command TAC-X runs therefore
+
+- disables hooks and the programs that configuration can start (``SAFE_CONFIG``: hooks path,
+  fsmonitor, credential helpers, the ``ext::`` transport, askpass), on the command line, which
+  beats every configuration file;
+- ignores the system and the global configuration (``GIT_CONFIG_NOSYSTEM``,
+  ``GIT_CONFIG_GLOBAL=/dev/null``): TAC-X's git behaves the same on every machine, and an agent
+  that writes ``~/.gitconfig`` changes nothing;
+- in a worktree it has pinned (``pin_worktree``), names the git directories itself
+  (``GIT_DIR``, ``GIT_COMMON_DIR``, ``GIT_WORK_TREE``) instead of following the worktree's own
+  ``.git`` file, which the agent can point at a directory (and a config) of its own making.
+
+The shared git directory's ``config`` and ``hooks`` are read-only inside the agent sandbox;
+``guard_snapshot``/``guard_check`` notice (and undo) a change to them made with the sandbox off.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +35,22 @@ class GitError(Exception):
         self.permanent = permanent
 
 
+# What git says when the same command will fail again however often it is retried: a commit or
+# branch that does not exist, a path that is not a repository, credentials that are refused.
+# (A network hiccup or a lock file left by a crash is worth another attempt.)
+_PERMANENT = re.compile(
+    r"not a valid (branch point|object name|reference)|unknown revision|bad revision|invalid reference"
+    r"|not a git repository|does not appear to be a git repository|repository .* not found"
+    r"|authentication failed|permission denied|could not read username|invalid username or password",
+    re.I,
+)
+
+
+def is_permanent(detail: str) -> bool:
+    """True when git's message means a retry cannot help."""
+    return bool(_PERMANENT.search(detail))
+
+
 def identity_env() -> dict[str, str]:
     tacx = settings.TACX
     return {
@@ -28,20 +61,101 @@ def identity_env() -> dict[str, str]:
     }
 
 
+# Configuration that would start a program, neutralised on every command line (`-c` wins over
+# every configuration file). `credential.helper=` empties the list of helpers.
+SAFE_CONFIG = (
+    "core.hooksPath=/dev/null",
+    "core.fsmonitor=false",
+    "credential.helper=",
+    "protocol.ext.allow=never",
+    "core.askPass=",
+    "uploadpack.packObjectsHook=",
+)
+# Variables of TAC-X's environment that could redirect or reconfigure its git commands.
+_UNSAFE_GIT_ENV = frozenset(
+    {"GIT_ASKPASS", "GIT_DIR", "GIT_WORK_TREE", "GIT_COMMON_DIR", "GIT_INDEX_FILE", "GIT_EXTERNAL_DIFF", "GIT_EDITOR", "GIT_PAGER"}
+)
+
+
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ") or k.startswith("GIT_") and k not in ("GIT_ASKPASS",)
+        if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ") or k.startswith("GIT_") and k not in _UNSAFE_GIT_ENV
     }
-    env.update({"GIT_TERMINAL_PROMPT": "0", **identity_env()})
+    env.update({"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, **identity_env()})
     env.update(extra or {})
     return env
 
 
+def _safe_args() -> list[str]:
+    args: list[str] = []
+    for item in SAFE_CONFIG:
+        args += ["-c", item]
+    if not os.environ.get("GIT_SSH_COMMAND"):
+        args += ["-c", "core.sshCommand=ssh"]
+    return args
+
+
+# --- worktrees whose git directories TAC-X names itself -------------------------------------------
+
+_pinned: dict[str, dict[str, str]] = {}
+
+
+def common_dir(repo: str | Path) -> Path:
+    """The git directory shared by `repo` and its worktrees (`repo/.git`, or `repo` when bare)."""
+    out = run(["rev-parse", "--path-format=absolute", "--git-common-dir"], cwd=repo)
+    return Path(out).resolve()
+
+
+def pin_worktree(repo: str | Path, path: Path) -> dict[str, str]:
+    """Find the administrative directory of worktree `path` from the repository's side (never from
+    the worktree's own `.git` file) and make every later git command in `path` use it. Restores a
+    `.git` file that the agent rewrote. Raises GitError when the repository knows no such worktree."""
+    common = common_dir(repo)
+    target = (Path(path).resolve() / ".git").as_posix()
+    admin_root = common / "worktrees"
+    admin = None
+    for candidate in sorted(admin_root.iterdir()) if admin_root.is_dir() else []:
+        try:
+            recorded = (candidate / "gitdir").read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            continue
+        if Path(recorded).resolve().as_posix() == target:
+            admin = candidate.resolve()
+            break
+    if admin is None or admin.parent != admin_root.resolve():
+        raise GitError(f"{common} has no worktree at {path} (its metadata is missing or was changed)", permanent=True)
+    dotgit = Path(path) / ".git"
+    expected = f"gitdir: {admin}\n"
+    try:
+        current = dotgit.read_text(encoding="utf-8", errors="replace") if dotgit.is_file() and not dotgit.is_symlink() else None
+    except OSError:
+        current = None
+    if current != expected:
+        # The agent pointed the worktree elsewhere (or replaced the file): put TAC-X's back.
+        if dotgit.is_dir() and not dotgit.is_symlink():
+            import shutil
+
+            shutil.rmtree(dotgit)
+        elif dotgit.exists() or dotgit.is_symlink():
+            dotgit.unlink()
+        dotgit.write_text(expected, encoding="utf-8")
+    pinned = {"GIT_DIR": str(admin), "GIT_COMMON_DIR": str(common), "GIT_WORK_TREE": str(Path(path).resolve())}
+    _pinned[str(Path(path).resolve())] = pinned
+    return pinned
+
+
+def pinned_dirs(path: str | Path) -> dict[str, str] | None:
+    return _pinned.get(str(Path(path).resolve()))
+
+
 def run(args: list[str], *, cwd: str | Path, check: bool = True, env: dict[str, str] | None = None, timeout: float = 300) -> str:
     """Run `git ARGS` in `cwd` and return stdout (stripped of the final newline)."""
-    cmd = ["git", *args]
+    cmd = ["git", *_safe_args(), *args]
+    pinned = _pinned.get(str(Path(cwd).resolve()))
+    if pinned:
+        env = {**pinned, **(env or {})}
     try:
         proc = subprocess.run(
             cmd, cwd=str(cwd), capture_output=True, text=True, env=_env(env), timeout=timeout, stdin=subprocess.DEVNULL
@@ -53,7 +167,7 @@ def run(args: list[str], *, cwd: str | Path, check: bool = True, env: dict[str, 
     if check and proc.returncode != 0:
         message = (proc.stderr or proc.stdout).strip().splitlines()
         detail = message[-1] if message else f"exit code {proc.returncode}"
-        raise GitError(f"git {' '.join(_safe(a) for a in args[:3])} failed in {cwd}: {detail}")
+        raise GitError(f"git {' '.join(_safe(a) for a in args[:3])} failed in {cwd}: {detail}", permanent=is_permanent(detail))
     return proc.stdout.rstrip("\n")
 
 
@@ -64,6 +178,25 @@ def succeeds(args: list[str], *, cwd: str | Path) -> bool:
     except GitError:
         return False
     return True
+
+
+def read_blob(repo_dir: str | Path, spec: str, *, max_bytes: int) -> bytes | None:
+    """The raw bytes of `REF:PATH` (None when absent). A blob over `max_bytes` raises a permanent
+    GitError before it is read: a repository's file must not fill this process's memory."""
+    if not succeeds(["cat-file", "-e", spec], cwd=repo_dir):
+        return None
+    size = int(run(["cat-file", "-s", spec], cwd=repo_dir))
+    if size > max_bytes:
+        raise GitError(f"{spec.split(':', 1)[-1]} is {size} bytes; the limit is {max_bytes}", permanent=True)
+    try:
+        proc = subprocess.run(
+            ["git", "cat-file", "blob", spec], cwd=str(repo_dir), capture_output=True, env=_env(), timeout=60, stdin=subprocess.DEVNULL
+        )
+    except subprocess.TimeoutExpired:
+        raise GitError(f"git cat-file timed out in {repo_dir}") from None
+    if proc.returncode != 0:
+        raise GitError(f"git cat-file blob {spec} failed in {repo_dir}: {proc.stderr.decode('utf-8', 'replace').strip()}")
+    return proc.stdout
 
 
 def _safe(arg: str) -> str:
@@ -113,6 +246,7 @@ def worktree_add(repo: str | Path, path: Path, branch: str, base: str) -> None:
     branch already there and reuses them.
     """
     if (path / ".git").exists():
+        pin_worktree(repo, path)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     run(["worktree", "prune"], cwd=repo)
@@ -123,9 +257,11 @@ def worktree_add(repo: str | Path, path: Path, branch: str, base: str) -> None:
         run(["worktree", "add", "-b", branch, str(path), f"refs/remotes/origin/{branch}"], cwd=repo)
     else:
         run(["worktree", "add", "-b", branch, str(path), base], cwd=repo)
+    pin_worktree(repo, path)
 
 
 def worktree_remove(repo: str | Path, path: Path) -> None:
+    _pinned.pop(str(Path(path).resolve()), None)
     if path.exists():
         run(["worktree", "remove", "--force", str(path)], cwd=repo, check=False)
     run(["worktree", "prune"], cwd=repo, check=False)
@@ -145,7 +281,7 @@ def commit_all(cwd: str | Path, message: str) -> bool:
 
 
 def diff(base: str, cwd: str | Path, *, stat: bool = False) -> str:
-    return run(["diff", "--stat" if stat else "--patch", f"{base}..HEAD"], cwd=cwd)
+    return run(["diff", "--no-ext-diff", "--no-textconv", "--stat" if stat else "--patch", f"{base}..HEAD"], cwd=cwd)
 
 
 def push(cwd: str | Path, remote: str, branch: str, *, auth_header: str = "") -> None:
@@ -155,3 +291,47 @@ def push(cwd: str | Path, remote: str, branch: str, *, auth_header: str = "") ->
     if auth_header:
         args = ["-c", f"http.extraHeader={auth_header}", *args]
     run(args, cwd=cwd, timeout=600)
+
+
+# --- the shared git directory's programs and configuration, watched across an agent run ---------
+
+GUARDED_FILES = ("config", "info/attributes", "commondir")
+
+
+def guard_snapshot(common: Path, admin: Path | None = None) -> dict[str, bytes | None]:
+    """The bytes of everything in the git directories that configures or runs programs: the shared
+    config, every hook, info/attributes, and the worktree's own config. Compared by `guard_check`."""
+    snap: dict[str, bytes | None] = {}
+    places = [(common, name) for name in GUARDED_FILES]
+    if admin is not None:
+        places += [(admin, "config.worktree"), (admin, "commondir")]
+    for base, name in places:
+        p = base / name
+        snap[str(p)] = p.read_bytes() if p.is_file() else None
+    hooks = common / "hooks"
+    if hooks.is_dir():
+        for p in sorted(hooks.rglob("*")):
+            if p.is_file() or p.is_symlink():
+                snap[str(p)] = p.read_bytes() if p.is_file() else b"<symlink>"
+    snap["<hooks>"] = None
+    return snap
+
+
+def guard_check(common: Path, admin: Path | None, before: dict[str, bytes | None]) -> list[str]:
+    """Paths that changed since `before`; each is put back as it was (new files removed)."""
+    after = guard_snapshot(common, admin)
+    changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+    for name in changed:
+        p = Path(name)
+        old = before.get(name)
+        try:
+            if old is None:
+                if p.is_symlink() or p.is_file():
+                    p.unlink()
+            else:
+                if p.is_symlink():
+                    p.unlink()
+                p.write_bytes(old)
+        except OSError:
+            pass
+    return changed

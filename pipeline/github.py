@@ -3,6 +3,7 @@ GitHub Enterprise point elsewhere). Errors raise `GitHubError` carrying whether 
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +11,11 @@ from typing import Any
 import requests
 from django.conf import settings
 
+from . import github_auth
+from .github_auth import AppIdentity, GitHubAuthError, TokenIdentity
 from .redaction import redact
+
+_REPO_PATH = re.compile(r"^/repos/([^/?#]+/[^/?#]+)")
 
 
 class GitHubError(Exception):
@@ -29,16 +34,26 @@ class Response:
 
 
 class GitHubClient:
-    def __init__(self, *, base_url: str | None = None, token: str | None = None, timeout: float = 20.0):
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        token: str | None = None,
+        timeout: float = 20.0,
+        identity: TokenIdentity | AppIdentity | None = None,
+    ):
+        """`token` pins a token identity; otherwise `identity`, or the configured one (the
+        GitHub App when GITHUB_APP_ID is set, else GITHUB_TOKEN)."""
         self.base_url = (base_url or settings.GITHUB_API_URL).rstrip("/")
-        self.token = settings.GITHUB_TOKEN if token is None else token
+        if identity is None:
+            identity = TokenIdentity(token) if token is not None else github_auth.identity(base_url=self.base_url)
+        self.identity = identity
+        self.token = identity.token if isinstance(identity, TokenIdentity) else ""
         self.timeout = timeout
         self.session = requests.Session()
         self.session.headers.update(
             {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28", "User-Agent": "tac-x"}
         )
-        if self.token:
-            self.session.headers["Authorization"] = f"Bearer {self.token}"
         # Primary rate limit as last reported by GitHub (None until the first answer).
         self.rate_remaining: int | None = None
         self.rate_reset: float | None = None
@@ -56,10 +71,17 @@ class GitHubClient:
                 status=403,
                 retry_after=self.rate_reset - time.time(),
             )
-        try:
-            resp = self.session.request(method, url, params=params, json=json, headers=headers, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise GitHubError(f"GitHub {method} {path}: {redact(str(exc))}") from None
+        full_name = self.repository_of(url)
+        for attempt in (1, 2):
+            try:
+                resp = self.session.request(method, url, params=params, json=json, headers={**(headers or {}), **self.auth_headers(full_name)}, timeout=self.timeout)
+            except requests.RequestException as exc:
+                raise GitHubError(f"GitHub {method} {path}: {redact(str(exc))}") from None
+            if resp.status_code == 401 and self.identity.kind == "app" and attempt == 1:
+                # Revoked, or the App was reinstalled: get a new installation token once.
+                self.identity.invalidate(full_name)
+                continue
+            break
         if "X-RateLimit-Remaining" in resp.headers:
             try:
                 self.rate_remaining = int(resp.headers["X-RateLimit-Remaining"])
@@ -102,6 +124,24 @@ class GitHubClient:
             permanent=permanent,
             retry_after=retry_after,
         )
+
+    @property
+    def is_app(self) -> bool:
+        return self.identity.kind == "app"
+
+    def repository_of(self, url: str) -> str | None:
+        """owner/name of a /repos/{owner}/{name}/... URL (whose installation token it needs)."""
+        match = _REPO_PATH.match(url[len(self.base_url) :])
+        return match.group(1) if match else None
+
+    def auth_headers(self, full_name: str | None) -> dict[str, str]:
+        try:
+            token = self.identity.token_for(full_name)
+        except GitHubAuthError as exc:
+            # No status: GitHub's answer about the App must not read as an answer about the
+            # resource (a 404 "not installed" is not "user is not a collaborator").
+            raise GitHubError(str(exc), permanent=exc.permanent) from None
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     def paginate(self, path: str, *, params: dict | None = None, max_pages: int = 10) -> list:
         """Every item of a list endpoint, following `Link: rel="next"` up to `max_pages` pages."""
@@ -200,10 +240,6 @@ class GitHubClient:
     def pull_request(self, *, full_name: str, number: int) -> dict:
         return self.request("GET", f"/repos/{full_name}/pulls/{int(number)}").data or {}
 
-    def pull_request_reviews(self, *, full_name: str, number: int) -> list[dict]:
-        """Submitted reviews of a PR, oldest first."""
-        return self.paginate(f"/repos/{full_name}/pulls/{int(number)}/reviews")
-
     def pull_request_review(self, *, full_name: str, number: int, review_id: int) -> dict:
         return self.request("GET", f"/repos/{full_name}/pulls/{int(number)}/reviews/{int(review_id)}").data or {}
 
@@ -258,6 +294,30 @@ class GitHubClient:
                 if exc.status != 422 or "already exists" not in str(exc):
                     raise
         raise GitHubError(f"GitHub keeps refusing a pull request for {head} that it does not list", status=422)
+
+    def pull_request_reviews(self, *, full_name: str, number: int) -> list[dict]:
+        return self.paginate(f"/repos/{full_name}/pulls/{int(number)}/reviews")
+
+    # --- checks and commit statuses -------------------------------------------------------------
+
+    def check_run_create(self, *, full_name: str, head_sha: str, name: str, fields: dict) -> dict:
+        """A check run on `head_sha` (GitHub App identity only). `fields`: status, conclusion,
+        started_at, completed_at, details_url, external_id, output {title, summary, text}."""
+        return self.request("POST", f"/repos/{full_name}/check-runs", json={"name": name, "head_sha": head_sha, **fields}).data
+
+    def check_run_update(self, *, full_name: str, check_run_id: int, fields: dict) -> dict:
+        return self.request("PATCH", f"/repos/{full_name}/check-runs/{int(check_run_id)}", json=fields).data
+
+    def check_runs_for_ref(self, *, full_name: str, ref: str) -> list[dict]:
+        data = self.request("GET", f"/repos/{full_name}/commits/{ref}/check-runs", params={"per_page": 100}).data or {}
+        return list(data.get("check_runs") or [])
+
+    def commit_status_create(self, *, full_name: str, sha: str, state: str, context: str, description: str = "", target_url: str = "") -> dict:
+        """A commit status (error | failure | pending | success); GitHub keeps the latest per context."""
+        payload = {"state": state, "context": context, "description": description[:140]}
+        if target_url:
+            payload["target_url"] = target_url
+        return self.request("POST", f"/repos/{full_name}/statuses/{sha}", json=payload).data
 
 
 @dataclass

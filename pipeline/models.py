@@ -79,9 +79,15 @@ class Task(models.Model):
     branch = models.CharField(max_length=250, blank=True)
     worktree_path = models.CharField(max_length=1000, blank=True)
     worktree_host = models.CharField(max_length=200, blank=True, help_text="Machine that holds the worktree")
+    setup_host = models.CharField(
+        max_length=200, blank=True, help_text="Machine whose worktree ran the workflow's setup hook successfully"
+    )
     base_commit = models.CharField(max_length=64, blank=True)
     workflow = models.JSONField(default=dict, blank=True, help_text="The workflow config as used (snapshot)")
     workflow_source = models.CharField(max_length=300, blank=True)
+    workflow_override = models.TextField(
+        blank=True, help_text="Workflow YAML given when the task was created; used instead of the repository's file"
+    )
     review_round = models.PositiveIntegerField(default=1)
     pr_url = models.CharField(max_length=500, blank=True)
     pr_number = models.PositiveIntegerField(null=True, blank=True)
@@ -104,6 +110,9 @@ class Task(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # Who may do what (dashboard, API, websockets, admin): see "Roles" in the README.
+        # view_task reads everything, add_task creates tasks, and these two act on them.
+        permissions = [("retry_task", "Can retry a task"), ("cancel_task", "Can cancel a task"), ("approve_task", "Can approve a task's plan")]
         constraints = [
             # A duplicate trigger (webhook redelivery, poller, two coordinators) cannot create a
             # second active task for one issue, whatever the race.
@@ -159,6 +168,7 @@ class Stage(models.Model):
     lease_owner = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True, help_text="When its current q2 job was enqueued")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
@@ -169,6 +179,8 @@ class Stage(models.Model):
         indexes = [
             # Reaper: running stages whose lease expired (coordinator.reaping).
             models.Index(fields=["status", "lease_expires_at"], name="stage_status_lease"),
+            # Reaper: queued stages whose q2 job may be lost (services.stage_requeue_lost).
+            models.Index(fields=["status", "queued_at"], name="stage_status_queued"),
         ]
 
     def __str__(self) -> str:
@@ -221,6 +233,11 @@ class StageResult(models.Model):
     session_id = models.CharField(max_length=200, blank=True)
     resumed_session_id = models.CharField(max_length=200, blank=True, help_text="The earlier session this attempt resumed")
     followup = models.ForeignKey("Round", null=True, blank=True, on_delete=models.SET_NULL, related_name="results")
+    # The workflow's test_command, run by TAC-X after a building attempt ("" when not run).
+    tests_status = models.CharField(max_length=20, blank=True, help_text="passed | failed | timed_out | error")
+    tests_exit_code = models.IntegerField(null=True, blank=True)
+    tests_duration = models.FloatField(null=True, blank=True)
+    tests_output = models.TextField(blank=True, help_text="Tail of the test command's output")
     worker = models.ForeignKey("Worker", null=True, blank=True, on_delete=models.SET_NULL, related_name="results")
 
     class Meta:
@@ -282,6 +299,7 @@ class AgentEvent(models.Model):
         RESULT = "result"
         RAW = "raw"
         STATUS = "status"  # task / stage state change (no attempt)
+        SANDBOX = "sandbox"  # a connection the agent sandbox refused (host, port, reason, time)
 
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="events")
     result = models.ForeignKey(StageResult, null=True, blank=True, on_delete=models.CASCADE, related_name="events")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 from django.conf import settings
@@ -15,6 +16,24 @@ PLAN_SUMMARY_LINES = 25
 
 def pull_request_title(task: Task) -> str:
     return f"{task.title} (#{task.issue_number})"
+
+
+def sandbox_sentence(task: Task) -> str:
+    """How the agents were contained, and every connection the sandbox refused."""
+    from . import sandbox
+
+    blocked = sandbox.blocked_for_task(task)
+    modes = sandbox.modes_for_task(task)
+    if "off" in modes:
+        head = "⚠ Some agent stages ran **without the sandbox** (`TACX_SANDBOX=off`)."
+    else:
+        head = "Agents ran sandboxed (their worktree only, network limited to the allowed hosts)."
+    if not blocked:
+        return head + " No connection was blocked."
+    total = sum(n for _, n in blocked)
+    listed = ", ".join(f"`{dest.replace('`', '')}` ×{n}" for dest, n in blocked[:10])
+    more = f", and {len(blocked) - 10} more destinations" if len(blocked) > 10 else ""
+    return f"{head} Blocked {total} connection{'s' if total != 1 else ''}: {listed}{more}."
 
 
 def pull_request_body(task: Task) -> str:
@@ -31,6 +50,8 @@ def pull_request_body(task: Task) -> str:
         lines.append(f"Verdict: **{review.verdict or 'none'}** (round {review.round})")
     else:
         lines.append("No review stage ran.")
+    lines += ["", "## Tests", ""]
+    lines += _tests_section(task, results)
     lines += ["", "## Usage", "", "| Stage | Attempts | Input | Output | Cache read | Cache write | Cost (USD) |", "|---|---|---|---|---|---|---|"]
     rows = (
         results.values("stage__name", "stage__position")
@@ -49,9 +70,34 @@ def pull_request_body(task: Task) -> str:
     budget_table = accounting.budget_markdown(task)
     if budget_table:
         lines += ["", "## Spend against budget", "", *budget_table]
+    lines += ["", "## Sandbox", "", sandbox_sentence(task)]
     dashboard = settings.TACX["DASHBOARD_URL"].rstrip("/")
     lines += ["", f"Opened by TAC-X — [task {task.pk}]({dashboard}/tasks/{task.pk}/)"]
     return "\n".join(lines)
+
+
+def _tests_section(task: Task, results) -> list[str]:
+    """The test command's last result as TAC-X ran it (not the agent's own claim)."""
+    from . import hooks
+    from .workflow import Workflow
+
+    configured = bool(task.workflow) and Workflow.from_json(task.workflow).test_command is not None
+    last = results.filter(stage__name="building", success=True).exclude(tests_status="").order_by("-id").first()
+    headline = hooks.tests_headline(last, configured=configured)
+    if not configured:
+        return ["Tests were not run: the workflow has no `test_command`."]
+    command = "; ".join(Workflow.from_json(task.workflow).test_command.run)
+    lines = [f"`{_inline(command)}`: **{headline}** (run by TAC-X after building, round {last.round if last else '-'})"]
+    if last is not None and last.tests_output.strip():
+        tail = "\n".join(last.tests_output.strip().splitlines()[-30:])
+        # The output is untrusted text: keep it inside a fence it cannot close.
+        fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", tail)), default=0))
+        lines += ["", "<details><summary>Test output (last lines)</summary>", "", f"{fence}text", tail, fence, "", "</details>"]
+    return lines
+
+
+def _inline(text: str) -> str:
+    return text.replace("`", "'").replace("\n", " ")[:200]
 
 
 def pull_request_open(*, task: Task, body: str) -> tuple[str, int | None]:

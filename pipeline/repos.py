@@ -13,13 +13,25 @@ from pathlib import Path
 
 from django.conf import settings
 
-from . import git
+from . import git, github_auth
 from .models import Repository
-from .workflow import WORKFLOW_PATH, Workflow, load_workflow_text
+from .workflow import MAX_WORKFLOW_BYTES, WORKFLOW_PATH, Workflow, WorkflowError, load_workflow_text
 
 
-def auth_header() -> str:
-    token = settings.GITHUB_TOKEN
+def auth_header(repository: Repository | None = None) -> str:
+    """The HTTP header git sends for one fetch or push of `repository`: the GitHub App's
+    installation token for it, or GITHUB_TOKEN. Never written into a remote URL or a file."""
+    if repository is not None and repository.kind == Repository.Kind.LOCAL:
+        return ""
+    if github_auth.app_configured():
+        if repository is None:
+            return ""
+        try:
+            token = github_auth.identity().token_for(repository.full_name)
+        except github_auth.GitHubAuthError as exc:
+            raise git.GitError(f"no GitHub App token to reach {repository.full_name}: {exc}", permanent=exc.permanent) from None
+    else:
+        token = settings.GITHUB_TOKEN
     if not token:
         return ""
     basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
@@ -34,7 +46,7 @@ def source_dir(repository: Repository, *, fetch: bool = True) -> Path:
         return path
     mirror = settings.VAR_DIR / "repos" / f"{git.slugify(repository.full_name, max_length=100)}.git"
     url = repository.clone_url or f"https://github.com/{repository.full_name}.git"
-    header = auth_header() if url.startswith("http") else ""
+    header = auth_header(repository) if url.startswith("http") else ""
     extra = ["-c", f"http.extraHeader={header}"] if header else []
     mirror.parent.mkdir(parents=True, exist_ok=True)
     # Several q2 workers and the dispatcher share the mirror: one clone/fetch at a time, or git's
@@ -68,5 +80,10 @@ def read_workflow(repository: Repository) -> Workflow:
     """The workflow at the tip of the default branch (raises WorkflowError, GitError)."""
     repo_dir = source_dir(repository)
     spec = f"{base_ref(repository)}:{WORKFLOW_PATH}"
-    text = git.run(["show", spec], cwd=repo_dir) if git.succeeds(["cat-file", "-e", spec], cwd=repo_dir) else None
-    return load_workflow_text(text)
+    try:
+        raw = git.read_blob(repo_dir, spec, max_bytes=MAX_WORKFLOW_BYTES)
+    except git.GitError as exc:
+        if exc.permanent:
+            raise WorkflowError(f"{WORKFLOW_PATH}: (file): {exc}") from None
+        raise
+    return load_workflow_text(raw)

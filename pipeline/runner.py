@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import html
 import logging
 import os
 import re
+import shutil
 import socket
 import time
 import uuid
@@ -28,13 +30,13 @@ from django.db.models import DateTimeField, ExpressionWrapper, F
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from . import alerts, budgets, git, live, repos, rounds, services
+from . import alerts, budgets, git, hooks, live, repos, rounds, sandbox, services, sessions
 from .agent_process import StopAgent, run_agent
 from .models import AgentEvent, Round, Stage, StageResult, Task, Worker
 from .providers import get_provider
 from .providers.base import Event, Invocation, ProviderError, agent_environment
 from .redaction import redact, redact_data
-from .workflow import StageConfig, Workflow
+from .workflow import HookConfig, StageConfig, Workflow
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,11 @@ def lease_expiry():
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def untrusted_text(text: str) -> str:
+    """`text` made inert inside a prompt's markup: `&`, `<`, `>` and quotes become entities."""
+    return html.escape(text, quote=True)
 
 
 def run_stage(stage_id: int, *, enqueue_next: bool = True, owner: str | None = None) -> RunResult:
@@ -125,6 +132,7 @@ def run_stage(stage_id: int, *, enqueue_next: bool = True, owner: str | None = N
         log.exception("stage %s attempt %s crashed", stage.pk, result.attempt)
         result.outcome, result.error = StageResult.Outcome.FAILED, redact(f"internal error: {type(exc).__name__}: {exc}")
     finally:
+        attempt.close_box()
         attempt.flush_events()
         Worker.objects.filter(pk=worker.pk).update(exited_at=Now(), exit_code=result.exit_code)
     return finish_attempt(attempt, permanent=permanent, enqueue_next=enqueue_next)
@@ -135,6 +143,12 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
     result.success = result.outcome == StageResult.Outcome.SUCCEEDED
     result.completed_at = timezone.now()
     with transaction.atomic():
+        task.refresh_from_db()
+        if not result.success and task.status == Task.Status.CANCELLED and result.outcome != StageResult.Outcome.CANCELLED:
+            # The user's cancel ended this attempt (whatever the killed agent or git said last):
+            # it is a cancel, not a failure of the stage, in the record and in the stats.
+            result.error = f"cancelled ({result.outcome}: {result.error})" if result.error else "cancelled"
+            result.outcome = StageResult.Outcome.CANCELLED
         # The reaper may have closed this attempt as "worker lost" while we were cut off; its
         # account stands (another attempt may already be running), ours is added as a note.
         saved = StageResult.objects.filter(pk=result.pk, outcome=StageResult.Outcome.RUNNING).update(
@@ -146,12 +160,19 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
             )
             return RunResult.LEASE_LOST
         services.result_add_to_totals(result=result)
-        task.refresh_from_db()
         fence = Stage.objects.filter(pk=stage.pk, lease_owner=owner, status=Stage.Status.RUNNING)
         if result.success:
             if not fence.update(status=Stage.Status.SUCCEEDED, lease_owner="", lease_expires_at=None, finished_at=Now(), failed_attempts=0):
                 return RunResult.LEASE_LOST
             services.event_status(task, f"stage {stage.name} succeeded", stage=stage.name, stage_status="succeeded")
+            if attempt.tests is not None and not attempt.tests.ok:
+                if not services.tests_failed_back_to_building(stage=stage, summary=attempt.tests.summary(), enqueue=enqueue_next):
+                    services.task_fail(
+                        task=task,
+                        reason=f"tests still failing after {task.review_round} round(s): {attempt.tests.summary()}",
+                    )
+                    return RunResult.FAILED
+                return RunResult.REQUEUED
             if attempt.verdict == "REQUEST_CHANGES":
                 if not services.review_requests_changes(stage=stage, enqueue=enqueue_next):
                     services.task_fail(
@@ -162,6 +183,17 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
                 return RunResult.REQUEUED
             services.stage_succeeded_advance(stage=stage, enqueue=enqueue_next)
             return RunResult.SUCCEEDED
+        if result.outcome == StageResult.Outcome.CANCELLED and task.status == Task.Status.RUNNING:
+            # Cancelled, then made running again before this attempt ended (services.task_retry
+            # refuses that; this covers any other path): the stage must run again, not end as
+            # cancelled under a running task with nobody working on it.
+            if not fence.update(status=Stage.Status.QUEUED, lease_owner="", lease_expires_at=None, error=result.error, queued_at=Now()):
+                return RunResult.LEASE_LOST
+            services.event_status(task, f"stage {stage.name} queued again: the task was retried", stage=stage.name, stage_status="queued")
+            if enqueue_next:
+                stage_id = stage.pk
+                transaction.on_commit(lambda: services.enqueue_stage_job(stage_id))
+            return RunResult.REQUEUED
         if result.outcome == StageResult.Outcome.CANCELLED or task.status == Task.Status.CANCELLED:
             fence.update(status=Stage.Status.CANCELLED, lease_owner="", lease_expires_at=None, finished_at=Now(), error=result.error)
             return RunResult.CANCELLED
@@ -178,6 +210,7 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
             failed_attempts=F("failed_attempts") + 1,
             finished_at=None if retry else Now(),
             error=result.error,
+            queued_at=Now() if retry else F("queued_at"),
         ):
             return RunResult.LEASE_LOST
         services.event_status(
@@ -222,6 +255,10 @@ _RESULT_FIELDS = [
     "turns",
     "session_id",
     "resumed_session_id",
+    "tests_status",
+    "tests_exit_code",
+    "tests_duration",
+    "tests_output",
 ]
 
 
@@ -236,7 +273,11 @@ class Attempt:
     worker: Worker
     followup: Round | None = None
     verdict: str = ""
+    tests: hooks.HookRun | None = None
     worktree: Path | None = None
+    repo_dir: Path | None = None
+    box: sandbox.Box | None = None
+    box_root: Path | None = None
     _pending: list[AgentEvent] = field(default_factory=list)
     _seq: int = 0
     _last_flush: float = 0.0
@@ -250,11 +291,20 @@ class Attempt:
         if self.stage.name == "pr_creation":
             self.create_pull_request()
         else:
-            self.run_agent_stage()
-            self.check_evidence()
+            before = self.run_repository_command(self.workflow.hook("before_stage"))
+            if before is not None and not before.ok:
+                raise StageFailure(f"before_stage hook {before.status}: {_tail(before.output)}")
+            try:
+                self.run_agent_stage()
+                self.check_evidence()
+            finally:
+                # Logged only: a failing after_stage hook does not undo the agent's work.
+                self.run_repository_command(self.workflow.hook("after_stage"))
+            if self.stage.name == "building":
+                self.run_tests()
         self.result.head_commit = git.head(self.worktree)
         if self.result.head_commit != self.result.base_commit:
-            git.push(self.worktree, repos.push_remote(self.task.repository), self.task.branch, auth_header=repos.auth_header())
+            git.push(self.worktree, repos.push_remote(self.task.repository), self.task.branch, auth_header=repos.auth_header(self.task.repository))
         self.result.outcome = StageResult.Outcome.SUCCEEDED
 
     def prepare_worktree(self) -> Path:
@@ -279,11 +329,139 @@ class Attempt:
             changed.append("worktree_host")
         if changed:
             task.save(update_fields=changed)
+        created = not (path / ".git").exists()
         git.worktree_add(repo_dir, path, task.branch, task.base_commit)
+        self.repo_dir = repo_dir
+        self.worktree = path
+        setup = self.workflow.hook("setup")
+        host = socket.gethostname()
+        # Once per worktree: when it was just (re-)created, or when the last successful setup
+        # happened on another machine (this one's copy never ran it).
+        if setup is not None and (created or task.setup_host != host):
+            if task.setup_host:
+                Task.objects.filter(pk=task.pk).update(setup_host="")
+                task.setup_host = ""
+            run = self.run_repository_command(setup)
+            assert run is not None
+            if not run.ok:
+                raise StageFailure(f"setup hook {run.status}: {_tail(run.output)}", permanent=True)
+            Task.objects.filter(pk=task.pk).update(setup_host=host)
+            task.setup_host = host
         return path
+
+    def git_access(self) -> sandbox.GitAccess | None:
+        """What of the repository's git directory the agent may use (TAC-X's pinned view)."""
+        assert self.worktree is not None
+        pinned = git.pinned_dirs(self.worktree)
+        if not pinned:
+            return None
+        return sandbox.GitAccess(common=Path(pinned["GIT_COMMON_DIR"]), admin=Path(pinned["GIT_DIR"]), branch=self.task.branch)
+
+    # --- the repository's own commands (hooks, tests) ---------------------------------------
+
+    def run_repository_command(self, hook: HookConfig | None) -> hooks.HookRun | None:
+        """Run a hook or the test command in the worktree and record it as an event of this
+        attempt. None when the workflow has no such hook."""
+        if hook is None:
+            return None
+        assert self.worktree is not None
+        context = {
+            "task_id": self.task.pk,
+            "issue_number": self.task.issue_number,
+            "repository": self.task.repository.full_name,
+            "branch": self.task.branch,
+            "stage": self.stage.name,
+            "round": self.task.review_round,
+        }
+        env = hooks.hook_environment(hook.name, workflow=self.workflow, worktree=self.worktree, context=context)
+        self._append_event(AgentEvent.Kind.SYSTEM, {"hook": hook.name, "status": "running", "message": f"{hook.name} started"})
+        self.flush_events()
+
+        stops: list[StopAgent] = []
+
+        def should_stop() -> str | None:
+            stop = self.on_tick()
+            if stop is None:
+                return None
+            stops.append(stop)
+            return stop.reason
+
+        box_root, boxes, wrap = self.hook_sandbox(hook)
+        try:
+            run = hooks.run_hook(
+                hook,
+                cwd=self.worktree,
+                env=env,
+            grace=settings.TACX["KILL_GRACE_SECONDS"],
+            should_stop=should_stop,
+            # The reaper kills a dead worker's process group by Worker.pgid: the hook's, now.
+            on_start=self.on_start,
+                poll_seconds=min(1.0, settings.TACX["HEARTBEAT_SECONDS"]),
+                secret_values=hooks.secret_values(hook.name, workflow=self.workflow, env=env),
+                wrap=wrap,
+            )
+        finally:
+            for box in boxes:
+                box.finish()
+                for entry in box.new_violations():
+                    data = {k: entry[k] for k in ("kind", "host", "port", "reason", "time", "line") if k in entry}
+                    self._append_event(AgentEvent.Kind.SANDBOX, {**data, "hook": hook.name})
+            if box_root is not None:
+                shutil.rmtree(box_root, ignore_errors=True)
+        self._append_event(AgentEvent.Kind.SYSTEM if run.ok else AgentEvent.Kind.ERROR, run.event_data())
+        self.flush_events()
+        if stops:
+            raise StageFailure(f"{hook.name} stopped: {stops[0].reason}", outcome=stops[0].outcome)
+        return run
+
+    def hook_sandbox(self, hook: HookConfig):
+        """``(root, boxes, wrap)`` for running `hook` in the agent sandbox: the worktree, a
+        private HOME of its own (never the agent's: what setup writes there, e.g. a token in
+        ~/.npmrc, stays out of the agent's reach) and the hook's own network allow-list.
+        ``(None, [], None)`` with the sandbox off."""
+        if not sandbox.enabled():
+            return None, [], None
+        assert self.worktree is not None
+        root = sandbox.new_root()
+        home = root / "home"
+        (home / "tmp").mkdir(parents=True)
+        boxes: list[sandbox.Box] = []
+        access = self.git_access()
+
+        def wrap(argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str], Path]:
+            box = sandbox.prepare(
+                argv=argv,
+                env={**env, "HOME": str(home), "TMPDIR": str(home / "tmp")},
+                worktree=self.worktree,
+                git_access=access,
+                allow_hosts=list(hook.network_allow),
+                home=home,
+                root=root,
+                extra_write=settings.TACX.get("SANDBOX_HOOK_WRITE", []),
+            )
+            boxes.append(box)
+            return box.argv, box.env, box.cwd
+
+        return root, boxes, wrap
+
+    def run_tests(self) -> None:
+        """The workflow's test_command, run by TAC-X after building: its result is evidence for
+        the reviewer and the PR; a failure sends the task back to building (finish_attempt)."""
+        run = self.run_repository_command(self.workflow.test_command)
+        if run is None:
+            return
+        self.tests = run
+        r = self.result
+        r.tests_status, r.tests_exit_code, r.tests_duration, r.tests_output = run.status, run.exit_code, run.duration, run.output
+        # Everything the builder made is committed; what the tests left behind (caches, reports)
+        # must not reach the branch through a later "remaining changes" commit.
+        assert self.worktree is not None
+        git.run(["reset", "--hard", "--quiet", "HEAD"], cwd=self.worktree)
+        git.run(["clean", "-fdq"], cwd=self.worktree)
 
     def prompt_context(self) -> dict[str, object]:
         task = self.task
+        tests = self.tests_for_prompt()
         plan = (
             StageResult.objects.filter(task=task, stage__name="planning", success=True).order_by("-id").values_list("output_text", flat=True).first()
             or "(no plan)"
@@ -297,17 +475,22 @@ class Attempt:
                 .first()
                 or ""
             )
+            if not feedback and tests is not None and tests.tests_status != "passed":
+                feedback = "The test command failed after your last changes; make it pass (its output is in <test_result>)."
+        # Untrusted text (the issue, and what agents wrote from it) is escaped so it cannot
+        # close the markup around it in a prompt (`</issue><system>...`, `title="..." ...>`).
         return {
             "stage": self.stage.name,
             "round": task.review_round,
             "issue_number": task.issue_number,
-            "issue_title": task.title,
-            "issue_body": task.body,
+            "issue_title": untrusted_text(services.sanitize_issue_title(task.title)),
+            "issue_body": untrusted_text(task.body),
             "repository": task.repository.full_name,
             "branch": task.branch,
-            "plan": plan,
-            "review_feedback": feedback or "(none)",
+            "plan": untrusted_text(plan),
+            "review_feedback": untrusted_text(feedback or "(none)"),
             "worktree": str(self.worktree),
+            "test_result": hooks.tests_report(tests, configured=self.workflow.test_command is not None),
             "followup": self.followup_text() or "(none)",
         }
 
@@ -320,16 +503,35 @@ class Attempt:
         target = "planning" if round_.kind == Round.Kind.REPLAN else "building"
         return rounds.round_prompt_section(round_) if self.stage.name == target else ""
 
+    def tests_for_prompt(self) -> StageResult | None:
+        """The test result a prompt shows: for a builder the previous round's (what failed), for
+        a reviewer the current round's."""
+        if self.workflow.test_command is None:
+            return None
+        runs = StageResult.objects.filter(task=self.task, stage__name="building", success=True).exclude(tests_status="")
+        if self.stage.name == "building":
+            if self.task.review_round <= 1:
+                return None
+            runs = runs.filter(round=self.task.review_round - 1)
+        else:
+            runs = runs.filter(round=self.task.review_round)
+        return runs.order_by("-id").first()
+
     def render_prompt(self) -> str:
         header = f"TACX-STAGE: {self.stage.name}" + (f" (round {self.task.review_round})" if self.task.review_round > 1 else "")
         if self.followup is not None:
             header += f" (follow-up {self.followup.kind})"
         # format_map substitutes values once; braces inside the issue text are never re-parsed.
-        body = self.cfg.prompt.format_map(self.prompt_context())
+        context = self.prompt_context()
+        prompt = f"{header}\n\n{self.cfg.prompt.format_map(context)}"
+        # The test evidence reaches the agent even when a repository's own prompt forgets it.
+        if self.workflow.test_command is not None and "{test_result}" not in self.cfg.prompt:
+            if self.stage.name == "reviewing" or (self.stage.name == "building" and self.task.review_round > 1):
+                prompt += f"\n\n<test_result>\n{context['test_result']}\n</test_result>\n"
         extra = self.followup_text()
         if extra and "{followup" not in self.cfg.prompt:
-            body = f"{body.rstrip()}\n\n{extra}\n"  # a workflow prompt without {followup} still gets it
-        return f"{header}\n\n{body}"
+            prompt = f"{prompt.rstrip()}\n\n{extra}\n"  # a workflow prompt without {followup} still gets it
+        return prompt
 
     def run_agent_stage(self) -> None:
         cfg, result = self.cfg, self.result
@@ -347,6 +549,7 @@ class Attempt:
             extra_args=tuple(cfg.extra_args),
             options=dict(cfg.options),
             resume_session=self.session_to_resume(provider),
+            sandboxed=sandbox.enabled(),
         )
         result.resumed_session_id = invocation.resume_session[:200]
         argv = provider.build_command(invocation)
@@ -354,6 +557,32 @@ class Attempt:
         # Commits the agent makes need an identity; its HOME has no git config of ours.
         env.update(git.identity_env())
         result.cli_version = provider.version()[:100]
+        # A private HOME per attempt, in both modes: the CLI's settings are TAC-X's, and nothing
+        # of the operator's HOME (~/.ssh, ~/.config, other CLIs' tokens) is on the agent's path.
+        self.box_root = sandbox.new_root()
+        home = self.box_root / "home"
+        (home / "tmp").mkdir(parents=True)
+        env["HOME"], env["TMPDIR"] = str(home), str(home / "tmp")
+        provider.prepare_home(str(home), invocation, env)
+        if invocation.resume_session:
+            sessions.session_restore(provider=provider, home=home, session_id=invocation.resume_session, task_id=self.task.pk, cwd=str(self.worktree))
+        if sandbox.enabled():
+            access = self.git_access()
+            self.box = sandbox.prepare(
+                argv=argv,
+                env=env,
+                worktree=self.worktree,
+                git_access=access,
+                allow_hosts=[provider.api_url(env), str(cfg.options.get("base_url") or ""), *self.workflow.allowed_hosts(cfg)],
+                home=home,
+                root=self.box_root,
+            )
+            argv, env = self.box.argv, self.box.env
+            self._append_event(AgentEvent.Kind.SYSTEM, {"subtype": "sandbox", "mode": sandbox.mode(), "allowed_hosts": self.box.allowed_hosts})
+        else:
+            self._append_event(AgentEvent.Kind.SYSTEM, {"subtype": "sandbox", "mode": "off", "allowed_hosts": []})
+        access = self.git_access()
+        guarded = git.guard_snapshot(access.common, access.admin) if access else None
         self.parser = provider.parser(invocation)
         self.meter = budgets.Meter.for_attempt(task=self.task, stage_cfg=cfg, workflow=self.workflow)
         if (refusal := self.meter.refusal()) is not None:
@@ -362,7 +591,7 @@ class Attempt:
         self._last_flush = self._last_renew = time.monotonic()
         proc = run_agent(
             argv,
-            cwd=str(self.worktree),
+            cwd=str(self.box.cwd if self.box is not None else self.worktree),
             env=env,
             parser=self.parser,
             timeout=cfg.timeout,
@@ -373,13 +602,33 @@ class Attempt:
             on_tick=self.on_tick,
             on_idle=self.flush_events,
             tick_seconds=min(1.0, tacx["HEARTBEAT_SECONDS"]),
+            stdin_data=provider.stdin_data(invocation),
         )
+        if self.box is not None:
+            self.box.finish()
+        self.collect_blocked()
+        if access is not None and guarded is not None:
+            # Before any other git command of TAC-X's: the agent's hands off git's programs.
+            tampered = git.guard_check(access.common, access.admin, guarded)
+            git.pin_worktree(self.repo_dir, self.worktree)
+            if tampered:
+                raise StageFailure(
+                    "the agent changed the repository's git configuration or hooks ("
+                    + ", ".join(Path(p).name for p in tampered[:5])
+                    + "); TAC-X put them back and will not use this attempt",
+                    permanent=True,
+                )
+        else:
+            git.pin_worktree(self.repo_dir, self.worktree)
         outcome = proc.outcome
         usage = outcome.usage
         result.exit_code = proc.exit_code
         self.apply_usage(usage)
         result.turns = usage.turns
         result.session_id = usage.session_id[:200]
+        if result.session_id and self.stage.name == "building":
+            # Its private HOME goes away: keep the session for a round to resume.
+            sessions.session_keep(provider=provider, home=home, session_id=result.session_id, task_id=self.task.pk)
         result.model = (usage.model or cfg.model)[:100]
         if usage.cli_version:
             result.cli_version = usage.cli_version[:100]
@@ -388,7 +637,7 @@ class Attempt:
             if proc.stop.outcome == StageResult.Outcome.BUDGET_EXCEEDED and self.worktree is not None:
                 # Keep the work done so far: it is on the branch for a human to pick up.
                 if git.commit_all(self.worktree, f"tacx: work in progress of {self.stage.name} when the budget ran out (#{self.task.issue_number})"):
-                    git.push(self.worktree, repos.push_remote(self.task.repository), self.task.branch, auth_header=repos.auth_header())
+                    git.push(self.worktree, repos.push_remote(self.task.repository), self.task.branch, auth_header=repos.auth_header(self.task.repository))
             raise StageFailure(proc.stop.reason, outcome=proc.stop.outcome, permanent=outcome.permanent)
         if not outcome.success:
             raise StageFailure(outcome.error or f"agent exited with code {proc.exit_code}", permanent=outcome.permanent)
@@ -401,7 +650,8 @@ class Attempt:
         if StageResult.objects.filter(followup=self.followup, stage=self.stage).exclude(pk=self.result.pk).exists():
             return ""  # a retry inside the round: start cold rather than resume what failed
         session = rounds.resumable_session(task=self.task, stage_name="building", provider=self.cfg.provider)
-        return session if session and provider.can_resume(session, cwd=str(self.worktree)) else ""
+        available = session and sessions.session_available(provider=provider, session_id=session, task_id=self.task.pk, cwd=str(self.worktree))
+        return session if available else ""
 
     def apply_usage(self, usage) -> None:
         r = self.result
@@ -449,7 +699,7 @@ class Attempt:
 
         assert self.worktree is not None
         git.commit_all(self.worktree, f"tacx: remaining changes for #{self.task.issue_number}")
-        git.push(self.worktree, repos.push_remote(self.task.repository), self.task.branch, auth_header=repos.auth_header())
+        git.push(self.worktree, repos.push_remote(self.task.repository), self.task.branch, auth_header=repos.auth_header(self.task.repository))
         body = pulls.pull_request_body(self.task)
         self.result.output_text = body
         self.result.output_file = "pull request body"
@@ -459,8 +709,28 @@ class Attempt:
 
     # --- hooks called from the agent loop ------------------------------------------------------
 
+    def collect_blocked(self) -> None:
+        """Connections the sandbox refused since the last look, as ``sandbox`` events."""
+        if self.box is None:
+            return
+        for entry in self.box.new_violations():
+            self._append_event(AgentEvent.Kind.SANDBOX, {k: entry[k] for k in ("kind", "host", "port", "reason", "time", "line") if k in entry})
+
+    def close_box(self) -> None:
+        if self.box is not None:
+            self.box.finish()
+        if self.box_root is not None:
+            self.collect_blocked()
+            shutil.rmtree(self.box_root, ignore_errors=True)
+            self.box_root = None
+
     def on_start(self, pgid: int) -> None:
         Worker.objects.filter(pk=self.worker.pk).update(pgid=pgid)
+
+    def _append_event(self, kind: str, data: dict) -> None:
+        """One event of TAC-X's own about this attempt, stored with the agent's next batch."""
+        self._seq += 1
+        self._pending.append(AgentEvent(task=self.task, result=self.result, seq=self._seq, kind=kind, data=redact_data(data)))
 
     def on_events(self, events: list[Event]) -> StopAgent | None:
         for event in events:
@@ -475,6 +745,7 @@ class Attempt:
         return None
 
     def on_tick(self) -> StopAgent | None:
+        self.collect_blocked()
         self.flush_events()
         now = time.monotonic()
         if now - self._last_renew >= settings.TACX["HEARTBEAT_SECONDS"]:
@@ -512,6 +783,10 @@ class Attempt:
 
 
 _KINDS = {k.value for k in AgentEvent.Kind}
+
+
+def _tail(text: str, lines: int = 20) -> str:
+    return "\n".join((text or "").strip().splitlines()[-lines:]) or "(no output)"
 
 
 def _kind(kind: str) -> str:

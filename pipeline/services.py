@@ -23,7 +23,8 @@ from django.utils import timezone
 
 from . import alerts, live
 from .models import AgentEvent, Repository, Stage, StageResult, Task
-from .workflow import Workflow, WorkflowError
+from .redaction import redact_data
+from .workflow import Workflow, WorkflowError, load_workflow_text
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +37,29 @@ _INVISIBLE = re.compile(
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
+# Markdown "comments": a link reference definition to nowhere renders as nothing at all
+# (`[comment]: <> (text)`, `[//]: # "text"`).
+_MARKDOWN_COMMENT = re.compile(r"""^[ ]{0,3}\[[^\]\n]*\]:[ \t]*(?:<>|\#)[ \t]*(?:\([^\n]*\)|"[^\n]*"|'[^\n]*')?[ \t]*$\n?""", re.M)
+# Elements GitHub renders invisibly: the `hidden` attribute (any tag, with its content).
+_HIDDEN_ELEMENT = re.compile(r"<(\w+)\b[^>]*\bhidden\b[^>]*>.*?(?:</\1\s*>|$)", re.S | re.I)
+_LINE_BREAKS = re.compile(r"[\r\n\x85\u2028\u2029\v\f]+")
+
+
 def sanitize_issue_text(text: str) -> str:
-    """Strip HTML comments, zero-width, bidi and control characters from issue text."""
+    """Strip hidden markup from issue text: HTML comments, markdown comments (reference
+    definitions to nowhere), elements with the `hidden` attribute, zero-width, bidi and control
+    characters. What is left is what a human sees on the issue page."""
     text = _HTML_COMMENT.sub("", text or "")
+    text = _MARKDOWN_COMMENT.sub("", text)
+    text = _HIDDEN_ELEMENT.sub("", text)
     text = _INVISIBLE.sub("", text)
     return _CONTROL.sub("", text).strip()
+
+
+def sanitize_issue_title(text: str) -> str:
+    """An issue title as one line of visible text (a newline in a title could start a new
+    paragraph of instructions in a prompt)."""
+    return " ".join(_LINE_BREAKS.sub(" ", sanitize_issue_text(text)).split())
 
 
 # --- tasks ------------------------------------------------------------------------------------
@@ -57,12 +76,14 @@ def task_create(
     issue_url: str = "",
     triggered_at=None,
     labels: list[str] | tuple[str, ...] = (),
+    workflow_override: str = "",
 ) -> tuple[Task, bool]:
     """Create a queued task for an issue, or return the active one. Returns (task, created)."""
     fields = {
+        "workflow_override": workflow_override,
         "repository": repository,
         "issue_number": issue_number,
-        "title": sanitize_issue_text(title)[:500] or f"Issue {issue_number}",
+        "title": sanitize_issue_title(title)[:500] or f"Issue {issue_number}",
         "body": sanitize_issue_text(body),
         "triggered_by": triggered_by,
         "trigger_source": trigger_source,
@@ -86,12 +107,65 @@ def task_create(
 
 
 
+def task_submit(
+    *,
+    repository: Repository,
+    title: str,
+    body: str = "",
+    issue_number: int | None = None,
+    workflow_text: str = "",
+    triggered_by: str = "",
+    trigger_source: str = "api",
+    start: bool = True,
+) -> tuple[Task, bool]:
+    """A task asked for by a person (dashboard form, API) rather than by an issue tracker.
+
+    A local repository has no issue tracker: without `issue_number` the task gets the next free
+    number of that repository. A GitHub repository's tasks start from its issues, so one is
+    refused here. `workflow_text` (YAML) replaces the repository's workflow for this task; it is
+    validated first and every problem raised at once (`WorkflowError`). With `start` the task is
+    dispatched at once (an invalid repository workflow fails it with the reason). Returns
+    (task, created) like `task_create`.
+    """
+    if repository.kind != Repository.Kind.LOCAL:
+        raise ValueError("tasks of GitHub repositories start from their issues: label an issue instead")
+    if not sanitize_issue_text(title):
+        raise ValueError("a title is required")
+    workflow_text = (workflow_text or "").strip()
+    if workflow_text:
+        load_workflow_text(workflow_text, source="workflow override")  # raises WorkflowError
+    numbered = issue_number is not None
+    # Without a number: the next free one. Two people submitting at once may pick the same; the
+    # one refused by the active-task constraint takes the next number (a few times at most).
+    for _ in range(1 if numbered else 5):
+        task, created = task_create(
+            repository=repository,
+            issue_number=issue_number if numbered else _next_issue_number(repository),
+            title=title,
+            body=body,
+            triggered_by=triggered_by,
+            trigger_source=trigger_source,
+            workflow_override=workflow_text,  # with the row: a dispatcher never sees it without
+        )
+        if created or numbered:
+            break
+    if created and start:
+        task_dispatch(task=task)
+        task.refresh_from_db()
+    return task, created
+
+
+def _next_issue_number(repository: Repository) -> int:
+    top = Task.objects.filter(repository=repository).aggregate(n=models.Max("issue_number"))["n"]
+    return (top or 0) + 1
+
+
 def task_skip(*, repository: Repository, issue_number: int, title: str, reason: str, triggered_by: str = "", trigger_source: str = "") -> Task:
     """Record a refused trigger so people can see why nothing happened."""
     task = Task.objects.create(
         repository=repository,
         issue_number=issue_number,
-        title=sanitize_issue_text(title)[:500] or f"Issue {issue_number}",
+        title=sanitize_issue_title(title)[:500] or f"Issue {issue_number}",
         status=Task.Status.SKIPPED,
         status_reason=reason,
         triggered_by=triggered_by,
@@ -166,7 +240,21 @@ def task_retry(*, task: Task, enqueue: bool = True) -> Task:
         raise ValueError(f"task {task.pk} is still {task.status}; cancel it first")
     if task.status == Task.Status.SUCCEEDED:
         raise ValueError(f"task {task.pk} already succeeded")
+    if task.status == Task.Status.SKIPPED:
+        # A skip is a refused trigger (e.g. the labeler lacks write access): running it now
+        # would bypass that check. A new trigger by someone allowed creates a new task.
+        raise ValueError(f"task {task.pk} was skipped ({task.status_reason or 'trigger refused'}); it cannot be retried")
     with transaction.atomic():
+        stopping = task.stages.filter(status=Stage.Status.RUNNING).first()
+        if stopping is not None:
+            # The attempt of a cancelled task is still being stopped (the agent may ignore
+            # SIGTERM for the kill grace). Retrying now would either undo the cancel (the runner
+            # has not noticed it yet) or leave the task running with no stage queued (the runner
+            # ends the stage as cancelled afterwards). The runner frees the stage within
+            # seconds; a dead worker's stage is reaped when its lease expires.
+            raise ValueError(
+                f"task {task.pk}: the agent of stage {stopping.name} is still being stopped; retry in a few seconds"
+            )
         try:
             with transaction.atomic():
                 updated = Task.objects.filter(pk=task.pk, status=task.status).update(
@@ -196,7 +284,7 @@ def stage_queue(*, stage: Stage, enqueue: bool = True, force: bool = False) -> N
     """Mark a stage queued and (after commit) hand its id to django-q2."""
     allowed = [Stage.Status.PENDING] + ([Stage.Status.FAILED, Stage.Status.CANCELLED, Stage.Status.SUCCEEDED, Stage.Status.QUEUED] if force else [])
     changed = Stage.objects.filter(pk=stage.pk, status__in=allowed).update(
-        status=Stage.Status.QUEUED, lease_owner="", lease_expires_at=None
+        status=Stage.Status.QUEUED, lease_owner="", lease_expires_at=None, queued_at=Now()
     )
     if not changed:
         return
@@ -260,6 +348,23 @@ def review_requests_changes(*, stage: Stage, enqueue: bool = True) -> bool:
     return True
 
 
+def tests_failed_back_to_building(*, stage: Stage, summary: str, enqueue: bool = True) -> bool:
+    """The test command failed after building: run building again (another round, with the
+    test output in its prompt). False when the rounds are used up."""
+    task = stage.task
+    workflow = Workflow.from_json(task.workflow)
+    if task.review_round >= workflow.review_rounds:
+        return False
+    with transaction.atomic():
+        Task.objects.filter(pk=task.pk).update(review_round=F("review_round") + 1)
+        task.refresh_from_db()
+        task.stages.filter(position__gt=stage.position).update(status=Stage.Status.PENDING)
+        Stage.objects.filter(pk=stage.pk).update(failed_attempts=0)
+        event_status(task, f"{summary}: back to building (round {task.review_round})")
+        stage_queue(stage=stage, enqueue=enqueue, force=True)
+    return True
+
+
 def result_add_to_totals(*, result: StageResult) -> None:
     Task.objects.filter(pk=result.task_id).update(
         input_tokens=F("input_tokens") + result.input_tokens,
@@ -295,6 +400,7 @@ def stage_reap_expired(*, now=None, enqueue: bool = True, limit: int = 20) -> li
                 lease_expires_at=None,
                 error="worker lost",
                 finished_at=now if exhausted else None,
+                queued_at=Now(),
             )
             if not changed:
                 continue
@@ -314,6 +420,73 @@ def stage_reap_expired(*, now=None, enqueue: bool = True, limit: int = 20) -> li
             elif enqueue:
                 transaction.on_commit(lambda stage_id=stage.pk: enqueue_stage_job(stage_id))
     return reaped
+
+
+def stage_jobs() -> dict[str, list] | None:
+    """The django-q2 jobs in the broker, as {task name: [lock, ...]}; None when the broker
+    cannot be inspected (only the ORM broker can: its rows live in our database, shared by
+    every machine).
+
+    The ORM broker keeps a job's row until the job is acknowledged; `lock` means "not before":
+    the enqueue time while the job waits, now + q2's `retry` once a worker took it."""
+    from django_q.brokers import get_broker
+    from django_q.brokers.orm import ORM
+    from django_q.conf import Conf
+    from django_q.models import OrmQ
+
+    broker = get_broker()
+    if not isinstance(broker, ORM):
+        return None
+    jobs: dict[str, list] = {}
+    for job in OrmQ.objects.using(Conf.ORM).filter(key=broker.list_key).only("id", "payload", "lock"):
+        jobs.setdefault(str(job.name()), []).append(job.lock)
+    return jobs
+
+
+def stage_requeue_lost(*, older_than: float, limit: int = 20) -> list[int]:
+    """Queued stages of running tasks whose q2 job is gone: lost before the claim (a worker
+    killed between taking the job and claiming the stage; a process that died between its
+    commit and the enqueue). Enqueue them again; returns their ids.
+
+    A job counts as alive while it waits for a worker, or for `older_than` seconds after a
+    worker took it: the worker claims the stage within moments, so a job taken longer ago whose
+    stage is still queued belongs to a dead worker (q2 would redeliver it only after `retry`,
+    hours). Exactly once across coordinators: the re-enqueue is claimed by a conditional UPDATE
+    of `queued_at`, and the stage's own claim makes a late redelivery of the old job a no-op."""
+    from django_q.conf import Conf
+    from django_q.models import OrmQ
+
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=older_than)
+    candidates = list(
+        Stage.objects.filter(status=Stage.Status.QUEUED, task__status=Task.Status.RUNNING)
+        .filter(models.Q(queued_at__lt=cutoff) | models.Q(queued_at__isnull=True))
+        .select_related("task")
+        .order_by("queued_at")[:limit]
+    )
+    if not candidates:
+        return []
+    jobs = stage_jobs()
+    if jobs is None:
+        return []
+    taken_before = cutoff + timedelta(seconds=Conf.RETRY)  # lock of a job taken at `cutoff`
+    requeued: list[int] = []
+    for stage in candidates:
+        name = f"stage-{stage.pk}"
+        if any(lock is None or lock <= now or lock > taken_before for lock in jobs.get(name, [])):
+            continue  # waiting for a worker, or taken just now
+        with transaction.atomic():
+            claimed = Stage.objects.filter(pk=stage.pk, status=Stage.Status.QUEUED, queued_at=stage.queued_at).update(queued_at=Now())
+            if not claimed:
+                continue  # a worker claimed it, or another coordinator re-enqueued it
+            # The dead worker's job would come back after q2's `retry`: drop it.
+            dead = [job.pk for job in OrmQ.objects.using(Conf.ORM).filter(lock__gt=now).only("id", "payload") if job.name() == name]
+            if dead:
+                OrmQ.objects.using(Conf.ORM).filter(pk__in=dead, lock__gt=now).delete()
+            event_status(stage.task, f"stage {stage.name}: its job was lost before it started; queued again", stage=stage.name, stage_status="queued")
+            transaction.on_commit(lambda stage_id=stage.pk: enqueue_stage_job(stage_id))
+        requeued.append(stage.pk)
+    return requeued
 
 
 def lease_deadline(seconds: float | None = None):
@@ -337,22 +510,39 @@ def workflow_error_fail(*, task: Task, error: WorkflowError) -> None:
     task_fail(task=task, reason=f"invalid workflow: {error}")
 
 
-def task_dispatch(*, task: Task, enqueue: bool = True) -> bool:
-    """Load the repository's workflow and start the task; an invalid workflow (or a repository
-    that cannot be read) fails the task at once with the reason, before any agent starts."""
+def task_workflow_read(*, task: Task) -> Workflow | None:
+    """The workflow `task` would start with, read from its repository.
+
+    An invalid file (or any other error while loading it) fails the task at once with the
+    reason, before any agent starts; a repository that cannot be read just now (transient) only
+    returns None. Call it outside any lock: parsing a hostile file takes what it takes."""
     from . import git, repos
 
     try:
-        workflow = repos.read_workflow(task.repository)
+        if task.workflow_override:
+            return load_workflow_text(task.workflow_override, source="workflow override")
+        return repos.read_workflow(task.repository)
     except WorkflowError as exc:
         workflow_error_fail(task=task, error=exc)
-        return False
     except git.GitError as exc:
         if exc.permanent:
             task_fail(task=task, reason=f"cannot read the repository: {exc}")
         else:
             log.warning("task %s: repository not readable yet: %s", task.pk, exc)
-        return False
+    except Exception as exc:  # a case the loader does not name: retrying the same file won't help
+        log.exception("task %s: loading the workflow crashed", task.pk)
+        task_fail(task=task, reason=f"invalid workflow: cannot be loaded: {type(exc).__name__}: {str(exc)[:200]}")
+    return None
+
+
+def task_dispatch(*, task: Task, enqueue: bool = True, workflow: Workflow | None = None) -> bool:
+    """Start the task with `workflow` (read from the repository when not given, see
+    `task_workflow_read`). False when it did not start (failed, or the repository cannot be
+    read just now)."""
+    if workflow is None:
+        workflow = task_workflow_read(task=task)
+        if workflow is None:
+            return False
     return task_start(task=task, workflow=workflow, enqueue=enqueue)
 
 
@@ -470,6 +660,7 @@ def task_worktree_remove(*, task: Task) -> bool:
         return False
     path = Path(task.worktree_path)
     if path.exists():
+        _cleanup_hook(task=task, path=path)
         try:
             git.worktree_remove(repos.source_dir(task.repository, fetch=False), path)
         except git.GitError as exc:
@@ -484,3 +675,24 @@ def task_worktree_remove(*, task: Task) -> bool:
     if done:
         task.worktree_removed_at = now
     return bool(done)
+
+
+def _cleanup_hook(*, task: Task, path) -> None:
+    """The workflow's `cleanup` hook, before the worktree goes; a failure is logged only."""
+    from . import hooks
+
+    try:
+        workflow = Workflow.from_json(task.workflow) if task.workflow else None
+    except WorkflowError:
+        workflow = None
+    hook = workflow.hook("cleanup") if workflow is not None else None
+    if hook is None:
+        return
+    context = {"task_id": task.pk, "issue_number": task.issue_number, "repository": task.repository.full_name, "branch": task.branch}
+    env = hooks.hook_environment("cleanup", workflow=workflow, worktree=path, context=context)
+    run = hooks.run_hook(hook, cwd=path, env=env, grace=settings.TACX["KILL_GRACE_SECONDS"])
+    kind = AgentEvent.Kind.SYSTEM if run.ok else AgentEvent.Kind.ERROR
+    event = AgentEvent.objects.create(task=task, kind=kind, data=redact_data(run.event_data()))
+    live.notify_after_commit(task.pk, event.pk)
+    if not run.ok:
+        log.warning("task %s: cleanup hook %s", task.pk, run.summary())

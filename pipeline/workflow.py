@@ -7,6 +7,7 @@ field and the problem, and the task fails before any agent starts.
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -16,6 +17,14 @@ from typing import Any
 import yaml
 
 WORKFLOW_PATH = ".tac/workflow.yaml"
+# Bounds on what a repository can make TAC-X parse: the file is snapshotted into every task, and
+# YAML parsing runs in the dispatcher (issue 9: a 545-byte alias bomb, 50 MB files, nesting
+# 20,000 deep). A real workflow is a few KB and nests five or six levels.
+MAX_WORKFLOW_BYTES = 64 * 1024
+MAX_WORKFLOW_DEPTH = 32
+MAX_INTEGER = 2**31 - 1  # what the database's integer columns hold
+MAX_STAGE_ATTEMPTS = 100
+MAX_REVIEW_ROUNDS = 100
 DEFAULT_WORKFLOW_FILE = Path(__file__).with_name("default_workflow.yaml")
 
 AGENT_PROVIDERS = ("claude", "codex", "gemini", "command")
@@ -34,8 +43,22 @@ PROMPT_FIELDS = frozenset(
         "review_feedback",
         "worktree",
         "followup",
+        "test_result",
     }
 )
+
+HOOK_NAMES = ("setup", "before_stage", "after_stage", "cleanup")
+# Default time limits (seconds) of the repository's own commands.
+HOOK_TIMEOUTS = {"setup": 900, "before_stage": 300, "after_stage": 300, "cleanup": 120, "test_command": 1800}
+# Never handed to a hook or test command, whatever `setup_env` says: the forge identity stays
+# with TAC-X (pushes, PRs, checks are its own code).
+FORBIDDEN_SETUP_ENV = frozenset(
+    {"GITHUB_TOKEN", "GH_TOKEN", "GITHUB_WEBHOOK_SECRET", "GITHUB_APP_ID", "GITHUB_APP_PRIVATE_KEY", "GITHUB_APP_PRIVATE_KEY_FILE", "DATABASE_URL", "DJANGO_SECRET_KEY", "SECRET_KEY"}
+)
+_HOOK_KEYS = {"run", "timeout", "network"}
+_NETWORK_KEYS = {"allow"}
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_HOST = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*(:[0-9]{1,5})?")
 
 _STAGE_KEYS = {
     "name",
@@ -52,6 +75,7 @@ _STAGE_KEYS = {
     "budget",
     "stall_timeout",
     "max_attempts",
+    "network",
 }
 _TOP_KEYS = {
     "version",
@@ -59,6 +83,10 @@ _TOP_KEYS = {
     "stages",
     "budget",
     "defaults",
+    "network",
+    "hooks",
+    "test_command",
+    "setup_env",
     # Rounds on the pull request (issue 11): see `Workflow` below.
     "approval",
     "approval_skip_label",
@@ -68,13 +96,23 @@ _TOP_KEYS = {
     "resume_session",
 }
 APPROVAL_MODES = ("none", "plan")
+_NETWORK_KEYS = {"allow"}
+# host, *.host, an IPv4 literal or a bracketed IPv6 literal, with an optional :port.
+_HOST_ENTRY = re.compile(r"^(?:\*\.)?(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(?::(\d{1,5}))?$|^\[[0-9A-Fa-f:.]+\](?::(\d{1,5}))?$")
 _BUDGET_KEYS = {"usd", "tokens"}
 
 
 class WorkflowError(ValueError):
-    """An invalid workflow file. Retrying cannot help."""
+    """An invalid workflow file. Retrying cannot help.
+
+    ``errors`` lists every problem found (one line each, naming the file, the field and the
+    problem); the message is those lines joined, so a user fixes them all in one go."""
 
     permanent = True
+
+    def __init__(self, message: str, *, errors: list[str] | None = None):
+        self.errors = list(errors) if errors else [message]
+        super().__init__("\n".join(self.errors))
 
 
 @dataclass(frozen=True)
@@ -102,6 +140,7 @@ class StageConfig:
     budget: Budget = Budget()
     stall_timeout: int | None = None
     max_attempts: int | None = None
+    network_allow: tuple[str, ...] = ()  # hosts this stage's agent may reach besides its model API
 
     @property
     def is_agent(self) -> bool:
@@ -111,8 +150,24 @@ class StageConfig:
         data = asdict(self)
         data["allowed_tools"] = list(self.allowed_tools)
         data["extra_args"] = list(self.extra_args)
+        data["network"] = {"allow": list(data.pop("network_allow"))}
         data["budget"] = self.budget.to_json()
         return data
+
+
+@dataclass(frozen=True)
+class HookConfig:
+    """One repository command TAC-X runs itself (a hook or the test command): shell commands run
+    in order in the worktree (the first failure stops them), with a time limit for all of them
+    together and the hosts it may reach once the sandbox enforces a network allow-list."""
+
+    name: str
+    run: tuple[str, ...]
+    timeout: int
+    network_allow: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        return {"run": list(self.run), "timeout": self.timeout, "network": {"allow": list(self.network_allow)}}
 
 
 @dataclass(frozen=True)
@@ -130,6 +185,14 @@ class Workflow:
     mention: str = "@tacx"
     # Resume the previous building session in a round where the CLI supports it.
     resume_session: bool = True
+    network_allow: tuple[str, ...] = ()  # hosts every stage's agent may reach
+    hooks: dict[str, HookConfig] = field(default_factory=dict)
+    test_command: HookConfig | None = None
+    # Names of TAC-X's environment variables handed to `setup` and `test_command` only.
+    setup_env: tuple[str, ...] = ()
+
+    def hook(self, name: str) -> HookConfig | None:
+        return self.hooks.get(name)
 
     def stage(self, name: str) -> StageConfig:
         for stage in self.stages:
@@ -142,6 +205,7 @@ class Workflow:
             "source": self.source,
             "review_rounds": self.review_rounds,
             "budget": self.budget.to_json(),
+            "network": {"allow": list(self.network_allow)},
             "stages": [s.to_json() for s in self.stages],
             "approval": self.approval,
             "approval_skip_label": self.approval_skip_label,
@@ -149,7 +213,14 @@ class Workflow:
             "max_ci_fix_attempts": self.max_ci_fix_attempts,
             "mention": self.mention,
             "resume_session": self.resume_session,
+            "hooks": {name: hook.to_json() for name, hook in self.hooks.items()},
+            "test_command": self.test_command.to_json() if self.test_command else None,
+            "setup_env": list(self.setup_env),
         }
+
+    def allowed_hosts(self, stage: StageConfig) -> tuple[str, ...]:
+        """The workflow's and the stage's network allow-lists together."""
+        return tuple(dict.fromkeys([*self.network_allow, *stage.network_allow]))
 
     @classmethod
     def from_json(cls, data: dict) -> Workflow:
@@ -160,22 +231,39 @@ class Workflow:
 
 
 class _Validator:
+    """Checks one document and collects every problem: a field that fails is recorded and
+    parsing goes on with the next one (``field``), so the error lists them all at once."""
+
     def __init__(self, source: str):
         self.source = source
+        self.errors: list[str] = []
 
     def fail(self, where: str, problem: str) -> WorkflowError:
         return WorkflowError(f"{self.source}: {where}: {problem}")
 
-    def check_keys(self, data: dict, allowed: set[str], where: str) -> None:
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            raise self.fail(f"{where}{unknown[0]}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
+    def field(self, parse: Any, default: Any = None) -> Any:
+        """parse() or, when it fails, `default` with the problem recorded."""
+        try:
+            return parse()
+        except WorkflowError as exc:
+            self.errors.extend(exc.errors)
+            return default
 
-    def integer(self, value: Any, where: str, *, minimum: int = 0) -> int:
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise WorkflowError(self.errors[0], errors=self.errors)
+
+    def check_keys(self, data: dict, allowed: set[str], where: str) -> None:
+        for key in sorted(set(data) - allowed, key=str):
+            self.errors.append(str(self.fail(f"{where}{key}", f"unknown key (allowed: {', '.join(sorted(allowed))})")))
+
+    def integer(self, value: Any, where: str, *, minimum: int = 0, maximum: int = MAX_INTEGER) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(where, f"must be an integer, got {type(value).__name__} {value!r}")
+            raise self.fail(where, f"must be an integer, got {type(value).__name__} {_short(value)}")
         if value < minimum:
-            raise self.fail(where, f"must be >= {minimum}, got {value}")
+            raise self.fail(where, f"must be >= {minimum}, got {_short(value)}")
+        if value > maximum:
+            raise self.fail(where, f"must be <= {maximum}, got {_short(value)}")
         return value
 
     def text(self, value: Any, where: str) -> str:
@@ -205,13 +293,32 @@ class _Validator:
             try:
                 usd = Decimal(str(usd))
             except InvalidOperation:
-                raise self.fail(f"{where}.usd", f"must be a number, got {usd!r}") from None
+                raise self.fail(f"{where}.usd", f"must be a number, got {_short(usd)}") from None
+            if not usd.is_finite():
+                raise self.fail(f"{where}.usd", f"must be a finite number, got {usd}")
+            if usd >= Decimal(10) ** 6:  # the column holds 12 digits, 6 after the point
+                raise self.fail(f"{where}.usd", f"must be < 1000000, got {_short(usd)}")
             if usd < 0:
                 raise self.fail(f"{where}.usd", f"must be >= 0, got {usd}")
         tokens = value.get("tokens")
         if tokens is not None:
             tokens = self.integer(tokens, f"{where}.tokens")
         return Budget(usd=usd, tokens=tokens)
+
+    def network(self, value: Any, where: str) -> tuple[str, ...]:
+        """``{allow: [host[:port], ...]}``: hosts (``*.example.com`` for subdomains), IP literals."""
+        if value is None:
+            return ()
+        if not isinstance(value, dict):
+            raise self.fail(where, "must be a mapping like {allow: [host[:port], ...]}")
+        self.check_keys(value, _NETWORK_KEYS, f"{where}.")
+        hosts = self.string_list(value.get("allow", []), f"{where}.allow")
+        for i, host in enumerate(hosts):
+            m = _HOST_ENTRY.match(host)
+            port = m and (m.group(1) or m.group(2))
+            if not m or (port and not 1 <= int(port) <= 65535):
+                raise self.fail(f"{where}.allow[{i}]", f"must be host, *.host or an IP literal with an optional :port, got {host!r}")
+        return hosts
 
     def prompt(self, value: Any, where: str) -> str:
         value = self.text(value, where)
@@ -224,6 +331,44 @@ class _Validator:
             raise self.fail(where, f"unknown placeholder {{{unknown[0]}}} (known: {', '.join(sorted(PROMPT_FIELDS))})")
         return value
 
+    def hook(self, value: Any, name: str, where: str) -> HookConfig | None:
+        """A hook: a shell command, a list of them, or {run, timeout, network: {allow}}."""
+        if value is None:
+            return None
+        if isinstance(value, (str, list)):
+            value = {"run": value}
+        if not isinstance(value, dict):
+            raise self.fail(where, "must be a command, a list of commands, or a mapping with run, timeout and network")
+        self.check_keys(value, _HOOK_KEYS, f"{where}.")
+        run = value.get("run")
+        if isinstance(run, str):
+            run = [run]
+        if not isinstance(run, list) or not run or not all(isinstance(c, str) and c.strip() for c in run):
+            raise self.fail(f"{where}.run", "must be a non-empty command or list of non-empty commands")
+        if any("\x00" in c for c in run):
+            raise self.fail(f"{where}.run", "contains a NUL character")
+        timeout = self.integer(value.get("timeout", HOOK_TIMEOUTS[name]), f"{where}.timeout", minimum=1)
+        allow: tuple[str, ...] = ()
+        network = value.get("network")
+        if network is not None:
+            if not isinstance(network, dict):
+                raise self.fail(f"{where}.network", "must be a mapping with allow: [hosts]")
+            self.check_keys(network, _NETWORK_KEYS, f"{where}.network.")
+            allow = self.string_list(network.get("allow", []), f"{where}.network.allow")
+            for i, host in enumerate(allow):
+                if not _HOST.fullmatch(host):
+                    raise self.fail(f"{where}.network.allow[{i}]", f"must be a host name (optionally *.domain or host:port), got {host!r}")
+        return HookConfig(name=name, run=tuple(run), timeout=timeout, network_allow=allow)
+
+    def setup_env(self, value: Any, where: str) -> tuple[str, ...]:
+        names = self.string_list(value, where)
+        for i, name in enumerate(names):
+            if not _ENV_NAME.fullmatch(name):
+                raise self.fail(f"{where}[{i}]", f"must be an environment variable name, got {name!r}")
+            if name in FORBIDDEN_SETUP_ENV:
+                raise self.fail(f"{where}[{i}]", f"{name} is TAC-X's own credential and is never handed to repository commands")
+        return names
+
 
 def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) -> Workflow:
     """Validate a parsed YAML document. Stages named like a default stage inherit its settings."""
@@ -232,56 +377,106 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
         raise v.fail("(top level)", f"must be a mapping, got {type(data).__name__}")
     v.check_keys(data, _TOP_KEYS, "")
     if "version" in data and data["version"] != 1:
-        raise v.fail("version", f"unsupported version {data['version']!r} (only 1)")
-    review_rounds = v.integer(data.get("review_rounds", defaults.review_rounds if defaults else 2), "review_rounds", minimum=1)
-    budget = v.budget(data.get("budget"), "budget") if "budget" in data else (defaults.budget if defaults else Budget())
+        v.errors.append(str(v.fail("version", f"unsupported version {_short(data['version'])} (only 1)")))
+    review_rounds = v.field(
+        lambda: v.integer(data.get("review_rounds", defaults.review_rounds if defaults else 2), "review_rounds", minimum=1, maximum=MAX_REVIEW_ROUNDS), 1
+    )
+    default_budget = defaults.budget if defaults else Budget()
+    budget = v.field(lambda: v.budget(data.get("budget"), "budget"), default_budget) if "budget" in data else default_budget
 
     raw_stages = data.get("stages")
+    stages: tuple[StageConfig, ...] = ()
     if raw_stages is None:
         if defaults is None:
-            raise v.fail("stages", "is required")
-        stages = defaults.stages
+            v.errors.append(str(v.fail("stages", "is required")))
+        else:
+            stages = defaults.stages
+    elif not isinstance(raw_stages, list) or not raw_stages:
+        v.errors.append(str(v.fail("stages", "must be a non-empty list")))
     else:
-        if not isinstance(raw_stages, list) or not raw_stages:
-            raise v.fail("stages", "must be a non-empty list")
-        stages = tuple(_parse_stage(v, raw, i, defaults) for i, raw in enumerate(raw_stages))
-    names = [s.name for s in stages]
-    for name in names:
+        parsed = [v.field(lambda raw=raw, i=i: _parse_stage(v, raw, i, defaults)) for i, raw in enumerate(raw_stages)]
+        stages = tuple(stage for stage in parsed if stage is not None)
+    # Checks across stages only make sense when every stage could be read.
+    names = [s.name for s in stages] if not v.errors else []
+    for name in sorted(set(names)):
         if names.count(name) > 1:
-            raise v.fail("stages", f"stage name {name!r} appears twice")
+            v.errors.append(str(v.fail("stages", f"stage name {name!r} appears twice")))
     if "pr_creation" in names and names[-1] != "pr_creation":
-        raise v.fail("stages", "pr_creation must be the last stage")
+        v.errors.append(str(v.fail("stages", "pr_creation must be the last stage")))
     if "reviewing" in names and "building" not in names:
-        raise v.fail("stages", "a reviewing stage needs a building stage to send changes back to")
+        v.errors.append(str(v.fail("stages", "a reviewing stage needs a building stage to send changes back to")))
+    if "network" in data:
+        network_allow = v.field(lambda: v.network(data.get("network"), "network"), ())
+    else:
+        network_allow = defaults.network_allow if defaults else ()
+
+    hooks_raw = data.get("hooks")
+    hooks: dict[str, HookConfig] = {}
+    if hooks_raw is not None:
+        if not isinstance(hooks_raw, dict):
+            v.errors.append(str(v.fail("hooks", f"must be a mapping with any of: {', '.join(HOOK_NAMES)}")))
+        else:
+            v.check_keys(hooks_raw, set(HOOK_NAMES), "hooks.")
+            for name in HOOK_NAMES:
+                hook = v.field(lambda name=name: v.hook(hooks_raw.get(name), name, f"hooks.{name}"))
+                if hook is not None:
+                    hooks[name] = hook
+    test_command = v.field(lambda: v.hook(data.get("test_command"), "test_command", "test_command"))
+    if test_command is not None and names and "building" not in names:
+        v.errors.append(str(v.fail("test_command", "needs a building stage to test (and to send failures back to)")))
+    setup_env = v.field(lambda: v.setup_env(data.get("setup_env", []), "setup_env"), ())
+
+    # Rounds on the pull request (issue 11).
     def inherited(key: str, default: Any) -> Any:
         return data.get(key, getattr(defaults, key) if defaults else default)
 
-    approval = inherited("approval", "none")
-    if approval is None or approval is False:
-        approval = "none"
-    if approval not in APPROVAL_MODES:
-        raise v.fail("approval", f"must be one of {', '.join(APPROVAL_MODES)}, got {approval!r}")
-    mention = v.text(inherited("mention", "@tacx"), "mention").strip()
-    if not mention.startswith("@") or len(mention) < 2 or any(c.isspace() for c in mention):
-        raise v.fail("mention", f"must look like @name, got {mention!r}")
-    resume = inherited("resume_session", True)
-    if not isinstance(resume, bool):
-        raise v.fail("resume_session", f"must be true or false, got {resume!r}")
+    def approval_mode() -> str:
+        approval = inherited("approval", "none")
+        approval = "none" if approval is None or approval is False else approval
+        if approval not in APPROVAL_MODES:
+            raise v.fail("approval", f"must be one of {', '.join(APPROVAL_MODES)}, got {_short(approval)}")
+        return approval
+
+    def mention_text() -> str:
+        mention = v.text(inherited("mention", "@tacx"), "mention").strip()
+        if not mention.startswith("@") or len(mention) < 2 or any(c.isspace() for c in mention):
+            raise v.fail("mention", f"must look like @name, got {_short(mention)}")
+        return mention
+
+    def resume_flag() -> bool:
+        resume = inherited("resume_session", True)
+        if not isinstance(resume, bool):
+            raise v.fail("resume_session", f"must be true or false, got {_short(resume)}")
+        return resume
+
+    approval = v.field(approval_mode, "none")
+    approval_skip_label = v.field(lambda: v.text(inherited("approval_skip_label", "rpi-auto-approved"), "approval_skip_label"), "")
+    max_followup_rounds = v.field(lambda: v.integer(inherited("max_followup_rounds", 5), "max_followup_rounds"), 0)
+    max_ci_fix_attempts = v.field(lambda: v.integer(inherited("max_ci_fix_attempts", 3), "max_ci_fix_attempts"), 0)
+    mention = v.field(mention_text, "@tacx")
+    resume = v.field(resume_flag, True)
+    v.raise_if_any()
     return Workflow(
         stages=stages,
         review_rounds=review_rounds,
         budget=budget,
         source=source,
         approval=approval,
-        approval_skip_label=v.text(inherited("approval_skip_label", "rpi-auto-approved"), "approval_skip_label"),
-        max_followup_rounds=v.integer(inherited("max_followup_rounds", 5), "max_followup_rounds"),
-        max_ci_fix_attempts=v.integer(inherited("max_ci_fix_attempts", 3), "max_ci_fix_attempts"),
+        approval_skip_label=approval_skip_label,
+        max_followup_rounds=max_followup_rounds,
+        max_ci_fix_attempts=max_ci_fix_attempts,
         mention=mention,
         resume_session=resume,
+        hooks=hooks,
+        test_command=test_command,
+        setup_env=setup_env,
+        network_allow=network_allow,
     )
 
 
-def _parse_stage(v: _Validator, raw: Any, index: int, defaults: Workflow | None) -> StageConfig:
+def _parse_stage(v: _Validator, raw: Any, index: int, defaults: Workflow | None) -> StageConfig | None:
+    """One stage, or None when it has problems (recorded in ``v.errors``); raises only when the
+    stage cannot be read at all (not a mapping, no usable name or provider)."""
     where = f"stages[{index}]"
     if not isinstance(raw, dict):
         raise v.fail(where, "must be a mapping")
@@ -307,65 +502,125 @@ def _parse_stage(v: _Validator, raw: Any, index: int, defaults: Workflow | None)
     if provider not in AGENT_PROVIDERS:
         raise v.fail(f"{where}.provider", f"unknown provider {provider!r} (known: {', '.join(AGENT_PROVIDERS)})")
 
+    if base and provider != base.get("provider"):
+        # The default stage's model belongs to its provider: a `command` (or codex) stage must not
+        # show, price or count itself under the inherited claude model.
+        base.pop("model", None)
+
     def pick(key: str, default: Any = None) -> Any:
         return raw.get(key, base.get(key, default))
 
     max_turns = pick("max_turns")
     options = pick("options", {}) or {}
     if not isinstance(options, dict):
-        raise v.fail(f"{where}.options", "must be a mapping")
-    if provider == "command" and not options.get("argv"):
-        raise v.fail(f"{where}.options.argv", "is required for the command provider (a list of arguments)")
+        v.errors.append(str(v.fail(f"{where}.options", "must be a mapping")))
+        options = {}
+    elif provider == "command" and not options.get("argv"):
+        v.errors.append(str(v.fail(f"{where}.options.argv", "is required for the command provider (a list of arguments)")))
     temperature = pick("temperature")
     if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2):
-        raise v.fail(f"{where}.temperature", f"must be a number between 0 and 2, got {temperature!r}")
+        v.errors.append(str(v.fail(f"{where}.temperature", f"must be a number between 0 and 2, got {temperature!r}")))
     stall = pick("stall_timeout")
     max_attempts = pick("max_attempts")
     budget_raw = raw.get("budget")
-    return StageConfig(
+    f = v.field
+    errors_before = len(v.errors)
+    config = StageConfig(
         name=name,
         provider=provider,
-        model=v.text(pick("model", ""), f"{where}.model"),
-        prompt=v.prompt(pick("prompt", "{issue_title}\n\n{issue_body}"), f"{where}.prompt"),
-        timeout=v.integer(pick("timeout", 1800), f"{where}.timeout", minimum=1),
-        max_turns=None if max_turns is None else v.integer(max_turns, f"{where}.max_turns", minimum=1),
-        allowed_tools=v.string_list(pick("allowed_tools", []), f"{where}.allowed_tools"),
-        permission_mode=v.text(pick("permission_mode", ""), f"{where}.permission_mode"),
-        extra_args=v.string_list(pick("extra_args", []), f"{where}.extra_args"),
+        model=f(lambda: v.text(pick("model", ""), f"{where}.model"), ""),
+        prompt=f(lambda: v.prompt(pick("prompt", "{issue_title}\n\n{issue_body}"), f"{where}.prompt"), ""),
+        timeout=f(lambda: v.integer(pick("timeout", 1800), f"{where}.timeout", minimum=1), 1),
+        max_turns=None if max_turns is None else f(lambda: v.integer(max_turns, f"{where}.max_turns", minimum=1)),
+        allowed_tools=f(lambda: v.string_list(pick("allowed_tools", []), f"{where}.allowed_tools"), ()),
+        permission_mode=f(lambda: v.text(pick("permission_mode", ""), f"{where}.permission_mode"), ""),
+        extra_args=f(lambda: v.string_list(pick("extra_args", []), f"{where}.extra_args"), ()),
         options=options,
         temperature=temperature,
-        budget=v.budget(budget_raw, f"{where}.budget") if budget_raw is not None else base.get("budget", Budget()),
-        stall_timeout=None if stall is None else v.integer(stall, f"{where}.stall_timeout", minimum=1),
-        max_attempts=None if max_attempts is None else v.integer(max_attempts, f"{where}.max_attempts", minimum=1),
+        budget=f(lambda: v.budget(budget_raw, f"{where}.budget"), Budget()) if budget_raw is not None else base.get("budget", Budget()),
+        stall_timeout=None if stall is None else f(lambda: v.integer(stall, f"{where}.stall_timeout", minimum=1)),
+        max_attempts=None if max_attempts is None else f(lambda: v.integer(max_attempts, f"{where}.max_attempts", minimum=1, maximum=MAX_STAGE_ATTEMPTS)),
+        network_allow=f(lambda: v.network(raw["network"], f"{where}.network"), ()) if "network" in raw else tuple(base.get("network_allow", ())),
     )
+    return config if len(v.errors) == errors_before else None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print (sys.get_int_max_str_digits)
+        return f"<a {type(value).__name__} too long to show>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases (a few hundred bytes of nested aliases expand to
+    billions of nodes) and nesting deeper than MAX_WORKFLOW_DEPTH (the composer recurses)."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):  # noqa: ANN001 (PyYAML's signature)
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.MarkedYAMLError(None, None, "aliases (*name) are not allowed in a workflow file", event.start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_WORKFLOW_DEPTH:
+                event = self.peek_event()
+                raise yaml.MarkedYAMLError(None, None, f"nested deeper than {MAX_WORKFLOW_DEPTH} levels", event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _load_yaml(text: str, source: str) -> Any:
+    loader = _BoundedLoader(text)
     try:
-        return yaml.safe_load(text)
+        return loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(parse)"
         problem = getattr(exc, "problem", None) or str(exc)
         raise WorkflowError(f"{source}: {where}: invalid YAML: {problem}") from None
+    finally:
+        loader.dispose()
 
 
 def default_workflow() -> Workflow:
     return parse_workflow(_load_yaml(DEFAULT_WORKFLOW_FILE.read_text(), "default workflow"), source="default workflow")
 
 
-def load_workflow_text(text: str | None, *, source: str = WORKFLOW_PATH) -> Workflow:
-    """The repository's workflow file (its text, None if absent) over the default."""
+def load_workflow_text(text: str | bytes | None, *, source: str = WORKFLOW_PATH) -> Workflow:
+    """The repository's workflow file (its text or bytes, None if absent) over the default.
+
+    Every problem with the file raises WorkflowError, whatever it is: the dispatcher fails the
+    task with the message instead of retrying a file that cannot get better."""
     default = default_workflow()
     if text is None:
         return default
-    data = _load_yaml(text, source)
-    if data is None:
-        raise WorkflowError(f"{source}: (top level): the file is empty")
-    return parse_workflow(data, source=source, defaults=default)
+    size = len(text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text)
+    if size > MAX_WORKFLOW_BYTES:
+        raise WorkflowError(f"{source}: (file): {size} bytes; the limit is {MAX_WORKFLOW_BYTES}")
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise WorkflowError(f"{source}: (file): not UTF-8 text (byte {exc.start}: {text[exc.start:exc.start + 1]!r})") from None
+    try:
+        data = _load_yaml(text, source)
+        if data is None:
+            raise WorkflowError(f"{source}: (top level): the file is empty")
+        return parse_workflow(data, source=source, defaults=default)
+    except WorkflowError:
+        raise
+    except (RecursionError, MemoryError, ArithmeticError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        # A case the validator does not name yet: still the file's fault, still final.
+        raise WorkflowError(f"{source}: (file): cannot be used: {type(exc).__name__}: {_short(str(exc), 200)}") from None
 
 
 def load_workflow(repo_dir: str | Path) -> Workflow:
     """The workflow of a checked-out repository."""
     path = Path(repo_dir) / WORKFLOW_PATH
-    return load_workflow_text(path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None)
+    return load_workflow_text(path.read_bytes() if path.is_file() else None)

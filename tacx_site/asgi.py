@@ -1,8 +1,8 @@
 """ASGI entry point (daphne, and `runserver` since daphne is first in INSTALLED_APPS).
 
-HTTP goes to Django; websockets go to the dashboard's consumers behind the origin check (against
-ALLOWED_HOSTS: a page on another site cannot open a socket with our cookies) and the session
-authentication (the consumers refuse anonymous users).
+HTTP goes to Django; websockets go to the dashboard's consumers behind the origin check (scheme,
+host and port of the page must be this site's: see dashboard.origin) and the session
+authentication (the consumers refuse anonymous users and users without pipeline.view_task).
 """
 
 import os
@@ -16,13 +16,13 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter, URLRouter
-from channels.security.websocket import AllowedHostsOriginValidator
 
+from dashboard.origin import SameOriginValidator
 from dashboard.routing import websocket_urlpatterns
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

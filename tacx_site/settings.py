@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -77,6 +78,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "dashboard.context_processors.sandbox_state",
             ],
         },
     },
@@ -134,7 +136,15 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "dashboard.api.permissions.HasRequiredPermission",
+    ],
+    "DEFAULT_PARSER_CLASSES": [
+        "dashboard.api.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "dashboard.api.errors.exception_handler",
 }
@@ -143,6 +153,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Tasks, stages, attempts and agent events of the TAC-X pipeline.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema needs a login like the docs page (it lists every operation).
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "ENUM_NAME_OVERRIDES": {
         "TaskStatusEnum": "pipeline.models.Task.Status",
         "StageStatusEnum": "pipeline.models.Stage.Status",
@@ -160,11 +172,23 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # --- TAC-X ------------------------------------------------------------------------------------
+def _sandbox_mode(value: str) -> str:
+    value = value.strip().lower()
+    if value not in ("required", "off"):
+        raise ImproperlyConfigured(f"TACX_SANDBOX must be 'required' or 'off', got {value!r}")
+    return value
+
+
 TACX = {
     "WORKTREE_ROOT": Path(os.environ.get("TACX_WORKTREE_ROOT", BASE_DIR / "trees")),
     # Where agent CLIs are looked up before PATH: the npm-installed ones beside the project.
     "AGENT_BIN_DIRS": [p for p in os.environ.get("TACX_AGENT_BIN_DIRS", str(BASE_DIR / "node_modules" / ".bin")).split(os.pathsep) if p],
     "LEASE_SECONDS": env_int("TACX_LEASE_SECONDS", 60),
+    # A queued stage whose q2 job is missing (or was taken this long ago by a worker that never
+    # claimed the stage) is enqueued again by the coordinator after this many seconds.
+    "LOST_JOB_SECONDS": env_float("TACX_LOST_JOB_SECONDS", 60.0),
+    # Live websockets one user may hold open in one daphne process (more are closed with 4429).
+    "WS_MAX_PER_USER": env_int("TACX_WS_MAX_PER_USER", 20),
     "HEARTBEAT_SECONDS": env_float("TACX_HEARTBEAT_SECONDS", 5.0),
     "EVENT_BATCH_SECONDS": env_float("TACX_EVENT_BATCH_SECONDS", 0.2),
     "MAX_ATTEMPTS": env_int("TACX_MAX_ATTEMPTS", 3),
@@ -180,6 +204,9 @@ TACX = {
     "KILL_GRACE_SECONDS": env_float("TACX_KILL_GRACE_SECONDS", 3.0),
     "DRAFT_PRS": env_bool("TACX_DRAFT_PRS", True),
     "DASHBOARD_URL": os.environ.get("TACX_DASHBOARD_URL", "http://127.0.0.1:8000"),
+    # A commit status "TAC-X / human approval" stays pending on the PR head until a human other
+    # than the requester approves it (coordinator/checks.py); branch protection can require it.
+    "REQUIRE_HUMAN_APPROVAL": env_bool("TACX_REQUIRE_HUMAN_APPROVAL", False),
     "ALLOWED_BOTS": [b for b in os.environ.get("TACX_ALLOWED_BOTS", "").split(",") if b],
     # TAC-X's own GitHub login (its token's user or App bot): its comments and reviews never
     # start a round. Its comments also carry a `<!-- tacx:` marker, which is checked as well.
@@ -195,6 +222,17 @@ TACX = {
     # A stage without its own stall_timeout is killed as stalled after this long without output (0: never).
     "STALL_SECONDS": env_int("TACX_STALL_SECONDS", 900),
     "HEARTBEAT_STALE_SECONDS": env_float("TACX_HEARTBEAT_STALE_SECONDS", 120.0),
+    # Agent containment (pipeline/sandbox): "required" (default) or "off" (explicit opt-out).
+    "SANDBOX": _sandbox_mode(os.environ.get("TACX_SANDBOX", "required")),
+    "SANDBOX_ALLOW_READ": [p for p in os.environ.get("TACX_SANDBOX_ALLOW_READ", "").split(os.pathsep) if p],
+    "SANDBOX_TMP": os.environ.get("TACX_SANDBOX_TMP", ""),
+    # Paths the repository's own commands (hooks, test_command) may write, never an agent: e.g.
+    # a package cache shared by setups.
+    "SANDBOX_HOOK_WRITE": [p for p in os.environ.get("TACX_SANDBOX_HOOK_WRITE", "").split(os.pathsep) if p],
+    "SANDBOX_NODE": os.environ.get("TACX_SANDBOX_NODE", ""),
+    "SANDBOX_BWRAP": os.environ.get("TACX_SANDBOX_BWRAP", ""),
+    "SANDBOX_SOCAT": os.environ.get("TACX_SANDBOX_SOCAT", ""),
+    "SANDBOX_RIPGREP": os.environ.get("TACX_SANDBOX_RIPGREP", ""),
     "GIT_AUTHOR_NAME": os.environ.get("TACX_GIT_AUTHOR_NAME", "TAC-X"),
     "GIT_AUTHOR_EMAIL": os.environ.get("TACX_GIT_AUTHOR_EMAIL", "tacx@localhost"),
 }
@@ -202,6 +240,11 @@ TACX = {
 GITHUB_API_URL = os.environ.get("GITHUB_API_URL", "https://api.github.com")
 GITHUB_TOKEN = os.environ.get("GITHUB_TOKEN", "")
 GITHUB_WEBHOOK_SECRET = os.environ.get("GITHUB_WEBHOOK_SECRET", "")
+# A GitHub App instead of GITHUB_TOKEN (pipeline/github_auth.py): the App's id and its private key
+# (PEM in the variable, `\n` escapes allowed, or a file). Set GITHUB_APP_ID to use it.
+GITHUB_APP_ID = os.environ.get("GITHUB_APP_ID", "")
+GITHUB_APP_PRIVATE_KEY = os.environ.get("GITHUB_APP_PRIVATE_KEY", "")
+GITHUB_APP_PRIVATE_KEY_FILE = os.environ.get("GITHUB_APP_PRIVATE_KEY_FILE", "")
 
 # django-q2 is an at-least-once delivery pipe; our own claims and leases decide what runs.
 # The ORM broker gives receipts and a transactional enqueue on the same database.
@@ -221,6 +264,7 @@ Q_CLUSTER = {
     "poll": env_float("TACX_Q_POLL", 0.2),
     "daemonize_workers": False,
     "sync": env_bool("TACX_Q_SYNC", False),
+    "log_level": os.environ.get("TACX_Q_LOG_LEVEL", "INFO"),
 }
 
 LOGGING = {

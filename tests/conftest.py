@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,16 @@ def make_origin_and_clone(base: Path, name: str = "sample", files: dict[str, str
 @pytest.fixture(autouse=True)
 def _isolated(settings, tmp_path, monkeypatch):
     """Every test gets its own worktree root, var dir and agent home; no forge token leaks in."""
-    settings.TACX = {**settings.TACX, "WORKTREE_ROOT": tmp_path / "trees", "KILL_GRACE_SECONDS": 1.0, "HEARTBEAT_SECONDS": 1.0}
+    # Agents in tests are often this Python (the `command` provider): the sandbox lets them read
+    # its installation and the scripted agents, nothing else of TAC-X's tree.
+    allow = [sys.prefix, sys.base_prefix, str(ROOT / "tests" / "agents")]
+    settings.TACX = {
+        **settings.TACX,
+        "WORKTREE_ROOT": tmp_path / "trees",
+        "KILL_GRACE_SECONDS": 1.0,
+        "HEARTBEAT_SECONDS": 1.0,
+        "SANDBOX_ALLOW_READ": allow,
+    }
     settings.VAR_DIR = tmp_path / "var"
     home = tmp_path / "home"
     home.mkdir()
@@ -72,6 +82,36 @@ def local_repository(db, origin_and_clone):
     return Repository.objects.create(kind=Repository.Kind.LOCAL, full_name="sample", local_path=str(clone), default_branch="main")
 
 
+TASK_PERMISSIONS = ("view_task", "add_task", "change_task", "retry_task", "cancel_task", "approve_task")
+
+
+def grant(user, *codenames: str):
+    """Give `user` these permissions on tasks (see "Roles" in the README) and return it fresh."""
+    from django.contrib.auth.models import Permission
+
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="pipeline", codename__in=codenames))
+    return type(user).objects.get(pk=user.pk)  # a fresh object: has_perm caches
+
+
 @pytest.fixture
 def alice(db, django_user_model):
-    return django_user_model.objects.create_user("alice", "alice@example.com", "correct-horse-battery")
+    """An operator: may see, create, retry, cancel and approve tasks (not staff)."""
+    user = django_user_model.objects.create_user("alice", "alice@example.com", "correct-horse-battery")
+    return grant(user, *TASK_PERMISSIONS)
+
+
+def processes_matching(tag: str) -> list[int]:
+    """Host pids whose command line contains `tag` (agents in the sandbox's PID namespace are
+    visible from the host's /proc, with host pids)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            state = Path(f"/proc/{entry}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if tag.encode() in cmdline and state != b"Z":
+            found.append(int(entry))
+    return found

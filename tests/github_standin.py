@@ -13,6 +13,24 @@ It follows GitHub's documented request and response shapes for the endpoints TAC
   GET   /repos/{o}/{r}/pulls?head=owner:branch&state=open
   POST  /repos/{o}/{r}/pulls                                    201; 422 when an open PR exists
   PATCH /repos/{o}/{r}/pulls/{n}
+  GET   /repos/{o}/{r}/pulls/{n}/reviews                        reviews added with `add_review`
+  POST  /repos/{o}/{r}/check-runs                               GitHub App identity only (403 else)
+  PATCH /repos/{o}/{r}/check-runs/{id}
+  GET   /repos/{o}/{r}/commits/{ref}/check-runs                 {total_count, check_runs}
+  POST  /repos/{o}/{r}/statuses/{sha}                           commit statuses (either identity)
+  GET   /repos/{o}/{r}/commits/{ref}/statuses
+
+GitHub App (`app_id` + `app_public_key`): `GET /repos/{o}/{r}/installation` and
+`POST /app/installations/{id}/access_tokens` need an App JWT, verified like GitHub does: RS256
+signature with the App's public key, `iss` the App id, `iat` not in the future, `exp` not past
+and at most 10 minutes ahead. Installation tokens (`ghs_…`, `token_lifetime` seconds) are
+accepted for the installation's repositories until they expire (401 "Bad credentials" after);
+`expire_installation_tokens()` ends them early. `clock` (default time.time) can be pinned.
+
+Git over HTTP (`git_root`): `/git/{owner}/{name}.git/...` is served by the real `git
+http-backend` (clone, fetch, push) from bare repositories under `git_root`, with GitHub's rule
+for credentials: HTTP Basic `x-access-token:<token>` (an unexpired installation token of the
+repository's installation, or the personal token); 401 with `WWW-Authenticate` otherwise.
   GET   /repos/{o}/{r}/pulls/{n}                                the PR; `head.sha` is the branch's
         commit in the repository's bare origin when one is set (`add_repo(origin=...)`)
   GET   /repos/{o}/{r}/pulls/{n}/reviews[/{id}[/comments]]      submitted reviews, their inline comments
@@ -91,8 +109,32 @@ class RepoState:
 
 
 class GitHubStandIn:
-    def __init__(self, *, token: str = "", rate_limit: int = 5000, page_size_cap: int = 100):
+    def __init__(
+        self,
+        *,
+        token: str = "",
+        rate_limit: int = 5000,
+        page_size_cap: int = 100,
+        app_id: int | None = None,
+        app_public_key: str = "",
+        token_lifetime: int = 3600,
+        clock=time.time,
+        git_root: str | Path | None = None,
+    ):
         self.token = token
+        self.git_root = Path(git_root) if git_root else None
+        self.git_requests: list[dict] = []
+        self.app_id = app_id
+        self.app_public_key = app_public_key
+        self.token_lifetime = token_lifetime
+        self.clock = clock
+        self.installations: dict[int, dict] = {}  # id -> {"account": login, "repos": {lower names}}
+        self.installation_tokens: dict[str, dict] = {}  # token -> {"installation": id, "expires_at": epoch}
+        self.jwts_seen = 0
+        self._local = threading.local()  # the identity of the request this thread answers
+        self.check_runs: dict[int, dict] = {}
+        self.statuses: list[dict] = []
+        self.reviews: dict[tuple[str, int], list[dict]] = {}
         self.rate_limit = rate_limit
         self.rate_remaining = rate_limit
         self.rate_reset = int(time.time()) + 3600
@@ -103,10 +145,8 @@ class GitHubStandIn:
         self.events: dict[str, dict[int, list[dict]]] = {}
         self.comments: dict[int, dict] = {}
         self.pulls: dict[str, dict[int, dict]] = {}
-        self.reviews: dict[int, dict] = {}
+        self.review_index: dict[int, dict] = {}  # review id -> review (with its pull request)
         self.review_comments: dict[int, dict] = {}
-        self.check_runs: dict[int, dict] = {}
-        self.statuses: list[dict] = []
         self.job_logs: dict[int, str] = {}
         self.requests: list[dict] = []
         self.failures: list[ScriptedFailure] = []
@@ -263,6 +303,37 @@ class GitHubStandIn:
             issue["closed_at"] = issue["updated_at"] = github_now()
             return self._event(full_name, number, "closed", actor)
 
+    def add_installation(self, installation_id: int, *, account: str, repos: tuple[str, ...]) -> None:
+        with self.lock:
+            self.installations[installation_id] = {"account": account, "repos": {r.lower() for r in repos}}
+
+    def expire_installation_tokens(self) -> None:
+        with self.lock:
+            for info in self.installation_tokens.values():
+                info["expires_at"] = self.clock() - 1
+
+    def add_review(self, full_name: str, number: int, *, login: str, state: str, commit_id: str, kind: str = "User") -> dict:
+        with self.lock:
+            review = {
+                "id": self.next_id(),
+                "user": user(login, kind),
+                "body": "",
+                "state": state,
+                "commit_id": commit_id,
+                "submitted_at": github_now(),
+                "author_association": "MEMBER",
+            }
+            self.reviews.setdefault((full_name.lower(), number), []).append(review)
+            return review
+
+    def checks_on(self, full_name: str, sha: str | None = None) -> list[dict]:
+        with self.lock:
+            return [c for c in self.check_runs.values() if c["_repo"] == full_name.lower() and (sha is None or c["head_sha"] == sha)]
+
+    def statuses_on(self, full_name: str, sha: str | None = None) -> list[dict]:
+        with self.lock:
+            return [st for st in self.statuses if st["_repo"] == full_name.lower() and (sha is None or st["_sha"] == sha)]
+
     def fail_next(self, method: str, path_regex: str, *, status: int = 403, message: str = "You have exceeded a secondary rate limit.", headers: dict[str, str] | None = None, times: int = 1) -> None:
         """The next `times` requests matching answer `status` with GitHub's error shape."""
         with self.lock:
@@ -283,8 +354,8 @@ class GitHubStandIn:
             comment["history"].append(body)
             return self.public_comment(comment)
 
-    def add_review(self, full_name: str, number: int, *, author: str, state: str = "CHANGES_REQUESTED", body: str = "", comments: tuple[tuple[str, int, str], ...] = ()) -> dict:
-        """A submitted review of PR `number` with inline comments (path, line, body)."""
+    def submit_review(self, full_name: str, number: int, *, author: str, state: str = "CHANGES_REQUESTED", body: str = "", comments: tuple[tuple[str, int, str], ...] = ()) -> dict:
+        """A submitted review of PR `number` with a body and inline comments (path, line, body)."""
         with self.lock:
             pull = self.pulls[full_name.lower()][number]
             rid = self.next_id()
@@ -304,7 +375,8 @@ class GitHubStandIn:
                 "_repo": full_name.lower(),
                 "_pull": number,
             }
-            self.reviews[rid] = review
+            self.review_index[rid] = review
+            self.reviews.setdefault((full_name.lower(), number), []).append(self.public(review))
             for path, line, text in comments:
                 cid = self.next_id()
                 self.review_comments[cid] = {
@@ -370,6 +442,7 @@ class GitHubStandIn:
                 "app": {"id": 15368, "slug": app, "name": "GitHub Actions" if app == "github-actions" else app},
                 "pull_requests": [],
                 "_repo": full_name.lower(),
+                "history": [],
             }
             self.check_runs[cid] = run
             if log:
@@ -406,7 +479,7 @@ class GitHubStandIn:
                 payload["pull_request"] = {**payload["pull_request"], **self.public_pull(pull)}
                 payload["pull_request"]["head"] = {**payload["pull_request"]["head"], "ref": pull["head"]["ref"], "sha": self.head_sha(full_name, pull["head"]["ref"])}
                 if kind == "pull_request_review.submitted":
-                    review = self.public(self.reviews[fields["review_id"]])
+                    review = self.public(self.review_index[fields["review_id"]])
                     review["state"] = review["state"].lower()  # webhooks spell it in lower case
                     payload["review"] = {**payload["review"], **review}
                 else:
@@ -444,8 +517,20 @@ class GitHubStandIn:
         parts = urlsplit(raw_path)
         path, query = parts.path.rstrip("/"), {k: v[-1] for k, v in parse_qs(parts.query).items()}
         with self.lock:
-            if self.token and headers.get("authorization") != f"Bearer {self.token}":
-                return 401, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"}, {}
+            auth = headers.get("authorization", "")
+            self._local.identity = ""
+            if path.startswith("/app/") or re.fullmatch(r"/repos/[^/]+/[^/]+/installation", path):
+                problem = self.verify_jwt(auth)
+                if problem:
+                    return 401, {"message": problem, "documentation_url": "https://docs.github.com/rest"}, {}
+                self._local.identity = "jwt"
+            elif self.token or self.app_id is not None:
+                identity = self.authenticate(auth, path)
+                if identity is None:
+                    return 401, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"}, {}
+                if identity == "forbidden":
+                    return 403, {"message": "Resource not accessible by integration", "documentation_url": "https://docs.github.com/rest"}, {}
+                self._local.identity = identity
             for failure in self.failures:
                 if failure.method == method and failure.path_pattern.search(path) and failure.times > 0:
                     failure.times -= 1
@@ -458,15 +543,233 @@ class GitHubStandIn:
                 return 400, {"message": "Problems parsing JSON"}, {}
             return self.route(method, path, query, headers, payload)
 
+    # --- git over HTTP --------------------------------------------------------------------------
+
+    def handle_git(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+        import base64
+        import subprocess
+
+        parts = urlsplit(raw_path)
+        m = re.fullmatch(r"/git/([^/]+)/([^/]+?)(?:\.git)?(/.*)", parts.path)
+        if self.git_root is None or not m:
+            return 404, {}, b"Not Found"
+        owner, name, rest = m.group(1), m.group(2), m.group(3)
+        auth = headers.get("authorization", "")
+        identity = None
+        if auth.startswith("Basic "):
+            try:
+                login, _, secret = base64.b64decode(auth[6:]).decode().partition(":")
+            except ValueError:
+                login, secret = "", ""
+            with self.lock:
+                identity = self.authenticate(f"Bearer {secret}", f"/repos/{owner}/{name}") if login == "x-access-token" else None
+        with self.lock:
+            self.git_requests.append({"method": method, "path": parts.path, "query": parts.query, "identity": identity or "", "authorization": auth})
+        if identity is None or identity == "forbidden":
+            return 401, {"WWW-Authenticate": 'Basic realm="GitHub"'}, b"Invalid username or token."
+        repo_dir = next((p for p in (self.git_root / owner / name, self.git_root / owner / f"{name}.git") if p.is_dir()), None)
+        if repo_dir is None:
+            return 404, {}, b"Repository not found."
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "GIT_PROJECT_ROOT": str(repo_dir.parent),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "PATH_INFO": f"/{repo_dir.name}{rest}",
+            "QUERY_STRING": parts.query,
+            "REQUEST_METHOD": method,
+            "CONTENT_TYPE": headers.get("content-type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "REMOTE_USER": identity,  # an authenticated user may push (http.receivepack)
+            "REMOTE_ADDR": "127.0.0.1",
+        }
+        if headers.get("content-encoding"):
+            env["HTTP_CONTENT_ENCODING"] = headers["content-encoding"]
+        if headers.get("git-protocol"):
+            env["GIT_PROTOCOL"] = headers["git-protocol"]
+        proc = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True, check=False)
+        head, _, payload = proc.stdout.partition(b"\r\n\r\n")
+        if not _ and b"\n\n" in proc.stdout:
+            head, _, payload = proc.stdout.partition(b"\n\n")
+        status, out_headers = 200, {}
+        for line in head.decode("latin-1").splitlines():
+            key, _, value = line.partition(":")
+            if key.lower() == "status":
+                status = int(value.strip().split()[0])
+            elif key:
+                out_headers[key.strip()] = value.strip()
+        return status, out_headers, payload
+
+    # --- the GitHub App ---------------------------------------------------------------------------
+
+    def verify_jwt(self, auth: str) -> str:
+        """"" when `auth` carries a valid App JWT, else GitHub's message."""
+        import jwt
+
+        if self.app_id is None or not auth.startswith("Bearer "):
+            return "A JSON web token could not be decoded"
+        self.jwts_seen += 1
+        try:
+            claims = jwt.decode(
+                auth[len("Bearer ") :],
+                self.app_public_key,
+                algorithms=["RS256"],
+                options={"require": ["iat", "exp", "iss"], "verify_exp": False, "verify_iat": False},
+            )
+        except jwt.PyJWTError:
+            return "A JSON web token could not be decoded"
+        now = self.clock()
+        if str(claims["iss"]) != str(self.app_id):
+            return "Integration not found"
+        if claims["iat"] > now + 5:
+            return "'Issued at' claim ('iat') must be an Integer representing a time in the past"
+        if claims["exp"] <= now:
+            return "'Expiration time' claim ('exp') must be a numeric value representing the future time at which the assertion expires"
+        if claims["exp"] > now + 600 + 5:
+            return "'Expiration time' claim ('exp') is too far in the future"
+        return ""
+
+    def authenticate(self, auth: str, path: str) -> str | None:
+        """"token", "installation:<id>", "forbidden" (a token of another installation), or
+        None (bad or expired credentials)."""
+        if self.token and auth == f"Bearer {self.token}":
+            return "token"
+        if not auth.startswith(("Bearer ", "token ")):
+            return None
+        info = self.installation_tokens.get(auth.split(" ", 1)[1])
+        if info is None or info["expires_at"] <= self.clock():
+            return None
+        m = re.match(r"/repos/([^/]+/[^/]+)", path)
+        if m and m.group(1).lower() not in self.installations[info["installation"]]["repos"]:
+            return "forbidden"
+        return f"installation:{info['installation']}"
+
+    def route_app(self, method: str, path: str) -> tuple[int, Any, dict[str, str]] | None:
+        if (m := re.fullmatch(r"/app/installations/(\d+)/access_tokens", path)) and method == "POST":
+            installation = int(m.group(1))
+            if installation not in self.installations:
+                return 404, {"message": "Not Found"}, {}
+            import secrets
+
+            token = "ghs_" + secrets.token_urlsafe(27).replace("-", "a").replace("_", "b")[:36]
+            expires_at = int(self.clock()) + self.token_lifetime
+            self.installation_tokens[token] = {"installation": installation, "expires_at": expires_at}
+            return 201, {
+                "token": token,
+                "expires_at": datetime.fromtimestamp(expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "permissions": {"checks": "write", "contents": "write", "issues": "write", "pull_requests": "write", "statuses": "write"},
+                "repository_selection": "selected",
+            }, {}
+        if m := re.fullmatch(r"/repos/([^/]+/[^/]+)/installation", path):
+            for installation, info in self.installations.items():
+                if m.group(1).lower() in info["repos"]:
+                    return 200, {
+                        "id": installation,
+                        "account": user(info["account"], "Organization"),
+                        "app_id": self.app_id,
+                        "app_slug": "tac-x",
+                        "target_type": "Organization",
+                        "repository_selection": "selected",
+                        "access_tokens_url": f"https://api.github.com/app/installations/{installation}/access_tokens",
+                        "repositories_url": "https://api.github.com/installation/repositories",
+                        "html_url": f"https://github.com/organizations/{info['account']}/settings/installations/{installation}",
+                        "permissions": {"checks": "write", "contents": "write", "issues": "write", "pull_requests": "write", "statuses": "write"},
+                        "events": ["issues", "issue_comment", "pull_request", "pull_request_review", "check_run"],
+                        "created_at": github_now(),
+                        "updated_at": github_now(),
+                    }, {}
+            return 404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest/apps/apps#get-a-repository-installation-for-the-authenticated-app"}, {}
+        return None
+
+    # --- checks and statuses ----------------------------------------------------------------------
+
+    def route_checks(self, method: str, full_name: str, rest: str, query: dict, payload: Any) -> tuple[int, Any, dict[str, str]] | None:
+        key = full_name.lower()
+        if rest == "check-runs" and method == "POST":
+            if not self._local.identity.startswith("installation:"):
+                return 403, {"message": "You must authenticate via a GitHub App.", "documentation_url": "https://docs.github.com/rest/checks/runs#create-a-check-run"}, {}
+            if not isinstance(payload, dict) or not payload.get("name") or not re.fullmatch(r"[0-9a-f]{40}", str(payload.get("head_sha", ""))):
+                return 422, {"message": "Validation Failed", "errors": [{"resource": "CheckRun", "code": "invalid", "field": "head_sha"}]}, {}
+            run = {"id": self.next_id(), "head_sha": payload["head_sha"], "name": payload["name"], "status": "queued", "conclusion": None,
+                   "started_at": None, "completed_at": None, "output": {"title": None, "summary": None, "text": None, "annotations_count": 0},
+                   "details_url": None, "external_id": None, "app": {"id": self.app_id, "slug": "tac-x"}, "_repo": key, "history": []}
+            problem = self.apply_check(run, payload)
+            if problem:
+                return 422, {"message": problem}, {}
+            run["html_url"] = f"https://github.com/{full_name}/runs/{run['id']}"
+            self.check_runs[run["id"]] = run
+            return 201, self.public_check(run), {}
+        if (m := re.fullmatch(r"check-runs/(\d+)", rest)) and method == "PATCH":
+            run = self.check_runs.get(int(m.group(1)))
+            if run is None or run["_repo"] != key:
+                return 404, {"message": "Not Found"}, {}
+            if not self._local.identity.startswith("installation:"):
+                return 403, {"message": "You must authenticate via a GitHub App."}, {}
+            problem = self.apply_check(run, payload if isinstance(payload, dict) else {})
+            if problem:
+                return 422, {"message": problem}, {}
+            return 200, self.public_check(run), {}
+        if (m := re.fullmatch(r"commits/([^/]+)/check-runs", rest)) and method == "GET":
+            found = [self.public_check(c) for c in self.check_runs.values() if c["_repo"] == key and c["head_sha"] == m.group(1)]
+            return 200, {"total_count": len(found), "check_runs": found}, {}
+        if (m := re.fullmatch(r"statuses/([0-9a-f]{40})", rest)) and method == "POST":
+            if not isinstance(payload, dict) or payload.get("state") not in ("error", "failure", "pending", "success"):
+                return 422, {"message": "Validation Failed", "errors": [{"resource": "Status", "code": "custom", "field": "state"}]}, {}
+            if len(str(payload.get("description") or "")) > 140:
+                return 422, {"message": "Validation Failed", "errors": [{"resource": "Status", "code": "custom", "field": "description", "message": "description is too long (maximum is 140 characters)"}]}, {}
+            status = {"id": self.next_id(), "state": payload["state"], "description": payload.get("description"), "target_url": payload.get("target_url"),
+                      "context": payload.get("context") or "default", "created_at": github_now(), "updated_at": github_now(),
+                      "creator": user("tacx-bot[bot]", "Bot"), "_repo": key, "_sha": m.group(1)}
+            self.statuses.append(status)
+            return 201, {k: v for k, v in status.items() if not k.startswith("_")}, {}
+        if (m := re.fullmatch(r"commits/([^/]+)/statuses", rest)) and method == "GET":
+            found = [{k: v for k, v in st.items() if not k.startswith("_")} for st in reversed(self.statuses) if st["_repo"] == key and st["_sha"] == m.group(1)]
+            return 200, found, {}
+        if (m := re.fullmatch(r"pulls/(\d+)/reviews", rest)) and method == "GET":
+            return self.paginated(f"/repos/{full_name}/{rest}", list(self.reviews.get((key, int(m.group(1))), [])), query)
+        return None
+
+    @staticmethod
+    def apply_check(run: dict, payload: dict) -> str:
+        for name in ("name", "details_url", "external_id", "started_at", "completed_at"):
+            if name in payload:
+                run[name] = payload[name]
+        if "status" in payload:
+            if payload["status"] not in ("queued", "in_progress", "completed"):
+                return f"Invalid status {payload['status']!r}"
+            run["status"] = payload["status"]
+        if "conclusion" in payload:
+            if payload["conclusion"] not in ("action_required", "cancelled", "failure", "neutral", "success", "skipped", "stale", "timed_out"):
+                return f"Invalid conclusion {payload['conclusion']!r}"
+            run["conclusion"], run["status"] = payload["conclusion"], "completed"
+        if run["status"] == "completed" and not run["conclusion"]:
+            return "Conclusion is required when status is completed"
+        if "output" in payload:
+            output = payload["output"] or {}
+            if not output.get("title") or not output.get("summary"):
+                return "output needs title and summary"
+            if len(output["summary"]) > 65535:
+                return "output.summary is too long (maximum is 65535 characters)"
+            run["output"] = {"title": output["title"], "summary": output["summary"], "text": output.get("text"), "annotations_count": 0}
+        run["history"].append((run["status"], run["conclusion"]))
+        return ""
+
+    @staticmethod
+    def public_check(run: dict) -> dict:
+        return {k: v for k, v in run.items() if not k.startswith("_") and k != "history"}
+
     def route(self, method: str, path: str, query: dict, headers: dict, payload: Any) -> tuple[int, Any, dict[str, str]]:
         if (blob := re.fullmatch(r"/_blob/job-logs/(\d+)", path)) and method == "GET":
             text = self.job_logs.get(int(blob.group(1)))
             return (200, PlainText(text), {}) if text is not None else (404, {"message": "Not Found"}, {})
+        if (answer := self.route_app(method, path)) is not None:
+            return answer
         m = re.fullmatch(r"/repos/([^/]+/[^/]+)/(.*)", path)
         if not m or m.group(1).lower() not in self.repos:
             return 404, {"message": "Not Found"}, {}
         full_name, rest = m.group(1), m.group(2)
         key = full_name.lower()
+        if (answer := self.route_checks(method, full_name, rest, query, payload)) is not None:
+            return answer
         if method == "GET" and rest == "issues":
             return self.list_issues(full_name, query, headers)
         if (mm := re.fullmatch(r"issues/(\d+)/events", rest)) and method == "GET":
@@ -521,22 +824,16 @@ class GitHubStandIn:
         if (mm := re.fullmatch(r"pulls/(\d+)", rest)) and method == "GET":
             pull = self.pulls[key].get(int(mm.group(1)))
             return (200, self.public_pull(pull), {}) if pull else (404, {"message": "Not Found"}, {})
-        if (mm := re.fullmatch(r"pulls/(\d+)/reviews", rest)) and method == "GET":
-            found = [self.public(r) for r in self.reviews.values() if r["_repo"] == key and r["_pull"] == int(mm.group(1))]
-            return self.paginated(f"/repos/{full_name}/{rest}", found, query)
         if (mm := re.fullmatch(r"pulls/(\d+)/reviews/(\d+)", rest)) and method == "GET":
-            review = self.reviews.get(int(mm.group(2)))
+            review = self.review_index.get(int(mm.group(2)))
             if review is None or review["_repo"] != key:
                 return 404, {"message": "Not Found"}, {}
             return 200, self.public(review), {}
         if (mm := re.fullmatch(r"pulls/(\d+)/reviews/(\d+)/comments", rest)) and method == "GET":
             found = [self.public(c) for c in self.review_comments.values() if c["_repo"] == key and c["pull_request_review_id"] == int(mm.group(2))]
             return self.paginated(f"/repos/{full_name}/{rest}", found, query)
-        if (mm := re.fullmatch(r"commits/([0-9a-f]{7,40})/check-runs", rest)) and method == "GET":
-            runs = [self.public(r) for r in self.check_runs.values() if r["_repo"] == key and r["head_sha"] == mm.group(1)]
-            return 200, {"total_count": len(runs), "check_runs": runs}, {}
         if (mm := re.fullmatch(r"commits/([0-9a-f]{7,40})/status", rest)) and method == "GET":
-            statuses = [s for s in self.statuses if s["_repo"] == key and s["sha"] == mm.group(1)]
+            statuses = [s for s in self.statuses if s["_repo"] == key and s["_sha"] == mm.group(1)]
             state = "failure" if any(s["state"] in ("failure", "error") for s in statuses) else "pending" if any(s["state"] == "pending" for s in statuses) else "success"
             return 200, {"state": state, "sha": mm.group(1), "total_count": len(statuses), "statuses": [self.public(s) for s in statuses]}, {}
         if (mm := re.fullmatch(r"actions/jobs/(\d+)/logs", rest)) and method == "GET":
@@ -717,10 +1014,31 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # quiet
         pass
 
-    def _serve(self) -> None:
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
         length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        return self.rfile.read(length) if length else b""
+
+    def _serve(self) -> None:
+        body = self._read_body()
         headers = {k.lower(): v for k, v in self.headers.items()}
+        if self.path.startswith("/git/"):
+            status, extra, raw = self.owner.handle_git(self.command, self.path, headers, body)
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(raw)))
+            for name, value in extra.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(raw)
+            return
         status, data, extra = self.owner.handle(self.command, self.path, headers, body)
         with self.owner.lock:
             extra = {**extra, **self.owner.rate_headers(counted=status != 304)}
@@ -732,6 +1050,8 @@ class _Handler(BaseHTTPRequestHandler):
                     "query": {k: v[-1] for k, v in parse_qs(parts.query).items()},
                     "status": status,
                     "if_none_match": headers.get("if-none-match", ""),
+                    "authorization": headers.get("authorization", ""),
+                    "identity": getattr(self.owner._local, "identity", ""),
                     "time": time.time(),
                 }
             )

@@ -58,8 +58,9 @@ def test_a_session_post_needs_the_csrf_token(alice, local_repository):
     assert "CSRF" in response.json()["error"]["message"]
 
 
-def test_the_schema_and_docs_page_are_served(client, alice):
-    assert client.get("/api/schema/").status_code == 200
+def test_the_schema_and_docs_page_are_served_to_logged_in_users_only(client, alice):
+    assert client.get("/api/schema/").status_code == 401
     assert client.get("/api/docs/").status_code == 302
     client.force_login(alice)
+    assert client.get("/api/schema/").status_code == 200
     assert b'id="api-docs"' in client.get("/api/docs/").content

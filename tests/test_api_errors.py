@@ -62,7 +62,7 @@ def test_a_bad_events_cursor_is_a_400_naming_it(api, local_repository):
     "body,field",
     [
         ({}, "repository"),
-        ({"repository": "sample", "title": "x"}, "issue_number"),
+        ({"repository": "sample", "title": "x", "workflow": "stages: []"}, "workflow"),  # issue_number is optional (local)
         ({"repository": "sample", "issue_number": 1}, "title"),
         ({"repository": "sample", "issue_number": "one", "title": "x"}, "issue_number"),
         ({"repository": "sample", "issue_number": -3, "title": "x"}, "issue_number"),

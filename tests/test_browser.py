@@ -57,33 +57,65 @@ def server(django_db_setup, django_db_blocker, tmp_path_factory):
         yield url
 
 
-@pytest.fixture
-def page(monkeypatch):
+@pytest.fixture(scope="module")
+def chromium():
+    """One browser for the whole module (each test gets its own context: cookies, storage)."""
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API runs an event loop in this thread; the test's ORM calls are still
     # plain synchronous code between its steps.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                "--disable-sync",
-            ],
-        )
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        page = context.new_page()
-        page.set_default_timeout(10_000)
-        yield page
-        context.close()
-        browser.close()
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM,
+                headless=True,
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--no-first-run",
+                    "--disable-sync",
+                ],
+            )
+            yield browser
+            browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+def new_page(chromium, *, width: int = 1400, height: int = 1000):
+    context = chromium.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("dialog", lambda dialog: errors.append(f"dialog: {dialog.message}") or dialog.dismiss())
+    page.js_errors = errors
+    return context, page
+
+
+@pytest.fixture
+def page(chromium):
+    context, page = new_page(chromium)
+    yield page
+    context.close()
+    assert page.js_errors == [], page.js_errors
+
+
+@pytest.fixture
+def phone(chromium):
+    """A 390 × 844 phone (iPhone 12-14 size)."""
+    context, page = new_page(chromium, width=390, height=844)
+    yield page
+    context.close()
+    assert page.js_errors == [], page.js_errors
 
 
 def shot(page, name: str) -> None:
@@ -189,6 +221,194 @@ def test_the_stats_charts_the_workers_and_the_api_docs_render_in_the_browser(ser
 
     page.goto(server + "/api/docs/")
     expect(page.locator("details.operation")).to_have_count(11)  # every operation, approve included
-    page.locator("#tasks_create summary").click()
-    expect(page.locator("#tasks_create")).to_contain_text("issue_number *")
+    page.locator("#tasks_create > summary").click()
+    expect(page.locator("#tasks_create")).to_contain_text("title *")
+    expect(page.locator("#tasks_create")).to_contain_text("issue_number: integer Optional")
+    # Answers list their fields and show an example; bodies too.
+    page.locator("#tasks_create details.example summary", has_text="Example body").click()
+    expect(page.locator("#tasks_create details.example pre").first).to_contain_text('"repository": "string"')
+    page.locator("#tasks_create details.fields summary").first.click()
+    expect(page.locator("#tasks_create details.fields").first).to_contain_text("pr_url")
     shot(page, "12-api-docs")
+
+
+# --- the cockpit (issue 13): markdown, new task, result, failure, live transcript, phone -------
+
+AGENT = str(ROOT / "tests" / "agents" / "scripted_agent.py")
+
+
+def command_workflow() -> str:
+    """Three real command stages (the scripted agent acts on the worktree) and pr_creation."""
+    import yaml
+
+    def stage(name: str, action: str) -> dict:
+        return {"name": name, "provider": "command", "max_attempts": 1, "options": {"argv": [sys.executable, AGENT, action], "format": "claude-stream-json"}}
+
+    return yaml.safe_dump(
+        {"stages": [stage("planning", "plan"), stage("building", "build"), stage("reviewing", "review"), {"name": "pr_creation"}]}
+    )
+
+
+def test_markdown_keeps_angle_brackets_and_never_runs_markup(server, page, transactional_db, alice, local_repository):
+    from playwright.sync_api import expect
+
+    task = testing.task_running(repository=local_repository, issue_number=21)
+    plan = (
+        '# Plan\n\n1. Add `farewell(name)` returning "Goodbye, <name>".\n2. Accept a `List<String>` of names.\n\n'
+        "<script>window.__pwned = true; alert(1)</script>\n\n<img src=x onerror=\"window.__pwned = true\">\n"
+    )
+    testing.attempt_finish(testing.stage_claim(task, "planning"), output_text=plan)
+    testing.stage_claim(task, "building")
+    login(page, server)
+    page.goto(server + f"/tasks/{task.pk}/#documents")
+    plan_box = page.locator("#plan")
+    expect(plan_box).to_contain_text('returning "Goodbye, <name>".')
+    expect(plan_box.locator("code", has_text="List<String>")).to_have_count(1)
+    expect(plan_box).to_contain_text("<script>window.__pwned = true; alert(1)</script>")
+    expect(plan_box).to_contain_text('<img src=x onerror="window.__pwned = true">')
+    assert plan_box.locator("img, script").count() == 0
+    assert page.evaluate("window.__pwned") is None  # and the page fixture saw no alert()
+    shot(page, "20-markdown")
+
+
+def test_a_user_creates_a_task_in_the_ui_and_watches_it_finish_with_its_result(server, page, transactional_db, alice, local_repository, origin_and_clone):
+    from playwright.sync_api import expect
+
+    from pipeline import services
+
+    login(page, server)
+    page.click("#new-task-button")
+    expect(page).to_have_url(server + "/tasks/new/")
+    page.select_option("select[name=repository]", str(local_repository.pk))
+    page.fill("input[name=title]", "Add a farewell")
+    page.fill("textarea[name=body]", "farewell(name) returns 'Goodbye, <name>'.")
+    page.fill("textarea[name=workflow]", command_workflow())
+    shot(page, "21-new-task")
+    page.click("#create-task")
+    task = Task.objects.get(title="Add a farewell")
+    expect(page).to_have_url(server + f"/tasks/{task.pk}/")
+    assert task.issue_number == 1  # none given: the next free number
+    expect(page.locator(".messages")).to_contain_text(f"Task {task.pk} created")
+    expect(page.locator("#task-status")).to_have_text("Running")
+    # While it runs, the page opens on the transcript.
+    expect(page.get_by_role("tab", name="Transcript")).to_have_attribute("aria-selected", "true")
+    page.evaluate("window.__notReloaded = true")
+
+    # The stage runner (this test, in place of a q2 worker) runs the real stages.
+    task = services.task_run_inline(task=task)
+    assert task.status == Task.Status.SUCCEEDED, task.status_reason
+
+    expect(page.locator("#task-status")).to_have_text("Succeeded")
+    result = page.locator("#result")
+    expect(result).to_contain_text("Branch pushed")
+    expect(result.locator("#result-branch")).to_have_text(task.branch)
+    expect(result.locator("#result-origin")).to_have_text(str(origin_and_clone[0]))
+    expect(result.locator("#result-command")).to_contain_text(f"git fetch {origin_and_clone[0]} {task.branch} && git diff")
+    expect(page.locator("#transcript")).to_contain_text("done build")
+    assert page.evaluate("window.__notReloaded") is True
+    shot(page, "22-finished-result")
+
+    # The task list shows the branch in its PR column.
+    page.goto(server + "/")
+    expect(page.locator(f'tr[data-task="{task.pk}"] td.result')).to_have_text(task.branch)
+
+
+def test_the_failure_callout_lists_every_workflow_error_and_the_next_step(server, page, transactional_db, alice, local_repository, origin_and_clone):
+    import yaml
+    from playwright.sync_api import expect
+
+    from pipeline import services
+    from tests.conftest import git
+
+    _, clone = origin_and_clone
+    (clone / ".tac").mkdir()
+    (clone / ".tac" / "workflow.yaml").write_text(
+        yaml.safe_dump({"review_rounds": 0, "stages": [{"name": "planning", "provider": "clod"}, {"name": "building", "timeout": -1}, {"name": "pr_creation"}]})
+    )
+    git(clone, "add", "-A")
+    git(clone, "commit", "-qm", "a broken workflow")
+    task, _ = services.task_create(repository=local_repository, issue_number=5, title="Broken workflow")
+    services.task_dispatch(task=task, enqueue=False)
+    login(page, server)
+    page.goto(server + f"/tasks/{task.pk}/")
+    callout = page.locator("#failure")
+    expect(callout).to_be_visible()
+    expect(callout.locator("h2")).to_have_text("Failed")
+    expect(callout.locator(".reasons li")).to_have_count(3)
+    expect(callout).to_contain_text("review_rounds: must be >= 1, got 0")
+    expect(callout).to_contain_text("stages[0] (planning).provider: unknown provider 'clod'")
+    expect(callout).to_contain_text("stages[1] (building).timeout: must be >= 1, got -1")
+    expect(callout.locator(".next-step")).to_contain_text("Fix these problems in .tac/workflow.yaml")
+    color = callout.evaluate("el => getComputedStyle(el).borderLeftColor")
+    assert color == "rgb(185, 28, 28)", color  # the red of --red
+    expect(page.locator("#retry")).to_be_visible()
+    shot(page, "23-failure-callout")
+
+    # The same file given in the new-task form is refused with every error listed.
+    page.goto(server + "/tasks/new/")
+    page.fill("input[name=title]", "Try it anyway")
+    page.fill("textarea[name=workflow]", (clone / ".tac" / "workflow.yaml").read_text())
+    page.click("#create-task")
+    expect(page.locator("#errors-workflow li")).to_have_count(3)
+
+
+def test_a_running_task_opens_on_its_live_transcript_with_now_doing_a_timer_and_filters(server, page, transactional_db, alice, local_repository):
+    from playwright.sync_api import expect
+
+    task = testing.task_running(repository=local_repository, issue_number=8)
+    planning = testing.stage_claim(task, "planning")
+    testing.events_add(planning, testing.sample_conversation())
+    login(page, server)
+    page.goto(server + f"/tasks/{task.pk}/")
+    tab = page.get_by_role("tab", name="Transcript")
+    expect(tab).to_have_attribute("aria-selected", "true")
+    expect(tab).to_have_attribute("aria-controls", "tab-transcript")
+    expect(page.locator("#tab-transcript")).to_be_visible()
+    expect(page.locator("#tab-documents")).to_be_hidden()
+    expect(page.get_by_role("tabpanel")).to_have_attribute("aria-labelledby", "tab-button-transcript")
+    expect(page.locator("#now-doing")).to_have_text("Write: plan.md")
+    # Usage rows start hidden; tool calls can be hidden too.
+    expect(page.locator("#transcript li.kind-usage")).to_be_hidden()
+    expect(page.locator("#transcript li.kind-tool_call")).to_be_visible()
+    page.locator("#transcript-filters input[value=tool_call]").uncheck()
+    expect(page.locator("#transcript li.kind-tool_call")).to_be_hidden()
+    expect(page.locator("#hidden-count")).to_contain_text("hidden by the filters")
+
+    # The timer ticks and "now doing" follows new events, without a reload.
+    timer = page.locator("#attempt-timer")
+    first = timer.text_content()
+    expect(timer).not_to_have_text(first, timeout=5000)
+    testing.events_add(planning, [("tool_call", {"id": "t2", "name": "Bash", "input": {"command": "pytest -q"}})])
+    expect(page.locator("#now-doing")).to_have_text("Bash: $ pytest -q")
+    expect(page.locator("#transcript li.kind-tool_call").last).to_be_hidden()  # the filter applies to new events
+
+    # Arrow keys move between tabs (WAI-ARIA tabs).
+    tab.focus()
+    page.keyboard.press("ArrowRight")
+    expect(page.get_by_role("tab", name="Workflow")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#tab-workflow")).to_be_visible()
+    shot(page, "24-live-transcript")
+
+
+WIDE_ELEMENTS = "[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 391).slice(0, 8).map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))"
+
+
+def test_every_page_fits_a_390_px_phone_without_horizontal_scrolling(server, phone, transactional_db, alice, local_repository):
+    from playwright.sync_api import expect
+
+    task = testing.task_running(repository=local_repository, issue_number=9, title="A rather long title " * 4)
+    planning = testing.stage_claim(task, "planning")
+    testing.events_add(planning, testing.sample_conversation())
+    testing.events_add(planning, [("tool_call", {"id": "t3", "name": "Bash", "input": {"command": "x" * 300}})])
+    testing.attempt_finish(planning, output_text="# Plan\n\n" + "a_very_long_identifier_without_spaces_" * 8)
+    testing.stage_claim(task, "building")
+    login(phone, server)
+    for path, name in [("/", "tasks"), (f"/tasks/{task.pk}/", "task"), (f"/tasks/{task.pk}/#documents", "documents"), ("/stats/", "stats"),
+                       ("/workers/", "workers"), ("/tasks/new/", "new-task"), ("/api/docs/", "api-docs"), ("/no/such/page/", "404")]:
+        phone.goto(server + path)
+        expect(phone.locator("main")).to_be_visible()
+        width = phone.evaluate("document.documentElement.scrollWidth")
+        if width > 390:
+            print(path, phone.evaluate(WIDE_ELEMENTS))
+        assert width <= 390, f"{path} is {width} px wide on a 390 px phone"
+        shot(phone, f"30-phone-{name}")

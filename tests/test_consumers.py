@@ -35,7 +35,7 @@ def task(local_repository):
 
 
 def socket(path: str, *, session: str | None = None, origin: bytes | None = b"http://testserver") -> WebsocketCommunicator:
-    headers = []
+    headers = [(b"host", b"testserver")]
     if origin:
         headers.append((b"origin", origin))
     if session:

@@ -28,7 +28,7 @@ def test_the_demo_runs_a_task_through_every_stage_on_the_whole_stack(tmp_path):
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=120)
     proc = subprocess.run(
-        [*manage, "demo", "--exit-when-done", "--port", str(free_port())],
+        [*manage, "demo", "--exit-when-done", "--pace", "0", "--port", str(free_port())],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
     )
     out = proc.stdout
@@ -37,9 +37,12 @@ def test_the_demo_runs_a_task_through_every_stage_on_the_whole_stack(tmp_path):
     for stage in ("planning", "building", "reviewing", "pr_creation"):
         assert f"  {stage}" in out and "succeeded" in out
     assert "Task 1 succeeded" in out
+    password = out.split("Admin login created: admin / ")[1].split()[0]
+    assert f"as admin / {password}" in out.split("Task 1 succeeded")[1]  # the login again, at the end
+    assert "GET /" not in out + proc.stderr  # no access log by default
     # A second run reuses the admin and does not print a password again.
     again = subprocess.run(
-        [*manage, "demo", "--exit-when-done", "--port", str(free_port())],
+        [*manage, "demo", "--exit-when-done", "--pace", "0", "--port", str(free_port())],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
     )
     assert again.returncode == 0, again.stdout[-3000:]

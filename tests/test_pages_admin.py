@@ -27,3 +27,31 @@ def test_the_task_admin_shows_stages_and_attempts_inline(admin_client, local_rep
 @pytest.mark.parametrize("model", ["success", "failure", "schedule", "ormq"])
 def test_django_q2_admin_pages_are_there(admin_client, model):
     assert admin_client.get(f"/admin/django_q/{model}/").status_code == 200
+
+
+def test_a_finished_task_is_read_only_in_the_admin_and_its_actions_still_work(admin_client, local_repository):
+    from pipeline import services
+    from pipeline.models import Task
+
+    task = testing.task_running(repository=local_repository, issue_number=4)
+    services.task_cancel(task=task, reason="test")
+    html = admin_client.get(f"/admin/pipeline/task/{task.pk}/change/").content.decode()
+    assert 'name="_save"' not in html and 'name="title"' not in html  # no form to save
+    response = admin_client.post(f"/admin/pipeline/task/{task.pk}/change/", {"title": "changed"})
+    assert response.status_code == 403
+    admin_client.post("/admin/pipeline/task/", {"action": "retry_tasks", "_selected_action": [task.pk]})
+    assert Task.objects.get(pk=task.pk).status == Task.Status.RUNNING
+
+
+def test_adding_a_task_in_the_admin_asks_only_for_the_issue(admin_client, local_repository):
+    from pipeline.models import Task
+
+    html = admin_client.get("/admin/pipeline/task/add/").content.decode()
+    assert 'name="title"' in html and 'name="issue_number"' in html
+    assert 'name="status"' not in html and 'name="worktree_path"' not in html and 'name="pr_url"' not in html
+    response = admin_client.post(
+        "/admin/pipeline/task/add/", {"repository": local_repository.pk, "issue_number": 8, "title": "From the admin", "body": ""}
+    )
+    assert response.status_code == 302
+    task = Task.objects.get(issue_number=8)
+    assert task.trigger_source == "admin" and task.triggered_by == "root" and task.status == Task.Status.QUEUED

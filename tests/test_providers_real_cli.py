@@ -108,7 +108,7 @@ def test_claude_code_gets_the_prompt_intact_and_its_stream_parses(echo_server, t
 
 
 def test_codex_gets_the_prompt_intact_through_the_custom_model_provider(echo_server, tmp_path):
-    invocation = Invocation(prompt=PROMPT, cwd=str(tmp_path), model="gpt-5", options={"base_url": f"{echo_server}/v1", "sandbox": "workspace-write"})
+    invocation = Invocation(prompt=PROMPT, cwd=str(tmp_path), model="gpt-5", options={"base_url": f"{echo_server}/v1", "sandbox": "danger-full-access"})
 
     outcome, events = run("codex", invocation, {**os.environ, "TACX_MODEL_API_KEY": "test-key"})
 

@@ -91,3 +91,14 @@ def test_a_check_on_a_commit_that_is_not_the_head_any_more_is_ignored(client, pr
     from coordinator.models import WebhookDelivery
 
     assert WebhookDelivery.objects.get(delivery_id="stale").result.startswith("ignored: abababa is no longer the head of the pull request")
+
+
+def test_tacx_own_stage_checks_never_start_a_ci_fix_round(client, pr, standin):  # noqa: F811
+    repo, coordinator, task = pr
+    head = branch_head(repo.clone_url, task.branch)
+    run = standin.add_check_run("octo/sample", head, name="TAC-X / reviewing", conclusion="failure", app="tac-x")
+    body = standin.webhook("check_run.completed", "octo/sample", sender="tac-x[bot]", check_run=run)
+    assert post(client, "check_run", body, delivery="own").content == b"ignored: TAC-X's own activity"
+    coordinator.conversations._last.clear()
+    drive(coordinator)  # the poller sees it too
+    assert not Round.objects.exists()

@@ -55,7 +55,7 @@ def test_a_review_round_resumes_the_claude_session_and_pushes_to_the_same_pull_r
         assert first_build.session_id
         head = branch_head(origin, task.branch)
 
-        review = standin.add_review("octo/sample", task.pr_number, author="mo", body="Almost.", comments=(("greeter.py", 2, "Greetings need a comma: 'Hello, Ada'."),))
+        review = standin.submit_review("octo/sample", task.pr_number, author="mo", body="Almost.", comments=(("greeter.py", 2, "Greetings need a comma: 'Hello, Ada'."),))
         from rounds_helpers import deliver
 
         assert deliver(client, standin, "pull_request_review.submitted", delivery="rv", sender="mo", number=task.pr_number, review_id=review["id"]).status_code == 202

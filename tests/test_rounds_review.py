@@ -17,7 +17,7 @@ def reviewed(make_repo, standin):  # noqa: F811
     repo = make_repo()
     coordinator = coordinator_for(standin)
     task = task_with_pull_request(standin, coordinator)
-    review = standin.add_review(
+    review = standin.submit_review(
         "octo/sample",
         task.pr_number,
         author="alice",
@@ -125,7 +125,7 @@ def test_a_round_gets_its_own_review_rounds(client, make_repo, standin):  # noqa
     make_repo(reviewer="import sys; print('VERDICT: REQUEST_CHANGES' if 'follow-up' in sys.argv[1] else 'VERDICT: APPROVE')")
     coordinator = coordinator_for(standin)
     task = task_with_pull_request(standin, coordinator)
-    review = standin.add_review("octo/sample", task.pr_number, author="alice", body="Change it.")
+    review = standin.submit_review("octo/sample", task.pr_number, author="alice", body="Change it.")
     deliver(client, standin, "pull_request_review.submitted", delivery="r-9", sender="alice", number=task.pr_number, review_id=review["id"])
     drive(coordinator)
     (round_,) = Round.objects.filter(task=task)

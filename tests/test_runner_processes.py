@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ import yaml
 from pipeline import services
 from pipeline.agent_process import group_alive
 from pipeline.models import AgentEvent, StageResult, Task
-from tests.conftest import git
+from tests.conftest import git, processes_matching
 
 AGENT = str(Path(__file__).parent / "agents" / "scripted_agent.py")
 
@@ -78,8 +79,8 @@ def test_a_successful_pipeline_records_every_stage_and_pushes_the_branch(local_r
 
 @pytest.mark.django_db(transaction=True)
 def test_a_hanging_agent_is_killed_at_its_timeout_with_its_whole_process_group(local_repository, clone, tmp_path):
-    pgid_file = tmp_path / "pgid"
-    commit_workflow(clone, [command_stage("planning", "hang", str(pgid_file), timeout=2), {"name": "pr_creation"}])
+    tag = f"hang-{uuid.uuid4().hex}"
+    commit_workflow(clone, [command_stage("planning", "hang", tag, timeout=2), {"name": "pr_creation"}])
     started = time.monotonic()
     task = run(local_repository)
     elapsed = time.monotonic() - started
@@ -87,8 +88,9 @@ def test_a_hanging_agent_is_killed_at_its_timeout_with_its_whole_process_group(l
     assert result.outcome == StageResult.Outcome.TIMED_OUT
     assert result.error == "timed out after 2 s"
     assert task.status == Task.Status.FAILED and "timed out after 2 s" in task.status_reason
-    pgid = int(pgid_file.read_text())
-    assert not group_alive(pgid), "a process of the agent's group survived"
+    assert AgentEvent.objects.filter(result=result, kind="system", data__subtype="hanging").exists()
+    assert not group_alive(result.worker.pgid), "a process of the agent's group survived"
+    assert processes_matching(tag) == [], "a process the agent started survived"
     assert elapsed < 20
 
 
@@ -155,11 +157,10 @@ def test_the_agent_never_sees_the_forge_token_and_transcripts_are_redacted(local
     monkeypatch.setenv("GITHUB_TOKEN", secret)
     monkeypatch.setenv("GITHUB_WEBHOOK_SECRET", "hook-secret-value-123")
     redaction.refresh_literal_secrets()
-    env_file = tmp_path / "env.json"
-    commit_workflow(clone, [command_stage("planning", "env", str(env_file), fmt="text")])
+    commit_workflow(clone, [command_stage("planning", "env", "env.json", fmt="text")])
     task = run(local_repository)
     assert StageResult.objects.get(task=task).success
-    env = json.loads(env_file.read_text())
+    env = json.loads((Path(task.worktree_path) / "env.json").read_text())
     assert "GITHUB_TOKEN" not in env and "GITHUB_WEBHOOK_SECRET" not in env
     assert secret not in json.dumps(env)
     stored = json.dumps(list(AgentEvent.objects.filter(task=task).values_list("data", flat=True)))
@@ -172,15 +173,15 @@ def test_cancelling_a_running_task_kills_its_agent_and_records_the_attempt(local
 
     from django.db import connection
 
-    pgid_file = tmp_path / "pgid"
-    commit_workflow(clone, [command_stage("planning", "hang", str(pgid_file), timeout=60), {"name": "pr_creation"}])
+    tag = f"hang-{uuid.uuid4().hex}"
+    commit_workflow(clone, [command_stage("planning", "hang", tag, timeout=60), {"name": "pr_creation"}])
     task, _ = services.task_create(repository=local_repository, issue_number=9, title="Hang", trigger_source="cli")
     services.task_dispatch(task=task, enqueue=False)
 
     def cancel_when_started() -> None:
         try:
             for _ in range(100):
-                if pgid_file.exists():
+                if len(processes_matching(tag)) >= 2:  # the agent and its child run
                     break
                 time.sleep(0.1)
             services.task_cancel(task=Task.objects.get(pk=task.pk), reason="cancelled by a test")
@@ -197,4 +198,5 @@ def test_cancelling_a_running_task_kills_its_agent_and_records_the_attempt(local
     assert result.outcome == StageResult.Outcome.CANCELLED and "cancelled" in result.error
     assert task.status == Task.Status.CANCELLED
     assert [s.status for s in task.stages.order_by("position")] == ["cancelled", "cancelled"]
-    assert not group_alive(int(pgid_file.read_text()))
+    assert not group_alive(result.worker.pgid)
+    assert processes_matching(tag) == []

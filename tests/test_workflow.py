@@ -75,3 +75,39 @@ def test_an_invalid_file_names_the_file_the_field_and_the_problem(text, expected
 def test_invalid_yaml_reports_the_line():
     with pytest.raises(WorkflowError, match=r"line 3, column \d+: invalid YAML"):
         load_workflow_text("stages:\n  - name: planning\n  provider: [unclosed\n")
+
+
+def test_every_problem_of_a_file_is_reported_at_once():
+    text = (
+        "review_rounds: 0\n"
+        "colour: blue\n"
+        "stages:\n"
+        "  - name: planning\n    provider: clod\n"
+        "  - name: building\n    timeout: -1\n    max_turns: many\n"
+        "  - name: reviewing\n    prompt: 'Do {isue_title}'\n"
+        "  - name: pr_creation\n"
+    )
+    with pytest.raises(WorkflowError) as exc:
+        load_workflow_text(text)
+    errors = exc.value.errors
+    assert errors == [
+        ".tac/workflow.yaml: colour: unknown key (allowed: approval, approval_skip_label, budget, defaults, hooks, max_ci_fix_attempts, "
+        "max_followup_rounds, mention, network, resume_session, review_rounds, setup_env, stages, test_command, version)",
+        ".tac/workflow.yaml: review_rounds: must be >= 1, got 0",
+        ".tac/workflow.yaml: stages[0] (planning).provider: unknown provider 'clod' (known: claude, codex, gemini, command)",
+        ".tac/workflow.yaml: stages[1] (building).timeout: must be >= 1, got -1",
+        ".tac/workflow.yaml: stages[1] (building).max_turns: must be an integer, got str 'many'",
+        ".tac/workflow.yaml: stages[2] (reviewing).prompt: unknown placeholder {isue_title} (known: branch, followup, issue_body, "
+        "issue_number, issue_title, plan, repository, review_feedback, round, stage, test_result, worktree)",
+    ]
+    assert str(exc.value) == "\n".join(errors)
+
+
+def test_the_round_keys_are_validated_and_kept_in_the_snapshot():
+    wf = load_workflow_text("approval: plan\nmax_followup_rounds: 2\nmax_ci_fix_attempts: 1\nmention: '@helper'\nresume_session: false\n")
+    again = type(wf).from_json(wf.to_json())
+    assert (again.approval, again.max_followup_rounds, again.max_ci_fix_attempts, again.mention, again.resume_session) == ("plan", 2, 1, "@helper", False)
+    assert load_workflow_text(None).approval == "none" and load_workflow_text(None).max_ci_fix_attempts == 3
+    with pytest.raises(WorkflowError) as exc:
+        load_workflow_text("approval: always\nmention: tacx\nresume_session: maybe\nmax_ci_fix_attempts: -1\n")
+    assert [e.split(": ", 2)[1] for e in exc.value.errors] == ["approval", "max_ci_fix_attempts", "mention", "resume_session"]

@@ -44,9 +44,16 @@ class TaskListQuery(serializers.Serializer):
 
 class TaskCreateIn(serializers.Serializer):
     repository = serializers.CharField(max_length=200, help_text="Id or name of a local repository")
-    issue_number = serializers.IntegerField(min_value=1, max_value=MAX_INT)
+    issue_number = serializers.IntegerField(
+        min_value=1, max_value=MAX_INT, required=False, allow_null=True, default=None,
+        help_text="Optional: without it the task gets the repository's next free number",
+    )
     title = serializers.CharField(max_length=500)
     body = serializers.CharField(required=False, allow_blank=True, default="", max_length=200_000)
+    workflow = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=100_000,
+        help_text="Optional workflow YAML used instead of the repository's .tac/workflow.yaml (validated first)",
+    )
     start = serializers.BooleanField(required=False, default=False, help_text="Dispatch now instead of waiting for the coordinator")
 
 
@@ -150,6 +157,9 @@ class AttemptOut(serializers.ModelSerializer):
             "exit_code",
             "error",
             "verdict",
+            "tests_status",
+            "tests_exit_code",
+            "tests_duration",
             "provider",
             "model",
             "cli_version",
@@ -297,6 +307,7 @@ class RateOut(serializers.Serializer):
     key = serializers.CharField()
     attempts = serializers.IntegerField()
     succeeded = serializers.IntegerField()
+    cancelled = serializers.IntegerField(help_text="Attempts ended by a cancel: not counted in `attempts` or the rate")
     rate = serializers.FloatField(allow_null=True)
 
 
@@ -316,6 +327,8 @@ class StatsOut(serializers.Serializer):
     per_day = DayOut(many=True)
     tasks_by_status = serializers.DictField(child=serializers.IntegerField())
     median_trigger_to_pr_seconds = serializers.FloatField(allow_null=True)
+    results = serializers.IntegerField(help_text="Tasks that delivered: pull requests plus branches pushed to a local origin")
     pull_requests = serializers.IntegerField()
+    branches = serializers.IntegerField(help_text="Local repositories: branches pushed to their origin")
     total_tokens = serializers.IntegerField()
     total_cost_usd = serializers.DecimalField(max_digits=14, decimal_places=6)

@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from pipeline import services
 from pipeline.models import AgentEvent, Repository
+from pipeline.workflow import WorkflowError
 
 from .. import selectors, stats, streams
 from . import serializers as s
@@ -22,7 +23,7 @@ from .errors import Conflict
 ERRORS = {
     400: OpenApiResponse(s.ErrorOut, description="Bad input; `field` names the parameter"),
     401: OpenApiResponse(s.ErrorOut, description="Not authenticated"),
-    403: OpenApiResponse(s.ErrorOut, description="Not allowed"),
+    403: OpenApiResponse(s.ErrorOut, description="Not allowed: the user lacks the operation's permission"),
 }
 NOT_FOUND = {404: OpenApiResponse(s.ErrorOut, description="No task with this id")}
 CONFLICT = {409: OpenApiResponse(s.ErrorOut, description="The task's state does not allow this")}
@@ -60,6 +61,8 @@ class TaskListApi(APIView):
 
 
 class TaskCreateApi(APIView):
+    required_permission = "pipeline.add_task"
+
     @extend_schema(
         operation_id="tasks_create",
         request=s.TaskCreateIn,
@@ -78,16 +81,21 @@ class TaskCreateApi(APIView):
             raise ValidationError({"repository": [f"no repository {args['repository']!r}"]})
         if repository.kind != Repository.Kind.LOCAL:
             raise ValidationError({"repository": ["tasks of GitHub repositories start from their issues; pick a local repository"]})
-        task, created = services.task_create(
-            repository=repository,
-            issue_number=args["issue_number"],
-            title=args["title"],
-            body=args["body"],
-            triggered_by=request.user.get_username(),
-            trigger_source="api",
-        )
-        if args["start"] and created:
-            services.task_dispatch(task=task)
+        try:
+            task, created = services.task_submit(
+                repository=repository,
+                issue_number=args["issue_number"],
+                title=args["title"],
+                body=args["body"],
+                workflow_text=args["workflow"],
+                triggered_by=request.user.get_username(),
+                trigger_source="api",
+                start=args["start"],
+            )
+        except WorkflowError as exc:
+            raise ValidationError({"workflow": [str(exc)]}) from None
+        except ValueError as exc:
+            raise ValidationError({"title": [str(exc)]}) from None
         task = selectors.task_get(task.pk)
         task.stage_list = selectors.task_stages(task)
         headers = {"Location": reverse("api:task-detail", args=[task.pk])}
@@ -103,6 +111,8 @@ class TaskDetailApi(APIView):
 
 
 class TaskRetryApi(APIView):
+    required_permission = "pipeline.retry_task"
+
     @extend_schema(operation_id="tasks_retry", request=None, responses={200: s.TaskDetailOut, **ERRORS, **NOT_FOUND, **CONFLICT})
     def post(self, request: Request, task_id: int) -> Response:
         task = selectors.task_get(task_id)
@@ -116,6 +126,8 @@ class TaskRetryApi(APIView):
 
 
 class TaskCancelApi(APIView):
+    required_permission = "pipeline.cancel_task"
+
     @extend_schema(operation_id="tasks_cancel", request=None, responses={200: s.TaskDetailOut, **ERRORS, **NOT_FOUND, **CONFLICT})
     def post(self, request: Request, task_id: int) -> Response:
         task = selectors.task_get(task_id)
@@ -128,6 +140,8 @@ class TaskCancelApi(APIView):
 
 class TaskApproveApi(APIView):
     """Approve the plan of a task awaiting approval (workflow `approval: plan`)."""
+
+    required_permission = "pipeline.approve_task"
 
     @extend_schema(operation_id="tasks_approve", request=None, responses={200: s.TaskDetailOut, **ERRORS, **NOT_FOUND, **CONFLICT})
     def post(self, request: Request, task_id: int) -> Response:

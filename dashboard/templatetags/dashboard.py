@@ -66,3 +66,18 @@ def add_numbers(a, b):
 @register.filter
 def older_than(moment: datetime | None, seconds: float) -> bool:
     return moment is not None and (timezone.now() - moment).total_seconds() > float(seconds)
+
+
+@register.filter
+def event_summary(event) -> str:
+    """The "now doing" line of an agent event (tool call or message)."""
+    return rendering.event_summary(event.kind, event.data)
+
+
+@register.filter
+def counted_attempts(stage) -> int:
+    """Attempts that count against the limit: a cancelled one does not."""
+    results = getattr(stage, "attempt_list", None)
+    if results is None:
+        return stage.attempts
+    return sum(1 for r in results if r.outcome != "cancelled")

@@ -168,15 +168,16 @@ def codex_argv(
     prompt: str,
     *,
     model: str = "gpt-5",
-    sandbox: str = "workspace-write",
+    sandbox: str = "danger-full-access",
     fail_fast: bool = False,
     binary: Path | str = CODEX_BIN,
 ) -> list[str]:
     """``codex exec --json`` argv against ``server``, working in ``workdir``.
 
-    ``workspace-write`` lets commands write the worktree but mounts ``.git`` read-only (a
-    ``git commit`` fails with "Read-only file system"); use ``danger-full-access`` for stages
-    whose agent must commit.
+    The default is ``danger-full-access``: codex's own ``workspace-write`` sandbox depends on the
+    machine (with Debian's bubblewrap on PATH and a CODEX_HOME under a temporary directory,
+    codex 0.169 runs no shell command at all and still exits 0), and TAC-X runs codex inside
+    its own sandbox with ``danger-full-access`` anyway.
     """
     argv = [
         str(binary),

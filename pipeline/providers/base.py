@@ -22,6 +22,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, ClassVar
 
 OUTPUT_LIMIT = 20_000  # characters kept of one tool output / raw line / long tool-input string
@@ -52,6 +53,9 @@ class Invocation:
     # A session of this CLI to continue instead of starting cold ("" = cold); only set when
     # `Provider.can_resume` said yes.
     resume_session: str = ""
+    # True when TAC-X's own sandbox contains the agent: a CLI with a sandbox of its own must not
+    # nest it (codex runs with danger-full-access inside ours).
+    sandboxed: bool = False
 
 
 @dataclass
@@ -339,6 +343,22 @@ def agent_environment(provider: Provider, inv: Invocation, base_env: Mapping[str
 
 
 # -- the provider base class -----------------------------------------------------------------------
+# Linux refuses to exec an argv with one argument over MAX_ARG_STRLEN (128 KiB) or all of them
+# (with the environment) over ARG_MAX: "Argument list too long". A prompt this long (a 50,000
+# character CJK issue body is 150 KB) goes to the agent on stdin instead. Inside the agent sandbox
+# the whole command line is one `bash -c` argument, shell-quoted twice (TAC-X's sandbox server,
+# then srt's wrapper), so the prompt is measured as it is after two rounds of quoting: a body
+# made of quotes grows about tenfold.
+PROMPT_ARG_LIMIT = 100_000  # bytes
+
+
+def prompt_too_long_for_argv(prompt: str) -> bool:
+    import shlex
+
+    quoted = shlex.quote(shlex.quote(prompt))
+    return len(quoted.encode("utf-8", "surrogatepass")) > PROMPT_ARG_LIMIT
+
+
 class Provider:
     """One agent CLI: argv, environment and parser. Subclasses set the three class attributes."""
 
@@ -357,10 +377,11 @@ class Provider:
                 return env[name]
         return self.default_api_url
 
-    def prepare_home(self, home: str, inv: Invocation, env: Mapping[str, str]) -> None:
+    def prepare_home(self, home: str, inv: Invocation, env: dict[str, str]) -> None:
         """Write the CLI's own configuration into the attempt's private, empty ``home`` (the
         agent's HOME inside the sandbox): settings that make it run headless, offline-safe and
-        without prompts. Default: nothing."""
+        without prompts. May adjust ``env`` (the agent's environment) to point into ``home``.
+        Default: nothing."""
 
     def build_command(self, inv: Invocation) -> list[str]:
         """The argv list for one attempt (never a shell string); argv[0] is an absolute path."""
@@ -371,9 +392,25 @@ class Provider:
         session is on this machine). Default: no; the round starts cold."""
         return False
 
+    def session_globs(self, session_id: str) -> tuple[str, ...]:
+        """Where this CLI keeps a session's files, as globs relative to HOME (kept between
+        attempts by `pipeline.sessions`). Default: none."""
+        return ()
+
+    def session_targets(self, rel: Path, *, cwd: str) -> tuple[Path, ...]:
+        """Where a kept session file goes in a new HOME (relative) for the CLI to find it when
+        run from `cwd`. Default: where it was."""
+        return (rel,)
+
     def environment(self, inv: Invocation) -> dict[str, str]:
         """Variables this provider sets for the agent (on top of the scrubbed environment)."""
         return {}
+
+    def stdin_data(self, inv: Invocation) -> bytes | None:
+        """What the agent reads on stdin (None: an empty stdin). Providers whose CLI reads the
+        prompt from stdin return it when it is too long for an argument, and leave it out of
+        ``build_command`` then."""
+        return None
 
     def parser(self, inv: Invocation | None = None) -> StreamParser:
         """A fresh parser for one attempt. ``inv`` lets it know the requested model (for pricing

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from .base import (
     as_dict,
     as_int,
     exit_sentence,
+    prompt_too_long_for_argv,
     raw_event,
     resolve_executable,
     tacx_setting,
@@ -49,6 +51,7 @@ CONFIG_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
 # No plugin-catalogue sync (github.com, chatgpt.com) and no analytics (ab.chatgpt.com): off-box
 # calls an agent stage does not need (found with strace, see pipeline.modelserver). Stage
 # options come later on the command line and can turn them back on.
+HELPERS_MISSING = "could not create PATH aliases"
 QUIET_CONFIG = ("-c", "features.plugins=false", "-c", "analytics.enabled=false")
 
 
@@ -73,6 +76,9 @@ class CodexStreamParser(StreamParser):
         self.turn_completed = False
         self.turn_failed = ""
         self.last_error = ""
+        self.commands_seen = 0
+        self.commands_open: dict[str, str] = {}  # command items started but not completed
+        self.commands_refused: list[str] = []  # command items codex's own sandbox did not run
 
     def handle(self, obj: dict) -> list[Event] | None:
         kind = obj["type"]
@@ -117,6 +123,16 @@ class CodexStreamParser(StreamParser):
         if item_id not in self.started and kind != "item.updated":
             self.started.add(item_id)
             events.append(Event("tool_call", {"id": item_id, **call}))
+        if itype == "command_execution":
+            if item_id not in self.commands_open:
+                self.commands_seen += 1
+            command = str(item.get("command") or "")[:200]
+            if not done:
+                self.commands_open[item_id] = command
+            else:
+                self.commands_open.pop(item_id, None)
+                if str(item.get("status") or "") == "declined" or (item.get("exit_code") is None and str(item.get("status") or "") == "failed"):
+                    self.commands_refused.append(command)
         if done:
             result = self.tool_result(itype, item)
             if result is not None:
@@ -158,6 +174,12 @@ class CodexStreamParser(StreamParser):
             texts = [str(as_dict(c).get("text", "")) for c in content if isinstance(c, dict)]
             return {"output": truncate(str(error) if error else "\n".join(texts)), "is_error": failed or bool(error)}
         return None
+
+    def own_sandbox(self) -> bool:
+        """Whether codex ran its own sandbox (it does unless told danger-full-access)."""
+        if self.inv is None:
+            return True
+        return not self.inv.sandboxed and self.inv.options.get("sandbox") != "danger-full-access"
 
     def on_turn_completed(self, obj: dict) -> list[Event]:
         usage = as_dict(obj.get("usage"))
@@ -207,6 +229,21 @@ class CodexStreamParser(StreamParser):
         if exit_code == 2:  # clap rejected the argv: the same argv will be rejected again
             return self.outcome(exit_sentence(exit_code, what=" (bad command line)", stderr_tail=stderr_tail), permanent=True)
         if self.turn_completed and exit_code == 0:
+            # Codex exits 0 even when its own sandbox kept a command from running: a command
+            # that never ran is a failed attempt, not a success with nothing done.
+            if self.commands_refused:
+                return self.outcome(f"a shell command never ran (codex's sandbox refused it): {self.commands_refused[0]}")
+            if self.commands_open:
+                return self.outcome(f"a shell command never finished: {next(iter(self.commands_open.values()))}")
+            if HELPERS_MISSING in stderr_tail and not self.commands_seen and self.own_sandbox():
+                # Measured with codex 0.169: when it cannot install its sandbox helpers (a
+                # CODEX_HOME under a temporary directory, with bubblewrap on PATH) it runs no
+                # shell command at all, says nothing in its stream, and exits 0.
+                return self.outcome(
+                    "codex could not set up its own sandbox and ran no shell command (it warned: "
+                    f"{HELPERS_MISSING}); run it inside TAC-X's sandbox (the default) or with sandbox: danger-full-access",
+                    permanent=True,
+                )
             return self.outcome()
         what = " after completing its turn" if self.turn_completed else " without completing a turn"
         if self.last_error:
@@ -258,6 +295,8 @@ class CodexProvider(Provider):
     name = "codex"
     executable = "codex"
     passthrough_env = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CODEX_API_KEY", "CODEX_HOME", MODEL_API_KEY_ENV)
+    base_url_env = ("OPENAI_BASE_URL",)
+    default_api_url = "https://api.openai.com"
 
     def build_command(self, inv: Invocation) -> list[str]:
         """``codex exec --json --skip-git-repo-check -C CWD [-m M] [--sandbox S] QUIET_CONFIG
@@ -273,15 +312,26 @@ class CodexProvider(Provider):
             argv = [resolve_executable(self.executable), "exec", "resume", "--json", "--skip-git-repo-check"]
             if inv.model:
                 argv += ["-m", inv.model]
-            if sandbox:
-                argv += ["-c", f"sandbox_mode={toml_value(str(sandbox))}"]
-            return [*argv, *QUIET_CONFIG, *config_args(inv.options), *inv.extra_args, "--", inv.resume_session, inv.prompt]
+            if inv.sandboxed or sandbox:
+                argv += ["-c", f"sandbox_mode={toml_value('danger-full-access' if inv.sandboxed else str(sandbox))}"]
+            prompt = "-" if prompt_too_long_for_argv(inv.prompt) else inv.prompt
+            return [*argv, *QUIET_CONFIG, *config_args(inv.options), *inv.extra_args, "--", inv.resume_session, prompt]
         argv = [resolve_executable(self.executable), "exec", "--json", "--skip-git-repo-check", "-C", inv.cwd]
         if inv.model:
             argv += ["-m", inv.model]
-        if sandbox:
+        if inv.sandboxed:
+            # Inside TAC-X's sandbox codex must not start its own: nested bubblewrap fails, and
+            # codex 0.169's workspace-write with Debian's bwrap on PATH runs no command at all
+            # while still exiting 0. TAC-X's sandbox is the boundary.
+            argv += ["--sandbox", "danger-full-access"]
+        elif sandbox:
             argv += ["--sandbox", str(sandbox)]
-        return [*argv, *QUIET_CONFIG, *config_args(inv.options), *inv.extra_args, "--", inv.prompt]
+        # `-` as the prompt: codex reads it from stdin (a prompt too long for an argument).
+        prompt = "-" if prompt_too_long_for_argv(inv.prompt) else inv.prompt
+        return [*argv, *QUIET_CONFIG, *config_args(inv.options), *inv.extra_args, "--", prompt]
+
+    def stdin_data(self, inv: Invocation) -> bytes | None:
+        return inv.prompt.encode("utf-8") if prompt_too_long_for_argv(inv.prompt) else None
 
     def can_resume(self, session_id: str, *, cwd: str, env: Mapping[str, str] | None = None) -> bool:
         """Codex keeps each thread as `$CODEX_HOME/sessions/YYYY/MM/DD/rollout-…-<id>.jsonl`;
@@ -292,6 +342,10 @@ class CodexProvider(Provider):
         home = Path(source.get("CODEX_HOME") or Path(source.get("HOME") or Path.home()) / ".codex")
         return any((home / "sessions").glob(f"*/*/*/rollout-*-{session_id}.jsonl"))
 
+    def session_globs(self, session_id: str) -> tuple[str, ...]:
+        # prepare_home makes HOME/.codex the attempt's CODEX_HOME.
+        return (f".codex/sessions/*/*/*/rollout-*-{session_id}.jsonl",) if re.fullmatch(r"[0-9a-fA-F-]{8,64}", session_id or "") else ()
+
     def environment(self, inv: Invocation) -> dict[str, str]:
         """Option ``codex_home`` becomes ``CODEX_HOME`` (Codex's config, auth and session files).
         The directory is created if missing: codex 0.169 exits 1 on a ``CODEX_HOME`` that does
@@ -300,6 +354,19 @@ class CodexProvider(Provider):
         if home:
             os.makedirs(home, exist_ok=True)
         return {"CODEX_HOME": home} if inv.options.get("codex_home") else {}
+
+    def prepare_home(self, home: str, inv: Invocation, env: dict[str, str]) -> None:
+        """Codex keeps config, auth and sessions in ``CODEX_HOME``: a private one inside the
+        attempt's HOME, seeded with ``auth.json`` and ``config.toml`` of the configured one (a
+        ChatGPT login keeps working; sessions of other attempts stay out of reach)."""
+        private = os.path.join(home, ".codex")
+        os.makedirs(private, exist_ok=True)
+        source = env.get("CODEX_HOME") or ""
+        for name in ("auth.json", "config.toml"):
+            path = os.path.join(source, name)
+            if source and os.path.isfile(path):
+                shutil.copyfile(path, os.path.join(private, name))
+        env["CODEX_HOME"] = private
 
     def parser(self, inv: Invocation | None = None) -> CodexStreamParser:
         return CodexStreamParser(inv, cli_version=self.version())

@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable
 
 from .base import (
+    PROMPT_ARG_LIMIT,
     Event,
     Invocation,
     Outcome,
@@ -25,6 +26,7 @@ from .base import (
     ProviderError,
     StreamParser,
     exit_sentence,
+    prompt_too_long_for_argv,
     resolve_executable,
 )
 from .claude import ClaudeStreamParser
@@ -90,8 +92,18 @@ class CommandProvider(Provider):
             "cwd": inv.cwd,
             "max_turns": "" if inv.max_turns is None else str(inv.max_turns),
         }
+        if prompt_too_long_for_argv(inv.prompt) and any("{prompt}" in arg for arg in template):
+            raise ProviderError(
+                f"the prompt is {len(inv.prompt.encode())} bytes, too long for a command-line argument "
+                f"(limit {PROMPT_ARG_LIMIT}); set option stdin: prompt and read it from stdin",
+                permanent=True,
+            )
         argv = [PLACEHOLDER.sub(lambda m: values[m.group(1)], arg) for arg in template]
         return [resolve_executable(argv[0]), *argv[1:], *inv.extra_args]
+
+    def stdin_data(self, inv: Invocation) -> bytes | None:
+        """Option ``stdin: prompt``: the program reads the prompt on stdin (any length)."""
+        return inv.prompt.encode("utf-8") if inv.options.get("stdin") == "prompt" else None
 
     def environment(self, inv: Invocation) -> dict[str, str]:
         """Option ``env``: literal variables for the program (values are not expanded)."""

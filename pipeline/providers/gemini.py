@@ -24,6 +24,7 @@ from .base import (
     as_dict,
     as_int,
     exit_sentence,
+    prompt_too_long_for_argv,
     raw_event,
     resolve_executable,
     truncate,
@@ -160,6 +161,8 @@ class GeminiProvider(Provider):
     name = "gemini"
     executable = "gemini"
     passthrough_env = ("GEMINI_", "GOOGLE_", "GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_APPLICATION_CREDENTIALS")
+    base_url_env = ("GOOGLE_GEMINI_BASE_URL", "GEMINI_BASE_URL")
+    default_api_url = "https://generativelanguage.googleapis.com"
 
     def build_command(self, inv: Invocation) -> list[str]:
         """``gemini -o stream-json [-m M] [--approval-mode X] [--allowed-tools T …] [extra_args]
@@ -174,7 +177,12 @@ class GeminiProvider(Provider):
         if inv.allowed_tools:
             argv += ["--allowed-tools", *inv.allowed_tools]
         argv += inv.extra_args
+        if prompt_too_long_for_argv(inv.prompt):
+            return argv  # no -p: gemini reads the prompt from a piped stdin
         return argv + ([f"--prompt={inv.prompt}"] if inv.prompt.startswith("-") else ["-p", inv.prompt])
+
+    def stdin_data(self, inv: Invocation) -> bytes | None:
+        return inv.prompt.encode("utf-8") if prompt_too_long_for_argv(inv.prompt) else None
 
     def parser(self, inv: Invocation | None = None) -> GeminiStreamParser:
         return GeminiStreamParser(inv, cli_version=self.version())

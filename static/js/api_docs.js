@@ -38,6 +38,38 @@
     return list;
   }
 
+  /* An example value built from the schema (enum's first value, formats, nested objects). */
+  function example(schema, components, depth) {
+    if (!schema || depth > 4) return null;
+    if (schema.example !== undefined) return schema.example;
+    if (schema.$ref) return example(components[schema.$ref.split("/").pop()], components, depth);
+    if (schema.allOf) return example(schema.allOf[0], components, depth);
+    if (schema.oneOf || schema.anyOf) return example((schema.oneOf || schema.anyOf)[0], components, depth);
+    if (schema.enum) return schema.enum[0];
+    if (schema.type === "array") { var item = example(schema.items, components, depth + 1); return item === null ? [] : [item]; }
+    if (schema.properties || schema.type === "object") {
+      var out = {};
+      Object.keys(schema.properties || {}).forEach(function (name) { out[name] = example(schema.properties[name], components, depth + 1); });
+      if (!schema.properties && schema.additionalProperties) out.key = example(schema.additionalProperties, components, depth + 1);
+      return out;
+    }
+    if (schema.type === "integer") return 1;
+    if (schema.type === "number") return 1.5;
+    if (schema.type === "boolean") return false;
+    if (schema.format === "date-time") return "2025-01-31T12:00:00Z";
+    if (schema.format === "date") return "2025-01-31";
+    if (schema.format === "decimal") return "0.012300";
+    if (schema.format === "uri") return "https://github.com/owner/name/pull/1";
+    return schema.type === "string" ? "string" : null;
+  }
+
+  function exampleBlock(title, schema, components) {
+    return h("details", { class: "example" }, [
+      h("summary", {}, [title]),
+      h("pre", { class: "code" }, [JSON.stringify(example(schema, components, 0), null, 2)]),
+    ]);
+  }
+
   fetch(box.dataset.schemaUrl, { credentials: "same-origin" }).then(function (r) { return r.json(); }).then(function (schema) {
     var components = (schema.components || {}).schemas || {};
     box.innerHTML = "";
@@ -61,13 +93,19 @@
           var content = op.requestBody.content["application/json"] || op.requestBody.content[Object.keys(op.requestBody.content)[0]];
           section.appendChild(h("h4", {}, ["Body (JSON)"]));
           section.appendChild(describe(content.schema, components, 0));
+          section.appendChild(exampleBlock("Example body", content.schema, components));
         }
         section.appendChild(h("h4", {}, ["Responses"]));
         var answers = h("ul", {}, []);
         Object.keys(op.responses || {}).forEach(function (code) {
           var resp = op.responses[code];
           var json = resp.content && resp.content["application/json"];
-          answers.appendChild(h("li", {}, [h("code", {}, [code]), " " + (resp.description || "") + (json ? " → " + refName(json.schema) : "")]));
+          var answer = h("li", {}, [h("code", {}, [code]), " " + (resp.description || "") + (json ? " → " + refName(json.schema) : "")]);
+          if (json && code.charAt(0) === "2") {
+            answer.appendChild(h("details", { class: "fields" }, [h("summary", {}, ["Fields"]), describe(json.schema, components, 0)]));
+            answer.appendChild(exampleBlock("Example answer", json.schema, components));
+          }
+          answers.appendChild(answer);
         });
         section.appendChild(answers);
         box.appendChild(section);

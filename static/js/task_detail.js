@@ -1,25 +1,36 @@
-/* Task page: tabs, the live transcript (events arrive over the websocket with their HTML
- * rendered by the server), and refreshes of the summary (status, stages, tokens) and of the
- * documents (plan, review, diff) when the stream says the task or a stage changed. */
+/* Task page: tabs (WAI-ARIA tab pattern), the live transcript (events arrive over the websocket
+ * with their HTML rendered by the server) with its filters, the "now doing" line, and refreshes
+ * of the summary (status, stages, tokens, result, failure) and of the documents (plan, review,
+ * diff) when the stream says the task or a stage changed. */
 (function () {
   "use strict";
   var transcript = document.getElementById("transcript");
   if (!transcript) return;
 
-  // --- tabs
-  var tabs = document.querySelectorAll("[data-tab]");
-  function show(name) {
+  // --- tabs: click, arrow keys, Home/End; the URL hash remembers the choice
+  var tabs = Array.prototype.slice.call(document.querySelectorAll("[role=tab][data-tab]"));
+  function show(name, focus) {
     tabs.forEach(function (tab) {
       var selected = tab.dataset.tab === name;
       tab.setAttribute("aria-selected", selected ? "true" : "false");
+      tab.tabIndex = selected ? 0 : -1;
       document.getElementById("tab-" + tab.dataset.tab).hidden = !selected;
+      if (selected && focus) tab.focus();
     });
     if (name === "transcript") followBottom();
   }
-  tabs.forEach(function (tab) {
+  tabs.forEach(function (tab, i) {
     tab.addEventListener("click", function () {
       show(tab.dataset.tab);
       history.replaceState(null, "", "#" + tab.dataset.tab);
+    });
+    tab.addEventListener("keydown", function (event) {
+      var next = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: tabs.length - 1 }[event.key];
+      if (next === undefined) return;
+      event.preventDefault();
+      var target = tabs[(next + tabs.length) % tabs.length];
+      show(target.dataset.tab, true);
+      history.replaceState(null, "", "#" + target.dataset.tab);
     });
   });
   var initial = window.location.hash.replace("#", "");
@@ -30,6 +41,57 @@
     var question = event.target.dataset && event.target.dataset.confirm;
     if (question && !window.confirm(question)) event.preventDefault();
   });
+
+  // --- transcript filters: stage, attempt, kinds; folding of long tool output
+  var filters = document.getElementById("transcript-filters");
+  var stageSelect = document.getElementById("filter-stage");
+  var attemptSelect = document.getElementById("filter-attempt");
+  var fold = document.getElementById("fold-output");
+  var hiddenCount = document.getElementById("hidden-count");
+  var KNOWN = ["message", "tool_call", "tool_result", "status", "error", "usage"];
+
+  function shownKinds() {
+    var kinds = {};
+    filters.querySelectorAll("input[name=kind]").forEach(function (box) { kinds[box.value] = box.checked; });
+    return kinds;
+  }
+
+  function visible(item, kinds) {
+    var stage = stageSelect.value, attempt = attemptSelect.value;
+    if (stage && item.dataset.stageName !== stage) return false;
+    if (attempt && item.dataset.result !== attempt) return false;
+    if (item.classList.contains("attempt-head")) return true;
+    var kind = KNOWN.indexOf(item.dataset.kind) >= 0 ? item.dataset.kind : "other";
+    return kinds[kind] !== false;
+  }
+
+  function applyFilters(items) {
+    var kinds = shownKinds();
+    (items || transcript.querySelectorAll("li.event, li.attempt-head")).forEach(function (item) {
+      item.hidden = !visible(item, kinds);
+    });
+    var hidden = transcript.querySelectorAll("li.event[hidden]").length;
+    hiddenCount.hidden = !hidden;
+    hiddenCount.textContent = hidden + " event" + (hidden === 1 ? "" : "s") + " hidden by the filters.";
+  }
+
+  function applyFold(root) {
+    (root || transcript).querySelectorAll("details.tool-output[data-long='1']").forEach(function (d) { d.open = !fold.checked; });
+  }
+
+  if (filters) {
+    filters.addEventListener("change", function (event) {
+      if (event.target === fold) { applyFold(); return; }
+      if (event.target === stageSelect) {
+        // An attempt of another stage cannot be shown with this stage.
+        var chosen = attemptSelect.selectedOptions[0];
+        if (chosen && chosen.dataset.stageName && stageSelect.value && chosen.dataset.stageName !== stageSelect.value) attemptSelect.value = "";
+      }
+      applyFilters();
+    });
+    filters.addEventListener("submit", function (event) { event.preventDefault(); });
+    applyFilters();
+  }
 
   // --- live parts
   var summary = document.getElementById("task-summary");
@@ -44,7 +106,8 @@
 
   function followBottom() {
     if (follow && follow.checked && !document.getElementById("tab-transcript").hidden) {
-      transcript.lastElementChild && transcript.lastElementChild.scrollIntoView({ block: "end" });
+      var items = transcript.querySelectorAll("li:not([hidden])");
+      if (items.length) items[items.length - 1].scrollIntoView({ block: "end" });
     }
   }
 
@@ -53,28 +116,54 @@
     return items.length ? items[items.length - 1].dataset.result : "";
   }
 
+  function addAttemptOption(event) {
+    if (!attemptSelect || attemptSelect.querySelector("option[value='" + event.attempt_id + "']")) return;
+    var option = document.createElement("option");
+    option.value = String(event.attempt_id);
+    option.dataset.stageName = event.stage;
+    option.textContent = event.stage + " · attempt " + event.attempt;
+    attemptSelect.appendChild(option);
+  }
+
   function append(event) {
-    if (document.getElementById("event-" + event.id)) return;
+    if (document.getElementById("event-" + event.id)) return [];
     var empty = transcript.querySelector(".empty");
     if (empty) empty.remove();
+    var added = [];
     var result = event.attempt_id ? String(event.attempt_id) : "";
     if (result && result !== lastResult()) {
       var head = document.createElement("li");
       head.className = "attempt-head";
       head.dataset.result = result;
+      head.dataset.stageName = event.stage || "";
       head.textContent = event.stage + " · attempt " + event.attempt;
       transcript.appendChild(head);
+      added.push(head);
+      addAttemptOption(event);
     }
     transcript.insertAdjacentHTML("beforeend", event.html);
+    added.push(transcript.lastElementChild);
+    return added;
+  }
+
+  function nowDoing(items) {
+    var line = document.getElementById("now-doing");
+    if (!line) return;
+    for (var i = items.length - 1; i >= 0; i--) {
+      if (items[i].dataset && items[i].dataset.now) { line.textContent = items[i].dataset.now; return; }
+    }
   }
 
   TacxLive.connect("/ws/tasks/" + transcript.dataset.task + "/events/", transcript.dataset.liveAfter, function (events) {
-    var status = false, usage = false;
+    var status = false, usage = false, added = [];
     events.forEach(function (event) {
-      append(event);
+      added = added.concat(append(event));
       if (event.kind === "status") status = true;
       if (event.kind === "usage" || event.kind === "result") usage = true;
     });
+    if (filters) applyFilters(added);
+    added.forEach(function (item) { applyFold(item); });
+    nowDoing(added);
     if (status || usage) refreshSummary();
     if (status) refreshDocuments();
     followBottom();

@@ -21,18 +21,33 @@ elif action == "build":
 elif action == "review":
     open("review.md", "w").write("Looks right.\n\nVERDICT: " + (args[0] if args else "APPROVE") + "\n")
 elif action == "hang":
-    # A child in the same process group that would outlive a careless kill.
-    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    with open(args[0], "w") as fh:
-        fh.write(str(os.getpgid(0)))
+    # A child in the same process group that would outlive a careless kill; both carry the
+    # tag (args[0]) on their command line so a test can look for them from the host.
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", args[0]])
+    print(json.dumps({"type": "system", "subtype": "hanging"}), flush=True)
     time.sleep(600)
+elif action == "stubborn":
+    # Ignores SIGTERM (notes that it got one) and hangs, the first time; plans the next time.
+    import signal
+
+    marker = args[0]
+    if not os.path.exists(marker):
+        signal.signal(signal.SIGTERM, lambda *_: open(marker + ".term", "w").close())
+        with open(marker, "w") as fh:
+            fh.write(str(os.getpgid(0)))
+        time.sleep(600)
+    open("plan.md", "w").write("# Plan\n\n1. Done on the second run.\n")
+elif action == "stdin-plan":
+    # The prompt arrives on stdin: the plan records how much of it came and how it ended.
+    prompt = sys.stdin.read()
+    open("plan.md", "w").write(f"# Plan\n\n{len(prompt)} characters; ends with {prompt.rstrip()[-12:]}\n")
 elif action == "malformed":
     print("this is not json {", flush=True)
     print("\x00\x01 binary garbage", flush=True)
     open("plan.md", "w").write("# Plan\n")
 elif action == "env":
     # Report what the agent was given, then print a token it found somewhere.
-    with open(args[0], "w") as fh:
+    with open(args[0], "w") as fh:  # a path in the worktree
         json.dump(dict(os.environ), fh)
     print("found a token: ghp_" + "A1b2C3d4" * 5, flush=True)
     open("plan.md", "w").write("# Plan\n")

@@ -2,8 +2,16 @@
 sample repository going through every stage live.
 
     manage.py demo                  # stack keeps running until Ctrl-C
+    manage.py demo --port 8001      # another port (or TACX_PORT=8001)
+    manage.py demo --pace 0         # no pauses between the model's turns (tests)
+    manage.py demo --verbose        # the access log and INFO logs of every process
     manage.py demo --exit-when-done # stop the stack when the task has finished (CI, benchmarks)
     manage.py demo --inline         # no stack: run_task in this process
+
+The model's turns are paced (``--pace`` seconds each, 5 by default) so a person can log in and
+watch the task go through its stages in about a minute. A busy port is refused before anything
+starts. A task left active by an interrupted run is cancelled when the next run starts (its
+sample repository is gone), and Ctrl-C cancels the task of this run.
 
 The stack is the Procfile under honcho: daphne (dashboard, API, websockets), a django-q2 cluster
 (stage jobs) and the coordinator (dispatch, reaping). The agent is the real `claude` CLI talking
@@ -12,15 +20,18 @@ to the scripted model server (demo/script.yaml) on loopback: no network, no API 
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import yaml
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
@@ -33,6 +44,31 @@ from pipeline.modelserver import ScriptedModelServer
 DEMO_DIR = settings.BASE_DIR / "demo"
 TITLE = "Add a farewell to the greeter"
 BODY = "greet() says hello; we also need farewell(name) returning 'Goodbye, <name>', with tests."
+DEMO_REPOSITORY = "demo/sample-repo"
+DEFAULT_PACE = 5.0  # seconds per model turn: nine turns and three CLI start-ups make about a minute
+
+
+def port_problem(port: int, host: str = "127.0.0.1") -> str | None:
+    """Why the dashboard cannot listen on `port` (None when it can)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is already in use (another demo or server?)"
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
+
+
+def paced_script(path: str | Path, pace: float) -> dict:
+    """The script with every turn waiting at least `pace` seconds before the model answers."""
+    data = yaml.safe_load(Path(path).read_text())
+    if pace > 0:
+        for conversation in data.get("conversations", []):
+            for turn in conversation.get("turns", []):
+                turn["delay"] = max(float(turn.get("delay", 0) or 0), pace)
+    return data
 
 
 def make_sample_repository(base: Path) -> Path:
@@ -61,13 +97,27 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--script", default=str(DEMO_DIR / "script.yaml"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("TACX_PORT", "8000")))
+        parser.add_argument("--pace", type=float, default=DEFAULT_PACE, help="Seconds per model turn (0: as fast as possible)")
+        parser.add_argument("--verbose", action="store_true", help="Access log and INFO logs of every process")
         parser.add_argument("--exit-when-done", action="store_true")
         parser.add_argument("--inline", action="store_true", help="Run the task in this process, without the stack")
 
     def handle(self, *args, **opts):
+        self.password = ""
+        if opts["pace"] < 0:
+            raise CommandError("--pace must be >= 0 seconds")
+        if not opts["inline"]:
+            problem = port_problem(opts["port"])
+            if problem:
+                # Before anything starts: nothing to clean up, nothing left half-done.
+                raise CommandError(
+                    f"{problem}. Pick another port: `manage.py demo --port {opts['port'] + 1}` "
+                    f"(or `TACX_PORT={opts['port'] + 1} make demo`)."
+                )
+        self.cancel_leftovers()
         base = settings.VAR_DIR / "demo" / time.strftime("%Y%m%d-%H%M%S")
         repo_path = make_sample_repository(base)
-        with ScriptedModelServer(opts["script"]) as server:
+        with ScriptedModelServer(paced_script(opts["script"], opts["pace"])) as server:
             os.environ["ANTHROPIC_BASE_URL"] = server.url
             os.environ.setdefault("ANTHROPIC_API_KEY", "tacx-demo-key-not-a-secret")
             self.stdout.write(f"Scripted model server on {server.url}; sample repository {repo_path}")
@@ -84,12 +134,34 @@ class Command(BaseCommand):
             return
         password = secrets.token_urlsafe(12)
         User.objects.create_superuser("admin", "admin@localhost", password)
+        self.password = password
         self.stdout.write(self.style.SUCCESS(f"Admin login created: admin / {password}  (shown once)"))
+
+    def cancel_leftovers(self) -> None:
+        """A run that was interrupted may have left its task active; its sample repository is
+        replaced now, so that task could only fail later: cancel it, saying why."""
+        for task in Task.objects.filter(repository__kind=Repository.Kind.LOCAL, repository__full_name=DEMO_REPOSITORY, status__in=Task.ACTIVE):
+            if services.task_cancel(task=task, reason="cancelled: a new demo run started with a fresh sample repository"):
+                self.stdout.write(f"Cancelled task {task.pk} left active by an earlier demo run.")
+
+    def login_reminder(self, port: int) -> None:
+        where = f"http://127.0.0.1:{port}/"
+        if self.password:
+            self.stdout.write(self.style.SUCCESS(f"Log in at {where} as admin / {self.password}"))
+        else:
+            self.stdout.write(f"Log in at {where} as admin (password printed on the first run; `manage.py changepassword admin` to reset).")
 
     def run_stack(self, repo_path: Path, opts) -> None:
         self.admin_login()
         port = opts["port"]
         env = {**os.environ, "TACX_PORT": str(port), "TACX_DASHBOARD_URL": f"http://127.0.0.1:{port}"}
+        if not opts["verbose"]:
+            # The demo's own lines are what matters; the stack speaks up only for warnings.
+            env.update({"TACX_ACCESS_LOG": os.devnull, "LOG_LEVEL": "WARNING", "TACX_Q_LOG_LEVEL": "WARNING"})
+        task = None
+        # `kill`, `timeout` or `docker stop` end the demo like Ctrl-C does: the task is cancelled
+        # and the stack (in its own session, so it does not see the signal) is stopped.
+        signal.signal(signal.SIGTERM, _interrupt)
         honcho = Path(sys.executable).with_name("honcho")
         stack = subprocess.Popen(
             [str(honcho), "-f", str(settings.BASE_DIR / "Procfile"), "start"],
@@ -100,22 +172,26 @@ class Command(BaseCommand):
         try:
             repository, _ = Repository.objects.update_or_create(
                 kind=Repository.Kind.LOCAL,
-                full_name="demo/sample-repo",
+                full_name=DEMO_REPOSITORY,
                 defaults={"local_path": str(repo_path), "default_branch": "main", "enabled": True},
             )
             number = (Task.objects.filter(repository=repository).order_by("-issue_number").values_list("issue_number", flat=True).first() or 0) + 1
             task, _ = services.task_create(repository=repository, issue_number=number, title=TITLE, body=BODY, trigger_source="cli")
             self.stdout.write(self.style.SUCCESS(f"Dashboard: http://127.0.0.1:{port}/tasks/{task.pk}/  (admin: http://127.0.0.1:{port}/admin/)"))
             task = self.follow(task, stack)
+            self.login_reminder(port)
             if opts["exit_when_done"]:
                 if task.status != Task.Status.SUCCEEDED:
                     raise CommandError(f"demo task {task.status}: {task.status_reason}")
                 return
-            self.stdout.write("The stack keeps running; Ctrl-C stops it.")
+            self.stdout.write(f"The result: http://127.0.0.1:{port}/tasks/{task.pk}/ . The stack keeps running; Ctrl-C stops it.")
             stack.wait()
         except KeyboardInterrupt:
             pass
         finally:
+            if task is not None and Task.objects.filter(pk=task.pk, status__in=Task.ACTIVE).exists():
+                services.task_cancel(task=task, reason="cancelled: the demo was stopped before the task finished")
+                self.stdout.write(f"Task {task.pk} cancelled (the demo stopped before it finished).")
             if stack.poll() is None:
                 os.killpg(stack.pid, signal.SIGTERM)
                 try:
@@ -139,3 +215,7 @@ class Command(BaseCommand):
                 return task
             time.sleep(0.5)
         raise CommandError(f"demo task still {task.status} after {timeout:.0f} s")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt

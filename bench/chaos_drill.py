@@ -1,0 +1,404 @@
+"""Chaos drill: the whole stack on PostgreSQL under kill -9 and a database restart.
+
+    .venv/bin/python bench/chaos_drill.py [--tasks 12] [--faults-for 45] [--seed 1]
+
+What it does (everything real but GitHub, which is tests/github_standin.py on loopback):
+
+1. Starts a private PostgreSQL (initdb in a temporary directory, its own port, run as the
+   `postgres` user) so the restart touches nobody else; `--database-url` uses an existing server
+   instead (then pass `--no-postgres-restart`, or the restart is skipped).
+2. Migrates, registers a GitHub repository `drill/app` whose clone URL is a bare origin on disk,
+   and files N issues carrying the trigger label, labelled by a writer.
+3. Starts the stack as separate processes, each in its own session: `manage.py qcluster`
+   (django-q2, ORM broker) and `manage.py run_coordinator` (polling, dispatch, reaping). The
+   coordinator's poller turns the issues into tasks; every agent stage is a small program (the
+   `command` provider) that works for about two seconds and logs "<worktree> <stage> <pid> <t>"
+   every 0.1 s.
+4. For `--faults-for` seconds: kill -9 the q2 worker process running a stage (chosen at
+   random), kill -9 the whole q2 cluster once (its agents are orphaned) and restart it,
+   kill -9 the coordinator and restart it, and restart PostgreSQL once (`pg_ctl restart -m
+   immediate`).
+5. Waits until every task is final or lease + 60 s (+ a margin) after the last fault passed.
+
+It prints: tasks finished by status and stuck (still active); StageResults lost (claims without
+an attempt row, and attempts left "running" in a finished task); overlapping runs (two agent
+processes of one stage of one task alive at once, from the agents' own log); duplicate PRs (more
+than one pull request per branch at the stand-in); orphan processes (agent processes still
+alive at the end); and the recovery time (the last task's finish minus the last fault). The exit
+code is 0 when stuck, lost, overlaps, duplicates and orphans are all zero and recovery is within
+lease + 60 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_BIN = Path(os.environ.get("TACX_DRILL_PG_BIN", "/usr/lib/postgresql/15/bin"))
+REPO = "drill/app"
+LABEL = "rpi-auto"
+
+AGENT = """
+import os, pathlib, sys, time
+stage, log_path = sys.argv[1], sys.argv[2]
+log = open(log_path, "a", buffering=1)
+for i in range(20):
+    log.write(f"{os.getcwd()} {stage} {os.getpid()} {time.time()}\\n")
+    try:
+        print(f"{stage} working {i}", flush=True)
+    except BrokenPipeError:
+        pass
+    time.sleep(0.1)
+if stage == "planning":
+    pathlib.Path("plan.md").write_text("# Plan\\n\\nWrite NOTES.md.\\n")
+elif stage == "building":
+    with open("NOTES.md", "a") as fh:
+        fh.write(f"built by {os.getpid()}\\n")
+else:
+    print("VERDICT: APPROVE", flush=True)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(cmd: list[str], **kwargs) -> str:
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kwargs).stdout
+
+
+# --- a private PostgreSQL -----------------------------------------------------------------------
+
+
+class PrivatePostgres:
+    def __init__(self, base: Path):
+        self.dir = base / "pg"
+        self.port = free_port()
+        self.as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    def start(self) -> str:
+        self.dir.mkdir()
+        if self.as_postgres:
+            shutil.chown(self.dir, "postgres", "postgres")
+            os.chmod(self.dir.parent, 0o755)
+        run([*self.as_postgres, str(PG_BIN / "initdb"), "-D", str(self.dir / "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8"])
+        self.ctl("start", "-w", "-l", str(self.dir / "log"), "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off")
+        run([*self.as_postgres, str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "tacx"])
+        return f"postgres://postgres@127.0.0.1:{self.port}/tacx"
+
+    def ctl(self, *args: str) -> None:
+        run([*self.as_postgres, str(PG_BIN / "pg_ctl"), "-D", str(self.dir / "data"), *args])
+
+    def restart(self) -> None:
+        self.ctl("restart", "-w", "-m", "immediate", "-l", str(self.dir / "log"), "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off")
+
+    def stop(self) -> None:
+        try:
+            self.ctl("stop", "-m", "immediate")
+        except subprocess.CalledProcessError:
+            pass
+
+
+# --- the stack ------------------------------------------------------------------------------------
+
+
+class Process:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], logs: Path):
+        self.name, self.argv, self.env, self.logs = name, argv, env, logs
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        out = (self.logs / f"{self.name}-{self.starts}.log").open("w")
+        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill9(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+    def members(self) -> list[int]:
+        """Processes of its process group other than the leader."""
+        if not self.proc:
+            return []
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    if os.getpgid(int(entry)) == self.proc.pid and int(entry) != self.proc.pid:
+                        pids.append(int(entry))
+                except OSError:
+                    pass
+        return pids
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=12)
+    parser.add_argument("--faults-for", type=float, default=45.0, help="seconds of faults")
+    parser.add_argument("--worker-kills", type=int, default=8)
+    parser.add_argument("--coordinator-kills", type=int, default=3)
+    parser.add_argument("--lease", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--database-url", default="", help="use this PostgreSQL instead of a private one")
+    parser.add_argument("--no-postgres-restart", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+
+    base = Path(tempfile.mkdtemp(prefix="tacx-drill-"))
+    logs = base / "logs"
+    logs.mkdir()
+    pg = None if args.database_url else PrivatePostgres(base)
+    processes: list[Process] = []
+    try:
+        database_url = args.database_url or pg.start()
+        return drill(args, rng, base, logs, pg, database_url, processes)
+    finally:
+        for proc in processes:
+            proc.stop()
+        if pg is not None:
+            pg.stop()
+        if args.keep:
+            print(f"kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def drill(args, rng: random.Random, base: Path, logs: Path, pg: PrivatePostgres | None, database_url: str, processes: list[Process]) -> int:
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+    from github_standin import TOKEN, GitHubStandIn
+
+    standin = GitHubStandIn(token=TOKEN).start()
+    standin.add_repo(REPO, permissions={"alice": "write"})
+    for number in range(1, args.tasks + 1):
+        standin.add_issue(REPO, number=number, title=f"Drill issue {number}", body="Write NOTES.md.", labels=(LABEL,), labeled_by="alice")
+
+    agent_log = base / "agents.log"
+    (base / "agent.py").write_text(AGENT)
+    origin = base / "origin.git"
+    clone = base / "clone"
+    run(["git", "init", "-q", "--bare", "-b", "main", str(origin)])
+    run(["git", "init", "-q", "-b", "main", str(clone)])
+    stages = []
+    for name in ("planning", "building", "reviewing"):
+        argv = [sys.executable, str(base / "agent.py"), name, str(agent_log)]
+        stages.append(
+            f"  - name: {name}\n    provider: command\n    timeout: 120\n    max_attempts: 20\n"
+            f"    options:\n      argv: {argv!r}\n"
+        )
+    (clone / ".tac").mkdir()
+    (clone / ".tac" / "workflow.yaml").write_text("version: 1\nstages:\n" + "".join(stages) + "  - name: pr_creation\n    max_attempts: 20\n")
+    (clone / "README.md").write_text("drill\n")
+    git_env = {**os.environ, "GIT_AUTHOR_NAME": "d", "GIT_AUTHOR_EMAIL": "d@x", "GIT_COMMITTER_NAME": "d", "GIT_COMMITTER_EMAIL": "d@x"}
+    for cmd in (["add", "-A"], ["commit", "-q", "-m", "drill"], ["remote", "add", "origin", str(origin)], ["push", "-q", "origin", "main"]):
+        run(["git", *cmd], cwd=clone, env=git_env)
+
+    lease = args.lease
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "GITHUB_API_URL": standin.url,
+        "GITHUB_TOKEN": TOKEN,
+        "TACX_VAR_DIR": str(base / "var"),
+        "TACX_WORKTREE_ROOT": str(base / "trees"),
+        "TACX_LEASE_SECONDS": str(lease),
+        "TACX_HEARTBEAT_SECONDS": "1",
+        "TACX_LOST_JOB_SECONDS": str(lease),
+        "TACX_KILL_GRACE_SECONDS": "1",
+        "TACX_MAX_CONCURRENT_TASKS": "4",
+        "TACX_Q_WORKERS": "4",
+        "TACX_Q_TIMEOUT": "600",
+        "TACX_Q_POLL": "0.2",
+        "TACX_POLL_INTERVAL": "1",
+        "TACX_MAX_ATTEMPTS": "20",
+        "TACX_WORKTREE_RETENTION_HOURS": "1000",
+        "LOG_LEVEL": "WARNING",
+    }
+    os.environ.update({k: env[k] for k in ("DATABASE_URL", "TACX_VAR_DIR", "TACX_WORKTREE_ROOT", "GITHUB_API_URL", "GITHUB_TOKEN")})
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tacx_site.settings")
+    run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env)
+    import django
+
+    django.setup()
+    from django.db import close_old_connections, connection
+
+    from pipeline import services
+    from pipeline.models import Repository, Stage, StageResult, Task, Worker
+
+    services.repository_add(full_name=REPO, kind=Repository.Kind.GITHUB, clone_url=str(origin), trigger_label=LABEL, max_concurrent_tasks=4)
+    connection.close()
+
+    cluster = Process("qcluster", [sys.executable, "manage.py", "qcluster"], env, logs)
+    coordinator = Process("coordinator", [sys.executable, "manage.py", "run_coordinator"], env, logs)
+    processes += [cluster, coordinator]
+    cluster.start()
+    coordinator.start()
+    started = time.time()
+
+    def db(query):
+        """Run `query()` against the database, riding out a restart."""
+        for _ in range(60):
+            try:
+                close_old_connections()
+                return query()
+            except Exception:
+                connection.close()
+                time.sleep(0.5)
+        raise RuntimeError("the database did not come back")
+
+    # --- faults ---------------------------------------------------------------------------------
+    kinds = ["worker"] * args.worker_kills + ["coordinator"] * args.coordinator_kills + ["cluster"]
+    if pg is not None and not args.no_postgres_restart:
+        kinds.append("postgres")
+    rng.shuffle(kinds)
+    # Spread over the window, the first after the stack had a few seconds to start work.
+    moments = sorted(started + 5 + rng.random() * (args.faults_for - 5) for _ in kinds)
+    done_faults: list[tuple[float, str]] = []
+    for moment, kind in zip(moments, kinds, strict=True):
+        time.sleep(max(0.0, moment - time.time()))
+        if kind == "worker":
+            busy = db(lambda: list(Worker.objects.filter(kind=Worker.Kind.AGENT, exited_at__isnull=True).values_list("pid", flat=True)))
+            members = set(cluster.members())
+            pids = [p for p in busy if p in members]
+            if not pids:
+                continue
+            pid = rng.choice(pids)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            what = f"kill -9 q2 worker {pid}"
+        elif kind == "cluster":
+            cluster.kill9()
+            time.sleep(rng.uniform(0.5, 2.0))
+            cluster.start()
+            what = "kill -9 the whole q2 cluster, restarted"
+        elif kind == "coordinator":
+            coordinator.kill9()
+            time.sleep(rng.uniform(0.5, 3.0))
+            coordinator.start()
+            what = "kill -9 the coordinator, restarted"
+        else:
+            pg.restart()
+            what = "PostgreSQL restarted (immediate)"
+        done_faults.append((time.time(), what))
+        print(f"{time.time() - started:6.1f} s  {what}", flush=True)
+    last_fault = done_faults[-1][0] if done_faults else time.time()
+
+    # --- recovery -------------------------------------------------------------------------------
+    bound = lease + 60
+    deadline = last_fault + bound + 60
+    expected = args.tasks
+    while time.time() < deadline:
+        counts = db(lambda: (Task.objects.count(), Task.objects.filter(status__in=Task.ACTIVE).count()))
+        if counts[0] >= expected and counts[1] == 0:
+            break
+        time.sleep(1.0)
+    time.sleep(2.0)  # let the reaper and orphan killer finish their last scan
+
+    # --- the report -----------------------------------------------------------------------------
+    statuses = db(lambda: defaultdict(int, {s: Task.objects.filter(status=s).count() for s in Task.Status.values}))
+    tasks = db(lambda: list(Task.objects.values("pk", "status", "finished_at", "worktree_path", "branch")))
+    stuck = sum(1 for t in tasks if t["status"] in Task.ACTIVE) + max(0, expected - len(tasks))
+    claims = db(lambda: list(Stage.objects.values_list("pk", "attempts")))
+    result_counts = db(lambda: defaultdict(int, {s: n for s, n in _count_results(StageResult)}))
+    lost = sum(max(0, attempts - result_counts[pk]) for pk, attempts in claims)
+    open_attempts = db(lambda: StageResult.objects.filter(outcome=StageResult.Outcome.RUNNING).exclude(task__status__in=Task.ACTIVE).count())
+    overlaps = _overlapping_runs(agent_log)
+    heads = defaultdict(int)
+    for pull in standin.pulls.get(REPO, {}).values():
+        heads[pull["head"]["ref"]] += 1
+    duplicates = sum(n - 1 for n in heads.values() if n > 1)
+    orphans = _agent_processes(base / "trees")
+    finished = [t["finished_at"].timestamp() for t in tasks if t["finished_at"]]
+    recovery = (max(finished) - last_fault) if finished else float("nan")
+    attempts = db(lambda: StageResult.objects.count())
+    worker_lost = db(lambda: StageResult.objects.filter(outcome=StageResult.Outcome.WORKER_LOST).count())
+    standin.stop()
+
+    print()
+    kinds_done = defaultdict(int)
+    for _, what in done_faults:
+        kinds_done["q2 worker kills" if "worker" in what else "cluster kills" if "cluster" in what else "coordinator kills" if "coordinator" in what else "PostgreSQL restarts"] += 1
+    print(f"tasks: {expected}  faults: {len(done_faults)} ({', '.join(f'{n} {k}' for k, n in kinds_done.items())})")
+    print(f"  finished               {sum(statuses[s] for s in Task.FINISHED)}  ({', '.join(f'{s} {n}' for s, n in statuses.items() if n)})")
+    print(f"  stuck                  {stuck}")
+    print(f"  StageResults lost      {lost + open_attempts}  (claims without an attempt row {lost}, attempts left running {open_attempts})")
+    print(f"  overlapping runs       {overlaps}")
+    print(f"  duplicate PRs          {duplicates}  ({len(heads)} PRs)")
+    print(f"  orphan processes       {orphans}")
+    print(f"  attempts               {attempts}  (worker lost {worker_lost})")
+    print(f"  recovery               {recovery:.1f} s after the last fault (bound: lease {lease} s + 60 s = {bound} s)")
+    ok = stuck == 0 and lost + open_attempts == 0 and overlaps == 0 and duplicates == 0 and orphans == 0 and recovery <= bound
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+def _count_results(StageResult):
+    from django.db.models import Count
+
+    return StageResult.objects.values("stage_id").annotate(n=Count("id")).values_list("stage_id", "n")
+
+
+def _overlapping_runs(log: Path) -> int:
+    """Pairs of agent processes of one stage of one task whose logged lifetimes overlap."""
+    spans: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(dict)
+    if not log.exists():
+        return 0
+    for line in log.read_text().splitlines():
+        parts = line.rsplit(" ", 3)
+        if len(parts) != 4:
+            continue
+        cwd, stage, pid, at = parts
+        span = spans[(cwd, stage)].setdefault(int(pid), [float(at), float(at)])
+        span[0], span[1] = min(span[0], float(at)), max(span[1], float(at))
+    overlaps = 0
+    for runs in spans.values():
+        ordered = sorted(runs.values())
+        for (_, end), (start, _) in zip(ordered, ordered[1:], strict=False):
+            if start < end:
+                overlaps += 1
+    return overlaps
+
+
+def _agent_processes(trees: Path) -> int:
+    """Processes still working inside a worktree."""
+    root = str(trees.resolve())
+    count = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            continue
+        if cwd == root or cwd.startswith(root + os.sep):
+            count += 1
+    return count
+
+
+if __name__ == "__main__":
+    sys.exit(main())

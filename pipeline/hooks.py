@@ -1,0 +1,212 @@
+"""The repository's own commands that TAC-X runs itself: the workflow hooks (`setup`,
+`before_stage`, `after_stage`, `cleanup`) and the `test_command`.
+
+Every one of them goes through `run_hook(...)`: shell commands run in order in the worktree, each
+in its own process group (a timeout or a stop kills the whole group, grandchildren included),
+stdout and stderr together in one output whose tail is kept. This is the one place the agent
+sandbox wraps (network allow-list per hook, `setup_env` secrets for `setup`/`test_command`).
+
+The environment is built by `hook_environment(...)`: the same scrubbed base an agent gets (never
+the forge token), TAC-X's context variables, and the `setup_env` secrets only for the hooks
+allowed to see them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .agent_process import group_alive, kill_group
+from .providers.base import BASE_ENV, BASE_ENV_PREFIXES, FORBIDDEN_ENV
+from .redaction import redact
+from .workflow import FORBIDDEN_SETUP_ENV, HookConfig, Workflow
+
+if TYPE_CHECKING:
+    from .models import StageResult
+
+# The hooks that may receive the workflow's `setup_env` secrets. Agent stages never do.
+SECRET_HOOKS = frozenset({"setup", "test_command"})
+OUTPUT_TAIL_CHARS = 8000
+
+
+@dataclass
+class HookRun:
+    """What one hook did: `status` is passed | failed | timed_out | stopped | error."""
+
+    name: str
+    status: str
+    exit_code: int | None
+    duration: float
+    output: str  # the tail of stdout+stderr, secrets redacted
+    command: str  # the command that ended the run (the failing one, or the last)
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "passed"
+
+    def summary(self) -> str:
+        code = "" if self.exit_code is None else f"exit {self.exit_code}, "
+        return f"{self.name} {self.status} ({code}{self.duration:.1f} s)" + (f": {self.reason}" if self.reason else "")
+
+    def event_data(self) -> dict:
+        return {
+            "hook": self.name,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "duration": round(self.duration, 3),
+            "command": self.command,
+            "output": self.output,
+            "message": self.summary(),
+        }
+
+
+def hook_environment(
+    name: str, *, workflow: Workflow, worktree: Path, context: Mapping[str, str], base_env: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The whole environment of hook `name`: the scrubbed base, `TACX_*` context, and the
+    `setup_env` secrets when `name` is `setup` or `test_command`."""
+    source = os.environ if base_env is None else base_env
+    env = {k: v for k, v in source.items() if (k in BASE_ENV or k.startswith(BASE_ENV_PREFIXES)) and k not in FORBIDDEN_ENV}
+    from . import git
+
+    env.update(git.identity_env())
+    env.update({f"TACX_{k.upper()}": str(v) for k, v in context.items()})
+    env["TACX_HOOK"] = name
+    env["TACX_WORKTREE"] = str(worktree)
+    if name in SECRET_HOOKS:
+        for secret in workflow.setup_env:
+            if secret in FORBIDDEN_SETUP_ENV or secret in FORBIDDEN_ENV:
+                continue  # validated on load; checked again so a stored snapshot cannot widen it
+            if secret in source:
+                env[secret] = source[secret]
+    return env
+
+
+def secret_values(name: str, *, workflow: Workflow, env: Mapping[str, str]) -> tuple[str, ...]:
+    """The values of the `setup_env` secrets that hook `name` received (to redact them)."""
+    if name not in SECRET_HOOKS:
+        return ()
+    return tuple(env[n] for n in workflow.setup_env if env.get(n))
+
+
+def run_hook(
+    hook: HookConfig,
+    *,
+    cwd: str | Path,
+    env: Mapping[str, str],
+    grace: float = 5.0,
+    should_stop: Callable[[], str | None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+    poll_seconds: float = 0.5,
+    secret_values: tuple[str, ...] = (),
+    wrap: Callable[[list[str], dict[str, str]], tuple[list[str], dict[str, str], Path]] | None = None,
+) -> HookRun:
+    """Run `hook.run` in order in `cwd` with exactly `env`; stop at the first failure.
+
+    The time limit `hook.timeout` covers all commands together. `should_stop` is asked every
+    `poll_seconds` (cancel, lost lease) and returns a reason to stop or None. `on_start` gets
+    each command's process group id. Whatever happens the group is gone when this returns.
+    `wrap` (the agent sandbox, see runner.Attempt.hook_sandbox) turns each command's argv and
+    environment into the sandboxed argv, environment and working directory; it enforces
+    `hook.network_allow`. `secret_values` are blanked out of the output whatever their names.
+    """
+    started = time.monotonic()
+    deadline = started + hook.timeout
+    status, exit_code, reason, command = "passed", 0, "", ""
+    with tempfile.TemporaryFile() as out:
+        for command in hook.run:
+            out.write(f"$ {command}\n".encode())
+            out.flush()
+            argv, cmd_env, cmd_cwd = ["/bin/sh", "-c", command], dict(env), Path(cwd)
+            if wrap is not None:
+                argv, cmd_env, cmd_cwd = wrap(argv, cmd_env)
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=str(cmd_cwd),
+                    env=cmd_env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group, killed whole
+                )
+            except OSError as exc:
+                status, exit_code, reason = "error", None, f"could not start /bin/sh: {exc}"
+                break
+            pgid = proc.pid
+            if on_start is not None:
+                on_start(pgid)
+            stopped = ""
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    stopped = "timed_out"
+                    break
+                try:
+                    proc.wait(timeout=min(poll_seconds, remaining))
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if should_stop is not None and (why := should_stop()):
+                    stopped, reason = "stopped", why
+                    break
+            if stopped:
+                kill_group(pgid, grace)
+                try:
+                    proc.wait(timeout=grace + 10)
+                except subprocess.TimeoutExpired:
+                    kill_group(pgid, 0)
+                    proc.wait()
+                status, exit_code = stopped, None
+                if stopped == "timed_out":
+                    reason = f"timed out after {hook.timeout} s"
+            # Whatever the command left running in the background ends with it.
+            if group_alive(pgid):
+                kill_group(pgid, min(grace, 1.0))
+            if stopped:
+                break
+            if proc.returncode != 0:
+                status, exit_code = "failed", proc.returncode
+                break
+        out.seek(0, os.SEEK_END)
+        size = out.tell()
+        out.seek(max(0, size - OUTPUT_TAIL_CHARS * 4))
+        tail = out.read().decode("utf-8", errors="replace")
+    for value in sorted((v for v in secret_values if v), key=len, reverse=True):
+        tail = tail.replace(value, "[REDACTED]")
+    tail = tail[-OUTPUT_TAIL_CHARS:]
+    return HookRun(
+        name=hook.name,
+        status=status,
+        exit_code=exit_code,
+        duration=time.monotonic() - started,
+        output=redact(tail),
+        command=command,
+        reason=reason,
+    )
+
+
+def tests_headline(result: StageResult | None, *, configured: bool) -> str:
+    """One line: whether the test command passed ("not run" when there is none)."""
+    if not configured:
+        return "not run (the workflow has no test_command)"
+    if result is None or not result.tests_status:
+        return "not run yet"
+    code = "" if result.tests_exit_code is None else f"exit {result.tests_exit_code}, "
+    return f"{result.tests_status} ({code}{result.tests_duration or 0:.1f} s)"
+
+
+def tests_report(result: StageResult | None, *, configured: bool, tail_lines: int = 60) -> str:
+    """The test evidence as a prompt shows it: the headline and the output's tail."""
+    headline = tests_headline(result, configured=configured)
+    if result is None or not result.tests_status:
+        return f"tests: {headline}"
+    tail = "\n".join(result.tests_output.strip().splitlines()[-tail_lines:])
+    return f"tests: {headline}\noutput (last lines):\n{tail or '(no output)'}"

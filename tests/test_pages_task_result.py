@@ -1,0 +1,79 @@
+"""The result panel of a finished task: for a local repository the branch, the origin it was
+pushed to, its commits and files, and a git command that really shows the change; for GitHub the
+pull request link. The task list shows the same in its PR column."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from django.urls import reverse
+
+from dashboard import selectors
+from pipeline.models import Task
+from tests.test_runner_processes import command_stage, commit_workflow, run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def browser(client, alice):
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
+def finished_task(local_repository, origin_and_clone) -> Task:
+    _, clone = origin_and_clone
+    commit_workflow(
+        clone,
+        [command_stage("planning", "plan"), command_stage("building", "build"), command_stage("reviewing", "review"), {"name": "pr_creation"}],
+    )
+    task = run(local_repository)
+    assert task.status == Task.Status.SUCCEEDED, task.status_reason
+    return task
+
+
+def test_a_local_task_shows_its_branch_origin_commits_files_and_a_working_command(browser, finished_task, origin_and_clone, tmp_path):
+    origin, _ = origin_and_clone
+    result = selectors.task_result(finished_task)
+    assert result.kind == "branch" and result.branch == finished_task.branch
+    assert result.origin == str(origin)
+    assert "greeter.py" in result.files
+    assert result.commits and all(len(c.sha) >= 7 for c in result.commits)
+
+    html = browser.get(reverse("dashboard:task-summary", args=[finished_task.pk])).content.decode()
+    assert 'id="result"' in html and "Branch pushed" in html
+    assert f'<code id="result-branch">{finished_task.branch}</code>' in html
+    assert f'<code id="result-origin">{origin}</code>' in html
+    assert result.commits[0].subject in html
+    assert "<dt>Result</dt><dd>branch pushed to origin</dd>" in html
+
+    # The command shown is the one a person pastes: run it in a fresh clone of the origin.
+    elsewhere = tmp_path / "elsewhere"
+    subprocess.run(["git", "clone", "-q", str(origin), str(elsewhere)], check=True)
+    shown = subprocess.run(result.command, shell=True, cwd=elsewhere, capture_output=True, text=True, check=True).stdout
+    assert "greeter.py" in shown and "+" in shown
+
+    rows = browser.get(reverse("dashboard:task-rows")).content.decode()
+    assert f"<code>{finished_task.branch}</code>" in rows
+
+
+def test_a_github_task_shows_its_pull_request_link(browser, local_repository):
+    from dashboard import testing
+
+    task = testing.task_running(repository=local_repository, issue_number=4)
+    for name in ("planning", "building", "reviewing", "pr_creation"):
+        testing.attempt_finish(testing.stage_claim(task, name), output_text="ok", verdict="APPROVE" if name == "reviewing" else "")
+    Task.objects.filter(pk=task.pk).update(pr_url="https://github.com/octo/repo/pull/12", pr_number=12)
+    html = browser.get(reverse("dashboard:task-summary", args=[task.pk])).content.decode()
+    assert 'id="result-pr-link"' in html and "#12 · https://github.com/octo/repo/pull/12" in html
+    assert "Draft pull request" in html  # opened as a draft (the default)
+
+
+def test_an_unfinished_task_has_no_result_panel(browser, local_repository):
+    from dashboard import testing
+
+    task = testing.task_running(repository=local_repository, issue_number=5)
+    html = browser.get(reverse("dashboard:task-summary", args=[task.pk])).content.decode()
+    assert 'id="result"' not in html

@@ -1,0 +1,67 @@
+"""The repository's own commands (setup, test_command) run in the agent sandbox with rights of
+their own: their network allow-list (not the agents'), the `setup_env` secrets (never given to
+agents), and a HOME that is not the agent's."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+
+import pytest
+import yaml
+
+from pipeline import services
+from pipeline.models import AgentEvent, StageResult, Task
+from tests.conftest import git
+from tests.test_sandbox_containment import http_servers  # noqa: F401 - fixture
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+FETCH = "import sys, urllib.request as u\nfor p in sys.argv[1:]:\n    try: print(p, u.urlopen(f'http://127.0.0.1:{p}/', timeout=10).read().decode())\n    except Exception as e: print(p, 'refused', e)\n"
+
+
+def test_setup_reaches_its_hosts_and_keeps_its_secret_from_the_agent(local_repository, origin_and_clone, http_servers, monkeypatch):  # noqa: F811
+    origin, clone = origin_and_clone
+    allowed, denied = http_servers
+    monkeypatch.setenv("REGISTRY_TOKEN", "tok-setup-only-123456")
+    fetch = [sys.executable, "-c", FETCH, str(allowed.server_port), str(denied.server_port)]
+    planner = (
+        "import json, os, pathlib, sys, urllib.request as u\n"
+        "try: got = u.urlopen(sys.argv[1], timeout=10).read().decode()\n"
+        "except Exception as e: got = 'refused'\n"
+        "home = sorted(os.listdir(os.environ['HOME']))\n"
+        "pathlib.Path('plan.md').write_text('# Plan\\n\\n' + json.dumps({'got': got, 'token': 'REGISTRY_TOKEN' in os.environ, 'home': home}))\n"
+    )
+    workflow = {
+        "setup_env": ["REGISTRY_TOKEN"],
+        "hooks": {
+            "setup": {
+                "run": [" ".join(shlex.quote(a) for a in fetch) + ' && echo "token=${REGISTRY_TOKEN:+yes}" && echo secret > "$HOME/.npmrc"'],
+                "network": {"allow": [f"127.0.0.1:{allowed.server_port}"]},
+            }
+        },
+        "stages": [
+            {"name": "planning", "provider": "command", "options": {"argv": [sys.executable, "-c", planner, f"http://127.0.0.1:{allowed.server_port}/"]}},
+            {"name": "pr_creation"},
+        ],
+    }
+    (clone / ".tac").mkdir()
+    (clone / ".tac" / "workflow.yaml").write_text(yaml.safe_dump(workflow))
+    git(clone, "add", "-A")
+    git(clone, "commit", "-q", "-m", "workflow")
+    task, _ = services.task_create(repository=local_repository, issue_number=2, title="Setup", trigger_source="cli")
+    services.task_dispatch(task=task, enqueue=False)
+    task = services.task_run_inline(task=task)
+    assert task.status == Task.Status.SUCCEEDED, task.status_reason
+
+    setup = AgentEvent.objects.get(task=task, data__hook="setup", data__status="passed").data["output"]
+    assert f"{allowed.server_port} ALLOWED-MARKER" in setup
+    assert f"{denied.server_port} refused" in setup and "DENIED-MARKER" not in setup
+    assert "token=yes" in setup and "tok-setup-only-123456" not in setup
+    blocked = sorted((e.data.get("hook", "agent"), e.data["port"]) for e in AgentEvent.objects.filter(task=task, kind="sandbox"))
+    assert blocked == sorted([("setup", denied.server_port), ("agent", allowed.server_port)])
+
+    # The agent: not the setup's host (its own allow-list is empty), no secret, a HOME of its own.
+    plan = json.loads(StageResult.objects.get(task=task, stage__name="planning").output_text.split("\n", 2)[2])
+    assert plan["got"] == "refused" and plan["token"] is False and ".npmrc" not in plan["home"]
