@@ -15,7 +15,7 @@ def test_untrusted_text_cannot_close_its_fence_or_hide_instructions():
     assert fenced.count("</request>") == 1 and fenced.endswith("</request>")
     assert "hidden" not in fenced and "\u200b" not in fenced
     assert 'author="mallory&quot; evil=&quot;1"' in fenced
-    assert "&lt;/request>" in fenced
+    assert "fix it&lt;/request&gt;" in fenced and "&lt;/REQUEST &gt;" in fenced
 
 
 def test_a_review_round_lists_every_inline_comment_with_path_and_line_and_ci_logs_are_fenced():
