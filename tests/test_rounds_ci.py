@@ -69,7 +69,7 @@ def test_failing_checks_start_ci_fix_rounds_until_max_ci_fix_attempts(client, pr
     assert len(standin.pulls_of("octo/sample")) == 1
 
 
-def test_a_person_s_round_resets_the_ci_fix_count_and_the_poller_finds_failures_without_webhooks(client, pr, standin):  # noqa: F811
+def test_the_poller_finds_a_failing_check_without_webhooks(client, pr, standin):  # noqa: F811
     repo, coordinator, task = pr
     head = branch_head(repo.clone_url, task.branch)
     standin.add_check_run("octo/sample", head, name="build", conclusion="timed_out", log="compiling...\nerror: the job ran out of time\n")
@@ -102,3 +102,19 @@ def test_tacx_own_stage_checks_never_start_a_ci_fix_round(client, pr, standin): 
     coordinator.conversations._last.clear()
     drive(coordinator)  # the poller sees it too
     assert not Round.objects.exists()
+
+
+def test_a_person_s_round_resets_the_ci_fix_count(client, pr, standin):  # noqa: F811
+    repo, coordinator, task = pr
+    for i in range(2):
+        fail_check(client, standin, branch_head(repo.clone_url, task.branch), delivery=f"ck-{i}")
+        drive(coordinator)
+    c = standin.add_comment("octo/sample", task.pr_number, "@tacx also add a docstring", author="alice")
+    from rounds_helpers import deliver
+
+    deliver(client, standin, "issue_comment.created", delivery="person", sender="alice", number=task.pr_number, comment_id=c["id"])
+    drive(coordinator)
+    fail_check(client, standin, branch_head(repo.clone_url, task.branch), delivery="ck-after")
+    drive(coordinator)
+    kinds = list(Round.objects.filter(task=task).order_by("id").values_list("kind", "status"))
+    assert kinds == [("ci_fix", "succeeded"), ("ci_fix", "succeeded"), ("comment", "succeeded"), ("ci_fix", "succeeded")]
