@@ -43,13 +43,13 @@ SECRET = "bench-webhook-secret"
 TOKEN = "ghp_benchToken000000000000000000000000"
 FULL_NAME = "bench/sample"
 
-# Notes its start time under the number the comment carries ("@tacx bench change 7").
+# Notes its start time first (on stdout: the sandbox lets it write only its worktree).
 AGENT = """
-import pathlib, re, sys, time
+import pathlib, time
 started = time.time()
-found = re.findall(r"bench change (\\d+)", sys.argv[1])
-pathlib.Path({marks!r}, found[-1] if found else "initial").write_text(repr(started))
-pathlib.Path("CHANGES.md").open("a").write(f"change {{started}}\\n")
+print(f"bench-start {{started!r}}", flush=True)
+with pathlib.Path("CHANGES.md").open("a") as f:
+    f.write(f"change {{started}}\\n")
 """
 PLANNER = "import pathlib; pathlib.Path('plan.md').write_text('# Plan\\n')"
 MODEL_SCRIPT = {
@@ -74,8 +74,6 @@ def main() -> None:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="tacx-bench-comment-"))
-    marks = tmp / "marks"
-    marks.mkdir()
     database_url = args.database_url or f"sqlite:///{tmp / 'bench.sqlite3'}"
 
     from github_standin import GitHubStandIn
@@ -97,6 +95,8 @@ def main() -> None:
         "TACX_MAX_CONCURRENT_TASKS": "100",
         "TACX_DASHBOARD_URL": "http://127.0.0.1",
         "TACX_CONVERSATION_POLL_INTERVAL": "3600",
+        # The agents are this Python: the sandbox may let them read its installation (as in the tests).
+        "TACX_SANDBOX_ALLOW_READ": os.pathsep.join(dict.fromkeys([sys.prefix, sys.base_prefix, os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)])),
         "HOME": str(tmp / "home"),
     }
     (tmp / "home").mkdir()
@@ -111,15 +111,17 @@ def main() -> None:
 
     from coordinator.heartbeat import coordinator_heartbeat_age
     from coordinator.webhooks import signature_for
-    from pipeline.models import Repository, Round, StageResult, Task
+    from pipeline.models import AgentEvent, Repository, Round, StageResult, Task
 
     call_command("migrate", verbosity=0)
+    # The agents run in TAC-X's sandbox, which shows them TAC-X's own interpreter.
+    python = sys.executable
     if args.agent == "claude":
         building = ["    provider: claude", "    model: claude-sonnet-4-5", "    timeout: 120", "    max_turns: 5", "    permission_mode: acceptEdits", "    allowed_tools: [Bash, Write, Edit, Read]"]
     else:
-        building = ["    provider: command", "    timeout: 60", "    options:", f"      argv: {json.dumps([sys.executable, '-c', AGENT.format(marks=str(marks)), '{prompt}'])}"]
+        building = ["    provider: command", "    timeout: 60", "    options:", f"      argv: {json.dumps([python, '-c', AGENT.format()])}"]
     workflow = "\n".join(
-        ["version: 1", "max_followup_rounds: 1000", "stages:", "  - name: planning", "    provider: command", "    timeout: 60", "    options:", f"      argv: {json.dumps([sys.executable, '-c', PLANNER])}"]
+        ["version: 1", "max_followup_rounds: 1000", "stages:", "  - name: planning", "    provider: command", "    timeout: 60", "    options:", f"      argv: {json.dumps([python, '-c', PLANNER])}"]
         + ["  - name: building", *building, "  - name: pr_creation", ""]
     )
     origin, _ = make_origin_and_clone(tmp, "sample", {"README.md": "bench\n", ".tac/workflow.yaml": workflow})
@@ -150,8 +152,15 @@ def main() -> None:
 
     def agent_started(n: int, t0: float) -> float | None:
         if model is None:
-            path = marks / str(n)
-            return float(path.read_text()) if path.exists() and path.stat().st_size else None
+            round_ = Round.objects.filter(text__endswith=f"bench change {n}").first()
+            line = (
+                AgentEvent.objects.filter(result__followup=round_, result__stage__name="building", kind="message", data__text__startswith="bench-start ")
+                .values_list("data__text", flat=True)
+                .first()
+                if round_ is not None
+                else None
+            )
+            return float(line.split()[1]) if line else None
         times = [r["time"] for r in model.requests if r["time"] >= t0 and r["conversation"] == "building" and not r["auxiliary"]]
         return min(times) if times else None
 
