@@ -211,6 +211,7 @@ def test_a_cluster_killed_between_taking_a_job_and_claiming_its_stage_loses_noth
         "TACX_Q_WORKERS": "1",
         "TACX_Q_TIMEOUT": "300",
         "TACX_Q_POLL": "0.1",
+        "TACX_SANDBOX_ALLOW_READ": os.pathsep.join(settings.TACX["SANDBOX_ALLOW_READ"]),
     }
     task, _ = services.task_create(repository=repo, issue_number=1, title="Lost job")
     assert Dispatcher().start(task)
