@@ -14,7 +14,9 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import socket
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -331,6 +333,19 @@ class Attempt:
         env = agent_environment(provider, invocation)
         # Commits the agent makes need an identity; its HOME has no git config of ours.
         env.update(git.identity_env())
+        # A private HOME and TMPDIR per attempt, holding the CLI's own headless settings
+        # (issue 8's sandbox replaces this with the sandbox's private HOME).
+        home = tempfile.mkdtemp(prefix="tacx-home-")
+        env["HOME"], env["TMPDIR"] = home, os.path.join(home, "tmp")
+        os.mkdir(env["TMPDIR"])
+        try:
+            provider.prepare_home(home, invocation, env)
+            self.run_agent_process(provider, invocation, argv, env)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+
+    def run_agent_process(self, provider, invocation: Invocation, argv: list[str], env: dict[str, str]) -> None:
+        cfg, result = self.cfg, self.result
         result.cli_version = provider.version()[:100]
         self.parser = provider.parser(invocation)
         self.meter = budgets.Meter.for_attempt(task=self.task, stage_cfg=cfg, workflow=self.workflow)
