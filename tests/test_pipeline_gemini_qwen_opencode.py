@@ -6,12 +6,13 @@ reported it); and one workflow whose three agent stages use three different CLIs
 from __future__ import annotations
 
 import copy
+import time
 from decimal import Decimal
 
 import pytest
 import yaml
 
-from pipeline.models import AgentEvent, StageResult, Task
+from pipeline.models import AgentEvent, Stage, StageResult, Task
 from pipeline.modelserver import ScriptedModelServer
 from pipeline.modelserver.testing import CLI_VERSIONS, DUMMY_API_KEY
 from pipeline.pricing import cost_for
@@ -148,3 +149,21 @@ stages:
     assert results["reviewing"].verdict == "APPROVE"
     assert "def farewell" in git(origin, "show", f"{task.branch}:greeter.py")
     assert task.cost_usd == sum(r.cost_usd for r in results.values())
+
+
+@pytest.mark.parametrize("provider", ["gemini", "qwen", "opencode"])
+def test_an_authentication_failure_fails_the_stage_in_seconds_without_a_retry(provider, local_repository, origin_and_clone, model_server):
+    _, clone = origin_and_clone
+    model_server({"conversations": [{"name": "any", "turns": [{"status": 401, "error_message": "API key not valid"}]}]})
+    commit_workflow(clone, f"stages:\n  - name: planning\n    provider: {provider}\n    model: {MODELS[provider]}\n  - name: pr_creation\n")
+
+    started = time.monotonic()
+    task = run(local_repository)
+    elapsed = time.monotonic() - started
+
+    result = StageResult.objects.get(task=task)
+    assert task.status == Task.Status.FAILED
+    assert result.error.startswith("agent could not authenticate (HTTP 401 from the model API)")
+    assert result.cli_version == CLI_VERSIONS[provider]
+    assert Stage.objects.get(task=task, name="planning").attempts == 1  # permanent: not retried
+    assert elapsed < 30, f"took {elapsed:.1f} s"
