@@ -125,3 +125,17 @@ def test_the_cli_gets_only_its_own_key_and_base_url(name, tmp_path):
     keys = {k for k, v in env.items() if v == DUMMY_API_KEY}
     assert len(keys) == 1
     assert env["HOME"] == str(tmp_path / "home") and env["TMPDIR"] == str(tmp_path / "home" / "tmp")
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+def test_a_run_downloads_nothing_into_its_private_home(name, tmp_path):
+    # opencode 1.18 installs @opencode-ai/plugin from the npm registry into ~/.config/opencode at
+    # start-up unless npm is offline (found with strace: registry.npmjs.org on port 443).
+    script = {"conversations": [{"name": "any", "turns": [{"text": "Nothing to do.", "usage": {"input_tokens": 5, "output_tokens": 1}}]}]}
+
+    result, _, _, _ = run_cli(name, script, tmp_path)
+
+    assert result.outcome.success, result.outcome.error
+    home = tmp_path / "home"
+    assert not list(home.rglob("node_modules"))
+    assert not list(home.rglob("*.tgz")) and not [p for p in home.rglob("_cacache/content-v2/*/*") if p.is_dir()]

@@ -22,8 +22,11 @@ Configuration: ``OPENCODE_CONFIG_CONTENT`` (JSON) defines a provider ``tacx`` th
 ``@ai-sdk/openai-compatible`` at the stage's base URL (option ``base_url``, else
 ``OPENCODE_BASE_URL``) whose key is read from ``OPENCODE_API_KEY`` (``{env:…}``: the key is not
 in the configuration text); ``model: foo`` runs ``tacx/foo``, ``model: p/foo`` runs ``p/foo`` as
-configured elsewhere. ``OPENCODE_DISABLE_MODELS_FETCH`` and ``OPENCODE_DISABLE_AUTOUPDATE`` keep it
-off the network. It keeps its sessions under ``$HOME/.local/share/opencode`` and a directory in
+configured elsewhere. ``OPENCODE_DISABLE_MODELS_FETCH`` and ``OPENCODE_DISABLE_AUTOUPDATE`` (and a few more
+``OPENCODE_DISABLE_*``) plus an offline ``~/.npmrc`` keep it off the network: checked with strace,
+it then connects to the model server only (without the ``.npmrc`` it downloads
+``@opencode-ai/plugin`` from registry.npmjs.org at start-up). A worktree's ``opencode.json`` is
+ignored (``OPENCODE_DISABLE_PROJECT_CONFIG``): it could redefine the provider and its URL. It keeps its sessions under ``$HOME/.local/share/opencode`` and a directory in
 the temp dir: both private per attempt.
 """
 
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 
 from .api_errors import http_error_sentence
@@ -193,8 +197,21 @@ class OpencodeProvider(Provider):
             "OPENCODE_CONFIG_CONTENT": json.dumps(config),
             "OPENCODE_DISABLE_MODELS_FETCH": "1",
             "OPENCODE_DISABLE_AUTOUPDATE": "1",
+            "OPENCODE_DISABLE_DEFAULT_PLUGINS": "1",
+            "OPENCODE_DISABLE_LSP_DOWNLOAD": "1",
+            "OPENCODE_DISABLE_SHARE": "1",
+            # An opencode.json in the worktree must not redefine the provider (and send the key
+            # elsewhere) or add tools: TAC-X's configuration is the only one.
+            "OPENCODE_DISABLE_PROJECT_CONFIG": "1",
             "OPENCODE_BASE_URL": base_url,
         }
+
+    def prepare_home(self, home: str, inv: Invocation, env: Mapping[str, str]) -> None:
+        """``$HOME/.npmrc`` making npm offline: at start-up opencode 1.18 installs
+        ``@opencode-ai/plugin`` from the npm registry into its config directory
+        (``~/.config/opencode``) in the background, a download an agent stage does not need."""
+        with open(os.path.join(home, ".npmrc"), "w", encoding="utf-8") as f:
+            f.write("offline=true\n")
 
     def parser(self, inv: Invocation | None = None) -> OpencodeStreamParser:
         return OpencodeStreamParser(inv, cli_version=self.version())
