@@ -75,3 +75,21 @@ def test_an_invalid_file_names_the_file_the_field_and_the_problem(text, expected
 def test_invalid_yaml_reports_the_line():
     with pytest.raises(WorkflowError, match=r"line 3, column \d+: invalid YAML"):
         load_workflow_text("stages:\n  - name: planning\n  provider: [unclosed\n")
+
+
+def test_a_stage_on_another_provider_does_not_inherit_the_default_stages_cli_flags():
+    default = default_workflow().stage("planning")
+    wf = load_workflow_text("stages:\n  - {name: planning, provider: gemini}\n  - {name: pr_creation}\n")
+
+    planning = wf.stage("planning")
+    assert planning.provider == "gemini"
+    # Claude's words would break the Gemini CLI (--approval-mode acceptEdits, --allowed-tools Read …).
+    assert (planning.model, planning.permission_mode, tuple(planning.allowed_tools), planning.options) == ("", "", (), {})
+    assert (planning.prompt, planning.timeout, planning.max_turns) == (default.prompt, default.timeout, default.max_turns)
+
+
+def test_a_stage_on_the_same_provider_still_inherits_everything():
+    default = default_workflow().stage("planning")
+    wf = load_workflow_text(f"stages:\n  - {{name: planning, provider: {default.provider}}}\n  - {{name: pr_creation}}\n")
+
+    assert wf.stage("planning") == default
