@@ -139,3 +139,28 @@ def test_a_recorded_turn_limit_names_the_limit(cli):
 
     assert "turn limit (max turns 2" in outcome.error
     assert outcome.usage.input_tokens == 100 + 101
+
+
+@pytest.mark.parametrize("cli", ["gemini", "qwen", "opencode"])
+def test_an_error_the_cli_reports_is_a_failure_even_with_exit_code_0(cli):
+    file = next(f for f, e in MANIFEST.items() if e["cli"] == cli and f.endswith(".auth-401.jsonl"))
+    inv = Invocation(prompt="p", cwd="/w", model=MANIFEST[file]["model"])
+
+    outcome, _ = parse(cli, RECORDED / file, exit_code=0, inv=inv)
+
+    assert not outcome.success
+    assert "could not authenticate" in outcome.error
+
+
+def test_opencode_stops_the_run_at_its_turn_limit_as_soon_as_it_asks_for_more():
+    lines = (RECORDED / "opencode-1.18.33.write-bash-success.jsonl").read_text().splitlines()
+    parser = get_provider("opencode").parser(Invocation(prompt="p", cwd="/w", model="glm-4.6", max_turns=2))
+    fatal_after = None
+    for n, line in enumerate(lines):
+        parser.feed(line)
+        if parser.fatal and fatal_after is None:
+            fatal_after = n
+    # The second step_finish ends with reason "tool-calls": the agent wants a third call.
+    second_step = [n for n, line in enumerate(lines) if json.loads(line)["type"] == "step_finish"][1]
+    assert fatal_after == second_step
+    assert parser.fatal == "agent hit its turn limit (max turns 2)"

@@ -32,7 +32,7 @@ import os
 import re
 from collections.abc import Mapping
 
-from .api_errors import http_error_sentence
+from .api_errors import http_error_sentence, status_in_message
 from .base import (
     Event,
     Invocation,
@@ -182,7 +182,7 @@ class GeminiStreamParser(StreamParser):
             return self.outcome()
         error = as_dict(result.get("error")) if result else {}
         message = str(error.get("message") or "")
-        status = http_status(exit_code, message or stderr_tail)
+        status = http_status(exit_code, message or stderr_tail) or status_in_message(message)
         if status is not None:
             detail = message or stderr_tail.strip()[-500:]
             attempts = self.inv.options.get("max_attempts") if self.inv else None
