@@ -167,3 +167,23 @@ def test_an_authentication_failure_fails_the_stage_in_seconds_without_a_retry(pr
     assert result.cli_version == CLI_VERSIONS[provider]
     assert Stage.objects.get(task=task, name="planning").attempts == 1  # permanent: not retried
     assert elapsed < 30, f"took {elapsed:.1f} s"
+
+
+def test_one_workflow_with_the_three_new_clis_opencode_plans_qwen_builds_gemini_reviews(local_repository, origin_and_clone, model_server):
+    origin, clone = origin_and_clone
+    server = model_server(DEMO_SCRIPT)
+    stages = {"planning": "opencode", "building": "qwen", "reviewing": "gemini"}
+    commit_workflow(clone, "stages:\n" + "".join(f"  - name: {s}\n    provider: {p}\n    model: {MODELS[p]}\n" for s, p in stages.items()) + "  - name: pr_creation\n")
+
+    task = run(local_repository)
+
+    assert task.status == Task.Status.SUCCEEDED, task.status_reason
+    results = {r.stage.name: r for r in StageResult.objects.filter(task=task).select_related("stage")}
+    for stage, provider in stages.items():
+        r = results[stage]
+        assert (r.provider, r.cli_version) == (provider, CLI_VERSIONS[provider])
+        expected = openai_like_sums(DEMO_SCRIPT, stage)
+        assert {k: getattr(r, k) for k in expected} == expected, stage
+    assert {r["api"] for r in server.requests} == {"openai-chat", "gemini"}
+    assert "Add farewell() and tests" in git(origin, "log", "--format=%s", task.branch)
+    assert results["reviewing"].verdict == "APPROVE"
