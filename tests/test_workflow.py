@@ -93,10 +93,28 @@ def test_every_problem_of_a_file_is_reported_at_once():
     assert errors == [
         ".tac/workflow.yaml: colour: unknown key (allowed: budget, defaults, hooks, network, review_rounds, setup_env, stages, test_command, version)",
         ".tac/workflow.yaml: review_rounds: must be >= 1, got 0",
-        ".tac/workflow.yaml: stages[0] (planning).provider: unknown provider 'clod' (known: claude, codex, gemini, command)",
+        ".tac/workflow.yaml: stages[0] (planning).provider: unknown provider 'clod' (known: claude, codex, gemini, qwen, opencode, command)",
         ".tac/workflow.yaml: stages[1] (building).timeout: must be >= 1, got -1",
         ".tac/workflow.yaml: stages[1] (building).max_turns: must be an integer, got str 'many'",
         ".tac/workflow.yaml: stages[2] (reviewing).prompt: unknown placeholder {isue_title} (known: branch, issue_body, "
         "issue_number, issue_title, plan, repository, review_feedback, round, stage, test_result, worktree)",
     ]
     assert str(exc.value) == "\n".join(errors)
+
+
+def test_a_stage_on_another_provider_does_not_inherit_the_default_stages_cli_flags():
+    default = default_workflow().stage("planning")
+    wf = load_workflow_text("stages:\n  - {name: planning, provider: gemini}\n  - {name: pr_creation}\n")
+
+    planning = wf.stage("planning")
+    assert planning.provider == "gemini"
+    # Claude's words would break the Gemini CLI (--approval-mode acceptEdits, --allowed-tools Read …).
+    assert (planning.model, planning.permission_mode, tuple(planning.allowed_tools), planning.options) == ("", "", (), {})
+    assert (planning.prompt, planning.timeout, planning.max_turns) == (default.prompt, default.timeout, default.max_turns)
+
+
+def test_a_stage_on_the_same_provider_still_inherits_everything():
+    default = default_workflow().stage("planning")
+    wf = load_workflow_text(f"stages:\n  - {{name: planning, provider: {default.provider}}}\n  - {{name: pr_creation}}\n")
+
+    assert wf.stage("planning") == default
