@@ -49,12 +49,15 @@ PG_BIN = Path(os.environ.get("TACX_DRILL_PG_BIN", "/usr/lib/postgresql/15/bin"))
 REPO = "drill/app"
 LABEL = "rpi-auto"
 
+# The agent runs in the agent sandbox: it can write only its worktree, so it logs there (the
+# drill reads every worktree's log), under a random id (its pid is the sandbox's own).
 AGENT = """
 import os, pathlib, sys, time
-stage, log_path = sys.argv[1], sys.argv[2]
-log = open(log_path, "a", buffering=1)
+stage = sys.argv[1]
+me = os.urandom(6).hex()
+log = open("agent.log", "a", buffering=1)
 for i in range(20):
-    log.write(f"{os.getcwd()} {stage} {os.getpid()} {time.time()}\\n")
+    log.write(f"{os.getcwd()} {stage} {me} {time.time()}\\n")
     try:
         print(f"{stage} working {i}", flush=True)
     except BrokenPipeError:
@@ -196,15 +199,15 @@ def drill(args, rng: random.Random, base: Path, logs: Path, pg: PrivatePostgres 
     for number in range(1, args.tasks + 1):
         standin.add_issue(REPO, number=number, title=f"Drill issue {number}", body="Write NOTES.md.", labels=(LABEL,), labeled_by="alice")
 
-    agent_log = base / "agents.log"
-    (base / "agent.py").write_text(AGENT)
+    (base / "agent").mkdir()
+    (base / "agent" / "agent.py").write_text(AGENT)
     origin = base / "origin.git"
     clone = base / "clone"
     run(["git", "init", "-q", "--bare", "-b", "main", str(origin)])
     run(["git", "init", "-q", "-b", "main", str(clone)])
     stages = []
     for name in ("planning", "building", "reviewing"):
-        argv = [sys.executable, str(base / "agent.py"), name, str(agent_log)]
+        argv = [sys.executable, str(base / "agent" / "agent.py"), name]
         stages.append(
             f"  - name: {name}\n    provider: command\n    timeout: 120\n    max_attempts: 20\n"
             f"    options:\n      argv: {argv!r}\n"
@@ -236,6 +239,8 @@ def drill(args, rng: random.Random, base: Path, logs: Path, pg: PrivatePostgres 
         "TACX_MAX_ATTEMPTS": "20",
         "TACX_WORKTREE_RETENTION_HOURS": "1000",
         "LOG_LEVEL": "WARNING",
+        # The sandboxed agent is this Python running agent.py: it may read those, nothing else.
+        "TACX_SANDBOX_ALLOW_READ": os.pathsep.join([sys.prefix, sys.base_prefix, str(base / "agent")]),
     }
     os.environ.update({k: env[k] for k in ("DATABASE_URL", "TACX_VAR_DIR", "TACX_WORKTREE_ROOT", "GITHUB_API_URL", "GITHUB_TOKEN")})
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tacx_site.settings")
@@ -327,7 +332,7 @@ def drill(args, rng: random.Random, base: Path, logs: Path, pg: PrivatePostgres 
     result_counts = db(lambda: defaultdict(int, {s: n for s, n in _count_results(StageResult)}))
     lost = sum(max(0, attempts - result_counts[pk]) for pk, attempts in claims)
     open_attempts = db(lambda: StageResult.objects.filter(outcome=StageResult.Outcome.RUNNING).exclude(task__status__in=Task.ACTIVE).count())
-    overlaps = _overlapping_runs(agent_log)
+    overlaps = _overlapping_runs(base / "trees")
     heads = defaultdict(int)
     for pull in standin.pulls.get(REPO, {}).values():
         heads[pull["head"]["ref"]] += 1
@@ -363,17 +368,17 @@ def _count_results(StageResult):
     return StageResult.objects.values("stage_id").annotate(n=Count("id")).values_list("stage_id", "n")
 
 
-def _overlapping_runs(log: Path) -> int:
-    """Pairs of agent processes of one stage of one task whose logged lifetimes overlap."""
-    spans: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(dict)
-    if not log.exists():
-        return 0
-    for line in log.read_text().splitlines():
+def _overlapping_runs(trees: Path) -> int:
+    """Pairs of agent processes of one stage of one task whose logged lifetimes overlap (each
+    worktree's agent.log)."""
+    spans: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(dict)
+    lines = [line for log in trees.glob("*/agent.log") for line in log.read_text().splitlines()]
+    for line in lines:
         parts = line.rsplit(" ", 3)
         if len(parts) != 4:
             continue
-        cwd, stage, pid, at = parts
-        span = spans[(cwd, stage)].setdefault(int(pid), [float(at), float(at)])
+        cwd, stage, me, at = parts
+        span = spans[(cwd, stage)].setdefault(me, [float(at), float(at)])
         span[0], span[1] = min(span[0], float(at)), max(span[1], float(at))
     overlaps = 0
     for runs in spans.values():

@@ -72,6 +72,16 @@ DEFAULT_PRICES: dict[str, Price] = {
     "gemini-2.5-pro": _p("1.25", "10", "0.125"),
     "gemini-2.5-flash": _p("0.30", "2.50", "0.03"),
     "gemini-2.5-flash-lite": _p("0.10", "0.40", "0.01"),
+    "gemini-3-pro-preview": _p("2", "12", "0.20"),
+    # Alibaba Model Studio (international), the tier for prompts up to 32k tokens; Qwen Code
+    # reports no cost, so this table is its only price.
+    "qwen3-coder-plus": _p("1", "5", "0.10"),
+    "qwen3-coder-flash": _p("0.30", "1.50", "0.03"),
+    "qwen3-max": _p("1.20", "6", "0.12"),
+    # Models people commonly run through opencode (which prices calls itself from the ``cost``
+    # TAC-X writes into its configuration from this table).
+    "glm-4.6": _p("0.60", "2.20", "0.11"),
+    "kimi-k2": _p("0.60", "2.50", "0.15"),
 }
 
 # What may follow a table key in a model id and still be the same model: a release date

@@ -27,7 +27,9 @@ MAX_STAGE_ATTEMPTS = 100
 MAX_REVIEW_ROUNDS = 100
 DEFAULT_WORKFLOW_FILE = Path(__file__).with_name("default_workflow.yaml")
 
-AGENT_PROVIDERS = ("claude", "codex", "gemini", "command")
+AGENT_PROVIDERS = ("claude", "codex", "gemini", "qwen", "opencode", "command")
+# Not inherited from a default stage that uses another provider.
+_PROVIDER_SPECIFIC_KEYS = ("model", "allowed_tools", "permission_mode", "extra_args", "options")
 CORE_STAGES = ("planning", "building", "reviewing", "pr_creation")
 # What a prompt template may refer to; anything else is a typo the user wants to hear about.
 PROMPT_FIELDS = frozenset(
@@ -492,6 +494,10 @@ def _parse_stage(v: _Validator, raw: Any, index: int, defaults: Workflow | None)
         except KeyError:
             pass
     provider = raw.get("provider", base.get("provider"))
+    if base and provider != base.get("provider"):
+        # Another CLI: the default stage's model, tools, permission mode, arguments and options
+        # are the other CLI's words (Claude's "acceptEdits" means nothing to gemini).
+        base = {k: v for k, v in base.items() if k not in _PROVIDER_SPECIFIC_KEYS}
     if name == "pr_creation":
         # Done by TAC-X itself: it holds the push token, the agent never does.
         if provider not in (None, "tacx"):

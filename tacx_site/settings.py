@@ -201,6 +201,10 @@ TACX = {
     "WORKTREE_RETENTION_HOURS": env_float("TACX_WORKTREE_RETENTION_HOURS", 24.0),
     # Claude Code retries a failing API for minutes; this many retries in a row fail the stage.
     "AUTH_RETRY_LIMIT": env_int("TACX_AUTH_RETRY_LIMIT", 3),
+    # Gemini CLI: attempts per model call on 429/5xx (its default, 10, takes about 210 s to fail).
+    "GEMINI_MAX_ATTEMPTS": env_int("TACX_GEMINI_MAX_ATTEMPTS", 3),
+    # Qwen Code: the OpenAI SDK's retries inside each of its own (fixed) 7 attempts.
+    "QWEN_MAX_RETRIES": env_int("TACX_QWEN_MAX_RETRIES", 1),
     "KILL_GRACE_SECONDS": env_float("TACX_KILL_GRACE_SECONDS", 3.0),
     "DRAFT_PRS": env_bool("TACX_DRAFT_PRS", True),
     "DASHBOARD_URL": os.environ.get("TACX_DASHBOARD_URL", "http://127.0.0.1:8000"),

@@ -1,9 +1,10 @@
 """A django-q2 cluster killed with SIGKILL in the middle of a stage.
 
 Real parts: `manage.py qcluster` subprocesses on the test database (ORM broker), the stage
-runner, a slow agent (command provider) in its own session, git. The agent appends
-"<pid> <time>" to a log every 50 ms, so the log shows when each agent process ran: the
-intervals of two attempts must never overlap.
+runner, a slow agent (command provider) in the agent sandbox, git. The agent appends
+"<its id> <time>" to a log in its worktree every 50 ms, so the log shows when each agent
+process ran: the intervals of two attempts must never overlap. The sandbox ends with the worker
+that started it, so no orphan agent outlives the SIGKILL.
 """
 
 from __future__ import annotations
@@ -123,7 +124,9 @@ def test_a_sigkilled_worker_is_reaped_its_agent_killed_and_the_task_finished_wit
         first.wait()
         last_fault = time.time()
         time.sleep(0.3)
-        assert processes_matching(tag), "the agent runs on after its worker died (an orphan)"
+        # The sandbox (bubblewrap, --die-with-parent) ends with the worker that started it: no
+        # orphan agent keeps working on the stage (unsandboxed, the reaper kills the orphan).
+        wait_for(lambda: processes_matching(tag) == [], 10, "the agent to end with its worker")
         assert Stage.objects.get(pk=planning.pk).status == Stage.Status.RUNNING
 
         # Nobody renews the lease now; once it has expired the coordinator's reaper acts.
@@ -133,7 +136,7 @@ def test_a_sigkilled_worker_is_reaped_its_agent_killed_and_the_task_finished_wit
 
         attempt = StageResult.objects.get(stage=planning, attempt=1)
         assert attempt.outcome == StageResult.Outcome.WORKER_LOST and not attempt.success
-        assert processes_matching(tag) == [], "the orphaned agent (its whole sandbox) was killed"
+        assert processes_matching(tag) == []
         planning.refresh_from_db()
         assert planning.status == Stage.Status.QUEUED and planning.attempts == 1
 
@@ -208,6 +211,7 @@ def test_a_cluster_killed_between_taking_a_job_and_claiming_its_stage_loses_noth
         "TACX_Q_WORKERS": "1",
         "TACX_Q_TIMEOUT": "300",
         "TACX_Q_POLL": "0.1",
+        "TACX_SANDBOX_ALLOW_READ": os.pathsep.join(settings.TACX["SANDBOX_ALLOW_READ"]),
     }
     task, _ = services.task_create(repository=repo, issue_number=1, title="Lost job")
     assert Dispatcher().start(task)

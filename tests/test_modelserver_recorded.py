@@ -30,7 +30,8 @@ def test_every_recorded_transcript_is_listed_json_lines_and_holds_no_key(name):
     assert lines_of(name)
     assert DUMMY_API_KEY not in text
     assert not _PATTERN.search(text), "something that looks like a token or key"
-    assert MANIFEST[name]["exit_code"] in (0, 1)
+    # 53: turn limit (Gemini CLI, Qwen Code); 145 and 173: Gemini CLI exits with HTTP 401 / 429 modulo 256
+    assert MANIFEST[name]["exit_code"] in (0, 1, 53, 145, 173)
 
 
 def test_the_manifest_lists_every_transcript():

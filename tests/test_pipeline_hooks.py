@@ -18,7 +18,7 @@ import yaml
 
 from pipeline import runner, services
 from pipeline.models import AgentEvent, Stage, StageResult, Task
-from tests.conftest import git, processes_matching
+from tests.conftest import git, grant, processes_matching
 
 SECRET = "npm_hooktestsecret0123456789"
 
@@ -199,7 +199,7 @@ def test_the_api_and_the_stage_timeline_show_each_building_attempts_test_result(
     task = services.task_run_inline(task=start(local_repository))
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
 
-    client.force_login(django_user_model.objects.create_user("viewer", "v@example.com", "pw-pw-pw-pw"))
+    client.force_login(grant(django_user_model.objects.create_user("viewer", "v@example.com", "pw-pw-pw-pw"), "view_task"))
     answer = client.get(f"/api/tasks/{task.pk}/attempts/").json()
     attempts = answer["results"] if isinstance(answer, dict) else answer
     building = [(a["round"], a["tests_status"], a["tests_exit_code"]) for a in attempts if a["stage"] == "building"]
@@ -308,7 +308,7 @@ def test_hook_and_test_output_is_shown_on_the_task_page_escaped(local_repository
     task = services.task_run_inline(task=start(local_repository))
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
 
-    client.force_login(django_user_model.objects.create_user("viewer", "v@example.com", "pw-pw-pw-pw"))
+    client.force_login(grant(django_user_model.objects.create_user("viewer", "v@example.com", "pw-pw-pw-pw"), "view_task"))
     page = client.get(f"/tasks/{task.pk}/").content.decode()
     assert "hook setup" in page and "setup passed (exit 0" in page and "hook before_stage" in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt; hostile hook output" in page and "<script>alert(1)" not in page

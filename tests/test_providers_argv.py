@@ -18,7 +18,7 @@ def bin_dir(settings, tmp_path) -> Path:
     """Stand-in executables, so argv building does not depend on what is installed."""
     directory = tmp_path / "bin"
     directory.mkdir()
-    for name in ("claude", "codex", "gemini", "my-agent"):
+    for name in ("claude", "codex", "gemini", "qwen", "opencode", "my-agent"):
         exe = directory / name
         exe.write_text("#!/bin/sh\necho 1.2.3\n")
         exe.chmod(0o755)
@@ -30,7 +30,7 @@ def inv(**kw) -> Invocation:
     return Invocation(**{"prompt": NASTY, "cwd": "/work/tree", **kw})
 
 
-@pytest.mark.parametrize("name", ["claude", "codex", "gemini"])
+@pytest.mark.parametrize("name", ["claude", "codex", "gemini", "qwen", "opencode"])
 def test_the_prompt_with_shell_metacharacters_is_one_argv_element_unchanged(bin_dir, name):
     argv = get_provider(name).build_command(inv())
 
@@ -90,6 +90,32 @@ def test_codex_rejects_bad_options_permanently(bin_dir, options):
     assert caught.value.permanent is True
 
 
+def test_gemini_and_qwen_default_to_yolo_or_their_write_and_shell_tools_are_not_offered(bin_dir):
+    for name in ("gemini", "qwen"):
+        argv = get_provider(name).build_command(inv())
+
+        assert argv[argv.index("--approval-mode") + 1] == "yolo"
+
+
+def test_qwen_argv_has_stream_json_openai_auth_model_and_turn_limit(bin_dir):
+    argv = get_provider("qwen").build_command(inv(model="qwen3-coder-plus", max_turns=7, permission_mode="auto_edit"))
+
+    assert argv[1:5] == ["-o", "stream-json", "--auth-type", "openai"]
+    assert argv[argv.index("-m") + 1] == "qwen3-coder-plus"
+    assert argv[argv.index("--max-session-turns") + 1] == "7"
+    assert argv[argv.index("--approval-mode") + 1] == "auto_edit"
+    assert argv[-2:] == ["-p", NASTY]
+
+
+def test_opencode_argv_runs_json_auto_on_the_tacx_provider_unless_one_is_named(bin_dir):
+    argv = get_provider("opencode").build_command(inv(model="glm-4.6", max_turns=5))
+
+    assert argv[1:5] == ["run", "--format", "json", "--auto"]
+    assert argv[argv.index("-m") + 1] == "tacx/glm-4.6"
+    assert "5" not in argv  # no turn-limit flag: the parser enforces it
+    assert get_provider("opencode").build_command(inv(model="openrouter/x"))[6] == "openrouter/x"
+
+
 def test_gemini_argv_has_stream_json_model_and_approval_mode(bin_dir):
     argv = get_provider("gemini").build_command(inv(model="gemini-2.5-pro", permission_mode="yolo"))
 
@@ -99,13 +125,13 @@ def test_gemini_argv_has_stream_json_model_and_approval_mode(bin_dir):
     assert argv[-2:] == ["-p", NASTY]
 
 
-@pytest.mark.parametrize("name", ["claude", "codex", "gemini"])
+@pytest.mark.parametrize("name", ["claude", "codex", "gemini", "qwen", "opencode"])
 def test_a_prompt_that_looks_like_an_option_is_not_read_as_one(bin_dir, name):
     argv = get_provider(name).build_command(inv(prompt="--help me"))
 
     prompt_at = next(i for i, a in enumerate(argv) if a.endswith("--help me"))
     assert prompt_at == len(argv) - 1
-    if name == "gemini":  # yargs: the = form keeps a leading dash in the value
+    if name in ("gemini", "qwen"):  # yargs: the = form keeps a leading dash in the value
         assert argv[-1] == "--prompt=--help me"
     else:  # clap and commander: everything after -- is positional
         assert argv[-2:] == ["--", "--help me"]

@@ -26,6 +26,7 @@ BASE_ENV = {
     "OPENAI_API_KEY": "sk-openai-key",
     "TACX_MODEL_API_KEY": "model-server-key",
     "GEMINI_API_KEY": "gemini-key",
+    "OPENCODE_API_KEY": "opencode-key",
     "DATABASE_URL": "postgres://u:p@db/tacx",
     "REDIS_URL": "redis://localhost",
 }
@@ -35,6 +36,8 @@ OWN_KEYS = {
     "claude": {"ANTHROPIC_API_KEY"},
     "codex": {"OPENAI_API_KEY", "TACX_MODEL_API_KEY"},
     "gemini": {"GEMINI_API_KEY"},
+    "qwen": {"OPENAI_API_KEY"},  # Qwen Code's OpenAI-compatible auth reads OpenAI's variable
+    "opencode": {"OPENCODE_API_KEY"},
     "command": set(),
 }
 ALL_KEYS = set().union(*OWN_KEYS.values())

@@ -69,7 +69,8 @@ def test_usage_subtracts_cached_input_and_takes_the_resolved_model():
     u = parser.usage
     assert u.input_tokens == stats["input_tokens"] - stats["cached"] == stats["input"]
     assert u.cache_read_tokens == stats["cached"]
-    assert u.output_tokens == stats["output_tokens"]
+    # Thought tokens (here 303) are only in total_tokens; Google bills them as output.
+    assert u.output_tokens == stats["total_tokens"] - stats["input_tokens"] == stats["output_tokens"] + 303
     assert u.session_id == init["session_id"]
     assert u.model == next(iter(stats["models"]))  # init only said "auto"
     assert u.cost_usd == cost_for(u.model, u) is not None

@@ -16,8 +16,14 @@ def test_every_registered_name_gives_an_instance_of_its_class():
         assert provider.name == name
 
 
-def test_the_registry_has_the_four_providers_of_the_design():
-    assert set(PROVIDERS) == {"claude", "codex", "gemini", "command"}
+def test_the_registry_has_the_design_providers_and_qwen_and_opencode():
+    assert set(PROVIDERS) == {"claude", "codex", "gemini", "qwen", "opencode", "command"}
+
+
+def test_the_workflow_accepts_every_registered_provider():
+    from pipeline.workflow import AGENT_PROVIDERS
+
+    assert set(AGENT_PROVIDERS) == set(PROVIDERS)
 
 
 def test_an_unknown_provider_is_a_permanent_error_naming_the_known_ones():

@@ -94,7 +94,7 @@ def test_every_problem_of_a_file_is_reported_at_once():
         ".tac/workflow.yaml: colour: unknown key (allowed: approval, approval_skip_label, budget, defaults, hooks, max_ci_fix_attempts, "
         "max_followup_rounds, mention, network, resume_session, review_rounds, setup_env, stages, test_command, version)",
         ".tac/workflow.yaml: review_rounds: must be >= 1, got 0",
-        ".tac/workflow.yaml: stages[0] (planning).provider: unknown provider 'clod' (known: claude, codex, gemini, command)",
+        ".tac/workflow.yaml: stages[0] (planning).provider: unknown provider 'clod' (known: claude, codex, gemini, qwen, opencode, command)",
         ".tac/workflow.yaml: stages[1] (building).timeout: must be >= 1, got -1",
         ".tac/workflow.yaml: stages[1] (building).max_turns: must be an integer, got str 'many'",
         ".tac/workflow.yaml: stages[2] (reviewing).prompt: unknown placeholder {isue_title} (known: branch, followup, issue_body, "
@@ -111,3 +111,21 @@ def test_the_round_keys_are_validated_and_kept_in_the_snapshot():
     with pytest.raises(WorkflowError) as exc:
         load_workflow_text("approval: always\nmention: tacx\nresume_session: maybe\nmax_ci_fix_attempts: -1\n")
     assert [e.split(": ", 2)[1] for e in exc.value.errors] == ["approval", "max_ci_fix_attempts", "mention", "resume_session"]
+
+
+def test_a_stage_on_another_provider_does_not_inherit_the_default_stages_cli_flags():
+    default = default_workflow().stage("planning")
+    wf = load_workflow_text("stages:\n  - {name: planning, provider: gemini}\n  - {name: pr_creation}\n")
+
+    planning = wf.stage("planning")
+    assert planning.provider == "gemini"
+    # Claude's words would break the Gemini CLI (--approval-mode acceptEdits, --allowed-tools Read …).
+    assert (planning.model, planning.permission_mode, tuple(planning.allowed_tools), planning.options) == ("", "", (), {})
+    assert (planning.prompt, planning.timeout, planning.max_turns) == (default.prompt, default.timeout, default.max_turns)
+
+
+def test_a_stage_on_the_same_provider_still_inherits_everything():
+    default = default_workflow().stage("planning")
+    wf = load_workflow_text(f"stages:\n  - {{name: planning, provider: {default.provider}}}\n  - {{name: pr_creation}}\n")
+
+    assert wf.stage("planning") == default

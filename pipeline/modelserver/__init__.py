@@ -1,11 +1,12 @@
 """Scripted model server: real agent CLIs talk to it instead of a model provider.
 
-It speaks the Anthropic Messages API (Claude Code) and the OpenAI Responses API (Codex CLI) on
-loopback, with streaming, and plays a script (:mod:`.script`): which tool calls to make, what
+It speaks the Anthropic Messages API (Claude Code), the OpenAI Responses API (Codex CLI), the
+OpenAI Chat Completions API (Qwen Code, opencode) and the Gemini API (Gemini CLI) on loopback,
+with streaming, and plays a script (:mod:`.script`): which tool calls to make, what
 text to answer, what usage to report, which HTTP errors to return, how long to wait. The CLI
 really runs the tools in its working directory. Modules: :mod:`.script` (format, validation),
 :mod:`.exchange` (turn ids, turn selection), :mod:`.anthropic`, :mod:`.openai_responses`,
-:mod:`.server` (:class:`ScriptedModelServer`), :mod:`.testing` (argv/env builders, git repo
+:mod:`.openai_chat`, :mod:`.gemini`, :mod:`.server` (:class:`ScriptedModelServer`), :mod:`.testing` (argv/env builders, git repo
 helper), :mod:`.recording` (re-records ``tests/fixtures/recorded``).
 ``manage.py serve_model --script PATH [--host 127.0.0.1] [--port 8765] [--request-log FILE]``
 runs it in the foreground.
@@ -106,6 +107,30 @@ Script usage has Anthropic semantics (input excludes cache tokens). Over the scr
   (The server sends ``input_tokens`` with cached tokens included, as OpenAI does, and
   ``input_tokens_details.{cached_tokens, cache_write_tokens}``.) So the non-cached input is
   ``input_tokens - cached_input_tokens - cache_write_input_tokens`` = Σ script input_tokens.
+
+Gemini CLI, Qwen Code, opencode
+-------------------------------
+Driven through their providers (``pipeline.providers.gemini/qwen/opencode``; the helper
+:func:`.testing.provider_command` builds exactly what the runner builds), measured with
+@google/gemini-cli 0.61.0, @qwen-code/qwen-code 0.24.4 and opencode-ai 1.18.33:
+
+* Gemini CLI: ``GOOGLE_GEMINI_BASE_URL=<server url>`` + ``GEMINI_API_KEY``, settings in
+  ``$HOME/.gemini/settings.json`` (API-key auth, else exit 41); requests
+  ``POST /v1beta/models/<model>:streamGenerateContent?alt=sse``; it sends the server's
+  ``functionCall.id`` back in ``functionResponse.id``, so turn counting by ids works.
+  ``result.stats`` = the sums of the last ``usageMetadata`` of every call.
+* Qwen Code: ``OPENAI_BASE_URL=<url>/v1`` + ``OPENAI_API_KEY``; ``POST /v1/chat/completions``
+  with ``stream_options.include_usage``; ``result.usage.input_tokens`` = Σ ``prompt_tokens``
+  (cached included), ``cache_read_input_tokens`` = Σ ``cached_tokens``. After a text-only
+  answer it may start a "managed memory extraction" subagent (another call with tools whose
+  first user message repeats the prompt): the provider's settings turn it off.
+* opencode: ``OPENCODE_CONFIG_CONTENT`` with an ``@ai-sdk/openai-compatible`` provider at
+  ``<url>/v1``; one auxiliary title call without tools, then ``POST /v1/chat/completions`` per
+  step. It offers ``gpt-*`` models ``apply_patch`` instead of ``write`` (the server then sends an
+  "Add File" patch). ``step_finish.tokens.input`` excludes the cached tokens.
+* All three run a turn's calls one per response here (sequential mode, as for Codex), so a
+  scripted ``write`` then ``bash`` run in that order; a turn with ``n`` calls costs ``n`` model
+  requests, and its usage goes with the first.
 
 Turns and concurrency
 ---------------------

@@ -175,3 +175,22 @@ def sse_event(name: str, data: dict) -> bytes:
 def chunks(text: str, size: int = 24) -> list[str]:
     """Split text into streaming deltas (at least one, possibly empty)."""
     return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
+_EMPTY = {"string": "", "boolean": False, "integer": 0, "number": 0, "array": [], "object": {}}
+
+
+def fill_required(args: dict[str, Any], schema: Any) -> dict[str, Any]:
+    """``args`` plus an empty value (by declared type) for each required parameter of the JSON
+    ``schema`` it lacks: a CLI rejects a call missing one (e.g. Qwen Code's ``is_background``),
+    and the script only says what matters."""
+    if not isinstance(schema, dict):
+        return args
+    properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    filled = dict(args)
+    for name in schema.get("required") or []:
+        if isinstance(name, str) and name not in filled:
+            kind = (properties.get(name) or {}).get("type")
+            kind = str(kind).lower() if not isinstance(kind, list) else str(kind[0]).lower()
+            filled[name] = _EMPTY.get(kind, "")
+    return filled

@@ -241,7 +241,7 @@ def _call_item(
 ) -> dict[str, Any]:
     call_id = new_id("call", turn, k)
     if call.kind == "write" and "apply_patch" in tools:
-        patch = _add_file_patch(call.path, call.content)
+        patch = add_file_patch(call.path, call.content)
         if tools["apply_patch"].get("type") == "custom":
             return _custom_call(call_id, "apply_patch", patch, turn, k)
         return _function_call(call_id, "apply_patch", {"input": patch}, turn, k)
@@ -297,7 +297,7 @@ def _write_command(path: str, content: str) -> str:
     return f"mkdir -p {shlex.quote(directory)} && {write}" if directory else write
 
 
-def _add_file_patch(path: str, content: str) -> str:
+def add_file_patch(path: str, content: str) -> str:
     lines = content.splitlines() or [""]
     body = "".join(f"+{line}\n" for line in lines)
     return f"*** Begin Patch\n*** Add File: {path}\n{body}*** End Patch"

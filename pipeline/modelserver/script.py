@@ -18,6 +18,7 @@ A script is YAML or JSON (a path, a text, or an already-parsed dict) of this sha
             stream_delay: 0.0   # seconds between streamed chunks
             status: 401         # answer this HTTP error instead (optional error_message)
             hang: true          # never answer; the connection stays open until the server stops
+            retry_after: 0.2    # with status: also send Retry-After / retry-after-ms (seconds)
 
 Contracts:
 
@@ -61,6 +62,7 @@ TURN_FIELDS = (
     "status",
     "error_message",
     "hang",
+    "retry_after",
 )
 
 
@@ -110,6 +112,7 @@ class Turn:
     status: int | None = None
     error_message: str = ""
     hang: bool = False
+    retry_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -300,6 +303,7 @@ def _turn(data: Any, where: str) -> Turn:
         status=status,
         error_message=_string(value.get("error_message", ""), f"{where}.error_message"),
         hang=hang,
+        retry_after=None if value.get("retry_after") is None else _seconds(value["retry_after"], f"{where}.retry_after"),
     )
 
 

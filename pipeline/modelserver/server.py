@@ -5,7 +5,7 @@ Contracts:
 * Binds loopback only (``ValueError`` for any other host); ``port=0`` picks a free port.
 * ``requests`` is a snapshot of one record per request received, in arrival order::
 
-      {"time": time.time() at arrival, "api": "anthropic" | "openai" | "unknown",
+      {"time": time.time() at arrival, "api": "anthropic" | "openai" | "openai-chat" | "gemini" | "unknown",
        "method": "POST", "path": "/v1/messages" (query string dropped),
        "conversation": name | None, "turn": int | None, "status": int | None (None = hang),
        "auxiliary": bool, "overrun": bool}
@@ -33,7 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
 
-from . import anthropic, openai_responses
+from . import anthropic, gemini, openai_chat, openai_responses
 from .exchange import AUXILIARY, Reply
 from .script import Script, load_script
 
@@ -161,6 +161,10 @@ class ScriptedModelServer:
         route = path.split("?", 1)[0]
         if route.startswith("/v1/messages"):
             return anthropic.API, anthropic.handle(method, path, body, self.script)
+        if route.startswith("/v1/chat/completions"):
+            return openai_chat.API, openai_chat.handle(method, path, body, self.script)
+        if gemini.is_route(route):
+            return gemini.API, gemini.handle(method, path, body, self.script)
         if route.startswith(("/v1/responses", "/v1/models")):
             return openai_responses.API, openai_responses.handle(
                 method, path, body, self.script
@@ -217,6 +221,11 @@ class _Handler(BaseHTTPRequestHandler):
             method, self.path, body, client_api=self._client_api()
         )
         decision = reply.decision
+        turn = decision.turn if decision else None
+        if turn is not None and turn.retry_after is not None and reply.status >= 400:
+            # How long the CLI should wait before retrying, as real APIs say it on 429/503.
+            reply.headers["retry-after"] = f"{turn.retry_after:g}"
+            reply.headers["retry-after-ms"] = str(int(turn.retry_after * 1000))
         owner.record(
             {
                 "time": time.time(),

@@ -23,6 +23,12 @@ CLAUDE_BIN = BIN_DIR / "claude"
 CODEX_BIN = BIN_DIR / "codex"
 CLAUDE_VERSION = "2.1.197"
 CODEX_VERSION = "0.169.0"
+GEMINI_VERSION = "0.61.0"
+QWEN_VERSION = "0.24.4"
+OPENCODE_VERSION = "1.18.33"
+CLI_VERSIONS = {"claude": CLAUDE_VERSION, "codex": CODEX_VERSION, "gemini": GEMINI_VERSION, "qwen": QWEN_VERSION, "opencode": OPENCODE_VERSION}
+# The variable each provider reads its model API key from.
+API_KEY_ENV = {"gemini": "GEMINI_API_KEY", "qwen": "OPENAI_API_KEY", "opencode": "OPENCODE_API_KEY"}
 
 # Any value works: the scripted server ignores keys. Never a real key, and distinctive so tests
 # can assert it does not leak into transcripts.
@@ -288,3 +294,44 @@ def stop_agent(process: subprocess.Popen[str], timeout: float = 10) -> int:
     if process.poll() is None:
         process.kill()
     return process.wait(timeout=timeout)
+
+
+def provider_base_url(name: str, server: Any) -> str:
+    """The base URL a provider is given for ``server``: the Gemini CLI appends
+    ``/v1beta/models/…`` itself, the OpenAI-compatible clients want ``…/v1``."""
+    return _url(server) if name == "gemini" else f"{_url(server)}/v1"
+
+
+def provider_command(
+    name: str,
+    server: Any,
+    workdir: Path,
+    home: Path,
+    *,
+    prompt: str,
+    model: str,
+    max_turns: int | None = None,
+    options: Mapping[str, Any] | None = None,
+    api_key: str = DUMMY_API_KEY,
+) -> tuple[Any, Any, list[str], dict[str, str]]:
+    """``(provider, invocation, argv, env)`` for one run of the gemini, qwen or opencode
+    provider against ``server``, exactly as the stage runner builds them: the provider's argv,
+    its scrubbed environment (only PATH, LANG, the private ``home`` and its ``tmp`` as TMPDIR,
+    the key) and its settings written into ``home`` by ``prepare_home``."""
+    from pipeline.providers import get_provider
+    from pipeline.providers.base import Invocation, agent_environment
+
+    provider = get_provider(name)
+    inv = Invocation(
+        prompt=prompt,
+        cwd=str(workdir),
+        model=model,
+        max_turns=max_turns,
+        options={"base_url": provider_base_url(name, server), **(options or {})},
+    )
+    tmp = home / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    base = {**_base_env(home), "TMPDIR": str(tmp), API_KEY_ENV[name]: api_key}
+    env = agent_environment(provider, inv, base)
+    provider.prepare_home(str(home), inv, env)
+    return provider, inv, provider.build_command(inv), env

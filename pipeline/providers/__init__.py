@@ -30,9 +30,11 @@ from .claude import ClaudeProvider
 from .codex import CodexProvider
 from .command import CommandProvider
 from .gemini import GeminiProvider
+from .opencode import OpencodeProvider
+from .qwen import QwenProvider
 
 PROVIDERS: dict[str, type[Provider]] = {
-    cls.name: cls for cls in (ClaudeProvider, CodexProvider, GeminiProvider, CommandProvider)
+    cls.name: cls for cls in (ClaudeProvider, CodexProvider, GeminiProvider, QwenProvider, OpencodeProvider, CommandProvider)
 }
 
 

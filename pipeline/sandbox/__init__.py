@@ -362,6 +362,8 @@ class Server:
         return answer
 
     def close(self) -> None:
+        if self.pid != os.getpid():
+            return  # a forked child's copy: the server belongs to the process that started it
         if self.proc.poll() is None:
             try:
                 if self.proc.stdin:

@@ -16,7 +16,7 @@ from pipeline.modelserver import ScriptedModelServer, ScriptError
 
 
 class Command(BaseCommand):
-    help = "Serve a scripted model (Anthropic Messages + OpenAI Responses APIs) on loopback."
+    help = "Serve a scripted model (Anthropic Messages, OpenAI Responses and Chat Completions, Gemini API) on loopback."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--script", required=True, help="YAML or JSON script file")
