@@ -28,6 +28,7 @@ from django.utils.dateparse import parse_datetime
 from pipeline.github import GitHubClient, GitHubError
 from pipeline.models import Repository
 
+from . import conversation
 from .backoff import Backoff
 from .models import WebhookDelivery
 from .triggers import IssueTrigger, trigger_handle, untrigger_handle
@@ -145,12 +146,21 @@ def delivery_record(*, delivery_id: str, event: str, payload: dict) -> Answer:
     """
     if WebhookDelivery.objects.filter(delivery_id=delivery_id).exists():
         return Answer(200, "duplicate")
-    if event == "issues" and (problem := payload_problem(payload)):
-        return Answer(400, f"bad payload: {problem}")
-    repository, ignored = relevance(event, payload)
+    if event in conversation.EVENTS:
+        # Reviews, comments and checks on a task's PR or issue: rounds (coordinator.conversation).
+        try:
+            repository, number, ignored = conversation.relevance(event, payload)
+            summary = conversation.payload_summary(event, payload) if repository is not None else {}
+        except (AttributeError, TypeError, ValueError, KeyError) as exc:
+            return Answer(400, f"bad payload: {type(exc).__name__}")
+    else:
+        if event == "issues" and (problem := payload_problem(payload)):
+            return Answer(400, f"bad payload: {problem}")
+        repository, ignored = relevance(event, payload)
+        summary = payload_summary(payload) if repository is not None else {}
+        number = summary.get("issue", {}).get("number")
     if repository is None:
         return Answer(200, ignored)
-    summary = payload_summary(payload)
     try:
         with transaction.atomic():
             WebhookDelivery.objects.create(
@@ -158,7 +168,7 @@ def delivery_record(*, delivery_id: str, event: str, payload: dict) -> Answer:
                 event=event,
                 action=summary["action"],
                 repository_full_name=repository.full_name,
-                issue_number=summary["issue"]["number"],
+                issue_number=number,
                 sender=summary["sender"]["login"],
                 payload=summary,
             )
@@ -231,6 +241,8 @@ def delivery_handle_one(client: GitHubClient, *, owner: str, backoff: Backoff | 
 
 def delivery_act(client: GitHubClient, delivery: WebhookDelivery):
     """What the delivery asks for. Returns (task or None, result text, final status)."""
+    if delivery.event in conversation.EVENTS:
+        return conversation.delivery_act(client, delivery)
     data = delivery.payload
     issue = data.get("issue") or {}
     repository = repository_for(delivery.repository_full_name)
@@ -261,6 +273,7 @@ def delivery_act(client: GitHubClient, delivery: WebhookDelivery):
         labeler_type=str(sender.get("type") or ""),
         source="webhook",
         triggered_at=triggered_at,
+        labels=tuple(issue.get("labels") or ()),
     )
     task, result = trigger_handle(client, trigger)
     return task, result, WebhookDelivery.Status.DONE

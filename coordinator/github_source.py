@@ -150,6 +150,7 @@ class GitHubSource(IssueSource):
             labeler_type=str(actor.get("type") or ""),
             source="poll",
             triggered_at=event_time,
+            labels=tuple(str(lb.get("name", "")) for lb in issue.get("labels") or [] if isinstance(lb, dict)),
         )
         _, what = trigger_handle(self.client, trigger)
         return 1 if what.endswith("created") else 0
@@ -165,6 +166,7 @@ class GitHubSource(IssueSource):
                 repository=repository, status__in=Task.ACTIVE, trigger_source__in=["webhook", "poll"], created_at__lt=cutoff
             )
             .exclude(issue_number__in=listing.numbers)
+            .exclude(rounds__status="running")  # a round on the PR: the issue's label no longer matters
             .order_by("id")
         )
         cancelled = 0

@@ -13,6 +13,12 @@ Steps, in the order of one cycle:
   reap_one_stage       a stage whose lease expired: kill its local agent, record, re-queue
   requeue_lost_jobs    queued stages whose q2 job was lost before the claim: enqueue again
   kill_one_orphan      agent process groups on this host no running stage owns
+  poll_one_conversation  one task's PR/issue: comments, reviews, failing checks (rounds)
+  start_one_round      a queued round whose task is idle: building again on the same branch
+  finish_one_round     a running round whose task stopped: totals, what changed
+  react_one_round      👀 on the comment that started a round
+  reply_one_round      the reply of a finished round (what changed, the cost) or a command
+  post_one_plan        the plan of a task awaiting approval, as an issue comment
   sync_one_comment     one task's progress comment on GitHub
   clean_one_worktree   the worktree of a task finished longer ago than the retention
 """
@@ -31,11 +37,11 @@ from django.db import close_old_connections, connection
 from django.db.models import Q
 from django.utils import timezone
 
-from pipeline import services
+from pipeline import rounds, services
 from pipeline.github import GitHubClient, GitHubError
 from pipeline.models import Repository, Worker
 
-from . import deliveries, heartbeat, reaping
+from . import conversation, deliveries, heartbeat, reaping, replies
 from .backoff import Backoff
 from .checks import CheckSyncer
 from .dispatch import Dispatcher
@@ -79,6 +85,7 @@ class Coordinator:
         self.orphans = reaping.OrphanKiller(host=self.host)
         self.lost_jobs = reaping.LostJobFinder()
         self.comments = CommentSyncer(self.client)
+        self.conversations = conversation.ConversationPoller(self.client)
         self.checks = CheckSyncer(self.client)
         self.worker: Worker | None = None
         self._poll_round: list[int] = []
@@ -86,7 +93,13 @@ class Coordinator:
         self.steps: list[Callable[[], bool]] = [
             self.handle_one_delivery,
             self.poll_one_source,
+            self.poll_one_conversation,
             self.dispatch_one_task,
+            self.start_one_round,
+            self.finish_one_round,
+            self.react_one_round,
+            self.reply_one_round,
+            self.post_one_plan,
             self.reap_one_stage,
             self.requeue_lost_jobs,
             self.kill_one_orphan,
@@ -228,6 +241,54 @@ class Coordinator:
 
     def dispatch_one_task(self) -> bool:
         return self.dispatcher.dispatch_one_task()
+
+    def poll_one_conversation(self) -> bool:
+        if not self.unit_backoff.ready("github") or self.sources.get(Repository.Kind.GITHUB) is None:
+            return False
+        source = self.sources[Repository.Kind.GITHUB]
+        if source.blocked_for() > 0:
+            return False
+        try:
+            return self.conversations.poll_one()
+        except GitHubError as exc:
+            self.unit_backoff.hold("github", exc.retry_after or 60.0)
+            log.warning("polling conversations: GitHub asks us to wait %.0f s: %s", exc.retry_after or 60.0, exc)
+            return True
+
+    def start_one_round(self) -> bool:
+        """Start the oldest queued round whose task is idle (it waits while the task runs)."""
+        for round_ in rounds.startable()[:MAX_UNITS_PER_STEP]:
+            if not self.unit_backoff.ready(("round", round_.pk)):
+                continue
+            try:
+                outcome = rounds.round_start(round_=round_)
+            except Exception:
+                delay = self.unit_backoff.failed(("round", round_.pk))
+                log.exception("round %s could not be started; trying again in %.0f s", round_.pk, delay)
+                return True
+            if outcome != "wait":
+                log.info("round %s of task %s: %s", round_.pk, round_.task_id, outcome)
+                return True
+        return False
+
+    def finish_one_round(self) -> bool:
+        round_ = rounds.finishable().first()
+        return bool(round_ and rounds.round_finish(round_=round_))
+
+    def react_one_round(self) -> bool:
+        if not self.unit_backoff.ready("github"):
+            return False
+        return replies.react_one(self.client)
+
+    def reply_one_round(self) -> bool:
+        if not self.unit_backoff.ready("github"):
+            return False
+        return replies.reply_one(self.client)
+
+    def post_one_plan(self) -> bool:
+        if not self.unit_backoff.ready("github"):
+            return False
+        return replies.post_one_plan(self.client)
 
     def reap_one_stage(self) -> bool:
         return reaping.reap_one_stage(host=self.host)

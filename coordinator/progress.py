@@ -91,6 +91,12 @@ def progress_body(task: Task) -> str:
     lines += ["", f"**Tokens:** {task.total_tokens:,} · **Cost:** ${task.cost_usd:.4f}"]
     if task.review_round > 1:
         lines[-1] += f" · **Review round:** {task.review_round}"
+    shown = [r for r in task.rounds.order_by("id") if r.kind != "command"]
+    if shown:
+        lines += ["", "| Round | Started by | Status | Cost (USD) |", "|---|---|---|---|"]
+        for i, r in enumerate(shown, 1):
+            state = r.status + (f": {short(r.reason, 120)}" if r.reason and r.status in ("refused", "failed") else "")
+            lines.append(f"| {i} | {short(r.started_by(), 120).replace('|', '/')} | {ICONS.get(r.status, '')} {state.replace('|', '/')} | {r.cost_usd:.4f} |")
     if budget_table := accounting.budget_markdown(task):
         lines += ["", *budget_table]
     if task.pr_url:

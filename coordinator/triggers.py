@@ -33,6 +33,7 @@ class IssueTrigger:
     labeler_type: str
     source: str  # webhook | poll
     triggered_at: datetime
+    labels: tuple[str, ...] = ()  # the issue's labels (plan approval's skip label)
 
 
 def active_task(repository: Repository, number: int) -> Task | None:
@@ -70,6 +71,7 @@ def trigger_handle(client: GitHubClient, trigger: IssueTrigger) -> tuple[Task, s
         trigger_source=trigger.source,
         issue_url=trigger.url,
         triggered_at=trigger.triggered_at,
+        labels=trigger.labels,
     )
     if created:
         log.info("%s#%s: task %s created from %s by %s", trigger.repository, trigger.number, task.pk, trigger.source, trigger.labeler)

@@ -12,6 +12,7 @@ urlpatterns = [
     path("tasks/<int:task_id>/documents/", views.task_documents, name="task-documents"),
     path("tasks/<int:task_id>/retry/", views.task_retry, name="task-retry"),
     path("tasks/<int:task_id>/cancel/", views.task_cancel, name="task-cancel"),
+    path("tasks/<int:task_id>/approve/", views.task_approve, name="task-approve"),
     path("stats/", views.stats_page, name="stats"),
     path("workers/", views.workers_page, name="workers"),
     path("workers/rows/", views.worker_rows, name="worker-rows"),

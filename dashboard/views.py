@@ -93,6 +93,8 @@ def _summary(task: Task, user) -> dict:
         and task.status not in (Task.Status.SUCCEEDED, Task.Status.SKIPPED)
         and user.has_perm("pipeline.retry_task"),
         "can_cancel": task.status in Task.ACTIVE and user.has_perm("pipeline.cancel_task"),
+        "can_approve": task.status == Task.Status.AWAITING_APPROVAL and user.has_perm("pipeline.approve_task"),
+        "rounds": list(task.rounds.order_by("id")),
         "budgets": accounting.task_budget_lines(task),
         "blocked": blocked,
         "blocked_total": sum(n for _, n in blocked),
@@ -271,6 +273,20 @@ def health_view(request: HttpRequest) -> JsonResponse:
 @require_GET
 def api_docs(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/api_docs.html")
+
+
+@login_required
+@permission_required("pipeline.approve_task", raise_exception=True)
+@require_POST
+def task_approve(request: HttpRequest, task_id: int) -> HttpResponse:
+    from pipeline import rounds
+
+    task = selectors.task_get(task_id)
+    if rounds.task_approve(task=task, approved_by=request.user.get_username()):
+        messages.success(request, f"Plan of task {task.pk} approved.")
+    else:
+        messages.error(request, f"Not approved: the task is {task.status}.")
+    return redirect(task)
 
 
 def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

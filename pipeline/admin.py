@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from . import services
-from .models import AgentEvent, Repository, Stage, StageResult, Task, Worker
+from .models import AgentEvent, Repository, Round, Stage, StageResult, Task, Worker
 
 
 @admin.register(Repository)
@@ -45,6 +45,16 @@ class StageResultInline(admin.TabularInline):
     show_change_link = True
 
 
+class RoundInline(admin.TabularInline):
+    """Rounds on the PR: what started each, and how it ended (read-only: they come from GitHub)."""
+
+    model = Round
+    extra = 0
+    can_delete = False
+    fields = ["kind", "status", "actor", "source", "trigger_key", "reason", "started_at", "finished_at", "cost_usd", "resumed_session_id", "tokens_saved"]
+    readonly_fields = fields
+
+
 @admin.register(Task)
 class TaskAdmin(admin.ModelAdmin):
     list_display = ["id", "repository", "issue_number", "title", "status", "status_reason_short", "cost_usd", "created_at", "pr_link"]
@@ -70,7 +80,7 @@ class TaskAdmin(admin.ModelAdmin):
         "started_at",
         "finished_at",
     ]
-    inlines = [StageInline, StageResultInline]
+    inlines = [StageInline, StageResultInline, RoundInline]
     actions = ["retry_tasks", "cancel_tasks"]
     date_hierarchy = "created_at"
     # Adding a task asks for what a person knows; the rest is TAC-X's to fill in (task_create).

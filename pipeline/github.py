@@ -222,6 +222,52 @@ class GitHubClient:
     def issue_comment_update(self, *, full_name: str, comment_id: int, body: str) -> dict:
         return self.request("PATCH", f"/repos/{full_name}/issues/comments/{int(comment_id)}", json={"body": body}).data
 
+    def issue_comment(self, *, full_name: str, comment_id: int) -> dict:
+        return self.request("GET", f"/repos/{full_name}/issues/comments/{int(comment_id)}").data or {}
+
+    def issue_comments_since(self, *, full_name: str, number: int, since: str = "") -> list[dict]:
+        """Comments of an issue or PR conversation, oldest first, updated at or after `since`."""
+        return self.paginate(f"/repos/{full_name}/issues/{int(number)}/comments", params={"since": since} if since else None)
+
+    def reaction_create(self, *, full_name: str, comment_id: int, content: str = "eyes", review_comment: bool = False) -> dict:
+        """React to an issue comment (or a pull request review comment); GitHub answers 200
+        when the same reaction is already there, so this is safe to repeat."""
+        kind = "pulls/comments" if review_comment else "issues/comments"
+        return self.request("POST", f"/repos/{full_name}/{kind}/{int(comment_id)}/reactions", json={"content": content}).data or {}
+
+    # --- reviews and checks ------------------------------------------------------------------
+
+    def pull_request(self, *, full_name: str, number: int) -> dict:
+        return self.request("GET", f"/repos/{full_name}/pulls/{int(number)}").data or {}
+
+    def pull_request_review(self, *, full_name: str, number: int, review_id: int) -> dict:
+        return self.request("GET", f"/repos/{full_name}/pulls/{int(number)}/reviews/{int(review_id)}").data or {}
+
+    def review_comments(self, *, full_name: str, number: int, review_id: int) -> list[dict]:
+        """The inline comments of one review (path, line, body)."""
+        return self.paginate(f"/repos/{full_name}/pulls/{int(number)}/reviews/{int(review_id)}/comments")
+
+    def check_runs(self, *, full_name: str, sha: str) -> list[dict]:
+        """Check runs of a commit (GitHub wraps them: {total_count, check_runs})."""
+        data = self.request("GET", f"/repos/{full_name}/commits/{sha}/check-runs", params={"per_page": 100}).data or {}
+        return list(data.get("check_runs") or []) if isinstance(data, dict) else []
+
+    def combined_status(self, *, full_name: str, sha: str) -> dict:
+        """The combined commit status ({state, statuses}) — CI systems that use statuses."""
+        return self.request("GET", f"/repos/{full_name}/commits/{sha}/status").data or {}
+
+    def job_log_tail(self, *, full_name: str, job_id: int, lines: int = 60, max_chars: int = 6000) -> str:
+        """The last lines of a GitHub Actions job's log ("" when there is none). GitHub answers
+        with a redirect to a short-lived download URL, which requests follows without the token."""
+        try:
+            data = self.request("GET", f"/repos/{full_name}/actions/jobs/{int(job_id)}/logs").data
+        except GitHubError as exc:
+            if exc.status in (404, 410):
+                return ""
+            raise
+        text = data if isinstance(data, str) else ""
+        return "\n".join(text.splitlines()[-lines:])[-max_chars:]
+
     # --- pull requests ------------------------------------------------------------------------
 
     def pull_requests_open(self, *, full_name: str, head: str) -> list[dict]:

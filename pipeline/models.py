@@ -61,8 +61,9 @@ class Task(models.Model):
         CANCELLED = "cancelled"
         BUDGET_EXCEEDED = "budget_exceeded"
         SKIPPED = "skipped"  # trigger refused (e.g. labeler without write access)
+        AWAITING_APPROVAL = "awaiting_approval"  # planned; waits for `/tacx approve` (workflow `approval: plan`)
 
-    ACTIVE = (Status.QUEUED, Status.WAITING, Status.RUNNING)
+    ACTIVE = (Status.QUEUED, Status.WAITING, Status.RUNNING, Status.AWAITING_APPROVAL)
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.BUDGET_EXCEEDED, Status.SKIPPED)
 
     repository = models.ForeignKey(Repository, on_delete=models.PROTECT, related_name="tasks")
@@ -91,6 +92,11 @@ class Task(models.Model):
     pr_url = models.CharField(max_length=500, blank=True)
     pr_number = models.PositiveIntegerField(null=True, blank=True)
     progress_comment_id = models.BigIntegerField(null=True, blank=True)
+    trigger_labels = models.JSONField(default=list, blank=True, help_text="The issue's labels when the task was triggered")
+    plan_comment_id = models.BigIntegerField(null=True, blank=True, help_text="The issue comment showing the plan awaiting approval")
+    plan_comment_result = models.ForeignKey(
+        "StageResult", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", help_text="The plan that comment shows"
+    )
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
     cache_read_tokens = models.BigIntegerField(default=0)
@@ -106,13 +112,13 @@ class Task(models.Model):
         ordering = ["-created_at", "-id"]
         # Who may do what (dashboard, API, websockets, admin): see "Roles" in the README.
         # view_task reads everything, add_task creates tasks, and these two act on them.
-        permissions = [("retry_task", "Can retry a task"), ("cancel_task", "Can cancel a task")]
+        permissions = [("retry_task", "Can retry a task"), ("cancel_task", "Can cancel a task"), ("approve_task", "Can approve a task's plan")]
         constraints = [
             # A duplicate trigger (webhook redelivery, poller, two coordinators) cannot create a
             # second active task for one issue, whatever the race.
             models.UniqueConstraint(
                 fields=["repository", "issue_number"],
-                condition=Q(status__in=["queued", "waiting", "running"]),
+                condition=Q(status__in=["queued", "waiting", "running", "awaiting_approval"]),
                 name="one_active_task_per_issue",
             )
         ]
@@ -225,6 +231,8 @@ class StageResult(models.Model):
     cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=ZERO)
     turns = models.PositiveIntegerField(default=0)
     session_id = models.CharField(max_length=200, blank=True)
+    resumed_session_id = models.CharField(max_length=200, blank=True, help_text="The earlier session this attempt resumed")
+    followup = models.ForeignKey("Round", null=True, blank=True, on_delete=models.SET_NULL, related_name="results")
     # The workflow's test_command, run by TAC-X after a building attempt ("" when not run).
     tests_status = models.CharField(max_length=20, blank=True, help_text="passed | failed | timed_out | error")
     tests_exit_code = models.IntegerField(null=True, blank=True)
@@ -320,3 +328,89 @@ class SentAlert(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class Round(models.Model):
+    """One turn of the conversation on a task's pull request or issue: a review, an `@tacx`
+    comment, a failing check, plan feedback, or a `/tacx` command.
+
+    Not to be confused with `Task.review_round` (reviewer → builder loops inside a pass). A
+    round re-runs building → reviewing (→ the same PR) with the trigger's text, frozen here
+    when it was triggered. `trigger_key` names what triggered it (`comment:<id>`,
+    `review:<id>`, `ci:<sha>`): the unique constraint makes a webhook redelivery and the poller
+    seeing the same comment one round. At most one round per task runs at a time.
+    """
+
+    class Kind(models.TextChoices):
+        REVIEW = "review"
+        COMMENT = "comment"
+        CI_FIX = "ci_fix"
+        REPLAN = "replan"
+        COMMAND = "command"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        REFUSED = "refused"  # not allowed (no write access, limits) — the reason says why
+        CANCELLED = "cancelled"
+        DONE = "done"  # a command that was carried out
+
+    OPEN = (Status.QUEUED, Status.RUNNING)
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="rounds")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    trigger_key = models.CharField(max_length=200)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    reason = models.TextField(blank=True)
+    source = models.CharField(max_length=20, blank=True)  # webhook | poll | api | dashboard
+    actor = models.CharField(max_length=100, blank=True)
+    text = models.TextField(blank=True, help_text="The trigger's text as it was when triggered (sanitised)")
+    context = models.JSONField(default=dict, blank=True, help_text="Inline comments, failing checks, where to reply")
+    head_sha = models.CharField(max_length=64, blank=True)
+    triggered_at = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    first_review_round = models.PositiveIntegerField(default=1, help_text="task.review_round when the round started")
+    reacted_at = models.DateTimeField(null=True, blank=True)
+    reply_claimed_at = models.DateTimeField(null=True, blank=True)
+    reply_comment_id = models.BigIntegerField(null=True, blank=True)
+    replied_at = models.DateTimeField(null=True, blank=True)
+    resumed_session_id = models.CharField(max_length=200, blank=True)
+    tokens_saved = models.BigIntegerField(default=0, help_text="Input tokens a cold start would have re-read (estimate)")
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=ZERO)
+
+    class Meta:
+        ordering = ["task", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["task", "trigger_key"], name="one_round_per_trigger"),
+            models.UniqueConstraint(fields=["task"], condition=Q(status="running"), name="one_running_round_per_task"),
+        ]
+        indexes = [
+            # Coordinator: queued rounds oldest first; running rounds to finish (coordinator.rounds).
+            models.Index(fields=["status", "created_at"], name="round_status_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"round {self.pk} of task {self.task_id} ({self.kind}: {self.status})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in self.OPEN
+
+    def started_by(self) -> str:
+        """What started it, for people: "review by X", "comment by Y", "check Z failed on SHA"."""
+        if self.kind == self.Kind.CI_FIX:
+            names = ", ".join(c.get("name", "?") for c in self.context.get("checks", [])) or "a check"
+            return f"{names} failed on {self.head_sha[:7]}"
+        if self.kind == self.Kind.REVIEW:
+            return f"review by {self.actor}"
+        if self.kind == self.Kind.REPLAN:
+            return f"plan feedback by {self.actor}"
+        if self.kind == self.Kind.COMMAND:
+            return f"/tacx {self.context.get('command', '')} by {self.actor}"
+        return f"comment by {self.actor}"

@@ -30,9 +30,9 @@ from django.db.models import DateTimeField, ExpressionWrapper, F
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from . import alerts, budgets, git, hooks, live, repos, sandbox, services
+from . import alerts, budgets, git, hooks, live, repos, rounds, sandbox, services, sessions
 from .agent_process import StopAgent, run_agent
-from .models import AgentEvent, Stage, StageResult, Task, Worker
+from .models import AgentEvent, Round, Stage, StageResult, Task, Worker
 from .providers import get_provider
 from .providers.base import Event, Invocation, ProviderError, agent_environment
 from .redaction import redact, redact_data
@@ -106,7 +106,9 @@ def run_stage(stage_id: int, *, enqueue_next: bool = True, owner: str | None = N
         )
         workflow = Workflow.from_json(task.workflow)
         cfg = workflow.stage(stage.name)
+        followup = rounds.running_round(task)
         result = StageResult.objects.create(
+            followup=followup,
             stage=stage,
             task=task,
             attempt=stage.attempts,
@@ -118,7 +120,7 @@ def run_stage(stage_id: int, *, enqueue_next: bool = True, owner: str | None = N
     services.event_status(
         task, f"stage {stage.name} attempt {stage.attempts} started", stage=stage.name, stage_status="running", attempt=stage.attempts
     )
-    attempt = Attempt(stage=stage, task=task, cfg=cfg, workflow=workflow, result=result, owner=owner, worker=worker)
+    attempt = Attempt(stage=stage, task=task, cfg=cfg, workflow=workflow, result=result, owner=owner, worker=worker, followup=followup)
     permanent = False
     try:
         attempt.execute()
@@ -175,7 +177,7 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
                 if not services.review_requests_changes(stage=stage, enqueue=enqueue_next):
                     services.task_fail(
                         task=task,
-                        reason=f"review still requests changes after {task.review_round} round(s)",
+                        reason=f"review still requests changes after {rounds.review_rounds_used(task)} round(s)",
                     )
                     return RunResult.FAILED
                 return RunResult.REQUEUED
@@ -252,6 +254,7 @@ _RESULT_FIELDS = [
     "cost_usd",
     "turns",
     "session_id",
+    "resumed_session_id",
     "tests_status",
     "tests_exit_code",
     "tests_duration",
@@ -268,6 +271,7 @@ class Attempt:
     result: StageResult
     owner: str
     worker: Worker
+    followup: Round | None = None
     verdict: str = ""
     tests: hooks.HookRun | None = None
     worktree: Path | None = None
@@ -487,7 +491,17 @@ class Attempt:
             "review_feedback": untrusted_text(feedback or "(none)"),
             "worktree": str(self.worktree),
             "test_result": hooks.tests_report(tests, configured=self.workflow.test_command is not None),
+            "followup": self.followup_text() or "(none)",
         }
+
+    def followup_text(self) -> str:
+        """The round's trigger (fenced) for the stage it restarts: building, or planning for
+        plan feedback; "" otherwise."""
+        round_ = self.followup
+        if round_ is None:
+            return ""
+        target = "planning" if round_.kind == Round.Kind.REPLAN else "building"
+        return rounds.round_prompt_section(round_) if self.stage.name == target else ""
 
     def tests_for_prompt(self) -> StageResult | None:
         """The test result a prompt shows: for a builder the previous round's (what failed), for
@@ -505,6 +519,8 @@ class Attempt:
 
     def render_prompt(self) -> str:
         header = f"TACX-STAGE: {self.stage.name}" + (f" (round {self.task.review_round})" if self.task.review_round > 1 else "")
+        if self.followup is not None:
+            header += f" (follow-up {self.followup.kind})"
         # format_map substitutes values once; braces inside the issue text are never re-parsed.
         context = self.prompt_context()
         prompt = f"{header}\n\n{self.cfg.prompt.format_map(context)}"
@@ -512,6 +528,9 @@ class Attempt:
         if self.workflow.test_command is not None and "{test_result}" not in self.cfg.prompt:
             if self.stage.name == "reviewing" or (self.stage.name == "building" and self.task.review_round > 1):
                 prompt += f"\n\n<test_result>\n{context['test_result']}\n</test_result>\n"
+        extra = self.followup_text()
+        if extra and "{followup" not in self.cfg.prompt:
+            prompt = f"{prompt.rstrip()}\n\n{extra}\n"  # a workflow prompt without {followup} still gets it
         return prompt
 
     def run_agent_stage(self) -> None:
@@ -529,8 +548,10 @@ class Attempt:
             permission_mode=cfg.permission_mode,
             extra_args=tuple(cfg.extra_args),
             options=dict(cfg.options),
+            resume_session=self.session_to_resume(provider),
             sandboxed=sandbox.enabled(),
         )
+        result.resumed_session_id = invocation.resume_session[:200]
         argv = provider.build_command(invocation)
         env = agent_environment(provider, invocation)
         # Commits the agent makes need an identity; its HOME has no git config of ours.
@@ -543,6 +564,8 @@ class Attempt:
         (home / "tmp").mkdir(parents=True)
         env["HOME"], env["TMPDIR"] = str(home), str(home / "tmp")
         provider.prepare_home(str(home), invocation, env)
+        if invocation.resume_session:
+            sessions.session_restore(provider=provider, home=home, session_id=invocation.resume_session, task_id=self.task.pk, cwd=str(self.worktree))
         if sandbox.enabled():
             access = self.git_access()
             self.box = sandbox.prepare(
@@ -603,6 +626,9 @@ class Attempt:
         self.apply_usage(usage)
         result.turns = usage.turns
         result.session_id = usage.session_id[:200]
+        if result.session_id and self.stage.name == "building":
+            # Its private HOME goes away: keep the session for a round to resume.
+            sessions.session_keep(provider=provider, home=home, session_id=result.session_id, task_id=self.task.pk)
         result.model = (usage.model or cfg.model)[:100]
         if usage.cli_version:
             result.cli_version = usage.cli_version[:100]
@@ -615,6 +641,17 @@ class Attempt:
             raise StageFailure(proc.stop.reason, outcome=proc.stop.outcome, permanent=outcome.permanent)
         if not outcome.success:
             raise StageFailure(outcome.error or f"agent exited with code {proc.exit_code}", permanent=outcome.permanent)
+
+    def session_to_resume(self, provider) -> str:
+        """In a follow-up round's building stage, the previous building session when the
+        workflow allows it and the CLI can resume it here; "" for a cold start."""
+        if self.followup is None or self.stage.name != "building" or not self.workflow.resume_session:
+            return ""
+        if StageResult.objects.filter(followup=self.followup, stage=self.stage).exclude(pk=self.result.pk).exists():
+            return ""  # a retry inside the round: start cold rather than resume what failed
+        session = rounds.resumable_session(task=self.task, stage_name="building", provider=self.cfg.provider)
+        available = session and sessions.session_available(provider=provider, session_id=session, task_id=self.task.pk, cwd=str(self.worktree))
+        return session if available else ""
 
     def apply_usage(self, usage) -> None:
         r = self.result

@@ -75,6 +75,7 @@ def task_create(
     trigger_source: str = "api",
     issue_url: str = "",
     triggered_at=None,
+    labels: list[str] | tuple[str, ...] = (),
     workflow_override: str = "",
 ) -> tuple[Task, bool]:
     """Create a queued task for an issue, or return the active one. Returns (task, created)."""
@@ -88,6 +89,7 @@ def task_create(
         "trigger_source": trigger_source,
         "issue_url": issue_url,
         "triggered_at": triggered_at or timezone.now(),
+        "trigger_labels": [str(label)[:100] for label in labels][:50],
     }
     # Twice at most: if the active task that refused ours finished in between, the second
     # insert goes through.
@@ -305,6 +307,12 @@ def stage_succeeded_advance(*, stage: Stage, enqueue: bool = True) -> None:
     if task.status != Task.Status.RUNNING:
         return  # cancelled (or finished elsewhere) while the stage ran: nothing to advance
     nxt = task.stages.filter(position__gt=stage.position).order_by("position").first()
+    if nxt is not None and stage.name == "planning":
+        from . import rounds
+
+        if rounds.approval_required(task, Workflow.from_json(task.workflow)):
+            rounds.task_await_approval(task=task)  # `/tacx approve` queues the next stage
+            return
     if nxt is None:
         with transaction.atomic():
             done = Task.objects.filter(pk=task.pk, status=Task.Status.RUNNING).update(
@@ -320,9 +328,12 @@ def stage_succeeded_advance(*, stage: Stage, enqueue: bool = True) -> None:
 
 def review_requests_changes(*, stage: Stage, enqueue: bool = True) -> bool:
     """Send the task back to building for another round; False when the rounds are used up."""
+    from . import rounds
+
     task = stage.task
     workflow = Workflow.from_json(task.workflow)
-    if task.review_round >= workflow.review_rounds:
+    # Counted per pass: a follow-up round on the PR gets its own review rounds.
+    if rounds.review_rounds_used(task) >= workflow.review_rounds:
         return False
     building = task.stages.filter(name="building").first()
     if building is None:

@@ -44,6 +44,7 @@ PROMPT_FIELDS = frozenset(
         "plan",
         "review_feedback",
         "worktree",
+        "followup",
         "test_result",
     }
 )
@@ -78,7 +79,25 @@ _STAGE_KEYS = {
     "max_attempts",
     "network",
 }
-_TOP_KEYS = {"version", "review_rounds", "stages", "budget", "defaults", "network", "hooks", "test_command", "setup_env"}
+_TOP_KEYS = {
+    "version",
+    "review_rounds",
+    "stages",
+    "budget",
+    "defaults",
+    "network",
+    "hooks",
+    "test_command",
+    "setup_env",
+    # Rounds on the pull request (issue 11): see `Workflow` below.
+    "approval",
+    "approval_skip_label",
+    "max_followup_rounds",
+    "max_ci_fix_attempts",
+    "mention",
+    "resume_session",
+}
+APPROVAL_MODES = ("none", "plan")
 _NETWORK_KEYS = {"allow"}
 # host, *.host, an IPv4 literal or a bracketed IPv6 literal, with an optional :port.
 _HOST_ENTRY = re.compile(r"^(?:\*\.)?(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(?::(\d{1,5}))?$|^\[[0-9A-Fa-f:.]+\](?::(\d{1,5}))?$")
@@ -159,6 +178,15 @@ class Workflow:
     review_rounds: int = 2
     budget: Budget = Budget()
     source: str = "default"
+    # `plan`: stop after planning until `/tacx approve` (unless the issue carries the skip label).
+    approval: str = "none"
+    approval_skip_label: str = "rpi-auto-approved"
+    # Bounds on rounds started from the pull request: all rounds per PR, CI-fix rounds in a row.
+    max_followup_rounds: int = 5
+    max_ci_fix_attempts: int = 3
+    mention: str = "@tacx"
+    # Resume the previous building session in a round where the CLI supports it.
+    resume_session: bool = True
     network_allow: tuple[str, ...] = ()  # hosts every stage's agent may reach
     hooks: dict[str, HookConfig] = field(default_factory=dict)
     test_command: HookConfig | None = None
@@ -181,6 +209,12 @@ class Workflow:
             "budget": self.budget.to_json(),
             "network": {"allow": list(self.network_allow)},
             "stages": [s.to_json() for s in self.stages],
+            "approval": self.approval,
+            "approval_skip_label": self.approval_skip_label,
+            "max_followup_rounds": self.max_followup_rounds,
+            "max_ci_fix_attempts": self.max_ci_fix_attempts,
+            "mention": self.mention,
+            "resume_session": self.resume_session,
             "hooks": {name: hook.to_json() for name, hook in self.hooks.items()},
             "test_command": self.test_command.to_json() if self.test_command else None,
             "setup_env": list(self.setup_env),
@@ -393,12 +427,48 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
     if test_command is not None and names and "building" not in names:
         v.errors.append(str(v.fail("test_command", "needs a building stage to test (and to send failures back to)")))
     setup_env = v.field(lambda: v.setup_env(data.get("setup_env", []), "setup_env"), ())
+
+    # Rounds on the pull request (issue 11).
+    def inherited(key: str, default: Any) -> Any:
+        return data.get(key, getattr(defaults, key) if defaults else default)
+
+    def approval_mode() -> str:
+        approval = inherited("approval", "none")
+        approval = "none" if approval is None or approval is False else approval
+        if approval not in APPROVAL_MODES:
+            raise v.fail("approval", f"must be one of {', '.join(APPROVAL_MODES)}, got {_short(approval)}")
+        return approval
+
+    def mention_text() -> str:
+        mention = v.text(inherited("mention", "@tacx"), "mention").strip()
+        if not mention.startswith("@") or len(mention) < 2 or any(c.isspace() for c in mention):
+            raise v.fail("mention", f"must look like @name, got {_short(mention)}")
+        return mention
+
+    def resume_flag() -> bool:
+        resume = inherited("resume_session", True)
+        if not isinstance(resume, bool):
+            raise v.fail("resume_session", f"must be true or false, got {_short(resume)}")
+        return resume
+
+    approval = v.field(approval_mode, "none")
+    approval_skip_label = v.field(lambda: v.text(inherited("approval_skip_label", "rpi-auto-approved"), "approval_skip_label"), "")
+    max_followup_rounds = v.field(lambda: v.integer(inherited("max_followup_rounds", 5), "max_followup_rounds"), 0)
+    max_ci_fix_attempts = v.field(lambda: v.integer(inherited("max_ci_fix_attempts", 3), "max_ci_fix_attempts"), 0)
+    mention = v.field(mention_text, "@tacx")
+    resume = v.field(resume_flag, True)
     v.raise_if_any()
     return Workflow(
         stages=stages,
         review_rounds=review_rounds,
         budget=budget,
         source=source,
+        approval=approval,
+        approval_skip_label=approval_skip_label,
+        max_followup_rounds=max_followup_rounds,
+        max_ci_fix_attempts=max_ci_fix_attempts,
+        mention=mention,
+        resume_session=resume,
         hooks=hooks,
         test_command=test_command,
         setup_env=setup_env,

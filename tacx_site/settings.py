@@ -194,6 +194,9 @@ TACX = {
     "MAX_ATTEMPTS": env_int("TACX_MAX_ATTEMPTS", 3),
     "MAX_CONCURRENT_TASKS": env_int("TACX_MAX_CONCURRENT_TASKS", 4),
     "POLL_INTERVAL": env_float("TACX_POLL_INTERVAL", 15.0),
+    # How often the poller looks at each task's PR and issue (comments, reviews, checks): a
+    # safety net behind the webhook, about 7 requests per task with a recent PR.
+    "CONVERSATION_POLL_INTERVAL": env_float("TACX_CONVERSATION_POLL_INTERVAL", 60.0),
     "COORDINATOR_TICK_SECONDS": env_float("TACX_COORDINATOR_TICK_SECONDS", 0.2),
     "WORKTREE_RETENTION_HOURS": env_float("TACX_WORKTREE_RETENTION_HOURS", 24.0),
     # Claude Code retries a failing API for minutes; this many retries in a row fail the stage.
@@ -209,6 +212,9 @@ TACX = {
     # than the requester approves it (coordinator/checks.py); branch protection can require it.
     "REQUIRE_HUMAN_APPROVAL": env_bool("TACX_REQUIRE_HUMAN_APPROVAL", False),
     "ALLOWED_BOTS": [b for b in os.environ.get("TACX_ALLOWED_BOTS", "").split(",") if b],
+    # TAC-X's own GitHub login (its token's user or App bot): its comments and reviews never
+    # start a round. Its comments also carry a `<!-- tacx:` marker, which is checked as well.
+    "GITHUB_LOGIN": os.environ.get("TACX_GITHUB_LOGIN", ""),
     "DAILY_BUDGET_USD": os.environ.get("TACX_DAILY_BUDGET_USD", ""),
     "DAILY_BUDGET_TOKENS": os.environ.get("TACX_DAILY_BUDGET_TOKENS", ""),
     # /metrics: with a token, `Authorization: Bearer <token>` is required; without, loopback only.

@@ -82,7 +82,7 @@ def local_repository(db, origin_and_clone):
     return Repository.objects.create(kind=Repository.Kind.LOCAL, full_name="sample", local_path=str(clone), default_branch="main")
 
 
-TASK_PERMISSIONS = ("view_task", "add_task", "change_task", "retry_task", "cancel_task")
+TASK_PERMISSIONS = ("view_task", "add_task", "change_task", "retry_task", "cancel_task", "approve_task")
 
 
 def grant(user, *codenames: str):
@@ -95,7 +95,7 @@ def grant(user, *codenames: str):
 
 @pytest.fixture
 def alice(db, django_user_model):
-    """An operator: may see, create, retry and cancel tasks (not staff)."""
+    """An operator: may see, create, retry, cancel and approve tasks (not staff)."""
     user = django_user_model.objects.create_user("alice", "alice@example.com", "correct-horse-battery")
     return grant(user, *TASK_PERMISSIONS)
 

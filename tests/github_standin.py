@@ -31,6 +31,17 @@ Git over HTTP (`git_root`): `/git/{owner}/{name}.git/...` is served by the real 
 http-backend` (clone, fetch, push) from bare repositories under `git_root`, with GitHub's rule
 for credentials: HTTP Basic `x-access-token:<token>` (an unexpired installation token of the
 repository's installation, or the personal token); 401 with `WWW-Authenticate` otherwise.
+  GET   /repos/{o}/{r}/pulls/{n}                                the PR; `head.sha` is the branch's
+        commit in the repository's bare origin when one is set (`add_repo(origin=...)`)
+  GET   /repos/{o}/{r}/pulls/{n}/reviews[/{id}[/comments]]      submitted reviews, their inline comments
+  POST  /repos/{o}/{r}/issues/comments/{id}/reactions           201 new, 200 when already there
+  POST  /repos/{o}/{r}/pulls/comments/{id}/reactions
+  GET   /repos/{o}/{r}/commits/{sha}/check-runs                  {total_count, check_runs}
+  GET   /repos/{o}/{r}/commits/{sha}/status                      combined status {state, statuses}
+  GET   /repos/{o}/{r}/actions/jobs/{id}/logs                    302 to a plain-text download URL
+
+A pull request is also an issue (its conversation comments are issue comments), as on GitHub.
+`webhook(...)` builds deliveries from the real octokit example payloads with our ids and text.
 
 Every answer but a 304 carries X-RateLimit-Limit/Remaining/Used/Reset/Resource and costs one
 request of `rate_limit`; at 0 remaining GitHub's 403 "API rate limit exceeded" comes back.
@@ -94,6 +105,7 @@ class RepoState:
     full_name: str
     permissions: dict[str, str] = field(default_factory=dict)  # login -> role
     default_role: str = "read"  # what a non-collaborator gets on a public repository
+    origin: str = ""  # a bare repository whose branches are the PRs' heads
 
 
 class GitHubStandIn:
@@ -133,6 +145,9 @@ class GitHubStandIn:
         self.events: dict[str, dict[int, list[dict]]] = {}
         self.comments: dict[int, dict] = {}
         self.pulls: dict[str, dict[int, dict]] = {}
+        self.review_index: dict[int, dict] = {}  # review id -> review (with its pull request)
+        self.review_comments: dict[int, dict] = {}
+        self.job_logs: dict[int, str] = {}
         self.requests: list[dict] = []
         self.failures: list[ScriptedFailure] = []
         self._ids = 1000
@@ -178,9 +193,9 @@ class GitHubStandIn:
             self._ids += 1
             return self._ids
 
-    def add_repo(self, full_name: str, *, permissions: dict[str, str] | None = None, default_role: str = "read") -> RepoState:
+    def add_repo(self, full_name: str, *, permissions: dict[str, str] | None = None, default_role: str = "read", origin: str = "") -> RepoState:
         with self.lock:
-            state = RepoState(full_name, dict(permissions or {}), default_role)
+            state = RepoState(full_name, dict(permissions or {}), default_role, origin)
             self.repos[full_name.lower()] = state
             self.issues.setdefault(full_name.lower(), {})
             self.events.setdefault(full_name.lower(), {})
@@ -323,6 +338,163 @@ class GitHubStandIn:
         """The next `times` requests matching answer `status` with GitHub's error shape."""
         with self.lock:
             self.failures.append(ScriptedFailure(method.upper(), re.compile(path_regex), status, message, dict(headers or {}), times))
+
+    def add_comment(self, full_name: str, number: int, body: str, *, author: str = "alice", author_type: str = "User") -> dict:
+        """A person's comment on an issue or PR conversation (as posted on GitHub)."""
+        with self.lock:
+            comment = self.create_comment(full_name, number, body, {}, author=user(author, author_type))
+            return comment
+
+    def edit_comment(self, comment_id: int, body: str) -> dict:
+        """Edit a comment later (GitHub moves `updated_at`; whole seconds, so at least one on)."""
+        with self.lock:
+            comment = self.comments[comment_id]
+            comment["body"] = body
+            comment["updated_at"] = later_than(comment["created_at"])
+            comment["history"].append(body)
+            return self.public_comment(comment)
+
+    def submit_review(self, full_name: str, number: int, *, author: str, state: str = "CHANGES_REQUESTED", body: str = "", comments: tuple[tuple[str, int, str], ...] = ()) -> dict:
+        """A submitted review of PR `number` with a body and inline comments (path, line, body)."""
+        with self.lock:
+            pull = self.pulls[full_name.lower()][number]
+            rid = self.next_id()
+            now = github_now()
+            sha = self.head_sha(full_name, pull["head"]["ref"])
+            review = {
+                "id": rid,
+                "node_id": f"PRR_{rid}",
+                "user": user(author),
+                "body": body,
+                "state": state,
+                "html_url": f"https://github.com/{full_name}/pull/{number}#pullrequestreview-{rid}",
+                "pull_request_url": f"https://api.github.com/repos/{full_name}/pulls/{number}",
+                "author_association": "MEMBER",
+                "submitted_at": now,
+                "commit_id": sha,
+                "_repo": full_name.lower(),
+                "_pull": number,
+            }
+            self.review_index[rid] = review
+            self.reviews.setdefault((full_name.lower(), number), []).append(self.public(review))
+            for path, line, text in comments:
+                cid = self.next_id()
+                self.review_comments[cid] = {
+                    "url": f"https://api.github.com/repos/{full_name}/pulls/comments/{cid}",
+                    "pull_request_review_id": rid,
+                    "id": cid,
+                    "node_id": f"PRRC_{cid}",
+                    "diff_hunk": "@@ -1,1 +1,1 @@",
+                    "path": path,
+                    "position": line,
+                    "original_position": line,
+                    "commit_id": sha,
+                    "original_commit_id": sha,
+                    "user": user(author),
+                    "body": text,
+                    "created_at": now,
+                    "updated_at": now,
+                    "html_url": f"https://github.com/{full_name}/pull/{number}#discussion_r{cid}",
+                    "pull_request_url": f"https://api.github.com/repos/{full_name}/pulls/{number}",
+                    "author_association": "MEMBER",
+                    "start_line": None,
+                    "original_start_line": None,
+                    "start_side": None,
+                    "line": line,
+                    "original_line": line,
+                    "side": "RIGHT",
+                    "reactions_list": [],
+                    "_repo": full_name.lower(),
+                    "_pull": number,
+                }
+            return self.public(review)
+
+    def edit_review_comment(self, comment_id: int, body: str) -> None:
+        with self.lock:
+            comment = self.review_comments[comment_id]
+            comment["body"] = body
+            comment["updated_at"] = later_than(comment["created_at"])
+
+    def review_comments_of(self, review_id: int) -> list[dict]:
+        with self.lock:
+            return [self.public(c) for c in self.review_comments.values() if c["pull_request_review_id"] == review_id]
+
+    def add_check_run(self, full_name: str, sha: str, *, name: str, conclusion: str = "failure", log: str = "", app: str = "github-actions") -> dict:
+        """A completed check run on commit `sha` (with a job log for GitHub Actions)."""
+        with self.lock:
+            cid = self.next_id()
+            now = github_now()
+            run = {
+                "id": cid,
+                "head_sha": sha,
+                "node_id": f"CR_{cid}",
+                "external_id": "",
+                "url": f"https://api.github.com/repos/{full_name}/check-runs/{cid}",
+                "html_url": f"https://github.com/{full_name}/actions/runs/1/job/{cid}",
+                "details_url": f"https://github.com/{full_name}/actions/runs/1/job/{cid}",
+                "status": "completed",
+                "conclusion": conclusion,
+                "started_at": now,
+                "completed_at": now,
+                "output": {"title": f"{name} {conclusion}", "summary": "", "text": None, "annotations_count": 0, "annotations_url": ""},
+                "name": name,
+                "check_suite": {"id": cid + 1},
+                "app": {"id": 15368, "slug": app, "name": "GitHub Actions" if app == "github-actions" else app},
+                "pull_requests": [],
+                "_repo": full_name.lower(),
+                "history": [],
+            }
+            self.check_runs[cid] = run
+            if log:
+                self.job_logs[cid] = log
+            return self.public(run)
+
+    def head_sha(self, full_name: str, ref: str) -> str:
+        import subprocess
+
+        origin = self.repos[full_name.lower()].origin
+        if not origin:
+            return "0" * 40
+        done = subprocess.run(["git", "rev-parse", f"refs/heads/{ref}"], cwd=origin, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else "0" * 40
+
+    def webhook(self, kind: str, full_name: str, *, sender: str, **fields) -> bytes:
+        """A delivery body of `kind` (`issue_comment.created`, `pull_request_review.submitted`,
+        `pull_request_review_comment.created`, `check_run.completed`) from the octokit example,
+        with this repository, these objects and this sender."""
+        with self.lock:
+            if kind == "check_run.completed":
+                payload = {"action": "completed", "check_run": fields["check_run"]}
+            else:
+                payload = json.loads(fixture_bytes(kind))
+            owner, name = full_name.split("/")
+            payload["repository"] = {**(payload.get("repository") or {}), "full_name": full_name, "name": name, "owner": user(owner)}
+            payload["sender"] = user(sender, "Bot" if sender.endswith("[bot]") else "User")
+            if kind == "issue_comment.created":
+                issue = self.issues[full_name.lower()][fields["number"]]
+                payload["issue"] = {**payload["issue"], **{k: v for k, v in issue.items() if not k.startswith("_")}}
+                payload["comment"] = self.public_comment(self.comments[fields["comment_id"]])
+            elif kind in ("pull_request_review.submitted", "pull_request_review_comment.created"):
+                pull = self.pulls[full_name.lower()][fields["number"]]
+                payload["pull_request"] = {**payload["pull_request"], **self.public_pull(pull)}
+                payload["pull_request"]["head"] = {**payload["pull_request"]["head"], "ref": pull["head"]["ref"], "sha": self.head_sha(full_name, pull["head"]["ref"])}
+                if kind == "pull_request_review.submitted":
+                    review = self.public(self.review_index[fields["review_id"]])
+                    review["state"] = review["state"].lower()  # webhooks spell it in lower case
+                    payload["review"] = {**payload["review"], **review}
+                else:
+                    payload["comment"] = {**payload["comment"], **self.public(self.review_comments[fields["comment_id"]])}
+            elif kind == "check_run.completed":
+                run = payload["check_run"]
+                pull = next(iter(p for p in self.pulls[full_name.lower()].values() if self.head_sha(full_name, p["head"]["ref"]) == run["head_sha"]), None)
+                if pull is not None:
+                    run["pull_requests"] = [{"number": pull["number"], "head": {"ref": pull["head"]["ref"], "sha": run["head_sha"]}, "base": pull["base"]}]
+                    run["check_suite"] = {**run["check_suite"], "head_branch": pull["head"]["ref"], "head_sha": run["head_sha"]}
+            return json.dumps(payload).encode()
+
+    @staticmethod
+    def public(item: dict) -> dict:
+        return {k: v for k, v in item.items() if not k.startswith("_") and k not in ("history", "reactions_list")}
 
     # --- inspecting ------------------------------------------------------------------------------
 
@@ -586,6 +758,9 @@ class GitHubStandIn:
         return {k: v for k, v in run.items() if not k.startswith("_") and k != "history"}
 
     def route(self, method: str, path: str, query: dict, headers: dict, payload: Any) -> tuple[int, Any, dict[str, str]]:
+        if (blob := re.fullmatch(r"/_blob/job-logs/(\d+)", path)) and method == "GET":
+            text = self.job_logs.get(int(blob.group(1)))
+            return (200, PlainText(text), {}) if text is not None else (404, {"message": "Not Found"}, {})
         if (answer := self.route_app(method, path)) is not None:
             return answer
         m = re.fullmatch(r"/repos/([^/]+/[^/]+)/(.*)", path)
@@ -631,6 +806,40 @@ class GitHubStandIn:
                 return 200, self.public_comment(comment), {}
             if method == "GET":
                 return 200, self.public_comment(comment), {}
+        if (mm := re.fullmatch(r"(issues|pulls)/comments/(\d+)/reactions", rest)) and method == "POST":
+            store = self.comments if mm.group(1) == "issues" else self.review_comments
+            comment = store.get(int(mm.group(2)))
+            if comment is None or comment["_repo"] != key:
+                return 404, {"message": "Not Found"}, {}
+            content = (payload or {}).get("content") if isinstance(payload, dict) else None
+            if content not in ("+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"):
+                return 422, {"message": "Validation Failed"}, {}
+            reactions = comment.setdefault("reactions_list", [])
+            existing = next((r for r in reactions if r["content"] == content), None)
+            if existing is not None:
+                return 200, existing, {}
+            reaction = {"id": self.next_id(), "node_id": "REA", "user": user("tacx-bot[bot]", "Bot"), "content": content, "created_at": github_now()}
+            reactions.append(reaction)
+            return 201, reaction, {}
+        if (mm := re.fullmatch(r"pulls/(\d+)", rest)) and method == "GET":
+            pull = self.pulls[key].get(int(mm.group(1)))
+            return (200, self.public_pull(pull), {}) if pull else (404, {"message": "Not Found"}, {})
+        if (mm := re.fullmatch(r"pulls/(\d+)/reviews/(\d+)", rest)) and method == "GET":
+            review = self.review_index.get(int(mm.group(2)))
+            if review is None or review["_repo"] != key:
+                return 404, {"message": "Not Found"}, {}
+            return 200, self.public(review), {}
+        if (mm := re.fullmatch(r"pulls/(\d+)/reviews/(\d+)/comments", rest)) and method == "GET":
+            found = [self.public(c) for c in self.review_comments.values() if c["_repo"] == key and c["pull_request_review_id"] == int(mm.group(2))]
+            return self.paginated(f"/repos/{full_name}/{rest}", found, query)
+        if (mm := re.fullmatch(r"commits/([0-9a-f]{7,40})/status", rest)) and method == "GET":
+            statuses = [s for s in self.statuses if s["_repo"] == key and s["_sha"] == mm.group(1)]
+            state = "failure" if any(s["state"] in ("failure", "error") for s in statuses) else "pending" if any(s["state"] == "pending" for s in statuses) else "success"
+            return 200, {"state": state, "sha": mm.group(1), "total_count": len(statuses), "statuses": [self.public(s) for s in statuses]}, {}
+        if (mm := re.fullmatch(r"actions/jobs/(\d+)/logs", rest)) and method == "GET":
+            if int(mm.group(1)) not in self.job_logs:
+                return 404, {"message": "Not Found"}, {}
+            return 302, None, {"Location": f"{self.url}/_blob/job-logs/{mm.group(1)}"}
         if rest == "pulls":
             if method == "GET":
                 return self.paginated(f"/repos/{full_name}/pulls", self.find_pulls(full_name, query), query)
@@ -681,7 +890,7 @@ class GitHubStandIn:
                 return 304, None, extra
         return 200, chunk, extra
 
-    def create_comment(self, full_name: str, number: int, body: str, headers: dict) -> dict:
+    def create_comment(self, full_name: str, number: int, body: str, headers: dict, *, author: dict | None = None) -> dict:
         cid = self.next_id()
         now = github_now()
         comment = {
@@ -691,10 +900,11 @@ class GitHubStandIn:
             "html_url": f"https://github.com/{full_name}/issues/{number}#issuecomment-{cid}",
             "issue_url": f"https://api.github.com/repos/{full_name}/issues/{number}",
             "body": body,
-            "user": user("tacx-bot[bot]", "Bot"),
+            "user": author or user("tacx-bot[bot]", "Bot"),
             "created_at": now,
             "updated_at": now,
             "author_association": "NONE",
+            "reactions_list": [],
             "history": [body],
             "_repo": full_name.lower(),
             "_issue": number,
@@ -707,7 +917,7 @@ class GitHubStandIn:
 
     @staticmethod
     def public_comment(comment: dict) -> dict:
-        return {k: v for k, v in comment.items() if not k.startswith("_") and k != "history"}
+        return {k: v for k, v in comment.items() if not k.startswith("_") and k not in ("history", "reactions_list")}
 
     def find_pulls(self, full_name: str, query: dict) -> list[dict]:
         state = query.get("state", "open")
@@ -756,11 +966,19 @@ class GitHubStandIn:
             "history": [{"title": payload.get("title", ""), "body": payload.get("body", "")}],
         }
         self.pulls[key][number] = pull
+        # A pull request is an issue too: its conversation comments live there.
+        self.issues[key][number] = {
+            "id": self.next_id(), "number": number, "state": "open", "title": pull["title"], "body": pull["body"],
+            "user": pull["user"], "labels": [], "comments": 0, "created_at": now, "updated_at": now,
+            "html_url": pull["html_url"], "pull_request": {"url": pull["url"], "html_url": pull["html_url"]},
+        }
+        self.events[key][number] = []
         return 201, self.public_pull(pull), {}
 
-    @staticmethod
-    def public_pull(pull: dict) -> dict:
-        return {k: v for k, v in pull.items() if k != "history"}
+    def public_pull(self, pull: dict) -> dict:
+        data = {k: v for k, v in pull.items() if k != "history"}
+        data["head"] = {**pull["head"], "sha": self.head_sha(data["url"].split("/repos/")[1].rsplit("/pulls/", 1)[0], pull["head"]["ref"])}
+        return data
 
     def rate_headers(self, counted: bool) -> dict[str, str]:
         if counted and self.rate_remaining > 0:
@@ -774,9 +992,24 @@ class GitHubStandIn:
         }
 
 
+class PlainText(str):
+    """A text/plain answer body (job logs)."""
+
+
+def later_than(stamp: str) -> str:
+    """Now, or one second after `stamp` when now is the same second (GitHub's whole seconds)."""
+    from datetime import timedelta
+
+    then = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return max(datetime.now(UTC).replace(microsecond=0), then + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 class _Handler(BaseHTTPRequestHandler):
     owner: GitHubStandIn
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle's algorithm the second waits for the
+    # client's delayed ACK (40 ms a request on Linux).
+    disable_nagle_algorithm = True
 
     def log_message(self, *args) -> None:  # quiet
         pass
@@ -822,9 +1055,10 @@ class _Handler(BaseHTTPRequestHandler):
                     "time": time.time(),
                 }
             )
-        raw = b"" if status in (204, 304) or data is None else json.dumps(data).encode()
+        plain = isinstance(data, PlainText)
+        raw = b"" if status in (204, 304) or data is None else data.encode() if plain else json.dumps(data).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", "text/plain; charset=utf-8" if plain else "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(raw)))
         for name, value in extra.items():
             self.send_header(name, value)

@@ -5,7 +5,7 @@ Issue 9 (item 7): any logged-in user, staff or not, could read, create, cancel a
 task; /api/schema/ was served anonymously; the origin check ignored the port.
 
 Roles (README "Roles"): a *viewer* has pipeline.view_task; an *operator* also add_task,
-retry_task and cancel_task; superusers have everything.
+retry_task, cancel_task and approve_task; superusers have everything.
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ def test_the_detail_page_offers_retry_only_to_who_may_retry(viewer, alice, faile
         ("post", "/api/tasks/create/", "add_task"),
         ("post", "/api/tasks/{id}/retry/", "retry_task"),
         ("post", "/api/tasks/{id}/cancel/", "cancel_task"),
+        ("post", "/api/tasks/{id}/approve/", "approve_task"),
     ],
 )
 def test_each_api_operation_needs_its_permission(stranger, viewer, failed_task, method, path, needed):

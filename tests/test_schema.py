@@ -49,6 +49,7 @@ def test_the_schema_is_valid_openapi_and_lists_every_operation(alice):
         "tasks_retrieve",
         "tasks_retry",
         "tasks_cancel",
+        "tasks_approve",
         "tasks_stages",
         "tasks_attempts",
         "tasks_events",

@@ -91,15 +91,26 @@ def test_every_problem_of_a_file_is_reported_at_once():
         load_workflow_text(text)
     errors = exc.value.errors
     assert errors == [
-        ".tac/workflow.yaml: colour: unknown key (allowed: budget, defaults, hooks, network, review_rounds, setup_env, stages, test_command, version)",
+        ".tac/workflow.yaml: colour: unknown key (allowed: approval, approval_skip_label, budget, defaults, hooks, max_ci_fix_attempts, "
+        "max_followup_rounds, mention, network, resume_session, review_rounds, setup_env, stages, test_command, version)",
         ".tac/workflow.yaml: review_rounds: must be >= 1, got 0",
         ".tac/workflow.yaml: stages[0] (planning).provider: unknown provider 'clod' (known: claude, codex, gemini, qwen, opencode, command)",
         ".tac/workflow.yaml: stages[1] (building).timeout: must be >= 1, got -1",
         ".tac/workflow.yaml: stages[1] (building).max_turns: must be an integer, got str 'many'",
-        ".tac/workflow.yaml: stages[2] (reviewing).prompt: unknown placeholder {isue_title} (known: branch, issue_body, "
+        ".tac/workflow.yaml: stages[2] (reviewing).prompt: unknown placeholder {isue_title} (known: branch, followup, issue_body, "
         "issue_number, issue_title, plan, repository, review_feedback, round, stage, test_result, worktree)",
     ]
     assert str(exc.value) == "\n".join(errors)
+
+
+def test_the_round_keys_are_validated_and_kept_in_the_snapshot():
+    wf = load_workflow_text("approval: plan\nmax_followup_rounds: 2\nmax_ci_fix_attempts: 1\nmention: '@helper'\nresume_session: false\n")
+    again = type(wf).from_json(wf.to_json())
+    assert (again.approval, again.max_followup_rounds, again.max_ci_fix_attempts, again.mention, again.resume_session) == ("plan", 2, 1, "@helper", False)
+    assert load_workflow_text(None).approval == "none" and load_workflow_text(None).max_ci_fix_attempts == 3
+    with pytest.raises(WorkflowError) as exc:
+        load_workflow_text("approval: always\nmention: tacx\nresume_session: maybe\nmax_ci_fix_attempts: -1\n")
+    assert [e.split(": ", 2)[1] for e in exc.value.errors] == ["approval", "max_ci_fix_attempts", "mention", "resume_session"]
 
 
 def test_a_stage_on_another_provider_does_not_inherit_the_default_stages_cli_flags():

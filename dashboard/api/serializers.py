@@ -11,7 +11,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from pipeline.models import AgentEvent, Repository, Stage, StageResult, Task, Worker
+from pipeline.models import AgentEvent, Repository, Round, Stage, StageResult, Task, Worker
 
 MAX_INT = 2_147_483_647  # PositiveIntegerField's range on every database
 MAX_BIGINT = 2**63 - 1
@@ -209,12 +209,32 @@ class StageBriefOut(serializers.ModelSerializer):
         fields = ("id", "name", "position", "provider", "model", "status", "attempts", "error")
 
 
+class RoundOut(serializers.ModelSerializer):
+    """A follow-up round on the PR (or plan feedback, or a command) and what started it."""
+
+    started_by = serializers.CharField()
+    context = serializers.JSONField()
+
+    class Meta:
+        model = Round
+        fields = (
+            "id", "kind", "status", "reason", "source", "actor", "started_by", "text", "context", "head_sha", "triggered_at",
+            "created_at", "started_at", "finished_at", "resumed_session_id", "tokens_saved", "input_tokens", "output_tokens",
+            "cost_usd", "reply_comment_id",
+        )
+
+
 class TaskDetailOut(TaskOut):
     stages = StageBriefOut(many=True, source="stage_list")
     workflow = serializers.JSONField()
+    rounds = serializers.SerializerMethodField()
 
     class Meta(TaskOut.Meta):
-        fields = (*TaskOut.Meta.fields, "body", "issue_url", "review_round", "workflow", "workflow_source", "stages")
+        fields = (*TaskOut.Meta.fields, "body", "issue_url", "review_round", "workflow", "workflow_source", "stages", "rounds")
+
+    @extend_schema_field(RoundOut(many=True))
+    def get_rounds(self, task) -> list[dict]:
+        return RoundOut(task.rounds.order_by("id"), many=True).data
 
 
 class TaskPageOut(serializers.Serializer):

@@ -10,6 +10,7 @@ urlpatterns = [
     path("tasks/<int:task_id>/", views.TaskDetailApi.as_view(), name="task-detail"),
     path("tasks/<int:task_id>/retry/", views.TaskRetryApi.as_view(), name="task-retry"),
     path("tasks/<int:task_id>/cancel/", views.TaskCancelApi.as_view(), name="task-cancel"),
+    path("tasks/<int:task_id>/approve/", views.TaskApproveApi.as_view(), name="task-approve"),
     path("tasks/<int:task_id>/stages/", views.TaskStagesApi.as_view(), name="task-stages"),
     path("tasks/<int:task_id>/attempts/", views.TaskAttemptsApi.as_view(), name="task-attempts"),
     path("tasks/<int:task_id>/events/", views.TaskEventsApi.as_view(), name="task-events"),

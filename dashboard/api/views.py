@@ -138,6 +138,23 @@ class TaskCancelApi(APIView):
         return Response(s.TaskDetailOut(task).data)
 
 
+class TaskApproveApi(APIView):
+    """Approve the plan of a task awaiting approval (workflow `approval: plan`)."""
+
+    required_permission = "pipeline.approve_task"
+
+    @extend_schema(operation_id="tasks_approve", request=None, responses={200: s.TaskDetailOut, **ERRORS, **NOT_FOUND, **CONFLICT})
+    def post(self, request: Request, task_id: int) -> Response:
+        from pipeline import rounds
+
+        task = selectors.task_get(task_id)
+        if not rounds.task_approve(task=task, approved_by=request.user.get_username()):
+            raise Conflict(f"task {task.pk} is {task.status}; only a task awaiting approval can be approved")
+        task = selectors.task_get(task_id)
+        task.stage_list = selectors.task_stages(task)
+        return Response(s.TaskDetailOut(task).data)
+
+
 class TaskStagesApi(APIView):
     @extend_schema(operation_id="tasks_stages", responses={200: s.StageOut(many=True), **ERRORS, **NOT_FOUND})
     def get(self, request: Request, task_id: int) -> Response:

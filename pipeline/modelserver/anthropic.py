@@ -104,19 +104,45 @@ def messages(request: dict[str, Any], script: Script) -> Reply:
 
 
 def match_text(request: dict[str, Any]) -> str:
-    """System prompt plus the first user message's text, which ``match`` is searched in."""
+    """System prompt plus the first user message's text, which ``match`` is searched in; for
+    a resumed session (``claude --resume``: the old conversation, then a new prompt) also the
+    latest prompt, so a script can tell the continuation apart."""
     parts = [_text_of(request.get("system"))]
-    for message in request.get("messages") or []:
-        if isinstance(message, dict) and message.get("role") == "user":
+    messages = [m for m in request.get("messages") or [] if isinstance(m, dict)]
+    for message in messages:
+        if message.get("role") == "user":
             parts.append(_text_of(message.get("content")))
             break
+    latest = _latest_prompt(messages)
+    if latest > 0:
+        parts.append(_text_of(messages[latest].get("content")))
     return "\n".join(parts)
 
 
+def _is_prompt(message: dict[str, Any]) -> bool:
+    """A user message that is a prompt (text), not the answer to tool calls."""
+    content = message.get("content")
+    if message.get("role") != "user":
+        return False
+    if isinstance(content, str):
+        return bool(content.strip())
+    blocks = [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+    return bool(blocks) and not any(b.get("type") == "tool_result" for b in blocks)
+
+
+def _latest_prompt(messages: list[dict[str, Any]]) -> int:
+    """Index of the latest prompt after the first one (a resumed session's new prompt), or -1."""
+    prompts = [i for i, m in enumerate(messages) if _is_prompt(m)]
+    return prompts[-1] if len(prompts) > 1 and any(m.get("role") == "assistant" for m in messages[: prompts[-1]]) else -1
+
+
 def history_ids(request: dict[str, Any]) -> list[str]:
-    """Every tool_use / tool_result id in the conversation history."""
+    """Every tool_use / tool_result id in the conversation history (of a resumed session: since
+    its new prompt, so the continuation's turns count from 0)."""
     ids: list[str] = []
-    for message in request.get("messages") or []:
+    messages = [m for m in request.get("messages") or [] if isinstance(m, dict)]
+    start = max(0, _latest_prompt(messages))
+    for message in messages[start:]:
         content = message.get("content") if isinstance(message, dict) else None
         for block in content if isinstance(content, list) else []:
             if isinstance(block, dict):

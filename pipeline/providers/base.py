@@ -22,6 +22,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, ClassVar
 
 OUTPUT_LIMIT = 20_000  # characters kept of one tool output / raw line / long tool-input string
@@ -49,6 +50,9 @@ class Invocation:
     permission_mode: str = ""
     extra_args: tuple[str, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
+    # A session of this CLI to continue instead of starting cold ("" = cold); only set when
+    # `Provider.can_resume` said yes.
+    resume_session: str = ""
     # True when TAC-X's own sandbox contains the agent: a CLI with a sandbox of its own must not
     # nest it (codex runs with danger-full-access inside ours).
     sandboxed: bool = False
@@ -382,6 +386,21 @@ class Provider:
     def build_command(self, inv: Invocation) -> list[str]:
         """The argv list for one attempt (never a shell string); argv[0] is an absolute path."""
         raise NotImplementedError
+
+    def can_resume(self, session_id: str, *, cwd: str, env: Mapping[str, str] | None = None) -> bool:
+        """Whether `build_command` can continue `session_id` here (the CLI supports it and the
+        session is on this machine). Default: no; the round starts cold."""
+        return False
+
+    def session_globs(self, session_id: str) -> tuple[str, ...]:
+        """Where this CLI keeps a session's files, as globs relative to HOME (kept between
+        attempts by `pipeline.sessions`). Default: none."""
+        return ()
+
+    def session_targets(self, rel: Path, *, cwd: str) -> tuple[Path, ...]:
+        """Where a kept session file goes in a new HOME (relative) for the CLI to find it when
+        run from `cwd`. Default: where it was."""
+        return (rel,)
 
     def environment(self, inv: Invocation) -> dict[str, str]:
         """Variables this provider sets for the agent (on top of the scrubbed environment)."""

@@ -24,8 +24,11 @@ retries in a row.
 from __future__ import annotations
 
 import json
+import os
 import re
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 
 from .base import (
     Event,
@@ -310,12 +313,32 @@ class ClaudeProvider(Provider):
             argv += ["--permission-mode", inv.permission_mode]
         if inv.allowed_tools:
             argv += ["--allowedTools", *inv.allowed_tools]
+        if inv.resume_session:
+            argv += ["--resume", inv.resume_session]
         if prompt_too_long_for_argv(inv.prompt):
             return [*argv, *inv.extra_args]  # `claude -p` reads the prompt from stdin
         return [*argv, *inv.extra_args, "--", inv.prompt]
 
     def stdin_data(self, inv: Invocation) -> bytes | None:
         return inv.prompt.encode("utf-8") if prompt_too_long_for_argv(inv.prompt) else None
+
+    def can_resume(self, session_id: str, *, cwd: str, env: Mapping[str, str] | None = None) -> bool:
+        """Claude Code keeps each session as `~/.claude/projects/<cwd with / as ->/<id>.jsonl`
+        (under CLAUDE_CONFIG_DIR when set); `--resume <id>` continues it from the same cwd."""
+        if not re.fullmatch(r"[0-9a-fA-F-]{8,64}", session_id or ""):
+            return False
+        source = os.environ if env is None else env
+        config = Path(source.get("CLAUDE_CONFIG_DIR") or Path(source.get("HOME") or Path.home()) / ".claude")
+        return any((config / "projects").glob(f"*/{session_id}.jsonl"))
+
+    def session_globs(self, session_id: str) -> tuple[str, ...]:
+        return (f".claude/projects/*/{session_id}.jsonl",) if re.fullmatch(r"[0-9a-fA-F-]{8,64}", session_id or "") else ()
+
+    def session_targets(self, rel: Path, *, cwd: str) -> tuple[Path, ...]:
+        """The project directory is the cwd with every non-alphanumeric character as `-`: put
+        the session under the one for this attempt's cwd too (a sandbox may show another path)."""
+        here = Path(".claude") / "projects" / re.sub(r"[^A-Za-z0-9]", "-", cwd) / rel.name
+        return (rel,) if here == rel else (rel, here)
 
     def environment(self, inv: Invocation) -> dict[str, str]:
         """``IS_SANDBOX=1`` (we run as root; bypass modes need it), no telemetry or self-update;

@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from .base import (
@@ -302,12 +303,22 @@ class CodexProvider(Provider):
         [-c k=v …] [extra_args] -- PROMPT``. Codex has no turn limit or tool allow-list flags, so
         ``max_turns``, ``allowed_tools`` and ``permission_mode`` are not used. The runner must give
         the process an empty stdin (codex appends piped stdin to the prompt)."""
-        argv = [resolve_executable(self.executable), "exec", "--json", "--skip-git-repo-check", "-C", inv.cwd]
-        if inv.model:
-            argv += ["-m", inv.model]
         sandbox = inv.options.get("sandbox")
         if sandbox and sandbox not in SANDBOXES:
             raise ProviderError(f"codex option sandbox must be one of {', '.join(SANDBOXES)}, not {sandbox!r}", permanent=True)
+        if inv.resume_session:
+            # `codex exec resume` has no -C or --sandbox: the runner's cwd is the worktree and the
+            # sandbox is the same setting as a config key (checked against codex 0.169).
+            argv = [resolve_executable(self.executable), "exec", "resume", "--json", "--skip-git-repo-check"]
+            if inv.model:
+                argv += ["-m", inv.model]
+            if inv.sandboxed or sandbox:
+                argv += ["-c", f"sandbox_mode={toml_value('danger-full-access' if inv.sandboxed else str(sandbox))}"]
+            prompt = "-" if prompt_too_long_for_argv(inv.prompt) else inv.prompt
+            return [*argv, *QUIET_CONFIG, *config_args(inv.options), *inv.extra_args, "--", inv.resume_session, prompt]
+        argv = [resolve_executable(self.executable), "exec", "--json", "--skip-git-repo-check", "-C", inv.cwd]
+        if inv.model:
+            argv += ["-m", inv.model]
         if inv.sandboxed:
             # Inside TAC-X's sandbox codex must not start its own: nested bubblewrap fails, and
             # codex 0.169's workspace-write with Debian's bwrap on PATH runs no command at all
@@ -321,6 +332,19 @@ class CodexProvider(Provider):
 
     def stdin_data(self, inv: Invocation) -> bytes | None:
         return inv.prompt.encode("utf-8") if prompt_too_long_for_argv(inv.prompt) else None
+
+    def can_resume(self, session_id: str, *, cwd: str, env: Mapping[str, str] | None = None) -> bool:
+        """Codex keeps each thread as `$CODEX_HOME/sessions/YYYY/MM/DD/rollout-…-<id>.jsonl`;
+        `codex exec resume <id>` continues it."""
+        if not re.fullmatch(r"[0-9a-fA-F-]{8,64}", session_id or ""):
+            return False
+        source = os.environ if env is None else env
+        home = Path(source.get("CODEX_HOME") or Path(source.get("HOME") or Path.home()) / ".codex")
+        return any((home / "sessions").glob(f"*/*/*/rollout-*-{session_id}.jsonl"))
+
+    def session_globs(self, session_id: str) -> tuple[str, ...]:
+        # prepare_home makes HOME/.codex the attempt's CODEX_HOME.
+        return (f".codex/sessions/*/*/*/rollout-*-{session_id}.jsonl",) if re.fullmatch(r"[0-9a-fA-F-]{8,64}", session_id or "") else ()
 
     def environment(self, inv: Invocation) -> dict[str, str]:
         """Option ``codex_home`` becomes ``CODEX_HOME`` (Codex's config, auth and session files).
