@@ -162,6 +162,10 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
         if result.success:
             if not fence.update(status=Stage.Status.SUCCEEDED, lease_owner="", lease_expires_at=None, finished_at=Now(), failed_attempts=0):
                 return RunResult.LEASE_LOST
+            if result.head_commit:
+                # The next stage, on whichever machine, starts from this head (and checks it).
+                Task.objects.filter(pk=task.pk).update(head_commit=result.head_commit)
+                task.head_commit = result.head_commit
             services.event_status(task, f"stage {stage.name} succeeded", stage=stage.name, stage_status="succeeded")
             if attempt.tests is not None and not attempt.tests.ok:
                 if not services.tests_failed_back_to_building(stage=stage, summary=attempt.tests.summary(), enqueue=enqueue_next):
@@ -306,9 +310,9 @@ class Attempt:
     def prepare_worktree(self) -> Path:
         task, repository = self.task, self.task.repository
         path = git.worktree_path(settings.TACX["WORKTREE_ROOT"], repository.full_name, task.issue_number, task.pk)
-        # Another machine may have run the earlier stages: fetch, so the branch they pushed is
-        # what this worktree continues from.
-        repo_dir = repos.source_dir(repository, fetch=not (path / ".git").exists())
+        # Another machine may have run the earlier stages: fetch before every stage (not only
+        # when this machine has no worktree yet), so the head they pushed is here.
+        repo_dir = repos.source_dir(repository, fetch=True)
         changed = []
         if not task.branch:
             task.branch = git.branch_name(task.issue_number, task.title)
@@ -316,17 +320,31 @@ class Attempt:
         if not task.base_commit:
             task.base_commit = git.resolve(repo_dir, repos.base_ref(repository))
             changed.append("base_commit")
+        if not task.head_commit and not task.stages.filter(status=Stage.Status.SUCCEEDED).exists():
+            task.head_commit = task.base_commit  # a new branch starts at its base
+            changed.append("head_commit")
         if task.worktree_path != str(path):
             task.worktree_path = str(path)
             changed.append("worktree_path")
         if task.worktree_host != socket.gethostname():
-            # The latest stage's machine holds the worktree (and its clean-up).
+            # The latest stage's machine (every machine's worktree is in TaskWorktree).
             task.worktree_host = socket.gethostname()
             changed.append("worktree_host")
         if changed:
             task.save(update_fields=changed)
         created = not (path / ".git").exists()
-        git.worktree_add(repo_dir, path, task.branch, task.base_commit)
+        services.task_worktree_record(task=task, host=socket.gethostname(), path=str(path))
+        if task.head_commit:
+            # Start exactly where the previous stage left the branch (whichever machine ran it),
+            # or at a fast-forward of it on the origin; never on this machine's own stale copy.
+            start = task.head_commit
+            pushed = repos.pushed_head(repository, repo_dir, task.branch)
+            if pushed and pushed != start and git.is_ancestor(repo_dir, start, pushed):
+                start = pushed
+            git.worktree_at(repo_dir, path, task.branch, start)
+        else:
+            # A task that was already running before head commits were recorded.
+            git.worktree_add(repo_dir, path, task.branch, task.base_commit)
         self.repo_dir = repo_dir
         self.worktree = path
         setup = self.workflow.hook("setup")

@@ -634,6 +634,19 @@ def task_progress_comment_set(*, task: Task, comment_id: int) -> None:
     task.progress_comment_id = comment_id
 
 
+def task_worktree_record(*, task: Task, host: str, path: str) -> None:
+    """Note that `host` holds a worktree of `task` at `path` (before it is created: a machine
+    that dies while creating it still has its clean-up recorded)."""
+    from .models import TaskWorktree
+
+    row, created = TaskWorktree.objects.get_or_create(task=task, host=host, path=path)
+    if not created and row.removed_at is not None:
+        TaskWorktree.objects.filter(pk=row.pk).update(removed_at=None)
+    if task.worktree_removed_at is not None:
+        Task.objects.filter(pk=task.pk).update(worktree_removed_at=None)
+        task.worktree_removed_at = None
+
+
 def task_worktree_remove(*, task: Task) -> bool:
     """Remove a finished task's worktree from this machine and record when.
 
