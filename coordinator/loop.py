@@ -249,4 +249,4 @@ class Coordinator:
         return self.checks.sync_one_check()
 
     def clean_one_worktree(self) -> bool:
-        return reaping.clean_one_worktree(backoff=self.unit_backoff)
+        return reaping.clean_one_worktree(backoff=self.unit_backoff, host=self.host)

@@ -299,7 +299,7 @@ def worktree_at(repo: str | Path, path: Path, branch: str, commit: str) -> str:
     A worktree already at `commit` is left as it is (uncommitted work of a failed attempt on
     this machine stays); one at another commit is reset to it."""
     if not has_commit(repo, commit):
-        raise GitError(f"commit {commit[:12]} of branch {branch} is not in {repo} (was it pushed?)")
+        raise GitError(f"commit {commit[:12]} of branch {branch} is not in {repo} (was it pushed?)", permanent=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     if (path / ".git").exists():
         pin_worktree(repo, path)

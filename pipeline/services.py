@@ -647,20 +647,49 @@ def task_worktree_record(*, task: Task, host: str, path: str) -> None:
         task.worktree_removed_at = None
 
 
-def task_worktree_remove(*, task: Task) -> bool:
+def task_worktree_remove(*, task: Task, worktree=None, host: str | None = None) -> bool:
     """Remove a finished task's worktree from this machine and record when.
 
-    False (and nothing recorded) while the task is active or when it has no worktree. The
-    directory is deleted even if git no longer knows it, but only inside the worktree root.
+    `worktree` is one TaskWorktree row of this machine; without it, every row of `host` (this
+    machine by default), or, for a task from before such rows, its `worktree_path`. The task's
+    `worktree_removed_at` is set once no machine holds a worktree of it any more. False (and
+    nothing recorded) while the task is active, or when nothing was removed. A directory is
+    deleted even if git no longer knows it, but only inside the worktree root.
     """
+    import socket
+
+    from .models import TaskWorktree
+
+    if task.is_active:
+        return False
+    if worktree is not None:
+        rows = [worktree] if worktree.removed_at is None else []
+    else:
+        rows = list(task.worktrees.filter(host=host or socket.gethostname(), removed_at__isnull=True))
+        if not rows and not task.worktrees.exists():
+            if not task.worktree_path or task.worktree_removed_at:
+                return False
+            if not _worktree_delete(task=task, path=task.worktree_path):
+                return False
+            return _worktree_removed_mark(task=task)
+    removed = False
+    for row in rows:
+        if not _worktree_delete(task=task, path=row.path):
+            continue
+        removed |= bool(TaskWorktree.objects.filter(pk=row.pk, removed_at__isnull=True).update(removed_at=timezone.now()))
+    if removed and not task.worktrees.filter(removed_at__isnull=True).exists():
+        _worktree_removed_mark(task=task)
+    return removed
+
+
+def _worktree_delete(*, task: Task, path: str) -> bool:
+    """Delete one worktree directory of this machine (its cleanup hook first); True when gone."""
     import shutil
     from pathlib import Path
 
     from . import git, repos
 
-    if task.is_active or not task.worktree_path or task.worktree_removed_at:
-        return False
-    path = Path(task.worktree_path)
+    path = Path(path)
     if path.exists():
         _cleanup_hook(task=task, path=path)
         try:
@@ -670,8 +699,10 @@ def task_worktree_remove(*, task: Task) -> bool:
         root = Path(settings.TACX["WORKTREE_ROOT"]).resolve()
         if path.exists() and path.resolve().parent == root:
             shutil.rmtree(path, ignore_errors=True)
-    if path.exists():
-        return False
+    return not path.exists()
+
+
+def _worktree_removed_mark(*, task: Task) -> bool:
     now = timezone.now()
     done = Task.objects.filter(pk=task.pk, status__in=Task.FINISHED, worktree_removed_at__isnull=True).update(worktree_removed_at=now)
     if done:

@@ -110,3 +110,53 @@ def test_a_stage_takes_a_fast_forward_of_the_recorded_head_from_the_origin(mirro
     reviewing = machines.run("machine-a", task, "reviewing")
     assert reviewing.success, reviewing.error
     assert reviewing.base_commit == git(human, "rev-parse", "HEAD")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_machine_that_held_a_worktree_of_a_task_removes_its_own(mirrored, machines, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from coordinator import reaping
+    from coordinator.backoff import Backoff
+
+    task = _start(mirrored, machines)
+    assert machines.run("machine-a", task, "planning").success
+    assert machines.run("machine-b", task, "building").success
+    assert machines.run("machine-a", task, "reviewing").success
+    task.refresh_from_db()
+    assert task.status == Task.Status.SUCCEEDED, task.status_reason
+    trees = {name: machines.tmp_path / name / "trees" for name in ("machine-a", "machine-b")}
+    assert all(len(list(root.iterdir())) == 1 for root in trees.values())
+    Task.objects.filter(pk=task.pk).update(finished_at=timezone.now() - timedelta(days=2))
+    # Machine A ran the last stage; machine B's worktree must not be forgotten.
+    machines.use("machine-a")
+    assert reaping.clean_one_worktree(backoff=Backoff(), host="machine-a")
+    assert not list(trees["machine-a"].iterdir()) and len(list(trees["machine-b"].iterdir())) == 1
+    assert Task.objects.get(pk=task.pk).worktree_removed_at is None  # B still holds one
+    assert not reaping.clean_one_worktree(backoff=Backoff(), host="machine-a")  # not A's to remove
+    machines.use("machine-b")
+    assert reaping.clean_one_worktree(backoff=Backoff(), host="machine-b")
+    assert not list(trees["machine-b"].iterdir())
+    assert Task.objects.get(pk=task.pk).worktree_removed_at is not None
+    assert not TaskWorktree.objects.filter(task=task, removed_at__isnull=True).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_machine_whose_worktree_root_was_lost_records_its_worktree_as_removed(mirrored, machines):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from coordinator import reaping
+    from coordinator.backoff import Backoff
+
+    task = _start(mirrored, machines)
+    assert machines.run("machine-a", task, "planning").success
+    services.task_cancel(task=Task.objects.get(pk=task.pk))
+    Task.objects.filter(pk=task.pk).update(finished_at=timezone.now() - timedelta(days=2))
+    shutil.rmtree(machines.tmp_path / "machine-a" / "trees")  # the machine came back without it
+    machines.use("machine-a")
+    assert reaping.clean_one_worktree(backoff=Backoff(), host="machine-a")
+    assert Task.objects.get(pk=task.pk).worktree_removed_at is not None
