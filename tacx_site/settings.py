@@ -191,6 +191,14 @@ TACX = {
     "WS_MAX_PER_USER": env_int("TACX_WS_MAX_PER_USER", 20),
     "HEARTBEAT_SECONDS": env_float("TACX_HEARTBEAT_SECONDS", 5.0),
     "EVENT_BATCH_SECONDS": env_float("TACX_EVENT_BATCH_SECONDS", 0.2),
+    # A running stage stores its events at most every EVENT_BATCH_SECONDS (a line after a quiet
+    # spell at once) and at the latest when EVENT_BATCH_MAX are waiting.
+    "EVENT_BATCH_MAX": env_int("TACX_EVENT_BATCH_MAX", 500),
+    # A running stage's writes are retried through a database outage this long (pipeline.dbretry).
+    "DB_OUTAGE_SECONDS": env_float("TACX_DB_OUTAGE_SECONDS", 60.0),
+    # A running stage closes its database connection after this long without a write (0: after
+    # every write), so agents waiting on a model hold no PostgreSQL connection.
+    "DB_RELEASE_SECONDS": env_float("TACX_DB_RELEASE_SECONDS", 2.0),
     "MAX_ATTEMPTS": env_int("TACX_MAX_ATTEMPTS", 3),
     "MAX_CONCURRENT_TASKS": env_int("TACX_MAX_CONCURRENT_TASKS", 4),
     "POLL_INTERVAL": env_float("TACX_POLL_INTERVAL", 15.0),
