@@ -761,7 +761,7 @@ class Attempt:
                 # The lease outlives a short outage; the next tick tries again.
                 self._db_failed(exc)
                 return self.database_stop()
-            self._db_ok()
+            self._db_ok(wrote_events=False)
             self._last_renew = now
         self.release_connection()
         return self.database_stop()
@@ -823,8 +823,10 @@ class Attempt:
             self._outage = dbretry.Outage()
         self._outage.failed(exc)
 
-    def _db_ok(self) -> None:
-        self._last_write = time.monotonic()
+    def _db_ok(self, *, wrote_events: bool = True) -> None:
+        if wrote_events:
+            # A heartbeat does not count: between heartbeats a quiet agent needs no connection.
+            self._last_write = time.monotonic()
         if self._outage is not None:
             self._outage.succeeded()
 

@@ -90,10 +90,16 @@ ASGI_APPLICATION = "tacx_site.asgi.application"
 VAR_DIR = Path(os.environ.get("TACX_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
+# Long-lived processes (the q2 cluster, the coordinator) keep their connection for
+# DB_CONN_MAX_AGE seconds instead of opening one per poll (9.6 new PostgreSQL connections per
+# second per idle machine with 0); a broken one is noticed and replaced before use. The web
+# process (asgi.py) defaults to 0. A running stage closes its connection while its agent is quiet
+# (TACX_DB_RELEASE_SECONDS). Large installations: see "Many machines" in the README (PgBouncer).
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}",
-        conn_max_age=env_int("DB_CONN_MAX_AGE", 0),
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 600),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

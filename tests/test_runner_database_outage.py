@@ -100,3 +100,45 @@ def test_a_running_stage_keeps_its_agent_and_its_events_through_a_database_outag
     texts = sorted(messages.values_list("data__text", flat=True))
     assert texts == sorted([f"before {i}" for i in range(5)] + [f"during {i}" for i in range(5)])
     assert any("database back after" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stage_whose_agent_is_quiet_holds_no_database_connection(local_repository, origin_and_clone, settings):
+    settings.TACX = {**settings.TACX, "DB_RELEASE_SECONDS": 0.5}
+    clone = origin_and_clone[1]
+    commit_workflow(clone, [command_stage("planning", "pause", "thinking"), {"name": "pr_creation"}])
+    task, _ = services.task_create(repository=local_repository, issue_number=13, title="Quiet", trigger_source="cli")
+    services.task_dispatch(task=task, enqueue=False)
+    stage = Stage.objects.get(task=task, name="planning")
+    name = connection.settings_dict["NAME"]
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        ours = cur.fetchone()[0]
+
+    def others() -> int:
+        with connection.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> %s", [name, ours])
+            return cur.fetchone()[0]
+
+    outcome: list = []
+
+    def work() -> None:
+        try:
+            outcome.append(runner.run_stage(stage.pk, enqueue_next=False))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    try:
+        _wait(lambda: Task.objects.get(pk=task.pk).worktree_path, "the worktree")
+        tree = Path(Task.objects.get(pk=task.pk).worktree_path)
+        _wait(lambda: (tree / "thinking.ready").exists(), "the agent to go quiet")
+        # The runner keeps renewing its lease, but holds no connection in between.
+        _wait(lambda: others() == 0, "the runner to let its connection go", timeout=20)
+        assert Stage.objects.get(pk=stage.pk).status == Stage.Status.RUNNING
+    finally:
+        _wait(lambda: Task.objects.get(pk=task.pk).worktree_path, "the worktree")
+        (Path(Task.objects.get(pk=task.pk).worktree_path) / "thinking.go").touch()
+        thread.join(60)
+    assert outcome == [runner.RunResult.SUCCEEDED]
