@@ -261,6 +261,7 @@ class Worker(models.Model):
     class Kind(models.TextChoices):
         AGENT = "agent"
         COORDINATOR = "coordinator"
+        SLOT = "slot"  # a django-q2 worker process: one stage at a time (pipeline.slots)
 
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.AGENT)
     name = models.CharField(max_length=200, help_text="Lease owner id")

@@ -205,6 +205,10 @@ TACX = {
     # A running stage closes its database connection after this long without a write (0: after
     # every write), so agents waiting on a model hold no PostgreSQL connection.
     "DB_RELEASE_SECONDS": env_float("TACX_DB_RELEASE_SECONDS", 2.0),
+    # Each django-q2 worker renews its stage slot this often; admission counts the live slots.
+    "SLOT_HEARTBEAT_SECONDS": env_float("TACX_SLOT_HEARTBEAT_SECONDS", 15.0),
+    # Admit at most as many running tasks as live stage slots (0: only MAX_CONCURRENT_TASKS).
+    "ADMIT_BY_SLOTS": env_bool("TACX_ADMIT_BY_SLOTS", True),
     "MAX_ATTEMPTS": env_int("TACX_MAX_ATTEMPTS", 3),
     "MAX_CONCURRENT_TASKS": env_int("TACX_MAX_CONCURRENT_TASKS", 4),
     "POLL_INTERVAL": env_float("TACX_POLL_INTERVAL", 15.0),
