@@ -15,6 +15,7 @@ Steps, in the order of one cycle:
   kill_one_orphan      agent process groups on this host no running stage owns
   sync_one_comment     one task's progress comment on GitHub
   clean_one_worktree   the worktree of a task finished longer ago than the retention
+  prune_old_events     transcripts of tasks finished longer ago than TACX_EVENT_RETENTION_DAYS
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class Coordinator:
         self.worker: Worker | None = None
         self._poll_round: list[int] = []
         self._last_beat = 0.0
+        self._next_prune = 0.0
         self.steps: list[Callable[[], bool]] = [
             self.handle_one_delivery,
             self.poll_one_source,
@@ -93,6 +95,7 @@ class Coordinator:
             self.sync_one_comment,
             self.sync_one_check,
             self.clean_one_worktree,
+            self.prune_old_events,
         ]
 
     @property
@@ -247,6 +250,17 @@ class Coordinator:
         if not self.unit_backoff.ready("github"):
             return False
         return self.checks.sync_one_check()
+
+    def prune_old_events(self) -> bool:
+        """One batch of old transcripts (off unless TACX_EVENT_RETENTION_DAYS is set); looked at
+        once a minute while there is nothing to delete."""
+        days = settings.TACX.get("EVENT_RETENTION_DAYS") or 0
+        if days <= 0 or time.monotonic() < self._next_prune:
+            return False
+        deleted = services.events_prune(older_than_days=days)
+        if not deleted:
+            self._next_prune = time.monotonic() + 60.0
+        return bool(deleted)
 
     def clean_one_worktree(self) -> bool:
         return reaping.clean_one_worktree(backoff=self.unit_backoff, host=self.host)

@@ -710,6 +710,23 @@ def _worktree_removed_mark(*, task: Task) -> bool:
     return bool(done)
 
 
+def events_prune(*, older_than_days: float, limit: int = 5000) -> int:
+    """Delete up to `limit` transcript events (everything but status events) of tasks finished
+    more than `older_than_days` ago; returns how many. The tasks, attempts and their totals
+    stay; a finished task's page then shows its timeline without the transcript."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    ids = list(
+        AgentEvent.objects.filter(task__status__in=Task.FINISHED, task__finished_at__lt=cutoff)
+        .exclude(kind=AgentEvent.Kind.STATUS)
+        .order_by("id")
+        .values_list("id", flat=True)[:limit]
+    )
+    if not ids:
+        return 0
+    deleted, _ = AgentEvent.objects.filter(pk__in=ids).delete()
+    return deleted
+
+
 def _cleanup_hook(*, task: Task, path) -> None:
     """The workflow's `cleanup` hook, before the worktree goes; a failure is logged only."""
     from . import hooks

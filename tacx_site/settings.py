@@ -214,6 +214,9 @@ TACX = {
     "POLL_INTERVAL": env_float("TACX_POLL_INTERVAL", 15.0),
     "COORDINATOR_TICK_SECONDS": env_float("TACX_COORDINATOR_TICK_SECONDS", 0.2),
     "WORKTREE_RETENTION_HOURS": env_float("TACX_WORKTREE_RETENTION_HOURS", 24.0),
+    # Agent events (transcripts) of tasks finished this many days ago are deleted; status
+    # events stay (0: keep everything, the default).
+    "EVENT_RETENTION_DAYS": env_float("TACX_EVENT_RETENTION_DAYS", 0.0),
     # Claude Code retries a failing API for minutes; this many retries in a row fail the stage.
     "AUTH_RETRY_LIMIT": env_int("TACX_AUTH_RETRY_LIMIT", 3),
     "KILL_GRACE_SECONDS": env_float("TACX_KILL_GRACE_SECONDS", 3.0),
