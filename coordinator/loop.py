@@ -48,6 +48,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TICK_SECONDS = 0.2
 MAX_UNITS_PER_STEP = 50
+# Steps a user waits for (a webhook becoming a task, a task starting) run every tick; the others
+# (polling's bookkeeping, reaping, lost jobs, orphans, comments, checks, clean-up) at most every
+# TACX_HOUSEKEEPING_SECONDS while they find nothing: an idle coordinator's queries per second
+# are those of two steps, not of ten.
+EVERY_TICK = frozenset({"handle_one_delivery", "dispatch_one_task"})
 
 
 def refresh_connections() -> None:
@@ -85,6 +90,8 @@ class Coordinator:
         self._poll_round: list[int] = []
         self._last_beat = 0.0
         self._next_prune = 0.0
+        self.housekeeping = float(settings.TACX.get("HOUSEKEEPING_SECONDS", 1.0))
+        self._idle_until: dict[str, float] = {}
         self.steps: list[Callable[[], bool]] = [
             self.handle_one_delivery,
             self.poll_one_source,
@@ -136,11 +143,18 @@ class Coordinator:
         refresh_connections()
         self.beat()
         busy = False
+        now = time.monotonic()
         for step in self.steps:
+            name = step.__name__
+            if name not in EVERY_TICK and now < self._idle_until.get(name, 0.0):
+                continue  # found nothing a moment ago: housekeeping need not look every tick
+            did = False
             for _ in range(MAX_UNITS_PER_STEP):
                 if self.shutdown or not self.guarded(step):
                     break
-                busy = True
+                busy = did = True
+            if not did:
+                self._idle_until[name] = now + self.housekeeping
             if self.shutdown:
                 break
         return busy

@@ -213,6 +213,8 @@ TACX = {
     "MAX_CONCURRENT_TASKS": env_int("TACX_MAX_CONCURRENT_TASKS", 4),
     "POLL_INTERVAL": env_float("TACX_POLL_INTERVAL", 15.0),
     "COORDINATOR_TICK_SECONDS": env_float("TACX_COORDINATOR_TICK_SECONDS", 0.2),
+    # Coordinator steps other than deliveries and dispatch look at most this often while idle.
+    "HOUSEKEEPING_SECONDS": env_float("TACX_HOUSEKEEPING_SECONDS", 1.0),
     "WORKTREE_RETENTION_HOURS": env_float("TACX_WORKTREE_RETENTION_HOURS", 24.0),
     # Agent events (transcripts) of tasks finished this many days ago are deleted; status
     # events stay (0: keep everything, the default).
