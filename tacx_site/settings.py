@@ -102,6 +102,8 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# Behind PgBouncer in transaction pooling mode, server-side cursors (.iterator()) must be off.
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env_bool("DB_DISABLE_SERVER_SIDE_CURSORS", False)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several processes (web, q2 cluster, coordinator) share the file: wait for locks instead of
     # failing at once, and take the write lock at BEGIN so a read-then-write cannot deadlock.
