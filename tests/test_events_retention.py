@@ -10,8 +10,7 @@ from django.utils import timezone
 
 from coordinator.loop import Coordinator
 from pipeline import services
-from pipeline.models import AgentEvent, Task
-from pipeline.models import Repository
+from pipeline.models import AgentEvent, Repository, Task
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from pipeline import live, runner, services
-from pipeline.models import AgentEvent, Stage, Task
+from pipeline.models import AgentEvent, Stage
 from tests.test_runner_processes import command_stage, commit_workflow
 
 
