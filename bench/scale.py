@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -273,6 +274,7 @@ def measure_tree(tree: Path, args, run: int) -> dict:
     finally:
         stack.stop()
         db.drop()
+        shutil.rmtree(base, ignore_errors=True)
     return result
 
 
