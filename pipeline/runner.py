@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 PLAN_FILE = "plan.md"
 REVIEW_FILE = "review.md"
+# Above this many events per second a stage's stream is busy: its events are stored every
+# EVENT_BATCH_BUSY_SECONDS instead of every EVENT_BATCH_SECONDS.
+BUSY_LINES_PER_SECOND = 20
 VERDICT = re.compile(r"^\W*VERDICT:\s*(APPROVE|REQUEST_CHANGES)\b", re.M)
 
 
@@ -292,6 +295,9 @@ class Attempt:
     _last_write: float = 0.0
     _totals_written: tuple = ()
     _outage: dbretry.Outage | None = None
+    _busy: bool = False
+    _rate_since: float = 0.0
+    _rate_lines: int = 0
 
     # --- the attempt ----------------------------------------------------------------------
 
@@ -726,6 +732,13 @@ class Attempt:
         self._pending.append(AgentEvent(task=self.task, result=self.result, seq=self._seq, kind=kind, data=redact_data(data)))
 
     def on_events(self, events: list[Event]) -> StopAgent | None:
+        # How busy the stream is, per second: a busy one is batched longer (fewer writes per
+        # line), a quiet one shortly (live clients see each line within tens of ms).
+        now = time.monotonic()
+        self._rate_lines += len(events)
+        if now - self._rate_since >= 1.0:
+            self._busy = self._rate_lines / (now - self._rate_since) >= BUSY_LINES_PER_SECOND
+            self._rate_since, self._rate_lines = now, 0
         for event in events:
             self._seq += 1
             self._pending.append(
@@ -768,8 +781,9 @@ class Attempt:
 
     def flush_events(self, *, due_only: bool = False) -> float | None:
         """Store the pending events in one batch and wake live clients. With `due_only`, only
-        when the batch is due: EVENT_BATCH_SECONDS after the previous one (so the first line
-        after a quiet spell goes at once), or EVENT_BATCH_MAX events. Returns the seconds until
+        when the batch is due: EVENT_BATCH_SECONDS after the previous one (EVENT_BATCH_BUSY_SECONDS
+        while the stream is busy; the first line after a quiet spell goes at once), or
+        EVENT_BATCH_MAX events. Returns the seconds until
         the held-back events are due (None when none are held back). The token totals are
         written only when they changed. A database error keeps the events for the next try."""
         if not self._pending:
@@ -777,7 +791,8 @@ class Attempt:
         tacx = settings.TACX
         now = time.monotonic()
         if due_only and len(self._pending) < tacx.get("EVENT_BATCH_MAX", 500):
-            wait = self._last_flush + tacx["EVENT_BATCH_SECONDS"] - now
+            window = tacx.get("EVENT_BATCH_BUSY_SECONDS", 0.25) if self._busy else tacx["EVENT_BATCH_SECONDS"]
+            wait = self._last_flush + window - now
             if wait > 0:
                 return wait
         if self._outage is not None and self._outage.since is not None and due_only and now - self._last_flush < 1.0:

@@ -198,9 +198,11 @@ TACX = {
     # Live websockets one user may hold open in one daphne process (more are closed with 4429).
     "WS_MAX_PER_USER": env_int("TACX_WS_MAX_PER_USER", 20),
     "HEARTBEAT_SECONDS": env_float("TACX_HEARTBEAT_SECONDS", 5.0),
-    "EVENT_BATCH_SECONDS": env_float("TACX_EVENT_BATCH_SECONDS", 0.2),
+    "EVENT_BATCH_SECONDS": env_float("TACX_EVENT_BATCH_SECONDS", 0.05),
     # A running stage stores its events at most every EVENT_BATCH_SECONDS (a line after a quiet
-    # spell at once) and at the latest when EVENT_BATCH_MAX are waiting.
+    # spell at once), every EVENT_BATCH_BUSY_SECONDS while it prints more than 20 lines/s, and
+    # at the latest when EVENT_BATCH_MAX are waiting.
+    "EVENT_BATCH_BUSY_SECONDS": env_float("TACX_EVENT_BATCH_BUSY_SECONDS", 0.25),
     "EVENT_BATCH_MAX": env_int("TACX_EVENT_BATCH_MAX", 500),
     # A running stage's writes are retried through a database outage this long (pipeline.dbretry).
     "DB_OUTAGE_SECONDS": env_float("TACX_DB_OUTAGE_SECONDS", 60.0),

@@ -47,13 +47,14 @@ def test_a_burst_of_a_thousand_lines_is_stored_in_a_bounded_number_of_statements
 
 @pytest.mark.django_db(transaction=True)
 def test_lines_arriving_steadily_are_stored_in_batches_not_one_by_one(local_repository, clone, settings):
-    settings.TACX = {**settings.TACX, "EVENT_BATCH_SECONDS": 0.2}
-    stage = _planning_task(local_repository, clone, "burst", "200", "100")  # 200 lines over 2 s
+    settings.TACX = {**settings.TACX, "EVENT_BATCH_SECONDS": 0.05, "EVENT_BATCH_BUSY_SECONDS": 0.2}
+    stage = _planning_task(local_repository, clone, "burst", "200", "100")  # 200 lines over 2 s: busy
     with CaptureQueriesContext(connection) as queries:
         assert runner.run_stage(stage.pk, enqueue_next=False) == runner.RunResult.SUCCEEDED
     assert AgentEvent.objects.filter(task=stage.task, kind=AgentEvent.Kind.MESSAGE).count() == 200
     inserts = [q for q in queries.captured_queries if q["sql"].startswith('INSERT INTO "pipeline_agentevent"')]
-    # About one batch per 0.2 s (a slow machine makes more, never one per line).
+    # About one batch per 0.2 s once the stream counts as busy (after its first second, batches
+    # of 0.05 s); a slow machine makes more, never one per line.
     assert len(inserts) <= 60, len(inserts)
 
 
