@@ -26,7 +26,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -136,7 +136,7 @@ def run_stage(stage_id: int, *, enqueue_next: bool = True, owner: str | None = N
     finally:
         attempt.close_box()
         # The agent has ended; these writes wait out a short database outage (pipeline.dbretry).
-        dbretry.retry(attempt.flush_events, what=f"stage {stage.pk}: storing the last events")
+        dbretry.retry(attempt.flush_remaining, what=f"stage {stage.pk}: storing the last events")
         dbretry.retry(
             lambda: Worker.objects.filter(pk=worker.pk).update(exited_at=Now(), exit_code=result.exit_code),
             what=f"stage {stage.pk}: recording the worker's exit",
@@ -810,6 +810,13 @@ class Attempt:
         if last_id:
             live.notify(self.task.pk, last_id)
         return None
+
+    def flush_remaining(self) -> None:
+        """Store every pending event (the agent has ended); raises while the database is away,
+        so `dbretry.retry` tries again."""
+        self.flush_events()
+        if self._pending:
+            raise OperationalError(f"{len(self._pending)} events not stored yet: the database is unavailable")
 
     def _store(self, batch: list[AgentEvent]) -> list[AgentEvent]:
         # One INSERT is atomic on PostgreSQL; where bulk_create splits a batch into several

@@ -55,7 +55,8 @@ class Outage:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_running_stage_keeps_its_agent_and_its_events_through_a_database_outage(local_repository, origin_and_clone, settings, caplog):
+@pytest.mark.parametrize("agent_ends", ["after the outage", "during the outage"])
+def test_a_running_stage_keeps_its_agent_and_its_events_through_a_database_outage(local_repository, origin_and_clone, settings, caplog, agent_ends):
     settings.TACX = {**settings.TACX, "DB_OUTAGE_SECONDS": 120.0, "LEASE_SECONDS": 300}
     clone = origin_and_clone[1]
     commit_workflow(clone, [command_stage("planning", "pause", "before", "during"), {"name": "pr_creation"}])
@@ -89,6 +90,12 @@ def test_a_running_stage_keeps_its_agent_and_its_events_through_a_database_outag
             time.sleep(0.05)
         time.sleep(1.5)
         assert messages.count() == 5
+        if agent_ends == "during the outage":
+            # Its last events and its result wait for the database.
+            (tree / "during.go").touch()
+            _wait(lambda: not (tree / "during.ready").exists(), "the agent to finish")
+            time.sleep(2)
+            assert thread.is_alive()
     finally:
         outage.end()
     (tree / "during.go").touch()
