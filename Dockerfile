@@ -1,5 +1,5 @@
 # TAC-X in one image: Python 3.11 for Django, Node 20 for the agent CLIs, git for worktrees.
-# One image, three processes (see compose.yaml): daphne (the default command), `manage.py qcluster`
+# One image, three processes (see compose.yaml): daphne (the default command), `manage.py run_workers`
 # and `manage.py run_coordinator`.
 
 # Debian bookworm's own nodejs is 18; the agent CLIs want 20. Take Node from the official image.

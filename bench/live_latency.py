@@ -191,6 +191,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tacx-live-bench-"))
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
     env.update(DJANGO_SETTINGS_MODULE="tacx_site.settings", TACX_VAR_DIR=str(tmp / "var"), TACX_WORKTREE_ROOT=str(tmp / "trees"))
+    # The fake agent runs in the agent sandbox: it may read this Python and its own script.
+    env["TACX_SANDBOX_ALLOW_READ"] = os.pathsep.join([sys.prefix, sys.base_prefix, str(tmp)])
     database = "tacx_bench_live"
     if args.mode == "redis":
         sys.path.insert(0, str(ROOT / "bench"))
@@ -223,7 +225,7 @@ def main() -> None:
             port = int(base_url.rsplit(":", 1)[1])
             print(
                 f"mode {args.mode}: {'PostgreSQL + Redis' if args.mode == 'redis' else 'SQLite, polling'}; "
-                f"runner batch {env.get('TACX_EVENT_BATCH_SECONDS', '0.2 (default)')} s; {args.lines} lines per run"
+                f"runner batch {env.get('TACX_EVENT_BATCH_SECONDS', 'default')} s; {args.lines} lines per run"
             )
             p50s, p95s = [], []
             for run in range(args.runs):

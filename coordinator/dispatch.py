@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Count
 
-from pipeline import budgets, git, repos, services
+from pipeline import budgets, git, repos, services, slots
 from pipeline.models import Task
 
 from .backoff import Backoff
@@ -30,6 +30,19 @@ log = logging.getLogger(__name__)
 
 WAITING_RECHECK_SECONDS = 30.0
 CANDIDATES_PER_PASS = 50
+
+
+def admission_limit() -> int:
+    """How many tasks may run: MAX_CONCURRENT_TASKS, and no more than the stage slots of the live
+    django-q2 clusters (pipeline.slots) once any has reported. A running task holds a slot
+    between its stages too, so its next stage is served before a new task's first one: tasks
+    finish one after another instead of all together at the end."""
+    limit = settings.TACX["MAX_CONCURRENT_TASKS"]
+    if settings.TACX.get("ADMIT_BY_SLOTS", True):
+        live = slots.live_slots()
+        if live:
+            limit = min(limit, live)
+    return limit
 
 
 class Dispatcher:
@@ -44,7 +57,7 @@ class Dispatcher:
     def dispatch_one_task(self) -> bool:
         """Start, hold or release one task. Returns True when it changed something (call again
         at once), False when nothing can be started now."""
-        limit = settings.TACX["MAX_CONCURRENT_TASKS"]
+        limit = admission_limit()
         rows = Task.objects.filter(status=Task.Status.RUNNING).order_by().values("repository_id").annotate(n=Count("id"))
         running = {row["repository_id"]: row["n"] for row in rows}
         if sum(running.values()) >= limit:
@@ -104,7 +117,7 @@ class Dispatcher:
         with transaction.atomic():
             CoordinatorLock.objects.select_for_update().get(name="dispatch")
             running = Task.objects.filter(status=Task.Status.RUNNING)
-            if running.count() >= settings.TACX["MAX_CONCURRENT_TASKS"]:
+            if running.count() >= admission_limit():
                 return False
             if running.filter(repository_id=task.repository_id).count() >= task.repository.max_concurrent_tasks:
                 return False

@@ -21,6 +21,7 @@ Steps, in the order of one cycle:
   post_one_plan        the plan of a task awaiting approval, as an issue comment
   sync_one_comment     one task's progress comment on GitHub
   clean_one_worktree   the worktree of a task finished longer ago than the retention
+  prune_old_events     transcripts of tasks finished longer ago than TACX_EVENT_RETENTION_DAYS
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TICK_SECONDS = 0.2
 MAX_UNITS_PER_STEP = 50
+# Steps a user waits for (a webhook becoming a task, a task starting) run every tick; the others
+# (polling's bookkeeping, reaping, lost jobs, orphans, comments, checks, clean-up) at most every
+# TACX_HOUSEKEEPING_SECONDS while they find nothing: an idle coordinator's queries per second
+# are those of two steps, not of ten.
+EVERY_TICK = frozenset({"handle_one_delivery", "dispatch_one_task"})
 
 
 def refresh_connections() -> None:
@@ -90,6 +96,9 @@ class Coordinator:
         self.worker: Worker | None = None
         self._poll_round: list[int] = []
         self._last_beat = 0.0
+        self._next_prune = 0.0
+        self.housekeeping = float(settings.TACX.get("HOUSEKEEPING_SECONDS", 1.0))
+        self._idle_until: dict[str, float] = {}
         self.steps: list[Callable[[], bool]] = [
             self.handle_one_delivery,
             self.poll_one_source,
@@ -106,6 +115,7 @@ class Coordinator:
             self.sync_one_comment,
             self.sync_one_check,
             self.clean_one_worktree,
+            self.prune_old_events,
         ]
 
     @property
@@ -146,11 +156,18 @@ class Coordinator:
         refresh_connections()
         self.beat()
         busy = False
+        now = time.monotonic()
         for step in self.steps:
+            name = step.__name__
+            if name not in EVERY_TICK and now < self._idle_until.get(name, 0.0):
+                continue  # found nothing a moment ago: housekeeping need not look every tick
+            did = False
             for _ in range(MAX_UNITS_PER_STEP):
                 if self.shutdown or not self.guarded(step):
                     break
-                busy = True
+                busy = did = True
+            if not did:
+                self._idle_until[name] = now + self.housekeeping
             if self.shutdown:
                 break
         return busy
@@ -309,5 +326,16 @@ class Coordinator:
             return False
         return self.checks.sync_one_check()
 
+    def prune_old_events(self) -> bool:
+        """One batch of old transcripts (off unless TACX_EVENT_RETENTION_DAYS is set); looked at
+        once a minute while there is nothing to delete."""
+        days = settings.TACX.get("EVENT_RETENTION_DAYS") or 0
+        if days <= 0 or time.monotonic() < self._next_prune:
+            return False
+        deleted = services.events_prune(older_than_days=days)
+        if not deleted:
+            self._next_prune = time.monotonic() + 60.0
+        return bool(deleted)
+
     def clean_one_worktree(self) -> bool:
-        return reaping.clean_one_worktree(backoff=self.unit_backoff)
+        return reaping.clean_one_worktree(backoff=self.unit_backoff, host=self.host)

@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from pipeline import services
 from pipeline.agent_process import group_alive, group_members, kill_group
-from pipeline.models import Stage, StageResult, Task, Worker
+from pipeline.models import Stage, StageResult, Task, TaskWorktree, Worker
 
 from .backoff import Backoff
 
@@ -160,26 +160,42 @@ class OrphanKiller:
         return killed
 
 
-def clean_one_worktree(*, backoff: Backoff) -> bool:
-    """Remove the worktree of one task finished longer ago than the retention."""
+def clean_one_worktree(*, backoff: Backoff, host: str | None = None) -> bool:
+    """Remove one worktree this machine holds of a task finished longer ago than the retention.
+    Every machine that ran a stage of a task holds a worktree of it (TaskWorktree); each
+    machine's coordinator removes its own."""
+    host = host or socket.gethostname()
     cutoff = timezone.now() - timedelta(hours=settings.TACX["WORKTREE_RETENTION_HOURS"])
-    candidates = (
-        Task.objects.filter(status__in=Task.FINISHED, finished_at__lt=cutoff, worktree_removed_at__isnull=True)
-        .filter(worktree_host__in=["", socket.gethostname()])  # another machine cleans its own
+    rows = (
+        TaskWorktree.objects.filter(host=host, removed_at__isnull=True, task__status__in=Task.FINISHED, task__finished_at__lt=cutoff)
+        .select_related("task__repository")
+        .order_by("task__finished_at")[:20]
+    )
+    for row in rows:
+        if _remove(row.task, backoff, key=("worktree", row.task_id, row.pk), worktree=row):
+            return True
+    # Tasks from before TaskWorktree rows: the machine of their last stage.
+    legacy = (
+        Task.objects.filter(status__in=Task.FINISHED, finished_at__lt=cutoff, worktree_removed_at__isnull=True, worktrees__isnull=True)
+        .filter(worktree_host__in=["", host])
         .exclude(worktree_path="")
         .select_related("repository")
         .order_by("finished_at")[:20]
     )
-    for task in candidates:
-        if not backoff.ready(("worktree", task.pk)):
-            continue
-        try:
-            removed = services.task_worktree_remove(task=task)
-        except Exception:
-            log.exception("task %s: removing worktree %s failed", task.pk, task.worktree_path)
-            removed = False
-        if removed:
-            log.info("task %s: worktree %s removed", task.pk, Path(task.worktree_path).name)
-            return True
-        backoff.failed(("worktree", task.pk))
+    return any(_remove(task, backoff, key=("worktree", task.pk), host=host) for task in legacy)
+
+
+def _remove(task: Task, backoff: Backoff, *, key, worktree: TaskWorktree | None = None, host: str | None = None) -> bool:
+    if not backoff.ready(key):
+        return False
+    path = worktree.path if worktree is not None else task.worktree_path
+    try:
+        removed = services.task_worktree_remove(task=task, worktree=worktree, host=host)
+    except Exception:
+        log.exception("task %s: removing worktree %s failed", task.pk, path)
+        removed = False
+    if removed:
+        log.info("task %s: worktree %s removed", task.pk, Path(path).name)
+        return True
+    backoff.failed(key)
     return False

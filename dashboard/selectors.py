@@ -181,7 +181,20 @@ def task_diff(task: Task) -> Diff | None:
 
 
 def workers_live() -> QuerySet[Worker]:
-    return Worker.objects.filter(exited_at__isnull=True).select_related("stage__task").order_by("kind", "-heartbeat_at")
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from pipeline import slots
+
+    # A stage slot of a killed cluster never records its exit: it is gone once its heartbeat is.
+    stale = timezone.now() - timedelta(seconds=3 * slots.heartbeat_seconds())
+    return (
+        Worker.objects.filter(exited_at__isnull=True)
+        .exclude(kind=Worker.Kind.SLOT, heartbeat_at__lt=stale)
+        .select_related("stage__task")
+        .order_by("kind", "-heartbeat_at")
+    )
 
 
 def workers_recent(*, limit: int = 20) -> QuerySet[Worker]:

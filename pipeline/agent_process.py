@@ -117,11 +117,14 @@ def run_agent(
     on_events: Callable[[list[Event]], StopAgent | None],
     on_tick: Callable[[], StopAgent | None],
     tick_seconds: float,
-    on_idle: Callable[[], None] | None = None,
+    on_idle: Callable[[], float | None] | None = None,
     stdin_data: bytes | None = None,
 ) -> ProcessResult:
     """Run one agent attempt. `stdin_data` (the prompt, when it is too long for an argument) is
-    written to the agent's stdin, which is then closed; without it stdin is empty."""
+    written to the agent's stdin, which is then closed; without it stdin is empty.
+
+    `on_idle` is called when the agent has gone quiet; it may return the number of seconds after
+    which it wants to be called again (events held back for a batch), or None."""
     stderr_file = tempfile.TemporaryFile()
     try:
         proc = subprocess.Popen(
@@ -160,14 +163,24 @@ def run_agent(
     next_tick = started + tick_seconds
     stop: StopAgent | None = None
     eof = False
+    idle_due: float | None = None  # when on_idle asked to be called again
+
+    def idle() -> float | None:
+        again = on_idle() if on_idle is not None else None
+        return None if again is None else time.monotonic() + again
+
     try:
         while not eof:
             now = time.monotonic()
             wait = max(0.0, min(next_tick, started + timeout) - now)
+            if idle_due is not None:
+                wait = max(0.0, min(wait, idle_due - now))
             try:
                 raw = lines.get(timeout=min(wait, 0.25))
             except queue.Empty:
                 raw = b""
+                if idle_due is not None and time.monotonic() >= idle_due:
+                    idle_due = idle()
             if raw is None:
                 eof = True
             elif raw:
@@ -180,9 +193,9 @@ def run_agent(
                 if stop is not None:
                     break
                 if on_idle is not None and lines.empty():
-                    # The agent went quiet: hand what we have to live clients now rather than
-                    # at the next line or tick (a burst of lines still goes in one batch).
-                    on_idle()
+                    # The agent went quiet: hand what we have to live clients (now, or when the
+                    # batch is due: a burst of lines still goes in a few batches).
+                    idle_due = idle()
                 continue
             now = time.monotonic()
             if now - started >= timeout:

@@ -20,6 +20,8 @@ The shared git directory's ``config`` and ``hooks`` are read-only inside the age
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import re
 import subprocess
@@ -239,32 +241,88 @@ def resolve(repo: str | Path, ref: str) -> str:
     return run(["rev-parse", "--verify", f"{ref}^{{commit}}"], cwd=repo)
 
 
+@contextlib.contextmanager
+def repository_lock(repo: str | Path):
+    """Hold this machine's lock on repository `repo` (its clone/fetch and its worktree list).
+
+    Concurrent `git worktree add` and `git worktree prune` on one repository race (a prune can
+    remove the metadata of a worktree another process is adding); fetches race on ref locks. The
+    lock file lives under TAC-X's var directory, never in the repository itself."""
+    import fcntl
+
+    key = hashlib.sha1(str(Path(repo).resolve()).encode()).hexdigest()[:20]
+    locks = Path(settings.VAR_DIR) / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"repo-{key}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def worktree_add(repo: str | Path, path: Path, branch: str, base: str) -> None:
     """Create (or re-attach) the task's worktree on `branch`, starting at `base` if new.
 
     Idempotent: a second attempt of a stage (maybe on another worker) finds the directory or the
-    branch already there and reuses them.
+    branch already there and reuses them. (A stage uses `worktree_at`, which also puts the branch
+    at the commit the previous stage left.)
     """
     if (path / ".git").exists():
         pin_worktree(repo, path)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    run(["worktree", "prune"], cwd=repo)
-    if succeeds(["rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"], cwd=repo):
-        run(["worktree", "add", "--force", str(path), branch], cwd=repo)
-    elif succeeds(["rev-parse", "--verify", "--quiet", f"refs/remotes/origin/{branch}"], cwd=repo):
-        # Pushed by an earlier stage on another machine: continue from there.
-        run(["worktree", "add", "-b", branch, str(path), f"refs/remotes/origin/{branch}"], cwd=repo)
-    else:
-        run(["worktree", "add", "-b", branch, str(path), base], cwd=repo)
+    with repository_lock(repo):
+        run(["worktree", "prune"], cwd=repo)
+        if succeeds(["rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"], cwd=repo):
+            run(["worktree", "add", "--force", str(path), branch], cwd=repo)
+        elif succeeds(["rev-parse", "--verify", "--quiet", f"refs/remotes/origin/{branch}"], cwd=repo):
+            run(["worktree", "add", "-b", branch, str(path), f"refs/remotes/origin/{branch}"], cwd=repo)
+        else:
+            run(["worktree", "add", "-b", branch, str(path), base], cwd=repo)
     pin_worktree(repo, path)
+
+
+def is_ancestor(repo: str | Path, ancestor: str, descendant: str) -> bool:
+    return succeeds(["merge-base", "--is-ancestor", ancestor, descendant], cwd=repo)
+
+
+def has_commit(repo: str | Path, commit: str) -> bool:
+    return succeeds(["cat-file", "-e", f"{commit}^{{commit}}"], cwd=repo)
+
+
+def worktree_at(repo: str | Path, path: Path, branch: str, commit: str) -> str:
+    """Make `path` a worktree of `repo` with `branch` checked out at exactly `commit`, whatever
+    this machine's copy held before (a local branch or a worktree left behind by an earlier
+    stage that ran here is stale when another machine ran the stages since). Returns the head.
+
+    A worktree already at `commit` is left as it is (uncommitted work of a failed attempt on
+    this machine stays); one at another commit is reset to it."""
+    if not has_commit(repo, commit):
+        raise GitError(f"commit {commit[:12]} of branch {branch} is not in {repo} (was it pushed?)", permanent=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if (path / ".git").exists():
+        pin_worktree(repo, path)
+        if head(path) != commit or run(["symbolic-ref", "-q", "HEAD"], cwd=path, check=False) != f"refs/heads/{branch}":
+            run(["checkout", "--quiet", "--force", "-B", branch, commit], cwd=path)
+    else:
+        with repository_lock(repo):
+            run(["worktree", "prune"], cwd=repo)
+            # -B: the branch is (re)set to `commit`, never continued from a stale local copy.
+            run(["worktree", "add", "--quiet", "--force", "-B", branch, str(path), commit], cwd=repo)
+        pin_worktree(repo, path)
+    now = head(path)
+    if now != commit:
+        raise GitError(f"worktree {path} is at {now[:12]}, not at {commit[:12]} where the previous stage left {branch}")
+    return now
 
 
 def worktree_remove(repo: str | Path, path: Path) -> None:
     _pinned.pop(str(Path(path).resolve()), None)
-    if path.exists():
-        run(["worktree", "remove", "--force", str(path)], cwd=repo, check=False)
-    run(["worktree", "prune"], cwd=repo, check=False)
+    with repository_lock(repo):
+        if path.exists():
+            run(["worktree", "remove", "--force", str(path)], cwd=repo, check=False)
+        run(["worktree", "prune"], cwd=repo, check=False)
 
 
 def has_changes(cwd: str | Path) -> bool:

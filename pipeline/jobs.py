@@ -3,8 +3,12 @@ q2 may deliver a job twice, and the claim inside `run_stage` makes the second de
 
 from __future__ import annotations
 
-from . import runner
+from . import handback, runner, services
 
 
 def run_stage(stage_id: int) -> str:
+    if handback.cluster_stopping():
+        # Prefetched by a cluster that is stopping: another worker takes it now.
+        services.stage_hand_back(stage_id=stage_id)
+        return "handed_back"
     return runner.run_stage(stage_id).value

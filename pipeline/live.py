@@ -3,11 +3,20 @@
 A notification carries only ids: consumers read the rows after their cursor, so a dropped
 message or a reconnect loses nothing. Without a cross-process channel layer (no REDIS_URL)
 there is nobody in another process to wake, and consumers poll the table instead.
+
+Each process sends through one channel layer of its own, kept on one event loop in a daemon
+thread (`Sender`): one Redis connection per process, reused for every notification, instead of a
+new layer, loop and connection per line. (The shared layer instance may be serving consumers in
+this process on another loop; channels_redis pools are tied to their loop.) Sending does not
+wait for Redis: a lost wake-up only delays a poll.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import threading
 
 from django.conf import settings
 from django.db import transaction
@@ -21,26 +30,86 @@ def cross_process() -> bool:
     return bool(getattr(settings, "REDIS_URL", ""))
 
 
+class Sender:
+    """One channel layer on one event loop in a daemon thread, for this process. Notifications
+    go out one after another (concurrent sends would each take a pooled connection); those
+    waiting for one task are merged into the newest (the consumer reads every row after its
+    cursor anyway)."""
+
+    def __init__(self) -> None:
+        from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
+
+        self.layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+        self.loop = asyncio.new_event_loop()
+        self.pid = os.getpid()
+        self.queue: asyncio.Queue | None = None
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(ready,), name="tacx-live-notify", daemon=True)
+        self.thread.start()
+        ready.wait(5)
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.queue = asyncio.Queue()
+        self.loop.create_task(self._drain())
+        ready.set()
+        self.loop.run_forever()
+
+    async def _drain(self) -> None:
+        assert self.queue is not None
+        while True:
+            batch = [await self.queue.get()]
+            while not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            newest: dict[int, dict] = {}
+            for message in batch:
+                if message["event_id"] >= newest.get(message["task_id"], {"event_id": -1})["event_id"]:
+                    newest[message["task_id"]] = message
+            for message in newest.values():
+                try:
+                    await self.layer.group_send(GROUP, message)
+                except Exception as exc:  # the table is the truth; a lost wake-up only delays a poll
+                    log.warning("live notify failed: %s", exc)
+            for _ in batch:
+                self.queue.task_done()
+
+    def send(self, message: dict) -> None:
+        assert self.queue is not None
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, message)
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until what was sent so far has gone out (tests, shutdown)."""
+        assert self.queue is not None
+        asyncio.run_coroutine_threadsafe(self.queue.join(), self.loop).result(timeout)
+
+    def close(self) -> None:
+        close = getattr(self.layer, "close_pools", None)
+        if close is not None:
+            try:
+                asyncio.run_coroutine_threadsafe(close(), self.loop).result(5)
+            except Exception:
+                pass
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+_sender: Sender | None = None
+_sender_lock = threading.Lock()
+
+
+def sender() -> Sender:
+    """This process's sender (a forked child, e.g. a django-q2 worker, makes its own)."""
+    global _sender
+    with _sender_lock:
+        if _sender is None or _sender.pid != os.getpid():
+            _sender = Sender()
+        return _sender
+
+
 def notify(task_id: int, event_id: int) -> None:
     if not cross_process():
         return
     try:
-        from asgiref.sync import async_to_sync
-        from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
-
-        # A layer of our own for this send: the shared instance may be serving consumers in
-        # this process, and its pools must not be closed under them.
-        layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
-
-        async def send() -> None:
-            await layer.group_send(GROUP, {"type": "events.new", "task_id": task_id, "event_id": event_id})
-            # From sync code every async_to_sync call runs on a new event loop; channels_redis
-            # pools are tied to a loop, so close them here or they leak (channels_redis #332).
-            close = getattr(layer, "close_pools", None)
-            if close is not None:
-                await close()
-
-        async_to_sync(send)()
+        sender().send({"type": "events.new", "task_id": task_id, "event_id": event_id})
     except Exception as exc:  # the table is the truth; a lost wake-up only delays a poll
         log.warning("live notify failed: %s", exc)
 

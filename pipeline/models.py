@@ -83,6 +83,11 @@ class Task(models.Model):
         max_length=200, blank=True, help_text="Machine whose worktree ran the workflow's setup hook successfully"
     )
     base_commit = models.CharField(max_length=64, blank=True)
+    head_commit = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="Where the branch must be when the next stage starts: the head the last successful stage pushed",
+    )
     workflow = models.JSONField(default=dict, blank=True, help_text="The workflow config as used (snapshot)")
     workflow_source = models.CharField(max_length=300, blank=True)
     workflow_override = models.TextField(
@@ -264,6 +269,7 @@ class Worker(models.Model):
     class Kind(models.TextChoices):
         AGENT = "agent"
         COORDINATOR = "coordinator"
+        SLOT = "slot"  # a django-q2 worker process: one stage at a time (pipeline.slots)
 
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.AGENT)
     name = models.CharField(max_length=200, help_text="Lease owner id")
@@ -313,10 +319,34 @@ class AgentEvent(models.Model):
         indexes = [
             # Websocket/API cursor reads: events of a task after an id.
             models.Index(fields=["task", "id"], name="event_task_id"),
+            # Progress comments and result panels: the newest events of one kind of a task
+            # (coordinator.progress), without reading the whole transcript.
+            models.Index(fields=["task", "kind", "id"], name="event_task_kind_id"),
         ]
 
     def __str__(self) -> str:
         return f"{self.kind} #{self.pk}"
+
+
+class TaskWorktree(models.Model):
+    """A machine that holds (or held) a worktree of a task: every machine that ran a stage of it.
+    Each machine's coordinator removes its own once the task is finished (coordinator.reaping)."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="worktrees")
+    host = models.CharField(max_length=200)
+    path = models.CharField(max_length=1000)
+    created_at = models.DateTimeField(default=timezone.now)
+    removed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["task", "host", "path"], name="unique_task_worktree")]
+        indexes = [
+            # Clean-up: this host's worktrees not yet removed (coordinator.reaping.clean_one_worktree).
+            models.Index(fields=["host", "removed_at"], name="task_worktree_host_removed"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_id}@{self.host}:{self.path}"
 
 
 class SentAlert(models.Model):

@@ -72,6 +72,17 @@ def base_ref(repository: Repository) -> str:
     return f"origin/{repository.default_branch}"
 
 
+def pushed_head(repository: Repository, repo_dir: Path, branch: str) -> str:
+    """The head of `branch` on the origin as of the last fetch ("" when unknown or absent). A
+    local repository's branches are its own: its origin is not consulted."""
+    if repository.kind == Repository.Kind.LOCAL:
+        return ""
+    ref = f"refs/remotes/origin/{branch}"
+    if not git.succeeds(["rev-parse", "--verify", "--quiet", ref], cwd=repo_dir):
+        return ""
+    return git.resolve(repo_dir, ref)
+
+
 def push_remote(repository: Repository) -> str:
     return "origin"
 

@@ -19,18 +19,19 @@ import shutil
 import socket
 import time
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from . import alerts, budgets, git, hooks, live, repos, rounds, sandbox, services, sessions
+from . import alerts, budgets, dbretry, git, hooks, live, repos, rounds, sandbox, services, sessions
 from .agent_process import StopAgent, run_agent
 from .models import AgentEvent, Round, Stage, StageResult, Task, Worker
 from .providers import get_provider
@@ -42,6 +43,9 @@ log = logging.getLogger(__name__)
 
 PLAN_FILE = "plan.md"
 REVIEW_FILE = "review.md"
+# Above this many events per second a stage's stream is busy: its events are stored every
+# EVENT_BATCH_BUSY_SECONDS instead of every EVENT_BATCH_SECONDS.
+BUSY_LINES_PER_SECOND = 20
 VERDICT = re.compile(r"^\W*VERDICT:\s*(APPROVE|REQUEST_CHANGES)\b", re.M)
 
 
@@ -133,9 +137,15 @@ def run_stage(stage_id: int, *, enqueue_next: bool = True, owner: str | None = N
         result.outcome, result.error = StageResult.Outcome.FAILED, redact(f"internal error: {type(exc).__name__}: {exc}")
     finally:
         attempt.close_box()
-        attempt.flush_events()
-        Worker.objects.filter(pk=worker.pk).update(exited_at=Now(), exit_code=result.exit_code)
-    return finish_attempt(attempt, permanent=permanent, enqueue_next=enqueue_next)
+        # The agent has ended; these writes wait out a short database outage (pipeline.dbretry).
+        dbretry.retry(attempt.flush_remaining, what=f"stage {stage.pk}: storing the last events")
+        dbretry.retry(
+            lambda: Worker.objects.filter(pk=worker.pk).update(exited_at=Now(), exit_code=result.exit_code),
+            what=f"stage {stage.pk}: recording the worker's exit",
+        )
+    return dbretry.retry(
+        lambda: finish_attempt(attempt, permanent=permanent, enqueue_next=enqueue_next), what=f"stage {stage.pk}: recording the attempt"
+    )
 
 
 def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> RunResult:
@@ -164,6 +174,10 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
         if result.success:
             if not fence.update(status=Stage.Status.SUCCEEDED, lease_owner="", lease_expires_at=None, finished_at=Now(), failed_attempts=0):
                 return RunResult.LEASE_LOST
+            if result.head_commit:
+                # The next stage, on whichever machine, starts from this head (and checks it).
+                Task.objects.filter(pk=task.pk).update(head_commit=result.head_commit)
+                task.head_commit = result.head_commit
             services.event_status(task, f"stage {stage.name} succeeded", stage=stage.name, stage_status="succeeded")
             if attempt.tests is not None and not attempt.tests.ok:
                 if not services.tests_failed_back_to_building(stage=stage, summary=attempt.tests.summary(), enqueue=enqueue_next):
@@ -282,6 +296,12 @@ class Attempt:
     _seq: int = 0
     _last_flush: float = 0.0
     _last_renew: float = 0.0
+    _last_write: float = 0.0
+    _totals_written: tuple = ()
+    _outage: dbretry.Outage | None = None
+    _busy: bool = False
+    _rate_since: float = 0.0
+    _rate_lines: int = 0
 
     # --- the attempt ----------------------------------------------------------------------
 
@@ -310,9 +330,9 @@ class Attempt:
     def prepare_worktree(self) -> Path:
         task, repository = self.task, self.task.repository
         path = git.worktree_path(settings.TACX["WORKTREE_ROOT"], repository.full_name, task.issue_number, task.pk)
-        # Another machine may have run the earlier stages: fetch, so the branch they pushed is
-        # what this worktree continues from.
-        repo_dir = repos.source_dir(repository, fetch=not (path / ".git").exists())
+        # Another machine may have run the earlier stages: fetch before every stage (not only
+        # when this machine has no worktree yet), so the head they pushed is here.
+        repo_dir = repos.source_dir(repository, fetch=True)
         changed = []
         if not task.branch:
             task.branch = git.branch_name(task.issue_number, task.title)
@@ -320,17 +340,31 @@ class Attempt:
         if not task.base_commit:
             task.base_commit = git.resolve(repo_dir, repos.base_ref(repository))
             changed.append("base_commit")
+        if not task.head_commit and not task.stages.filter(status=Stage.Status.SUCCEEDED).exists():
+            task.head_commit = task.base_commit  # a new branch starts at its base
+            changed.append("head_commit")
         if task.worktree_path != str(path):
             task.worktree_path = str(path)
             changed.append("worktree_path")
         if task.worktree_host != socket.gethostname():
-            # The latest stage's machine holds the worktree (and its clean-up).
+            # The latest stage's machine (every machine's worktree is in TaskWorktree).
             task.worktree_host = socket.gethostname()
             changed.append("worktree_host")
         if changed:
             task.save(update_fields=changed)
         created = not (path / ".git").exists()
-        git.worktree_add(repo_dir, path, task.branch, task.base_commit)
+        services.task_worktree_record(task=task, host=socket.gethostname(), path=str(path))
+        if task.head_commit:
+            # Start exactly where the previous stage left the branch (whichever machine ran it),
+            # or at a fast-forward of it on the origin; never on this machine's own stale copy.
+            start = task.head_commit
+            pushed = repos.pushed_head(repository, repo_dir, task.branch)
+            if pushed and pushed != start and git.is_ancestor(repo_dir, start, pushed):
+                start = pushed
+            git.worktree_at(repo_dir, path, task.branch, start)
+        else:
+            # A task that was already running before head commits were recorded.
+            git.worktree_add(repo_dir, path, task.branch, task.base_commit)
         self.repo_dir = repo_dir
         self.worktree = path
         setup = self.workflow.hook("setup")
@@ -588,7 +622,9 @@ class Attempt:
         if (refusal := self.meter.refusal()) is not None:
             raise StageFailure(refusal, outcome=StageResult.Outcome.BUDGET_EXCEEDED, permanent=True)
         tacx = settings.TACX
-        self._last_flush = self._last_renew = time.monotonic()
+        self._last_renew = time.monotonic()
+        r = self.result
+        self._totals_written = (r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens, r.cost_usd)
         proc = run_agent(
             argv,
             cwd=str(self.box.cwd if self.box is not None else self.worktree),
@@ -600,7 +636,7 @@ class Attempt:
             on_start=self.on_start,
             on_events=self.on_events,
             on_tick=self.on_tick,
-            on_idle=self.flush_events,
+            on_idle=self.on_idle,
             tick_seconds=min(1.0, tacx["HEARTBEAT_SECONDS"]),
             stdin_data=provider.stdin_data(invocation),
         )
@@ -733,6 +769,13 @@ class Attempt:
         self._pending.append(AgentEvent(task=self.task, result=self.result, seq=self._seq, kind=kind, data=redact_data(data)))
 
     def on_events(self, events: list[Event]) -> StopAgent | None:
+        # How busy the stream is, per second: a busy one is batched longer (fewer writes per
+        # line), a quiet one shortly (live clients see each line within tens of ms).
+        now = time.monotonic()
+        self._rate_lines += len(events)
+        if now - self._rate_since >= 1.0:
+            self._busy = self._rate_lines / (now - self._rate_since) >= BUSY_LINES_PER_SECOND
+            self._rate_since, self._rate_lines = now, 0
         for event in events:
             self._seq += 1
             self._pending.append(
@@ -740,46 +783,126 @@ class Attempt:
             )
             if event.kind == "usage" and (stop := self.meter.check(self.parser.usage)) is not None:
                 return stop
-        if time.monotonic() - self._last_flush >= settings.TACX["EVENT_BATCH_SECONDS"] or len(self._pending) >= 200:
-            self.flush_events()
-        return None
+        self.flush_events(due_only=True)
+        return self.database_stop()
+
+    def on_idle(self) -> float | None:
+        """The agent went quiet: store what is due; returns when the rest will be due."""
+        return self.flush_events(due_only=True)
 
     def on_tick(self) -> StopAgent | None:
         self.collect_blocked()
         self.flush_events()
         now = time.monotonic()
         if now - self._last_renew >= settings.TACX["HEARTBEAT_SECONDS"]:
+            # Lease, heartbeat and the task's status, once per heartbeat (a cancel is noticed
+            # within one): two statements when all is well.
+            try:
+                renewed = Stage.objects.filter(
+                    pk=self.stage.pk, lease_owner=self.owner, status=Stage.Status.RUNNING, task__status=Task.Status.RUNNING
+                ).update(lease_expires_at=lease_expiry(), heartbeat_at=Now())
+                Worker.objects.filter(pk=self.worker.pk).update(heartbeat_at=Now())
+                if not renewed:
+                    if Stage.objects.filter(pk=self.stage.pk, lease_owner=self.owner, status=Stage.Status.RUNNING).exists():
+                        status = Task.objects.filter(pk=self.task.pk).values_list("status", flat=True).first()
+                        return StopAgent(StageResult.Outcome.CANCELLED, f"task {status or 'deleted'} while the agent ran")
+                    return StopAgent(StageResult.Outcome.WORKER_LOST, "lease lost: another worker owns this stage now")
+            except dbretry.DB_ERRORS as exc:
+                # The lease outlives a short outage; the next tick tries again.
+                self._db_failed(exc)
+                return self.database_stop()
+            self._db_ok(wrote_events=False)
             self._last_renew = now
-            renewed = Stage.objects.filter(pk=self.stage.pk, lease_owner=self.owner, status=Stage.Status.RUNNING).update(
-                lease_expires_at=lease_expiry(), heartbeat_at=Now()
-            )
-            Worker.objects.filter(pk=self.worker.pk).update(heartbeat_at=Now())
-            if not renewed:
-                return StopAgent(StageResult.Outcome.WORKER_LOST, "lease lost: another worker owns this stage now")
-        status = Task.objects.filter(pk=self.task.pk).values_list("status", flat=True).first()
-        if status != Task.Status.RUNNING:
-            return StopAgent(StageResult.Outcome.CANCELLED, f"task {status or 'deleted'} while the agent ran")
-        return None
+        self.release_connection()
+        return self.database_stop()
 
-    def flush_events(self) -> None:
-        self._last_flush = time.monotonic()
+    def flush_events(self, *, due_only: bool = False) -> float | None:
+        """Store the pending events in one batch and wake live clients. With `due_only`, only
+        when the batch is due: EVENT_BATCH_SECONDS after the previous one (EVENT_BATCH_BUSY_SECONDS
+        while the stream is busy; the first line after a quiet spell goes at once), or
+        EVENT_BATCH_MAX events. Returns the seconds until
+        the held-back events are due (None when none are held back). The token totals are
+        written only when they changed. A database error keeps the events for the next try."""
         if not self._pending:
-            return
+            return None
+        tacx = settings.TACX
+        now = time.monotonic()
+        if due_only and len(self._pending) < tacx.get("EVENT_BATCH_MAX", 500):
+            window = tacx.get("EVENT_BATCH_BUSY_SECONDS", 0.25) if self._busy else tacx["EVENT_BATCH_SECONDS"]
+            wait = self._last_flush + window - now
+            if wait > 0:
+                return wait
+        if self._outage is not None and self._outage.since is not None and due_only and now - self._last_flush < 1.0:
+            return 1.0  # the database is down: try again in a second, not at every line
         batch, self._pending = self._pending, []
-        created = AgentEvent.objects.bulk_create(batch)
-        parser = getattr(self, "parser", None)
-        if parser is not None:
-            self.apply_usage(parser.usage)
-            StageResult.objects.filter(pk=self.result.pk, outcome=StageResult.Outcome.RUNNING).update(
-                input_tokens=self.result.input_tokens,
-                output_tokens=self.result.output_tokens,
-                cache_read_tokens=self.result.cache_read_tokens,
-                cache_write_tokens=self.result.cache_write_tokens,
-                cost_usd=self.result.cost_usd,
-            )
+        self._last_flush = now
+        try:
+            created = self._store(batch)
+        except dbretry.DB_ERRORS as exc:
+            self._pending = batch + self._pending
+            self._db_failed(exc)
+            return 1.0
+        self._db_ok()
         last_id = created[-1].pk if created and created[-1].pk else None
         if last_id:
             live.notify(self.task.pk, last_id)
+        return None
+
+    def flush_remaining(self) -> None:
+        """Store every pending event (the agent has ended); raises while the database is away,
+        so `dbretry.retry` tries again."""
+        self.flush_events()
+        if self._pending:
+            raise OperationalError(f"{len(self._pending)} events not stored yet: the database is unavailable")
+
+    def _store(self, batch: list[AgentEvent]) -> list[AgentEvent]:
+        # One INSERT is atomic on PostgreSQL; where bulk_create splits a batch into several
+        # statements (SQLite), a transaction keeps a retried batch from being stored twice.
+        atomic = connection.vendor != "postgresql" and len(batch) > 1
+        with transaction.atomic() if atomic else nullcontext():
+            created = AgentEvent.objects.bulk_create(batch)
+            parser = getattr(self, "parser", None)
+            if parser is not None:
+                self.apply_usage(parser.usage)
+                r = self.result
+                totals = (r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens, r.cost_usd)
+                if totals != self._totals_written:
+                    StageResult.objects.filter(pk=r.pk, outcome=StageResult.Outcome.RUNNING).update(
+                        input_tokens=r.input_tokens,
+                        output_tokens=r.output_tokens,
+                        cache_read_tokens=r.cache_read_tokens,
+                        cache_write_tokens=r.cache_write_tokens,
+                        cost_usd=r.cost_usd,
+                    )
+                    self._totals_written = totals
+        return created
+
+    def _db_failed(self, exc: Exception) -> None:
+        if self._outage is None:
+            self._outage = dbretry.Outage()
+        self._outage.failed(exc)
+
+    def _db_ok(self, *, wrote_events: bool = True) -> None:
+        if wrote_events:
+            # A heartbeat does not count: between heartbeats a quiet agent needs no connection.
+            self._last_write = time.monotonic()
+        if self._outage is not None:
+            self._outage.succeeded()
+
+    def database_stop(self) -> StopAgent | None:
+        """Stop the agent once the database has been unreachable for longer than the limit."""
+        if self._outage is None or self._outage.since is None or self._outage.seconds < self._outage.limit:
+            return None
+        return StopAgent(StageResult.Outcome.FAILED, f"database unavailable for {self._outage.seconds:.0f} s")
+
+    def release_connection(self) -> None:
+        """Close the database connection after DB_RELEASE_SECONDS without a write: an agent that
+        waits for its model holds no connection (the next write opens one)."""
+        release = settings.TACX.get("DB_RELEASE_SECONDS", 2.0)
+        if connection.connection is None or connection.in_atomic_block or self._pending:
+            return
+        if time.monotonic() - self._last_write >= release:
+            dbretry.drop_connection()
 
 
 _KINDS = {k.value for k in AgentEvent.Kind}

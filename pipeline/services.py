@@ -300,6 +300,19 @@ def enqueue_stage_job(stage_id: int) -> None:
     async_task("pipeline.jobs.run_stage", stage_id, task_name=f"stage-{stage_id}", q_options={"timeout": settings.Q_CLUSTER["timeout"]})
 
 
+def stage_hand_back(*, stage_id: int) -> bool:
+    """A stage job taken by a cluster that is stopping: enqueue the (still queued) stage again
+    at once for another worker. The claim keeps it exactly once whatever happens to the old job."""
+    with transaction.atomic():
+        changed = Stage.objects.filter(pk=stage_id, status=Stage.Status.QUEUED).update(queued_at=Now())
+        if not changed:
+            return False
+        stage = Stage.objects.select_related("task").get(pk=stage_id)
+        event_status(stage.task, f"stage {stage.name}: handed back by a stopping worker cluster", stage=stage.name, stage_status="queued")
+        transaction.on_commit(lambda: enqueue_stage_job(stage_id))
+    return True
+
+
 def stage_succeeded_advance(*, stage: Stage, enqueue: bool = True) -> None:
     """After a successful stage: queue the next one, or finish the task."""
     task = stage.task
@@ -645,20 +658,62 @@ def task_progress_comment_set(*, task: Task, comment_id: int) -> None:
     task.progress_comment_id = comment_id
 
 
-def task_worktree_remove(*, task: Task) -> bool:
+def task_worktree_record(*, task: Task, host: str, path: str) -> None:
+    """Note that `host` holds a worktree of `task` at `path` (before it is created: a machine
+    that dies while creating it still has its clean-up recorded)."""
+    from .models import TaskWorktree
+
+    row, created = TaskWorktree.objects.get_or_create(task=task, host=host, path=path)
+    if not created and row.removed_at is not None:
+        TaskWorktree.objects.filter(pk=row.pk).update(removed_at=None)
+    if task.worktree_removed_at is not None:
+        Task.objects.filter(pk=task.pk).update(worktree_removed_at=None)
+        task.worktree_removed_at = None
+
+
+def task_worktree_remove(*, task: Task, worktree=None, host: str | None = None) -> bool:
     """Remove a finished task's worktree from this machine and record when.
 
-    False (and nothing recorded) while the task is active or when it has no worktree. The
-    directory is deleted even if git no longer knows it, but only inside the worktree root.
+    `worktree` is one TaskWorktree row of this machine; without it, every row of `host` (this
+    machine by default), or, for a task from before such rows, its `worktree_path`. The task's
+    `worktree_removed_at` is set once no machine holds a worktree of it any more. False (and
+    nothing recorded) while the task is active, or when nothing was removed. A directory is
+    deleted even if git no longer knows it, but only inside the worktree root.
     """
+    import socket
+
+    from .models import TaskWorktree
+
+    if task.is_active:
+        return False
+    if worktree is not None:
+        rows = [worktree] if worktree.removed_at is None else []
+    else:
+        rows = list(task.worktrees.filter(host=host or socket.gethostname(), removed_at__isnull=True))
+        if not rows and not task.worktrees.exists():
+            if not task.worktree_path or task.worktree_removed_at:
+                return False
+            if not _worktree_delete(task=task, path=task.worktree_path):
+                return False
+            return _worktree_removed_mark(task=task)
+    removed = False
+    for row in rows:
+        if not _worktree_delete(task=task, path=row.path):
+            continue
+        removed |= bool(TaskWorktree.objects.filter(pk=row.pk, removed_at__isnull=True).update(removed_at=timezone.now()))
+    if removed and not task.worktrees.filter(removed_at__isnull=True).exists():
+        _worktree_removed_mark(task=task)
+    return removed
+
+
+def _worktree_delete(*, task: Task, path: str) -> bool:
+    """Delete one worktree directory of this machine (its cleanup hook first); True when gone."""
     import shutil
     from pathlib import Path
 
     from . import git, repos
 
-    if task.is_active or not task.worktree_path or task.worktree_removed_at:
-        return False
-    path = Path(task.worktree_path)
+    path = Path(path)
     if path.exists():
         _cleanup_hook(task=task, path=path)
         try:
@@ -668,13 +723,32 @@ def task_worktree_remove(*, task: Task) -> bool:
         root = Path(settings.TACX["WORKTREE_ROOT"]).resolve()
         if path.exists() and path.resolve().parent == root:
             shutil.rmtree(path, ignore_errors=True)
-    if path.exists():
-        return False
+    return not path.exists()
+
+
+def _worktree_removed_mark(*, task: Task) -> bool:
     now = timezone.now()
     done = Task.objects.filter(pk=task.pk, status__in=Task.FINISHED, worktree_removed_at__isnull=True).update(worktree_removed_at=now)
     if done:
         task.worktree_removed_at = now
     return bool(done)
+
+
+def events_prune(*, older_than_days: float, limit: int = 5000) -> int:
+    """Delete up to `limit` transcript events (everything but status events) of tasks finished
+    more than `older_than_days` ago; returns how many. The tasks, attempts and their totals
+    stay; a finished task's page then shows its timeline without the transcript."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    ids = list(
+        AgentEvent.objects.filter(task__status__in=Task.FINISHED, task__finished_at__lt=cutoff)
+        .exclude(kind=AgentEvent.Kind.STATUS)
+        .order_by("id")
+        .values_list("id", flat=True)[:limit]
+    )
+    if not ids:
+        return 0
+    deleted, _ = AgentEvent.objects.filter(pk__in=ids).delete()
+    return deleted
 
 
 def _cleanup_hook(*, task: Task, path) -> None:

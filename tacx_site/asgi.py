@@ -10,6 +10,10 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tacx_site.settings")
+# Under ASGI a request's queries may run on any of several threads, each with its own
+# connection: Django advises against persistent connections there (see DB_CONN_MAX_AGE in the
+# settings). Set DB_CONN_MAX_AGE explicitly to override, e.g. behind PgBouncer.
+os.environ.setdefault("DB_CONN_MAX_AGE", "0")
 
 # Django must be set up before the consumers (and the models they import) are loaded.
 django_asgi_app = get_asgi_application()

@@ -90,12 +90,20 @@ ASGI_APPLICATION = "tacx_site.asgi.application"
 VAR_DIR = Path(os.environ.get("TACX_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
+# Long-lived processes (the q2 cluster, the coordinator) keep their connection for
+# DB_CONN_MAX_AGE seconds instead of opening one per poll (9.6 new PostgreSQL connections per
+# second per idle machine with 0); a broken one is noticed and replaced before use. The web
+# process (asgi.py) defaults to 0. A running stage closes its connection while its agent is quiet
+# (TACX_DB_RELEASE_SECONDS). Large installations: see "Many machines" in the README (PgBouncer).
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}",
-        conn_max_age=env_int("DB_CONN_MAX_AGE", 0),
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 600),
+        conn_health_checks=True,
     )
 }
+# Behind PgBouncer in transaction pooling mode, server-side cursors (.iterator()) must be off.
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env_bool("DB_DISABLE_SERVER_SIDE_CURSORS", False)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several processes (web, q2 cluster, coordinator) share the file: wait for locks instead of
     # failing at once, and take the write lock at BEGIN so a read-then-write cannot deadlock.
@@ -190,7 +198,21 @@ TACX = {
     # Live websockets one user may hold open in one daphne process (more are closed with 4429).
     "WS_MAX_PER_USER": env_int("TACX_WS_MAX_PER_USER", 20),
     "HEARTBEAT_SECONDS": env_float("TACX_HEARTBEAT_SECONDS", 5.0),
-    "EVENT_BATCH_SECONDS": env_float("TACX_EVENT_BATCH_SECONDS", 0.2),
+    "EVENT_BATCH_SECONDS": env_float("TACX_EVENT_BATCH_SECONDS", 0.05),
+    # A running stage stores its events at most every EVENT_BATCH_SECONDS (a line after a quiet
+    # spell at once), every EVENT_BATCH_BUSY_SECONDS while it prints more than 20 lines/s, and
+    # at the latest when EVENT_BATCH_MAX are waiting.
+    "EVENT_BATCH_BUSY_SECONDS": env_float("TACX_EVENT_BATCH_BUSY_SECONDS", 0.25),
+    "EVENT_BATCH_MAX": env_int("TACX_EVENT_BATCH_MAX", 500),
+    # A running stage's writes are retried through a database outage this long (pipeline.dbretry).
+    "DB_OUTAGE_SECONDS": env_float("TACX_DB_OUTAGE_SECONDS", 60.0),
+    # A running stage closes its database connection after this long without a write (0: after
+    # every write), so agents waiting on a model hold no PostgreSQL connection.
+    "DB_RELEASE_SECONDS": env_float("TACX_DB_RELEASE_SECONDS", 2.0),
+    # Each django-q2 worker renews its stage slot this often; admission counts the live slots.
+    "SLOT_HEARTBEAT_SECONDS": env_float("TACX_SLOT_HEARTBEAT_SECONDS", 15.0),
+    # Admit at most as many running tasks as live stage slots (0: only MAX_CONCURRENT_TASKS).
+    "ADMIT_BY_SLOTS": env_bool("TACX_ADMIT_BY_SLOTS", True),
     "MAX_ATTEMPTS": env_int("TACX_MAX_ATTEMPTS", 3),
     "MAX_CONCURRENT_TASKS": env_int("TACX_MAX_CONCURRENT_TASKS", 4),
     "POLL_INTERVAL": env_float("TACX_POLL_INTERVAL", 15.0),
@@ -198,7 +220,12 @@ TACX = {
     # safety net behind the webhook, about 7 requests per task with a recent PR.
     "CONVERSATION_POLL_INTERVAL": env_float("TACX_CONVERSATION_POLL_INTERVAL", 60.0),
     "COORDINATOR_TICK_SECONDS": env_float("TACX_COORDINATOR_TICK_SECONDS", 0.2),
+    # Coordinator steps other than deliveries and dispatch look at most this often while idle.
+    "HOUSEKEEPING_SECONDS": env_float("TACX_HOUSEKEEPING_SECONDS", 1.0),
     "WORKTREE_RETENTION_HOURS": env_float("TACX_WORKTREE_RETENTION_HOURS", 24.0),
+    # Agent events (transcripts) of tasks finished this many days ago are deleted; status
+    # events stay (0: keep everything, the default).
+    "EVENT_RETENTION_DAYS": env_float("TACX_EVENT_RETENTION_DAYS", 0.0),
     # Claude Code retries a failing API for minutes; this many retries in a row fail the stage.
     "AUTH_RETRY_LIMIT": env_int("TACX_AUTH_RETRY_LIMIT", 3),
     # Gemini CLI: attempts per model call on 429/5xx (its default, 10, takes about 210 s to fail).

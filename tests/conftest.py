@@ -53,6 +53,8 @@ def _isolated(settings, tmp_path, monkeypatch):
         "WORKTREE_ROOT": tmp_path / "trees",
         "KILL_GRACE_SECONDS": 1.0,
         "HEARTBEAT_SECONDS": 1.0,
+        # Every coordinator step on every cycle (tests call run_cycle and expect each step).
+        "HOUSEKEEPING_SECONDS": 0.0,
         "SANDBOX_ALLOW_READ": allow,
     }
     settings.VAR_DIR = tmp_path / "var"

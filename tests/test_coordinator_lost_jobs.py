@@ -100,3 +100,39 @@ def test_the_coordinator_requeues_a_lost_job_in_its_cycle(planning, settings):
     assert len(jobs_for(planning)) == 1
     planning.refresh_from_db()
     assert planning.queued_at > planning.task.created_at  # re-stamped: the next look waits again
+
+
+def test_stages_prefetched_by_a_dead_machine_are_run_by_another_machine_once_each(tmp_path, settings, monkeypatch):
+    """Issue 10, item 2: machine A's cluster took (prefetched) the jobs of three tasks and the
+    machine died; machine B's coordinator hands them out again and B's worker runs each once."""
+    import socket
+
+    from coordinator.reaping import LostJobFinder
+    from pipeline.models import StageResult
+
+    _origin, clone = make_origin_and_clone(tmp_path, "fleet", {"README.md": "x\n", ".tac/workflow.yaml": command_workflow()})
+    repo = Repository.objects.create(kind=Repository.Kind.LOCAL, full_name="fleet", local_path=str(clone), max_concurrent_tasks=5)
+    stages = []
+    for n in range(1, 4):
+        task, _ = services.task_create(repository=repo, issue_number=n, title=f"Prefetched {n}")
+        assert services.task_dispatch(task=task)
+        stages.append(Stage.objects.get(task=task, name="planning"))
+    broker = get_broker()
+    monkeypatch.setattr(socket, "gethostname", lambda: "machine-a")
+    prefetched = [broker.dequeue()[0] for _ in stages]  # machine A's cluster takes all three ...
+    assert broker.dequeue() is None  # ... and dies before claiming any
+    OrmQ.objects.filter(pk__in=[job[0] for job in prefetched]).update(lock=F("lock") - timedelta(seconds=61))
+    for stage in stages:
+        age(stage, 120)
+    monkeypatch.setattr(socket, "gethostname", lambda: "machine-b")
+    settings.TACX = {**settings.TACX, "LOST_JOB_SECONDS": 60}
+    assert LostJobFinder().requeue_lost_jobs(force=True)
+    assert not LostJobFinder().requeue_lost_jobs(force=True)  # a second coordinator finds nothing
+    ran = []
+    while (job := broker.dequeue()) is not None:
+        (stage_id,) = SignedPackage.loads(job[0][1])["args"]
+        ran.append(runner.run_stage(stage_id, enqueue_next=False))
+    assert ran == [runner.RunResult.SUCCEEDED] * 3
+    for stage in stages:
+        results = StageResult.objects.filter(stage=stage)
+        assert [(r.attempt, r.outcome, r.worker.host) for r in results] == [(1, "succeeded", "machine-b")]

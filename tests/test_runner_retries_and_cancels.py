@@ -42,7 +42,7 @@ def test_a_permanent_error_fails_the_stage_at_its_first_attempt(local_repository
     stage = task.stages.get(name="planning")
     assert (stage.status, stage.attempts, stage.failed_attempts) == ("failed", 1, 1)
     assert StageResult.objects.filter(task=task).count() == 1
-    assert "not a valid" in task.status_reason or "invalid reference" in task.status_reason
+    assert "not a valid" in task.status_reason or "invalid reference" in task.status_reason or "is not in" in task.status_reason
 
 
 @pytest.mark.django_db(transaction=True)

@@ -51,6 +51,34 @@ elif action == "env":
         json.dump(dict(os.environ), fh)
     print("found a token: ghp_" + "A1b2C3d4" * 5, flush=True)
     open("plan.md", "w").write("# Plan\n")
+elif action == "burst":
+    # N assistant lines at once, all of one message (its usage repeated on every line, as Claude
+    # does), then a plan.
+    line = {"type": "assistant", "message": {"id": "msg_burst", "type": "message", "role": "assistant", "model": "fake",
+            "content": [{"type": "text", "text": ""}], "usage": {"input_tokens": 10, "output_tokens": 5}}}
+    pause = 1 / float(args[1]) if len(args) > 1 else 0  # lines per second, or all at once
+    for i in range(int(args[0])):
+        line["message"]["content"][0]["text"] = f"line {i}"
+        sys.stdout.write(json.dumps(line) + "\n")
+        if pause:
+            sys.stdout.flush()
+            time.sleep(pause)
+    sys.stdout.flush()
+    open("plan.md", "w").write("# Plan\n")
+elif action == "pause":
+    # Lines, then waits for the test at each named step: prints five lines, writes STEP.ready
+    # in its worktree, waits for STEP.go; then a plan.
+    for step in args:
+        for i in range(5):
+            print(json.dumps({"type": "assistant", "message": {"id": f"msg_{step}_{i}", "type": "message", "role": "assistant",
+                              "content": [{"type": "text", "text": f"{step} {i}"}]}}), flush=True)
+        open(step + ".ready", "w").close()
+        while not os.path.exists(step + ".go"):
+            time.sleep(0.05)
+    for step in args:
+        for suffix in (".ready", ".go"):
+            os.unlink(step + suffix)
+    open("plan.md", "w").write("# Plan\n")
 elif action == "fail":
     print("something broke", file=sys.stderr)
     sys.exit(3)
