@@ -25,7 +25,7 @@ RUN useradd --create-home --uid 10001 tacx
 
 WORKDIR /app
 COPY requirements.txt package.json package-lock.json ./
-RUN pip install --no-cache-dir -r requirements.txt && npm ci --omit=dev --no-audit --no-fund
+RUN pip install --no-cache-dir -r requirements.txt && npm install --omit=dev --no-audit --no-fund
 COPY . .
 # collectstatic writes under TACX_VAR_DIR (/data/var/staticfiles), so it runs before the
 # ownership of /data is handed over, recursively: the app user writes its database, worktrees

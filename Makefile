@@ -12,8 +12,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# `npm install` from the committed lock rather than `npm ci`: qwen-code and opencode declare
+# optional packages for other platforms (darwin, win32, arm64) that the registry here does not
+# resolve, so the lock cannot list them and `npm ci` refuses it as out of sync; `npm install`
+# installs exactly the locked versions for this platform and leaves the lock unchanged.
 node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
 sandbox-deps:

@@ -126,7 +126,7 @@ def tools() -> Tools:
     }
     missing = [labels[name] for name, path in found.items() if not path]
     if package is None:
-        missing.append(f"the npm package {PACKAGE} (run `npm ci`)")
+        missing.append(f"the npm package {PACKAGE} (run `make install`)")
     if missing:
         raise SandboxUnavailable(
             "the agent sandbox cannot be set up: missing " + ", ".join(missing) + " (install them with `make install`, or set TACX_SANDBOX=off to run agents unsandboxed)"
