@@ -118,3 +118,67 @@ def test_a_person_s_round_resets_the_ci_fix_count(client, pr, standin):  # noqa:
     drive(coordinator)
     kinds = list(Round.objects.filter(task=task).order_by("id").values_list("kind", "status"))
     assert kinds == [("ci_fix", "succeeded"), ("ci_fix", "succeeded"), ("comment", "succeeded"), ("ci_fix", "succeeded")]
+
+
+def other_event(standin, kind: str, **fields) -> bytes:  # noqa: F811
+    """A delivery of `kind` (check_suite, workflow_run, status) shaped as GitHub documents it."""
+    import json
+
+    base = json.loads(standin.webhook("check_run.completed", "octo/sample", sender="github-actions[bot]", check_run={"name": "x", "head_sha": "0" * 40, "check_suite": {}}))
+    return json.dumps({"repository": base["repository"], "sender": base["sender"], **fields}).encode()
+
+
+def add_status(standin, sha: str, *, context: str, state: str, description: str) -> None:  # noqa: F811
+    import requests
+    from github_standin import TOKEN
+
+    answer = requests.post(
+        f"{standin.url}/repos/octo/sample/statuses/{sha}",
+        json={"state": state, "context": context, "description": description, "target_url": "https://ci.example/build/7"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=10,
+    )
+    assert answer.status_code == 201, answer.text
+
+
+@pytest.mark.parametrize("event", ["workflow_run", "check_suite"])
+def test_a_failing_workflow_run_or_check_suite_starts_a_ci_fix_round(client, pr, standin, event):  # noqa: F811
+    repo, coordinator, task = pr
+    head = branch_head(repo.clone_url, task.branch)
+    standin.add_check_run("octo/sample", head, name="unit tests", conclusion="failure", log=LOG)
+    item = {"id": 991, "name": "CI", "conclusion": "failure", "status": "completed", "head_sha": head, "head_branch": task.branch, "pull_requests": [{"number": task.pr_number}]}
+    body = other_event(standin, event, action="completed", **{event: item})
+    assert post(client, event, body, delivery=f"{event}-1").status_code == 202
+    drive(coordinator)
+    (round_,) = Round.objects.filter(task=task)
+    assert round_.kind == Round.Kind.CI_FIX and round_.head_sha == head and round_.source == "webhook"
+    prompt = StageResult.objects.get(followup=round_, stage__name="building").prompt
+    assert '<failing_check name="unit tests" conclusion="failure">' in prompt and "line 99" in prompt
+    # A successful run of the same kind starts nothing.
+    ok = other_event(standin, event, action="completed", **{event: {**item, "conclusion": "success"}})
+    post(client, event, ok, delivery=f"{event}-2")
+    drive(coordinator)
+    assert Round.objects.filter(task=task).count() == 1
+
+
+def test_a_failing_commit_status_starts_a_round_from_the_webhook_and_from_the_combined_status_poll(client, pr, standin):  # noqa: F811
+    repo, coordinator, task = pr
+    head = branch_head(repo.clone_url, task.branch)
+    add_status(standin, head, context="ci/jenkins", state="failure", description="3 tests failed in test_greeter.py")
+    body = other_event(standin, "status", sha=head, state="failure", context="ci/jenkins", description="3 tests failed in test_greeter.py", branches=[{"name": task.branch}])
+    assert post(client, "status", body, delivery="st-1").status_code == 202
+    drive(coordinator)
+    (first,) = Round.objects.filter(task=task)
+    assert first.kind == Round.Kind.CI_FIX and first.source == "webhook" and first.head_sha == head
+    prompt = StageResult.objects.get(followup=first, stage__name="building").prompt
+    assert 'name="ci/jenkins"' in prompt and "3 tests failed in test_greeter.py" in prompt
+
+    # No webhook at all for the new head: the poller's combined-status read finds the failure.
+    new_head = branch_head(repo.clone_url, task.branch)
+    assert new_head != head
+    add_status(standin, new_head, context="ci/jenkins", state="error", description="the build machine crashed")
+    coordinator.conversations._last.clear()
+    drive(coordinator)
+    second = Round.objects.filter(task=task).order_by("id").last()
+    assert second.pk != first.pk and second.source == "poll" and second.head_sha == new_head
+    assert "the build machine crashed" in StageResult.objects.get(followup=second, stage__name="building").prompt
