@@ -299,8 +299,11 @@ def drill(args, base: Path, database_url: str, processes: list[Process]) -> int:
         busy = db(lambda: Worker.objects.filter(kind=Worker.Kind.AGENT, host=victim, exited_at__isnull=True).count())
         if time.time() - started >= args.kill_after and busy:
             break
-        if time.time() - started > args.kill_after + 120:
-            print("machine-a never ran a stage", flush=True)
+        if (
+            time.time() - started > args.kill_after + 120
+            or db(lambda: Task.objects.filter(status__in=Task.FINISHED).count()) >= args.tasks
+        ):
+            print(f"{victim} ran no stage to kill before the tasks were done: no drill (lower --kill-after)", flush=True)
             break
     mine = namespaces - {uts_ns(os.getpid())}
     pids = machine_pids(mine, trees[victim])
@@ -315,6 +318,7 @@ def drill(args, base: Path, database_url: str, processes: list[Process]) -> int:
         except ProcessLookupError:
             pass
     killed_at = time.time()
+    killed_running = busy
     for proc in machines[victim]:
         if proc.proc:
             proc.proc.wait()
@@ -425,7 +429,8 @@ def drill(args, base: Path, database_url: str, processes: list[Process]) -> int:
     )
     print(f"  agent processes alive  {alive}")
     ok = (
-        not_succeeded == 0
+        killed_running > 0
+        and not_succeeded == 0
         and recovery <= bound
         and not stale
         and unchecked == 0
