@@ -217,7 +217,7 @@ def measure_tree(tree: Path, args, run: int) -> dict:
         "TACX_WORKTREE_ROOT": str(base / "trees"),
         "TACX_Q_WORKERS": str(args.stages),
         "TACX_MAX_CONCURRENT_TASKS": str(args.stages),
-        "TACX_SANDBOX_ALLOW_READ": os.pathsep.join([sys.prefix, sys.base_prefix, str(base)]),
+        "TACX_SANDBOX_ALLOW_READ": os.pathsep.join([sys.prefix, sys.base_prefix, str(agent)]),  # not base: it holds the worktrees
         "TACX_Q_LOG_LEVEL": "WARNING",
         "LOG_LEVEL": "WARNING",
         "TACX_POLL_INTERVAL": "3600",
