@@ -126,3 +126,17 @@ def test_a_process_the_agent_detaches_with_setsid_dies_with_the_attempt(local_re
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
     assert StageResult.objects.get(task=task, stage__name="planning").output_text.startswith("# Plan")
     assert processes_matching(tag) == []
+
+
+def test_a_read_only_path_that_holds_the_worktree_root_leaves_the_worktree_writable(local_repository, origin_and_clone, settings, tmp_path):
+    """srt binds read paths after write paths: an operator's TACX_SANDBOX_ALLOW_READ entry that
+    contains the worktree root must not make the worktree read-only."""
+    _, clone = origin_and_clone
+    outside = tmp_path / "escaped.txt"
+    commit_workflow(clone, escaping_planner(outside))
+    settings.TACX = {**settings.TACX, "SANDBOX_ALLOW_READ": [*settings.TACX["SANDBOX_ALLOW_READ"], str(tmp_path)]}
+    assert str(settings.TACX["WORKTREE_ROOT"]).startswith(str(tmp_path))
+    task = run(local_repository)
+    assert task.status == Task.Status.SUCCEEDED, task.status_reason
+    assert StageResult.objects.get(task=task, stage__name="planning").output_text.startswith("# Plan")
+    assert not outside.exists()  # readable is not writable

@@ -225,6 +225,21 @@ def _read_around(root: Path, writes: list[Path], skip: set[Path]) -> list[Path]:
     return found
 
 
+def _around_writes(read: list[str], write: list[str]) -> list[str]:
+    """The read paths, with any that contains a write path (e.g. a TACX_SANDBOX_ALLOW_READ entry
+    holding the worktree root) replaced by what lies around the write paths: srt binds read
+    paths after write paths, so a read-only ancestor would make the worktree read-only."""
+    writes = [Path(w).resolve() for w in write]
+    out: list[str] = []
+    for entry in read:
+        path = Path(entry).resolve()
+        if any(path in w.parents for w in writes):
+            out += [str(p) for p in _read_around(path, writes, set())]
+        elif not any(path == w or w in path.parents for w in writes):
+            out.append(entry)
+    return list(dict.fromkeys(out))
+
+
 @dataclass
 class Box:
     """One attempt's sandbox: the wrapped argv, the environment, and where refusals are written."""
@@ -452,7 +467,7 @@ def prepare(
     read.append(str(srv.run_dir))
     filesystem = {
         "denyRead": ["/", *SYSTEM_DENY],
-        "allowRead": _existing(read),
+        "allowRead": _around_writes(_existing(read), _existing(write)),
         "allowWrite": _existing(write),
         "denyWrite": _existing(deny_write),
     }
