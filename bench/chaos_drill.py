@@ -180,14 +180,19 @@ def main() -> int:
         database_url = args.database_url or pg.start()
         return drill(args, rng, base, logs, pg, database_url, processes)
     finally:
-        for proc in processes:
-            proc.stop()
-        if pg is not None:
-            pg.stop()
-        if args.keep:
-            print(f"kept {base}")
-        else:
-            shutil.rmtree(base, ignore_errors=True)
+        tear_down(processes, pg, base, keep=args.keep)
+
+
+def tear_down(processes: list[Process], pg: PrivatePostgres | None, base: Path, *, keep: bool) -> None:
+    """Stop the stack and the private PostgreSQL; remove the drill's directory unless kept."""
+    for proc in processes:
+        proc.stop()
+    if pg is not None:
+        pg.stop()
+    if keep:
+        print(f"kept {base}")
+    else:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def drill(args, rng: random.Random, base: Path, logs: Path, pg: PrivatePostgres | None, database_url: str, processes: list[Process]) -> int:

@@ -44,7 +44,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from chaos_drill import AGENT, LABEL, REPO, ROOT, PrivatePostgres, Process, run  # noqa: E402
+from chaos_drill import AGENT, LABEL, REPO, ROOT, PrivatePostgres, Process, run, tear_down  # noqa: E402
 
 HOSTS = ("machine-a", "machine-b")
 
@@ -160,14 +160,7 @@ def main() -> int:
         database_url = args.database_url or pg.start()
         return drill(args, base, database_url, processes)
     finally:
-        for proc in processes:
-            proc.stop()
-        if pg is not None:
-            pg.stop()
-        if args.keep:
-            print(f"kept {base}")
-        else:
-            shutil.rmtree(base, ignore_errors=True)
+        tear_down(processes, pg, base, keep=args.keep)
 
 
 def drill(args, base: Path, database_url: str, processes: list[Process]) -> int:

@@ -36,7 +36,6 @@ class ProcessResult:
     exit_code: int | None
     stop: StopAgent | None  # why TAC-X stopped the agent, if it did
     pgid: int | None
-    stderr_tail: str = ""
 
 
 def kill_group(pgid: int, grace: float) -> None:
@@ -236,4 +235,4 @@ def run_agent(
         stderr_tail = stderr_file.read()[-4000:].decode("utf-8", errors="replace")
         stderr_file.close()
     outcome = parser.finish(exit_code=exit_code, stderr_tail=stderr_tail, killed_reason=stop.reason if stop else "")
-    return ProcessResult(outcome=outcome, exit_code=exit_code, stop=stop, pgid=pgid, stderr_tail=stderr_tail)
+    return ProcessResult(outcome=outcome, exit_code=exit_code, stop=stop, pgid=pgid)

@@ -371,7 +371,6 @@ def guard_snapshot(common: Path, admin: Path | None = None) -> dict[str, bytes |
         for p in sorted(hooks.rglob("*")):
             if p.is_file() or p.is_symlink():
                 snap[str(p)] = p.read_bytes() if p.is_file() else b"<symlink>"
-    snap["<hooks>"] = None
     return snap
 
 

@@ -438,8 +438,7 @@ class Attempt:
             for box in boxes:
                 box.finish()
                 for entry in box.new_violations():
-                    data = {k: entry[k] for k in ("kind", "host", "port", "reason", "time", "line") if k in entry}
-                    self._append_event(AgentEvent.Kind.SANDBOX, {**data, "hook": hook.name})
+                    self._append_event(AgentEvent.Kind.SANDBOX, {**entry, "hook": hook.name})
             if box_root is not None:
                 shutil.rmtree(box_root, ignore_errors=True)
         self._append_event(AgentEvent.Kind.SYSTEM if run.ok else AgentEvent.Kind.ERROR, run.event_data())
@@ -600,8 +599,8 @@ class Attempt:
         provider.prepare_home(str(home), invocation, env)
         if invocation.resume_session:
             sessions.session_restore(provider=provider, home=home, session_id=invocation.resume_session, task_id=self.task.pk, cwd=str(self.worktree))
+        access = self.git_access()
         if sandbox.enabled():
-            access = self.git_access()
             self.box = sandbox.prepare(
                 argv=argv,
                 env=env,
@@ -615,7 +614,6 @@ class Attempt:
             self._append_event(AgentEvent.Kind.SYSTEM, {"subtype": "sandbox", "mode": sandbox.mode(), "allowed_hosts": self.box.allowed_hosts})
         else:
             self._append_event(AgentEvent.Kind.SYSTEM, {"subtype": "sandbox", "mode": "off", "allowed_hosts": []})
-        access = self.git_access()
         guarded = git.guard_snapshot(access.common, access.admin) if access else None
         self.parser = provider.parser(invocation)
         self.meter = budgets.Meter.for_attempt(task=self.task, stage_cfg=cfg, workflow=self.workflow)
@@ -750,7 +748,7 @@ class Attempt:
         if self.box is None:
             return
         for entry in self.box.new_violations():
-            self._append_event(AgentEvent.Kind.SANDBOX, {k: entry[k] for k in ("kind", "host", "port", "reason", "time", "line") if k in entry})
+            self._append_event(AgentEvent.Kind.SANDBOX, entry)
 
     def close_box(self) -> None:
         if self.box is not None:

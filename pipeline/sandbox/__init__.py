@@ -53,6 +53,7 @@ from ..providers.base import ProviderError
 
 MODES = ("required", "off")
 SERVER = Path(__file__).with_name("server.mjs")
+VIOLATION_KEYS = ("kind", "host", "port", "reason", "time", "line")  # what a ``sandbox`` event keeps
 PACKAGE = "@anthropic-ai/sandbox-runtime"
 SYSTEM_READ = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
 # Secrets that live under the system directories the agent may read.
@@ -250,7 +251,6 @@ class Box:
     home: Path
     root: Path
     violations: Path
-    settings_file: Path
     allowed_hosts: list[str]
     key: str = ""
     _offset: int = 0
@@ -258,7 +258,8 @@ class Box:
     blocked: list[dict] = field(default_factory=list)
 
     def new_violations(self) -> list[dict]:
-        """Refusals recorded since the last call (complete lines only)."""
+        """Refusals recorded since the last call (complete lines only), each reduced to the
+        keys a ``sandbox`` event keeps."""
         try:
             with open(self.violations, "rb") as fh:
                 fh.seek(self._offset)
@@ -276,7 +277,7 @@ class Box:
             except ValueError:
                 continue
             if isinstance(entry, dict):
-                found.append(entry)
+                found.append({k: entry[k] for k in VIOLATION_KEYS if k in entry})
         self.blocked.extend(found)
         return found
 
@@ -289,10 +290,6 @@ class Box:
             except SandboxUnavailable:
                 pass
             self.key = ""
-
-    def cleanup(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
-
 
 class Server:
     """The Node process (``server.mjs``) that keeps the sandbox runtime initialised."""
@@ -445,7 +442,7 @@ def prepare(
     extra_write: Iterable[str | Path] = (),
 ) -> Box:
     """The attempt's view of the machine, handed to the sandbox server, and the wrapped command."""
-    ctl = root / "ctl"  # outside the agent's view: settings and the refusal log
+    ctl = root / "ctl"  # outside the agent's view: the refusal log
     ctl.mkdir(parents=True, exist_ok=True)
     tmp = home / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
@@ -473,7 +470,6 @@ def prepare(
     }
     violations = ctl / "blocked.jsonl"
     violations.touch()
-    (ctl / "filesystem.json").write_text(json.dumps({"filesystem": filesystem, "allow": hosts}, indent=2), encoding="utf-8")
     inner_env = dict(env)
     inner_env["HOME"] = str(home)
     inner_env["TMPDIR"] = str(tmp)
@@ -488,7 +484,6 @@ def prepare(
         home=home,
         root=root,
         violations=violations,
-        settings_file=ctl / "filesystem.json",
         allowed_hosts=hosts,
         key=answer["key"],
     )
