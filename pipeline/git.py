@@ -72,6 +72,13 @@ SAFE_CONFIG = (
     "protocol.ext.allow=never",
     "core.askPass=",
     "uploadpack.packObjectsHook=",
+    # A submodule (or an embedded repository an agent made) is never recursed into: its own
+    # configuration would run as TAC-X (pipeline.worktree_reads refuses one before git runs; this
+    # is the second wall). Symlinks are committed as links, never followed.
+    "submodule.recurse=false",
+    "diff.ignoreSubmodules=all",
+    "status.submoduleSummary=false",
+    "core.symlinks=true",
 )
 # Variables of TAC-X's environment that could redirect or reconfigure its git commands.
 _UNSAFE_GIT_ENV = frozenset(
@@ -326,14 +333,17 @@ def worktree_remove(repo: str | Path, path: Path) -> None:
 
 
 def has_changes(cwd: str | Path) -> bool:
-    return bool(run(["status", "--porcelain", "--untracked-files=all"], cwd=cwd))
+    return bool(run(["status", "--porcelain", "--untracked-files=all", "--ignore-submodules=all"], cwd=cwd))
 
 
-def commit_all(cwd: str | Path, message: str) -> bool:
-    """Commit everything left in the worktree; False when there was nothing to commit."""
+def commit_all(cwd: str | Path, message: str, *, check=None) -> bool:
+    """Commit everything left in the worktree; False when there was nothing to commit. `check`,
+    when given, is called after `git add -A` and may raise to refuse what was staged."""
     if not has_changes(cwd):
         return False
     run(["add", "-A"], cwd=cwd)
+    if check is not None:
+        check()
     run(["commit", "--no-verify", "-q", "-m", message], cwd=cwd)
     return True
 
