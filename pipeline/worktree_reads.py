@@ -246,7 +246,12 @@ class Reader:
         raise Refused(message, path=rel)
 
     def _read(self, rel: str, cap: int) -> bytes:
-        fd = open_beneath(self.root, rel, strategy=self.strategy)
+        try:
+            fd = open_beneath(self.root, rel, strategy=self.strategy)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # what open(2) says of a socket (or a device without a driver)
+                raise Refused(f"{rel} is a socket or a device, not a regular file: refused", path=rel) from None
+            raise
         try:
             st = os.fstat(fd)
             kind = _kind(st.st_mode)
