@@ -290,3 +290,37 @@ def test_commit_all_runs_its_check_before_committing(repo):
     with pytest.raises(Refused):
         git.commit_all(repo, "x", check=refuse)
     assert subprocess.run(["git", "rev-list", "--count", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip() == "1"
+
+
+def test_pin_worktree_never_reads_a_huge_dot_git_file_left_by_the_agent(repo, tmp_path):
+    wt = tmp_path / "task-wt"
+    git.worktree_add(repo, wt, "tacx/1-x", "main")
+    (wt / ".git").unlink()
+    with open(wt / ".git", "wb") as fh:
+        fh.truncate(1 << 30)
+    tracemalloc.start()
+    try:
+        git.pin_worktree(repo, wt)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    assert (wt / ".git").read_text().startswith("gitdir: ")
+
+
+def test_kept_sessions_come_only_from_inside_the_attempts_home(tmp_path, settings):
+    from pipeline import sessions
+    from pipeline.providers import get_provider
+
+    settings.VAR_DIR = tmp_path / "var"
+    session = "0123abcd-0000-0000-0000-000000000000"
+    elsewhere = tmp_path / "another-task-sessions" / "proj"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / f"{session}.jsonl").write_text("another task's transcript")
+    home = tmp_path / "home-of-attempt"
+    (home / ".claude" / "projects").mkdir(parents=True)
+    (home / ".claude" / "projects" / "x").symlink_to(elsewhere)
+    assert sessions.session_keep(provider=get_provider("claude"), home=home, session_id=session, task_id=1) == 0
+    (home / ".claude" / "projects" / "mine").mkdir()
+    (home / ".claude" / "projects" / "mine" / f"{session}.jsonl").write_text("mine")
+    assert sessions.session_keep(provider=get_provider("claude"), home=home, session_id=session, task_id=1) == 1
