@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from django.db.models import (
     BigIntegerField,
@@ -23,7 +22,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
 
-from pipeline import git, repos
+from pipeline import git, repos, worktree_reads
 from pipeline.models import ZERO, AgentEvent, Repository, Stage, StageResult, Task, Worker
 
 DIFF_LIMIT = 300_000  # characters of a branch diff shown on a page
@@ -167,12 +166,10 @@ def task_diff(task: Task) -> Diff | None:
     if not task.branch or not task.base_commit:
         return None
     try:
-        worktree = Path(task.worktree_path) if task.worktree_path else None
-        if worktree is not None and (worktree / ".git").exists():
-            text = git.diff(task.base_commit, worktree)
-        else:
-            repo_dir = repos.source_dir(task.repository, fetch=False)
-            text = git.run(["diff", "--patch", f"{task.base_commit}..refs/heads/{task.branch}"], cwd=repo_dir, timeout=30)
+        # From the repository's own copy of the branch (the worktree's commits are there too),
+        # never through the worktree, whose `.git` file the agent could have pointed anywhere.
+        repo_dir = repos.source_dir(task.repository, fetch=False)
+        text = git.run(["diff", "--no-ext-diff", "--no-textconv", "--patch", f"{task.base_commit}..refs/heads/{task.branch}"], cwd=repo_dir, timeout=30)
     except git.GitError as exc:
         return Diff(text="", error=str(exc))
     if len(text) > DIFF_LIMIT:
@@ -253,7 +250,7 @@ def task_result(task: Task, *, details: bool = True) -> TaskResult | None:
             tip = f"refs/heads/{task.branch}"
         span = f"{task.base_commit}..{tip}"
         log = git.run(["log", "--format=%h%x09%s", span], cwd=repo_dir, timeout=30)
-        result.commits = [Commit(*line.split("\t", 1)) for line in log.splitlines() if "\t" in line]
+        result.commits = [Commit(sha, worktree_reads.commit_subject(subject)) for sha, subject in (line.split("\t", 1) for line in log.splitlines() if "\t" in line)]
         result.files = git.run(["diff", "--name-only", span], cwd=repo_dir, timeout=30).splitlines()
     except git.GitError as exc:
         result.error = str(exc)

@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import os
 import re
+import stat
 import subprocess
 import unicodedata
 from pathlib import Path
@@ -72,6 +73,13 @@ SAFE_CONFIG = (
     "protocol.ext.allow=never",
     "core.askPass=",
     "uploadpack.packObjectsHook=",
+    # A submodule (or an embedded repository an agent made) is never recursed into: its own
+    # configuration would run as TAC-X (pipeline.worktree_reads refuses one before git runs; this
+    # is the second wall). Symlinks are committed as links, never followed.
+    "submodule.recurse=false",
+    "diff.ignoreSubmodules=all",
+    "status.submoduleSummary=false",
+    "core.symlinks=true",
 )
 # Variables of TAC-X's environment that could redirect or reconfigure its git commands.
 _UNSAFE_GIT_ENV = frozenset(
@@ -130,10 +138,7 @@ def pin_worktree(repo: str | Path, path: Path) -> dict[str, str]:
         raise GitError(f"{common} has no worktree at {path} (its metadata is missing or was changed)", permanent=True)
     dotgit = Path(path) / ".git"
     expected = f"gitdir: {admin}\n"
-    try:
-        current = dotgit.read_text(encoding="utf-8", errors="replace") if dotgit.is_file() and not dotgit.is_symlink() else None
-    except OSError:
-        current = None
+    current = _small_file(dotgit)
     if current != expected:
         # The agent pointed the worktree elsewhere (or replaced the file): put TAC-X's back.
         if dotgit.is_dir() and not dotgit.is_symlink():
@@ -146,6 +151,25 @@ def pin_worktree(repo: str | Path, path: Path) -> dict[str, str]:
     pinned = {"GIT_DIR": str(admin), "GIT_COMMON_DIR": str(common), "GIT_WORK_TREE": str(Path(path).resolve())}
     _pinned[str(Path(path).resolve())] = pinned
     return pinned
+
+
+def _small_file(path: Path, limit: int = 4096) -> str | None:
+    """The text of `path` if it is a regular file (not a symlink, FIFO or hardlink) of at most
+    `limit` bytes, else None; never blocks and never reads more than `limit` + 1 bytes. (The
+    worktree's `.git` file is the agent's to rewrite: a sparse gigabyte there must not be read.)"""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1 or st.st_size > limit:
+            return None
+        return os.read(fd, limit + 1).decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def pinned_dirs(path: str | Path) -> dict[str, str] | None:
@@ -326,14 +350,17 @@ def worktree_remove(repo: str | Path, path: Path) -> None:
 
 
 def has_changes(cwd: str | Path) -> bool:
-    return bool(run(["status", "--porcelain", "--untracked-files=all"], cwd=cwd))
+    return bool(run(["status", "--porcelain", "--untracked-files=all", "--ignore-submodules=all"], cwd=cwd))
 
 
-def commit_all(cwd: str | Path, message: str) -> bool:
-    """Commit everything left in the worktree; False when there was nothing to commit."""
+def commit_all(cwd: str | Path, message: str, *, check=None) -> bool:
+    """Commit everything left in the worktree; False when there was nothing to commit. `check`,
+    when given, is called after `git add -A` and may raise to refuse what was staged."""
     if not has_changes(cwd):
         return False
     run(["add", "-A"], cwd=cwd)
+    if check is not None:
+        check()
     run(["commit", "--no-verify", "-q", "-m", message], cwd=cwd)
     return True
 

@@ -3,11 +3,11 @@ q2 may deliver a job twice, and the claim inside `run_stage` makes the second de
 
 from __future__ import annotations
 
-from . import handback, runner, services
+from . import graceful_stop, runner, services
 
 
 def run_stage(stage_id: int) -> str:
-    if handback.cluster_stopping():
+    if graceful_stop.cluster_stopping():
         # Prefetched by a cluster that is stopping: another worker takes it now.
         services.stage_hand_back(stage_id=stage_id)
         return "handed_back"

@@ -26,7 +26,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from . import services
+from . import services, worktree_reads
 from .models import Round, Stage, StageResult, Task
 from .workflow import Workflow
 
@@ -270,8 +270,6 @@ def round_finish(*, round_: Round) -> bool:
 
 def round_changes(round_: Round, task: Task) -> dict:
     """The commits the round added to the branch and their diff stat (for the reply)."""
-    from pathlib import Path
-
     from . import git, repos
 
     results = StageResult.objects.filter(followup=round_).exclude(base_commit="").order_by("id")
@@ -280,13 +278,17 @@ def round_changes(round_: Round, task: Task) -> dict:
         return {"commits": [], "stat": ""}
     span = f"{first.base_commit}..{last.head_commit}"
     try:
-        where = Path(task.worktree_path) if task.worktree_path and Path(task.worktree_path).is_dir() else repos.source_dir(task.repository)
+        # The repository's own copy, never the worktree (whose `.git` file an agent could repoint).
+        where = repos.source_dir(task.repository, fetch=False)
+        if not git.has_commit(where, last.head_commit):
+            where = repos.source_dir(task.repository)
         commits = git.run(["log", "--format=%h %s", span], cwd=where).splitlines()
         stat = git.run(["diff", "--shortstat", span], cwd=where).strip()
     except git.GitError as exc:
         log.warning("round %s: cannot list its commits: %s", round_.pk, exc)
         return {"commits": [], "stat": "", "head": last.head_commit}
-    return {"commits": commits[:20], "stat": stat, "head": last.head_commit}
+    # Commit subjects are the agent's text: one line each, capped (pipeline.worktree_reads).
+    return {"commits": [worktree_reads.commit_subject(c) for c in commits[:20]], "stat": stat, "head": last.head_commit}
 
 
 def session_tokens(session_id: str, *, task: Task, before: Round) -> int:

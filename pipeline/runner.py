@@ -31,7 +31,7 @@ from django.db.models import DateTimeField, ExpressionWrapper, F
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from . import alerts, budgets, dbretry, git, hooks, live, repos, rounds, sandbox, services, sessions
+from . import alerts, budgets, dbretry, git, hooks, live, repos, rounds, sandbox, services, sessions, worktree_reads
 from .agent_process import StopAgent, run_agent
 from .models import AgentEvent, Round, Stage, StageResult, Task, Worker
 from .providers import get_provider
@@ -302,6 +302,7 @@ class Attempt:
     _busy: bool = False
     _rate_since: float = 0.0
     _rate_lines: int = 0
+    _handback: worktree_reads.Reader | None = None
 
     # --- the attempt ----------------------------------------------------------------------
 
@@ -324,6 +325,7 @@ class Attempt:
                 self.run_tests()
         self.result.head_commit = git.head(self.worktree)
         if self.result.head_commit != self.result.base_commit:
+            self.check_commits(staged=False)
             git.push(self.worktree, repos.push_remote(self.task.repository), self.task.branch, auth_header=repos.auth_header(self.task.repository))
         self.result.outcome = StageResult.Outcome.SUCCEEDED
 
@@ -445,6 +447,7 @@ class Attempt:
         self.flush_events()
         if stops:
             raise StageFailure(f"{hook.name} stopped: {stops[0].reason}", outcome=stops[0].outcome)
+        self.check_worktree()  # the repository's command ran there: TAC-X's git comes next
         return run
 
     def hook_sandbox(self, hook: HookConfig):
@@ -654,6 +657,8 @@ class Attempt:
                 )
         else:
             git.pin_worktree(self.repo_dir, self.worktree)
+        # Before TAC-X runs git on what the agent left: no embedded repository, no unexpected gitlink.
+        self.check_worktree()
         outcome = proc.outcome
         usage = outcome.usage
         result.exit_code = proc.exit_code
@@ -670,7 +675,12 @@ class Attempt:
         if proc.stop is not None:
             if proc.stop.outcome == StageResult.Outcome.BUDGET_EXCEEDED and self.worktree is not None:
                 # Keep the work done so far: it is on the branch for a human to pick up.
-                if git.commit_all(self.worktree, f"tacx: work in progress of {self.stage.name} when the budget ran out (#{self.task.issue_number})"):
+                if git.commit_all(
+                    self.worktree,
+                    f"tacx: work in progress of {self.stage.name} when the budget ran out (#{self.task.issue_number})",
+                    check=self.check_staged,
+                ):
+                    self.check_commits(staged=False)
                     git.push(self.worktree, repos.push_remote(self.task.repository), self.task.branch, auth_header=repos.auth_header(self.task.repository))
             raise StageFailure(proc.stop.reason, outcome=proc.stop.outcome, permanent=outcome.permanent)
         if not outcome.success:
@@ -698,23 +708,22 @@ class Attempt:
         assert path is not None
         name = self.stage.name
         if name == "planning":
-            plan = path / PLAN_FILE
-            text = plan.read_text(encoding="utf-8", errors="replace").strip() if plan.is_file() else ""
+            text = (self.read_back(PLAN_FILE) or "").strip()
             if not text:
                 raise StageFailure("planning left no plan: plan.md is missing or empty in the worktree")
             self.result.output_file = PLAN_FILE
             self.result.output_text = redact(text)
             # The plan lives in the database and the prompts, not in the pull request.
             if not git.run(["ls-files", PLAN_FILE], cwd=path):
-                plan.unlink()
+                self.handback.unlink(PLAN_FILE)
         elif name == "building":
-            git.commit_all(path, f"tacx: changes left uncommitted by the builder (#{self.task.issue_number})")
+            git.commit_all(path, f"tacx: changes left uncommitted by the builder (#{self.task.issue_number})", check=self.check_staged)
             if not git.run(["diff", "--name-only", f"{self.task.base_commit}..HEAD"], cwd=path):
                 raise StageFailure("building left no changes: the branch has no diff against its base")
-            self.result.output_text = redact(git.diff(self.task.base_commit, path, stat=True))
+            self.result.output_text = redact(git.diff(self.task.base_commit, path, stat=True)[: self.handback.file_max])
         elif name == "reviewing":
-            review = path / REVIEW_FILE
-            text = review.read_text(encoding="utf-8", errors="replace") if review.is_file() else ""
+            found = self.read_back(REVIEW_FILE)
+            text = found or ""
             verdicts = VERDICT.findall(text) or VERDICT.findall(self.result.output_text or "")
             if not verdicts:
                 raise StageFailure("the review has no verdict: expected a line `VERDICT: APPROVE` or `VERDICT: REQUEST_CHANGES` in review.md or the final message")
@@ -723,8 +732,50 @@ class Attempt:
             if text:
                 self.result.output_file = REVIEW_FILE
                 self.result.output_text = redact(text.strip())
-            if review.is_file() and not git.run(["ls-files", REVIEW_FILE], cwd=path):
-                review.unlink()
+            if found is not None and not git.run(["ls-files", REVIEW_FILE], cwd=path):
+                self.handback.unlink(REVIEW_FILE)
+
+    # --- the hand-back gate (pipeline.worktree_reads) -----------------------------------------
+
+    @property
+    def handback(self) -> worktree_reads.Reader:
+        """This attempt's reader of its worktree (one overall byte cap per attempt)."""
+        if self._handback is None:
+            assert self.worktree is not None
+            self._handback = worktree_reads.Reader(self.worktree)
+        return self._handback
+
+    def refused(self, exc: worktree_reads.Refused) -> StageFailure:
+        """A refusal of the gate as an event of the attempt and the failure that ends it."""
+        self._append_event(AgentEvent.Kind.ERROR, {"subtype": "handback", "message": str(exc), "path": exc.path})
+        return StageFailure(str(exc), permanent=True)
+
+    def read_back(self, rel: str) -> str | None:
+        """A file the agent left in the worktree, through the gate (None when absent)."""
+        try:
+            return self.handback.read_text(rel)
+        except worktree_reads.Refused as exc:
+            raise self.refused(exc) from None
+
+    def check_worktree(self) -> None:
+        """Before TAC-X runs git on the worktree after an agent or a hook ran there."""
+        assert self.worktree is not None
+        try:
+            worktree_reads.refuse_nested_repositories(self.worktree, allow_submodules=self.workflow.allow_submodules)
+        except worktree_reads.Refused as exc:
+            raise self.refused(exc) from None
+
+    def check_staged(self) -> None:
+        self.check_commits(staged=True)
+
+    def check_commits(self, *, staged: bool) -> None:
+        """Refuse symlinks out of the worktree and unexpected submodules in what TAC-X commits
+        (`staged`) or pushes (the branch since its base)."""
+        assert self.worktree is not None
+        try:
+            worktree_reads.refuse_changes(self.worktree, self.task.base_commit, staged=staged, allow_submodules=self.workflow.allow_submodules)
+        except worktree_reads.Refused as exc:
+            raise self.refused(exc) from None
 
     # --- pr_creation (TAC-X itself, never the agent) -----------------------------------------
 
@@ -732,7 +783,8 @@ class Attempt:
         from . import pulls
 
         assert self.worktree is not None
-        git.commit_all(self.worktree, f"tacx: remaining changes for #{self.task.issue_number}")
+        git.commit_all(self.worktree, f"tacx: remaining changes for #{self.task.issue_number}", check=self.check_staged)
+        self.check_commits(staged=False)
         git.push(self.worktree, repos.push_remote(self.task.repository), self.task.branch, auth_header=repos.auth_header(self.task.repository))
         body = pulls.pull_request_body(self.task)
         self.result.output_text = body

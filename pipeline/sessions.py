@@ -25,9 +25,12 @@ def session_keep(*, provider, home: Path, session_id: str, task_id: int) -> int:
     """Copy the session's files out of the attempt's HOME; returns how many were kept."""
     store = session_store(task_id)
     kept = 0
+    root = Path(home).resolve()
     for pattern in provider.session_globs(session_id):
         for path in Path(home).glob(pattern):
-            if path.is_file() and not path.is_symlink():
+            # The HOME was the agent's: a glob follows a symlinked directory, so what it found
+            # must really lie inside the HOME (not in another task's kept sessions).
+            if path.is_file() and not path.is_symlink() and path.resolve().is_relative_to(root):
                 target = store / path.relative_to(home)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, target)

@@ -96,6 +96,7 @@ _TOP_KEYS = {
     "max_ci_fix_attempts",
     "mention",
     "resume_session",
+    "allow_submodules",
 }
 APPROVAL_MODES = ("none", "plan")
 _NETWORK_KEYS = {"allow"}
@@ -187,6 +188,8 @@ class Workflow:
     mention: str = "@tacx"
     # Resume the previous building session in a round where the CLI supports it.
     resume_session: bool = True
+    # Commits may add submodules (gitlinks, `.gitmodules`); off by default (pipeline.worktree_reads).
+    allow_submodules: bool = False
     network_allow: tuple[str, ...] = ()  # hosts every stage's agent may reach
     hooks: dict[str, HookConfig] = field(default_factory=dict)
     test_command: HookConfig | None = None
@@ -215,6 +218,7 @@ class Workflow:
             "max_ci_fix_attempts": self.max_ci_fix_attempts,
             "mention": self.mention,
             "resume_session": self.resume_session,
+            "allow_submodules": self.allow_submodules,
             "hooks": {name: hook.to_json() for name, hook in self.hooks.items()},
             "test_command": self.test_command.to_json() if self.test_command else None,
             "setup_env": list(self.setup_env),
@@ -451,12 +455,19 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
             raise v.fail("resume_session", f"must be true or false, got {_short(resume)}")
         return resume
 
+    def submodules_flag() -> bool:
+        allow = inherited("allow_submodules", False)
+        if not isinstance(allow, bool):
+            raise v.fail("allow_submodules", f"must be true or false, got {_short(allow)}")
+        return allow
+
     approval = v.field(approval_mode, "none")
     approval_skip_label = v.field(lambda: v.text(inherited("approval_skip_label", "rpi-auto-approved"), "approval_skip_label"), "")
     max_followup_rounds = v.field(lambda: v.integer(inherited("max_followup_rounds", 5), "max_followup_rounds"), 0)
     max_ci_fix_attempts = v.field(lambda: v.integer(inherited("max_ci_fix_attempts", 3), "max_ci_fix_attempts"), 0)
     mention = v.field(mention_text, "@tacx")
     resume = v.field(resume_flag, True)
+    allow_submodules = v.field(submodules_flag, False)
     v.raise_if_any()
     return Workflow(
         stages=stages,
@@ -469,6 +480,7 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
         max_ci_fix_attempts=max_ci_fix_attempts,
         mention=mention,
         resume_session=resume,
+        allow_submodules=allow_submodules,
         hooks=hooks,
         test_command=test_command,
         setup_env=setup_env,

@@ -264,6 +264,14 @@ TACX = {
     "SANDBOX_BWRAP": os.environ.get("TACX_SANDBOX_BWRAP", ""),
     "SANDBOX_SOCAT": os.environ.get("TACX_SANDBOX_SOCAT", ""),
     "SANDBOX_RIPGREP": os.environ.get("TACX_SANDBOX_RIPGREP", ""),
+    # The hand-back gate (pipeline/worktree_reads.py): what TAC-X reads back from a worktree. A
+    # file over HANDBACK_FILE_MAX_BYTES (plan.md, review.md) is refused unread; an attempt reads at
+    # most HANDBACK_TOTAL_MAX_BYTES in all; a read taking longer than HANDBACK_READ_SECONDS is
+    # refused; a worktree with more entries than HANDBACK_SCAN_MAX_ENTRIES is not vouched for.
+    "HANDBACK_FILE_MAX_BYTES": env_int("TACX_HANDBACK_FILE_MAX_BYTES", 256 * 1024),
+    "HANDBACK_TOTAL_MAX_BYTES": env_int("TACX_HANDBACK_TOTAL_MAX_BYTES", 4 * 1024 * 1024),
+    "HANDBACK_READ_SECONDS": env_float("TACX_HANDBACK_READ_SECONDS", 10.0),
+    "HANDBACK_SCAN_MAX_ENTRIES": env_int("TACX_HANDBACK_SCAN_MAX_ENTRIES", 500_000),
     "GIT_AUTHOR_NAME": os.environ.get("TACX_GIT_AUTHOR_NAME", "TAC-X"),
     "GIT_AUTHOR_EMAIL": os.environ.get("TACX_GIT_AUTHOR_EMAIL", "tacx@localhost"),
 }

@@ -91,7 +91,7 @@ def test_every_problem_of_a_file_is_reported_at_once():
         load_workflow_text(text)
     errors = exc.value.errors
     assert errors == [
-        ".tac/workflow.yaml: colour: unknown key (allowed: approval, approval_skip_label, budget, defaults, hooks, max_ci_fix_attempts, "
+        ".tac/workflow.yaml: colour: unknown key (allowed: allow_submodules, approval, approval_skip_label, budget, defaults, hooks, max_ci_fix_attempts, "
         "max_followup_rounds, mention, network, resume_session, review_rounds, setup_env, stages, test_command, version)",
         ".tac/workflow.yaml: review_rounds: must be >= 1, got 0",
         ".tac/workflow.yaml: stages[0] (planning).provider: unknown provider 'clod' (known: claude, codex, gemini, qwen, opencode, command)",
@@ -111,6 +111,14 @@ def test_the_round_keys_are_validated_and_kept_in_the_snapshot():
     with pytest.raises(WorkflowError) as exc:
         load_workflow_text("approval: always\nmention: tacx\nresume_session: maybe\nmax_ci_fix_attempts: -1\n")
     assert [e.split(": ", 2)[1] for e in exc.value.errors] == ["approval", "max_ci_fix_attempts", "mention", "resume_session"]
+
+
+def test_allow_submodules_is_off_by_default_validated_and_kept_in_the_snapshot():
+    assert load_workflow_text(None).allow_submodules is False
+    wf = load_workflow_text("allow_submodules: true\n")
+    assert type(wf).from_json(wf.to_json()).allow_submodules is True
+    with pytest.raises(WorkflowError, match=r"\.tac/workflow\.yaml: allow_submodules: must be true or false, got 'yes please'"):
+        load_workflow_text("allow_submodules: yes please\n")
 
 
 def test_a_stage_on_another_provider_does_not_inherit_the_default_stages_cli_flags():

@@ -1,5 +1,5 @@
 """`manage.py run_workers`: django-q2's `qcluster` whose graceful stop hands prefetched stages
-back to the queue (pipeline.handback) instead of running them all before exiting."""
+back to the queue (pipeline.graceful_stop) instead of running them all before exiting."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from django.conf import settings
 from django_q.cluster import Cluster
 from django_q.management.commands.qcluster import Command as QClusterCommand
 
-from pipeline import handback
+from pipeline import graceful_stop
 
 
 class HandBackCluster(Cluster):
     def sig_handler(self, signum, frame):
         # Before q2 starts its stop: from now on a job taken from the queue is handed back.
-        handback.mark_stopping(os.getpid())
+        graceful_stop.mark_stopping(os.getpid())
         super().sig_handler(signum, frame)
 
 
@@ -26,12 +26,12 @@ class Command(QClusterCommand):
         settings.SECRET_KEY  # noqa: B018 - q2 signs jobs with it: fail now, not in a worker
         if options.get("cluster_name"):
             os.environ["Q_CLUSTER_NAME"] = options["cluster_name"]
-        os.environ[handback.ENV] = str(os.getpid())  # inherited by the sentinel and the workers
-        handback.clear(os.getpid())
+        os.environ[graceful_stop.ENV] = str(os.getpid())  # inherited by the sentinel and the workers
+        graceful_stop.clear(os.getpid())
         cluster = HandBackCluster()
         try:
             cluster.start()
             if options.get("run_once", False):
                 cluster.stop()
         finally:
-            handback.clear(os.getpid())
+            graceful_stop.clear(os.getpid())
