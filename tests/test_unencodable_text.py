@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import make_origin_and_clone
 from github_standin import command_workflow, fixture_bytes, sign, standin  # noqa: F401
 
-from conftest import make_origin_and_clone
 from coordinator.models import WebhookDelivery
 from pipeline.models import Repository, Task
 from pipeline.unicode_text import unencodable_field

@@ -8,8 +8,7 @@ the field, for every field of every operation, before any serializer or lookup s
 
 from __future__ import annotations
 
-from rest_framework.exceptions import ParseError
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.parsers import JSONParser
 
 from pipeline.unicode_text import UNENCODABLE, unencodable_field
