@@ -9,12 +9,15 @@ Dashboard forms cannot receive such text: Django decodes form bodies with replac
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from conftest import make_origin_and_clone
-from github_standin import command_workflow, fixture_bytes, sign, standin  # noqa: F401
+from github_standin import TOKEN, command_workflow, fixture_bytes, github_repo, sign, standin  # noqa: F401
 
+from coordinator.github_source import GitHubSource
 from coordinator.models import WebhookDelivery
+from pipeline.github import GitHubClient
 from pipeline.models import Repository, Task
 from pipeline.unicode_text import unencodable_field
 
@@ -81,3 +84,13 @@ def test_the_api_answers_400_naming_the_field(client, alice, local_repository, f
     error = response.json()["error"]
     assert error["field"] == field and "not valid Unicode text" in error["message"], error
     assert not Task.objects.exists()
+
+
+def test_a_polled_issue_with_a_lone_surrogate_is_skipped_with_the_field_named(github_repo, standin, caplog):  # noqa: F811
+    standin.add_issue("octo/sample", number=5, title=f"Fix {LONE}", body="ok", labels=("rpi-auto",), labeled_by="alice")
+    standin.add_issue("octo/sample", number=6, title="Fine", body="ok", labels=("rpi-auto",), labeled_by="alice")
+    source = GitHubSource(GitHubClient(base_url=standin.url, token=TOKEN), reconcile_grace=0)
+    with caplog.at_level(logging.WARNING):
+        source.poll(Repository.objects.get(pk=github_repo.pk))
+    assert list(Task.objects.values_list("issue_number", flat=True)) == [6]
+    assert "octo/sample#5: skipped: issue.title: not valid Unicode text" in caplog.text
