@@ -106,8 +106,11 @@ def reap(base: str | Path | None = None) -> list[Path]:
     except OSError:
         return removed
     for directory in candidates:
-        if directory.is_symlink() or not directory.is_dir() or directory.stat().st_uid != os.getuid():
-            continue
+        try:
+            if directory.is_symlink() or not directory.is_dir() or directory.stat().st_uid != os.getuid():
+                continue
+        except OSError:
+            continue  # removed meanwhile (another worker's reaper)
         if _gone(directory, host):
             shutil.rmtree(directory, ignore_errors=True)
             if not directory.exists():
