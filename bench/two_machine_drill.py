@@ -153,7 +153,7 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="a quick run for CI (tests/test_bench_smoke.py): smallest sizes, one run")
     args = parser.parse_args()
     if args.smoke:
-        args.tasks, args.kill_after, args.workers = 4, 5.0, 1
+        args.tasks, args.kill_after, args.workers, args.lease, args.retention = 2, 3.0, 1, 5, 5.0
 
     base = Path(tempfile.mkdtemp(prefix="tacx-2m-"))
     (base / "logs").mkdir()

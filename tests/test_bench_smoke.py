@@ -34,6 +34,8 @@ POSTGRES = pytest.mark.skipif(not reachable(5432), reason="no PostgreSQL on 127.
 REDIS = pytest.mark.skipif(not reachable(6379), reason="no Redis on 127.0.0.1:6379")
 CLAUDE = pytest.mark.skipif(not (ROOT / "node_modules" / ".bin" / "claude").exists(), reason="the claude CLI is not installed (npm ci)")
 UNSHARE = pytest.mark.skipif(not shutil.which("unshare") or os.geteuid() != 0, reason="the two-machine drill needs unshare --uts (root)")
+PG_BIN = os.environ.get("TACX_DRILL_PG_BIN", "/usr/lib/postgresql/15/bin")
+INITDB = pytest.mark.skipif(not os.path.exists(f"{PG_BIN}/initdb") or not shutil.which("runuser"), reason="a private PostgreSQL needs initdb and runuser")
 
 # script -> (what its output must show, marks). chaos_drill.py runs in tests/test_chaos_drill.py.
 SMOKES = {
@@ -44,7 +46,7 @@ SMOKES = {
     "pipeline_overhead": (r"\| claude \| [\d.]+ s \| [\d.]+ s \| [\d.]+ \|", [CLAUDE]),
     "api_latency": (r"/api/tasks/ +[\d.]+ ms +[\d.]+ ms", [POSTGRES]),
     "scale": (r"\| figure \|(.|\n)*\| [^|]+ \| [\d.]+ \|", [POSTGRES, REDIS]),
-    "two_machine_drill": (r"\nPASS\n", [POSTGRES, REDIS, UNSHARE]),
+    "two_machine_drill": (r"\nPASS\n", [INITDB, REDIS, UNSHARE]),
 }
 ELSEWHERE = {"chaos_drill": "tests/test_chaos_drill.py"}
 
