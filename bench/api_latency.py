@@ -173,7 +173,11 @@ def main() -> None:
         action="store_true",
         help="add the index proposed for Task.Meta (created_at DESC, id DESC) before measuring",
     )
+    parser.add_argument("--smoke", action="store_true", help="a quick run for CI (tests/test_bench_smoke.py): smallest sizes, one run")
     args = parser.parse_args()
+    if args.smoke:
+        args.tasks, args.events, args.requests, args.runs = 200, 2000, 5, 1
+        args.database = f"tacx_bench_smoke_{os.getpid()}"
 
     if not args.reuse:
         create_database(args.server, args.database)

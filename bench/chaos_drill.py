@@ -168,7 +168,10 @@ def main() -> int:
     parser.add_argument("--database-url", default="", help="use this PostgreSQL instead of a private one")
     parser.add_argument("--no-postgres-restart", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--smoke", action="store_true", help="a quick run for CI (tests/test_bench_smoke.py): smallest sizes, one run")
     args = parser.parse_args()
+    if args.smoke:
+        args.tasks, args.faults_for, args.worker_kills, args.coordinator_kills = 4, 10.0, 2, 1
     rng = random.Random(args.seed)
 
     base = Path(tempfile.mkdtemp(prefix="tacx-drill-"))

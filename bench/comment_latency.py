@@ -71,7 +71,10 @@ def main() -> None:
     parser.add_argument("--comments", type=int, default=20)
     parser.add_argument("--agent", choices=("command", "claude"), default="command")
     parser.add_argument("--database-url", default="", help="a scratch database (default: a new SQLite file)")
+    parser.add_argument("--smoke", action="store_true", help="a quick run for CI (tests/test_bench_smoke.py): smallest sizes, one run")
     args = parser.parse_args()
+    if args.smoke:
+        args.comments = 1
 
     tmp = Path(tempfile.mkdtemp(prefix="tacx-bench-comment-"))
     database_url = args.database_url or f"sqlite:///{tmp / 'bench.sqlite3'}"

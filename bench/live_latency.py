@@ -186,7 +186,10 @@ def main() -> None:
     parser.add_argument("--batch-seconds", type=float, default=None, help="TACX_EVENT_BATCH_SECONDS for the runner")
     parser.add_argument("--server", default="postgres://postgres@127.0.0.1:5432", help="PostgreSQL for --mode redis")
     parser.add_argument("--redis", default=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
+    parser.add_argument("--smoke", action="store_true", help="a quick run for CI (tests/test_bench_smoke.py): smallest sizes, one run")
     args = parser.parse_args()
+    if args.smoke:
+        args.lines, args.runs = 20, 1
 
     tmp = Path(tempfile.mkdtemp(prefix="tacx-live-bench-"))
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}

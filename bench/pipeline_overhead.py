@@ -127,7 +127,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--providers", default="claude", help="comma-separated: claude,gemini,qwen,opencode")
+    parser.add_argument("--smoke", action="store_true", help="a quick run for CI (tests/test_bench_smoke.py): smallest sizes, one run")
     args = parser.parse_args()
+    if args.smoke:
+        args.runs = 1
     providers = [p.strip() for p in args.providers.split(",") if p.strip()]
     os.environ["PATH"] = f"{ROOT / 'node_modules' / '.bin'}{os.pathsep}{os.environ.get('PATH', '')}"
     results = {}

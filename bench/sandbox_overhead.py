@@ -95,7 +95,10 @@ def measure(argv: list[str], env: dict, cwd: Path) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--smoke", action="store_true", help="a quick run for CI (tests/test_bench_smoke.py): smallest sizes, one run")
     args = parser.parse_args()
+    if args.smoke:
+        args.runs = 1
 
     tmp = Path(tempfile.mkdtemp(prefix="tacx-bench-sandbox-"))
     os.environ["TACX_VAR_DIR"] = str(tmp / "var")

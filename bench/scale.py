@@ -324,7 +324,10 @@ def main() -> None:
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    parser.add_argument("--smoke", action="store_true", help="a quick run for CI (tests/test_bench_smoke.py): smallest sizes, one run")
     args = parser.parse_args()
+    if args.smoke:
+        args.stages, args.rates, args.seconds, args.runs, args.drain = 1, "5", 2.0, 1, 2
     args.rates = [float(r) for r in args.rates.split(",") if r]
     trees = [("this tree", ROOT)] + ([("baseline", args.baseline_tree.resolve())] if args.baseline_tree else [])
     results: dict[str, list[dict]] = {label: [] for label, _ in trees}

@@ -43,11 +43,12 @@ SECRET = "bench-webhook-secret"
 TOKEN = "ghp_benchToken000000000000000000000000"
 FULL_NAME = "bench/sample"
 
+# Notes its start time first, on stdout: the sandbox lets an agent write only its worktree (the
+# line comes back as a transcript event of the task).
 AGENT = """
-import pathlib, sys, time
+import pathlib, time
 started = time.time()
-number = sys.argv[1].split()[-1]
-pathlib.Path({marks!r}, number).write_text(repr(started))
+print(f"bench-start {started!r}", flush=True)
 pathlib.Path("plan.md").write_text("# Plan\\n")
 """
 
@@ -109,11 +110,12 @@ def main() -> None:
     parser.add_argument("--poll-interval", type=float, default=2.0)
     parser.add_argument("--database-url", default="", help="a scratch database (default: a new SQLite file)")
     parser.add_argument("--skip-polling", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="a quick run for CI: 1 issue per phase (+ warm-up), poll interval 1 s")
     args = parser.parse_args()
+    if args.smoke:
+        args.issues, args.poll_interval = 1, 1.0
 
     tmp = Path(tempfile.mkdtemp(prefix="tacx-bench-trigger-"))
-    marks = tmp / "marks"
-    marks.mkdir()
     database_url = args.database_url or f"sqlite:///{tmp / 'bench.sqlite3'}"
 
     from github_standin import GitHubStandIn
@@ -130,6 +132,8 @@ def main() -> None:
         "GITHUB_WEBHOOK_SECRET": SECRET,
         "TACX_MAX_CONCURRENT_TASKS": "100",
         "TACX_DASHBOARD_URL": "http://127.0.0.1",
+        # The agent is this Python: the sandbox may let it read its installation (as in the tests).
+        "TACX_SANDBOX_ALLOW_READ": os.pathsep.join(dict.fromkeys([sys.prefix, sys.base_prefix, os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)])),
     }
     os.environ.update({k: env[k] for k in ("DATABASE_URL", "TACX_VAR_DIR", "TACX_WORKTREE_ROOT", "GITHUB_API_URL", "GITHUB_TOKEN", "GITHUB_WEBHOOK_SECRET")})
     import django
@@ -140,12 +144,12 @@ def main() -> None:
 
     from coordinator.heartbeat import coordinator_heartbeat_age
     from coordinator.webhooks import signature_for
-    from pipeline.models import Repository
+    from pipeline.models import AgentEvent, Repository
 
     call_command("migrate", verbosity=0)
-    agent_argv = [sys.executable, "-c", AGENT.format(marks=str(marks)), "{prompt}"]
+    agent_argv = [sys.executable, "-c", AGENT]
     workflow = "\n".join(
-        ["version: 1", "stages:", "  - name: planning", "    provider: command", "    timeout: 60", "    prompt: '{issue_number}'", "    options:"]
+        ["version: 1", "stages:", "  - name: planning", "    provider: command", "    timeout: 60", "    options:"]
         + [f"      argv: {json.dumps(agent_argv)}", ""]
     )
     origin, _ = make_origin_and_clone(tmp, "sample", {"README.md": "bench\n", ".tac/workflow.yaml": workflow})
@@ -163,8 +167,12 @@ def main() -> None:
         return number
 
     def agent_started(n: int) -> float | None:
-        path = marks / str(n)
-        return float(path.read_text()) if path.exists() and path.stat().st_size else None
+        line = (
+            AgentEvent.objects.filter(task__issue_number=n, task__repository__full_name=FULL_NAME, kind="message", data__text__startswith="bench-start ")
+            .values_list("data__text", flat=True)
+            .first()
+        )
+        return float(line.split()[1]) if line else None
 
     def webhook(n: int) -> float:
         standin.label(FULL_NAME, n, "rpi-auto", actor="alice")

@@ -150,7 +150,10 @@ def main() -> int:
     parser.add_argument("--database-url", default="", help="use this PostgreSQL instead of a private one")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--smoke", action="store_true", help="a quick run for CI (tests/test_bench_smoke.py): smallest sizes, one run")
     args = parser.parse_args()
+    if args.smoke:
+        args.tasks, args.kill_after, args.workers, args.lease, args.retention = 2, 3.0, 1, 5, 5.0
 
     base = Path(tempfile.mkdtemp(prefix="tacx-2m-"))
     (base / "logs").mkdir()

@@ -31,6 +31,7 @@ from django.utils.dateparse import parse_datetime
 from pipeline import services
 from pipeline.github import GitHubClient, GitHubError
 from pipeline.models import Repository, Task
+from pipeline.unicode_text import unencodable_field, unencodable_message
 
 from .sources import IssueSource, SourceUnavailable
 from .triggers import IssueTrigger, trigger_handle, untrigger_handle
@@ -120,6 +121,11 @@ class GitHubSource(IssueSource):
         # Applying a label changes updated_at: an issue handled at this updated_at has no new
         # label (most issues of a busy listing only changed by comments, often our own).
         if updated and self.seen.get(key) == updated:
+            return 0
+        if where := unencodable_field(issue):
+            # GitHub's JSON may carry a `\ud800` escape: nothing of it could be stored.
+            log.warning("%s#%s: skipped: %s", repository, number, unencodable_message(f"issue.{where}"))
+            self.seen[key] = updated
             return 0
         created = self.consider_changed(repository, issue, number)
         self.seen[key] = updated

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from django.utils import timezone
 from pipeline import services
 from pipeline.agent_process import group_alive, group_members, kill_group
 from pipeline.models import Stage, StageResult, Task, TaskWorktree, Worker
+from pipeline.sandbox import leftovers
 
 from .backoff import Backoff
 
@@ -113,8 +115,6 @@ class LostJobFinder:
         self._next_scan = 0.0
 
     def requeue_lost_jobs(self, *, force: bool = False) -> bool:
-        import time
-
         if not force and time.monotonic() < self._next_scan:
             return False
         self._next_scan = time.monotonic() + self.interval
@@ -128,17 +128,25 @@ class OrphanKiller:
     """Finds agent process groups on this host that no running stage owns any more: the
     worker died and another coordinator (or host) reaped the stage, or the runner vanished
     after its stage moved on. Scans at most every `interval` seconds; a worker found dead is
-    not looked at again by this process."""
+    not looked at again by this process. Every `dirs_interval` seconds it also removes the
+    sandbox server directories of this host's dead workers (pipeline.sandbox.leftovers)."""
 
-    def __init__(self, *, host: str, interval: float = 5.0):
+    def __init__(self, *, host: str, interval: float = 5.0, dirs_interval: float = 60.0):
         self.host = host
         self.interval = interval
+        self.dirs_interval = dirs_interval
         self._next_scan = 0.0
+        self._next_dirs_scan = 0.0
         self._dead: set[int] = set()
 
-    def kill_one_orphan(self, *, force: bool = False) -> bool:
-        import time
+    def reap_sandbox_dirs(self, *, force: bool = False) -> list[Path]:
+        if not force and time.monotonic() < self._next_dirs_scan:
+            return []
+        self._next_dirs_scan = time.monotonic() + self.dirs_interval
+        return leftovers.reap(settings.TACX.get("SANDBOX_TMP") or None)
 
+    def kill_one_orphan(self, *, force: bool = False) -> bool:
+        self.reap_sandbox_dirs(force=force)
         if not force and time.monotonic() < self._next_scan:
             return False
         self._next_scan = time.monotonic() + self.interval

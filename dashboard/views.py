@@ -163,7 +163,10 @@ class NewTaskForm(forms.Form):
 
 
 @login_required
+@permission_required("pipeline.add_task", raise_exception=True)
 def task_new(request: HttpRequest) -> HttpResponse:
+    """The form of `POST /api/tasks/create/`, with its permission: the form itself lists the local
+    repositories and takes a workflow override (any `command` argv), so a GET needs it too."""
     form = NewTaskForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data

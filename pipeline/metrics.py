@@ -20,10 +20,13 @@ Metrics (all prefixed ``tacx_``):
 * ``coordinator_heartbeat_age_seconds``: age of the newest heartbeat of a running coordinator
   (absent when no coordinator runs).
 
-Access (``metrics_view``): when ``settings.TACX["METRICS_TOKEN"]`` (env ``TACX_METRICS_TOKEN``) is
-set, a request must carry ``Authorization: Bearer <token>``; otherwise only loopback clients
-(``REMOTE_ADDR`` 127.0.0.0/8 or ::1) are served. Behind a reverse proxy on the same host every
-client looks like loopback: set a token there.
+Access (``metrics_view``), safe by default: a request is served when it carries
+``Authorization: Bearer <token>`` matching ``settings.TACX["METRICS_TOKEN"]`` (env
+``TACX_METRICS_TOKEN``), or comes from a logged-in staff user's session. Nothing else is served
+unless ``TACX_METRICS_LOOPBACK=1`` (settings ``TACX["METRICS_LOOPBACK"]``) explicitly opens it to
+loopback clients (``REMOTE_ADDR`` 127.0.0.0/8 or ::1) that came through no proxy: behind a reverse
+proxy on the same host every client looks like loopback, so a request carrying ``Forwarded``,
+``X-Forwarded-For`` or ``X-Real-IP`` is never taken for a loopback client.
 """
 
 from __future__ import annotations
@@ -209,6 +212,14 @@ def client_is_loopback(request: HttpRequest) -> bool:
     return (mapped or address).is_loopback
 
 
+PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Real-IP")
+
+
+def client_is_direct_loopback(request: HttpRequest) -> bool:
+    """A loopback peer that is not a proxy relaying someone else's request."""
+    return client_is_loopback(request) and not any(name in request.headers for name in PROXY_HEADERS)
+
+
 def bearer_token_ok(request: HttpRequest, token: str) -> bool:
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     return scheme.lower() == "bearer" and constant_time_compare(given.strip(), token)
@@ -219,13 +230,21 @@ def bearer_token_ok(request: HttpRequest, token: str) -> bool:
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """The Prometheus text exposition of ``TacxCollector`` (access: see the module docstring)."""
     token = settings.TACX.get("METRICS_TOKEN") or ""
-    if token:
-        if not bearer_token_ok(request, token):
-            response = HttpResponse("a bearer token is required\n", status=401, content_type="text/plain")
-            response["WWW-Authenticate"] = 'Bearer realm="tacx-metrics"'
-            return response
-    elif not client_is_loopback(request):
-        return HttpResponse("metrics are served to loopback clients only (or set TACX_METRICS_TOKEN)\n", status=403, content_type="text/plain")
+    allowed = (
+        (token and bearer_token_ok(request, token))
+        or (request.user.is_authenticated and request.user.is_staff)
+        or (settings.TACX.get("METRICS_LOOPBACK") and client_is_direct_loopback(request))
+    )
+    if not allowed:
+        response = HttpResponse(
+            "metrics need a bearer token (TACX_METRICS_TOKEN) or a staff login"
+            + ("" if settings.TACX.get("METRICS_LOOPBACK") else "; loopback clients are not trusted unless TACX_METRICS_LOOPBACK=1")
+            + "\n",
+            status=401,
+            content_type="text/plain",
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="tacx-metrics"'
+        return response
     registry = CollectorRegistry(auto_describe=False)
     registry.register(TacxCollector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -56,6 +56,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "tacx_site.csp.ContentSecurityPolicyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -244,8 +245,10 @@ TACX = {
     "GITHUB_LOGIN": os.environ.get("TACX_GITHUB_LOGIN", ""),
     "DAILY_BUDGET_USD": os.environ.get("TACX_DAILY_BUDGET_USD", ""),
     "DAILY_BUDGET_TOKENS": os.environ.get("TACX_DAILY_BUDGET_TOKENS", ""),
-    # /metrics: with a token, `Authorization: Bearer <token>` is required; without, loopback only.
+    # /metrics: served for `Authorization: Bearer <token>` or a staff session; to direct (unproxied)
+    # loopback clients without either only when METRICS_LOOPBACK is set explicitly.
     "METRICS_TOKEN": os.environ.get("TACX_METRICS_TOKEN", ""),
+    "METRICS_LOOPBACK": env_bool("TACX_METRICS_LOOPBACK", False),
     # Alerts (pipeline.alerts): a generic JSON webhook and/or emails through Django's mail settings.
     "ALERT_WEBHOOK_URL": os.environ.get("TACX_ALERT_WEBHOOK_URL", ""),
     "ALERT_EMAILS": [e.strip() for e in os.environ.get("TACX_ALERT_EMAILS", "").split(",") if e.strip()],

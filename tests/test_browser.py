@@ -8,9 +8,11 @@ are open, and checks that they follow without a reload. Screenshots go to ``test
 
 from __future__ import annotations
 
+import http.server
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -412,3 +414,68 @@ def test_every_page_fits_a_390_px_phone_without_horizontal_scrolling(server, pho
             print(path, phone.evaluate(WIDE_ELEMENTS))
         assert width <= 390, f"{path} is {width} px wide on a 390 px phone"
         shot(phone, f"30-phone-{name}")
+
+
+# --- the web surface as an attacker (issue 19, item 7): agent-chosen images, CSP ------------------
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self.server.paths.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/gif")
+        self.end_headers()
+        self.wfile.write(b"GIF89a\x01\x00\x01\x00\x00\x00\x00;")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def image_host():
+    """A loopback HTTP server standing for the agent's host: it records every request."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    server.paths = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_agent_written_images_load_nothing_and_the_csp_holds_with_the_live_transcript(server, page, transactional_db, alice, local_repository, image_host):
+    from playwright.sync_api import expect
+
+    base = f"http://127.0.0.1:{image_host.server_address[1]}"
+    task = testing.task_running(repository=local_repository, issue_number=31)
+    planning = testing.stage_claim(task, "planning")
+    testing.events_add(planning, [("message", {"role": "assistant", "text": f"Look: ![seen]({base}/message?who=viewer)"})])
+    testing.attempt_finish(planning, output_text=f"# Plan\n\n![chart]({base}/plan?d=c2VjcmV0)\n\n1. Do it\n")
+    building = testing.stage_claim(task, "building")
+    page.add_init_script("window.__csp = []; document.addEventListener('securitypolicyviolation', e => window.__csp.push(e.blockedURI + ' ' + e.violatedDirective));")
+    login(page, server)
+
+    response = page.goto(server + f"/tasks/{task.pk}/#documents")
+    policy = response.headers["content-security-policy"]
+    assert "img-src 'self'" in policy and "script-src 'self'" in policy and "style-src 'self'" in policy
+    host = server.split("://", 1)[1]
+    assert f"connect-src 'self' ws://{host} wss://{host}" in policy
+    plan_box = page.locator("#plan")
+    expect(plan_box.locator(".image-ref")).to_have_text(f"[image: chart] {base}/plan?d=c2VjcmV0")
+    assert page.locator("img").count() == 0
+
+    # The transcript still goes live over the websocket under the policy, and a new message's
+    # image is inert too.
+    page.get_by_role("tab", name="Transcript").click()
+    transcript = page.locator("#transcript")
+    expect(transcript.locator(".image-ref").first).to_have_text(f"[image: seen] {base}/message?who=viewer")
+    expect(page.locator("#live-state")).to_have_class("live-state live")
+    testing.events_add(building, [("message", {"role": "assistant", "text": f"Again ![live]({base}/live)"})])
+    expect(transcript.locator(".image-ref").last).to_have_text(f"[image: live] {base}/live")
+
+    # The second wall: an <img> that got onto the page anyway is refused by the browser.
+    page.evaluate(f"() => {{ const i = document.createElement('img'); i.src = '{base}/injected'; document.body.append(i); }}")
+    page.wait_for_function("window.__csp.length > 0")
+    assert page.evaluate("window.__csp") == [f"{base}/injected img-src"]
+    page.wait_for_timeout(300)
+    assert image_host.paths == []
+    shot(page, "30-inert-images")

@@ -1,6 +1,9 @@
 """`/metrics`: Prometheus text that the client library's own parser reads, computed from the
-database at scrape time, so its values move while a real Claude Code run goes on; served to
-loopback clients, or to anyone with the bearer token when one is configured."""
+database at scrape time, so its values move while a real Claude Code run goes on; served for the
+bearer token or a staff session, and to loopback clients only when that is switched on explicitly.
+
+Issue 19 (item 7): any loopback client was served without a token; behind a reverse proxy on the
+same host (as the README recommends) that was everyone."""
 
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ SCRIPT = {
 
 def scrape(client, **headers) -> dict[tuple[str, tuple], float]:
     """{(sample name, sorted labels): value} of one scrape, parsed by prometheus_client."""
-    response = client.get("/metrics", **headers)
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}", **headers)
     assert response.status_code == 200, response.content
     assert response["Content-Type"].startswith("text/plain; version=")
     samples = {}
@@ -56,17 +59,47 @@ def value(samples: dict, name: str, **labels) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def test_only_loopback_clients_are_served_without_a_token(client):
-    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 200
-    assert client.get("/metrics", REMOTE_ADDR="::1").status_code == 200
-    assert client.get("/metrics", REMOTE_ADDR="::ffff:127.0.0.1").status_code == 200
-    assert client.get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 403
+TOKEN = "scrape-me-please"
+
+
+@pytest.fixture(autouse=True)
+def metrics_token(settings):
+    settings.TACX = {**settings.TACX, "METRICS_TOKEN": TOKEN}
+
+
+def test_by_default_loopback_is_not_enough_not_even_from_a_proxy_on_the_same_host(client, settings):
+    settings.TACX = {**settings.TACX, "METRICS_TOKEN": "", "METRICS_LOOPBACK": False}
+    for address in ("127.0.0.1", "::1", "::ffff:127.0.0.1", "10.1.2.3"):
+        response = client.get("/metrics", REMOTE_ADDR=address)
+        assert response.status_code == 401 and b"tacx_tasks" not in response.content
+    response = client.get("/metrics", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.9")
+    assert response.status_code == 401 and b"tacx_tasks" not in response.content
     assert client.post("/metrics").status_code == 405
 
 
+def test_loopback_switched_on_serves_direct_loopback_clients_only(client, settings):
+    settings.TACX = {**settings.TACX, "METRICS_TOKEN": "", "METRICS_LOOPBACK": True}
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="::1").status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="::ffff:127.0.0.1").status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 401
+    # A reverse proxy on the same host: its connection is loopback, the client behind it is not.
+    for header in ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP"):
+        response = client.get("/metrics", REMOTE_ADDR="127.0.0.1", **{header: "203.0.113.9"})
+        assert response.status_code == 401 and b"tacx_tasks" not in response.content, header
+
+
+def test_a_staff_session_is_served_and_a_user_without_staff_is_not(client, django_user_model, settings):
+    settings.TACX = {**settings.TACX, "METRICS_TOKEN": ""}
+    client.force_login(django_user_model.objects.create_user("viewer", "v@example.com", None))
+    assert client.get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 401
+    client.force_login(django_user_model.objects.create_user("staff", "s@example.com", None, is_staff=True))
+    assert client.get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 200
+
+
 def test_with_a_token_configured_the_bearer_token_is_required_from_anywhere(client, settings):
-    settings.TACX = {**settings.TACX, "METRICS_TOKEN": "scrape-me-please"}
-    assert client.get("/metrics").status_code == 401  # loopback is not enough any more
+    settings.TACX = {**settings.TACX, "METRICS_TOKEN": TOKEN, "METRICS_LOOPBACK": False}
+    assert client.get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 401
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
     assert client.get("/metrics", HTTP_AUTHORIZATION="Basic scrape-me-please").status_code == 401
     response = client.get("/metrics", REMOTE_ADDR="10.1.2.3", HTTP_AUTHORIZATION="Bearer scrape-me-please")

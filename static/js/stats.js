@@ -1,6 +1,10 @@
 /* Stats page: tokens and cost per day as inline SVG charts (no chart library, no build). */
 (function () {
   "use strict";
+  // Rate bars: the width comes from data-rate (no style attribute: the CSP allows none).
+  Array.prototype.forEach.call(document.querySelectorAll(".rate-table .bar[data-rate]"), function (bar) {
+    bar.style.setProperty("--rate", bar.getAttribute("data-rate"));
+  });
   var source = document.getElementById("chart-data");
   if (!source) return;
   var days = JSON.parse(source.textContent);

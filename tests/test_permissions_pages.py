@@ -1,0 +1,123 @@
+"""Every dashboard URL, walked with every role, GET and POST: each answers as its API twin does.
+
+Issue 19 (item 7): the New task form checked only that someone was logged in, so a user with no
+role saw the local repositories and started a task with a workflow override naming any `command`
+argv, while `POST /api/tasks/create/` refused the same user with 403.
+
+The rule (README "Roles"): a page or page action needs the permission of its API twin; the API
+docs page needs a login (as `/api/schema/`); `/health` is open. A new URL in dashboard/urls.py
+fails `test_every_dashboard_url_has_a_rule` until it is given one here.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import TASK_PERMISSIONS, grant
+from django.test import Client
+from django.urls import URLPattern, reverse
+
+from dashboard import testing
+from dashboard.urls import urlpatterns
+from pipeline.models import Task
+
+pytestmark = pytest.mark.django_db
+
+OPEN, LOGIN = "open", "login"
+# url name -> (permission needed, the API twin: method and path, or None)
+RULES: dict[str, tuple[str, tuple[str, str] | None]] = {
+    "tasks": ("view_task", ("get", "/api/tasks/")),
+    "task-rows": ("view_task", ("get", "/api/tasks/")),
+    "task-new": ("add_task", ("post", "/api/tasks/create/")),
+    "task-detail": ("view_task", ("get", "/api/tasks/{id}/")),
+    "task-summary": ("view_task", ("get", "/api/tasks/{id}/")),
+    "task-documents": ("view_task", ("get", "/api/tasks/{id}/")),
+    "task-retry": ("retry_task", ("post", "/api/tasks/{id}/retry/")),
+    "task-cancel": ("cancel_task", ("post", "/api/tasks/{id}/cancel/")),
+    "task-approve": ("approve_task", ("post", "/api/tasks/{id}/approve/")),
+    "stats": ("view_task", ("get", "/api/stats/")),
+    "workers": ("view_task", ("get", "/api/workers/")),
+    "worker-rows": ("view_task", ("get", "/api/workers/")),
+    "api-docs": (LOGIN, ("get", "/api/schema/")),
+    "health": (OPEN, None),
+}
+ROLES = ["anonymous", "stranger", "viewer", "operator", "superuser"]
+COMMAND_WORKFLOW = "stages:\n  - name: planning\n    provider: command\n    options: {argv: [sh, -c, 'echo owned > /tmp/x']}\n  - name: pr_creation\n"
+
+
+def test_every_dashboard_url_has_a_rule():
+    names = {p.name for p in urlpatterns if isinstance(p, URLPattern)}
+    assert names == set(RULES), f"dashboard URLs without a rule here: {names - set(RULES)}; rules for no URL: {set(RULES) - names}"
+
+
+def user_for(role: str, django_user_model):
+    if role == "anonymous":
+        return None
+    if role == "superuser":
+        return django_user_model.objects.create_superuser("root", "r@example.com", None)  # no password: no hashing
+    user = django_user_model.objects.create_user(role, f"{role}@example.com", None, is_staff=role == "stranger")
+    return grant(user, *{"stranger": (), "viewer": ("view_task",), "operator": TASK_PERMISSIONS}[role])
+
+
+def may(role: str, needed: str) -> bool:
+    if needed == OPEN:
+        return True
+    if role == "anonymous":
+        return False
+    return needed == LOGIN or role in ("superuser", "operator") or (role == "viewer" and needed == "view_task")
+
+
+def page_refused(response) -> bool:
+    """Refused: 403, or sent to the login page. Anything else (200, a redirect to the task, 400
+    for a form's errors, 405 for the wrong method) means the permission check let it through."""
+    if response.status_code == 403:
+        return True
+    return response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+def api_refused(response) -> bool:
+    return response.status_code in (401, 403)
+
+
+def client_for(user) -> Client:
+    client = Client()
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_each_page_answers_each_role_as_its_api_twin(django_user_model, local_repository, name, method):
+    needed, twin = RULES[name]
+    pattern = next(p for p in urlpatterns if p.name == name)
+    for number, role in enumerate(ROLES, start=1):
+        task = testing.task_running(repository=local_repository, issue_number=100 + number)
+        testing.attempt_finish(testing.stage_claim(task, "planning"), success=False, error="boom")
+        kwargs = {"task_id": task.pk} if "task_id" in pattern.pattern.converters else {}
+        url = reverse(f"dashboard:{name}", kwargs=kwargs)
+        user = user_for(role, django_user_model)
+        before = Task.objects.count()
+        title = f"by {role}"
+        data = {"repository": local_repository.pk, "title": title, "issue_number": 200 + number, "workflow": COMMAND_WORKFLOW}
+        response = getattr(client_for(user), method)(url, data)
+        refused = page_refused(response)
+        assert refused is not may(role, needed), (role, method, url, response.status_code)
+        if refused:
+            assert Task.objects.count() == before and not Task.objects.filter(title=title).exists()
+            assert Task.objects.get(pk=task.pk).status == Task.Status.FAILED
+        if twin is not None:
+            twin_method, twin_path = twin
+            body = {"repository": "sample", "issue_number": 300 + number, "title": "t"}
+            api = client_for(user)
+            twin_url = twin_path.format(id=task.pk)
+            twin_response = api.post(twin_url, body, content_type="application/json") if twin_method == "post" else api.get(twin_url)
+            assert api_refused(twin_response) is refused, (role, url, response.status_code, twin_url, twin_response.status_code)
+
+
+def test_the_new_task_links_are_shown_only_to_who_may_create(django_user_model, local_repository):
+    viewer = user_for("viewer", django_user_model)
+    operator = user_for("operator", django_user_model)
+    html = client_for(viewer).get("/").content.decode()
+    assert 'id="new-task-button"' not in html and 'id="nav-new-task"' not in html
+    html = client_for(operator).get("/").content.decode()
+    assert 'id="new-task-button"' in html and 'id="nav-new-task"' in html
