@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install sandbox-deps demo test test-postgres lint bench
+.PHONY: install sandbox-deps demo test test-postgres lint bench bench-smoke
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ demo: install
 test: install
 	scripts/ensure-chromium
 	$(VENV)/bin/pytest -n 2
+
+# Every bench script in its --smoke mode (figures meaningless; it only proves none has rotted).
+bench-smoke: install
+	$(VENV)/bin/pytest -n 2 -m bench tests/test_bench_smoke.py
 
 lint: install
 	$(VENV)/bin/ruff check .
