@@ -246,7 +246,7 @@ def task_result(task: Task, *, details: bool = True) -> TaskResult | None:
     if not details:
         return result
     try:
-        repo_dir = repos.source_dir(task.repository, fetch=False)
+        repo_dir = repos.local_dir(task.repository)
         result.origin = git.run(["remote", "get-url", repos.push_remote(task.repository)], cwd=repo_dir, timeout=10)
         tip = f"refs/remotes/origin/{task.branch}"
         if not git.succeeds(["rev-parse", "--verify", "--quiet", tip], cwd=repo_dir):

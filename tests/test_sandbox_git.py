@@ -112,12 +112,14 @@ def test_a_poisoned_repository_runs_nothing_in_tacx_git_commands_including_the_t
     worktree = tmp_path / "wt"
     tgit.worktree_add(clone, worktree, "tacx/1-x", "main")
     common = tgit.common_dir(clone)
+    store = tgit.store_path(worktree)  # the task's own git directory
     m = str(markers)
-    for hook in ("pre-push", "pre-commit", "post-commit", "reference-transaction", "post-index-change"):
-        (common / "hooks" / hook).write_text(f"#!/bin/sh\ntouch {m}/{hook}\n")
-        (common / "hooks" / hook).chmod(0o755)
-    for key, value in (("core.fsmonitor", f"touch {m}/fsmonitor"), ("credential.helper", f"!touch {m}/credential; true"), ("core.hooksPath", str(common / "hooks"))):
-        subprocess.run(["git", "config", key, value], cwd=clone, check=True)
+    for gitdir in (common, store):
+        for hook in ("pre-push", "pre-commit", "post-commit", "reference-transaction", "post-index-change"):
+            (gitdir / "hooks" / hook).write_text(f"#!/bin/sh\ntouch {m}/{hook}\n")
+            (gitdir / "hooks" / hook).chmod(0o755)
+        for key, value in (("core.fsmonitor", f"touch {m}/fsmonitor"), ("credential.helper", f"!touch {m}/credential; true"), ("core.hooksPath", str(gitdir / "hooks"))):
+            subprocess.run(["git", "config", "--file", str(gitdir / "config"), key, value], check=True)
     home = tmp_path / "home"
     (home / ".gitconfig").write_text(f"[core]\n\tfsmonitor = touch {m}/global\n")
     fake = worktree / "fakegit"
@@ -127,9 +129,9 @@ def test_a_poisoned_repository_runs_nothing_in_tacx_git_commands_including_the_t
     (worktree / "new.txt").write_text("hello\n")
 
     tgit.pin_worktree(clone, worktree)  # what the runner does after every agent attempt
-    assert (worktree / ".git").read_text().startswith(f"gitdir: {common / 'worktrees'}")
+    assert (worktree / ".git").read_text() == f"gitdir: {store}\n"
     assert tgit.commit_all(worktree, "tacx: commit")
-    assert "new.txt" in tgit.diff("main", worktree)
+    assert "new.txt" in tgit.diff(git(clone, "rev-parse", "main"), worktree)
     header = "Authorization: Basic " + "c2VjcmV0LXRva2Vu"
     tgit.push(worktree, str(origin), "tacx/1-x", auth_header=header)
     assert sorted(os.listdir(markers)) == []
