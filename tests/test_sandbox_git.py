@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
+from django.db import connection
 from github_standin import TOKEN, standin  # noqa: F401
 
 from pipeline import git as tgit
 from pipeline import services
-from pipeline.models import Repository, Stage, StageResult, Task
+from pipeline.models import AgentEvent, Repository, Stage, StageResult, Task
 from tests.conftest import git, make_origin_and_clone
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -157,3 +162,175 @@ def test_github_repository_sandboxed_planter_changes_nothing_in_the_mirror_and_t
     assert pull["head"]["ref"] == task.branch
     for r in StageResult.objects.filter(task=task):
         assert TOKEN not in (r.output_text + r.error)
+
+
+# --- the git store: what one task's agent can do to another task, the workflow and the user ----
+# (issue 19, item 4). Two tasks of one repository run the same workflow; the agent of issue 1
+# attacks (tests/agents/git_attack.py), the other is the victim.
+
+ATTACK = str(Path(__file__).resolve().parent / "agents" / "git_attack.py")
+
+
+def attack_workflow(clone: Path, spec: dict, stage: str = "planning") -> str:
+    """Commit a workflow whose `stage` runs the git attack agent; returns the workflow text."""
+    argv = [sys.executable, ATTACK, json.dumps(spec)]
+    text = (
+        f"stages:\n  - name: {stage}\n    provider: command\n    max_attempts: 1\n    timeout: 120\n"
+        f"    options: {{argv: {json.dumps(argv)}}}\n  - name: pr_creation\n"
+    )
+    (clone / ".tac").mkdir(exist_ok=True)
+    (clone / ".tac" / "workflow.yaml").write_text(text)
+    git(clone, "add", "-A")
+    git(clone, "commit", "-q", "-m", "workflow")
+    git(clone, "push", "--quiet", "origin", "main")
+    return text
+
+
+def start(repository, issue: int, title: str) -> Task:
+    task, _ = services.task_create(repository=repository, issue_number=issue, title=title, trigger_source="cli")
+    services.task_dispatch(task=task, enqueue=False)
+    return task
+
+
+def plan_of(task: Task) -> str:
+    return StageResult.objects.filter(task=task, stage__name="planning").order_by("-id").values_list("output_text", flat=True).first() or ""
+
+
+def everything_recorded(task: Task) -> str:
+    results = StageResult.objects.filter(task=task).values_list("output_text", "error")
+    events = AgentEvent.objects.filter(task=task).values_list("data", flat=True)
+    return "\n".join([*(a + b for a, b in results), *(json.dumps(e) for e in events), json.dumps(Task.objects.get(pk=task.pk).workflow)])
+
+
+def tree_of(repo: Path, ref: str) -> list[str]:
+    return git(repo, "ls-tree", "-r", "--name-only", ref).splitlines()
+
+
+@pytest.mark.slow
+def test_a_task_cannot_rewrite_another_tasks_branch(local_repository, origin_and_clone):
+    """Task A's agent waits for task B's ref to appear (B's agent commits, then works on) and
+    points it at a commit of its own: B's pushed branch must hold B's work only."""
+    origin, clone = origin_and_clone
+    canary = f"CANARY-A-{os.urandom(6).hex()}"
+    attack_workflow(clone, {"mode": "refs", "canary": canary.encode().hex(), "wait": 15, "hold": 8})
+    victim = start(local_repository, 2, "B works")
+    attacker = start(local_repository, 1, "A attacks")
+    errors: list[BaseException] = []
+
+    def run_victim() -> None:
+        try:
+            services.task_run_inline(task=victim)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run_victim)
+    thread.start()
+    services.task_run_inline(task=attacker)
+    thread.join(300)
+    assert not errors, errors
+    victim.refresh_from_db()
+    assert victim.status == Task.Status.SUCCEEDED, victim.status_reason
+    assert '"rewrite_other_ref": {\n  "ok": false' in plan_of(attacker), plan_of(attacker)
+    for repo in (origin, clone):
+        files = tree_of(repo, victim.branch)
+        assert "b.txt" in files and "a.txt" not in files, (repo, files)
+        assert canary not in git(repo, "log", "-p", victim.branch)
+
+
+def test_a_task_cannot_rewrite_shared_objects_nor_the_workflow_another_task_reads(local_repository, origin_and_clone):
+    """Task A's agent replaces the objects of README.md and of .tac/workflow.yaml at the base
+    commit (git does not re-hash a loose object it reads). Task B then checks out the real
+    README, runs the real workflow (no setup hook of A's), and pushes the real text; the user's
+    base commit is unchanged."""
+    origin, clone = origin_and_clone
+    readme = (clone / "README.md").read_text()
+    forged_workflow = (
+        "hooks:\n  setup:\n    run: ['echo FORGED-SETUP-RAN > forged.txt']\n"
+        "stages:\n  - name: planning\n    provider: command\n"
+        "    options: {argv: ['/bin/bash', '-c', \"printf '# Plan\\\\n\\\\nFORGED-WORKFLOW\\\\n' > plan.md\"]}\n"
+        "  - name: pr_creation\n"
+    )
+    # Hex in the spec: the real workflow (which carries the spec) must not contain the markers.
+    real = attack_workflow(clone, {"mode": "objects", "readme": b"FORGED-README\n".hex(), "workflow": forged_workflow.encode().hex()})
+    attacker = services.task_run_inline(task=start(local_repository, 1, "A attacks"))
+    assert attacker.status == Task.Status.SUCCEEDED, attacker.status_reason
+    victim = services.task_run_inline(task=start(local_repository, 2, "B works"))
+    assert victim.status == Task.Status.SUCCEEDED, victim.status_reason
+    recorded = everything_recorded(victim)
+    assert "FORGED" not in recorded
+    assert '"role": "B"' in plan_of(victim) and readme.splitlines()[0] in plan_of(victim)
+    assert Task.objects.get(pk=victim.pk).workflow == Workflow_of(real)
+    for repo in (origin, clone):
+        assert git(repo, "show", f"{victim.branch}:README.md") == (readme + "B was here\n").strip()
+    assert git(clone, "show", "main:README.md") == readme.strip()
+    assert git(clone, "show", "main:.tac/workflow.yaml") == real.strip()
+    assert git(clone, "fsck", "--no-dangling").strip() == ""
+
+
+def Workflow_of(text: str) -> dict:  # noqa: N802 - reads as "the workflow of"
+    from pipeline.workflow import load_workflow_text
+
+    return load_workflow_text(text.encode()).to_json()
+
+
+def test_an_agent_that_repoints_head_moves_no_branch_of_the_user(local_repository, origin_and_clone):
+    """The building agent writes `ref: refs/heads/main` into its HEAD and leaves a file: TAC-X
+    refuses to commit (HEAD is not the task's branch) and the user's main stays where it was, so
+    the next task branches from the real main."""
+    origin, clone = origin_and_clone
+    canary = f"CANARY-HEAD-{os.urandom(6).hex()}"
+    attack_workflow(clone, {"mode": "head", "canary": canary}, stage="building")
+    main = git(clone, "rev-parse", "main")
+    task = services.task_run_inline(task=start(local_repository, 1, "A attacks"))
+    assert task.status == Task.Status.FAILED
+    building = Stage.objects.get(task=task, name="building")
+    assert "HEAD" in building.error and "refs/heads/main" in building.error and "re-pointed" in building.error, building.error
+    assert git(clone, "rev-parse", "main") == main and git(origin, "rev-parse", "main") == main
+    assert git(clone, "log", "--all", "--format=%H", "--", "sneaky.txt") == ""  # the agent's file was committed nowhere
+    other = start(local_repository, 2, "B works")
+    services.task_run_inline(task=other)
+    assert Task.objects.get(pk=other.pk).base_commit == main
+
+
+def test_a_fifo_planted_as_alternates_costs_no_timeout(local_repository, origin_and_clone):
+    """Task A's agent puts a FIFO at objects/info/alternates of every object directory in its
+    reach. Nothing of TAC-X's, of task B's or of the user's git waits on it."""
+    origin, clone = origin_and_clone
+    attack_workflow(clone, {"mode": "fifo"})
+    began = time.monotonic()
+    attacker = services.task_run_inline(task=start(local_repository, 1, "A attacks"))
+    assert '"fifo_alternates": {\n  "ok": false' in plan_of(attacker), plan_of(attacker)
+    assert attacker.status == Task.Status.SUCCEEDED, attacker.status_reason
+    victim = services.task_run_inline(task=start(local_repository, 2, "B works"))
+    assert victim.status == Task.Status.SUCCEEDED, victim.status_reason
+    assert time.monotonic() - began < 150  # one git command waiting on a FIFO takes 300 s
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True, timeout=20)
+    assert status.returncode == 0
+    assert not stat.S_ISFIFO(os.lstat(clone / ".git" / "objects" / "info").st_mode)
+    assert not (clone / ".git" / "objects" / "info" / "alternates").exists()
+
+
+def test_an_agent_cannot_read_the_users_unpushed_branch_or_stash(local_repository, origin_and_clone):
+    origin, clone = origin_and_clone
+    secrets = {name: f"CANARY-{name}-{os.urandom(6).hex()}" for name in ("branch", "stash")}
+    attack_workflow(clone, {"mode": "read", "objects": {}})  # rewritten below with the object names
+    git(clone, "checkout", "-q", "-b", "unpushed-work")
+    (clone / "private.txt").write_text(secrets["branch"] + "\n")
+    git(clone, "add", "private.txt")
+    git(clone, "commit", "-q", "-m", "private")
+    branch_blob = git(clone, "rev-parse", "HEAD:private.txt")
+    git(clone, "checkout", "-q", "main")
+    (clone / "README.md").write_text(secrets["stash"] + "\n")
+    git(clone, "stash", "-q")
+    stash_blob = git(clone, "rev-parse", "stash@{0}:README.md")
+    attack_workflow(clone, {"mode": "read", "objects": {"branch_blob": branch_blob, "stash_blob": stash_blob, "stash_commit": git(clone, "rev-parse", "stash@{0}")}})
+    task = services.task_run_inline(task=start(local_repository, 1, "A reads"))
+    assert task.status == Task.Status.SUCCEEDED, task.status_reason
+    plan = plan_of(task)
+    assert '"branch_blob": {\n  "ok": false' in plan and '"stash_blob": {\n  "ok": false' in plan, plan
+    recorded = everything_recorded(task)
+    for canary in secrets.values():
+        assert canary not in recorded
+    assert "unpushed-work" not in plan and "refs/stash" not in plan
