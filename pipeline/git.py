@@ -27,6 +27,7 @@ import re
 import shutil
 import stat
 import subprocess
+import time
 import unicodedata
 from pathlib import Path
 
@@ -484,16 +485,36 @@ def worktree_at(repo: str | Path, path: Path, branch: str, commit: str) -> str:
     return now
 
 
-def worktree_remove(repo: str | Path, path: Path) -> None:
-    """Remove worktree `path` and its task store."""
+def worktree_remove(repo: str | Path | None, path: Path) -> None:
+    """Remove worktree `path` and its task store (under `repo`'s lock when it is known)."""
     key = str(Path(path).resolve())
     for registry in (_pinned, _borrowed, _branches):
         registry.pop(key, None)
     store = store_path(path)
-    with repository_lock(repo):
+    with repository_lock(repo) if repo is not None else contextlib.nullcontext():
         if os.path.lexists(path / ".git"):
             shutil.rmtree(path, ignore_errors=True)
         shutil.rmtree(store, ignore_errors=True)
+
+
+def remove_orphan_store(worktree_root: Path, *, older_than: float) -> Path | None:
+    """Remove one task store whose worktree is gone (a worktree deleted by hand, a machine that
+    died between the two) and that nothing touched for `older_than` seconds; returns it."""
+    stores = Path(settings.VAR_DIR) / "taskgit"
+    if not stores.is_dir():
+        return None
+    now = time.time()
+    for entry in sorted(stores.iterdir()):
+        if not entry.name.endswith(".git") or os.path.lexists(Path(worktree_root) / entry.name[: -len(".git")]):
+            continue
+        try:
+            if now - os.lstat(entry).st_mtime < older_than:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        return entry
+    return None
 
 
 def has_changes(cwd: str | Path) -> bool:

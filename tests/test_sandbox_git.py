@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -334,3 +335,37 @@ def test_an_agent_cannot_read_the_users_unpushed_branch_or_stash(local_repositor
     for canary in secrets.values():
         assert canary not in recorded
     assert "unpushed-work" not in plan and "refs/stash" not in plan
+
+
+def test_a_fifo_in_the_tasks_own_git_directory_is_refused_at_once(local_repository, origin_and_clone):
+    """Found alongside: the agent may write its own index, HEAD and refs, so it can put a FIFO
+    there. TAC-X's git would wait on it until its timeout (300 s); it is refused at once, with
+    the entry named, before any git command of TAC-X's opens it."""
+    origin, clone = origin_and_clone
+    commit_workflow(clone, 'gd=$(git rev-parse --git-dir); rm -f "$gd/index"; mkfifo "$gd/index"; printf "# Plan\\n\\nx\\n" > plan.md')
+    began = time.monotonic()
+    task = run(local_repository)
+    assert time.monotonic() - began < 100
+    assert task.status == Task.Status.FAILED
+    planning = Stage.objects.get(task=task, name="planning")
+    assert "index is a FIFO" in planning.error, planning.error
+    assert planning.attempts == 1  # permanent
+
+
+def test_a_task_store_goes_with_its_worktree_and_an_orphan_store_is_reaped(origin_and_clone, tmp_path, settings):
+    clone = origin_and_clone[1]
+    head = git(clone, "rev-parse", "HEAD")
+    root = tmp_path / "trees"
+    kept, removed, orphan = (root / name for name in ("kept-1-t1", "removed-1-t2", "orphan-1-t3"))
+    for path in (kept, removed, orphan):
+        assert tgit.worktree_at(clone, path, f"tacx/{path.name}", head) == head
+        assert tgit.store_path(path).is_dir() and tgit.store_path(path).parent == Path(settings.VAR_DIR).resolve() / "taskgit"
+    tgit.worktree_remove(clone, removed)
+    assert not removed.exists() and not tgit.store_path(removed).exists()
+    shutil.rmtree(orphan)  # its worktree deleted by hand
+    assert tgit.remove_orphan_store(root, older_than=3600) is None  # too recent to be sure
+    old = time.time() - 7200
+    os.utime(tgit.store_path(orphan), (old, old))
+    assert tgit.remove_orphan_store(root, older_than=3600) == tgit.store_path(orphan)
+    assert tgit.store_path(kept).is_dir() and git(kept, "rev-parse", "HEAD") == head
+    assert tgit.remove_orphan_store(root, older_than=3600) is None
