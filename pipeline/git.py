@@ -10,12 +10,17 @@ there; every git command TAC-X runs therefore
 - ignores the system and the global configuration (``GIT_CONFIG_NOSYSTEM``,
   ``GIT_CONFIG_GLOBAL=/dev/null``): TAC-X's git behaves the same on every machine, and an agent
   that writes ``~/.gitconfig`` changes nothing;
-- in a worktree it has pinned (``pin_worktree``), names the git directories itself
-  (``GIT_DIR``, ``GIT_COMMON_DIR``, ``GIT_WORK_TREE``) instead of following the worktree's own
+- in a worktree it has pinned (``pin_worktree``), names the task's own git directory itself
+  (``GIT_DIR``, ``GIT_COMMON_DIR``, ``GIT_WORK_TREE``) instead of following the worktree's
   ``.git`` file, which the agent can point at a directory (and a config) of its own making.
 
-The shared git directory's ``config`` and ``hooks`` are read-only inside the agent sandbox;
-``guard_snapshot``/``guard_check`` notice (and undo) a change to them made with the sandbox off.
+Each task has a git directory of its own, its "task store" (``var/taskgit/<worktree>.git``,
+``worktree_at``): its own refs, HEAD and index, and the objects of the repository's mirror
+borrowed through ``objects/info/alternates``. Inside the sandbox the agent writes the store but
+not its ``config``, ``hooks``, ``info`` or ``objects/info``; TAC-X rewrites those before it uses
+the store, never opens an entry of it that is not a regular file or a directory, and commits and
+pushes only when HEAD is the task's own branch (``check_head``). ``guard_snapshot``/``guard_check``
+notice (and undo) a change to the store's configuration made with the sandbox off.
 """
 
 from __future__ import annotations

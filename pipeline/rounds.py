@@ -270,7 +270,6 @@ def round_finish(*, round_: Round) -> bool:
 
 def round_changes(round_: Round, task: Task) -> dict:
     """The commits the round added to the branch and their diff stat (for the reply)."""
-    from pathlib import Path
 
     from . import git, repos
 
@@ -280,7 +279,8 @@ def round_changes(round_: Round, task: Task) -> dict:
         return {"commits": [], "stat": ""}
     span = f"{first.base_commit}..{last.head_commit}"
     try:
-        where = Path(task.worktree_path) if task.worktree_path and Path(task.worktree_path).is_dir() else repos.source_dir(task.repository)
+        # The mirror holds every commit TAC-X pushed (never the agent's own git directory).
+        where = repos.source_dir(task.repository)
         commits = git.run(["log", "--format=%h %s", span], cwd=where).splitlines()
         stat = git.run(["diff", "--shortstat", span], cwd=where).strip()
     except git.GitError as exc:
