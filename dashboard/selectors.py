@@ -168,11 +168,19 @@ def task_diff(task: Task) -> Diff | None:
         return None
     try:
         worktree = Path(task.worktree_path) if task.worktree_path else None
-        if worktree is not None and (worktree / ".git").exists():
-            text = git.diff(task.base_commit, worktree)
+        # The task's own git directory is the agent's to write: read only when it holds nothing
+        # git must not open (a FIFO would hang this request), and with a short timeout.
+        if worktree is not None and (worktree / ".git").exists() and git.store_path(worktree).is_dir() and not git.special_files(git.store_path(worktree)):
+            text = git.run(["diff", "--no-ext-diff", "--no-textconv", "--patch", f"{task.base_commit}..HEAD"], cwd=worktree, timeout=10)
+        elif task.repository.kind == Repository.Kind.LOCAL:
+            repo_dir = repos.local_dir(task.repository)
+            text = git.run(["diff", "--no-ext-diff", "--no-textconv", "--patch", f"{task.base_commit}..refs/heads/{task.branch}"], cwd=repo_dir, timeout=30)
         else:
             repo_dir = repos.source_dir(task.repository, fetch=False)
-            text = git.run(["diff", "--patch", f"{task.base_commit}..refs/heads/{task.branch}"], cwd=repo_dir, timeout=30)
+            tip = f"refs/tacx/tasks/{task.branch}"
+            if not git.succeeds(["rev-parse", "--verify", "--quiet", tip], cwd=repo_dir):
+                tip = f"refs/remotes/origin/{task.branch}"
+            text = git.run(["diff", "--no-ext-diff", "--no-textconv", "--patch", f"{task.base_commit}..{tip}"], cwd=repo_dir, timeout=30)
     except git.GitError as exc:
         return Diff(text="", error=str(exc))
     if len(text) > DIFF_LIMIT:
