@@ -140,7 +140,7 @@ def main() -> None:
         cwd = tree
         if sandboxed:
             pinned = git.pinned_dirs(tree)
-            access = sandbox.GitAccess(common=Path(pinned["GIT_COMMON_DIR"]), admin=Path(pinned["GIT_DIR"]), branch=f"bench/{kind}")
+            access = sandbox.GitAccess(store=Path(pinned["GIT_DIR"]), borrowed=(git.borrowed_objects(tree),))
             box = sandbox.prepare(argv=argv, env=env, worktree=tree, git_access=access, allow_hosts=[server.url], home=home, root=root)
             argv, env, cwd = box.argv, box.env, box.cwd
         try:

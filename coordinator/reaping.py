@@ -25,7 +25,7 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
-from pipeline import services
+from pipeline import git, services
 from pipeline.agent_process import group_alive, group_members, kill_group
 from pipeline.models import Stage, StageResult, Task, TaskWorktree, Worker
 from pipeline.sandbox import leftovers
@@ -190,7 +190,15 @@ def clean_one_worktree(*, backoff: Backoff, host: str | None = None) -> bool:
         .select_related("repository")
         .order_by("finished_at")[:20]
     )
-    return any(_remove(task, backoff, key=("worktree", task.pk), host=host) for task in legacy)
+    if any(_remove(task, backoff, key=("worktree", task.pk), host=host) for task in legacy):
+        return True
+    # A task's git directory whose worktree is gone (deleted by hand, or a machine that died
+    # between creating the one and the other).
+    orphan = git.remove_orphan_store(Path(settings.TACX["WORKTREE_ROOT"]), older_than=3600)
+    if orphan is not None:
+        log.info("task git directory %s removed: its worktree is gone", orphan.name)
+        return True
+    return False
 
 
 def _remove(task: Task, backoff: Backoff, *, key, worktree: TaskWorktree | None = None, host: str | None = None) -> bool:

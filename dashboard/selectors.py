@@ -5,6 +5,7 @@ these and render what it returns. Nothing here changes state; that goes through
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from dataclasses import dataclass
 
 from django.db.models import (
@@ -166,10 +167,26 @@ def task_diff(task: Task) -> Diff | None:
     if not task.branch or not task.base_commit:
         return None
     try:
-        # From the repository's own copy of the branch (the worktree's commits are there too),
-        # never through the worktree, whose `.git` file the agent could have pointed anywhere.
-        repo_dir = repos.source_dir(task.repository, fetch=False)
-        text = git.run(["diff", "--no-ext-diff", "--no-textconv", "--patch", f"{task.base_commit}..refs/heads/{task.branch}"], cwd=repo_dir, timeout=30)
+        worktree = Path(task.worktree_path) if task.worktree_path else None
+        store = git.store_path(worktree) if worktree is not None else None
+        # The task's own git directory is the agent's to write: read it only when it holds nothing
+        # git must not open (a FIFO would hang this request), named directly (never through the
+        # worktree's `.git` file, which the agent could point anywhere), with a short timeout.
+        if store is not None and store.is_dir() and not git.special_files(store):
+            text = git.run(
+                ["--git-dir", str(store), "diff", "--no-ext-diff", "--no-textconv", "--patch", f"{task.base_commit}..refs/heads/{task.branch}"],
+                cwd=store,
+                timeout=10,
+            )
+        elif task.repository.kind == Repository.Kind.LOCAL:
+            repo_dir = repos.local_dir(task.repository)
+            text = git.run(["diff", "--no-ext-diff", "--no-textconv", "--patch", f"{task.base_commit}..refs/heads/{task.branch}"], cwd=repo_dir, timeout=30)
+        else:
+            repo_dir = repos.source_dir(task.repository, fetch=False)
+            tip = f"refs/tacx/tasks/{task.branch}"
+            if not git.succeeds(["rev-parse", "--verify", "--quiet", tip], cwd=repo_dir):
+                tip = f"refs/remotes/origin/{task.branch}"
+            text = git.run(["diff", "--no-ext-diff", "--no-textconv", "--patch", f"{task.base_commit}..{tip}"], cwd=repo_dir, timeout=30)
     except git.GitError as exc:
         return Diff(text="", error=str(exc))
     if len(text) > DIFF_LIMIT:
@@ -243,7 +260,7 @@ def task_result(task: Task, *, details: bool = True) -> TaskResult | None:
     if not details:
         return result
     try:
-        repo_dir = repos.source_dir(task.repository, fetch=False)
+        repo_dir = repos.local_dir(task.repository)
         result.origin = git.run(["remote", "get-url", repos.push_remote(task.repository)], cwd=repo_dir, timeout=10)
         tip = f"refs/remotes/origin/{task.branch}"
         if not git.succeeds(["rev-parse", "--verify", "--quiet", tip], cwd=repo_dir):

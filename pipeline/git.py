@@ -10,12 +10,17 @@ there; every git command TAC-X runs therefore
 - ignores the system and the global configuration (``GIT_CONFIG_NOSYSTEM``,
   ``GIT_CONFIG_GLOBAL=/dev/null``): TAC-X's git behaves the same on every machine, and an agent
   that writes ``~/.gitconfig`` changes nothing;
-- in a worktree it has pinned (``pin_worktree``), names the git directories itself
-  (``GIT_DIR``, ``GIT_COMMON_DIR``, ``GIT_WORK_TREE``) instead of following the worktree's own
+- in a worktree it has pinned (``pin_worktree``), names the task's own git directory itself
+  (``GIT_DIR``, ``GIT_COMMON_DIR``, ``GIT_WORK_TREE``) instead of following the worktree's
   ``.git`` file, which the agent can point at a directory (and a config) of its own making.
 
-The shared git directory's ``config`` and ``hooks`` are read-only inside the agent sandbox;
-``guard_snapshot``/``guard_check`` notice (and undo) a change to them made with the sandbox off.
+Each task has a git directory of its own, its "task store" (``var/taskgit/<worktree>.git``,
+``worktree_at``): its own refs, HEAD and index, and the objects of the repository's mirror
+borrowed through ``objects/info/alternates``. Inside the sandbox the agent writes the store but
+not its ``config``, ``hooks``, ``info`` or ``objects/info``; TAC-X rewrites those before it uses
+the store, never opens an entry of it that is not a regular file or a directory, and commits and
+pushes only when HEAD is the task's own branch (``check_head``). ``guard_snapshot``/``guard_check``
+notice (and undo) a change to the store's configuration made with the sandbox off.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ import contextlib
 import hashlib
 import os
 import re
+import shutil
 import stat
 import subprocess
+import time
 import unicodedata
 from pathlib import Path
 
@@ -107,9 +114,27 @@ def _safe_args() -> list[str]:
     return args
 
 
-# --- worktrees whose git directories TAC-X names itself -------------------------------------------
+# --- task stores: each task's own git directory, which TAC-X names itself -------------------------
 
 _pinned: dict[str, dict[str, str]] = {}
+_borrowed: dict[str, Path] = {}
+_branches: dict[str, str] = {}
+
+# The task store's configuration, written by TAC-X (read-only to the agent) and rewritten before
+# TAC-X's own git reads it. No gc: the store lives as long as its task.
+STORE_CONFIG = """[core]
+\trepositoryformatversion = 0
+\tfilemode = true
+\tbare = false
+\tlogallrefupdates = true
+[gc]
+\tauto = 0
+"""
+# Files that would make git read another directory, or cut history, wherever they appear at the
+# top of a git directory; TAC-X's store has none of them.
+_FOREIGN = ("commondir", "gitdir", "config.worktree", "shallow")
+# The parts of a task store the agent may not write (bound read-only in its sandbox).
+STORE_READ_ONLY = ("config", "hooks", "info", "objects/info")
 
 
 def common_dir(repo: str | Path) -> Path:
@@ -118,38 +143,128 @@ def common_dir(repo: str | Path) -> Path:
     return Path(out).resolve()
 
 
+def store_path(path: str | Path) -> Path:
+    """The task store of worktree `path`: a git directory under TAC-X's var directory, never
+    inside the worktree and never shared with another task."""
+    return (Path(settings.VAR_DIR) / "taskgit" / f"{Path(path).resolve().name}.git").resolve()
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Write `path` as a fresh regular file, whatever the agent left there (a FIFO, a symlink, a
+    directory): the old entry is removed without being opened."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def _real_dir(path: Path) -> None:
+    """`path` as a real directory (a symlink or a file in its place is removed first)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        path.mkdir(parents=True)
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        path.unlink()
+        path.mkdir()
+
+
+def _empty_dir(path: Path) -> None:
+    _real_dir(path)
+    for child in os.scandir(path):
+        if child.is_dir(follow_symlinks=False):
+            shutil.rmtree(child.path)
+        else:
+            os.unlink(child.path)
+
+
+def own_store_files(store: Path, borrowed: Path) -> None:
+    """(Re)write everything of the task store that TAC-X owns: its config, its one alternate (the
+    mirror's objects, read-only to the agent), an empty hooks and info directory, and none of the
+    files that would point git elsewhere. Nothing there is opened before it is replaced."""
+    for sub in ("", "objects", "refs", "refs/heads"):
+        _real_dir(store / sub if sub else store)
+    _replace_file(store / "config", STORE_CONFIG.encode())
+    _empty_dir(store / "hooks")
+    _empty_dir(store / "info")
+    _empty_dir(store / "objects" / "info")
+    _replace_file(store / "objects" / "info" / "alternates", f"{borrowed}\n".encode())
+    for name in _FOREIGN:
+        p = store / name
+        if os.path.lexists(p):
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symlink"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device"
+
+
+def special_files(store: Path) -> list[tuple[Path, str]]:
+    """Entries of the task store that are neither a directory nor a regular file (a FIFO, a
+    socket, a device, a symlink), each with its kind: git would open them (and hang on a FIFO)
+    or follow them out of the store."""
+    found: list[tuple[Path, str]] = []
+    for dirpath, dirnames, filenames in os.walk(store):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            try:
+                mode = os.lstat(p).st_mode
+            except OSError:
+                continue
+            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                found.append((p, _kind(mode)))
+    return found
+
+
+def _refuse_special_files(store: Path) -> None:
+    found = special_files(store)
+    if not found:
+        return
+    for p, _ in found:
+        with contextlib.suppress(OSError):
+            p.unlink()
+    kinds = ", ".join(f"{p.relative_to(store)} is {kind}" for p, kind in found[:5])
+    raise GitError(f"the task's git directory held entries git must not open: {kinds}; TAC-X removed them", permanent=True)
+
+
 def pin_worktree(repo: str | Path, path: Path) -> dict[str, str]:
-    """Find the administrative directory of worktree `path` from the repository's side (never from
-    the worktree's own `.git` file) and make every later git command in `path` use it. Restores a
-    `.git` file that the agent rewrote. Raises GitError when the repository knows no such worktree."""
-    common = common_dir(repo)
-    target = (Path(path).resolve() / ".git").as_posix()
-    admin_root = common / "worktrees"
-    admin = None
-    for candidate in sorted(admin_root.iterdir()) if admin_root.is_dir() else []:
-        try:
-            recorded = (candidate / "gitdir").read_text(encoding="utf-8", errors="replace").strip()
-        except OSError:
-            continue
-        if Path(recorded).resolve().as_posix() == target:
-            admin = candidate.resolve()
-            break
-    if admin is None or admin.parent != admin_root.resolve():
-        raise GitError(f"{common} has no worktree at {path} (its metadata is missing or was changed)", permanent=True)
+    """Make every later git command of TAC-X's in worktree `path` use the task's own store (never
+    the worktree's `.git` file, which the agent can rewrite): puts TAC-X's files of the store
+    back, refuses a store that holds a FIFO, socket, device or symlink, and rewrites the `.git`
+    file. Raises GitError when the worktree has no task store."""
+    store = store_path(path)
+    if not (store / "refs").is_dir() or (store / "HEAD").is_symlink():
+        raise GitError(f"the worktree {path} has no task git directory at {store}", permanent=True)
+    borrowed = common_dir(repo) / "objects"
+    own_store_files(store, borrowed)
+    _refuse_special_files(store)
+    expected = f"gitdir: {store}\n"
     dotgit = Path(path) / ".git"
-    expected = f"gitdir: {admin}\n"
     current = _small_file(dotgit)
     if current != expected:
         # The agent pointed the worktree elsewhere (or replaced the file): put TAC-X's back.
-        if dotgit.is_dir() and not dotgit.is_symlink():
-            import shutil
-
-            shutil.rmtree(dotgit)
-        elif dotgit.exists() or dotgit.is_symlink():
-            dotgit.unlink()
-        dotgit.write_text(expected, encoding="utf-8")
-    pinned = {"GIT_DIR": str(admin), "GIT_COMMON_DIR": str(common), "GIT_WORK_TREE": str(Path(path).resolve())}
-    _pinned[str(Path(path).resolve())] = pinned
+        if os.path.lexists(dotgit):
+            shutil.rmtree(dotgit) if dotgit.is_dir() and not dotgit.is_symlink() else dotgit.unlink()
+        _replace_file(dotgit, expected.encode())
+    key = str(Path(path).resolve())
+    pinned = {"GIT_DIR": str(store), "GIT_COMMON_DIR": str(store), "GIT_WORK_TREE": key}
+    _pinned[key] = pinned
+    _borrowed[key] = borrowed
     return pinned
 
 
@@ -176,11 +291,40 @@ def pinned_dirs(path: str | Path) -> dict[str, str] | None:
     return _pinned.get(str(Path(path).resolve()))
 
 
+def borrowed_objects(path: str | Path) -> Path | None:
+    """The object directory the task store of `path` borrows from (its mirror's `objects`)."""
+    return _borrowed.get(str(Path(path).resolve()))
+
+
+def task_branch(path: str | Path) -> str:
+    return _branches.get(str(Path(path).resolve()), "")
+
+
+def check_head(path: str | Path) -> None:
+    """Before TAC-X commits or pushes in worktree `path`: HEAD must be the symbolic ref of the
+    task's own branch. An agent that re-points HEAD (at `refs/heads/main`, or detaches it) gets
+    a clear refusal, never a commit of TAC-X's on another branch."""
+    branch = task_branch(path)
+    if not branch:
+        return
+    ref = run(["symbolic-ref", "-q", "HEAD"], cwd=path, check=False)
+    if ref != f"refs/heads/{branch}":
+        where = ref or "a detached commit"
+        raise GitError(
+            f"HEAD of the worktree {path} points at {where}, not at the task's branch refs/heads/{branch}: "
+            "the agent re-pointed it; TAC-X commits and pushes only the task's branch",
+            permanent=True,
+        )
+
+
 def run(args: list[str], *, cwd: str | Path, check: bool = True, env: dict[str, str] | None = None, timeout: float = 300) -> str:
     """Run `git ARGS` in `cwd` and return stdout (stripped of the final newline)."""
     cmd = ["git", *_safe_args(), *args]
     pinned = _pinned.get(str(Path(cwd).resolve()))
     if pinned:
+        # A hook or a test command may have left a FIFO where git reads (HEAD, the index, a
+        # ref): refused before git opens it, never a hang until the timeout.
+        _refuse_special_files(Path(pinned["GIT_DIR"]))
         env = {**pinned, **(env or {})}
     try:
         proc = subprocess.run(
@@ -208,21 +352,28 @@ def succeeds(args: list[str], *, cwd: str | Path) -> bool:
 
 def read_blob(repo_dir: str | Path, spec: str, *, max_bytes: int) -> bytes | None:
     """The raw bytes of `REF:PATH` (None when absent). A blob over `max_bytes` raises a permanent
-    GitError before it is read: a repository's file must not fill this process's memory."""
+    GitError before it is read: a repository's file must not fill this process's memory. The
+    bytes are hashed again and must give the blob's own name: git does not re-hash a loose
+    object when it reads it, so a replaced object file is refused here instead of believed."""
     if not succeeds(["cat-file", "-e", spec], cwd=repo_dir):
         return None
-    size = int(run(["cat-file", "-s", spec], cwd=repo_dir))
+    oid = run(["rev-parse", "--verify", spec], cwd=repo_dir)
+    size = int(run(["cat-file", "-s", oid], cwd=repo_dir))
     if size > max_bytes:
         raise GitError(f"{spec.split(':', 1)[-1]} is {size} bytes; the limit is {max_bytes}", permanent=True)
     try:
         proc = subprocess.run(
-            ["git", "cat-file", "blob", spec], cwd=str(repo_dir), capture_output=True, env=_env(), timeout=60, stdin=subprocess.DEVNULL
+            ["git", *_safe_args(), "cat-file", "blob", oid], cwd=str(repo_dir), capture_output=True, env=_env(), timeout=60, stdin=subprocess.DEVNULL
         )
     except subprocess.TimeoutExpired:
         raise GitError(f"git cat-file timed out in {repo_dir}") from None
     if proc.returncode != 0:
         raise GitError(f"git cat-file blob {spec} failed in {repo_dir}: {proc.stderr.decode('utf-8', 'replace').strip()}")
-    return proc.stdout
+    data = proc.stdout
+    algorithm = "sha256" if len(oid) == 64 else "sha1"
+    if hashlib.new(algorithm, b"blob %d\0" % len(data) + data).hexdigest() != oid:
+        raise GitError(f"{spec} does not hash to its object name {oid[:12]}: the object store was tampered with", permanent=True)
+    return data
 
 
 def _safe(arg: str) -> str:
@@ -285,26 +436,44 @@ def repository_lock(repo: str | Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _new_store(repo: str | Path, path: Path, branch: str) -> None:
+    """Create the task store of worktree `path` (empty, borrowing `repo`'s objects) and the
+    worktree directory with its `.git` file. The caller checks the branch out."""
+    store = store_path(path)
+    if store.exists():
+        shutil.rmtree(store)  # a leftover of a worktree that is gone: never reused
+    store.parent.mkdir(parents=True, exist_ok=True)
+    store.mkdir(mode=0o700)
+    for sub in ("objects", "refs/heads", "refs/tags"):
+        (store / sub).mkdir(parents=True)
+    (store / "HEAD").write_text(f"ref: refs/heads/{branch}\n", encoding="utf-8")
+    path.mkdir(parents=True, exist_ok=True)
+    pin_worktree(repo, path)
+
+
+def _has_store(path: Path) -> bool:
+    return os.path.lexists(path / ".git") and (store_path(path) / "refs").is_dir()
+
+
 def worktree_add(repo: str | Path, path: Path, branch: str, base: str) -> None:
-    """Create (or re-attach) the task's worktree on `branch`, starting at `base` if new.
+    """Create (or re-attach) the task's worktree on `branch`, starting at `base` if new (or at
+    the branch where `repo` already has it).
 
     Idempotent: a second attempt of a stage (maybe on another worker) finds the directory or the
     branch already there and reuses them. (A stage uses `worktree_at`, which also puts the branch
     at the commit the previous stage left.)
     """
-    if (path / ".git").exists():
+    key = str(Path(path).resolve())
+    _branches[key] = branch
+    if _has_store(path):
         pin_worktree(repo, path)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with repository_lock(repo):
-        run(["worktree", "prune"], cwd=repo)
-        if succeeds(["rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"], cwd=repo):
-            run(["worktree", "add", "--force", str(path), branch], cwd=repo)
-        elif succeeds(["rev-parse", "--verify", "--quiet", f"refs/remotes/origin/{branch}"], cwd=repo):
-            run(["worktree", "add", "-b", branch, str(path), f"refs/remotes/origin/{branch}"], cwd=repo)
-        else:
-            run(["worktree", "add", "-b", branch, str(path), base], cwd=repo)
-    pin_worktree(repo, path)
+    start = base
+    for ref in (f"refs/heads/{branch}", f"refs/remotes/origin/{branch}"):
+        if succeeds(["rev-parse", "--verify", "--quiet", ref], cwd=repo):
+            start = resolve(repo, ref)
+            break
+    worktree_at(repo, path, branch, resolve(repo, start))
 
 
 def is_ancestor(repo: str | Path, ancestor: str, descendant: str) -> bool:
@@ -316,37 +485,64 @@ def has_commit(repo: str | Path, commit: str) -> bool:
 
 
 def worktree_at(repo: str | Path, path: Path, branch: str, commit: str) -> str:
-    """Make `path` a worktree of `repo` with `branch` checked out at exactly `commit`, whatever
-    this machine's copy held before (a local branch or a worktree left behind by an earlier
-    stage that ran here is stale when another machine ran the stages since). Returns the head.
+    """Make `path` a worktree with its own task store (borrowing `repo`'s objects) and `branch`
+    checked out at exactly `commit`, whatever this machine's copy held before (a worktree left
+    behind by an earlier stage that ran here is stale when another machine ran the stages
+    since). Returns the head.
 
     A worktree already at `commit` is left as it is (uncommitted work of a failed attempt on
     this machine stays); one at another commit is reset to it."""
     if not has_commit(repo, commit):
         raise GitError(f"commit {commit[:12]} of branch {branch} is not in {repo} (was it pushed?)", permanent=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if (path / ".git").exists():
+    _branches[str(Path(path).resolve())] = branch
+    if _has_store(path):
         pin_worktree(repo, path)
-        if head(path) != commit or run(["symbolic-ref", "-q", "HEAD"], cwd=path, check=False) != f"refs/heads/{branch}":
-            run(["checkout", "--quiet", "--force", "-B", branch, commit], cwd=path)
     else:
+        # The lock keeps the order of today's `worktree add` (one store created at a time per
+        # repository on this machine); the store itself is the task's own.
         with repository_lock(repo):
-            run(["worktree", "prune"], cwd=repo)
-            # -B: the branch is (re)set to `commit`, never continued from a stale local copy.
-            run(["worktree", "add", "--quiet", "--force", "-B", branch, str(path), commit], cwd=repo)
-        pin_worktree(repo, path)
+            _new_store(repo, path, branch)
+    current = run(["rev-parse", "--verify", "--quiet", "HEAD"], cwd=path, check=False)
+    if current != commit or run(["symbolic-ref", "-q", "HEAD"], cwd=path, check=False) != f"refs/heads/{branch}":
+        # -B: the branch is (re)set to `commit`, never continued from a stale local copy.
+        run(["checkout", "--quiet", "--force", "-B", branch, commit], cwd=path)
     now = head(path)
     if now != commit:
         raise GitError(f"worktree {path} is at {now[:12]}, not at {commit[:12]} where the previous stage left {branch}")
     return now
 
 
-def worktree_remove(repo: str | Path, path: Path) -> None:
-    _pinned.pop(str(Path(path).resolve()), None)
-    with repository_lock(repo):
-        if path.exists():
-            run(["worktree", "remove", "--force", str(path)], cwd=repo, check=False)
-        run(["worktree", "prune"], cwd=repo, check=False)
+def worktree_remove(repo: str | Path | None, path: Path) -> None:
+    """Remove worktree `path` and its task store (under `repo`'s lock when it is known)."""
+    key = str(Path(path).resolve())
+    for registry in (_pinned, _borrowed, _branches):
+        registry.pop(key, None)
+    store = store_path(path)
+    with repository_lock(repo) if repo is not None else contextlib.nullcontext():
+        if os.path.lexists(path / ".git"):
+            shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(store, ignore_errors=True)
+
+
+def remove_orphan_store(worktree_root: Path, *, older_than: float) -> Path | None:
+    """Remove one task store whose worktree is gone (a worktree deleted by hand, a machine that
+    died between the two) and that nothing touched for `older_than` seconds; returns it."""
+    stores = Path(settings.VAR_DIR) / "taskgit"
+    if not stores.is_dir():
+        return None
+    now = time.time()
+    for entry in sorted(stores.iterdir()):
+        if not entry.name.endswith(".git") or os.path.lexists(Path(worktree_root) / entry.name[: -len(".git")]):
+            continue
+        try:
+            if now - os.lstat(entry).st_mtime < older_than:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        return entry
+    return None
 
 
 def has_changes(cwd: str | Path) -> bool:
@@ -354,8 +550,10 @@ def has_changes(cwd: str | Path) -> bool:
 
 
 def commit_all(cwd: str | Path, message: str, *, check=None) -> bool:
-    """Commit everything left in the worktree; False when there was nothing to commit. `check`,
-    when given, is called after `git add -A` and may raise to refuse what was staged."""
+    """Commit everything left in the worktree, on the task's branch only; False when there was
+    nothing to commit. `check`, when given, is called after `git add -A` and may raise to refuse
+    what was staged."""
+    check_head(cwd)
     if not has_changes(cwd):
         return False
     run(["add", "-A"], cwd=cwd)
@@ -372,50 +570,72 @@ def diff(base: str, cwd: str | Path, *, stat: bool = False) -> str:
 def push(cwd: str | Path, remote: str, branch: str, *, auth_header: str = "") -> None:
     """Push HEAD to `branch` on `remote`. The token travels in an HTTP header for this one command
     (never in the agent's environment, the remote URL on disk, or an error message)."""
-    args = ["push", "--quiet", remote, f"HEAD:refs/heads/{branch}"]
+    check_head(cwd)
+    args = ["push", "--quiet", remote, f"refs/heads/{branch}:refs/heads/{branch}"]
     if auth_header:
         args = ["-c", f"http.extraHeader={auth_header}", *args]
     run(args, cwd=cwd, timeout=600)
 
 
-# --- the shared git directory's programs and configuration, watched across an agent run ---------
+# --- the task store's programs and configuration, watched across an agent run -----------------
 
-GUARDED_FILES = ("config", "info/attributes", "commondir")
+GUARDED_FILES = ("config", "info/attributes", "commondir", "config.worktree", "gitdir", "shallow", "objects/info/alternates")
+_NOT_A_FILE = b"\0tacx: not a regular file: "
+
+
+def _entry(p: Path) -> bytes | None:
+    """What `p` is, without opening anything but a regular file: its bytes, a marker for any
+    other kind of entry, None when absent."""
+    try:
+        mode = os.lstat(p).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return _NOT_A_FILE + b"unreadable"
+        with os.fdopen(fd, "rb") as fh:
+            return fh.read()
+    if stat.S_ISLNK(mode):
+        return _NOT_A_FILE + b"symlink to " + os.fsencode(os.readlink(p))
+    return _NOT_A_FILE + _kind(mode).encode() if not stat.S_ISDIR(mode) else _NOT_A_FILE + b"directory"
 
 
 def guard_snapshot(common: Path, admin: Path | None = None) -> dict[str, bytes | None]:
-    """The bytes of everything in the git directories that configures or runs programs: the shared
-    config, every hook, info/attributes, and the worktree's own config. Compared by `guard_check`."""
+    """Everything in the git directories that configures or runs programs, or sends git to read
+    elsewhere: the config, every hook, info/attributes, the alternates, `commondir` and the
+    worktree's own config. Compared by `guard_check`. Never opens a FIFO."""
     snap: dict[str, bytes | None] = {}
     places = [(common, name) for name in GUARDED_FILES]
-    if admin is not None:
+    if admin is not None and admin != common:
         places += [(admin, "config.worktree"), (admin, "commondir")]
     for base, name in places:
         p = base / name
-        snap[str(p)] = p.read_bytes() if p.is_file() else None
+        snap[str(p)] = _entry(p)
     hooks = common / "hooks"
-    if hooks.is_dir():
-        for p in sorted(hooks.rglob("*")):
-            if p.is_file() or p.is_symlink():
-                snap[str(p)] = p.read_bytes() if p.is_file() else b"<symlink>"
+    if os.path.isdir(hooks) and not os.path.islink(hooks):
+        for dirpath, dirnames, filenames in os.walk(hooks):
+            for name in dirnames + filenames:
+                p = Path(dirpath) / name
+                if not p.is_dir() or p.is_symlink():
+                    snap[str(p)] = _entry(p)
     return snap
 
 
 def guard_check(common: Path, admin: Path | None, before: dict[str, bytes | None]) -> list[str]:
-    """Paths that changed since `before`; each is put back as it was (new files removed)."""
+    """Paths that changed since `before`; each is put back as it was (new entries removed)."""
     after = guard_snapshot(common, admin)
     changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
     for name in changed:
         p = Path(name)
         old = before.get(name)
         try:
-            if old is None:
-                if p.is_symlink() or p.is_file():
-                    p.unlink()
+            if old is None or old.startswith(_NOT_A_FILE):
+                if os.path.lexists(p):
+                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
             else:
-                if p.is_symlink():
-                    p.unlink()
-                p.write_bytes(old)
+                _replace_file(p, old)
         except OSError:
             pass
     return changed

@@ -1,14 +1,21 @@
-"""Where a repository's git objects live on this machine, and what its workflow file says.
+"""Where a repository's git objects live on this machine, what its workflow file says, and how a
+task's branch is published.
 
-A local repository is used in place (worktrees are added to it; its `origin` is where branches
-go). A GitHub repository gets a bare mirror under `var/repos/`, fetched before each task; pushes
-carry the token in an HTTP header for that one command only.
+Every repository gets a bare mirror under `var/repos/` that TAC-X alone writes (no agent sees
+more of it than its objects, read-only). A GitHub repository's mirror is a clone, fetched before
+each task. A local repository's mirror fetches only its default branch and TAC-X's `tacx/*`
+branches from the user's repository, so the user's other branches and stash never reach an
+agent. Each task works in its own git directory that borrows the mirror's objects
+(`git.worktree_at`); `publish` brings what the task made into the mirror through a fetch that
+re-hashes and checks every object, and pushes from there. Pushes carry the token in an HTTP
+header for that one command only.
 """
 
 from __future__ import annotations
 
 import base64
 import fcntl
+import hashlib
 from pathlib import Path
 
 from django.conf import settings
@@ -38,25 +45,54 @@ def auth_header(repository: Repository | None = None) -> str:
     return f"Authorization: Basic {basic}"
 
 
-def source_dir(repository: Repository, *, fetch: bool = True) -> Path:
+def local_dir(repository: Repository) -> Path:
+    """The user's own repository of a local repository (TAC-X fetches from it and updates the
+    task's branch in it; no agent sees it)."""
+    path = Path(repository.local_path)
+    if not (path / ".git").exists() and not (path / "HEAD").exists():
+        raise git.GitError(f"{repository.local_path} is not a git repository", permanent=True)
+    return path
+
+
+def _mirror_path(repository: Repository) -> Path:
     if repository.kind == Repository.Kind.LOCAL:
-        path = Path(repository.local_path)
-        if not (path / ".git").exists() and not (path / "HEAD").exists():
-            raise git.GitError(f"{repository.local_path} is not a git repository", permanent=True)
-        return path
-    mirror = settings.VAR_DIR / "repos" / f"{git.slugify(repository.full_name, max_length=100)}.git"
-    url = repository.clone_url or f"https://github.com/{repository.full_name}.git"
-    header = auth_header(repository) if url.startswith("http") else ""
-    extra = ["-c", f"http.extraHeader={header}"] if header else []
+        digest = hashlib.sha1(str(Path(repository.local_path).resolve()).encode()).hexdigest()[:10]
+        name = f"local-{git.slugify(repository.full_name, max_length=80)}-{digest}.git"
+    else:
+        name = f"{git.slugify(repository.full_name, max_length=100)}.git"
+    return Path(settings.VAR_DIR) / "repos" / name
+
+
+def source_dir(repository: Repository, *, fetch: bool = True) -> Path:
+    """The repository's mirror on this machine (created, and fetched when `fetch`)."""
+    mirror = _mirror_path(repository)
     mirror.parent.mkdir(parents=True, exist_ok=True)
     # Several q2 workers and the dispatcher share the mirror: one clone/fetch at a time, or git's
     # own ref locks make the others fail.
     with open(mirror.parent / f"{mirror.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        if repository.kind == Repository.Kind.LOCAL:
+            user = local_dir(repository)
+            if not (mirror / "HEAD").exists():
+                # init + fetch, never `clone --local`: a local clone hard-links every object of
+                # the user's repository, unpushed branches and stash included.
+                git.run(["init", "--quiet", "--bare", str(mirror)], cwd=mirror.parent)
+                fetch = True
+            if fetch:
+                default = repository.default_branch
+                git.run(
+                    ["fetch", "--quiet", "--prune", "--no-tags", str(user.resolve()),
+                     f"+refs/heads/{default}:refs/remotes/origin/{default}", "+refs/heads/tacx/*:refs/remotes/origin/tacx/*"],
+                    cwd=mirror, timeout=900,
+                )
+            return mirror
+        url = repository.clone_url or f"https://github.com/{repository.full_name}.git"
+        header = auth_header(repository) if url.startswith("http") else ""
+        extra = ["-c", f"http.extraHeader={header}"] if header else []
         if not (mirror / "HEAD").exists():
             git.run([*extra, "clone", "--bare", "--quiet", url, str(mirror)], cwd=mirror.parent, timeout=900)
             # Remote branches go to refs/remotes/origin/*: a fetch must never try to move (or
-            # prune) a local branch that a worktree has checked out.
+            # prune) a local branch.
             git.run(["config", "remote.origin.fetch", "+refs/heads/*:refs/remotes/origin/*"], cwd=mirror)
             fetch = True
         if fetch:
@@ -65,11 +101,8 @@ def source_dir(repository: Repository, *, fetch: bool = True) -> Path:
 
 
 def base_ref(repository: Repository) -> str:
-    """The ref new branches start from: the local branch of a local repository, the freshly
-    fetched remote-tracking branch of a mirror."""
-    if repository.kind == Repository.Kind.LOCAL:
-        return repository.default_branch
-    return f"origin/{repository.default_branch}"
+    """The ref new branches start from: the freshly fetched default branch in the mirror."""
+    return f"refs/remotes/origin/{repository.default_branch}"
 
 
 def pushed_head(repository: Repository, repo_dir: Path, branch: str) -> str:
@@ -85,6 +118,41 @@ def pushed_head(repository: Repository, repo_dir: Path, branch: str) -> str:
 
 def push_remote(repository: Repository) -> str:
     return "origin"
+
+
+def publish(repository: Repository, worktree: Path, branch: str) -> str:
+    """Push the task's branch (and only it) from the task's own git directory, and return its head.
+
+    The branch's new objects first come into the mirror by a fetch with `fetch.fsckObjects`:
+    index-pack hashes every object it receives, so an object file the agent forged in its own
+    store cannot pass (a missing or malformed object fails the fetch with git's message), and
+    what an agent planted in its own store reaches no other task. Then the mirror pushes:
+    to GitHub, or, for a local repository, into the user's repository's branch and from there to
+    its `origin`, as a worktree of that repository did before."""
+    git.check_head(worktree)
+    pinned = git.pinned_dirs(worktree)
+    if not pinned:
+        raise git.GitError(f"the worktree {worktree} is not pinned to its task store", permanent=True)
+    mirror = source_dir(repository, fetch=False)
+    held = f"refs/tacx/tasks/{branch}"
+    with open(mirror.parent / f"{mirror.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        git.run(
+            ["-c", "fetch.fsckObjects=true", "-c", "transfer.fsckObjects=true", "fetch", "--quiet", "--no-tags",
+             pinned["GIT_DIR"], f"+refs/heads/{branch}:{held}"],
+            cwd=mirror, timeout=600,
+        )
+        head = git.resolve(mirror, held)
+        if repository.kind == Repository.Kind.LOCAL:
+            user = local_dir(repository)
+            git.run(["push", "--quiet", "--force", str(user.resolve()), f"{held}:refs/heads/{branch}"], cwd=mirror, timeout=600)
+        else:
+            header = auth_header(repository)
+            extra = ["-c", f"http.extraHeader={header}"] if header else []
+            git.run([*extra, "push", "--quiet", push_remote(repository), f"{held}:refs/heads/{branch}"], cwd=mirror, timeout=600)
+    if repository.kind == Repository.Kind.LOCAL:
+        git.run(["push", "--quiet", push_remote(repository), f"refs/heads/{branch}:refs/heads/{branch}"], cwd=local_dir(repository), timeout=600)
+    return head
 
 
 def read_workflow(repository: Repository) -> Workflow:

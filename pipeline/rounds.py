@@ -278,10 +278,8 @@ def round_changes(round_: Round, task: Task) -> dict:
         return {"commits": [], "stat": ""}
     span = f"{first.base_commit}..{last.head_commit}"
     try:
-        # The repository's own copy, never the worktree (whose `.git` file an agent could repoint).
-        where = repos.source_dir(task.repository, fetch=False)
-        if not git.has_commit(where, last.head_commit):
-            where = repos.source_dir(task.repository)
+        # The mirror holds every commit TAC-X pushed (never the agent's own git directory).
+        where = repos.source_dir(task.repository)
         commits = git.run(["log", "--format=%h %s", span], cwd=where).splitlines()
         stat = git.run(["diff", "--shortstat", span], cwd=where).strip()
     except git.GitError as exc:

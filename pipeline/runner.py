@@ -326,7 +326,7 @@ class Attempt:
         self.result.head_commit = git.head(self.worktree)
         if self.result.head_commit != self.result.base_commit:
             self.check_commits(staged=False)
-            git.push(self.worktree, repos.push_remote(self.task.repository), self.task.branch, auth_header=repos.auth_header(self.task.repository))
+            repos.publish(self.task.repository, self.worktree, self.task.branch)
         self.result.outcome = StageResult.Outcome.SUCCEEDED
 
     def prepare_worktree(self) -> Path:
@@ -386,12 +386,13 @@ class Attempt:
         return path
 
     def git_access(self) -> sandbox.GitAccess | None:
-        """What of the repository's git directory the agent may use (TAC-X's pinned view)."""
+        """The task's own git directory and the mirror objects it borrows (TAC-X's pinned view)."""
         assert self.worktree is not None
         pinned = git.pinned_dirs(self.worktree)
         if not pinned:
             return None
-        return sandbox.GitAccess(common=Path(pinned["GIT_COMMON_DIR"]), admin=Path(pinned["GIT_DIR"]), branch=self.task.branch)
+        borrowed = git.borrowed_objects(self.worktree)
+        return sandbox.GitAccess(store=Path(pinned["GIT_DIR"]), borrowed=(borrowed,) if borrowed else ())
 
     # --- the repository's own commands (hooks, tests) ---------------------------------------
 
@@ -681,7 +682,7 @@ class Attempt:
                     check=self.check_staged,
                 ):
                     self.check_commits(staged=False)
-                    git.push(self.worktree, repos.push_remote(self.task.repository), self.task.branch, auth_header=repos.auth_header(self.task.repository))
+                    repos.publish(self.task.repository, self.worktree, self.task.branch)
             raise StageFailure(proc.stop.reason, outcome=proc.stop.outcome, permanent=outcome.permanent)
         if not outcome.success:
             raise StageFailure(outcome.error or f"agent exited with code {proc.exit_code}", permanent=outcome.permanent)
@@ -785,7 +786,7 @@ class Attempt:
         assert self.worktree is not None
         git.commit_all(self.worktree, f"tacx: remaining changes for #{self.task.issue_number}", check=self.check_staged)
         self.check_commits(staged=False)
-        git.push(self.worktree, repos.push_remote(self.task.repository), self.task.branch, auth_header=repos.auth_header(self.task.repository))
+        repos.publish(self.task.repository, self.worktree, self.task.branch)
         body = pulls.pull_request_body(self.task)
         self.result.output_text = body
         self.result.output_file = "pull request body"

@@ -717,9 +717,12 @@ def _worktree_delete(*, task: Task, path: str) -> bool:
     if path.exists():
         _cleanup_hook(task=task, path=path)
         try:
-            git.worktree_remove(repos.source_dir(task.repository, fetch=False), path)
+            repo_dir = repos.source_dir(task.repository, fetch=False)
         except git.GitError as exc:
-            log.warning("task %s: git could not remove worktree %s: %s", task.pk, path, exc)
+            log.warning("task %s: no mirror to lock while removing worktree %s: %s", task.pk, path, exc)
+            repo_dir = None
+        # The worktree and the task's own git directory (its task store) go together.
+        git.worktree_remove(repo_dir, path)
         root = Path(settings.TACX["WORKTREE_ROOT"]).resolve()
         if path.exists() and path.resolve().parent == root:
             shutil.rmtree(path, ignore_errors=True)

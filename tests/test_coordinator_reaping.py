@@ -138,6 +138,7 @@ def test_worktrees_of_finished_tasks_are_removed_after_the_retention(repo, setti
 
     path = git.worktree_path(settings.TACX["WORKTREE_ROOT"], repo.full_name, task.issue_number, task.pk)
     git.worktree_add(repo.local_path, path, "tacx/1-t", "main")
+    branches = git.run(["branch", "--list"], cwd=repo.local_path)
     Task.objects.filter(pk=task.pk).update(worktree_path=str(path))
     backoff = Backoff()
     assert not reaping.clean_one_worktree(backoff=backoff)  # still running
@@ -148,9 +149,9 @@ def test_worktrees_of_finished_tasks_are_removed_after_the_retention(repo, setti
     assert path.exists()
     Task.objects.filter(pk=task.pk).update(worktree_host=socket.gethostname())
     assert reaping.clean_one_worktree(backoff=backoff)
-    assert not path.exists()
+    assert not path.exists() and not git.store_path(path).exists()  # the task's git directory goes too
     assert Task.objects.get(pk=task.pk).worktree_removed_at is not None
-    assert "tacx/1-t" in git.run(["branch", "--list"], cwd=repo.local_path)  # the branch stays
+    assert git.run(["branch", "--list"], cwd=repo.local_path) == branches  # the user's branches stay
     assert not reaping.clean_one_worktree(backoff=backoff)
 
 

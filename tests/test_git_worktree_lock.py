@@ -55,5 +55,9 @@ def test_many_workers_adding_worktrees_to_one_repository_at_once_all_succeed(ori
     for t in threads:
         t.join(120)
     assert not errors, errors
-    listed = run_git(clone, "worktree", "list", "--porcelain")
-    assert all(f"w{n}-2" in listed for n in range(8))
+    # Each worktree has a git directory of its own (its task store), at the head on its branch.
+    for n in range(8):
+        path = tmp_path / "trees" / f"w{n}-2"
+        assert run_git(path, "rev-parse", "HEAD") == head
+        assert run_git(path, "symbolic-ref", "HEAD") == f"refs/heads/tacx/{n}-2"
+        assert not (tmp_path / "trees" / f"w{n}-0").exists() and not git.store_path(tmp_path / "trees" / f"w{n}-0").exists()

@@ -15,9 +15,10 @@ What the agent sees (``policy``):
 - everything under ``/`` is hidden except the system directories (``/usr``, ``/etc`` without its
   secrets), the agent CLIs (``AGENT_BIN_DIRS`` and the packages they link to), paths the operator
   adds with ``TACX_SANDBOX_ALLOW_READ``, and:
-- its worktree (read-write), and of the repository's shared git directory what commits need:
-  ``objects`` and the ``tacx/`` branch refs and logs writable, its own worktree metadata
-  writable, the rest (``config``, ``hooks``, ``packed-refs``) read-only;
+- its worktree (read-write), and its task's own git directory (``GitAccess``): objects, refs,
+  logs, index and HEAD writable, ``config``, ``hooks``, ``info`` and ``objects/info`` read-only,
+  and the objects of the repository's mirror that it borrows read-only (no other task's git
+  directory, no ref of the mirror or of the user's repository);
 - a private, empty HOME per attempt (the CLI's own settings are written there by the provider)
   with the attempt's TMPDIR inside it.
 
@@ -49,6 +50,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from ..git import STORE_READ_ONLY
 from ..providers.base import ProviderError
 from . import leftovers
 
@@ -189,29 +191,33 @@ def host_entry(url_or_host: str) -> str | None:
 
 @dataclass
 class GitAccess:
-    """The parts of a repository's git directory that commits in one worktree need."""
+    """The task's own git directory (its "task store") and the object directories it borrows.
 
-    common: Path
-    admin: Path
-    branch: str
+    The agent writes its store's objects, refs, logs, index and HEAD (a commit needs them), and
+    nothing of the store that TAC-X's git would take as configuration (``STORE_READ_ONLY``:
+    config, hooks, info, objects/info with the alternates). The borrowed objects (the
+    repository's mirror) are readable only; no other task's store, and no ref of the mirror or
+    of the user's repository, is in its view."""
+
+    store: Path
+    borrowed: tuple[Path, ...] = ()
+
+    @property
+    def common(self) -> Path:
+        return self.store
+
+    @property
+    def admin(self) -> Path:
+        return self.store
 
     def read(self) -> list[Path]:
-        """Everything in the shared git directory that is not written and not another worktree's
-        metadata, as the smallest set of paths that contains no write path (srt binds read
-        paths after write paths, so a read-only ancestor would cover a writable child)."""
-        writes = [w.resolve() for w in self.write()]
-        skip = {(self.common / "worktrees").resolve(), (self.common / "index").resolve()}
-        return _read_around(self.common.resolve(), writes, skip)
+        return [p for p in self.borrowed if p.is_dir()]
 
     def write(self) -> list[Path]:
-        paths = [self.common / "objects", self.admin]
-        # Refs and reflogs of TAC-X's branches only (git writes lock files beside a ref).
-        top = self.branch.split("/", 1)[0] if "/" in self.branch else ""
-        for base in ("refs/heads", "logs/refs/heads"):
-            d = self.common / base / top if top else self.common / base
-            d.mkdir(parents=True, exist_ok=True)
-            paths.append(d)
-        return paths
+        return [self.store]
+
+    def read_only(self) -> list[Path]:
+        return [self.store / name for name in STORE_READ_ONLY]
 
 
 def _read_around(root: Path, writes: list[Path], skip: set[Path]) -> list[Path]:
@@ -462,7 +468,7 @@ def prepare(
     if git_access is not None:
         read += [str(p) for p in git_access.read()]
         write += [str(p) for p in git_access.write()]
-        deny_write += [str(git_access.common / "config"), str(git_access.common / "hooks"), str(git_access.admin / "commondir"), str(git_access.admin / "gitdir")]
+        deny_write += [str(p) for p in git_access.read_only()]
     srv = server()
     read.append(str(srv.run_dir))
     filesystem = {
