@@ -5,8 +5,8 @@ these and render what it returns. Nothing here changes state; that goes through
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 from django.db.models import (
     BigIntegerField,
