@@ -7,10 +7,10 @@ import hashlib
 
 import pytest
 
+from harness.cli_runs import CLAUDE_VERSION, CODEX_VERSION, DUMMY_API_KEY
+from harness.modelserver import ScriptedModelServer
 from pipeline import accounting, services
 from pipeline.models import StageResult, Task
-from pipeline.modelserver import ScriptedModelServer
-from pipeline.modelserver.testing import CLAUDE_VERSION, CODEX_VERSION, DUMMY_API_KEY
 from tests.conftest import git
 
 pytestmark = [pytest.mark.cli, pytest.mark.django_db(transaction=True)]

@@ -15,11 +15,11 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
+from harness.cli_runs import DUMMY_API_KEY
+from harness.modelserver import ScriptedModelServer
 from pipeline import alerts, services
 from pipeline.agent_process import group_alive
 from pipeline.models import Repository, Stage, StageResult, Task, Worker
-from pipeline.modelserver import ScriptedModelServer
-from pipeline.modelserver.testing import DUMMY_API_KEY
 from tests.conftest import git
 
 pytestmark = pytest.mark.django_db(transaction=True)

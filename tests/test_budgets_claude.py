@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
+from harness.cli_runs import DUMMY_API_KEY
+from harness.modelserver import ScriptedModelServer
 from pipeline import services
 from pipeline.agent_process import group_alive
 from pipeline.models import StageResult, Task, Worker
-from pipeline.modelserver import ScriptedModelServer
-from pipeline.modelserver.testing import DUMMY_API_KEY
 from pipeline.pricing import cost_for
 from pipeline.providers import Usage
 from tests.conftest import git

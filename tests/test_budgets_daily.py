@@ -10,10 +10,10 @@ import pytest
 from django.utils import timezone
 
 from coordinator.dispatch import Dispatcher
+from harness.cli_runs import DUMMY_API_KEY
+from harness.modelserver import ScriptedModelServer
 from pipeline import accounting, budgets, services
 from pipeline.models import AgentEvent, Repository, StageResult, Task
-from pipeline.modelserver import ScriptedModelServer
-from pipeline.modelserver.testing import DUMMY_API_KEY
 from tests.conftest import git
 
 pytestmark = [pytest.mark.cli, pytest.mark.django_db(transaction=True)]

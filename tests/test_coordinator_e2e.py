@@ -100,8 +100,8 @@ def test_the_whole_run_with_the_real_claude_cli_against_the_scripted_model_serve
     import yaml
     from conftest import ROOT, make_origin_and_clone
 
-    from pipeline.modelserver import ScriptedModelServer
-    from pipeline.modelserver.testing import DUMMY_API_KEY
+    from harness.cli_runs import DUMMY_API_KEY
+    from harness.modelserver import ScriptedModelServer
 
     origin, _ = make_origin_and_clone(tmp_path)  # demo/sample-repo: no workflow file, the default applies
     repo = Repository.objects.create(kind=Repository.Kind.GITHUB, full_name="octo/sample", clone_url=str(origin))

@@ -12,10 +12,10 @@ import sys
 
 import pytest
 
+from harness.cli_runs import DUMMY_API_KEY
+from harness.modelserver import ScriptedModelServer
 from pipeline import services
 from pipeline.models import StageResult, Task
-from pipeline.modelserver import ScriptedModelServer
-from pipeline.modelserver.testing import DUMMY_API_KEY
 from pipeline.providers import get_provider
 from pipeline.providers.base import PROMPT_ARG_LIMIT, Invocation
 from tests.test_runner_processes import AGENT, commit_workflow

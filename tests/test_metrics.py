@@ -14,11 +14,11 @@ from django.urls import path
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.cli_runs import DUMMY_API_KEY
+from harness.modelserver import ScriptedModelServer
 from pipeline import services
 from pipeline.metrics import metrics_view
 from pipeline.models import Task, Worker
-from pipeline.modelserver import ScriptedModelServer
-from pipeline.modelserver.testing import DUMMY_API_KEY
 from tests.conftest import git
 
 # Until the site's urls.py routes /metrics, this module is the URLconf of its tests.

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.modelserver import ScriptedModelServer, load_script
-from pipeline.modelserver.testing import (
+from harness.cli_runs import (
     CLAUDE_BIN,
     DUMMY_API_KEY,
     claude_argv,
@@ -22,6 +21,7 @@ from pipeline.modelserver.testing import (
     start_agent,
     stop_agent,
 )
+from harness.modelserver import ScriptedModelServer, load_script
 
 SCRIPTS = Path(__file__).parent / "scripts"
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.modelserver import ScriptedModelServer, load_script
-from pipeline.modelserver.testing import (
+from harness.cli_runs import (
     CODEX_BIN,
     DUMMY_API_KEY,
     codex_argv,
@@ -20,6 +19,7 @@ from pipeline.modelserver.testing import (
     start_agent,
     stop_agent,
 )
+from harness.modelserver import ScriptedModelServer, load_script
 
 SCRIPTS = Path(__file__).parent / "scripts"
 

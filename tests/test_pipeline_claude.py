@@ -11,10 +11,10 @@ import pytest
 import yaml
 from django.core.management import call_command
 
+from harness.cli_runs import DUMMY_API_KEY
+from harness.modelserver import ScriptedModelServer
 from pipeline import services
 from pipeline.models import AgentEvent, Stage, StageResult, Task
-from pipeline.modelserver import ScriptedModelServer
-from pipeline.modelserver.testing import DUMMY_API_KEY
 from tests.conftest import ROOT, git
 
 pytestmark = [pytest.mark.cli, pytest.mark.django_db(transaction=True)]

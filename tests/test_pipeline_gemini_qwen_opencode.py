@@ -12,9 +12,9 @@ from decimal import Decimal
 import pytest
 import yaml
 
+from harness.cli_runs import CLI_VERSIONS, DUMMY_API_KEY
+from harness.modelserver import ScriptedModelServer
 from pipeline.models import AgentEvent, Stage, StageResult, Task
-from pipeline.modelserver import ScriptedModelServer
-from pipeline.modelserver.testing import CLI_VERSIONS, DUMMY_API_KEY
 from pipeline.pricing import cost_for
 from pipeline.providers.base import Usage
 from tests.conftest import ROOT, git

@@ -14,10 +14,10 @@ from github_standin import TOKEN, standin  # noqa: F401
 from rounds_helpers import branch_head, commits_on, drive
 
 from coordinator.loop import Coordinator
+from harness.cli_runs import DUMMY_API_KEY
+from harness.modelserver import ScriptedModelServer
 from pipeline.github import GitHubClient
 from pipeline.models import Repository, Round, StageResult, Task
-from pipeline.modelserver import ScriptedModelServer
-from pipeline.modelserver.testing import DUMMY_API_KEY
 
 pytestmark = [pytest.mark.cli, pytest.mark.slow]
 

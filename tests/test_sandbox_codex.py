@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.cli_runs import DUMMY_API_KEY
+from harness.modelserver import ScriptedModelServer
 from pipeline import sandbox
-from pipeline.modelserver import ScriptedModelServer
-from pipeline.modelserver.testing import DUMMY_API_KEY
 from pipeline.providers.base import Invocation
 from pipeline.providers.codex import CodexStreamParser
 from tests.conftest import git

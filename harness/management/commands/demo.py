@@ -37,9 +37,9 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from harness.modelserver import ScriptedModelServer
 from pipeline import services
 from pipeline.models import Repository, StageResult, Task
-from pipeline.modelserver import ScriptedModelServer
 
 DEMO_DIR = settings.BASE_DIR / "demo"
 TITLE = "Add a farewell to the greeter"

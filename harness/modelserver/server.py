@@ -14,7 +14,7 @@ Contracts:
   so ``time`` is the arrival time. With ``request_log`` each record is also appended to that
   file as one JSON line (flushed at once, for readers in other processes).
 * Request headers are never logged or recorded (they carry API keys); unknown routes are
-  logged (method and path only) at WARNING on the ``pipeline.modelserver`` logger.
+  logged (method and path only) at WARNING on the ``harness.modelserver`` logger.
 * Streamed answers are sent with ``Connection: close`` and end when the connection closes,
   which both CLIs accept. A ``hang`` turn sends nothing and keeps the connection open until
   the client goes away or the server stops.
@@ -37,12 +37,12 @@ from . import anthropic, gemini, openai_chat, openai_responses
 from .exchange import AUXILIARY, Reply
 from .script import Script, load_script
 
-logger = logging.getLogger("pipeline.modelserver")
+logger = logging.getLogger("harness.modelserver")
 
 
 
 class ScriptedModelServer:
-    """Serves a :class:`~pipeline.modelserver.script.Script` over the Anthropic and OpenAI APIs.
+    """Serves a :class:`~harness.modelserver.script.Script` over the Anthropic and OpenAI APIs.
 
     Use as ``with ScriptedModelServer(script) as server: ... server.url ...`` or call
     :meth:`start` / :meth:`stop`. ``script`` is anything :func:`load_script` accepts.
