@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import subprocess
 import threading
 import time
@@ -290,6 +291,18 @@ def read_lines_until(
             if predicate(value):
                 return lines, value
     return lines, None
+
+
+def stop_process_group(process: subprocess.Popen, timeout: float = 10) -> None:
+    """Stop a process started in a session of its own (a stack, a cluster): SIGTERM its group,
+    then SIGKILL the group if it is still there after ``timeout`` seconds, and reap it."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def stop_agent(process: subprocess.Popen[str], timeout: float = 10) -> int:

@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from rest_framework.test import APIClient
 
 from harness import fake_runner
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def api(alice):
-    client = APIClient()
-    client.force_authenticate(alice)
-    return client
 
 
 def test_a_client_pages_through_the_events_with_its_cursor(api, local_repository):

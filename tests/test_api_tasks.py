@@ -4,20 +4,12 @@ retry and cancel, stages and attempts."""
 from __future__ import annotations
 
 import pytest
-from rest_framework.test import APIClient
 
 from harness import fake_runner
 from pipeline import services
 from pipeline.models import Repository, Stage, Task
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def api(alice):
-    client = APIClient()
-    client.force_authenticate(alice)
-    return client
 
 
 @pytest.fixture
