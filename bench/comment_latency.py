@@ -81,8 +81,8 @@ def main() -> None:
 
     from github_standin import GitHubStandIn
 
-    from pipeline.modelserver import ScriptedModelServer
-    from pipeline.modelserver.testing import DUMMY_API_KEY
+    from harness.cli_runs import DUMMY_API_KEY
+    from harness.modelserver import ScriptedModelServer
 
     standin = GitHubStandIn(token=TOKEN).start()
     standin.add_repo(FULL_NAME, permissions={"alice": "write"})

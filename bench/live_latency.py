@@ -216,7 +216,7 @@ def main() -> None:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
-    from dashboard.testing import daphne_serving
+    from harness.fake_runner import daphne_serving
 
     call_command("migrate", verbosity=0)
     from django.contrib.auth.models import Permission

@@ -104,8 +104,8 @@ def tacx(repository, n: int) -> float:
 
 def measure(provider: str, tmp: Path, runs: int) -> tuple[float, float]:
     """(median baseline, median TAC-X) in seconds for one provider."""
+    from harness.management.commands.demo import make_sample_repository  # noqa: E402
     from pipeline import git
-    from pipeline.management.commands.demo import make_sample_repository  # noqa: E402
     from pipeline.models import Repository
 
     repo = make_sample_repository(tmp / f"sample-{provider}")
@@ -137,7 +137,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tacx-bench-") as tmpdir:
         tmp = Path(tmpdir)
         setup_django(tmp)
-        from pipeline.modelserver import ScriptedModelServer
+        from harness.modelserver import ScriptedModelServer
 
         with ScriptedModelServer(ROOT / "demo" / "script.yaml") as server:
             key = "bench-key"

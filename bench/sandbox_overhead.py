@@ -105,9 +105,9 @@ def main() -> None:
     import django
 
     django.setup()
+    from harness.cli_runs import DUMMY_API_KEY
+    from harness.modelserver import ScriptedModelServer
     from pipeline import git, sandbox
-    from pipeline.modelserver import ScriptedModelServer
-    from pipeline.modelserver.testing import DUMMY_API_KEY
     from pipeline.providers import get_provider
     from pipeline.providers.base import Invocation, agent_environment
 

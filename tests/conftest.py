@@ -7,15 +7,38 @@ agent CLIs from node_modules driven by the scripted model server on loopback.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from rest_framework.test import APIClient
+
+from harness.cli_runs import DUMMY_API_KEY
+from harness.modelserver import ScriptedModelServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_REPO = ROOT / "demo" / "sample-repo"
+SCRIPTS = ROOT / "tests" / "scripts"  # model-server scripts
+TRANSCRIPTS = ROOT / "tests" / "fixtures" / "transcripts"  # CLI output the parser tests read
+
+
+def transcript_lines(name: str) -> list[str]:
+    """The lines of one transcript fixture."""
+    return (TRANSCRIPTS / name).read_text().splitlines()
+
+
+def transcript_objects(name: str) -> list[dict]:
+    """The JSON objects of one transcript fixture, one a line."""
+    return [json.loads(line) for line in transcript_lines(name)]
+
+
+def needs_cli(binary: Path) -> list[pytest.MarkDecorator]:
+    """The marks of a module that drives one real agent CLI from node_modules."""
+    return [pytest.mark.cli, pytest.mark.skipif(not binary.exists(), reason=f"{binary.name} is not installed in node_modules")]
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -40,6 +63,46 @@ def make_origin_and_clone(base: Path, name: str = "sample", files: dict[str, str
     git(clone, "remote", "add", "origin", str(origin))
     git(clone, "push", "--quiet", "origin", "main")
     return origin, clone
+
+
+def wait_for(condition, what: str, timeout: float = 60.0, interval: float = 0.05):
+    """Poll ``condition`` until it returns something true, and return that; fail naming ``what``
+    after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+    return value
+
+
+def commit_workflow(clone: Path, text: str) -> None:
+    """Write ``.tac/workflow.yaml`` into ``clone`` and commit it (not pushed)."""
+    (clone / ".tac").mkdir(exist_ok=True)
+    (clone / ".tac" / "workflow.yaml").write_text(text)
+    git(clone, "add", "-A")
+    git(clone, "commit", "-q", "-m", "workflow")
+
+
+def point_claude_at(monkeypatch, server: ScriptedModelServer, *, tacx_key: bool = False) -> None:
+    """Send the claude CLI to the scripted ``server`` with the dummy key; with ``tacx_key`` also
+    set ``TACX_MODEL_API_KEY`` (the key TAC-X hands every provider)."""
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", DUMMY_API_KEY)
+    if tacx_key:
+        monkeypatch.setenv("TACX_MODEL_API_KEY", DUMMY_API_KEY)
+
+
+@pytest.fixture
+def start_model_server(request):
+    """Starts a scripted model server on loopback for a script; it stops when the test ends."""
+
+    def start(script) -> ScriptedModelServer:
+        server = ScriptedModelServer(script).start()
+        request.addfinalizer(server.stop)
+        return server
+
+    return start
 
 
 @pytest.fixture(autouse=True)
@@ -100,6 +163,14 @@ def alice(db, django_user_model):
     """An operator: may see, create, retry, cancel and approve tasks (not staff)."""
     user = django_user_model.objects.create_user("alice", "alice@example.com", "correct-horse-battery")
     return grant(user, *TASK_PERMISSIONS)
+
+
+@pytest.fixture
+def api(alice):
+    """A REST API client signed in as alice."""
+    client = APIClient()
+    client.force_authenticate(alice)
+    return client
 
 
 def processes_matching(tag: str) -> list[int]:

@@ -69,6 +69,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
+from harness.modelserver.server import read_body
+
 WRITE_ROLES = {"admin": "admin", "maintain": "write", "write": "write", "triage": "read", "read": "read", "none": "none"}
 
 
@@ -1014,21 +1016,8 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # quiet
         pass
 
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    self.rfile.readline()
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
-
     def _serve(self) -> None:
-        body = self._read_body()
+        body = read_body(self)
         headers = {k.lower(): v for k, v in self.headers.items()}
         if self.path.startswith("/git/"):
             status, extra, raw = self.owner.handle_git(self.command, self.path, headers, body)

@@ -7,11 +7,10 @@ import hashlib
 
 import pytest
 
+from harness.cli_runs import CLAUDE_VERSION, CODEX_VERSION
 from pipeline import accounting, services
 from pipeline.models import StageResult, Task
-from pipeline.modelserver import ScriptedModelServer
-from pipeline.modelserver.testing import CLAUDE_VERSION, CODEX_VERSION, DUMMY_API_KEY
-from tests.conftest import git
+from tests.conftest import commit_workflow, git, point_claude_at
 
 pytestmark = [pytest.mark.cli, pytest.mark.django_db(transaction=True)]
 
@@ -37,15 +36,12 @@ SCRIPT = {
 }
 
 
-def test_each_attempt_of_a_real_run_records_its_fingerprint(local_repository, origin_and_clone, monkeypatch, request):
+def test_each_attempt_of_a_real_run_records_its_fingerprint(local_repository, origin_and_clone, monkeypatch, start_model_server):
     _, clone = origin_and_clone
-    server = ScriptedModelServer(SCRIPT).start()
-    request.addfinalizer(server.stop)
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", DUMMY_API_KEY)
-    monkeypatch.setenv("TACX_MODEL_API_KEY", DUMMY_API_KEY)
-    (clone / ".tac").mkdir()
-    (clone / ".tac" / "workflow.yaml").write_text(
+    server = start_model_server(SCRIPT)
+    point_claude_at(monkeypatch, server, tacx_key=True)
+    commit_workflow(
+        clone,
         "stages:\n"
         "  - name: planning\n"
         "  - name: building\n"
@@ -54,8 +50,6 @@ def test_each_attempt_of_a_real_run_records_its_fingerprint(local_repository, or
         f"    options: {{base_url: '{server.url}/v1', sandbox: workspace-write}}\n"
         "  - name: pr_creation\n"
     )
-    git(clone, "add", "-A")
-    git(clone, "commit", "-q", "-m", "workflow")
     main = git(clone, "rev-parse", "HEAD")
     task, _ = services.task_create(repository=local_repository, issue_number=8, title="Add notes", trigger_source="cli")
     services.task_dispatch(task=task, enqueue=False)

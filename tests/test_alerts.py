@@ -18,9 +18,7 @@ from django.utils import timezone
 from pipeline import alerts, services
 from pipeline.agent_process import group_alive
 from pipeline.models import Repository, Stage, StageResult, Task, Worker
-from pipeline.modelserver import ScriptedModelServer
-from pipeline.modelserver.testing import DUMMY_API_KEY
-from tests.conftest import git
+from tests.conftest import commit_workflow, point_claude_at
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -193,17 +191,12 @@ def test_a_stall_that_the_stage_retries_is_alerted_once(task, receiver):
 
 
 @pytest.mark.cli
-def test_a_silent_real_cli_is_killed_as_stalled_and_alerted_once(local_repository, origin_and_clone, receiver, monkeypatch, request):
+def test_a_silent_real_cli_is_killed_as_stalled_and_alerted_once(local_repository, origin_and_clone, receiver, monkeypatch, start_model_server):
     hook = receiver()
     _, clone = origin_and_clone
-    server = ScriptedModelServer({"conversations": [{"name": "silent", "turns": [{"text": "Thinking...", "delay": 30}]}]}).start()
-    request.addfinalizer(server.stop)
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", DUMMY_API_KEY)
-    (clone / ".tac").mkdir()
-    (clone / ".tac" / "workflow.yaml").write_text("stages:\n  - name: planning\n    stall_timeout: 2\n    max_attempts: 1\n  - name: pr_creation\n")
-    git(clone, "add", "-A")
-    git(clone, "commit", "-q", "-m", "workflow")
+    server = start_model_server({"conversations": [{"name": "silent", "turns": [{"text": "Thinking...", "delay": 30}]}]})
+    point_claude_at(monkeypatch, server)
+    commit_workflow(clone, "stages:\n  - name: planning\n    stall_timeout: 2\n    max_attempts: 1\n  - name: pr_creation\n")
     task, _ = services.task_create(repository=local_repository, issue_number=5, title="Stall", trigger_source="cli")
     services.task_dispatch(task=task, enqueue=False)
     started = time.monotonic()

@@ -44,9 +44,9 @@ def test_a_bad_query_parameter_is_a_400_naming_it(api, url, params, field):
 
 
 def test_a_bad_events_cursor_is_a_400_naming_it(api, local_repository):
-    from dashboard import testing
+    from harness import fake_runner
 
-    task = testing.task_running(repository=local_repository, issue_number=1)
+    task = fake_runner.task_running(repository=local_repository, issue_number=1)
     for params, field in [
         ({"after": "-1"}, "after"),
         ({"after": "x"}, "after"),

@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import pytest
-from rest_framework.test import APIClient
 
-from dashboard import testing
+from harness import fake_runner
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def api(alice):
-    client = APIClient()
-    client.force_authenticate(alice)
-    return client
-
-
 def test_a_client_pages_through_the_events_with_its_cursor(api, local_repository):
-    task = testing.task_running(repository=local_repository, issue_number=1)
-    other = testing.task_running(repository=local_repository, issue_number=2)
-    result = testing.stage_claim(task, "planning")
-    testing.events_add(result, testing.sample_conversation())
-    testing.events_add(testing.stage_claim(other, "planning"), testing.sample_conversation())
+    task = fake_runner.task_running(repository=local_repository, issue_number=1)
+    other = fake_runner.task_running(repository=local_repository, issue_number=2)
+    result = fake_runner.stage_claim(task, "planning")
+    fake_runner.events_add(result, fake_runner.sample_conversation())
+    fake_runner.events_add(fake_runner.stage_claim(other, "planning"), fake_runner.sample_conversation())
     expected = list(task.events.order_by("id").values_list("id", flat=True))
     seen, after = [], 0
     while True:
@@ -37,9 +29,9 @@ def test_a_client_pages_through_the_events_with_its_cursor(api, local_repository
 
 
 def test_an_event_says_which_attempt_and_stage_it_belongs_to(api, local_repository):
-    task = testing.task_running(repository=local_repository, issue_number=1)
-    result = testing.stage_claim(task, "planning")
-    testing.events_add(result, testing.sample_conversation())
+    task = fake_runner.task_running(repository=local_repository, issue_number=1)
+    result = fake_runner.stage_claim(task, "planning")
+    fake_runner.events_add(result, fake_runner.sample_conversation())
     events = api.get(f"/api/tasks/{task.pk}/events/").json()["events"]
     call = next(e for e in events if e["kind"] == "tool_call")
     assert call["attempt_id"] == result.pk and call["stage"] == "planning" and call["attempt"] == 1

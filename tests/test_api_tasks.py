@@ -4,9 +4,8 @@ retry and cancel, stages and attempts."""
 from __future__ import annotations
 
 import pytest
-from rest_framework.test import APIClient
 
-from dashboard import testing
+from harness import fake_runner
 from pipeline import services
 from pipeline.models import Repository, Stage, Task
 
@@ -14,24 +13,17 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def api(alice):
-    client = APIClient()
-    client.force_authenticate(alice)
-    return client
-
-
-@pytest.fixture
 def running_task(local_repository):
-    task = testing.task_running(repository=local_repository, issue_number=7)
-    result = testing.stage_claim(task, "planning")
-    testing.events_add(result, testing.sample_conversation())
+    task = fake_runner.task_running(repository=local_repository, issue_number=7)
+    result = fake_runner.stage_claim(task, "planning")
+    fake_runner.events_add(result, fake_runner.sample_conversation())
     return task
 
 
 @pytest.fixture
 def failed_task(local_repository):
-    task = testing.task_running(repository=local_repository, issue_number=9, title="Broken")
-    testing.attempt_finish(testing.stage_claim(task, "planning"), success=False, error="agent exited with code 1")
+    task = fake_runner.task_running(repository=local_repository, issue_number=9, title="Broken")
+    fake_runner.attempt_finish(fake_runner.stage_claim(task, "planning"), success=False, error="agent exited with code 1")
     task.refresh_from_db()
     assert task.status == Task.Status.FAILED
     return task
@@ -149,9 +141,9 @@ def test_cancel_of_a_finished_task_is_a_conflict(api, failed_task):
 
 
 def test_stages_and_attempts_show_every_attempt_with_its_error(api, local_repository):
-    task = testing.task_running(repository=local_repository, issue_number=5)
-    testing.attempt_finish(testing.stage_claim(task, "planning"), success=False, error="first try broke", retry=True)
-    testing.attempt_finish(testing.stage_claim(task, "planning"), output_text="# Plan")
+    task = fake_runner.task_running(repository=local_repository, issue_number=5)
+    fake_runner.attempt_finish(fake_runner.stage_claim(task, "planning"), success=False, error="first try broke", retry=True)
+    fake_runner.attempt_finish(fake_runner.stage_claim(task, "planning"), output_text="# Plan")
     stages = api.get(f"/api/tasks/{task.pk}/stages/").json()
     planning = stages[0]
     assert planning["status"] == "succeeded" and planning["attempts"] == 2
@@ -165,13 +157,13 @@ def test_stages_and_attempts_show_every_attempt_with_its_error(api, local_reposi
 
 
 def test_stats_and_workers(api, running_task):
-    testing.attempt_finish(running_task.results.get(stage__name="planning"), output_text="# Plan")
+    fake_runner.attempt_finish(running_task.results.get(stage__name="planning"), output_text="# Plan")
     stats = api.get("/api/stats/", {"days": 7}).json()
     assert stats["days"] == 7 and len(stats["per_day"]) == 7
     assert stats["by_stage"] == [{"key": "planning", "attempts": 1, "succeeded": 1, "cancelled": 0, "rate": 1.0}]
     assert stats["per_day"][-1]["tokens"] == 1540
     assert stats["tasks_by_status"] == {"running": 1}
-    testing.stage_claim(running_task, "building")
+    fake_runner.stage_claim(running_task, "building")
     workers = api.get("/api/workers/").json()
     assert [(w["kind"], w["stage"], w["task_id"]) for w in workers] == [("agent", "building", running_task.pk)]
     everyone = api.get("/api/workers/", {"include_exited": "true"}).json()

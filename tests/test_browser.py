@@ -2,7 +2,7 @@
 served by daphne in a subprocess on the test database (so websockets work), the embedded
 configuration (no Redis: the consumers poll the events table).
 
-The test plays the stage runner itself (``dashboard.testing``), moving a task on while the pages
+The test plays the stage runner itself (``harness.fake_runner``), moving a task on while the pages
 are open, and checks that they follow without a reload. Screenshots go to ``test-artifacts/``.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from dashboard import testing
+from harness import fake_runner
 from pipeline.models import Task
 
 CHROMIUM = "/usr/bin/chromium"
@@ -55,7 +55,7 @@ def server(django_db_setup, django_db_blocker, tmp_path_factory):
         "TACX_WORKTREE_ROOT": str(tmp / "trees"),
     }
     subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
-    with testing.daphne_serving(env=env, log_path=tmp / "daphne.log") as url:
+    with fake_runner.daphne_serving(env=env, log_path=tmp / "daphne.log") as url:
         yield url
 
 
@@ -127,9 +127,9 @@ def shot(page, name: str) -> None:
 def test_a_user_watches_a_task_advance_reads_its_transcript_and_retries_it(server, page, transactional_db, alice, local_repository):
     from playwright.sync_api import expect
 
-    task = testing.task_running(repository=local_repository, issue_number=7, title="Add a greeting")
-    planning = testing.stage_claim(task, "planning")
-    testing.events_add(planning, testing.sample_conversation())
+    task = fake_runner.task_running(repository=local_repository, issue_number=7, title="Add a greeting")
+    planning = fake_runner.stage_claim(task, "planning")
+    fake_runner.events_add(planning, fake_runner.sample_conversation())
 
     # Log in through the form.
     page.goto(server + "/")
@@ -146,8 +146,8 @@ def test_a_user_watches_a_task_advance_reads_its_transcript_and_retries_it(serve
     expect(page.locator("#live-state")).to_have_class("live-state live")
     page.evaluate("window.__notReloaded = true")
     shot(page, "02-tasks-planning")
-    testing.attempt_finish(planning, output_text="# Plan\n\n1. Add `greet()`\n2. Test it")
-    building = testing.stage_claim(task, "building")
+    fake_runner.attempt_finish(planning, output_text="# Plan\n\n1. Add `greet()`\n2. Test it")
+    building = fake_runner.stage_claim(task, "building")
     expect(row.locator("td.current-stage")).to_have_text("building")
     assert page.evaluate("window.__notReloaded") is True
     shot(page, "03-tasks-building")
@@ -158,9 +158,9 @@ def test_a_user_watches_a_task_advance_reads_its_transcript_and_retries_it(serve
     expect(page.locator('[data-stage="building"]')).to_have_attribute("data-status", "running")
     expect(page.locator("#plan")).to_contain_text("Add greet()")
     page.evaluate("window.__notReloaded = true")
-    testing.events_add(building, [("message", {"role": "assistant", "text": "Building the greeting."})])
-    testing.attempt_finish(building, output_text="1 file changed")
-    reviewing = testing.stage_claim(task, "reviewing")
+    fake_runner.events_add(building, [("message", {"role": "assistant", "text": "Building the greeting."})])
+    fake_runner.attempt_finish(building, output_text="1 file changed")
+    reviewing = fake_runner.stage_claim(task, "reviewing")
     expect(page.locator('[data-stage="reviewing"]')).to_have_attribute("data-status", "running")
     expect(page.locator('[data-stage="building"]')).to_have_attribute("data-status", "succeeded")
     assert page.evaluate("window.__notReloaded") is True
@@ -175,14 +175,14 @@ def test_a_user_watches_a_task_advance_reads_its_transcript_and_retries_it(serve
     expect(transcript).to_contain_text("File created successfully at: plan.md")
     expect(transcript).to_contain_text("in 1.2k · out 340")
     expect(transcript).to_contain_text("Building the greeting.")
-    testing.events_add(reviewing, [("tool_call", {"id": "t9", "name": "Bash", "input": {"command": "git diff HEAD~1"}})])
+    fake_runner.events_add(reviewing, [("tool_call", {"id": "t9", "name": "Bash", "input": {"command": "git diff HEAD~1"}})])
     expect(transcript.locator(".kind-tool_call pre.code").last).to_contain_text("git diff HEAD~1")
     expect(transcript.locator(".attempt-head").last).to_have_text("reviewing · attempt 1")
     assert transcript.locator("li.event").count() == task.events.count()  # nothing twice
     shot(page, "05-transcript")
 
     # The review fails: the Retry button appears live; pressing it re-queues the stage.
-    testing.attempt_finish(reviewing, success=False, error="the review has no verdict")
+    fake_runner.attempt_finish(reviewing, success=False, error="the review has no verdict")
     expect(page.locator("#task-status")).to_have_text("Failed")
     expect(page.locator(".attempt.outcome-failed")).to_contain_text("the review has no verdict")
     shot(page, "06-failed")
@@ -205,9 +205,9 @@ def login(page, server: str) -> None:
 def test_the_stats_charts_the_workers_and_the_api_docs_render_in_the_browser(server, page, transactional_db, alice, local_repository):
     from playwright.sync_api import expect
 
-    task = testing.task_running(repository=local_repository, issue_number=3)
-    testing.attempt_finish(testing.stage_claim(task, "planning"), output_text="# Plan")
-    building = testing.stage_claim(task, "building")
+    task = fake_runner.task_running(repository=local_repository, issue_number=3)
+    fake_runner.attempt_finish(fake_runner.stage_claim(task, "planning"), output_text="# Plan")
+    building = fake_runner.stage_claim(task, "building")
     login(page, server)
 
     page.goto(server + "/stats/?days=7")
@@ -217,7 +217,7 @@ def test_the_stats_charts_the_workers_and_the_api_docs_render_in_the_browser(ser
 
     page.goto(server + "/workers/")
     expect(page.locator(f'#worker-rows tr[data-worker="{building.worker_id}"]')).to_contain_text("building")
-    testing.attempt_finish(building, output_text="done")  # the worker exits: the page follows
+    fake_runner.attempt_finish(building, output_text="done")  # the worker exits: the page follows
     expect(page.locator(f'#worker-rows tr[data-worker="{building.worker_id}"]')).to_have_count(0, timeout=8000)
     shot(page, "11-workers")
 
@@ -254,13 +254,13 @@ def command_workflow() -> str:
 def test_markdown_keeps_angle_brackets_and_never_runs_markup(server, page, transactional_db, alice, local_repository):
     from playwright.sync_api import expect
 
-    task = testing.task_running(repository=local_repository, issue_number=21)
+    task = fake_runner.task_running(repository=local_repository, issue_number=21)
     plan = (
         '# Plan\n\n1. Add `farewell(name)` returning "Goodbye, <name>".\n2. Accept a `List<String>` of names.\n\n'
         "<script>window.__pwned = true; alert(1)</script>\n\n<img src=x onerror=\"window.__pwned = true\">\n"
     )
-    testing.attempt_finish(testing.stage_claim(task, "planning"), output_text=plan)
-    testing.stage_claim(task, "building")
+    fake_runner.attempt_finish(fake_runner.stage_claim(task, "planning"), output_text=plan)
+    fake_runner.stage_claim(task, "building")
     login(page, server)
     page.goto(server + f"/tasks/{task.pk}/#documents")
     plan_box = page.locator("#plan")
@@ -357,9 +357,9 @@ def test_the_failure_callout_lists_every_workflow_error_and_the_next_step(server
 def test_a_running_task_opens_on_its_live_transcript_with_now_doing_a_timer_and_filters(server, page, transactional_db, alice, local_repository):
     from playwright.sync_api import expect
 
-    task = testing.task_running(repository=local_repository, issue_number=8)
-    planning = testing.stage_claim(task, "planning")
-    testing.events_add(planning, testing.sample_conversation())
+    task = fake_runner.task_running(repository=local_repository, issue_number=8)
+    planning = fake_runner.stage_claim(task, "planning")
+    fake_runner.events_add(planning, fake_runner.sample_conversation())
     login(page, server)
     page.goto(server + f"/tasks/{task.pk}/")
     tab = page.get_by_role("tab", name="Transcript")
@@ -380,7 +380,7 @@ def test_a_running_task_opens_on_its_live_transcript_with_now_doing_a_timer_and_
     timer = page.locator("#attempt-timer")
     first = timer.text_content()
     expect(timer).not_to_have_text(first, timeout=5000)
-    testing.events_add(planning, [("tool_call", {"id": "t2", "name": "Bash", "input": {"command": "pytest -q"}})])
+    fake_runner.events_add(planning, [("tool_call", {"id": "t2", "name": "Bash", "input": {"command": "pytest -q"}})])
     expect(page.locator("#now-doing")).to_have_text("Bash: $ pytest -q")
     expect(page.locator("#transcript li.kind-tool_call").last).to_be_hidden()  # the filter applies to new events
 
@@ -398,12 +398,12 @@ WIDE_ELEMENTS = "[...document.querySelectorAll('body *')].filter(e => e.getBound
 def test_every_page_fits_a_390_px_phone_without_horizontal_scrolling(server, phone, transactional_db, alice, local_repository):
     from playwright.sync_api import expect
 
-    task = testing.task_running(repository=local_repository, issue_number=9, title="A rather long title " * 4)
-    planning = testing.stage_claim(task, "planning")
-    testing.events_add(planning, testing.sample_conversation())
-    testing.events_add(planning, [("tool_call", {"id": "t3", "name": "Bash", "input": {"command": "x" * 300}})])
-    testing.attempt_finish(planning, output_text="# Plan\n\n" + "a_very_long_identifier_without_spaces_" * 8)
-    testing.stage_claim(task, "building")
+    task = fake_runner.task_running(repository=local_repository, issue_number=9, title="A rather long title " * 4)
+    planning = fake_runner.stage_claim(task, "planning")
+    fake_runner.events_add(planning, fake_runner.sample_conversation())
+    fake_runner.events_add(planning, [("tool_call", {"id": "t3", "name": "Bash", "input": {"command": "x" * 300}})])
+    fake_runner.attempt_finish(planning, output_text="# Plan\n\n" + "a_very_long_identifier_without_spaces_" * 8)
+    fake_runner.stage_claim(task, "building")
     login(phone, server)
     for path, name in [("/", "tasks"), (f"/tasks/{task.pk}/", "task"), (f"/tasks/{task.pk}/#documents", "documents"), ("/stats/", "stats"),
                        ("/workers/", "workers"), ("/tasks/new/", "new-task"), ("/api/docs/", "api-docs"), ("/no/such/page/", "404")]:
@@ -446,11 +446,11 @@ def test_agent_written_images_load_nothing_and_the_csp_holds_with_the_live_trans
     from playwright.sync_api import expect
 
     base = f"http://127.0.0.1:{image_host.server_address[1]}"
-    task = testing.task_running(repository=local_repository, issue_number=31)
-    planning = testing.stage_claim(task, "planning")
-    testing.events_add(planning, [("message", {"role": "assistant", "text": f"Look: ![seen]({base}/message?who=viewer)"})])
-    testing.attempt_finish(planning, output_text=f"# Plan\n\n![chart]({base}/plan?d=c2VjcmV0)\n\n1. Do it\n")
-    building = testing.stage_claim(task, "building")
+    task = fake_runner.task_running(repository=local_repository, issue_number=31)
+    planning = fake_runner.stage_claim(task, "planning")
+    fake_runner.events_add(planning, [("message", {"role": "assistant", "text": f"Look: ![seen]({base}/message?who=viewer)"})])
+    fake_runner.attempt_finish(planning, output_text=f"# Plan\n\n![chart]({base}/plan?d=c2VjcmV0)\n\n1. Do it\n")
+    building = fake_runner.stage_claim(task, "building")
     page.add_init_script("window.__csp = []; document.addEventListener('securitypolicyviolation', e => window.__csp.push(e.blockedURI + ' ' + e.violatedDirective));")
     login(page, server)
 
@@ -469,7 +469,7 @@ def test_agent_written_images_load_nothing_and_the_csp_holds_with_the_live_trans
     transcript = page.locator("#transcript")
     expect(transcript.locator(".image-ref").first).to_have_text(f"[image: seen] {base}/message?who=viewer")
     expect(page.locator("#live-state")).to_have_class("live-state live")
-    testing.events_add(building, [("message", {"role": "assistant", "text": f"Again ![live]({base}/live)"})])
+    fake_runner.events_add(building, [("message", {"role": "assistant", "text": f"Again ![live]({base}/live)"})])
     expect(transcript.locator(".image-ref").last).to_have_text(f"[image: live] {base}/live")
 
     # The second wall: an <img> that got onto the page anyway is refused by the browser.

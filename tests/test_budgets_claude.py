@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import pytest
 
+from harness.modelserver import ScriptedModelServer
 from pipeline import services
 from pipeline.agent_process import group_alive
 from pipeline.models import StageResult, Task, Worker
-from pipeline.modelserver import ScriptedModelServer
-from pipeline.modelserver.testing import DUMMY_API_KEY
 from pipeline.pricing import cost_for
 from pipeline.providers import Usage
-from tests.conftest import git
+from tests.conftest import commit_workflow, git, point_claude_at
 
 pytestmark = [pytest.mark.cli, pytest.mark.django_db(transaction=True)]
 
@@ -38,22 +37,13 @@ SCRIPT = {
 
 
 @pytest.fixture
-def model_server(monkeypatch, request):
+def model_server(monkeypatch, start_model_server):
     def start(script: dict) -> ScriptedModelServer:
-        server = ScriptedModelServer(script).start()
-        request.addfinalizer(server.stop)
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", DUMMY_API_KEY)
+        server = start_model_server(script)
+        point_claude_at(monkeypatch, server)
         return server
 
     return start
-
-
-def commit_workflow(clone, text: str) -> None:
-    (clone / ".tac").mkdir(exist_ok=True)
-    (clone / ".tac" / "workflow.yaml").write_text(text)
-    git(clone, "add", "-A")
-    git(clone, "commit", "-q", "-m", "workflow")
 
 
 def test_a_stage_budget_stops_the_real_cli_within_one_usage_event(local_repository, origin_and_clone, model_server):

@@ -12,9 +12,7 @@ from django.utils import timezone
 from coordinator.dispatch import Dispatcher
 from pipeline import accounting, budgets, services
 from pipeline.models import AgentEvent, Repository, StageResult, Task
-from pipeline.modelserver import ScriptedModelServer
-from pipeline.modelserver.testing import DUMMY_API_KEY
-from tests.conftest import git
+from tests.conftest import commit_workflow, point_claude_at
 
 pytestmark = [pytest.mark.cli, pytest.mark.django_db(transaction=True)]
 
@@ -32,11 +30,9 @@ SCRIPT = {
 
 
 @pytest.fixture
-def model_server(monkeypatch, request):
-    server = ScriptedModelServer(SCRIPT).start()
-    request.addfinalizer(server.stop)
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", DUMMY_API_KEY)
+def model_server(monkeypatch, start_model_server):
+    server = start_model_server(SCRIPT)
+    point_claude_at(monkeypatch, server)
     return server
 
 
@@ -46,10 +42,7 @@ def pin_clock(monkeypatch, when) -> None:
 
 def test_a_used_up_daily_budget_holds_new_tasks_until_the_next_day(local_repository, origin_and_clone, model_server, monkeypatch):
     _, clone = origin_and_clone
-    (clone / ".tac").mkdir()
-    (clone / ".tac" / "workflow.yaml").write_text("stages:\n  - name: planning\n  - name: pr_creation\n")
-    git(clone, "add", "-A")
-    git(clone, "commit", "-q", "-m", "workflow")
+    commit_workflow(clone, "stages:\n  - name: planning\n  - name: pr_creation\n")
     Repository.objects.filter(pk=local_repository.pk).update(daily_budget_usd=Decimal("0.02"))
     first, _ = services.task_create(repository=local_repository, issue_number=1, title="Say hello", trigger_source="cli")
     services.task_dispatch(task=first, enqueue=False)

@@ -13,7 +13,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from dashboard import testing
+from harness import fake_runner
 from pipeline.models import AgentEvent
 from tacx_site.asgi import application
 
@@ -29,8 +29,8 @@ def session(alice) -> str:
 
 @pytest.fixture
 def task(local_repository):
-    task = testing.task_running(repository=local_repository, issue_number=1)
-    testing.events_add(testing.stage_claim(task, "planning"), testing.sample_conversation())
+    task = fake_runner.task_running(repository=local_repository, issue_number=1)
+    fake_runner.events_add(fake_runner.stage_claim(task, "planning"), fake_runner.sample_conversation())
     return task
 
 
@@ -58,8 +58,8 @@ def ids_of(task) -> list[int]:
 
 
 def test_a_task_stream_sends_every_event_in_order_with_its_html(session, task, local_repository):
-    other = testing.task_running(repository=local_repository, issue_number=2)
-    testing.events_add(testing.stage_claim(other, "planning"), testing.sample_conversation())
+    other = fake_runner.task_running(repository=local_repository, issue_number=2)
+    fake_runner.events_add(fake_runner.stage_claim(other, "planning"), fake_runner.sample_conversation())
     expected = ids_of(task)
 
     async def scenario():
@@ -86,7 +86,7 @@ def test_new_events_arrive_while_connected(session, task):
         assert (await comm.connect())[0]
         assert await comm.receive_nothing(timeout=0.4)
         result = await sync_to_async(task.results.get)(stage__name="planning")
-        await sync_to_async(testing.events_add)(result, [("message", {"role": "assistant", "text": "more"})])
+        await sync_to_async(fake_runner.events_add)(result, [("message", {"role": "assistant", "text": "more"})])
         events = await receive_events(comm, 1, timeout=3)
         await comm.disconnect()
         return events
@@ -105,8 +105,8 @@ def test_a_reconnect_with_the_last_id_resumes_without_loss_or_repeats(session, t
         first = await receive_events(comm, before)
         await comm.disconnect()
         # While the client is away the agent goes on.
-        await sync_to_async(testing.events_add)(result, [("message", {"role": "assistant", "text": f"away {i}"}) for i in range(5)])
-        await sync_to_async(testing.attempt_finish)(result, output_text="# Plan")
+        await sync_to_async(fake_runner.events_add)(result, [("message", {"role": "assistant", "text": f"away {i}"}) for i in range(5)])
+        await sync_to_async(fake_runner.attempt_finish)(result, output_text="# Plan")
         comm = socket(f"/ws/tasks/{task.pk}/events/?after={first[-1]['id']}", session=session)
         assert (await comm.connect())[0]
         missed = len(await sync_to_async(ids_of)(task)) - len(first)
@@ -128,7 +128,7 @@ def test_the_list_stream_sends_slim_events_of_every_task(session, task, local_re
         comm = socket("/ws/events/?after=0", session=session)
         assert (await comm.connect())[0]
         events = await receive_events(comm, count)
-        other = await sync_to_async(testing.task_running)(repository=local_repository, issue_number=2)
+        other = await sync_to_async(fake_runner.task_running)(repository=local_repository, issue_number=2)
         more = await receive_events(comm, 2)  # "task created" and "task started"
         await comm.disconnect()
         return events, more, other
@@ -190,7 +190,7 @@ def test_with_redis_a_notification_wakes_the_stream_long_before_the_safety_poll(
         assert (await comm.connect())[0]
         await comm.receive_nothing(timeout=0.3)  # the first read is done: now it only waits
         started = time.monotonic()
-        await sync_to_async(testing.events_add)(result, [("message", {"role": "assistant", "text": "via redis"})])
+        await sync_to_async(fake_runner.events_add)(result, [("message", {"role": "assistant", "text": "via redis"})])
         events = await receive_events(comm, 1, timeout=5)
         waited = time.monotonic() - started
         await comm.disconnect()

@@ -10,7 +10,8 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from dashboard import streams, testing
+from dashboard import streams
+from harness import fake_runner
 from pipeline.models import AgentEvent
 
 pytestmark = pytest.mark.django_db
@@ -18,12 +19,12 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def task(local_repository):
-    return testing.task_running(repository=local_repository, issue_number=1)
+    return fake_runner.task_running(repository=local_repository, issue_number=1)
 
 
 def test_it_reads_after_the_cursor_in_order_with_a_limit(task):
-    result = testing.stage_claim(task, "planning")
-    testing.events_add(result, testing.sample_conversation())
+    result = fake_runner.stage_claim(task, "planning")
+    fake_runner.events_add(result, fake_runner.sample_conversation())
     all_ids = list(task.events.order_by("id").values_list("id", flat=True))
     page = streams.events_after(after=0, task_id=task.pk, limit=4)
     assert [e.pk for e in page.events] == all_ids[:4] and page.has_more
@@ -50,7 +51,7 @@ def test_a_fresh_hole_left_by_a_rolled_back_insert_is_final_when_nobody_writes(t
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite serialises writers: ids follow commit order there")
 def test_it_waits_for_an_event_whose_transaction_has_not_committed_yet(local_repository):
-    task = testing.task_running(repository=local_repository, issue_number=1)
+    task = fake_runner.task_running(repository=local_repository, issue_number=1)
     start = streams.latest_id()
     inserted, release = threading.Event(), threading.Event()
 

@@ -16,7 +16,8 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from dashboard import consumers, streams, testing
+from dashboard import consumers, streams
+from harness import fake_runner
 from tacx_site.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -62,7 +63,7 @@ def test_a_user_holds_at_most_the_limit_of_sockets(alice, django_user_model, set
 
 def test_idle_sockets_do_not_read_the_table_and_still_get_new_events(alice, local_repository, settings, monkeypatch):
     settings.TACX = {**settings.TACX, "LIVE_POLL_SECONDS": 0.01, "LIVE_SAFETY_POLL_SECONDS": 0.01}
-    task = testing.task_running(repository=local_repository, issue_number=1)
+    task = fake_runner.task_running(repository=local_repository, issue_number=1)
     reads, polls = [0], [0]
     events_after, latest_id = streams.events_after, streams.latest_id
 
@@ -89,7 +90,7 @@ def test_idle_sockets_do_not_read_the_table_and_still_get_new_events(alice, loca
         while polls[0] - start < 20 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         idle_reads = reads[0]
-        await sync_to_async(lambda: testing.events_add(testing.stage_claim(task, "planning"), testing.sample_conversation()[:1]))()
+        await sync_to_async(lambda: fake_runner.events_add(fake_runner.stage_claim(task, "planning"), fake_runner.sample_conversation()[:1]))()
         received = [await comm.receive_json_from(timeout=5) for comm in comms]
         for comm in comms:
             await comm.disconnect()

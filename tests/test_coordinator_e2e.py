@@ -13,6 +13,7 @@ from coordinator.loop import Coordinator
 from pipeline import runner
 from pipeline.github import GitHubClient
 from pipeline.models import Repository, Stage, StageResult, Task
+from tests.conftest import point_claude_at
 
 
 def run_to_the_end(coordinator: Coordinator, task: Task) -> None:
@@ -28,6 +29,20 @@ def run_to_the_end(coordinator: Coordinator, task: Task) -> None:
             continue
         runner.run_stage(stage.pk, enqueue_next=False)
     raise AssertionError("the task did not finish")
+
+
+def labelled_issue_run(standin, clone_url: str, number: int) -> Task:  # noqa: F811
+    """octo/sample registered (cloned from ``clone_url``), issue ``number`` labelled for TAC-X on
+    the stand-in, and the coordinator and stage jobs run until the task ends; the task."""
+    Repository.objects.create(kind=Repository.Kind.GITHUB, full_name="octo/sample", clone_url=clone_url, default_branch="main")
+    standin.add_issue("octo/sample", number=number, title="Add a changelog", labels=("rpi-auto",), labeled_by="alice")
+    coordinator = Coordinator(tick=0)
+    coordinator.comments.min_edit_seconds = 0
+    coordinator.run_once()
+    task = Task.objects.get()
+    run_to_the_end(coordinator, task)
+    task.refresh_from_db()
+    return task
 
 
 def test_a_labelled_issue_ends_as_a_pull_request_with_the_progress_comment_edited_throughout(github_repo, standin):  # noqa: F811
@@ -100,15 +115,13 @@ def test_the_whole_run_with_the_real_claude_cli_against_the_scripted_model_serve
     import yaml
     from conftest import ROOT, make_origin_and_clone
 
-    from pipeline.modelserver import ScriptedModelServer
-    from pipeline.modelserver.testing import DUMMY_API_KEY
+    from harness.modelserver import ScriptedModelServer
 
     origin, _ = make_origin_and_clone(tmp_path)  # demo/sample-repo: no workflow file, the default applies
     repo = Repository.objects.create(kind=Repository.Kind.GITHUB, full_name="octo/sample", clone_url=str(origin))
     standin.add_issue("octo/sample", number=21, title="Add a farewell", body="Please add farewell(name).", labels=("rpi-auto",), labeled_by="mo")
     with ScriptedModelServer(yaml.safe_load((ROOT / "demo" / "script.yaml").read_text())) as server:
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", DUMMY_API_KEY)
+        point_claude_at(monkeypatch, server)
         coordinator = Coordinator(client=GitHubClient(base_url=standin.url, token=TOKEN), tick=0)
         coordinator.comments.min_edit_seconds = 0
         coordinator.run_once()

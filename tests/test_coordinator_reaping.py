@@ -21,6 +21,7 @@ from coordinator import heartbeat, reaping
 from coordinator.backoff import Backoff
 from coordinator.dispatch import Dispatcher
 from coordinator.loop import Coordinator
+from harness.cli_runs import stop_agent
 from pipeline import services
 from pipeline.agent_process import group_alive
 from pipeline.models import Repository, Stage, StageResult, Task, Worker
@@ -215,9 +216,7 @@ def test_run_coordinator_exits_cleanly_on_sigterm(tmp_path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_agent(proc)
     assert heartbeat.coordinator_heartbeat_age() is None
 
 

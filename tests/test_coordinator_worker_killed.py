@@ -20,13 +20,14 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, make_origin_and_clone, processes_matching
+from conftest import ROOT, make_origin_and_clone, processes_matching, wait_for
 from django.db import connection
 from github_standin import command_workflow
 from test_coordinator_reaping import database_url
 
 from coordinator.dispatch import Dispatcher
 from coordinator.loop import Coordinator
+from harness.cli_runs import stop_process_group
 from pipeline import services
 from pipeline.models import Repository, Stage, StageResult, Task
 
@@ -50,16 +51,6 @@ pathlib.Path("plan.md").write_text("# Plan\\n\\nWrite CHANGES.md.\\n")
 """
 
 
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def agent_runs(log: Path) -> dict[str, tuple[float, float]]:
     """agent id -> (first, last) time the agent process wrote to the log."""
     seen: dict[str, list[float]] = defaultdict(list)
@@ -70,22 +61,27 @@ def agent_runs(log: Path) -> dict[str, tuple[float, float]]:
     return {me: (min(times), max(times)) for me, times in seen.items()}
 
 
+def cluster_env(settings, tmp_path: Path, *, workers: int, **extra: str) -> dict[str, str]:
+    """The environment of a qcluster on this test's database, worktree root and sandbox reads."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url(connection),
+        "TACX_WORKTREE_ROOT": str(settings.TACX["WORKTREE_ROOT"]),
+        "TACX_VAR_DIR": str(tmp_path / "var"),
+        "TACX_Q_WORKERS": str(workers),
+        "TACX_Q_TIMEOUT": "300",
+        "TACX_Q_POLL": "0.1",
+        "TACX_SANDBOX_ALLOW_READ": os.pathsep.join(settings.TACX["SANDBOX_ALLOW_READ"]),
+        **extra,
+    }
+
+
 def start_cluster(env: dict[str, str], log_path: Path) -> subprocess.Popen:
     # Its own session: SIGKILL to the group kills the whole cluster (sentinel, pusher, workers,
     # monitor) but not the agent, which runs in a session of its own, as in production.
     return subprocess.Popen(
         [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, start_new_session=True, stdout=log_path.open("w"), stderr=subprocess.STDOUT
     )
-
-
-def stop_cluster(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.mark.slow
@@ -96,19 +92,7 @@ def test_a_sigkilled_worker_is_reaped_its_agent_killed_and_the_task_finished_wit
     _origin, clone = make_origin_and_clone(tmp_path, "killme", {"README.md": "x\n", ".tac/workflow.yaml": workflow})
     repo = Repository.objects.create(kind=Repository.Kind.LOCAL, full_name="killme", local_path=str(clone))
     settings.TACX = {**settings.TACX, "LEASE_SECONDS": 2, "HEARTBEAT_SECONDS": 0.5}
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(connection),
-        "TACX_LEASE_SECONDS": "2",
-        "TACX_HEARTBEAT_SECONDS": "0.5",
-        "TACX_KILL_GRACE_SECONDS": "1",
-        "TACX_WORKTREE_ROOT": str(settings.TACX["WORKTREE_ROOT"]),
-        "TACX_VAR_DIR": str(tmp_path / "var"),
-        "TACX_Q_WORKERS": "2",
-        "TACX_Q_TIMEOUT": "300",
-        "TACX_Q_POLL": "0.1",
-        "TACX_SANDBOX_ALLOW_READ": os.pathsep.join(settings.TACX["SANDBOX_ALLOW_READ"]),
-    }
+    env = cluster_env(settings, tmp_path, workers=2, TACX_LEASE_SECONDS="2", TACX_HEARTBEAT_SECONDS="0.5", TACX_KILL_GRACE_SECONDS="1")
     task, _ = services.task_create(repository=repo, issue_number=1, title="Write a changelog")
     assert Dispatcher().start(task)  # planning queued and handed to django-q2 (ORM broker)
     planning = Stage.objects.get(task=task, name="planning")
@@ -117,21 +101,21 @@ def test_a_sigkilled_worker_is_reaped_its_agent_killed_and_the_task_finished_wit
     second = None
     try:
         # The agent is working: a few lines in its log.
-        worktree = Path(wait_for(lambda: Task.objects.get(pk=task.pk).worktree_path, 60, "the worktree"))
+        worktree = Path(wait_for(lambda: Task.objects.get(pk=task.pk).worktree_path, "the worktree", timeout=60))
         agent_log = worktree / "agent.log"
-        wait_for(lambda: sum(1 for _ in agent_log.open()) >= 5 if agent_log.exists() else False, 60, "the first agent to start")
+        wait_for(lambda: sum(1 for _ in agent_log.open()) >= 5 if agent_log.exists() else False, "the first agent to start", timeout=60)
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
         last_fault = time.time()
         time.sleep(0.3)
         # The sandbox (bubblewrap, --die-with-parent) ends with the worker that started it: no
         # orphan agent keeps working on the stage (unsandboxed, the reaper kills the orphan).
-        wait_for(lambda: processes_matching(tag) == [], 10, "the agent to end with its worker")
+        wait_for(lambda: processes_matching(tag) == [], "the agent to end with its worker", timeout=10)
         assert Stage.objects.get(pk=planning.pk).status == Stage.Status.RUNNING
 
         # Nobody renews the lease now; once it has expired the coordinator's reaper acts.
         coordinator = Coordinator(host=socket.gethostname(), tick=0.1)
-        wait_for(lambda: not Stage.objects.filter(pk=planning.pk, lease_expires_at__gt=time_now()).exists(), 10, "the lease to expire")
+        wait_for(lambda: not Stage.objects.filter(pk=planning.pk, lease_expires_at__gt=time_now()).exists(), "the lease to expire", timeout=10)
         coordinator.run_once()
 
         attempt = StageResult.objects.get(stage=planning, attempt=1)
@@ -141,14 +125,9 @@ def test_a_sigkilled_worker_is_reaped_its_agent_killed_and_the_task_finished_wit
         assert planning.status == Stage.Status.QUEUED and planning.attempts == 1
 
         second = start_cluster(env, tmp_path / "cluster-2.log")
-        runner = threading.Thread(target=run_until_finished, args=(coordinator, task.pk), daemon=True)
-        runner.start()
-        runner.join(timeout=120)
-        assert not runner.is_alive(), "the task did not finish"
+        finish_in_a_thread(coordinator, task.pk)
     finally:
-        stop_cluster(first)
-        if second is not None:
-            stop_cluster(second)
+        stop_clusters(first, second)
 
     task.refresh_from_db()
     assert task.status == Task.Status.SUCCEEDED, f"{task.status}: {task.status_reason}\n{(tmp_path / 'cluster-2.log').read_text()[-3000:]}"
@@ -169,6 +148,20 @@ def time_now():
     from django.utils import timezone
 
     return timezone.now()
+
+
+def finish_in_a_thread(coordinator: Coordinator, task_id: int) -> None:
+    """Run the coordinator in a thread (its own database connection) until the task ends."""
+    runner = threading.Thread(target=run_until_finished, args=(coordinator, task_id), daemon=True)
+    runner.start()
+    runner.join(timeout=120)
+    assert not runner.is_alive(), "the task did not finish"
+
+
+def stop_clusters(*clusters: subprocess.Popen | None) -> None:
+    for cluster in clusters:
+        if cluster is not None:
+            stop_process_group(cluster)
 
 
 def run_until_finished(coordinator: Coordinator, task_id: int) -> None:
@@ -203,16 +196,7 @@ def test_a_cluster_killed_between_taking_a_job_and_claiming_its_stage_loses_noth
     _origin, clone = make_origin_and_clone(tmp_path, "lostjob", {"README.md": "x\n", ".tac/workflow.yaml": command_workflow()})
     repo = Repository.objects.create(kind=Repository.Kind.LOCAL, full_name="lostjob", local_path=str(clone))
     settings.TACX = {**settings.TACX, "LOST_JOB_SECONDS": 30}
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(connection),
-        "TACX_WORKTREE_ROOT": str(settings.TACX["WORKTREE_ROOT"]),
-        "TACX_VAR_DIR": str(tmp_path / "var"),
-        "TACX_Q_WORKERS": "1",
-        "TACX_Q_TIMEOUT": "300",
-        "TACX_Q_POLL": "0.1",
-        "TACX_SANDBOX_ALLOW_READ": os.pathsep.join(settings.TACX["SANDBOX_ALLOW_READ"]),
-    }
+    env = cluster_env(settings, tmp_path, workers=1)
     task, _ = services.task_create(repository=repo, issue_number=1, title="Lost job")
     assert Dispatcher().start(task)
     planning = Stage.objects.get(task=task, name="planning")
@@ -223,7 +207,7 @@ def test_a_cluster_killed_between_taking_a_job_and_claiming_its_stage_loses_noth
     try:
         with transaction.atomic():
             Stage.objects.select_for_update().get(pk=planning.pk)  # the worker's claim waits here
-            wait_for(lambda: OrmQ.objects.filter(pk=job.pk, lock__gt=timezone.now()).exists(), 60, "a worker to take the job")
+            wait_for(lambda: OrmQ.objects.filter(pk=job.pk, lock__gt=timezone.now()).exists(), "a worker to take the job", timeout=60)
             time.sleep(0.3)  # the worker is now inside run_stage, blocked on the row lock
             os.killpg(cluster.pid, signal.SIGKILL)
             cluster.wait()
@@ -238,14 +222,9 @@ def test_a_cluster_killed_between_taking_a_job_and_claiming_its_stage_loses_noth
         Stage.objects.filter(pk=planning.pk).update(queued_at=F("queued_at") - timedelta(seconds=31))
         second = start_cluster(env, tmp_path / "cluster-2.log")
         coordinator = Coordinator(host=socket.gethostname(), tick=0.1)
-        runner = threading.Thread(target=run_until_finished, args=(coordinator, task.pk), daemon=True)
-        runner.start()
-        runner.join(timeout=120)
-        assert not runner.is_alive(), "the task did not finish"
+        finish_in_a_thread(coordinator, task.pk)
     finally:
-        stop_cluster(cluster)
-        if second is not None:
-            stop_cluster(second)
+        stop_clusters(cluster, second)
 
     task.refresh_from_db()
     assert task.status == Task.Status.SUCCEEDED, task.status_reason

@@ -11,8 +11,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from harness.management.commands import demo
 from pipeline import services
-from pipeline.management.commands import demo
 from pipeline.models import Repository, Task
 
 pytestmark = pytest.mark.django_db

@@ -149,7 +149,7 @@ def test_the_healthcheck_fails_when_nothing_answers(tmp_path):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_healthcheck_passes_against_the_real_server_even_without_a_coordinator(tmp_path):
-    from dashboard import testing
+    from harness import fake_runner
     from tests.test_browser import database_url
 
     env = {
@@ -158,7 +158,7 @@ def test_the_healthcheck_passes_against_the_real_server_even_without_a_coordinat
         "DATABASE_URL": database_url(),
         "TACX_VAR_DIR": str(tmp_path / "var"),
     }
-    with testing.daphne_serving(env=env, log_path=tmp_path / "daphne.log") as url:
+    with fake_runner.daphne_serving(env=env, log_path=tmp_path / "daphne.log") as url:
         port = url.rsplit(":", 1)[1]
         proc = subprocess.run([str(ROOT / "scripts" / "healthcheck")], env={**os.environ, "TACX_PORT": port}, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

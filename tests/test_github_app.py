@@ -167,10 +167,9 @@ def test_a_whole_task_runs_under_the_app_identity_and_the_token_is_never_shown(a
     """Polling, permission check, progress comment, PR, pushes: all with the installation token;
     afterwards the token is nowhere in the database, the remote URLs, the logs or the task page."""
     from conftest import make_origin_and_clone
-    from test_coordinator_e2e import run_to_the_end
+    from test_coordinator_e2e import labelled_issue_run
 
-    from coordinator.loop import Coordinator
-    from pipeline.models import AgentEvent, Repository, StageResult, Task
+    from pipeline.models import AgentEvent, StageResult, Task
 
     settings.GITHUB_API_URL = app_standin.url
     settings.GITHUB_APP_ID = str(APP_ID)
@@ -185,14 +184,7 @@ def test_a_whole_task_runs_under_the_app_identity_and_the_token_is_never_shown(a
     try:
         files = {"README.md": "# sample\n", ".tac/workflow.yaml": command_workflow()}
         origin, _ = make_origin_and_clone(tmp_path, "sample", files)
-        Repository.objects.create(kind=Repository.Kind.GITHUB, full_name="octo/sample", clone_url=str(origin), default_branch="main")
-        app_standin.add_issue("octo/sample", number=5, title="Add a changelog", labels=("rpi-auto",), labeled_by="alice")
-        coordinator = Coordinator(tick=0)
-        coordinator.comments.min_edit_seconds = 0
-        coordinator.run_once()
-        task = Task.objects.get()
-        run_to_the_end(coordinator, task)
-        task.refresh_from_db()
+        task = labelled_issue_run(app_standin, str(origin), 5)
         assert task.status == Task.Status.SUCCEEDED, task.status_reason
         assert app_standin.pulls_of("octo/sample")
 

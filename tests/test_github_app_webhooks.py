@@ -8,8 +8,9 @@ import json
 
 import pytest
 from conftest import make_origin_and_clone
-from github_standin import WEBHOOK_SECRET, GitHubStandIn, command_workflow, fixture_bytes, sign
+from github_standin import WEBHOOK_SECRET, GitHubStandIn, command_workflow, fixture_bytes
 from test_github_app import APP_ID, PRIVATE_KEY, PUBLIC_KEY
+from test_webhooks import deliver
 
 from coordinator.loop import Coordinator
 from coordinator.models import WebhookDelivery
@@ -37,14 +38,7 @@ def test_an_app_delivery_with_an_installation_starts_a_task_checked_with_the_app
     payload = json.loads(fixture_bytes("issues.labeled"))
     payload["installation"] = {"id": 1, "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9uMQ=="}
     body = json.dumps(payload).encode()
-    response = client.post(
-        "/webhooks/github",
-        data=body,
-        content_type="application/json",
-        HTTP_X_GITHUB_EVENT="issues",
-        HTTP_X_GITHUB_DELIVERY="app-1",
-        HTTP_X_HUB_SIGNATURE_256=sign(body),
-    )
+    response = deliver(client, "issues", body, delivery="app-1")
     assert response.status_code == 202
     assert WebhookDelivery.objects.get().delivery_id == "app-1"
 

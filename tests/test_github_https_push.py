@@ -8,10 +8,9 @@ import subprocess
 
 import pytest
 from github_standin import TOKEN, GitHubStandIn, command_workflow
-from test_coordinator_e2e import run_to_the_end
+from test_coordinator_e2e import labelled_issue_run
 from test_github_app import APP_ID, PRIVATE_KEY, PUBLIC_KEY
 
-from coordinator.loop import Coordinator
 from pipeline import github_auth
 from pipeline.models import AgentEvent, Repository, StageResult, Task
 
@@ -53,15 +52,7 @@ def test_a_task_clones_and_pushes_over_http_with_the_identitys_token(identity, s
         settings.GITHUB_APP_ID, settings.GITHUB_APP_PRIVATE_KEY, settings.GITHUB_TOKEN = "", "", TOKEN
     origin = bare_origin(tmp_path)
     url = f"{server.url}/git/octo/sample.git"
-    Repository.objects.create(kind=Repository.Kind.GITHUB, full_name="octo/sample", clone_url=url, default_branch="main")
-    server.add_issue("octo/sample", number=3, title="Add a changelog", labels=("rpi-auto",), labeled_by="alice")
-
-    coordinator = Coordinator(tick=0)
-    coordinator.comments.min_edit_seconds = 0
-    coordinator.run_once()
-    task = Task.objects.get()
-    run_to_the_end(coordinator, task)
-    task.refresh_from_db()
+    task = labelled_issue_run(server, url, 3)
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
 
     # The branch reached the origin through git http-backend, authenticated.

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 
+from harness.cli_runs import DUMMY_API_KEY
+from harness.modelserver import ScriptedModelServer
 from pipeline import services
 from pipeline.models import AgentEvent, Repository, StageResult, Task
-from pipeline.modelserver import ScriptedModelServer
-from pipeline.modelserver.testing import DUMMY_API_KEY
 from tests.conftest import ROOT, git
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]

@@ -14,10 +14,9 @@ import pytest
 
 from pipeline import services
 from pipeline.models import StageResult, Task
-from pipeline.modelserver import ScriptedModelServer
-from pipeline.modelserver.testing import DUMMY_API_KEY
 from pipeline.providers import get_provider
 from pipeline.providers.base import PROMPT_ARG_LIMIT, Invocation
+from tests.conftest import point_claude_at
 from tests.test_runner_processes import AGENT, commit_workflow
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -50,7 +49,7 @@ def test_a_long_prompt_goes_on_stdin_and_a_short_one_stays_an_argument(name, mon
 
 
 @pytest.mark.cli
-def test_a_50000_character_cjk_body_is_planned_by_the_real_claude_cli(local_repository, clone, monkeypatch, request):
+def test_a_50000_character_cjk_body_is_planned_by_the_real_claude_cli(local_repository, clone, monkeypatch, start_model_server):
     script = {
         "conversations": [
             {
@@ -64,11 +63,8 @@ def test_a_50000_character_cjk_body_is_planned_by_the_real_claude_cli(local_repo
             }
         ]
     }
-    server = ScriptedModelServer(script).start()
-    request.addfinalizer(server.stop)
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", DUMMY_API_KEY)
-    monkeypatch.setenv("TACX_MODEL_API_KEY", DUMMY_API_KEY)
+    server = start_model_server(script)
+    point_claude_at(monkeypatch, server, tacx_key=True)
     commit_workflow(clone, [{"name": "planning", "provider": "claude", "model": "claude-sonnet-4-5", "max_attempts": 1}, {"name": "pr_creation"}])
     assert len(CJK_BODY) == 50_000 and len(CJK_BODY.encode()) > 128 * 1024
     task = run(local_repository, CJK_BODY)

@@ -20,9 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pipeline import services
 from pipeline.metrics import metrics_view
 from pipeline.models import Task, Worker
-from pipeline.modelserver import ScriptedModelServer
-from pipeline.modelserver.testing import DUMMY_API_KEY
-from tests.conftest import git
+from tests.conftest import commit_workflow, point_claude_at
 
 # Until the site's urls.py routes /metrics, this module is the URLconf of its tests.
 urlpatterns = [path("metrics", metrics_view)]
@@ -108,16 +106,11 @@ def test_with_a_token_configured_the_bearer_token_is_required_from_anywhere(clie
 
 
 @pytest.mark.cli
-def test_the_values_change_as_a_real_task_runs(client, local_repository, origin_and_clone, monkeypatch, request):
+def test_the_values_change_as_a_real_task_runs(client, local_repository, origin_and_clone, monkeypatch, start_model_server):
     _, clone = origin_and_clone
-    server = ScriptedModelServer(SCRIPT).start()
-    request.addfinalizer(server.stop)
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", DUMMY_API_KEY)
-    (clone / ".tac").mkdir()
-    (clone / ".tac" / "workflow.yaml").write_text("stages:\n  - name: planning\n  - name: pr_creation\n")
-    git(clone, "add", "-A")
-    git(clone, "commit", "-q", "-m", "workflow")
+    server = start_model_server(SCRIPT)
+    point_claude_at(monkeypatch, server)
+    commit_workflow(clone, "stages:\n  - name: planning\n  - name: pr_creation\n")
     Worker.objects.create(kind=Worker.Kind.COORDINATOR, name="coordinator:test", host="box", heartbeat_at=timezone.now() - timedelta(seconds=30))
     from django_q.tasks import async_task
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from pipeline.modelserver import ScriptedModelServer, load_script
-from pipeline.modelserver.testing import (
+from harness.cli_runs import (
     CLAUDE_BIN,
     DUMMY_API_KEY,
     claude_argv,
@@ -22,15 +23,23 @@ from pipeline.modelserver.testing import (
     start_agent,
     stop_agent,
 )
+from harness.modelserver import ScriptedModelServer, load_script
+from tests.conftest import SCRIPTS, needs_cli
 
-SCRIPTS = Path(__file__).parent / "scripts"
+pytestmark = needs_cli(CLAUDE_BIN)
 
-pytestmark = [
-    pytest.mark.cli,
-    pytest.mark.skipif(
-        not CLAUDE_BIN.exists(), reason="claude is not installed in node_modules"
-    ),
-]
+
+@contextmanager
+def claude_started(tmp_path: Path, script: str) -> Iterator[tuple[ScriptedModelServer, subprocess.Popen[str]]]:
+    """``(server, process)``: claude started on a fresh repository with the prompt "Anything."
+    against the named script; the process is stopped on the way out."""
+    repo = make_git_repo(tmp_path / "repo")
+    with ScriptedModelServer(SCRIPTS / script) as server:
+        process = start_agent(claude_argv("Anything."), env=claude_env(server, tmp_path / "home"), cwd=repo)
+        try:
+            yield server, process
+        finally:
+            stop_agent(process)
 
 
 def result_of(stdout: str) -> dict:
@@ -98,23 +107,12 @@ def test_claude_stops_at_max_turns(tmp_path):
 
 
 def test_claude_keeps_retrying_on_401(tmp_path):
-    repo = make_git_repo(tmp_path / "repo")
-    with ScriptedModelServer(SCRIPTS / "auth-401.yaml") as server:
-        process = start_agent(
-            claude_argv("Anything."),
-            env=claude_env(server, tmp_path / "home"),
-            cwd=repo,
+    with claude_started(tmp_path, "auth-401.yaml") as (server, process):
+        _, retry = read_lines_until(
+            process,
+            lambda line: (line.get("type") == "system" and line.get("subtype") == "api_retry"),
+            timeout=15,
         )
-        try:
-            _, retry = read_lines_until(
-                process,
-                lambda line: (
-                    line.get("type") == "system" and line.get("subtype") == "api_retry"
-                ),
-                timeout=15,
-            )
-        finally:
-            stop_agent(process)
     assert retry is not None
     assert retry["error_status"] == 401 and retry["error"] == "authentication_failed"
     assert all(
@@ -139,21 +137,12 @@ def test_claude_fails_fast_on_401_without_retries(tmp_path):
 
 
 def test_a_hanging_model_keeps_claude_waiting(tmp_path):
-    repo = make_git_repo(tmp_path / "repo")
-    with ScriptedModelServer(SCRIPTS / "hang.yaml") as server:
-        process = start_agent(
-            claude_argv("Anything."),
-            env=claude_env(server, tmp_path / "home"),
-            cwd=repo,
-        )
-        try:
-            record = server.wait_for_requests(1, timeout=15, conversation="stuck")[0]
-            assert record["status"] is None
-            with pytest.raises(subprocess.TimeoutExpired):
-                process.wait(timeout=1.5)
-            assert process.poll() is None
-        finally:
-            stop_agent(process)
+    with claude_started(tmp_path, "hang.yaml") as (server, process):
+        record = server.wait_for_requests(1, timeout=15, conversation="stuck")[0]
+        assert record["status"] is None
+        with pytest.raises(subprocess.TimeoutExpired):
+            process.wait(timeout=1.5)
+        assert process.poll() is None
 
 
 def test_two_concurrent_claude_runs_get_their_own_conversations(tmp_path):

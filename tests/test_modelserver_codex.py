@@ -5,10 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
-
-from pipeline.modelserver import ScriptedModelServer, load_script
-from pipeline.modelserver.testing import (
+from harness.cli_runs import (
     CODEX_BIN,
     DUMMY_API_KEY,
     codex_argv,
@@ -20,15 +17,16 @@ from pipeline.modelserver.testing import (
     start_agent,
     stop_agent,
 )
+from harness.modelserver import ScriptedModelServer, load_script
+from tests.conftest import SCRIPTS, needs_cli
 
-SCRIPTS = Path(__file__).parent / "scripts"
+pytestmark = needs_cli(CODEX_BIN)
 
-pytestmark = [
-    pytest.mark.cli,
-    pytest.mark.skipif(
-        not CODEX_BIN.exists(), reason="codex is not installed in node_modules"
-    ),
-]
+
+def fail_fast_run(server: ScriptedModelServer, repo: Path, tmp_path: Path) -> dict:
+    """The argv, env and cwd of a fail-fast codex run with the prompt "Anything."."""
+    argv = codex_argv(server, repo, "Anything.", fail_fast=True)
+    return {"argv": argv, "env": codex_env(tmp_path / "home", tmp_path / "codex-home"), "cwd": repo}
 
 
 def events_of(stdout: str, kind: str) -> list[dict]:
@@ -121,12 +119,7 @@ def test_codex_writes_and_commits_with_full_access(tmp_path):
 def test_codex_fails_the_turn_on_401(tmp_path):
     repo = make_git_repo(tmp_path / "repo")
     with ScriptedModelServer(SCRIPTS / "auth-401.yaml") as server:
-        done = run_agent(
-            codex_argv(server, repo, "Anything.", fail_fast=True),
-            env=codex_env(tmp_path / "home", tmp_path / "codex-home"),
-            cwd=repo,
-            timeout=30,
-        )
+        done = run_agent(**fail_fast_run(server, repo, tmp_path), timeout=30)
         records = server.requests
     assert done.returncode == 1
     (failed,) = events_of(done.stdout, "turn.failed")
@@ -137,11 +130,7 @@ def test_codex_fails_the_turn_on_401(tmp_path):
 def test_a_hanging_model_keeps_codex_waiting(tmp_path):
     repo = make_git_repo(tmp_path / "repo")
     with ScriptedModelServer(SCRIPTS / "hang.yaml") as server:
-        process = start_agent(
-            codex_argv(server, repo, "Anything.", fail_fast=True),
-            env=codex_env(tmp_path / "home", tmp_path / "codex-home"),
-            cwd=repo,
-        )
+        process = start_agent(**fail_fast_run(server, repo, tmp_path))
         try:
             (record,) = server.wait_for_requests(1, timeout=15, conversation="stuck")
             assert record["status"] is None

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
+from harness.cli_runs import stop_agent
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 SCRIPT = PROJECT_DIR / "tests" / "scripts" / "two-stages.yaml"
 
@@ -54,9 +56,7 @@ def test_serve_model_prints_its_url_logs_requests_and_stops_on_sigterm(tmp_path)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        stop_agent(process)
     (record,) = [json.loads(line) for line in log.read_text().splitlines()]
     assert (record["conversation"], record["turn"], record["status"]) == (
         "implement",

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.modelserver import ScriptedModelServer
+from harness.modelserver import ScriptedModelServer
 
 SCRIPT = {
     "conversations": [
@@ -172,7 +172,7 @@ def test_chat_errors_have_the_openai_shape(server):
 
 
 def test_a_bad_retry_after_is_refused_with_its_field_path():
-    from pipeline.modelserver import ScriptError, load_script
+    from harness.modelserver import ScriptError, load_script
 
     with pytest.raises(ScriptError, match=r"^conversations\[0\]\.turns\[0\]\.retry_after: must be a non-negative number"):
         load_script({"conversations": [{"name": "x", "turns": [{"status": 429, "retry_after": -1}]}]})

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.modelserver import ScriptedModelServer
+from harness.modelserver import ScriptedModelServer
 
 WRITE_THEN_TEXT = {
     "conversations": [

@@ -1,6 +1,6 @@
 """The transcripts recorded from the real CLIs (tests/fixtures/recorded) are complete and clean.
 
-Re-record with ``python -m pipeline.modelserver.recording``.
+Re-record with ``python -m harness.recording``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.modelserver.testing import DUMMY_API_KEY, jsonl
+from harness.cli_runs import DUMMY_API_KEY, jsonl
 from pipeline.redaction import _PATTERN
 
 RECORDED = Path(__file__).parent / "fixtures" / "recorded"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.modelserver.script import ScriptError, ToolCall, Usage, load_script
+from harness.modelserver.script import ScriptError, ToolCall, Usage, load_script
 
 SCRIPTS_DIR = Path(__file__).parent / "scripts"
 

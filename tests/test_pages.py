@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from dashboard import testing
+from harness import fake_runner
 from pipeline.models import Stage, Task
 from tests.conftest import git
 
@@ -21,9 +21,9 @@ def browser(client, alice):
 
 @pytest.fixture
 def running_task(local_repository):
-    task = testing.task_running(repository=local_repository, issue_number=7, title="Add a greeting")
-    result = testing.stage_claim(task, "planning")
-    testing.events_add(result, testing.sample_conversation())
+    task = fake_runner.task_running(repository=local_repository, issue_number=7, title="Add a greeting")
+    result = fake_runner.stage_claim(task, "planning")
+    fake_runner.events_add(result, fake_runner.sample_conversation())
     return task
 
 
@@ -71,7 +71,7 @@ def test_the_task_list_shows_status_repository_issue_current_stage_tokens_and_co
 
 
 def test_the_task_list_filters_by_status_repository_and_search(browser, local_repository, running_task):
-    other, _ = testing.services.task_create(repository=local_repository, issue_number=8, title="Fix the parser")
+    other, _ = fake_runner.services.task_create(repository=local_repository, issue_number=8, title="Fix the parser")
 
     def shown(**params) -> set[int]:
         html = browser.get(reverse("dashboard:task-rows"), params).content.decode()
@@ -89,7 +89,7 @@ def test_the_task_list_filters_by_status_repository_and_search(browser, local_re
 
 def test_the_task_list_pages_through_many_tasks(browser, local_repository):
     for n in range(1, 56):
-        testing.services.task_create(repository=local_repository, issue_number=n, title=f"Issue {n}")
+        fake_runner.services.task_create(repository=local_repository, issue_number=n, title=f"Issue {n}")
     first = browser.get(reverse("dashboard:tasks")).content.decode()
     assert "page 1 of 2" in first
     second = browser.get(reverse("dashboard:tasks"), {"page": 2}).content.decode()
@@ -112,11 +112,11 @@ def test_the_task_page_shows_the_timeline_transcript_and_workflow(browser, runni
 
 def test_the_task_page_renders_plan_and_review_markdown_without_scripts(browser, running_task):
     planning = running_task.results.get(stage__name="planning")
-    testing.attempt_finish(planning, output_text="# Plan\n\n<script>alert(1)</script>\n\n* step <b onclick='x()'>one</b>")
-    building = testing.stage_claim(running_task, "building")
-    testing.attempt_finish(building, output_text="1 file changed")
-    reviewing = testing.stage_claim(running_task, "reviewing")
-    testing.attempt_finish(reviewing, output_text="Looks good.\n\nVERDICT: APPROVE", verdict="APPROVE")
+    fake_runner.attempt_finish(planning, output_text="# Plan\n\n<script>alert(1)</script>\n\n* step <b onclick='x()'>one</b>")
+    building = fake_runner.stage_claim(running_task, "building")
+    fake_runner.attempt_finish(building, output_text="1 file changed")
+    reviewing = fake_runner.stage_claim(running_task, "reviewing")
+    fake_runner.attempt_finish(reviewing, output_text="Looks good.\n\nVERDICT: APPROVE", verdict="APPROVE")
     html = browser.get(reverse("dashboard:task-documents", args=[running_task.pk])).content.decode()
     assert "<h1>Plan</h1>" in html
     assert "<script>alert(1)</script>" not in html
@@ -142,15 +142,15 @@ def test_the_task_page_shows_the_branch_diff_from_the_repository(browser, runnin
 def test_the_summary_partial_follows_the_task_through_its_stages(browser, running_task):
     url = reverse("dashboard:task-summary", args=[running_task.pk])
     assert 'data-stage="planning" data-status="running"' in browser.get(url).content.decode()
-    testing.attempt_finish(running_task.results.get(stage__name="planning"), output_text="# Plan")
-    testing.stage_claim(running_task, "building")
+    fake_runner.attempt_finish(running_task.results.get(stage__name="planning"), output_text="# Plan")
+    fake_runner.stage_claim(running_task, "building")
     html = browser.get(url).content.decode()
     assert 'data-stage="planning" data-status="succeeded"' in html
     assert 'data-stage="building" data-status="running"' in html
 
 
 def test_the_retry_button_requeues_a_failed_task(browser, running_task):
-    testing.attempt_finish(running_task.results.get(stage__name="planning"), success=False, error="agent exited with code 1")
+    fake_runner.attempt_finish(running_task.results.get(stage__name="planning"), success=False, error="agent exited with code 1")
     running_task.refresh_from_db()
     assert running_task.status == Task.Status.FAILED
     html = browser.get(running_task.get_absolute_url()).content.decode()
@@ -196,7 +196,7 @@ def test_an_unknown_task_is_a_404(browser):
 
 
 def test_the_stats_page_shows_rates_charts_and_the_median_time_to_pr(browser, running_task):
-    testing.attempt_finish(running_task.results.get(stage__name="planning"), output_text="# Plan")
+    fake_runner.attempt_finish(running_task.results.get(stage__name="planning"), output_text="# Plan")
     html = browser.get(reverse("dashboard:stats")).content.decode()
     assert 'id="chart-tokens"' in html and 'id="chart-data"' in html
     assert '<td>planning</td><td class="num">1</td><td class="num">1</td>' in html
@@ -217,8 +217,8 @@ def test_the_task_page_shows_spend_against_budget_and_each_attempts_fingerprint(
 
     local_repository.daily_budget_usd = Decimal("3.00")
     local_repository.save()
-    task = testing.task_running(repository=local_repository, issue_number=8)
-    result = testing.stage_claim(task, "planning")
+    task = fake_runner.task_running(repository=local_repository, issue_number=8)
+    result = fake_runner.stage_claim(task, "planning")
     StageResult.objects.filter(pk=result.pk).update(
         cost_usd=Decimal("0.75"), model="claude-sonnet-4-5", prompt_hash="ab" * 32, base_commit="c0ffee" * 6
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dashboard import testing
+from harness import fake_runner
 
 pytestmark = pytest.mark.django_db
 
@@ -17,8 +17,8 @@ def admin_client(client, django_user_model):
 
 
 def test_the_task_admin_shows_stages_and_attempts_inline(admin_client, local_repository):
-    task = testing.task_running(repository=local_repository, issue_number=3)
-    testing.stage_claim(task, "planning")
+    task = fake_runner.task_running(repository=local_repository, issue_number=3)
+    fake_runner.stage_claim(task, "planning")
     html = admin_client.get(f"/admin/pipeline/task/{task.pk}/change/").content.decode()
     assert "planning" in html and "building" in html
     assert admin_client.get("/admin/pipeline/task/").status_code == 200
@@ -33,7 +33,7 @@ def test_a_finished_task_is_read_only_in_the_admin_and_its_actions_still_work(ad
     from pipeline import services
     from pipeline.models import Task
 
-    task = testing.task_running(repository=local_repository, issue_number=4)
+    task = fake_runner.task_running(repository=local_repository, issue_number=4)
     services.task_cancel(task=task, reason="test")
     html = admin_client.get(f"/admin/pipeline/task/{task.pk}/change/").content.decode()
     assert 'name="_save"' not in html and 'name="title"' not in html  # no form to save

@@ -8,7 +8,8 @@ import pytest
 import yaml
 from django.urls import reverse
 
-from dashboard import failures, testing
+from dashboard import failures
+from harness import fake_runner
 from pipeline import services
 from pipeline.models import Task
 from tests.conftest import git
@@ -50,19 +51,19 @@ def test_an_invalid_workflow_lists_every_error_and_says_to_fix_and_retry(browser
     ],
 )
 def test_the_next_step_follows_the_reason(local_repository, reason, status, step):
-    task = testing.task_running(repository=local_repository, issue_number=4)
+    task = fake_runner.task_running(repository=local_repository, issue_number=4)
     services.task_fail(task=task, reason=reason, status=status)
     failure = failures.failure_explain(Task.objects.get(pk=task.pk))
     assert failure.reasons == [reason] and step in failure.next_step
 
 
 def test_a_running_or_succeeded_task_has_no_callout(local_repository):
-    task = testing.task_running(repository=local_repository, issue_number=5)
+    task = fake_runner.task_running(repository=local_repository, issue_number=5)
     assert failures.failure_explain(task) is None
 
 
 def test_a_failed_planners_output_is_not_shown_as_the_plan(browser, local_repository):
-    task = testing.task_running(repository=local_repository, issue_number=6)
-    testing.attempt_finish(testing.stage_claim(task, "planning"), success=False, error="planning left no plan", output_text="I could not decide.")
+    task = fake_runner.task_running(repository=local_repository, issue_number=6)
+    fake_runner.attempt_finish(fake_runner.stage_claim(task, "planning"), success=False, error="planning left no plan", output_text="I could not decide.")
     html = browser.get(reverse("dashboard:task-documents", args=[task.pk])).content.decode()
     assert "I could not decide." not in html and "No plan yet." in html

@@ -60,11 +60,11 @@ def test_a_local_task_shows_its_branch_origin_commits_files_and_a_working_comman
 
 
 def test_a_github_task_shows_its_pull_request_link(browser, local_repository):
-    from dashboard import testing
+    from harness import fake_runner
 
-    task = testing.task_running(repository=local_repository, issue_number=4)
+    task = fake_runner.task_running(repository=local_repository, issue_number=4)
     for name in ("planning", "building", "reviewing", "pr_creation"):
-        testing.attempt_finish(testing.stage_claim(task, name), output_text="ok", verdict="APPROVE" if name == "reviewing" else "")
+        fake_runner.attempt_finish(fake_runner.stage_claim(task, name), output_text="ok", verdict="APPROVE" if name == "reviewing" else "")
     Task.objects.filter(pk=task.pk).update(pr_url="https://github.com/octo/repo/pull/12", pr_number=12)
     html = browser.get(reverse("dashboard:task-summary", args=[task.pk])).content.decode()
     assert 'id="result-pr-link"' in html and "#12 · https://github.com/octo/repo/pull/12" in html
@@ -72,8 +72,8 @@ def test_a_github_task_shows_its_pull_request_link(browser, local_repository):
 
 
 def test_an_unfinished_task_has_no_result_panel(browser, local_repository):
-    from dashboard import testing
+    from harness import fake_runner
 
-    task = testing.task_running(repository=local_repository, issue_number=5)
+    task = fake_runner.task_running(repository=local_repository, issue_number=5)
     html = browser.get(reverse("dashboard:task-summary", args=[task.pk])).content.decode()
     assert 'id="result"' not in html

@@ -16,7 +16,7 @@ from channels.testing import WebsocketCommunicator
 from conftest import grant
 from django.test import Client
 
-from dashboard import testing
+from harness import fake_runner
 from pipeline.models import Task
 from tacx_site.asgi import application
 
@@ -34,8 +34,8 @@ def viewer(db, django_user_model):
 
 @pytest.fixture
 def failed_task(local_repository) -> Task:
-    task = testing.task_running(repository=local_repository, issue_number=1)
-    testing.attempt_finish(testing.stage_claim(task, "planning"), success=False, error="boom")
+    task = fake_runner.task_running(repository=local_repository, issue_number=1)
+    fake_runner.attempt_finish(fake_runner.stage_claim(task, "planning"), success=False, error="boom")
     return Task.objects.get(pk=task.pk)
 
 

@@ -16,8 +16,8 @@ from conftest import TASK_PERMISSIONS, grant
 from django.test import Client
 from django.urls import URLPattern, reverse
 
-from dashboard import testing
 from dashboard.urls import urlpatterns
+from harness import fake_runner
 from pipeline.models import Task
 
 pytestmark = pytest.mark.django_db
@@ -91,8 +91,8 @@ def test_each_page_answers_each_role_as_its_api_twin(django_user_model, local_re
     needed, twin = RULES[name]
     pattern = next(p for p in urlpatterns if p.name == name)
     for number, role in enumerate(ROLES, start=1):
-        task = testing.task_running(repository=local_repository, issue_number=100 + number)
-        testing.attempt_finish(testing.stage_claim(task, "planning"), success=False, error="boom")
+        task = fake_runner.task_running(repository=local_repository, issue_number=100 + number)
+        fake_runner.attempt_finish(fake_runner.stage_claim(task, "planning"), success=False, error="boom")
         kwargs = {"task_id": task.pk} if "task_id" in pattern.pattern.converters else {}
         url = reverse(f"dashboard:{name}", kwargs=kwargs)
         user = user_for(role, django_user_model)

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import copy
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 from django.core.management import call_command
 
+from harness.cli_runs import DUMMY_API_KEY
+from harness.modelserver import ScriptedModelServer
 from pipeline import services
 from pipeline.models import AgentEvent, Stage, StageResult, Task
-from pipeline.modelserver import ScriptedModelServer
-from pipeline.modelserver.testing import DUMMY_API_KEY
-from tests.conftest import ROOT, git
+from tests.conftest import ROOT, commit_workflow, git, point_claude_at
 
 pytestmark = [pytest.mark.cli, pytest.mark.django_db(transaction=True)]
 
@@ -38,28 +37,14 @@ def scripted_sums(script: dict, name: str) -> dict[str, int]:
 
 
 @pytest.fixture
-def model_server(monkeypatch):
-    servers = []
-
+def model_server(monkeypatch, start_model_server):
     def start(script: dict) -> ScriptedModelServer:
-        server = ScriptedModelServer(script).start()
-        servers.append(server)
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", DUMMY_API_KEY)
-        monkeypatch.setenv("TACX_MODEL_API_KEY", DUMMY_API_KEY)
+        server = start_model_server(script)
+        point_claude_at(monkeypatch, server, tacx_key=True)
         monkeypatch.setenv("GITHUB_TOKEN", "ghp_" + "s3cret" * 6)
         return server
 
-    yield start
-    for server in servers:
-        server.stop()
-
-
-def commit_workflow(clone: Path, text: str) -> None:
-    (clone / ".tac").mkdir(exist_ok=True)
-    (clone / ".tac" / "workflow.yaml").write_text(text)
-    git(clone, "add", "-A")
-    git(clone, "commit", "-q", "-m", "workflow")
+    return start
 
 
 def run(repository, *, title: str = "Add a farewell", body: str = "Please add farewell(name).") -> Task:

@@ -12,9 +12,9 @@ from decimal import Decimal
 import pytest
 import yaml
 
+from harness.cli_runs import CLI_VERSIONS, DUMMY_API_KEY
+from harness.modelserver import ScriptedModelServer
 from pipeline.models import AgentEvent, Stage, StageResult, Task
-from pipeline.modelserver import ScriptedModelServer
-from pipeline.modelserver.testing import CLI_VERSIONS, DUMMY_API_KEY
 from pipeline.pricing import cost_for
 from pipeline.providers.base import Usage
 from tests.conftest import ROOT, git
@@ -29,13 +29,11 @@ SHELL_TOOLS = {"gemini": "run_shell_command", "qwen": "run_shell_command", "open
 
 
 @pytest.fixture
-def model_server(monkeypatch):
+def model_server(monkeypatch, start_model_server):
     """Starts the scripted server and points every provider at it through its own variables."""
-    servers = []
 
     def start(script: dict) -> ScriptedModelServer:
-        server = ScriptedModelServer(script).start()
-        servers.append(server)
+        server = start_model_server(script)
         for name, value in {
             "GOOGLE_GEMINI_BASE_URL": server.url,
             "GEMINI_API_KEY": DUMMY_API_KEY,
@@ -51,9 +49,7 @@ def model_server(monkeypatch):
             monkeypatch.setenv(name, value)
         return server
 
-    yield start
-    for server in servers:
-        server.stop()
+    return start
 
 
 def openai_like_sums(script: dict, name: str) -> dict[str, int]:

@@ -89,6 +89,15 @@ def tiny_wheel() -> bytes:
 WHEEL = "vendor/tinypkg-0.1-py3-none-any.whl"
 
 
+def planner_workflow_without_tests(clone: Path, log: Path) -> dict:
+    """The repository set up with a planning stage only, and its workflow without ``test_command``
+    for the caller to change and commit."""
+    setup_repository(clone, log, stages=[stage("planning", PLANNER, passes_prompt=False), {"name": "pr_creation"}])
+    wf = yaml.safe_load((clone / ".tac" / "workflow.yaml").read_text())
+    del wf["test_command"]
+    return wf
+
+
 def setup_repository(clone: Path, log: Path, *, stages: list[dict], **extra) -> None:
     (clone / "vendor").mkdir()
     (clone / WHEEL).write_bytes(tiny_wheel())
@@ -276,9 +285,7 @@ def test_a_worktree_recreated_on_another_machine_runs_setup_again(local_reposito
 @pytest.mark.django_db(transaction=True)
 def test_the_cleanup_hook_runs_before_the_worktree_is_removed_and_a_failure_is_only_logged(local_repository, origin_and_clone, log):
     origin, clone = origin_and_clone
-    setup_repository(clone, log, stages=[stage("planning", PLANNER, passes_prompt=False), {"name": "pr_creation"}])
-    wf = yaml.safe_load((clone / ".tac" / "workflow.yaml").read_text())
-    del wf["test_command"]
+    wf = planner_workflow_without_tests(clone, log)
     wf["stages"] = [stage("planning", PLANNER, passes_prompt=False), stage("building", BUILDER.replace("right = 'AssertionError: farewell says' in prompt", "right = True")), {"name": "pr_creation"}]
     wf["hooks"]["cleanup"] = {"run": [f"ls > {log}/cleanup.txt", "exit 9"]}
     (clone / ".tac" / "workflow.yaml").write_text(yaml.safe_dump(wf))
@@ -299,9 +306,7 @@ def test_the_cleanup_hook_runs_before_the_worktree_is_removed_and_a_failure_is_o
 @pytest.mark.django_db(transaction=True)
 def test_hook_and_test_output_is_shown_on_the_task_page_escaped(local_repository, origin_and_clone, log, client, django_user_model):
     origin, clone = origin_and_clone
-    setup_repository(clone, log, stages=[stage("planning", PLANNER, passes_prompt=False), {"name": "pr_creation"}])
-    wf = yaml.safe_load((clone / ".tac" / "workflow.yaml").read_text())
-    del wf["test_command"]
+    wf = planner_workflow_without_tests(clone, log)
     wf["hooks"]["before_stage"] = "echo '<script>alert(1)</script> hostile hook output'"
     (clone / ".tac" / "workflow.yaml").write_text(yaml.safe_dump(wf))
     git(clone, "commit", "-qam", "hostile hook")
@@ -320,9 +325,7 @@ def test_a_setup_hook_past_its_timeout_is_killed_with_its_process_group_and_fail
     from pipeline.agent_process import group_alive
 
     origin, clone = origin_and_clone
-    setup_repository(clone, log, stages=[stage("planning", PLANNER, passes_prompt=False), {"name": "pr_creation"}])
-    wf = yaml.safe_load((clone / ".tac" / "workflow.yaml").read_text())
-    del wf["test_command"]
+    wf = planner_workflow_without_tests(clone, log)
     # A background grandchild plus a foreground sleep: both must go at the timeout. (The hook
     # runs in the sandbox's PID namespace: the host finds them by the tag on their command line.)
     tag = f"601.{os.getpid()}"

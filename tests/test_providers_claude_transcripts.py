@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import re
 from decimal import Decimal
-from pathlib import Path
 
 from pipeline.providers.base import Invocation
 from pipeline.providers.claude import ClaudeStreamParser
+from tests.conftest import transcript_lines as lines
+from tests.conftest import transcript_objects as objects
 
-FIXTURES = Path(__file__).parent / "fixtures" / "transcripts"
 SUCCESS = "claude-2.1.197.tool-use-success.jsonl"
 MAX_TURNS = "claude-2.1.197.max-turns.jsonl"
 AUTH = "claude-2.1.197.auth-retries-then-killed.jsonl"
-
-
-def lines(name: str) -> list[str]:
-    return (FIXTURES / name).read_text().splitlines()
-
-
-def objects(name: str) -> list[dict]:
-    return [json.loads(line) for line in lines(name)]
 
 
 def parse(name: str, inv: Invocation | None = None):

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from pipeline.pricing import price_for
 from pipeline.providers.base import Invocation
 from pipeline.providers.codex import CodexStreamParser
+from tests.conftest import transcript_lines as lines
 
-FIXTURES = Path(__file__).parent / "fixtures" / "transcripts"
 TEXT_SUCCESS = "codex-0.169.0.text-success.jsonl"
 INV = Invocation(prompt="say hi", cwd="/w", model="gpt-5")
 URL = "http://127.0.0.1:18998/v1/responses"
-
-
-def lines(name: str) -> list[str]:
-    return (FIXTURES / name).read_text().splitlines()
 
 
 def feed_all(parser: CodexStreamParser, items: list) -> list:

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 from pipeline.pricing import cost_for
 from pipeline.providers.gemini import GeminiStreamParser
+from tests.conftest import transcript_lines as lines
+from tests.conftest import transcript_objects as objects
 
-FIXTURES = Path(__file__).parent / "fixtures" / "transcripts"
 SUCCESS = "gemini-hand-built.tool-use-success.jsonl"
 TURN_LIMIT = "gemini-hand-built.turn-limit.jsonl"
-
-
-def lines(name: str) -> list[str]:
-    return (FIXTURES / name).read_text().splitlines()
-
-
-def objects(name: str) -> list[dict]:
-    return [json.loads(line) for line in lines(name)]
 
 
 def parse(name: str):

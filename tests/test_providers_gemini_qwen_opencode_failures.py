@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.cli_runs import BIN_DIR, CLI_VERSIONS, DUMMY_API_KEY, make_git_repo, provider_command
+from harness.modelserver import ScriptedModelServer
 from pipeline.agent_process import run_agent
-from pipeline.modelserver import ScriptedModelServer
-from pipeline.modelserver.testing import BIN_DIR, CLI_VERSIONS, DUMMY_API_KEY, make_git_repo, provider_command
 
 pytestmark = [pytest.mark.cli]
 

@@ -46,6 +46,17 @@ def parse(name: str):
     return parser, per_line, entry, [json.loads(line) for line in lines]
 
 
+def feed_noting_fatal(parser, lines: list[str]) -> int | None:
+    """Feed every line to ``parser``; the index of the line after which it first reported a
+    fatal error, or ``None``."""
+    fatal_at = None
+    for index, line in enumerate(lines):
+        parser.feed(line)
+        if parser.fatal and fatal_at is None:
+            fatal_at = index
+    return fatal_at
+
+
 @pytest.mark.parametrize("name", sorted(MANIFEST))
 def test_every_recorded_line_is_understood(name):
     _, per_line, _, _ = parse(name)
@@ -113,11 +124,7 @@ def test_claude_auth_401_is_fatal_at_the_synthetic_message_and_names_the_status(
     synthetic = next(i for i, o in enumerate(objs) if o.get("error") == "authentication_failed")
     parser = get_provider("claude").parser(inv)
 
-    fatal_at = None
-    for index, line in enumerate(lines):
-        parser.feed(line)
-        if parser.fatal and fatal_at is None:
-            fatal_at = index
+    fatal_at = feed_noting_fatal(parser, lines)
     outcome = parser.finish(exit_code=entry["exit_code"])
 
     assert fatal_at == synthetic
@@ -152,11 +159,7 @@ def test_codex_auth_401_is_fatal_after_the_retry_limit_of_reconnects(settings):
     reconnects = [i for i, line in enumerate(lines) if "Reconnecting..." in line and "401" in line]
     parser = get_provider("codex").parser(inv)
 
-    fatal_at = None
-    for index, line in enumerate(lines):
-        parser.feed(line)
-        if parser.fatal and fatal_at is None:
-            fatal_at = index
+    fatal_at = feed_noting_fatal(parser, lines)
     outcome = parser.finish(exit_code=entry["exit_code"])
 
     assert fatal_at == reconnects[2]

@@ -9,7 +9,6 @@ running task with no stage queued, nor undo the cancel behind the user's back.
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from django.db import connection
@@ -17,6 +16,7 @@ from django.db import connection
 from pipeline import runner, services
 from pipeline.agent_process import group_alive
 from pipeline.models import Stage, StageResult, Task
+from tests.conftest import wait_for
 from tests.test_runner_processes import command_stage, commit_workflow
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -33,14 +33,6 @@ def _unsandboxed(settings):
 @pytest.fixture
 def clone(origin_and_clone):
     return origin_and_clone[1]
-
-
-def wait_for(path, what: str) -> None:
-    for _ in range(300):
-        if path.exists():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what} never happened")
 
 
 def start_stubborn_task(local_repository, clone, tmp_path) -> tuple[Task, object]:
@@ -70,13 +62,13 @@ def test_a_retry_while_the_agent_ignores_sigterm_is_refused_and_a_later_one_runs
     settings.TACX = {**settings.TACX, "KILL_GRACE_SECONDS": 3.0}
     task, marker = start_stubborn_task(local_repository, clone, tmp_path)
     thread, outcome = run_planning_in_thread(task)
-    wait_for(marker, "the agent start")
+    wait_for(marker.exists, "the agent start", timeout=15)
     assert services.task_cancel(task=Task.objects.get(pk=task.pk), reason="cancelled by a test")
     # Not yet noticed by the runner (it looks once per heartbeat tick), or noticed and waiting
     # out the grace: the stage is running in both cases and the retry is refused.
     with pytest.raises(ValueError, match="still being stopped"):
         services.task_retry(task=Task.objects.get(pk=task.pk), enqueue=False)
-    wait_for(marker.with_name(marker.name + ".term"), "the SIGTERM")
+    wait_for(marker.with_name(marker.name + ".term").exists, "the SIGTERM", timeout=15)
     with pytest.raises(ValueError, match="still being stopped"):
         services.task_retry(task=Task.objects.get(pk=task.pk), enqueue=False)
     thread.join(60)
@@ -97,9 +89,9 @@ def test_a_task_made_running_again_while_its_cancelled_attempt_ends_gets_its_sta
     settings.TACX = {**settings.TACX, "KILL_GRACE_SECONDS": 3.0}
     task, marker = start_stubborn_task(local_repository, clone, tmp_path)
     thread, outcome = run_planning_in_thread(task)
-    wait_for(marker, "the agent start")
+    wait_for(marker.exists, "the agent start", timeout=15)
     services.task_cancel(task=Task.objects.get(pk=task.pk))
-    wait_for(marker.with_name(marker.name + ".term"), "the SIGTERM")
+    wait_for(marker.with_name(marker.name + ".term").exists, "the SIGTERM", timeout=15)
     # Any path that bypasses task_retry's guard (an admin edit, an older process).
     Task.objects.filter(pk=task.pk).update(status=Task.Status.RUNNING, finished_at=None)
     thread.join(60)

@@ -9,15 +9,14 @@ import copy
 
 import pytest
 import yaml
-from conftest import ROOT, make_origin_and_clone
+from conftest import ROOT, make_origin_and_clone, point_claude_at
 from github_standin import TOKEN, standin  # noqa: F401
 from rounds_helpers import branch_head, commits_on, drive
 
 from coordinator.loop import Coordinator
+from harness.modelserver import ScriptedModelServer
 from pipeline.github import GitHubClient
 from pipeline.models import Repository, Round, StageResult, Task
-from pipeline.modelserver import ScriptedModelServer
-from pipeline.modelserver.testing import DUMMY_API_KEY
 
 pytestmark = [pytest.mark.cli, pytest.mark.slow]
 
@@ -44,8 +43,7 @@ def test_a_review_round_resumes_the_claude_session_and_pushes_to_the_same_pull_r
     Repository.objects.create(kind=Repository.Kind.GITHUB, full_name="octo/sample", clone_url=str(origin))
     standin.add_issue("octo/sample", number=21, title="Add a farewell", body="Please add farewell(name).", labels=("rpi-auto",), labeled_by="mo")
     with ScriptedModelServer(script) as server:
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", DUMMY_API_KEY)
+        point_claude_at(monkeypatch, server)
         coordinator = Coordinator(client=GitHubClient(base_url=standin.url, token=TOKEN), tick=0)
         coordinator.comments.min_edit_seconds = 0
         drive(coordinator)

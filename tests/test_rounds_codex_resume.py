@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from pipeline.modelserver import ScriptedModelServer
-from pipeline.modelserver.testing import DUMMY_API_KEY
+from harness.cli_runs import DUMMY_API_KEY
+from harness.modelserver import ScriptedModelServer
 from pipeline.providers import get_provider
 from pipeline.providers.base import Invocation, agent_environment
 

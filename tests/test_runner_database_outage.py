@@ -15,17 +15,10 @@ from django.db import connection
 
 from pipeline import runner, services
 from pipeline.models import AgentEvent, Stage, StageResult, Task
+from tests.conftest import wait_for
 from tests.test_runner_processes import command_stage, commit_workflow
 
 pytestmark = pytest.mark.skipif(connection.vendor != "postgresql", reason="a real PostgreSQL outage")
-
-
-def _wait(predicate, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 class Outage:
@@ -77,13 +70,13 @@ def test_a_running_stage_keeps_its_agent_and_its_events_through_a_database_outag
     thread = threading.Thread(target=work)
     thread.start()
     try:
-        _wait(lambda: Task.objects.get(pk=task.pk).worktree_path, "the worktree")
+        wait_for(lambda: Task.objects.get(pk=task.pk).worktree_path, "the worktree")
         tree = Path(Task.objects.get(pk=task.pk).worktree_path)
         messages = AgentEvent.objects.filter(task=task, kind=AgentEvent.Kind.MESSAGE)
-        _wait(lambda: (tree / "before.ready").exists() and messages.count() == 5, "the first lines")
+        wait_for(lambda: (tree / "before.ready").exists() and messages.count() == 5, "the first lines")
         outage.begin()
         (tree / "before.go").touch()  # five more lines while the database is away
-        _wait(lambda: (tree / "during.ready").exists(), "the agent's lines during the outage")
+        wait_for(lambda: (tree / "during.ready").exists(), "the agent's lines during the outage")
         # The runner tries to store them (and to renew its lease) and cannot.
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not any("database unavailable" in r.getMessage() for r in caplog.records):
@@ -93,7 +86,7 @@ def test_a_running_stage_keeps_its_agent_and_its_events_through_a_database_outag
         if agent_ends == "during the outage":
             # Its last events and its result wait for the database.
             (tree / "during.go").touch()
-            _wait(lambda: not (tree / "during.ready").exists(), "the agent to finish")
+            wait_for(lambda: not (tree / "during.ready").exists(), "the agent to finish")
             time.sleep(2)
             assert thread.is_alive()
     finally:
@@ -138,14 +131,14 @@ def test_a_stage_whose_agent_is_quiet_holds_no_database_connection(local_reposit
     thread = threading.Thread(target=work)
     thread.start()
     try:
-        _wait(lambda: Task.objects.get(pk=task.pk).worktree_path, "the worktree")
+        wait_for(lambda: Task.objects.get(pk=task.pk).worktree_path, "the worktree")
         tree = Path(Task.objects.get(pk=task.pk).worktree_path)
-        _wait(lambda: (tree / "thinking.ready").exists(), "the agent to go quiet")
+        wait_for(lambda: (tree / "thinking.ready").exists(), "the agent to go quiet")
         # The runner keeps renewing its lease, but holds no connection in between.
-        _wait(lambda: others() == 0, "the runner to let its connection go", timeout=20)
+        wait_for(lambda: others() == 0, "the runner to let its connection go", timeout=20)
         assert Stage.objects.get(pk=stage.pk).status == Stage.Status.RUNNING
     finally:
-        _wait(lambda: Task.objects.get(pk=task.pk).worktree_path, "the worktree")
+        wait_for(lambda: Task.objects.get(pk=task.pk).worktree_path, "the worktree")
         (Path(Task.objects.get(pk=task.pk).worktree_path) / "thinking.go").touch()
         thread.join(60)
     assert outcome == [runner.RunResult.SUCCEEDED]

@@ -19,6 +19,7 @@ import yaml
 from pipeline import services
 from pipeline.agent_process import group_alive
 from pipeline.models import AgentEvent, StageResult, Task
+from tests import conftest
 from tests.conftest import git, processes_matching
 
 AGENT = str(Path(__file__).parent / "agents" / "scripted_agent.py")
@@ -35,10 +36,7 @@ def command_stage(name: str, *args: str, timeout: int = 60, fmt: str = "claude-s
 
 
 def commit_workflow(clone: Path, stages: list[dict], **extra) -> None:
-    (clone / ".tac").mkdir(exist_ok=True)
-    (clone / ".tac" / "workflow.yaml").write_text(yaml.safe_dump({"stages": stages, **extra}))
-    git(clone, "add", "-A")
-    git(clone, "commit", "-q", "-m", "workflow")
+    conftest.commit_workflow(clone, yaml.safe_dump({"stages": stages, **extra}))
 
 
 def run(repository, title: str = "Add farewell") -> Task:

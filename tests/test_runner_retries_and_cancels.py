@@ -9,7 +9,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from dashboard import stats, testing
+from dashboard import stats
+from harness import fake_runner
 from pipeline import git, runner, services
 from pipeline.models import Stage, StageResult, Task, Worker
 from pipeline.workflow import Workflow, load_workflow_text
@@ -56,7 +57,7 @@ def test_a_transient_failure_is_still_retried_up_to_the_limit(local_repository, 
 
 
 def _open_attempt(task: Task, name: str) -> runner.Attempt:
-    result = testing.stage_claim(task, name)
+    result = fake_runner.stage_claim(task, name)
     stage = Stage.objects.get(pk=result.stage_id)
     workflow = Workflow.from_json(task.workflow)
     worker = Worker.objects.get(pk=result.worker_id)
@@ -66,7 +67,7 @@ def _open_attempt(task: Task, name: str) -> runner.Attempt:
 
 
 def test_an_attempt_ended_by_a_cancel_is_a_cancel_and_leaves_the_attempts_alone(local_repository):
-    task = testing.task_running(repository=local_repository, issue_number=8)
+    task = fake_runner.task_running(repository=local_repository, issue_number=8)
     attempt = _open_attempt(task, "planning")
     services.task_cancel(task=task, reason="cancelled by alice")
     # The killed agent's last words were an error: it is still the user's cancel.
@@ -83,11 +84,11 @@ def test_an_attempt_ended_by_a_cancel_is_a_cancel_and_leaves_the_attempts_alone(
 
 
 def test_stats_count_cancels_apart_and_list_stages_in_pipeline_order(local_repository):
-    task = testing.task_running(repository=local_repository, issue_number=9)
-    testing.attempt_finish(testing.stage_claim(task, "planning"), output_text="# Plan")
-    building = testing.stage_claim(task, "building")
-    testing.attempt_finish(building, success=False, error="no diff", retry=True)
-    cancelled = testing.stage_claim(task, "building")
+    task = fake_runner.task_running(repository=local_repository, issue_number=9)
+    fake_runner.attempt_finish(fake_runner.stage_claim(task, "planning"), output_text="# Plan")
+    building = fake_runner.stage_claim(task, "building")
+    fake_runner.attempt_finish(building, success=False, error="no diff", retry=True)
+    cancelled = fake_runner.stage_claim(task, "building")
     StageResult.objects.filter(pk=cancelled.pk).update(outcome=StageResult.Outcome.CANCELLED, completed_at=timezone.now())
     figures = stats.stats_compute(days=1)
     assert [r.key for r in figures.by_stage] == ["planning", "building"]  # not alphabetical
@@ -97,9 +98,9 @@ def test_stats_count_cancels_apart_and_list_stages_in_pipeline_order(local_repos
 
 
 def test_stats_count_a_branch_pushed_to_a_local_origin_as_a_result(local_repository):
-    task = testing.task_running(repository=local_repository, issue_number=10)
+    task = fake_runner.task_running(repository=local_repository, issue_number=10)
     for name in ("planning", "building", "reviewing", "pr_creation"):
-        testing.attempt_finish(testing.stage_claim(task, name), output_text="ok", verdict="APPROVE" if name == "reviewing" else "")
+        fake_runner.attempt_finish(fake_runner.stage_claim(task, name), output_text="ok", verdict="APPROVE" if name == "reviewing" else "")
     Task.objects.filter(pk=task.pk).update(triggered_at=timezone.now() - timedelta(minutes=2))
     assert Task.objects.get(pk=task.pk).status == Task.Status.SUCCEEDED
     figures = stats.stats_compute(days=1)
@@ -123,7 +124,7 @@ def test_a_command_stage_does_not_inherit_the_default_claude_model():
 def test_the_task_page_does_not_count_a_cancelled_attempt_against_the_limit(client, alice, local_repository):
     from django.urls import reverse
 
-    task = testing.task_running(repository=local_repository, issue_number=11)
+    task = fake_runner.task_running(repository=local_repository, issue_number=11)
     attempt = _open_attempt(task, "planning")
     services.task_cancel(task=task, reason="cancelled by alice")
     attempt.result.outcome = StageResult.Outcome.CANCELLED

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.modelserver import ScriptedModelServer
 from pipeline import sandbox
-from pipeline.modelserver import ScriptedModelServer
-from pipeline.modelserver.testing import DUMMY_API_KEY
 from pipeline.providers.base import Invocation
 from pipeline.providers.codex import CodexStreamParser
-from tests.conftest import git
+from tests.conftest import commit_workflow, git, point_claude_at
 
 
 @pytest.fixture
@@ -54,17 +53,13 @@ def test_codex_builds_inside_tacx_sandbox_with_bubblewrap_on_path(local_reposito
         ]
     }
     with ScriptedModelServer(script) as server:
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", DUMMY_API_KEY)
-        monkeypatch.setenv("TACX_MODEL_API_KEY", DUMMY_API_KEY)
-        (clone / ".tac").mkdir()
-        (clone / ".tac" / "workflow.yaml").write_text(
+        point_claude_at(monkeypatch, server, tacx_key=True)
+        commit_workflow(
+            clone,
             "stages:\n  - name: planning\n    provider: claude\n    model: claude-sonnet-4-5\n"
             f"  - name: building\n    provider: codex\n    model: gpt-5\n    timeout: 120\n"
             f"    options: {{base_url: '{server.url}/v1', sandbox: workspace-write}}\n  - name: pr_creation\n"
         )
-        git(clone, "add", "-A")
-        git(clone, "commit", "-q", "-m", "workflow")
         task, _ = services.task_create(repository=local_repository, issue_number=4, title="Notes", trigger_source="cli")
         services.task_dispatch(task=task, enqueue=False)
         task = services.task_run_inline(task=task)

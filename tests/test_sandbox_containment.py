@@ -17,11 +17,10 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 
+from harness.modelserver import ScriptedModelServer
 from pipeline import services
 from pipeline.models import AgentEvent, Repository, StageResult, Task
-from pipeline.modelserver import ScriptedModelServer
-from pipeline.modelserver.testing import DUMMY_API_KEY
-from tests.conftest import ROOT, git
+from tests.conftest import ROOT, commit_workflow, git, point_claude_at
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -55,13 +54,6 @@ def http_servers():
     for server in servers:
         server.shutdown()
         server.server_close()
-
-
-def commit_workflow(clone: Path, text: str) -> None:
-    (clone / ".tac").mkdir(exist_ok=True)
-    (clone / ".tac" / "workflow.yaml").write_text(text)
-    git(clone, "add", "-A")
-    git(clone, "commit", "-q", "-m", "workflow")
 
 
 def run(repository: Repository, number: int = 7) -> Task:
@@ -187,8 +179,7 @@ def test_an_attack_through_the_real_claude_cli_bash_tool_reaches_nothing_it_must
     }
     server = ScriptedModelServer(script).start()
     try:
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", DUMMY_API_KEY)
+        point_claude_at(monkeypatch, server)
         commit_workflow(
             clone,
             f"""

@@ -22,6 +22,7 @@ from github_standin import TOKEN, standin  # noqa: F401
 from pipeline import git as tgit
 from pipeline import services
 from pipeline.models import AgentEvent, Repository, Stage, StageResult, Task
+from tests import conftest
 from tests.conftest import git, make_origin_and_clone
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -51,13 +52,11 @@ echo planted
 
 
 def commit_workflow(clone: Path, script: str) -> None:
-    (clone / ".tac").mkdir(exist_ok=True)
-    (clone / ".tac" / "workflow.yaml").write_text(
+    conftest.commit_workflow(
+        clone,
         "stages:\n  - name: planning\n    provider: command\n    max_attempts: 2\n"
         f"    options: {{argv: {json.dumps(['/bin/bash', '-c', script])}}}\n  - name: pr_creation\n"
     )
-    git(clone, "add", "-A")
-    git(clone, "commit", "-q", "-m", "workflow")
 
 
 def run(repository) -> Task:

@@ -13,7 +13,7 @@ import yaml
 
 from pipeline import services
 from pipeline.models import AgentEvent, StageResult, Task
-from tests.conftest import git
+from tests.conftest import commit_workflow
 from tests.test_sandbox_containment import http_servers  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -46,10 +46,7 @@ def test_setup_reaches_its_hosts_and_keeps_its_secret_from_the_agent(local_repos
             {"name": "pr_creation"},
         ],
     }
-    (clone / ".tac").mkdir()
-    (clone / ".tac" / "workflow.yaml").write_text(yaml.safe_dump(workflow))
-    git(clone, "add", "-A")
-    git(clone, "commit", "-q", "-m", "workflow")
+    commit_workflow(clone, yaml.safe_dump(workflow))
     task, _ = services.task_create(repository=local_repository, issue_number=2, title="Setup", trigger_source="cli")
     services.task_dispatch(task=task, enqueue=False)
     task = services.task_run_inline(task=task)

@@ -15,18 +15,17 @@ import pytest
 
 from pipeline import sandbox, services
 from pipeline.models import AgentEvent, Stage, StageResult, Task
-from tests.conftest import git, processes_matching
+from tests import conftest
+from tests.conftest import processes_matching
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
 def commit_workflow(clone: Path, planning_argv: list[str]) -> None:
-    (clone / ".tac").mkdir(exist_ok=True)
-    (clone / ".tac" / "workflow.yaml").write_text(
+    conftest.commit_workflow(
+        clone,
         f"stages:\n  - name: planning\n    provider: command\n    options: {{argv: {json.dumps(planning_argv)}}}\n  - name: pr_creation\n"
     )
-    git(clone, "add", "-A")
-    git(clone, "commit", "-q", "-m", "workflow")
 
 
 def run(repository) -> Task:

@@ -61,14 +61,14 @@ def test_the_schema_is_valid_openapi_and_lists_every_operation(alice):
 
 @pytest.fixture
 def token(alice, local_repository) -> str:
-    from dashboard import testing
+    from harness import fake_runner
 
     # Something to find: a running task with events, a failed one, a queued one.
-    task = testing.task_running(repository=local_repository, issue_number=1)
-    testing.events_add(testing.stage_claim(task, "planning"), testing.sample_conversation())
-    failed = testing.task_running(repository=local_repository, issue_number=2)
-    testing.attempt_finish(testing.stage_claim(failed, "planning"), success=False, error="boom")
-    testing.services.task_create(repository=local_repository, issue_number=3, title="queued")
+    task = fake_runner.task_running(repository=local_repository, issue_number=1)
+    fake_runner.events_add(fake_runner.stage_claim(task, "planning"), fake_runner.sample_conversation())
+    failed = fake_runner.task_running(repository=local_repository, issue_number=2)
+    fake_runner.attempt_finish(fake_runner.stage_claim(failed, "planning"), success=False, error="boom")
+    fake_runner.services.task_create(repository=local_repository, issue_number=3, title="queued")
     return Token.objects.create(user=alice).key
 
 

@@ -37,11 +37,12 @@ def hello_world(db, standin, tmp_path):  # noqa: F811
     )
 
 
-def deliver(client, event: str, body: bytes, *, delivery: str = "d-1", signature: str | None = None):
+def deliver(client, event: str, body: bytes, *, delivery: str = "d-1", signature: str | None = None, content_type: str = "application/json"):
+    """POST one delivery, signed with the webhook secret unless ``signature`` is given ("" = unsigned)."""
     headers = {"HTTP_X_GITHUB_EVENT": event, "HTTP_X_GITHUB_DELIVERY": delivery}
     if signature != "":
         headers["HTTP_X_HUB_SIGNATURE_256"] = signature or sign(body)
-    return client.post(URL, data=body, content_type="application/json", **headers)
+    return client.post(URL, data=body, content_type=content_type, **headers)
 
 
 def coordinator_pass() -> None:
@@ -233,12 +234,5 @@ def test_a_form_encoded_delivery_is_understood(client, hello_world):
     from urllib.parse import urlencode
 
     body = urlencode({"payload": fixture_bytes("issues.labeled").decode()}).encode()
-    response = client.post(
-        URL,
-        data=body,
-        content_type="application/x-www-form-urlencoded",
-        HTTP_X_GITHUB_EVENT="issues",
-        HTTP_X_GITHUB_DELIVERY="form-1",
-        HTTP_X_HUB_SIGNATURE_256=sign(body),
-    )
+    response = deliver(client, "issues", body, delivery="form-1", content_type="application/x-www-form-urlencoded")
     assert response.status_code == 202

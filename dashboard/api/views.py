@@ -4,6 +4,8 @@ Errors come out in one shape (see ``errors``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
@@ -34,6 +36,13 @@ def _query(serializer_class: type[s.serializers.Serializer], request: Request) -
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
 
+
+
+def task_detail_response(task_id: int, **response: Any) -> Response:
+    """The task as it is now in the database, with its stages (the answer of every task action)."""
+    task = selectors.task_get(task_id)
+    task.stage_list = selectors.task_stages(task)
+    return Response(s.TaskDetailOut(task).data, **response)
 
 class TaskListApi(APIView):
     @extend_schema(operation_id="tasks_list", parameters=[s.TaskListQuery], responses={200: s.TaskPageOut, **ERRORS})
@@ -96,18 +105,14 @@ class TaskCreateApi(APIView):
             raise ValidationError({"workflow": [str(exc)]}) from None
         except ValueError as exc:
             raise ValidationError({"title": [str(exc)]}) from None
-        task = selectors.task_get(task.pk)
-        task.stage_list = selectors.task_stages(task)
         headers = {"Location": reverse("api:task-detail", args=[task.pk])}
-        return Response(s.TaskDetailOut(task).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK, headers=headers)
+        return task_detail_response(task.pk, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK, headers=headers)
 
 
 class TaskDetailApi(APIView):
     @extend_schema(operation_id="tasks_retrieve", responses={200: s.TaskDetailOut, **ERRORS, **NOT_FOUND})
     def get(self, request: Request, task_id: int) -> Response:
-        task = selectors.task_get(task_id)
-        task.stage_list = selectors.task_stages(task)
-        return Response(s.TaskDetailOut(task).data)
+        return task_detail_response(task_id)
 
 
 class TaskRetryApi(APIView):
@@ -120,9 +125,7 @@ class TaskRetryApi(APIView):
             services.task_retry(task=task)
         except ValueError as exc:
             raise Conflict(str(exc)) from None
-        task = selectors.task_get(task_id)
-        task.stage_list = selectors.task_stages(task)
-        return Response(s.TaskDetailOut(task).data)
+        return task_detail_response(task_id)
 
 
 class TaskCancelApi(APIView):
@@ -133,9 +136,7 @@ class TaskCancelApi(APIView):
         task = selectors.task_get(task_id)
         if not services.task_cancel(task=task, reason=f"cancelled by {request.user.get_username()}"):
             raise Conflict(f"task {task.pk} is {task.status}; only queued, waiting or running tasks can be cancelled")
-        task = selectors.task_get(task_id)
-        task.stage_list = selectors.task_stages(task)
-        return Response(s.TaskDetailOut(task).data)
+        return task_detail_response(task_id)
 
 
 class TaskApproveApi(APIView):
@@ -150,9 +151,7 @@ class TaskApproveApi(APIView):
         task = selectors.task_get(task_id)
         if not rounds.task_approve(task=task, approved_by=request.user.get_username()):
             raise Conflict(f"task {task.pk} is {task.status}; only a task awaiting approval can be approved")
-        task = selectors.task_get(task_id)
-        task.stage_list = selectors.task_stages(task)
-        return Response(s.TaskDetailOut(task).data)
+        return task_detail_response(task_id)
 
 
 class TaskStagesApi(APIView):

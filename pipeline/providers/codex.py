@@ -49,7 +49,7 @@ MODEL_API_KEY_ENV = "TACX_MODEL_API_KEY"
 SANDBOXES = ("read-only", "workspace-write", "danger-full-access")
 CONFIG_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
 # No plugin-catalogue sync (github.com, chatgpt.com) and no analytics (ab.chatgpt.com): off-box
-# calls an agent stage does not need (found with strace, see pipeline.modelserver). Stage
+# calls an agent stage does not need (found with strace, see harness.modelserver). Stage
 # options come later on the command line and can turn them back on.
 HELPERS_MISSING = "could not create PATH aliases"
 QUIET_CONFIG = ("-c", "features.plugins=false", "-c", "analytics.enabled=false")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +98,51 @@ def json_object(body: bytes) -> dict[str, Any] | str:
         return "Request body must be a JSON object"
     return request
 
+
+def route_of(path: str) -> str:
+    """A request path without its query string and trailing slash."""
+    return path.split("?", 1)[0].rstrip("/")
+
+
+def parse_post(method: str, route: str, body: bytes, routes: Iterable[str], error_reply: Callable[[int, str], Reply]) -> dict[str, Any] | Reply:
+    """The JSON object a ``POST`` to one of ``routes`` carries, or the API's error reply: 404
+    for another method or route, 400 for a body that is not a JSON object."""
+    if method != "POST" or route not in routes:
+        return error_reply(404, f"Not found: {method} {route}")
+    request = json_object(body)
+    return error_reply(400, request) if isinstance(request, str) else request
+
+
+def scripted_error_reply(
+    decision: Decision, error_reply: Callable[[int, str], Reply], default_message: Callable[[int], str] = lambda status: f"Scripted error {status}"
+) -> Reply | None:
+    """The API's error reply when the turn scripts an HTTP error status for this response (only
+    the response that opens the turn carries it), else ``None``."""
+    turn = decision.turn
+    if turn is None or turn.status is None or not decision.first_response:
+        return None
+    return error_reply(turn.status, turn.error_message or default_message(turn.status)).timed(decision)
+
+
+def first_match(text: str, patterns: Iterable[re.Pattern[str]], *, rstrip: str = "") -> str | None:
+    """Group 1 of the first of ``patterns`` found in ``text``, stripped of white space (and of
+    trailing ``rstrip`` characters), or ``None``: an agent's cwd as its prompt states it."""
+    for pattern in patterns:
+        found = pattern.search(text)
+        if found:
+            return found.group(1).strip().rstrip(rstrip)
+    return None
+
+
+def text_of(content: Any) -> str:
+    """A message's text: the string itself, or the ``text`` of each part of a list, one a line."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
 def decide(
     script: Script,
     *,
@@ -163,6 +208,31 @@ class Reply:
                 turn.hang,
             )
         return self
+
+
+def json_reply(status: int, payload: dict[str, Any]) -> Reply:
+    """A JSON answer."""
+    return Reply(status=status, body=json.dumps(payload).encode())
+
+
+def auxiliary_reply(payload: dict[str, Any]) -> Reply:
+    """A JSON 200 that answers no scripted turn (model lists, token counts)."""
+    reply = json_reply(200, payload)
+    reply.decision = AUXILIARY
+    return reply
+
+
+def answer(payload: dict[str, Any], *, stream: bool, events: Callable[[dict[str, Any]], list[bytes]]) -> Reply:
+    """``payload`` as one JSON body, or, for a streaming request, as the SSE ``events`` it
+    becomes."""
+    if stream:
+        return stream_reply(events(payload))
+    return json_reply(200, payload)
+
+
+def stream_reply(events: list[bytes]) -> Reply:
+    """A streamed (``text/event-stream``) 200."""
+    return Reply(status=200, events=events, content_type="text/event-stream")
 
 
 def sse_event(name: str, data: dict) -> bytes:

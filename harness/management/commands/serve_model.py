@@ -12,7 +12,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from pipeline.modelserver import ScriptedModelServer, ScriptError
+from harness.modelserver import ScriptedModelServer, ScriptError
 
 
 class Command(BaseCommand):

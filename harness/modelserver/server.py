@@ -14,7 +14,7 @@ Contracts:
   so ``time`` is the arrival time. With ``request_log`` each record is also appended to that
   file as one JSON line (flushed at once, for readers in other processes).
 * Request headers are never logged or recorded (they carry API keys); unknown routes are
-  logged (method and path only) at WARNING on the ``pipeline.modelserver`` logger.
+  logged (method and path only) at WARNING on the ``harness.modelserver`` logger.
 * Streamed answers are sent with ``Connection: close`` and end when the connection closes,
   which both CLIs accept. A ``hang`` turn sends nothing and keeps the connection open until
   the client goes away or the server stops.
@@ -37,12 +37,12 @@ from . import anthropic, gemini, openai_chat, openai_responses
 from .exchange import AUXILIARY, Reply
 from .script import Script, load_script
 
-logger = logging.getLogger("pipeline.modelserver")
+logger = logging.getLogger("harness.modelserver")
 
 
 
 class ScriptedModelServer:
-    """Serves a :class:`~pipeline.modelserver.script.Script` over the Anthropic and OpenAI APIs.
+    """Serves a :class:`~harness.modelserver.script.Script` over the Anthropic and OpenAI APIs.
 
     Use as ``with ScriptedModelServer(script) as server: ... server.url ...`` or call
     :meth:`start` / :meth:`stop`. ``script`` is anything :func:`load_script` accepts.
@@ -179,6 +179,22 @@ class ScriptedModelServer:
         return client_api, reply
 
 
+def read_body(handler: BaseHTTPRequestHandler) -> bytes:
+    """The body of the request ``handler`` is serving: ``Content-Length`` bytes, or the chunks of
+    a ``Transfer-Encoding: chunked`` body joined."""
+    if handler.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        parts = []
+        while True:
+            size = int(handler.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                handler.rfile.readline()
+                return b"".join(parts)
+            parts.append(handler.rfile.read(size))
+            handler.rfile.readline()
+    length = int(handler.headers.get("Content-Length") or 0)
+    return handler.rfile.read(length) if length > 0 else b""
+
+
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # a hanging request must never keep the process alive
     allow_reuse_address = True
@@ -216,7 +232,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, method: str) -> None:
         owner = self.server.owner
-        body = self._read_body()
+        body = read_body(self)
         api, reply = owner.answer(
             method, self.path, body, client_api=self._client_api()
         )
@@ -258,19 +274,6 @@ class _Handler(BaseHTTPRequestHandler):
         if "codex" in agent or "openai" in agent:
             return openai_responses.API
         return "unknown"
-
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            parts = []
-            while True:
-                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    self.rfile.readline()
-                    return b"".join(parts)
-                parts.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
 
     def _send(self, reply: Reply, stopping: threading.Event) -> None:
         if reply.hang:

@@ -32,7 +32,8 @@ import re
 import time
 from typing import Any
 
-from .exchange import Decision, Reply, chunks, decide, fill_required, json_object, new_id
+from . import exchange
+from .exchange import Decision, Reply, chunks, decide, fill_required, new_id
 from .openai_responses import add_file_patch, error_reply
 from .script import Script, ToolCall, Usage
 
@@ -50,22 +51,17 @@ SHELL_TOOLS = ("run_shell_command", "bash", "shell")
 
 def handle(method: str, path: str, body: bytes, script: Script) -> Reply:
     """Answer one request under ``/v1/chat/completions``."""
-    route = path.split("?", 1)[0].rstrip("/")
-    if method != "POST" or route != "/v1/chat/completions":
-        return error_reply(404, f"Not found: {method} {route}")
-    request = json_object(body)
-    if isinstance(request, str):
-        return error_reply(400, request)
-    return completions(request, script)
+    request = exchange.parse_post(method, exchange.route_of(path), body, ("/v1/chat/completions",), error_reply)
+    return request if isinstance(request, Reply) else completions(request, script)
 
 
 def completions(request: dict[str, Any], script: Script) -> Reply:
     """Answer ``POST /v1/chat/completions`` from the script."""
     tools = _tools_by_name(request)
     decision = decide(script, match_text=match_text(request), history_ids=history_ids(request), main_loop=bool(tools), sequential=True)
-    turn = decision.turn
-    if turn is not None and turn.status is not None and decision.first_response:
-        return error_reply(turn.status, turn.error_message or f"Scripted error {turn.status}").timed(decision)
+    refusal = exchange.scripted_error_reply(decision, error_reply)
+    if refusal is not None:
+        return refusal
     text, calls = _answer(decision, tools=tools, cwd=working_directory(request))
     model = str(request.get("model") or "scripted")
     ident, created = new_id("chatcmpl"), int(time.time())
@@ -76,7 +72,7 @@ def completions(request: dict[str, Any], script: Script) -> Reply:
         if calls:
             message["tool_calls"] = calls
         payload = {"id": ident, "object": "chat.completion", "created": created, "model": model, "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}], "usage": usage}
-        return Reply(status=200, body=json.dumps(payload).encode()).timed(decision)
+        return exchange.json_reply(200, payload).timed(decision)
 
     def chunk(delta: dict[str, Any] | None, reason: str | None = None, **extra: Any) -> bytes:
         choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": reason}]
@@ -94,7 +90,7 @@ def completions(request: dict[str, Any], script: Script) -> Reply:
     events.append(chunk({}, finish_reason))
     events.append(chunk(None, usage=usage))
     events.append(b"data: [DONE]\n\n")
-    return Reply(status=200, events=events, content_type="text/event-stream").timed(decision)
+    return exchange.stream_reply(events).timed(decision)
 
 
 def match_text(request: dict[str, Any]) -> str:
@@ -102,7 +98,7 @@ def match_text(request: dict[str, Any]) -> str:
     texts = []
     for message in request.get("messages") or []:
         if isinstance(message, dict) and message.get("role") in ("system", "developer", "user"):
-            texts.append(_text_of(message.get("content")))
+            texts.append(exchange.text_of(message.get("content")))
     return "\n".join(texts)
 
 
@@ -122,17 +118,12 @@ def history_ids(request: dict[str, Any]) -> list[str]:
 
 def working_directory(request: dict[str, Any]) -> str | None:
     """The agent's cwd as its system prompt or first message states it, if it does."""
-    text = match_text(request)
-    for pattern in _CWD_PATTERNS:
-        found = pattern.search(text)
-        if found:
-            return found.group(1).strip().rstrip(".")
-    return None
+    return exchange.first_match(match_text(request), _CWD_PATTERNS, rstrip=".")
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:
     """A Chat Completions ``usage`` object (see the module docstring)."""
-    prompt = usage.input_tokens + usage.cache_read_input_tokens + usage.cache_creation_input_tokens
+    prompt = usage.prompt_tokens
     return {
         "prompt_tokens": prompt,
         "completion_tokens": usage.output_tokens,
@@ -140,14 +131,6 @@ def usage_dict(usage: Usage) -> dict[str, Any]:
         "prompt_tokens_details": {"cached_tokens": usage.cache_read_input_tokens},
         "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
     }
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return ""
 
 
 def _tools_by_name(request: dict[str, Any]) -> dict[str, dict[str, Any]]:

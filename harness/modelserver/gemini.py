@@ -33,7 +33,8 @@ import posixpath
 import re
 from typing import Any
 
-from .exchange import AUXILIARY, Decision, Reply, chunks, decide, fill_required, json_object, new_id
+from . import exchange
+from .exchange import Decision, Reply, chunks, decide, fill_required, new_id
 from .script import Script, ToolCall, Usage
 
 API = "gemini"
@@ -64,43 +65,32 @@ def is_route(route: str) -> bool:
 
 def handle(method: str, path: str, body: bytes, script: Script) -> Reply:
     """Answer one request under ``/v1beta/models``."""
-    route = path.split("?", 1)[0].rstrip("/")
+    route = exchange.route_of(path)
     if method == "GET" and route.endswith("/models"):
-        reply = _json_reply(200, {"models": [_model("gemini-2.5-pro"), _model("gemini-2.5-flash")]})
-        reply.decision = AUXILIARY
-        return reply
+        return exchange.auxiliary_reply({"models": [_model("gemini-2.5-pro"), _model("gemini-2.5-flash")]})
     found = _METHOD.match(route)
-    if method != "POST" or not found or found.group(2) not in ("streamGenerateContent", "generateContent", "countTokens"):
-        return error_reply(404, f"Not found: {method} {route}")
-    request = json_object(body)
-    if isinstance(request, str):
-        return error_reply(400, request)
+    verbs = ("streamGenerateContent", "generateContent", "countTokens")
+    request = exchange.parse_post(method, route, body, [route] if found and found.group(2) in verbs else [], error_reply)
+    if isinstance(request, Reply):
+        return request
     model, verb = found.group(1), found.group(2)
     if verb == "countTokens":
-        reply = _json_reply(200, {"totalTokens": max(1, len(body) // 4)})
-        reply.decision = AUXILIARY
-        return reply
+        return exchange.auxiliary_reply({"totalTokens": max(1, len(body) // 4)})
     return generate(request, script, model=model, stream=verb == "streamGenerateContent")
 
 
 def generate(request: dict[str, Any], script: Script, *, model: str, stream: bool) -> Reply:
     """Answer ``:generateContent`` / ``:streamGenerateContent`` from the script."""
     tools = _declarations(request)
-    decision = decide(
-        script,
-        match_text=match_text(request),
-        history_ids=history_ids(request),
-        main_loop=bool(tools),
-        sequential=True,
-    )
-    turn = decision.turn
-    if turn is not None and turn.status is not None and decision.first_response:
-        return error_reply(turn.status, turn.error_message or f"Scripted error {turn.status}").timed(decision)
+    decision = decide(script, match_text=match_text(request), history_ids=history_ids(request), main_loop=bool(tools), sequential=True)
+    refusal = exchange.scripted_error_reply(decision, error_reply)
+    if refusal is not None:
+        return refusal
     parts = _parts(decision, tools=tools, cwd=working_directory(request))
     finish = {"candidates": [{"content": {"role": "model", "parts": []}, "finishReason": "STOP", "index": 0}], "usageMetadata": usage_dict(decision.usage), "modelVersion": model, "responseId": new_id("resp")}
     if not stream:
         finish["candidates"][0]["content"]["parts"] = parts
-        return _json_reply(200, finish).timed(decision)
+        return exchange.json_reply(200, finish).timed(decision)
     events = []
     for part in parts:
         pieces = chunks(part["text"]) if "text" in part else [None]
@@ -114,7 +104,7 @@ def generate(request: dict[str, Any], script: Script, *, model: str, stream: boo
         events.append(_sse(last))
     else:
         events.append(_sse(finish))
-    return Reply(status=200, events=events, content_type="text/event-stream").timed(decision)
+    return exchange.stream_reply(events).timed(decision)
 
 
 def match_text(request: dict[str, Any]) -> str:
@@ -142,17 +132,12 @@ def history_ids(request: dict[str, Any]) -> list[str]:
 
 def working_directory(request: dict[str, Any]) -> str | None:
     """The CLI's cwd as its system prompt or opening message states it, if it does."""
-    text = match_text(request)
-    for pattern in _CWD_PATTERNS:
-        found = pattern.search(text)
-        if found:
-            return found.group(1).strip().rstrip(".")
-    return None
+    return exchange.first_match(match_text(request), _CWD_PATTERNS, rstrip=".")
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:
     """A Gemini ``usageMetadata`` object (see the module docstring)."""
-    prompt = usage.input_tokens + usage.cache_read_input_tokens + usage.cache_creation_input_tokens
+    prompt = usage.prompt_tokens
     candidates = usage.output_tokens - usage.reasoning_tokens
     data = {
         "promptTokenCount": prompt,
@@ -168,11 +153,7 @@ def usage_dict(usage: Usage) -> dict[str, Any]:
 def error_reply(status: int, message: str) -> Reply:
     """An error in the Gemini API shape."""
     payload = {"error": {"code": status, "message": message, "status": STATUSES.get(status, "UNKNOWN")}}
-    return _json_reply(status, payload)
-
-
-def _json_reply(status: int, payload: dict[str, Any]) -> Reply:
-    return Reply(status=status, body=json.dumps(payload).encode())
+    return exchange.json_reply(status, payload)
 
 
 def _sse(data: dict[str, Any]) -> bytes:
@@ -184,13 +165,9 @@ def _model(name: str) -> dict[str, Any]:
 
 
 def _text_of(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict):
+    if isinstance(value, dict):  # a Content: its parts
         value = value.get("parts")
-    if isinstance(value, list):
-        return "\n".join(p["text"] for p in value if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return ""
+    return exchange.text_of(value)
 
 
 def _declarations(request: dict[str, Any]) -> dict[str, dict[str, Any]]:

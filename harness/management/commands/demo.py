@@ -37,9 +37,10 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from harness.cli_runs import stop_process_group
+from harness.modelserver import ScriptedModelServer
 from pipeline import services
 from pipeline.models import Repository, StageResult, Task
-from pipeline.modelserver import ScriptedModelServer
 
 DEMO_DIR = settings.BASE_DIR / "demo"
 TITLE = "Add a farewell to the greeter"
@@ -192,12 +193,7 @@ class Command(BaseCommand):
             if task is not None and Task.objects.filter(pk=task.pk, status__in=Task.ACTIVE).exists():
                 services.task_cancel(task=task, reason="cancelled: the demo was stopped before the task finished")
                 self.stdout.write(f"Task {task.pk} cancelled (the demo stopped before it finished).")
-            if stack.poll() is None:
-                os.killpg(stack.pid, signal.SIGTERM)
-                try:
-                    stack.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(stack.pid, signal.SIGKILL)
+            stop_process_group(stack, timeout=15)
 
     def follow(self, task: Task, stack: subprocess.Popen, timeout: float = 300) -> Task:
         """Print each attempt as it finishes until the task does (what the dashboard shows live)."""

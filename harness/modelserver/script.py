@@ -80,6 +80,11 @@ class Usage:
     cache_creation_input_tokens: int = 0
     reasoning_tokens: int = 0
 
+    @property
+    def prompt_tokens(self) -> int:
+        """Every input token, cached or not (what the OpenAI and Gemini APIs call the prompt)."""
+        return self.input_tokens + self.cache_read_input_tokens + self.cache_creation_input_tokens
+
 
 ZERO_USAGE = Usage()
 

@@ -24,7 +24,8 @@ import posixpath
 import re
 from typing import Any
 
-from .exchange import AUXILIARY, Decision, Reply, chunks, decide, json_object, new_id, sse_event
+from . import exchange
+from .exchange import Decision, Reply, chunks, decide, new_id, sse_event
 from .script import Script, ToolCall, Usage
 
 API = "anthropic"
@@ -49,73 +50,49 @@ ERROR_TYPES = {
 
 def handle(method: str, path: str, body: bytes, script: Script) -> Reply:
     """Answer one request whose path starts with ``/v1/messages``."""
-    route = path.split("?", 1)[0].rstrip("/")
-    if method != "POST" or route not in ("/v1/messages", "/v1/messages/count_tokens"):
-        return error_reply(404, f"Not found: {method} {route}")
-    request = json_object(body)
-    if isinstance(request, str):
-        return error_reply(400, request)
+    route = exchange.route_of(path)
+    request = exchange.parse_post(method, route, body, ("/v1/messages", "/v1/messages/count_tokens"), error_reply)
+    if isinstance(request, Reply):
+        return request
     if route == "/v1/messages/count_tokens":
         # Not a model turn: a size estimate (~4 bytes a token) is all callers need.
-        reply = _json_reply(200, {"input_tokens": max(1, len(body) // 4)})
-        reply.decision = AUXILIARY
-        return reply
+        return exchange.auxiliary_reply({"input_tokens": max(1, len(body) // 4)})
     return messages(request, script)
 
 
 def messages(request: dict[str, Any], script: Script) -> Reply:
     """Answer ``POST /v1/messages`` from the script."""
-    decision = decide(
-        script,
-        match_text=match_text(request),
-        history_ids=history_ids(request),
-        main_loop=bool(request.get("tools")),
-    )
-    turn = decision.turn
-    if turn is not None and turn.status is not None:
-        reply = error_reply(
-            turn.status, turn.error_message or _default_error(turn.status)
-        )
-    else:
-        content = _content(
-            decision, cwd=working_directory(request), schema=_output_schema(request)
-        )
-        message = {
-            "id": new_id(
-                "msg"
-            ),  # unique per answer: Claude Code dedups usage by message id
-            "type": "message",
-            "role": "assistant",
-            "model": str(request.get("model") or "claude-scripted"),
-            "content": content,
-            "stop_reason": "tool_use"
-            if any(b["type"] == "tool_use" for b in content)
-            else "end_turn",
-            "stop_sequence": None,
-            "usage": usage_dict(decision.usage),
-        }
-        if request.get("stream"):
-            reply = Reply(
-                status=200, events=_stream(message), content_type="text/event-stream"
-            )
-        else:
-            reply = _json_reply(200, message)
-    return reply.timed(decision)
+    decision = decide(script, match_text=match_text(request), history_ids=history_ids(request), main_loop=bool(request.get("tools")))
+    refusal = exchange.scripted_error_reply(decision, error_reply, _default_error)
+    if refusal is not None:
+        return refusal
+    content = _content(decision, cwd=working_directory(request), schema=_output_schema(request))
+    message = {
+        "id": new_id("msg"),  # unique per answer: Claude Code dedups usage by message id
+        "type": "message",
+        "role": "assistant",
+        "model": str(request.get("model") or "claude-scripted"),
+        "content": content,
+        "stop_reason": "tool_use" if any(b["type"] == "tool_use" for b in content) else "end_turn",
+        "stop_sequence": None,
+        "usage": usage_dict(decision.usage),
+    }
+    return exchange.answer(message, stream=bool(request.get("stream")), events=_stream).timed(decision)
 
 
 def match_text(request: dict[str, Any]) -> str:
     """System prompt plus the first user message's text, which ``match`` is searched in; for
     a resumed session (``claude --resume``: the old conversation, then a new prompt) also the
     latest prompt, so a script can tell the continuation apart."""
-    parts = [_text_of(request.get("system"))]
+    parts = [exchange.text_of(request.get("system"))]
     messages = [m for m in request.get("messages") or [] if isinstance(m, dict)]
     for message in messages:
         if message.get("role") == "user":
-            parts.append(_text_of(message.get("content")))
+            parts.append(exchange.text_of(message.get("content")))
             break
     latest = _latest_prompt(messages)
     if latest > 0:
-        parts.append(_text_of(messages[latest].get("content")))
+        parts.append(exchange.text_of(messages[latest].get("content")))
     return "\n".join(parts)
 
 
@@ -154,12 +131,7 @@ def history_ids(request: dict[str, Any]) -> list[str]:
 
 def working_directory(request: dict[str, Any]) -> str | None:
     """The agent's cwd as Claude Code states it in its system prompt, if it does."""
-    text = _text_of(request.get("system"))
-    for pattern in _CWD_PATTERNS:
-        found = pattern.search(text)
-        if found:
-            return found.group(1).strip()
-    return None
+    return exchange.first_match(exchange.text_of(request.get("system")), _CWD_PATTERNS)
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:
@@ -185,7 +157,7 @@ def error_reply(status: int, message: str) -> Reply:
         "error": {"type": ERROR_TYPES.get(status, "api_error"), "message": message},
         "request_id": request_id,
     }
-    reply = _json_reply(status, payload)
+    reply = exchange.json_reply(status, payload)
     reply.headers["request-id"] = request_id
     return reply
 
@@ -194,22 +166,6 @@ def _default_error(status: int) -> str:
     return {401: "invalid x-api-key", 429: "Rate limited", 529: "Overloaded"}.get(
         status, f"Scripted error {status}"
     )
-
-
-def _json_reply(status: int, payload: dict[str, Any]) -> Reply:
-    return Reply(status=status, body=json.dumps(payload).encode())
-
-
-def _text_of(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        return "\n".join(
-            b["text"]
-            for b in value
-            if isinstance(b, dict) and isinstance(b.get("text"), str)
-        )
-    return ""
 
 
 def _content(

@@ -33,7 +33,8 @@ import shlex
 import time
 from typing import Any
 
-from .exchange import AUXILIARY, Decision, Reply, chunks, decide, json_object, new_id, sse_event
+from . import exchange
+from .exchange import Decision, Reply, chunks, decide, new_id, sse_event
 from .script import Script, ToolCall, Usage
 
 API = "openai"
@@ -54,54 +55,31 @@ ERROR_CODES = {
 
 def handle(method: str, path: str, body: bytes, script: Script) -> Reply:
     """Answer one request under ``/v1/responses`` or ``/v1/models``."""
-    route = path.split("?", 1)[0].rstrip("/")
+    route = exchange.route_of(path)
     if method == "GET" and route == "/v1/models":
-        reply = _json_reply(
-            200, {"object": "list", "data": [_model("gpt-5"), _model("gpt-5-codex")]}
-        )
-        reply.decision = AUXILIARY
-        return reply
-    if method != "POST" or route != "/v1/responses":
-        return error_reply(404, f"Not found: {method} {route}")
-    request = json_object(body)
-    if isinstance(request, str):
-        return error_reply(400, request)
-    return responses(request, script)
+        return exchange.auxiliary_reply({"object": "list", "data": [_model("gpt-5"), _model("gpt-5-codex")]})
+    request = exchange.parse_post(method, route, body, ("/v1/responses",), error_reply)
+    return request if isinstance(request, Reply) else responses(request, script)
 
 
 def responses(request: dict[str, Any], script: Script) -> Reply:
     """Answer ``POST /v1/responses`` from the script."""
-    decision = decide(
-        script,
-        match_text=match_text(request),
-        history_ids=history_ids(request),
-        main_loop=bool(request.get("tools")),
-        sequential=True,  # codex runs the calls of one response concurrently
-    )
-    turn = decision.turn
-    if turn is not None and turn.status is not None and decision.first_response:
-        reply = error_reply(
-            turn.status, turn.error_message or f"Scripted error {turn.status}"
-        )
-    else:
-        output = _output(decision, tools=_tools_by_name(request))
-        response = {
-            "id": new_id("resp"),
-            "object": "response",
-            "created_at": int(time.time()),
-            "status": "completed",
-            "model": str(request.get("model") or "gpt-scripted"),
-            "output": output,
-            "parallel_tool_calls": bool(request.get("parallel_tool_calls", True)),
-            "usage": usage_dict(decision.usage),
-        }
-        if request.get("stream"):
-            reply = Reply(
-                status=200, events=_stream(response), content_type="text/event-stream"
-            )
-        else:
-            reply = _json_reply(200, response)
-    return reply.timed(decision)
+    # Sequential: codex runs the calls of one response concurrently.
+    decision = decide(script, match_text=match_text(request), history_ids=history_ids(request), main_loop=bool(request.get("tools")), sequential=True)
+    refusal = exchange.scripted_error_reply(decision, error_reply)
+    if refusal is not None:
+        return refusal
+    response = {
+        "id": new_id("resp"),
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "completed",
+        "model": str(request.get("model") or "gpt-scripted"),
+        "output": _output(decision, tools=_tools_by_name(request)),
+        "parallel_tool_calls": bool(request.get("parallel_tool_calls", True)),
+        "usage": usage_dict(decision.usage),
+    }
+    return exchange.answer(response, stream=bool(request.get("stream")), events=_stream).timed(decision)
 
 
 def match_text(request: dict[str, Any]) -> str:
@@ -119,7 +97,7 @@ def match_text(request: dict[str, Any]) -> str:
             "user",
         ):
             break
-        parts.append(_text_of(item.get("content")))
+        parts.append(exchange.text_of(item.get("content")))
     return "\n".join(p for p in parts if isinstance(p, str))
 
 
@@ -137,17 +115,12 @@ def history_ids(request: dict[str, Any]) -> list[str]:
 
 def working_directory(request: dict[str, Any]) -> str | None:
     """The cwd from codex's ``<environment_context>`` message, if present."""
-    found = _CWD.search(match_text(request))
-    return found.group(1).strip() if found else None
+    return exchange.first_match(match_text(request), (_CWD,))
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:
     """A Responses API ``usage`` object (cached tokens counted inside ``input_tokens``)."""
-    prompt = (
-        usage.input_tokens
-        + usage.cache_read_input_tokens
-        + usage.cache_creation_input_tokens
-    )
+    prompt = usage.prompt_tokens
     return {
         "input_tokens": prompt,
         "input_tokens_details": {
@@ -165,7 +138,7 @@ def error_reply(status: int, message: str) -> Reply:
     kind, code = ERROR_CODES.get(
         status, ("server_error" if status >= 500 else "invalid_request_error", None)
     )
-    reply = _json_reply(
+    reply = exchange.json_reply(
         status,
         {"error": {"message": message, "type": kind, "param": None, "code": code}},
     )
@@ -173,24 +146,8 @@ def error_reply(status: int, message: str) -> Reply:
     return reply
 
 
-def _json_reply(status: int, payload: dict[str, Any]) -> Reply:
-    return Reply(status=status, body=json.dumps(payload).encode())
-
-
 def _model(name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": "tacx-scripted"}
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            p["text"]
-            for p in content
-            if isinstance(p, dict) and isinstance(p.get("text"), str)
-        )
-    return ""
 
 
 def _tools_by_name(request: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -265,30 +222,17 @@ def _call_item(
     return _function_call(call_id, call.name, dict(call.input or {}), turn, k)
 
 
-def _function_call(
-    call_id: str, name: str, arguments: dict[str, Any], turn: int, k: int
-) -> dict[str, Any]:
-    return {
-        "type": "function_call",
-        "id": new_id("fc", turn, k),
-        "status": "completed",
-        "call_id": call_id,
-        "name": name,
-        "arguments": json.dumps(arguments),
-    }
+def _function_call(call_id: str, name: str, arguments: dict[str, Any], turn: int, k: int) -> dict[str, Any]:
+    return _output_call("function_call", new_id("fc", turn, k), call_id, name, arguments=json.dumps(arguments))
 
 
-def _custom_call(
-    call_id: str, name: str, raw: str, turn: int, k: int
-) -> dict[str, Any]:
-    return {
-        "type": "custom_tool_call",
-        "id": new_id("ctc", turn, k),
-        "status": "completed",
-        "call_id": call_id,
-        "name": name,
-        "input": raw,
-    }
+def _custom_call(call_id: str, name: str, raw: str, turn: int, k: int) -> dict[str, Any]:
+    return _output_call("custom_tool_call", new_id("ctc", turn, k), call_id, name, input=raw)
+
+
+def _output_call(kind: str, item_id: str, call_id: str, name: str, **payload: Any) -> dict[str, Any]:
+    """One tool-call output item; ``payload`` is its ``arguments`` (function) or ``input`` (custom)."""
+    return {"type": kind, "id": item_id, "status": "completed", "call_id": call_id, "name": name, **payload}
 
 
 def _write_command(path: str, content: str) -> str:
@@ -319,100 +263,25 @@ def _stream(response: dict[str, Any]) -> list[bytes]:
         if item["type"] == "message":
             text = item["content"][0]["text"]
             part = {"type": "output_text", "text": "", "annotations": []}
-            events.append(
-                event(
-                    "response.output_item.added",
-                    output_index=index,
-                    item={**item, "status": "in_progress", "content": []},
-                )
-            )
-            events.append(
-                event(
-                    "response.content_part.added",
-                    item_id=item["id"],
-                    output_index=index,
-                    content_index=0,
-                    part=part,
-                )
-            )
-            for piece in chunks(text):
-                events.append(
-                    event(
-                        "response.output_text.delta",
-                        item_id=item["id"],
-                        output_index=index,
-                        content_index=0,
-                        delta=piece,
-                    )
-                )
-            events.append(
-                event(
-                    "response.output_text.done",
-                    item_id=item["id"],
-                    output_index=index,
-                    content_index=0,
-                    text=text,
-                )
-            )
-            events.append(
-                event(
-                    "response.content_part.done",
-                    item_id=item["id"],
-                    output_index=index,
-                    content_index=0,
-                    part={**part, "text": text},
-                )
-            )
-        elif item["type"] == "function_call":
-            events.append(
-                event(
-                    "response.output_item.added",
-                    output_index=index,
-                    item={**item, "status": "in_progress", "arguments": ""},
-                )
-            )
-            for piece in chunks(item["arguments"], 64):
-                events.append(
-                    event(
-                        "response.function_call_arguments.delta",
-                        item_id=item["id"],
-                        output_index=index,
-                        delta=piece,
-                    )
-                )
-            events.append(
-                event(
-                    "response.function_call_arguments.done",
-                    item_id=item["id"],
-                    output_index=index,
-                    arguments=item["arguments"],
-                )
-            )
+            ids = {"item_id": item["id"], "output_index": index, "content_index": 0}
+            events.append(event("response.output_item.added", output_index=index, item={**item, "status": "in_progress", "content": []}))
+            events.append(event("response.content_part.added", **ids, part=part))
+            events += [event("response.output_text.delta", **ids, delta=piece) for piece in chunks(text)]
+            events.append(event("response.output_text.done", **ids, text=text))
+            events.append(event("response.content_part.done", **ids, part={**part, "text": text}))
         else:
+            # A function call streams its JSON ``arguments``; a custom tool call (apply_patch) its ``input``.
+            field, kind = ("arguments", "function_call_arguments") if item["type"] == "function_call" else ("input", "custom_tool_call_input")
             events.append(
                 event(
                     "response.output_item.added",
                     output_index=index,
-                    item={**item, "status": "in_progress", "input": ""},
+                    item={**item, "status": "in_progress", field: ""},
                 )
             )
-            for piece in chunks(item["input"], 64):
-                events.append(
-                    event(
-                        "response.custom_tool_call_input.delta",
-                        item_id=item["id"],
-                        output_index=index,
-                        delta=piece,
-                    )
-                )
-            events.append(
-                event(
-                    "response.custom_tool_call_input.done",
-                    item_id=item["id"],
-                    output_index=index,
-                    input=item["input"],
-                )
-            )
+            for piece in chunks(item[field], 64):
+                events.append(event(f"response.{kind}.delta", item_id=item["id"], output_index=index, delta=piece))
+            events.append(event(f"response.{kind}.done", item_id=item["id"], output_index=index, **{field: item[field]}))
         events.append(event("response.output_item.done", output_index=index, item=item))
     events.append(event("response.completed", response=response))
     return events

@@ -1,6 +1,6 @@
 """Helpers to run the real agent CLIs against a :class:`ScriptedModelServer` (tests, demo, bench).
 
-They build exactly the argv and environment documented in :mod:`pipeline.modelserver`; the
+They build exactly the argv and environment documented in :mod:`harness.modelserver`; the
 provider modules build the same for production runs. Every environment here is scrubbed: only
 ``PATH`` is inherited, ``HOME`` (and ``CODEX_HOME``) are fresh directories chosen by the caller.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import subprocess
 import threading
 import time
@@ -17,7 +18,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
+from pipeline.providers import get_provider
+from pipeline.providers.base import Invocation, agent_environment
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
 BIN_DIR = PROJECT_DIR / "node_modules" / ".bin"
 CLAUDE_BIN = BIN_DIR / "claude"
 CODEX_BIN = BIN_DIR / "codex"
@@ -289,6 +293,18 @@ def read_lines_until(
     return lines, None
 
 
+def stop_process_group(process: subprocess.Popen, timeout: float = 10) -> None:
+    """Stop a process started in a session of its own (a stack, a cluster): SIGTERM its group,
+    then SIGKILL the group if it is still there after ``timeout`` seconds, and reap it."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 def stop_agent(process: subprocess.Popen[str], timeout: float = 10) -> int:
     """Kill a CLI started by :func:`start_agent` (if still running) and reap it."""
     if process.poll() is None:
@@ -318,9 +334,6 @@ def provider_command(
     provider against ``server``, exactly as the stage runner builds them: the provider's argv,
     its scrubbed environment (only PATH, LANG, the private ``home`` and its ``tmp`` as TMPDIR,
     the key) and its settings written into ``home`` by ``prepare_home``."""
-    from pipeline.providers import get_provider
-    from pipeline.providers.base import Invocation, agent_environment
-
     provider = get_provider(name)
     inv = Invocation(
         prompt=prompt,

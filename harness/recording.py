@@ -1,6 +1,6 @@
 """Record real CLI transcripts against the scripted model server (fixtures for parser tests).
 
-``python -m pipeline.modelserver.recording [OUT_DIR]`` (default ``tests/fixtures/recorded``)
+``python -m harness.recording [OUT_DIR]`` (default ``tests/fixtures/recorded``)
 runs each scenario below with the installed CLIs and writes ``<cli>-<version>.<name>.jsonl``
 (the CLI's stdout, unchanged) plus ``manifest.json`` describing every file: CLI, version, the
 script used, argv with ``{url}``/``{repo}`` placeholders, exit code and a note. It refuses to
@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .server import ScriptedModelServer
-from .testing import (
+from harness.cli_runs import (
     BIN_DIR,
     CLI_VERSIONS,
     DUMMY_API_KEY,
@@ -32,6 +31,7 @@ from .testing import (
     provider_command,
     run_agent,
 )
+from harness.modelserver.server import ScriptedModelServer
 
 SCRIPTS_DIR = PROJECT_DIR / "tests" / "scripts"
 DEFAULT_OUT_DIR = PROJECT_DIR / "tests" / "fixtures" / "recorded"
