@@ -31,7 +31,7 @@ from django.db.models import DateTimeField, ExpressionWrapper, F
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from . import alerts, budgets, dbretry, git, hooks, live, repos, rounds, sandbox, services, sessions
+from . import alerts, budgets, dbretry, git, hooks, live, publish_guard, repos, rounds, sandbox, services, sessions
 from .agent_process import StopAgent, run_agent
 from .models import AgentEvent, Round, Stage, StageResult, Task, Worker
 from .providers import get_provider
@@ -130,7 +130,7 @@ def run_stage(stage_id: int, *, enqueue_next: bool = True, owner: str | None = N
         attempt.execute()
     except StageFailure as exc:
         result.outcome, result.error, permanent = exc.outcome, redact(str(exc)), exc.permanent
-    except (git.GitError, ProviderError) as exc:
+    except (git.GitError, ProviderError, publish_guard.PublishBlocked) as exc:
         result.outcome, result.error, permanent = StageResult.Outcome.FAILED, redact(str(exc)), exc.permanent
     except Exception as exc:  # a bug must still leave a true record behind
         log.exception("stage %s attempt %s crashed", stage.pk, result.attempt)
@@ -324,6 +324,7 @@ class Attempt:
                 self.run_tests()
         self.result.head_commit = git.head(self.worktree)
         if self.result.head_commit != self.result.base_commit:
+            publish_guard.check_push(self.worktree, self.task)
             git.push(self.worktree, repos.push_remote(self.task.repository), self.task.branch, auth_header=repos.auth_header(self.task.repository))
         self.result.outcome = StageResult.Outcome.SUCCEEDED
 
@@ -671,6 +672,7 @@ class Attempt:
             if proc.stop.outcome == StageResult.Outcome.BUDGET_EXCEEDED and self.worktree is not None:
                 # Keep the work done so far: it is on the branch for a human to pick up.
                 if git.commit_all(self.worktree, f"tacx: work in progress of {self.stage.name} when the budget ran out (#{self.task.issue_number})"):
+                    publish_guard.check_push(self.worktree, self.task)
                     git.push(self.worktree, repos.push_remote(self.task.repository), self.task.branch, auth_header=repos.auth_header(self.task.repository))
             raise StageFailure(proc.stop.reason, outcome=proc.stop.outcome, permanent=outcome.permanent)
         if not outcome.success:
@@ -733,6 +735,7 @@ class Attempt:
 
         assert self.worktree is not None
         git.commit_all(self.worktree, f"tacx: remaining changes for #{self.task.issue_number}")
+        publish_guard.check_push(self.worktree, self.task)
         git.push(self.worktree, repos.push_remote(self.task.repository), self.task.branch, auth_header=repos.auth_header(self.task.repository))
         body = pulls.pull_request_body(self.task)
         self.result.output_text = body

@@ -264,6 +264,11 @@ TACX = {
     "SANDBOX_BWRAP": os.environ.get("TACX_SANDBOX_BWRAP", ""),
     "SANDBOX_SOCAT": os.environ.get("TACX_SANDBOX_SOCAT", ""),
     "SANDBOX_RIPGREP": os.environ.get("TACX_SANDBOX_RIPGREP", ""),
+    # The publish guard (pipeline/publish_guard.py): the environment variables whose values are
+    # never posted or pushed, in any common encoding (empty: its built-in list; names that look
+    # like secrets are added either way), and how much a push may add before it is refused unchecked.
+    "PUBLISH_SECRET_ENV": [n.strip() for n in os.environ.get("TACX_PUBLISH_SECRET_ENV", "").split(",") if n.strip()],
+    "PUBLISH_GUARD_MAX_BYTES": env_int("TACX_PUBLISH_GUARD_MAX_BYTES", 64 * 1024 * 1024),
     "GIT_AUTHOR_NAME": os.environ.get("TACX_GIT_AUTHOR_NAME", "TAC-X"),
     "GIT_AUTHOR_EMAIL": os.environ.get("TACX_GIT_AUTHOR_EMAIL", "tacx@localhost"),
 }
