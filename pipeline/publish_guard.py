@@ -14,8 +14,8 @@ tree and blob, binary included) is scanned for the values of the secrets TAC-X h
 * the API tokens stored in the database (DRF ``authtoken``).
 
 Values shorter than ``MIN_SECRET_LENGTH`` (12) characters are ignored: too short to tell a leak
-from chance. Each value is looked for raw, URL-encoded (the content is percent-decoded first),
-as hex (lower and upper case) and as base64 (standard and URL-safe alphabets, at each of the three
+from chance. Each value is looked for raw, URL-encoded (``quote``, ``quote_plus`` and every byte as
+``%XX``, upper- and lower-case hex), as hex (lower and upper case) and as base64 (standard and URL-safe alphabets, at each of the three
 alignments a value can have inside a longer encoded text); hex and base64 are also found when
 they are wrapped over lines or split by spaces or punctuation (they are looked for in the text
 with everything outside the base64 alphabet removed).
@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import re
 import subprocess
 import threading
 from bisect import bisect_right
@@ -40,7 +41,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.parse import quote_from_bytes, quote_plus, unquote_to_bytes, urlsplit
 
 from django.conf import settings
 from rest_framework.authtoken.models import Token
@@ -77,7 +78,7 @@ DEFAULT_MAX_PUSH_BYTES = 64 * 1024 * 1024
 _KEEP = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_"
 _DROP = bytes(b for b in range(256) if b not in _KEEP)
 
-RAW, DECODED, SQUEEZED = "raw", "url", "squeezed"
+RAW, SQUEEZED = "raw", "squeezed"
 
 
 class PublishBlocked(Exception):
@@ -171,8 +172,22 @@ def _app_key_values() -> list[tuple[str, bytes]]:
 # --- the needles --------------------------------------------------------------------------------
 
 
+def _percent(value: bytes, *, plus: bool = False) -> list[bytes]:
+    """The URL encodings of `value`: `quote` (with and without `/` kept, `quote_plus`) and every
+    byte as %XX, each with upper- and lower-case hex digits."""
+    forms = {quote_from_bytes(value, safe=""), quote_from_bytes(value, safe="/"), quote_plus(value, safe="")}
+    forms.add("".join(f"%{b:02X}" for b in value))
+    out = set()
+    for form in forms:
+        out.add(form.encode())
+        out.add(re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), form).encode())
+    out.discard(value)
+    return sorted(out)
+
+
 def needles_for(name: str, value: bytes) -> list[Needle]:
-    needles = [Needle(name, "raw", RAW, value), Needle(name, "URL-encoded", DECODED, value)]
+    needles = [Needle(name, "raw", RAW, value)]
+    needles += [Needle(name, "URL-encoded", RAW, form) for form in _percent(value)]
     squeezed = value.translate(None, _DROP)
     if squeezed == value:
         needles.append(Needle(name, "split over lines", SQUEEZED, value))
@@ -218,7 +233,7 @@ def scan(pieces: Iterable[tuple[str, bytes]], needles: tuple[Needle, ...] | None
     pieces = [(where, data) for where, data in pieces if data]
     if not needles or not pieces:
         return None
-    for layer in (RAW, DECODED, SQUEEZED):
+    for layer in (RAW, SQUEEZED):
         wanted = [n for n in needles if n.layer == layer]
         if not wanted:
             continue
@@ -238,15 +253,11 @@ def _layer(pieces: list[tuple[str, bytes]], layer: str) -> tuple[bytes, list[int
     starts: list[int] = []
     offset = 0
     for _, data in pieces:
-        if layer == DECODED:
-            data = unquote_to_bytes(data) if b"%" in data else b""
-        elif layer == SQUEEZED:
+        if layer == SQUEEZED:
             data = data.translate(None, _DROP)
         starts.append(offset)
         parts.append(data)
         offset += len(data) + 1
-    if layer == DECODED and not any(parts):
-        return b"", starts
     return b"\x00".join(parts), starts
 
 

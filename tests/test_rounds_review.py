@@ -56,11 +56,19 @@ def test_a_review_with_two_inline_comments_is_one_round_on_the_same_branch_and_p
 
     (first_inline, _) = standin.review_comments_of(review["id"])
     assert [r["content"] for r in standin.review_comments[first_inline["id"]]["reactions_list"]] == ["eyes"]
-    replies = [c for c in standin.comments_on("octo/sample", task.pr_number) if f"tacx:round:{round_.pk}" in c["body"]]
-    assert len(replies) == 1
+    # The reply is threaded under the first inline comment (GitHub's replies endpoint), not a
+    # top-level conversation comment.
+    assert not [c for c in standin.comments_on("octo/sample", task.pr_number) if f"tacx:round:{round_.pk}" in c["body"]]
+    replies = standin.replies_to(first_inline["id"])
+    assert len(replies) == 1 and f"tacx:round:{round_.pk}" in replies[0]["body"]
+    assert replies[0]["in_reply_to_id"] == first_inline["id"] and replies[0]["path"] == "greeter.py"
+    assert len(standin.requests_to("POST", rf"/pulls/{task.pr_number}/comments/{first_inline['id']}/replies$")) == 1
+    round_.refresh_from_db()
+    assert round_.reply_comment_id == replies[0]["id"]
     assert "review by alice" in replies[0]["body"] and "succeeded" in replies[0]["body"]
     assert "Cost:" in replies[0]["body"] and "change 2" not in replies[0]["body"]
-    assert "tacx: changes left uncommitted by the builder" in replies[0]["body"]
+    # The commit subject is the builder's text: quoted as code.
+    assert "` tacx: changes left uncommitted by the builder" in replies[0]["body"]
 
 
 def test_the_same_review_again_by_redelivery_a_second_delivery_or_the_poller_starts_nothing(client, reviewed, standin):  # noqa: F811
