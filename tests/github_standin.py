@@ -472,7 +472,7 @@ class GitHubStandIn:
         with self.lock:
             return [self.public(c) for c in self.review_comments.values() if c["pull_request_review_id"] == review_id]
 
-    def add_check_run(self, full_name: str, sha: str, *, name: str, conclusion: str = "failure", log: str = "", app: str = "github-actions") -> dict:
+    def add_check_run(self, full_name: str, sha: str, *, name: str, conclusion: str = "failure", log: str = "", app: str = "github-actions", suite: int | None = None) -> dict:
         """A completed check run on commit `sha` (with a job log for GitHub Actions)."""
         with self.lock:
             cid = self.next_id()
@@ -491,7 +491,7 @@ class GitHubStandIn:
                 "completed_at": now,
                 "output": {"title": f"{name} {conclusion}", "summary": "", "text": None, "annotations_count": 0, "annotations_url": ""},
                 "name": name,
-                "check_suite": {"id": cid + 1},
+                "check_suite": {"id": suite if suite is not None else cid + 1},
                 "app": {"id": 15368, "slug": app, "name": "GitHub Actions" if app == "github-actions" else app},
                 "pull_requests": [],
                 "_repo": full_name.lower(),
