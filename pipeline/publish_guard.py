@@ -172,7 +172,7 @@ def _app_key_values() -> list[tuple[str, bytes]]:
 # --- the needles --------------------------------------------------------------------------------
 
 
-def _percent(value: bytes, *, plus: bool = False) -> list[bytes]:
+def _percent(value: bytes) -> list[bytes]:
     """The URL encodings of `value`: `quote` (with and without `/` kept, `quote_plus`) and every
     byte as %XX, each with upper- and lower-case hex digits."""
     forms = {quote_from_bytes(value, safe=""), quote_from_bytes(value, safe="/"), quote_plus(value, safe="")}
