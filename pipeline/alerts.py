@@ -23,6 +23,7 @@ surrounding transaction commits, and never raises into the caller: a failed deli
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -126,7 +127,10 @@ def attempt_failed(*, result: StageResult, retrying: bool) -> None:
 
 @_never_raises
 def publish_blocked(*, message: str, task: Task | None = None, repository: str = "") -> None:
-    """Called by the publish guard when it stopped a post or a push (one alert per stop)."""
+    """Called by the publish guard when it stopped a post or a push. One alert per distinct stop
+    (a post retried by the coordinator is stopped again each time, and is told once)."""
+    if not _claim(f"publish-blocked-{hashlib.sha256(message.encode('utf-8', 'replace')).hexdigest()[:40]}"):
+        return
     if task is not None:
         alert_send(Alert.for_task(PUBLISH_BLOCKED, f"{task}: {message}", task))
     else:

@@ -117,6 +117,11 @@ def test_a_forge_write_carrying_a_secret_is_not_sent_and_alerts(canary, standin,
         assert canary not in str(blocked.value)
     assert len(standin.requests) == before  # the stand-in received nothing at all
     assert standin.comments_on("octo/sample", 7) == []
+    # The same post again (the coordinator retries a reply or a progress comment): stopped again,
+    # told once.
+    with pytest.raises(GitHubError), django_capture_on_commit_callbacks(execute=True):
+        client.issue_comment_create(full_name="octo/sample", number=7, body=f"done!\n\n{encoded[0]}\n")
+    assert len(standin.requests) == before
     alerts = [m for m in mail.outbox if "publish blocked" in m.subject]
     assert len(alerts) == 3 and "ANTHROPIC_API_KEY" in alerts[0].body and canary not in alerts[0].body
     # A clean write goes through.
