@@ -32,6 +32,7 @@ from django.utils import timezone
 from pipeline import hooks
 from pipeline.github import GitHubClient, GitHubError
 from pipeline.models import AgentEvent, Repository, Stage, StageResult, Task
+from pipeline.quoting import quoted_inline
 from pipeline.redaction import redact
 from pipeline.workflow import Workflow
 
@@ -127,8 +128,8 @@ def stage_check(task: Task, stage: Stage, workflow: Workflow | None) -> dict:
         configured = workflow is not None and workflow.test_command is not None
         lines.append(f"Tests: **{hooks.tests_headline(tested, configured=configured)}**")
     if stage.error and fields.get("conclusion") not in (None, "success"):
-        first = redact(stage.error).strip().splitlines()[0][:300] if stage.error.strip() else ""
-        lines.append(f"Error: {first.replace('`', chr(39))}")
+        first = redact(stage.error).strip().splitlines()[0] if stage.error.strip() else ""
+        lines.append(f"Error: {quoted_inline(first, limit=300)}")
     if stage.name == "pr_creation" and task.pr_url:
         lines.append(f"Pull request: {task.pr_url}")
     lines += ["", f"[Task {task.pk} in TAC-X]({task_url(task)})"]

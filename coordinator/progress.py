@@ -24,6 +24,7 @@ from django.utils import timezone
 from pipeline import accounting, services
 from pipeline.github import GitHubClient, GitHubError
 from pipeline.models import AgentEvent, Repository, StageResult, Task
+from pipeline.quoting import quoted_inline
 from pipeline.redaction import redact
 
 from .models import ProgressComment
@@ -69,7 +70,7 @@ def progress_body(task: Task) -> str:
         f"**TAC-X** task [{task.pk}]({link}) for this issue: {ICONS.get(status, '')} **{status.replace('_', ' ')}**",
     ]
     if task.status_reason and status != Task.Status.SUCCEEDED:
-        lines.append(f"> {short(task.status_reason)}")
+        lines.append(f"Reason: {quoted_inline(short(task.status_reason))}")
     stages = list(task.stages.order_by("position"))
     if stages:
         usage = {
@@ -95,8 +96,8 @@ def progress_body(task: Task) -> str:
     if shown:
         lines += ["", "| Round | Started by | Status | Cost (USD) |", "|---|---|---|---|"]
         for i, r in enumerate(shown, 1):
-            state = r.status + (f": {short(r.reason, 120)}" if r.reason and r.status in ("refused", "failed") else "")
-            lines.append(f"| {i} | {short(r.started_by(), 120).replace('|', '/')} | {ICONS.get(r.status, '')} {state.replace('|', '/')} | {r.cost_usd:.4f} |")
+            state = r.status + (f": {quoted_inline(short(r.reason, 120), table=True)}" if r.reason and r.status in ("refused", "failed") else "")
+            lines.append(f"| {i} | {short(r.started_by(), 120).replace('|', '/')} | {ICONS.get(r.status, '')} {state} | {r.cost_usd:.4f} |")
     if budget_table := accounting.budget_markdown(task):
         lines += ["", *budget_table]
     if task.pr_url:

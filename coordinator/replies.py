@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from pipeline.github import GitHubClient, GitHubError
 from pipeline.models import Repository, Round, StageResult, Task
+from pipeline.quoting import quoted_block, quoted_inline
 
 from .conversation import workflow_of
 
@@ -37,12 +38,13 @@ def reply_body(round_: Round) -> str:
     icon = {"succeeded": "✅", "failed": "❌", "cancelled": "🚫"}.get(round_.status, "")
     lines = [head + f"round {icon} **{round_.status}**."]
     if round_.reason and round_.status != Round.Status.SUCCEEDED:
-        lines.append(f"> {round_.reason.splitlines()[0][:300]}")
+        # A failure's reason can quote the agent: shown as code, never as Markdown.
+        lines.append(f"Reason: {quoted_inline(round_.reason.splitlines()[0], limit=300)}")
     changes = (round_.context or {}).get("changes") or {}
     if changes.get("commits"):
-        lines += ["", "Changes pushed to this pull request:", *[f"- `{c[:120]}`" for c in changes["commits"]]]
+        lines += ["", "Changes pushed to this pull request:", *[f"- {commit_line(c)}" for c in changes["commits"]]]
         if changes.get("stat"):
-            lines.append(f"\n{changes['stat']}")
+            lines += ["", quoted_inline(changes["stat"], limit=200)]
     elif round_.status == Round.Status.SUCCEEDED:
         lines += ["", "No new commits were needed."]
     cost = f"**Cost:** ${round_.cost_usd:.4f} ({round_.input_tokens + round_.output_tokens:,} input+output tokens)"
@@ -50,6 +52,20 @@ def reply_body(round_: Round) -> str:
         cost += f" · resumed the previous session (≈{round_.tokens_saved:,} input tokens not re-read)"
     lines += ["", cost, "", f"[Task {task.pk} in the TAC-X dashboard]({dashboard}/tasks/{task.pk}/)"]
     return "\n".join(lines)
+
+
+def commit_line(commit: str) -> str:
+    """`<sha> <subject>` as TAC-X's short sha and the agent's subject, quoted."""
+    sha, _, subject = str(commit).partition(" ")
+    return f"{quoted_inline(sha, limit=12)} {quoted_inline(subject, limit=120)}"
+
+
+def thread_of(round_: Round) -> int | None:
+    """The inline review comment whose thread the round's reply goes to, if it has one."""
+    react = (round_.context or {}).get("react") or {}
+    if react.get("review_comment") and react.get("comment_id"):
+        return int(react["comment_id"])
+    return None
 
 
 REPLY_CLAIM_SECONDS = 60
@@ -98,14 +114,23 @@ def reply_one(client: GitHubClient) -> bool:
     if not Round.objects.filter(pk=round_.pk, replied_at__isnull=True, reply_claimed_at=claimed_before).update(reply_claimed_at=now):
         return True
     full_name, number = round_.task.repository.full_name, int(round_.context["reply_to"])
+    thread = thread_of(round_)
     if claimed_before is not None:
         # An earlier try may have posted it and died before recording it.
-        for comment in client.issue_comments(full_name=full_name, number=number):
+        if thread is not None:
+            posted = client.pull_review_comments(full_name=full_name, number=number)
+        else:
+            posted = client.issue_comments(full_name=full_name, number=number)
+        for comment in posted:
             if round_marker(round_) in str(comment.get("body") or ""):
                 Round.objects.filter(pk=round_.pk).update(replied_at=now, reply_comment_id=int(comment["id"]))
                 return True
     try:
-        comment = client.issue_comment_create(full_name=full_name, number=number, body=reply_body(round_))
+        if thread is not None:
+            # A review with inline comments: the reply goes in the first comment's thread.
+            comment = client.review_comment_reply(full_name=full_name, number=number, comment_id=thread, body=reply_body(round_))
+        else:
+            comment = client.issue_comment_create(full_name=full_name, number=number, body=reply_body(round_))
     except GitHubError:
         Round.objects.filter(pk=round_.pk).update(reply_claimed_at=claimed_before)
         raise
@@ -115,13 +140,12 @@ def reply_one(client: GitHubClient) -> bool:
 
 def plan_comment_body(task: Task, plan: str, result_id: int) -> str:
     mention = workflow_of(task).mention
-    quoted = "\n".join("> " + line for line in (plan.strip() or "(empty plan)").splitlines())
     return "\n".join(
         [
             f"<!-- tacx:plan:{task.pk}:{result_id} -->",
             f"**TAC-X** planned this issue (task {task.pk}). The plan waits for approval:",
             "",
-            quoted,
+            *quoted_block(plan, info="markdown", empty="(empty plan)"),
             "",
             f"Comment `/tacx approve` to build it, or `{mention} <feedback>` to have it planned again.",
         ]

@@ -7,6 +7,8 @@ When (one alert per incident):
   start one);
 * ``stage_stalled``: an agent printed nothing for its stall limit and was killed; sent when the
   stage is retried, and instead of ``task_failed`` when the stall ended the task;
+* ``publish_blocked``: the publish guard (``pipeline.publish_guard``) stopped a post to GitHub or
+  a push because it carried the value of a secret (the message names the secret, never its value);
 * ``heartbeat_stale``: no running coordinator has beaten for ``HEARTBEAT_STALE_SECONDS``
   (``alerts_check_heartbeat``, run by a django-q2 schedule or any loop; one alert per stale
   period, see there).
@@ -21,6 +23,7 @@ surrounding transaction commits, and never raises into the caller: a failed deli
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -42,6 +45,7 @@ TASK_FAILED = "task_failed"
 BUDGET_EXCEEDED = "budget_exceeded"
 STAGE_STALLED = "stage_stalled"
 HEARTBEAT_STALE = "heartbeat_stale"
+PUBLISH_BLOCKED = "publish_blocked"
 MARKER_DAYS = 7  # SentAlert rows older than this are removed
 
 
@@ -119,6 +123,18 @@ def attempt_failed(*, result: StageResult, retrying: bool) -> None:
     task = result.task
     message = f"{task}: stage {result.stage.name} attempt {result.attempt} {result.error}; retrying"
     alert_send(Alert.for_task(STAGE_STALLED, message, task, stage=result.stage.name))
+
+
+@_never_raises
+def publish_blocked(*, message: str, task: Task | None = None, repository: str = "") -> None:
+    """Called by the publish guard when it stopped a post or a push. One alert per distinct stop
+    (a post retried by the coordinator is stopped again each time, and is told once)."""
+    if not _claim(f"publish-blocked-{hashlib.sha256(message.encode('utf-8', 'replace')).hexdigest()[:40]}"):
+        return
+    if task is not None:
+        alert_send(Alert.for_task(PUBLISH_BLOCKED, f"{task}: {message}", task))
+    else:
+        alert_send(Alert(kind=PUBLISH_BLOCKED, message=message, repository=repository))
 
 
 def alerts_check_heartbeat(*, now: datetime | None = None) -> bool:

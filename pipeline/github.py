@@ -7,12 +7,14 @@ import re
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
 
-from . import github_auth
+from . import github_auth, publish_guard
 from .github_auth import AppIdentity, GitHubAuthError, TokenIdentity
+from .publish_guard import PublishBlocked
 from .redaction import redact
 
 _REPO_PATH = re.compile(r"^/repos/([^/?#]+/[^/?#]+)")
@@ -24,6 +26,13 @@ class GitHubError(Exception):
         self.status = status
         self.permanent = permanent
         self.retry_after = retry_after
+
+
+class GitHubPublishBlocked(GitHubError, PublishBlocked):
+    """The publish guard stopped a write: it carried a secret's value. Permanent; nothing was sent."""
+
+    def __init__(self, message: str):
+        super().__init__(message, permanent=True)
 
 
 @dataclass
@@ -60,7 +69,17 @@ class GitHubClient:
 
     # --- transport ----------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, *, params: dict | None = None, json: Any = None, headers: dict | None = None, ok: tuple[int, ...] = ()) -> Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict | None = None,
+        json: Any = None,
+        headers: dict | None = None,
+        ok: tuple[int, ...] = (),
+        allow_redirects: bool = True,
+    ) -> Response:
         url = path if path.startswith("http") else f"{self.base_url}{path}"
         if not url.startswith(f"{self.base_url}/"):
             # Pagination links come from the answer: never send the token to another host.
@@ -72,9 +91,23 @@ class GitHubClient:
                 retry_after=self.rate_reset - time.time(),
             )
         full_name = self.repository_of(url)
+        if method.upper() != "GET" and json is not None:
+            # The last wall: nothing TAC-X writes to the forge carries a secret's value.
+            try:
+                publish_guard.check_post(method.upper(), path if not path.startswith("http") else url[len(self.base_url) :], json, repository=full_name or "")
+            except PublishBlocked as exc:
+                raise GitHubPublishBlocked(str(exc)) from None
         for attempt in (1, 2):
             try:
-                resp = self.session.request(method, url, params=params, json=json, headers={**(headers or {}), **self.auth_headers(full_name)}, timeout=self.timeout)
+                resp = self.session.request(
+                    method,
+                    url,
+                    params=params,
+                    json=json,
+                    headers={**(headers or {}), **self.auth_headers(full_name)},
+                    timeout=self.timeout,
+                    allow_redirects=allow_redirects,
+                )
             except requests.RequestException as exc:
                 raise GitHubError(f"GitHub {method} {path}: {redact(str(exc))}") from None
             if resp.status_code == 401 and self.identity.kind == "app" and attempt == 1:
@@ -142,6 +175,24 @@ class GitHubClient:
             # resource (a 404 "not installed" is not "user is not a collaborator").
             raise GitHubError(str(exc), permanent=exc.permanent) from None
         return {"Authorization": f"Bearer {token}"} if token else {}
+
+    MAX_PAGES = 30  # of wrapped lists (check runs, statuses): 3,000 items
+
+    def paginate_wrapped(self, path: str, key: str, *, params: dict | None = None) -> list:
+        """Every item of a list GitHub wraps in an object ({total_count, <key>: [...]}), following
+        `Link: rel="next"` (100 a page)."""
+        items: list = []
+        url: str | None = path
+        query = {"per_page": 100, **(params or {})}
+        for _ in range(self.MAX_PAGES):
+            if url is None:
+                break
+            resp = self.request("GET", url, params=query)
+            data = resp.data if isinstance(resp.data, dict) else {}
+            items.extend(data.get(key) or [])
+            url = next_link(resp.headers)
+            query = None
+        return items
 
     def paginate(self, path: str, *, params: dict | None = None, max_pages: int = 10) -> list:
         """Every item of a list endpoint, following `Link: rel="next"` up to `max_pages` pages."""
@@ -229,6 +280,15 @@ class GitHubClient:
         """Comments of an issue or PR conversation, oldest first, updated at or after `since`."""
         return self.paginate(f"/repos/{full_name}/issues/{int(number)}/comments", params={"since": since} if since else None)
 
+    def review_comment_reply(self, *, full_name: str, number: int, comment_id: int, body: str) -> dict:
+        """A reply in the thread of inline review comment `comment_id` (a top-level one: GitHub
+        does not take replies to replies) of pull request `number`."""
+        return self.request("POST", f"/repos/{full_name}/pulls/{int(number)}/comments/{int(comment_id)}/replies", json={"body": body}).data
+
+    def pull_review_comments(self, *, full_name: str, number: int) -> list[dict]:
+        """Every inline review comment of pull request `number` (replies included)."""
+        return self.paginate(f"/repos/{full_name}/pulls/{int(number)}/comments")
+
     def reaction_create(self, *, full_name: str, comment_id: int, content: str = "eyes", review_comment: bool = False) -> dict:
         """React to an issue comment (or a pull request review comment); GitHub answers 200
         when the same reaction is already there, so this is safe to repeat."""
@@ -248,25 +308,69 @@ class GitHubClient:
         return self.paginate(f"/repos/{full_name}/pulls/{int(number)}/reviews/{int(review_id)}/comments")
 
     def check_runs(self, *, full_name: str, sha: str) -> list[dict]:
-        """Check runs of a commit (GitHub wraps them: {total_count, check_runs})."""
-        data = self.request("GET", f"/repos/{full_name}/commits/{sha}/check-runs", params={"per_page": 100}).data or {}
-        return list(data.get("check_runs") or []) if isinstance(data, dict) else []
+        """Every check run of a commit, all pages (GitHub wraps each page: {total_count, check_runs})."""
+        return self.paginate_wrapped(f"/repos/{full_name}/commits/{sha}/check-runs", "check_runs")
+
+    def check_runs_for_suite(self, *, full_name: str, check_suite_id: int) -> list[dict]:
+        """Every check run of a check suite, all pages."""
+        return self.paginate_wrapped(f"/repos/{full_name}/check-suites/{int(check_suite_id)}/check-runs", "check_runs")
 
     def combined_status(self, *, full_name: str, sha: str) -> dict:
-        """The combined commit status ({state, statuses}) — CI systems that use statuses."""
-        return self.request("GET", f"/repos/{full_name}/commits/{sha}/status").data or {}
+        """The combined commit status ({state, statuses, total_count}) — CI systems that use
+        statuses. GitHub pages `statuses` (100 at most a page): every page is read, and `state`
+        is the first page's (GitHub computes it over all of them)."""
+        path = f"/repos/{full_name}/commits/{sha}/status"
+        first = self.request("GET", path, params={"per_page": 100})
+        data = dict(first.data) if isinstance(first.data, dict) else {}
+        statuses = list(data.get("statuses") or [])
+        url = next_link(first.headers)
+        for _ in range(self.MAX_PAGES - 1):
+            if url is None:
+                break
+            more = self.request("GET", url)
+            statuses += list((more.data or {}).get("statuses") or []) if isinstance(more.data, dict) else []
+            url = next_link(more.headers)
+        data["statuses"] = statuses
+        return data
+
+    LOG_MAX_BYTES = 2 * 1024 * 1024  # of a job log's end kept while downloading it
 
     def job_log_tail(self, *, full_name: str, job_id: int, lines: int = 60, max_chars: int = 6000) -> str:
-        """The last lines of a GitHub Actions job's log ("" when there is none). GitHub answers
-        with a redirect to a short-lived download URL, which requests follows without the token."""
+        """The last lines of a GitHub Actions job's log ("" when there is none).
+
+        GitHub answers with a 302 to a short-lived signed download URL on another host. The
+        redirect is followed here, not by requests: a URL on another origin than the API is
+        fetched with no Authorization header (and none of the session's), one on the API's own
+        origin through `request` (with it)."""
         try:
-            data = self.request("GET", f"/repos/{full_name}/actions/jobs/{int(job_id)}/logs").data
+            first = self.request("GET", f"/repos/{full_name}/actions/jobs/{int(job_id)}/logs", ok=(301, 302, 303, 307, 308), allow_redirects=False)
         except GitHubError as exc:
             if exc.status in (404, 410):
                 return ""
             raise
-        text = data if isinstance(data, str) else ""
+        if first.status in (301, 302, 303, 307, 308):
+            location = requests.compat.urljoin(f"{self.base_url}/", header(first.headers, "Location"))
+            inside = _same_origin(location, self.base_url) and location.startswith(f"{self.base_url}/")
+            text = self.request("GET", location).data if inside else self.download_text(location)
+        else:
+            text = first.data
+        text = text if isinstance(text, str) else ""
         return "\n".join(text.splitlines()[-lines:])[-max_chars:]
+
+    def download_text(self, url: str) -> str:
+        """A signed download URL's text (its last LOG_MAX_BYTES), fetched with no credentials."""
+        try:
+            with requests.get(url, timeout=self.timeout, stream=True, headers={"User-Agent": "tac-x"}) as resp:
+                if resp.status_code in (404, 410):
+                    return ""
+                if not 200 <= resp.status_code < 300:
+                    raise GitHubError(f"job log download answered {resp.status_code}", status=resp.status_code)
+                tail = b""
+                for chunk in resp.iter_content(65536):
+                    tail = (tail + chunk)[-self.LOG_MAX_BYTES :]
+        except requests.RequestException as exc:
+            raise GitHubError(f"job log download: {redact(str(exc))}") from None
+        return tail.decode("utf-8", "replace")
 
     # --- pull requests ------------------------------------------------------------------------
 
@@ -309,8 +413,7 @@ class GitHubClient:
         return self.request("PATCH", f"/repos/{full_name}/check-runs/{int(check_run_id)}", json=fields).data
 
     def check_runs_for_ref(self, *, full_name: str, ref: str) -> list[dict]:
-        data = self.request("GET", f"/repos/{full_name}/commits/{ref}/check-runs", params={"per_page": 100}).data or {}
-        return list(data.get("check_runs") or [])
+        return self.check_runs(full_name=full_name, sha=ref)
 
     def commit_status_create(self, *, full_name: str, sha: str, state: str, context: str, description: str = "", target_url: str = "") -> dict:
         """A commit status (error | failure | pending | success); GitHub keeps the latest per context."""
@@ -334,6 +437,11 @@ def header(headers: dict[str, str], name: str) -> str:
         if key.lower() == lowered:
             return value
     return ""
+
+
+def _same_origin(url: str, base_url: str) -> bool:
+    a, b = urlsplit(url), urlsplit(base_url)
+    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
 
 
 def next_link(headers: dict[str, str]) -> str | None:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 
 from django.conf import settings
 from django.db.models import Sum
 
-from . import accounting
+from . import accounting, publish_guard
 from .models import Repository, StageResult, Task
+from .quoting import quoted_block, quoted_inline
 
 PLAN_SUMMARY_LINES = 25
 
@@ -31,7 +31,7 @@ def sandbox_sentence(task: Task) -> str:
     if not blocked:
         return head + " No connection was blocked."
     total = sum(n for _, n in blocked)
-    listed = ", ".join(f"`{dest.replace('`', '')}` ×{n}" for dest, n in blocked[:10])
+    listed = ", ".join(f"{quoted_inline(dest, limit=200)} ×{n}" for dest, n in blocked[:10])
     more = f", and {len(blocked) - 10} more destinations" if len(blocked) > 10 else ""
     return f"{head} Blocked {total} connection{'s' if total != 1 else ''}: {listed}{more}."
 
@@ -42,7 +42,12 @@ def pull_request_body(task: Task) -> str:
     review = results.filter(stage__name="reviewing", success=True).order_by("-id").first()
     lines = [f"Closes #{task.issue_number}", "", "## Plan", ""]
     plan_lines = plan.strip().splitlines()
-    lines += plan_lines[:PLAN_SUMMARY_LINES] or ["(no plan recorded)"]
+    if plan_lines:
+        # The agent's text, quoted: it cannot hide, close or imitate the sections below.
+        lines.append("The planning agent's plan (first lines):")
+        lines += ["", *quoted_block("\n".join(plan_lines[:PLAN_SUMMARY_LINES]), info="markdown")]
+    else:
+        lines.append("(no plan recorded)")
     if len(plan_lines) > PLAN_SUMMARY_LINES:
         lines.append(f"… ({len(plan_lines) - PLAN_SUMMARY_LINES} more lines)")
     lines += ["", "## Review", ""]
@@ -73,7 +78,10 @@ def pull_request_body(task: Task) -> str:
     lines += ["", "## Sandbox", "", sandbox_sentence(task)]
     dashboard = settings.TACX["DASHBOARD_URL"].rstrip("/")
     lines += ["", f"Opened by TAC-X — [task {task.pk}]({dashboard}/tasks/{task.pk}/)"]
-    return "\n".join(lines)
+    body = "\n".join(lines)
+    # Before it is stored or posted: the body carries no secret TAC-X holds, in any encoding.
+    publish_guard.check_text(body, "the pull request body", task=task)
+    return body
 
 
 def _tests_section(task: Task, results) -> list[str]:
@@ -87,17 +95,12 @@ def _tests_section(task: Task, results) -> list[str]:
     if not configured:
         return ["Tests were not run: the workflow has no `test_command`."]
     command = "; ".join(Workflow.from_json(task.workflow).test_command.run)
-    lines = [f"`{_inline(command)}`: **{headline}** (run by TAC-X after building, round {last.round if last else '-'})"]
+    lines = [f"{quoted_inline(command, limit=200)}: **{headline}** (run by TAC-X after building, round {last.round if last else '-'})"]
     if last is not None and last.tests_output.strip():
         tail = "\n".join(last.tests_output.strip().splitlines()[-30:])
         # The output is untrusted text: keep it inside a fence it cannot close.
-        fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", tail)), default=0))
-        lines += ["", "<details><summary>Test output (last lines)</summary>", "", f"{fence}text", tail, fence, "", "</details>"]
+        lines += ["", "<details><summary>Test output (last lines)</summary>", "", *quoted_block(tail), "", "</details>"]
     return lines
-
-
-def _inline(text: str) -> str:
-    return text.replace("`", "'").replace("\n", " ")[:200]
 
 
 def pull_request_open(*, task: Task, body: str) -> tuple[str, int | None]:

@@ -31,7 +31,21 @@ from django.db.models import DateTimeField, ExpressionWrapper, F
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from . import alerts, budgets, dbretry, git, hooks, live, repos, rounds, sandbox, services, sessions, worktree_reads
+from . import (
+    alerts,
+    budgets,
+    dbretry,
+    git,
+    hooks,
+    live,
+    publish_guard,
+    repos,
+    rounds,
+    sandbox,
+    services,
+    sessions,
+    worktree_reads,
+)
 from .agent_process import StopAgent, run_agent
 from .models import AgentEvent, Round, Stage, StageResult, Task, Worker
 from .providers import get_provider
@@ -130,7 +144,7 @@ def run_stage(stage_id: int, *, enqueue_next: bool = True, owner: str | None = N
         attempt.execute()
     except StageFailure as exc:
         result.outcome, result.error, permanent = exc.outcome, redact(str(exc)), exc.permanent
-    except (git.GitError, ProviderError) as exc:
+    except (git.GitError, ProviderError, publish_guard.PublishBlocked) as exc:
         result.outcome, result.error, permanent = StageResult.Outcome.FAILED, redact(str(exc)), exc.permanent
     except Exception as exc:  # a bug must still leave a true record behind
         log.exception("stage %s attempt %s crashed", stage.pk, result.attempt)
@@ -326,6 +340,7 @@ class Attempt:
         self.result.head_commit = git.head(self.worktree)
         if self.result.head_commit != self.result.base_commit:
             self.check_commits(staged=False)
+            publish_guard.check_push(self.worktree, self.task)
             repos.publish(self.task.repository, self.worktree, self.task.branch)
         self.result.outcome = StageResult.Outcome.SUCCEEDED
 
@@ -682,6 +697,7 @@ class Attempt:
                     check=self.check_staged,
                 ):
                     self.check_commits(staged=False)
+                    publish_guard.check_push(self.worktree, self.task)
                     repos.publish(self.task.repository, self.worktree, self.task.branch)
             raise StageFailure(proc.stop.reason, outcome=proc.stop.outcome, permanent=outcome.permanent)
         if not outcome.success:
@@ -786,6 +802,7 @@ class Attempt:
         assert self.worktree is not None
         git.commit_all(self.worktree, f"tacx: remaining changes for #{self.task.issue_number}", check=self.check_staged)
         self.check_commits(staged=False)
+        publish_guard.check_push(self.worktree, self.task)
         repos.publish(self.task.repository, self.worktree, self.task.branch)
         body = pulls.pull_request_body(self.task)
         self.result.output_text = body

@@ -276,6 +276,11 @@ TACX = {
     "HANDBACK_TOTAL_MAX_BYTES": env_int("TACX_HANDBACK_TOTAL_MAX_BYTES", 4 * 1024 * 1024),
     "HANDBACK_READ_SECONDS": env_float("TACX_HANDBACK_READ_SECONDS", 10.0),
     "HANDBACK_SCAN_MAX_ENTRIES": env_int("TACX_HANDBACK_SCAN_MAX_ENTRIES", 500_000),
+    # The publish guard (pipeline/publish_guard.py): the environment variables whose values are
+    # never posted or pushed, in any common encoding (empty: its built-in list; names that look
+    # like secrets are added either way), and how much a push may add before it is refused unchecked.
+    "PUBLISH_SECRET_ENV": [n.strip() for n in os.environ.get("TACX_PUBLISH_SECRET_ENV", "").split(",") if n.strip()],
+    "PUBLISH_GUARD_MAX_BYTES": env_int("TACX_PUBLISH_GUARD_MAX_BYTES", 64 * 1024 * 1024),
     "GIT_AUTHOR_NAME": os.environ.get("TACX_GIT_AUTHOR_NAME", "TAC-X"),
     "GIT_AUTHOR_EMAIL": os.environ.get("TACX_GIT_AUTHOR_EMAIL", "tacx@localhost"),
 }

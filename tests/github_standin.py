@@ -36,9 +36,15 @@ repository's installation, or the personal token); 401 with `WWW-Authenticate` o
   GET   /repos/{o}/{r}/pulls/{n}/reviews[/{id}[/comments]]      submitted reviews, their inline comments
   POST  /repos/{o}/{r}/issues/comments/{id}/reactions           201 new, 200 when already there
   POST  /repos/{o}/{r}/pulls/comments/{id}/reactions
-  GET   /repos/{o}/{r}/commits/{sha}/check-runs                  {total_count, check_runs}
-  GET   /repos/{o}/{r}/commits/{sha}/status                      combined status {state, statuses}
-  GET   /repos/{o}/{r}/actions/jobs/{id}/logs                    302 to a plain-text download URL
+  GET   /repos/{o}/{r}/commits/{sha}/check-runs                  {total_count, check_runs}, `Link` pages
+  GET   /repos/{o}/{r}/check-suites/{id}/check-runs              the same, for one check suite
+  GET   /repos/{o}/{r}/commits/{sha}/status                      combined status {state, statuses,
+        total_count}; `statuses` paged by `per_page`/`page` with `Link`, `state` over all of them
+  GET   /repos/{o}/{r}/actions/jobs/{id}/logs                    302 to a plain-text download URL on
+        another host (a second server on 127.0.0.2, `blob_url`), which needs no credentials
+  GET   /repos/{o}/{r}/pulls/{n}/comments                        the PR's inline review comments
+  POST  /repos/{o}/{r}/pulls/{n}/comments/{id}/replies           201 with the reply (a review comment
+        with `in_reply_to_id`); 404 for an unknown comment, 422 when `id` is itself a reply
 
 A pull request is also an issue (its conversation comments are issue comments), as on GitHub.
 `webhook(...)` builds deliveries from the real octokit example payloads with our ids and text.
@@ -49,7 +55,8 @@ request of `rate_limit`; at 0 remaining GitHub's 403 "API rate limit exceeded" c
 A token, when set, is required as `Authorization: Bearer` (401 "Bad credentials" otherwise).
 
 State is in memory and inspectable: `issues`, `events`, `comments` (each with its edit
-`history`), `pulls`, `requests` (method, path, query, status, if_none_match, time).
+`history`), `pulls`, `requests` (method, path, query, status, if_none_match, authorization,
+host, time).
 Timestamps are GitHub's: UTC, whole seconds, `YYYY-MM-DDTHH:MM:SSZ`.
 """
 
@@ -155,6 +162,8 @@ class GitHubStandIn:
         self._ids = 1000
         self.server: ThreadingHTTPServer | None = None
         self.thread: threading.Thread | None = None
+        # Job logs are downloaded from another host, as on GitHub (its blob storage).
+        self.blob_server: ThreadingHTTPServer | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -168,13 +177,17 @@ class GitHubStandIn:
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, name="github-standin", daemon=True)
         self.thread.start()
+        self.blob_server = ThreadingHTTPServer(("127.0.0.2", 0), Handler)
+        self.blob_server.daemon_threads = True
+        threading.Thread(target=self.blob_server.serve_forever, kwargs={"poll_interval": 0.05}, name="github-standin-blobs", daemon=True).start()
         return self
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
+        for server in (self.server, self.blob_server):
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+        self.server = self.blob_server = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -186,6 +199,12 @@ class GitHubStandIn:
     def url(self) -> str:
         assert self.server is not None
         host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def blob_url(self) -> str:
+        assert self.blob_server is not None
+        host, port = self.blob_server.server_address[:2]
         return f"http://{host}:{port}"
 
     # --- arranging state -------------------------------------------------------------------------
@@ -411,6 +430,40 @@ class GitHubStandIn:
                 }
             return self.public(review)
 
+    def reply_to_review_comment(self, full_name: str, number: int, comment_id: int, payload: Any) -> tuple[int, Any, dict[str, str]]:
+        """GitHub's "Create a reply for a review comment": a new review comment in the thread of
+        a top-level one (replies to replies are refused), on the same path and line."""
+        key = full_name.lower()
+        parent = self.review_comments.get(comment_id)
+        if parent is None or parent["_repo"] != key or parent["_pull"] != number:
+            return 404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest/pulls/comments#create-a-reply-for-a-review-comment"}, {}
+        if parent.get("in_reply_to_id"):
+            return 422, {"message": "Validation Failed", "errors": [{"resource": "PullRequestReviewComment", "code": "invalid", "field": "in_reply_to_id"}]}, {}
+        if not isinstance(payload, dict) or not payload.get("body"):
+            return 422, {"message": "Validation Failed", "errors": [{"resource": "PullRequestReviewComment", "code": "missing_field", "field": "body"}]}, {}
+        cid, rid, now = self.next_id(), self.next_id(), github_now()
+        reply = {
+            **{k: v for k, v in parent.items() if k not in ("reactions_list",)},
+            "url": f"https://api.github.com/repos/{full_name}/pulls/comments/{cid}",
+            "id": cid,
+            "node_id": f"PRRC_{cid}",
+            "pull_request_review_id": rid,
+            "in_reply_to_id": comment_id,
+            "user": user("tacx-bot[bot]", "Bot") if self._local.identity.startswith("installation:") else user("tacx-bot"),
+            "body": str(payload["body"]),
+            "created_at": now,
+            "updated_at": now,
+            "html_url": f"https://github.com/{full_name}/pull/{number}#discussion_r{cid}",
+            "author_association": "NONE",
+            "reactions_list": [],
+        }
+        self.review_comments[cid] = reply
+        return 201, self.public(reply), {}
+
+    def replies_to(self, comment_id: int) -> list[dict]:
+        with self.lock:
+            return [self.public(c) for c in self.review_comments.values() if c.get("in_reply_to_id") == comment_id]
+
     def edit_review_comment(self, comment_id: int, body: str) -> None:
         with self.lock:
             comment = self.review_comments[comment_id]
@@ -421,7 +474,7 @@ class GitHubStandIn:
         with self.lock:
             return [self.public(c) for c in self.review_comments.values() if c["pull_request_review_id"] == review_id]
 
-    def add_check_run(self, full_name: str, sha: str, *, name: str, conclusion: str = "failure", log: str = "", app: str = "github-actions") -> dict:
+    def add_check_run(self, full_name: str, sha: str, *, name: str, conclusion: str = "failure", log: str = "", app: str = "github-actions", suite: int | None = None) -> dict:
         """A completed check run on commit `sha` (with a job log for GitHub Actions)."""
         with self.lock:
             cid = self.next_id()
@@ -440,7 +493,7 @@ class GitHubStandIn:
                 "completed_at": now,
                 "output": {"title": f"{name} {conclusion}", "summary": "", "text": None, "annotations_count": 0, "annotations_url": ""},
                 "name": name,
-                "check_suite": {"id": cid + 1},
+                "check_suite": {"id": suite if suite is not None else cid + 1},
                 "app": {"id": 15368, "slug": app, "name": "GitHub Actions" if app == "github-actions" else app},
                 "pull_requests": [],
                 "_repo": full_name.lower(),
@@ -518,6 +571,15 @@ class GitHubStandIn:
     def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, dict[str, str]]:
         parts = urlsplit(raw_path)
         path, query = parts.path.rstrip("/"), {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        on_blob_host = self.blob_server is not None and headers.get("host", "") == self.blob_url.removeprefix("http://")
+        if on_blob_host or path.startswith("/_blob/"):
+            # The download host serves signed URLs only, and needs (and wants) no credentials.
+            blob = re.fullmatch(r"/_blob/job-logs/(\d+)", path)
+            if not (on_blob_host and blob and method == "GET"):
+                return 404, {"message": "Not Found"}, {}
+            with self.lock:
+                text = self.job_logs.get(int(blob.group(1)))
+            return (200, PlainText(text), {}) if text is not None else (404, {"message": "Not Found"}, {})
         with self.lock:
             auth = headers.get("authorization", "")
             self._local.identity = ""
@@ -712,7 +774,10 @@ class GitHubStandIn:
             return 200, self.public_check(run), {}
         if (m := re.fullmatch(r"commits/([^/]+)/check-runs", rest)) and method == "GET":
             found = [self.public_check(c) for c in self.check_runs.values() if c["_repo"] == key and c["head_sha"] == m.group(1)]
-            return 200, {"total_count": len(found), "check_runs": found}, {}
+            return self.paginated_wrapped(f"/repos/{full_name}/{rest}", "check_runs", found, query)
+        if (m := re.fullmatch(r"check-suites/(\d+)/check-runs", rest)) and method == "GET":
+            found = [self.public_check(c) for c in self.check_runs.values() if c["_repo"] == key and (c.get("check_suite") or {}).get("id") == int(m.group(1))]
+            return self.paginated_wrapped(f"/repos/{full_name}/{rest}", "check_runs", found, query)
         if (m := re.fullmatch(r"statuses/([0-9a-f]{40})", rest)) and method == "POST":
             if not isinstance(payload, dict) or payload.get("state") not in ("error", "failure", "pending", "success"):
                 return 422, {"message": "Validation Failed", "errors": [{"resource": "Status", "code": "custom", "field": "state"}]}, {}
@@ -760,9 +825,6 @@ class GitHubStandIn:
         return {k: v for k, v in run.items() if not k.startswith("_") and k != "history"}
 
     def route(self, method: str, path: str, query: dict, headers: dict, payload: Any) -> tuple[int, Any, dict[str, str]]:
-        if (blob := re.fullmatch(r"/_blob/job-logs/(\d+)", path)) and method == "GET":
-            text = self.job_logs.get(int(blob.group(1)))
-            return (200, PlainText(text), {}) if text is not None else (404, {"message": "Not Found"}, {})
         if (answer := self.route_app(method, path)) is not None:
             return answer
         m = re.fullmatch(r"/repos/([^/]+/[^/]+)/(.*)", path)
@@ -834,14 +896,20 @@ class GitHubStandIn:
         if (mm := re.fullmatch(r"pulls/(\d+)/reviews/(\d+)/comments", rest)) and method == "GET":
             found = [self.public(c) for c in self.review_comments.values() if c["_repo"] == key and c["pull_request_review_id"] == int(mm.group(2))]
             return self.paginated(f"/repos/{full_name}/{rest}", found, query)
+        if (mm := re.fullmatch(r"pulls/(\d+)/comments", rest)) and method == "GET":
+            found = [self.public(c) for c in self.review_comments.values() if c["_repo"] == key and c["_pull"] == int(mm.group(1))]
+            return self.paginated(f"/repos/{full_name}/{rest}", found, query)
+        if (mm := re.fullmatch(r"pulls/(\d+)/comments/(\d+)/replies", rest)) and method == "POST":
+            return self.reply_to_review_comment(full_name, int(mm.group(1)), int(mm.group(2)), payload)
         if (mm := re.fullmatch(r"commits/([0-9a-f]{7,40})/status", rest)) and method == "GET":
             statuses = [s for s in self.statuses if s["_repo"] == key and s["_sha"] == mm.group(1)]
             state = "failure" if any(s["state"] in ("failure", "error") for s in statuses) else "pending" if any(s["state"] == "pending" for s in statuses) else "success"
-            return 200, {"state": state, "sha": mm.group(1), "total_count": len(statuses), "statuses": [self.public(s) for s in statuses]}, {}
+            status, page, extra = self.paginated(f"/repos/{full_name}/{rest}", [self.public(s) for s in statuses], query)
+            return status, {"state": state, "sha": mm.group(1), "total_count": len(statuses), "statuses": page}, extra
         if (mm := re.fullmatch(r"actions/jobs/(\d+)/logs", rest)) and method == "GET":
             if int(mm.group(1)) not in self.job_logs:
                 return 404, {"message": "Not Found"}, {}
-            return 302, None, {"Location": f"{self.url}/_blob/job-logs/{mm.group(1)}"}
+            return 302, None, {"Location": f"{self.blob_url}/_blob/job-logs/{mm.group(1)}?sig={hashlib.sha256(mm.group(1).encode()).hexdigest()[:16]}"}
         if rest == "pulls":
             if method == "GET":
                 return self.paginated(f"/repos/{full_name}/pulls", self.find_pulls(full_name, query), query)
@@ -891,6 +959,11 @@ class GitHubStandIn:
             if (headers or {}).get("if-none-match") == tag:
                 return 304, None, extra
         return 200, chunk, extra
+
+    def paginated_wrapped(self, path: str, key: str, items: list, query: dict) -> tuple[int, Any, dict[str, str]]:
+        """A list GitHub wraps in an object ({total_count, <key>}), paged like any other."""
+        status, page, extra = self.paginated(path, items, query)
+        return status, {"total_count": len(items), key: page}, extra
 
     def create_comment(self, full_name: str, number: int, body: str, headers: dict, *, author: dict | None = None) -> dict:
         cid = self.next_id()
@@ -1040,6 +1113,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "status": status,
                     "if_none_match": headers.get("if-none-match", ""),
                     "authorization": headers.get("authorization", ""),
+                    "host": headers.get("host", ""),
                     "identity": getattr(self.owner._local, "identity", ""),
                     "time": time.time(),
                 }

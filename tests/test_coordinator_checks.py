@@ -106,7 +106,7 @@ def test_a_failed_stage_completes_with_failure_and_the_stages_after_it_are_cance
         "TAC-X / reviewing": "failure",
         "TAC-X / pr_creation": "cancelled",
     }
-    assert "Error: agent exited with code 3" in runs["TAC-X / reviewing"]["output"]["summary"]
+    assert "Error: ` agent exited with code 3 `" in runs["TAC-X / reviewing"]["output"]["summary"]
 
 
 @pytest.mark.django_db(transaction=True)

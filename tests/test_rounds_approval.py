@@ -34,7 +34,7 @@ def test_the_task_waits_after_planning_replans_on_feedback_and_continues_on_appr
     assert task.status == Task.Status.AWAITING_APPROVAL
     assert task.stages.get(name="building").status == "pending" and task.pr_number is None
     (posted,) = plan_comments(standin, 5)
-    assert "> Add CHANGES.md." in posted and "/tacx approve" in posted
+    assert "```markdown\n# Plan\n\nAdd CHANGES.md.\n```" in posted and "/tacx approve" in posted
 
     say(client, standin, 5, "@tacx please also cover the README")
     drive(gated)

@@ -73,6 +73,7 @@ def test_a_review_round_resumes_the_claude_session_and_pushes_to_the_same_pull_r
     assert "Address review: greet_all()" in commits_on(origin, task.branch)
     (pull,) = standin.pulls_of("octo/sample")
     assert pull["number"] == task.pr_number
-    (reply,) = [c for c in standin.comments_on("octo/sample", task.pr_number) if f"tacx:round:{round_.pk}" in c["body"]]
+    # The reply is threaded under the review's first inline comment.
+    (reply,) = [c for c in standin.replies_to(standin.review_comments_of(review["id"])[0]["id"]) if f"tacx:round:{round_.pk}" in c["body"]]
     assert "Address review: greet_all()" in reply["body"] and "resumed the previous session" in reply["body"]
     assert [r["content"] for r in standin.review_comments[standin.review_comments_of(review["id"])[0]["id"]]["reactions_list"]] == ["eyes"]

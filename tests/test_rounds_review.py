@@ -4,10 +4,14 @@ Redeliveries, a second delivery of the same review and the poller start nothing 
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 from github_standin import standin  # noqa: F401
 from rounds_helpers import branch_head, commits_on, coordinator_for, deliver, drive, make_repo, task_with_pull_request  # noqa: F401
 
+from coordinator import replies
 from coordinator.models import WebhookDelivery
 from pipeline.models import Round, StageResult, Task
 
@@ -56,11 +60,19 @@ def test_a_review_with_two_inline_comments_is_one_round_on_the_same_branch_and_p
 
     (first_inline, _) = standin.review_comments_of(review["id"])
     assert [r["content"] for r in standin.review_comments[first_inline["id"]]["reactions_list"]] == ["eyes"]
-    replies = [c for c in standin.comments_on("octo/sample", task.pr_number) if f"tacx:round:{round_.pk}" in c["body"]]
-    assert len(replies) == 1
+    # The reply is threaded under the first inline comment (GitHub's replies endpoint), not a
+    # top-level conversation comment.
+    assert not [c for c in standin.comments_on("octo/sample", task.pr_number) if f"tacx:round:{round_.pk}" in c["body"]]
+    replies = standin.replies_to(first_inline["id"])
+    assert len(replies) == 1 and f"tacx:round:{round_.pk}" in replies[0]["body"]
+    assert replies[0]["in_reply_to_id"] == first_inline["id"] and replies[0]["path"] == "greeter.py"
+    assert len(standin.requests_to("POST", rf"/pulls/{task.pr_number}/comments/{first_inline['id']}/replies$")) == 1
+    round_.refresh_from_db()
+    assert round_.reply_comment_id == replies[0]["id"]
     assert "review by alice" in replies[0]["body"] and "succeeded" in replies[0]["body"]
     assert "Cost:" in replies[0]["body"] and "change 2" not in replies[0]["body"]
-    assert "tacx: changes left uncommitted by the builder" in replies[0]["body"]
+    # The commit subject is the builder's text: quoted as code.
+    assert "` tacx: changes left uncommitted by the builder" in replies[0]["body"]
 
 
 def test_the_same_review_again_by_redelivery_a_second_delivery_or_the_poller_starts_nothing(client, reviewed, standin):  # noqa: F811
@@ -133,3 +145,19 @@ def test_a_round_gets_its_own_review_rounds(client, make_repo, standin):  # noqa
     # review_rounds (2) counted within the round: it built twice, not once.
     assert StageResult.objects.filter(followup=round_, stage__name="building", success=True).count() == 2
     assert StageResult.objects.filter(followup=round_, stage__name="reviewing", verdict="REQUEST_CHANGES").count() == 2
+
+
+def test_a_threaded_reply_posted_by_a_coordinator_that_died_before_recording_it_is_found_not_posted_again(client, reviewed, standin):  # noqa: F811
+    repo, coordinator, task, review = reviewed
+    deliver(client, standin, "pull_request_review.submitted", delivery="r-1", sender="alice", number=task.pr_number, review_id=review["id"])
+    drive(coordinator)
+    (round_,) = Round.objects.filter(task=task)
+    (first_inline, _) = standin.review_comments_of(review["id"])
+    (posted,) = standin.replies_to(first_inline["id"])
+    # The poster died after GitHub took the reply and before the database heard of it.
+    Round.objects.filter(pk=round_.pk).update(replied_at=None, reply_comment_id=None, reply_claimed_at=timezone.now() - timedelta(minutes=5))
+    assert replies.reply_one(coordinator.client)
+    round_.refresh_from_db()
+    assert round_.replied_at is not None and round_.reply_comment_id == posted["id"]
+    assert len(standin.replies_to(first_inline["id"])) == 1
+    assert len(standin.requests_to("POST", r"/comments/\d+/replies$")) == 1
