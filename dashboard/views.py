@@ -13,7 +13,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from pipeline import accounting, sandbox, services
+from pipeline import accounting, sandbox, services, slots
 from pipeline.models import AgentEvent, Repository, Task
 from pipeline.workflow import WorkflowError, load_workflow_text
 
@@ -247,7 +247,7 @@ def stats_page(request: HttpRequest) -> HttpResponse:
 
 
 def _workers() -> dict:
-    return {"live": selectors.workers_live(), "recent": selectors.workers_recent(), "stale_after": health.coordinator_max_age()}
+    return {"live": selectors.workers_live(), "counts": slots.counts(), "recent": selectors.workers_recent(), "stale_after": health.coordinator_max_age()}
 
 
 @login_required
