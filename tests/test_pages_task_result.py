@@ -77,3 +77,24 @@ def test_an_unfinished_task_has_no_result_panel(browser, local_repository):
     task = testing.task_running(repository=local_repository, issue_number=5)
     html = browser.get(reverse("dashboard:task-summary", args=[task.pk])).content.decode()
     assert 'id="result"' not in html
+
+
+def test_a_publish_none_task_that_pushed_its_branch_shows_the_result_and_counts_in_stats(browser, local_repository, origin_and_clone):
+    """Issue 22: planning/building/reviewing and no pr_creation ended "Result: none" although the
+    branch was pushed. With `publish: none` the panel shows the pushed branch and /stats/ counts it."""
+    from dashboard import stats
+
+    _, clone = origin_and_clone
+    commit_workflow(clone, [command_stage("planning", "plan"), command_stage("building", "build"), command_stage("reviewing", "review")])
+    assert "publish: none" in (clone / ".tac" / "workflow.yaml").read_text()
+    task = run(local_repository)
+    assert task.status == Task.Status.SUCCEEDED, task.status_reason
+    assert not task.results.filter(stage__name="pr_creation").exists()
+    assert selectors.branch_pushed(task)
+
+    result = selectors.task_result(task)
+    assert result.kind == "branch" and "greeter.py" in result.files
+    html = browser.get(reverse("dashboard:task-summary", args=[task.pk])).content.decode()
+    assert 'id="result"' in html and "<dt>Result</dt><dd>branch pushed to origin</dd>" in html
+    figures = stats.stats_compute(days=30)
+    assert (figures.results, figures.branches, figures.pull_requests) == (1, 1, 0)

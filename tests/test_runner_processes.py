@@ -36,7 +36,8 @@ def command_stage(name: str, *args: str, timeout: int = 60, fmt: str = "claude-s
 
 def commit_workflow(clone: Path, stages: list[dict], **extra) -> None:
     (clone / ".tac").mkdir(exist_ok=True)
-    (clone / ".tac" / "workflow.yaml").write_text(yaml.safe_dump({"stages": stages, **extra}))
+    publish = {} if any(s.get("name") == "pr_creation" for s in stages) else {"publish": "none"}
+    (clone / ".tac" / "workflow.yaml").write_text(yaml.safe_dump({"stages": stages, **publish, **extra}))
     git(clone, "add", "-A")
     git(clone, "commit", "-q", "-m", "workflow")
 
