@@ -13,6 +13,7 @@ from pathlib import Path
 import dj_database_url
 import pytest
 import yaml
+from django.conf import settings
 from django.core.management import get_commands
 
 from tests.conftest import ROOT
@@ -207,8 +208,6 @@ def test_static_files_are_collected_into_the_image_not_onto_the_data_volume():
     )
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.strip() == "/tmp/tacx-static-probe"
-    from django.conf import settings
-
     assert str(settings.STATIC_ROOT).endswith("staticfiles")  # a checkout (make demo): var/ as before
 
 

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 from django.urls import reverse
 
-from dashboard import selectors
+from dashboard import selectors, stats
 from pipeline.models import Task
 from tests.test_runner_processes import command_stage, commit_workflow, run
 
@@ -82,8 +82,6 @@ def test_an_unfinished_task_has_no_result_panel(browser, local_repository):
 def test_a_publish_none_task_that_pushed_its_branch_shows_the_result_and_counts_in_stats(browser, local_repository, origin_and_clone):
     """Issue 22: planning/building/reviewing and no pr_creation ended "Result: none" although the
     branch was pushed. With `publish: none` the panel shows the pushed branch and /stats/ counts it."""
-    from dashboard import stats
-
     _, clone = origin_and_clone
     commit_workflow(clone, [command_stage("planning", "plan"), command_stage("building", "build"), command_stage("reviewing", "review")])
     assert "publish: none" in (clone / ".tac" / "workflow.yaml").read_text()
