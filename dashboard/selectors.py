@@ -266,8 +266,15 @@ def task_result(task: Task, *, details: bool = True) -> TaskResult | None:
         delivered = pushed or task.results.filter(stage__name="pr_creation", success=True).exists()
     else:
         delivered = pushed or task.status == Task.Status.SUCCEEDED
-    if not task.branch or not delivered or task.repository.kind != Repository.Kind.LOCAL:
+    if not task.branch or not delivered:
         return None
+    if task.repository.kind != Repository.Kind.LOCAL:
+        if not pushed:
+            return None
+        # A GitHub branch pushed without a pull request (`publish: none`): where it is, no git read.
+        origin = task.repository.clone_url or f"https://github.com/{task.repository.full_name}.git"
+        command = f"git fetch {_shell_quote(origin)} {_shell_quote(task.branch)} && git diff {task.base_commit[:12]}...FETCH_HEAD"
+        return TaskResult(kind="branch", branch=task.branch, base_commit=task.base_commit, origin=origin, command=command)
     result = TaskResult(kind="branch", branch=task.branch, base_commit=task.base_commit)
     if not details:
         return result
