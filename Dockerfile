@@ -8,7 +8,7 @@ FROM node:20-bookworm-slim AS node
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-    TACX_VAR_DIR=/data/var TACX_WORKTREE_ROOT=/data/trees \
+    TACX_VAR_DIR=/data/var TACX_WORKTREE_ROOT=/data/trees TACX_STATIC_ROOT=/app/staticfiles \
     TACX_BIND=0.0.0.0 TACX_PORT=8000 TACX_MIGRATE=1
 RUN apt-get update \
  && apt-get install -y --no-install-recommends git ca-certificates bubblewrap socat ripgrep \
@@ -27,9 +27,9 @@ WORKDIR /app
 COPY requirements.txt package.json package-lock.json ./
 RUN pip install --no-cache-dir -r requirements.txt && npm install --omit=dev --no-audit --no-fund
 COPY . .
-# collectstatic writes under TACX_VAR_DIR (/data/var/staticfiles), so it runs before the
-# ownership of /data is handed over, recursively: the app user writes its database, worktrees
-# and mirrors there.
+# Static files belong to the image (TACX_STATIC_ROOT, outside the /data volume): a volume keeps
+# what it held when it was created, so files collected there would stay those of the first image.
+# The app user gets /data, recursively: it writes its database, worktrees and mirrors there.
 RUN python manage.py collectstatic --noinput \
  && mkdir -p /data/var /data/trees \
  && chown -R tacx:tacx /data \

@@ -109,6 +109,7 @@ def make_repository(base: Path, lines: int, seed: int) -> Path:
     (base / "fake_agent.py").write_text(FAKE_AGENT)
     workflow = {
         "version": 1,
+        "publish": "none",
         "stages": [
             {
                 "name": "streaming",

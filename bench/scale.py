@@ -233,7 +233,7 @@ def measure_tree(tree: Path, args, run: int) -> dict:
         for rate in args.rates:
             seconds = args.seconds + 25
             workflow = (
-                "stages:\n  - name: planning\n    provider: command\n    timeout: 600\n    max_attempts: 1\n    options:\n"
+                "publish: none\nstages:\n  - name: planning\n    provider: command\n    timeout: 600\n    max_attempts: 1\n    options:\n"
                 f"      argv: {json.dumps([sys.executable, str(agent), str(rate), str(seconds)])}\n"
             )
             spec = {"name": "scale", "path": str(clone), "first": first, "count": args.stages, "workflow": workflow}
@@ -280,7 +280,7 @@ def measure_tree(tree: Path, args, run: int) -> dict:
 
 def drain(stack: Stack, db: Database, clone: Path, args, first: int) -> dict:
     workflow = (
-        "stages:\n  - name: planning\n    provider: command\n    timeout: 600\n    max_attempts: 1\n    options:\n"
+        "publish: none\nstages:\n  - name: planning\n    provider: command\n    timeout: 600\n    max_attempts: 1\n    options:\n"
         f"      argv: {json.dumps([sys.executable, '-c', 'import pathlib; print(1); print(2); print(3); pathlib.Path(chr(112)+chr(108)+chr(97)+chr(110)+chr(46)+chr(109)+chr(100)).write_text(chr(35))'])}\n"
     )
     stack.manage("shell", "-c", SETUP, spec={"name": "scale", "path": str(clone), "first": first, "count": args.drain, "workflow": workflow})

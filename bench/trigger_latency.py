@@ -149,7 +149,7 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     agent_argv = [sys.executable, "-c", AGENT]
     workflow = "\n".join(
-        ["version: 1", "stages:", "  - name: planning", "    provider: command", "    timeout: 60", "    options:"]
+        ["version: 1", "publish: none", "stages:", "  - name: planning", "    provider: command", "    timeout: 60", "    options:"]
         + [f"      argv: {json.dumps(agent_argv)}", ""]
     )
     origin, _ = make_origin_and_clone(tmp, "sample", {"README.md": "bench\n", ".tac/workflow.yaml": workflow})

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from pipeline import slots
 from pipeline.models import Worker
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,8 @@ class Health:
     queue_ok: bool
     queue_depth: int | None
     coordinator_age: float | None
-    workers: int | None
+    # pipeline.slots.counts(): live stage slots (what admission counts) and busy ones.
+    workers: dict | None
     sandbox_mode: str = "required"
     sandbox_ok: bool = True
 
@@ -51,7 +53,7 @@ class Health:
                 "heartbeat_age_seconds": None if self.coordinator_age is None else round(self.coordinator_age, 1),
                 "max_age_seconds": coordinator_max_age(),
             },
-            "workers": {"live": self.workers},
+            "workers": self.workers if self.workers is not None else {"live": None, "busy": None},
             "sandbox": {"mode": self.sandbox_mode, "ok": self.sandbox_ok},
         }
 
@@ -70,7 +72,7 @@ def health_check() -> Health:
                 .first()
             )
             age = (timezone.now() - newest).total_seconds() if newest else None
-            workers = Worker.objects.filter(kind=Worker.Kind.AGENT, exited_at__isnull=True).count()
+            workers = slots.counts()
         except Exception as exc:  # noqa: BLE001 - a health check reports; it never raises
             log.warning("health: worker query failed: %s", exc)
     from pipeline import sandbox

@@ -243,6 +243,12 @@ class TaskResult:
     error: str = ""
 
 
+def branch_pushed(task: Task) -> bool:
+    """Did a stage push commits to the task's branch? (`head_commit` is the head the last
+    successful stage pushed; it starts at the base.)"""
+    return bool(task.branch and task.head_commit and task.head_commit != task.base_commit)
+
+
 def task_result(task: Task, *, details: bool = True) -> TaskResult | None:
     """The pull request or pushed branch of a task that delivered one (None otherwise).
 
@@ -253,9 +259,22 @@ def task_result(task: Task, *, details: bool = True) -> TaskResult | None:
     if task.pr_url:
         draft = task.repository.draft_prs and settings.TACX["DRAFT_PRS"]
         return TaskResult(kind="pull_request", branch=task.branch, url=task.pr_url, number=task.pr_number, draft=draft)
-    delivered = task.results.filter(stage__name="pr_creation", success=True).exists() if details else task.status == Task.Status.SUCCEEDED
-    if not task.branch or not delivered or task.repository.kind != Repository.Kind.LOCAL:
+    # A branch is a result once it was pushed: by pr_creation, or by any stage that committed
+    # (a `publish: none` workflow, or a task that failed after pushing its work).
+    pushed = branch_pushed(task)
+    if details:
+        delivered = pushed or task.results.filter(stage__name="pr_creation", success=True).exists()
+    else:
+        delivered = pushed or task.status == Task.Status.SUCCEEDED
+    if not task.branch or not delivered:
         return None
+    if task.repository.kind != Repository.Kind.LOCAL:
+        if not pushed:
+            return None
+        # A GitHub branch pushed without a pull request (`publish: none`): where it is, no git read.
+        origin = task.repository.clone_url or f"https://github.com/{task.repository.full_name}.git"
+        command = f"git fetch {_shell_quote(origin)} {_shell_quote(task.branch)} && git diff {task.base_commit[:12]}...FETCH_HEAD"
+        return TaskResult(kind="branch", branch=task.branch, base_commit=task.base_commit, origin=origin, command=command)
     result = TaskResult(kind="branch", branch=task.branch, base_commit=task.base_commit)
     if not details:
         return result

@@ -47,7 +47,7 @@ class Stats:
     per_day: list[Day] = field(default_factory=list)
     tasks_by_status: dict[str, int] = field(default_factory=dict)
     median_trigger_to_pr_seconds: float | None = None
-    results: int = 0  # tasks that delivered: a pull request, or a branch pushed to a local origin
+    results: int = 0  # tasks that delivered: a pull request, or a pushed branch
     pull_requests: int = 0
     branches: int = 0
     total_tokens: int = 0
@@ -91,8 +91,12 @@ def stats_compute(*, days: int = 30) -> Stats:
     tasks = Task.objects.filter(triggered_at__gte=start)
     result.tasks_by_status = {r["status"]: r["n"] for r in tasks.values("status").annotate(n=Count("id")).order_by("status")}
     durations = _trigger_to_pr_seconds(tasks)
-    result.results = len(durations)
-    result.pull_requests = tasks.filter(pk__in=_delivered(tasks)).exclude(pr_url="").count()
+    # A result: a successful pr_creation, or the branch a finished task's stages pushed
+    # (selectors.branch_pushed: a `publish: none` workflow, or work pushed before a failure).
+    pushed = Q(status__in=Task.FINISHED, branch__gt="") & ~Q(head_commit="") & ~Q(head_commit=F("base_commit"))
+    delivered = tasks.filter(Q(pk__in=_delivered(tasks)) | pushed)
+    result.results = delivered.count()
+    result.pull_requests = delivered.exclude(pr_url="").count()
     result.branches = result.results - result.pull_requests
     result.median_trigger_to_pr_seconds = statistics.median(durations) if durations else None
     return result

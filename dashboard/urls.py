@@ -7,6 +7,7 @@ urlpatterns = [
     path("", views.task_list, name="tasks"),
     path("tasks/rows/", views.task_rows, name="task-rows"),
     path("tasks/new/", views.task_new, name="task-new"),
+    path("repositories/new/", views.repository_new, name="repository-new"),
     path("tasks/<int:task_id>/", views.task_detail, name="task-detail"),
     path("tasks/<int:task_id>/summary/", views.task_summary, name="task-summary"),
     path("tasks/<int:task_id>/documents/", views.task_documents, name="task-documents"),

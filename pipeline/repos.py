@@ -45,6 +45,22 @@ def auth_header(repository: Repository | None = None) -> str:
     return f"Authorization: Basic {basic}"
 
 
+def local_git_repository(path: str) -> Path:
+    """The git repository (a working copy or a bare one) at `path`, absolute; ValueError naming
+    the path otherwise. `add_repo --local` and the dashboard's registration both check this."""
+    if not path or not path.strip():
+        raise ValueError("a path is required")
+    resolved = Path(path.strip()).expanduser()
+    if not resolved.is_absolute():
+        raise ValueError(f"{path} is not an absolute path")
+    resolved = resolved.resolve()
+    if not resolved.is_dir():
+        raise ValueError(f"{resolved} is not a directory on this machine")
+    if not (resolved / ".git").exists() and not (resolved / "HEAD").is_file():
+        raise ValueError(f"{resolved} is not a git repository")
+    return resolved
+
+
 def local_dir(repository: Repository) -> Path:
     """The user's own repository of a local repository (TAC-X fetches from it and updates the
     task's branch in it; no agent sees it)."""

@@ -37,6 +37,17 @@ def live_slots(*, now=None) -> int:
     return Worker.objects.filter(kind=Worker.Kind.SLOT, exited_at__isnull=True, heartbeat_at__gte=since).count()
 
 
+def busy_agents() -> int:
+    """Agent CLI processes running now, each in one slot (their Worker rows of kind `agent`)."""
+    return Worker.objects.filter(kind=Worker.Kind.AGENT, exited_at__isnull=True).count()
+
+
+def counts() -> dict[str, int]:
+    """What `/health` and the workers page both report: the live stage slots (the number
+    admission limits running tasks to) and how many of them run an agent now."""
+    return {"live": live_slots(), "busy": busy_agents()}
+
+
 class SlotHeartbeat:
     def __init__(self, name: str):
         self.name = name

@@ -97,8 +97,12 @@ _TOP_KEYS = {
     "mention",
     "resume_session",
     "allow_submodules",
+    "publish",
 }
 APPROVAL_MODES = ("none", "plan")
+# What the last stage delivers: `pr_creation` (the default) needs a pr_creation stage last;
+# `none` runs the listed stages and publishes nothing (no pull request, no result).
+PUBLISH_MODES = ("pr_creation", "none")
 _NETWORK_KEYS = {"allow"}
 # host, *.host, an IPv4 literal or a bracketed IPv6 literal, with an optional :port.
 _HOST_ENTRY = re.compile(r"^(?:\*\.)?(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(?::(\d{1,5}))?$|^\[[0-9A-Fa-f:.]+\](?::(\d{1,5}))?$")
@@ -195,6 +199,7 @@ class Workflow:
     test_command: HookConfig | None = None
     # Names of TAC-X's environment variables handed to `setup` and `test_command` only.
     setup_env: tuple[str, ...] = ()
+    publish: str = "pr_creation"
 
     def hook(self, name: str) -> HookConfig | None:
         return self.hooks.get(name)
@@ -222,6 +227,7 @@ class Workflow:
             "hooks": {name: hook.to_json() for name, hook in self.hooks.items()},
             "test_command": self.test_command.to_json() if self.test_command else None,
             "setup_env": list(self.setup_env),
+            "publish": self.publish,
         }
 
     def allowed_hosts(self, stage: StageConfig) -> tuple[str, ...]:
@@ -231,9 +237,10 @@ class Workflow:
     @classmethod
     def from_json(cls, data: dict) -> Workflow:
         """Rebuild the snapshot stored on a task (already validated when it was taken)."""
-        return parse_workflow(
-            {k: v for k, v in data.items() if k != "source"}, source=data.get("source", "snapshot")
-        )
+        data = {k: v for k, v in data.items() if k != "source"}
+        if "publish" not in data and not any(isinstance(s, dict) and s.get("name") == "pr_creation" for s in data.get("stages") or []):
+            data["publish"] = "none"  # a snapshot taken before `publish` existed ran as it was
+        return parse_workflow(data, source=data.get("source", "snapshot"))
 
 
 class _Validator:
@@ -409,6 +416,21 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
             v.errors.append(str(v.fail("stages", f"stage name {name!r} appears twice")))
     if "pr_creation" in names and names[-1] != "pr_creation":
         v.errors.append(str(v.fail("stages", "pr_creation must be the last stage")))
+    publish = v.field(lambda: _publish_mode(v, data, defaults), "pr_creation")
+    if names and publish == "pr_creation" and "pr_creation" not in names:
+        v.errors.append(
+            str(
+                v.fail(
+                    "stages",
+                    "has no pr_creation stage, so the branch would never be published as a result; add "
+                    "`- name: pr_creation` as the last stage, or set `publish: none` at the top level to run "
+                    "these stages without publishing",
+                )
+            )
+        )
+    if names and publish == "none" and "pr_creation" in names:
+        what = "the stages list pr_creation" if isinstance(raw_stages, list) else "the default stages (inherited: no `stages` given) end with pr_creation"
+        v.errors.append(str(v.fail("publish", f"is none, but {what}; remove one of the two")))
     if "reviewing" in names and "building" not in names:
         v.errors.append(str(v.fail("stages", "a reviewing stage needs a building stage to send changes back to")))
     if "network" in data:
@@ -485,7 +507,17 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
         test_command=test_command,
         setup_env=setup_env,
         network_allow=network_allow,
+        publish=publish,
     )
+
+
+def _publish_mode(v: _Validator, data: dict, defaults: Workflow | None) -> str:
+    publish = data.get("publish", defaults.publish if defaults else "pr_creation")
+    if publish is None or publish is False:
+        publish = "none"
+    if publish not in PUBLISH_MODES:
+        raise v.fail("publish", f"must be one of {', '.join(PUBLISH_MODES)}, got {_short(publish)}")
+    return publish
 
 
 def _parse_stage(v: _Validator, raw: Any, index: int, defaults: Workflow | None) -> StageConfig | None:

@@ -131,7 +131,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = VAR_DIR / "staticfiles"
+# The image collects into TACX_STATIC_ROOT at build time (outside the /data volume, so a new
+# image serves its own CSS and JS); a checkout collects under var/ as before.
+STATIC_ROOT = Path(os.environ.get("TACX_STATIC_ROOT") or VAR_DIR / "staticfiles")
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 # Serve static/ straight from the source tree too, so the demo works without collectstatic.
 WHITENOISE_USE_FINDERS = True

@@ -1150,7 +1150,7 @@ def command_workflow(*, planning: str | None = None, building: str | None = None
         "building": building or "import pathlib; pathlib.Path('CHANGES.md').write_text('built by the test agent\\n'); print('built')",
         "reviewing": reviewing or "print('Looks good.'); print('VERDICT: APPROVE')",
     }
-    lines = ["version: 1", "stages:"]
+    lines = ["version: 1"] + ([] if "pr_creation" in stages else ["publish: none"]) + ["stages:"]
     for name in stages:
         lines.append(f"  - name: {name}")
         if name == "pr_creation":

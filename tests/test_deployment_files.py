@@ -13,6 +13,7 @@ from pathlib import Path
 import dj_database_url
 import pytest
 import yaml
+from django.conf import settings
 from django.core.management import get_commands
 
 from tests.conftest import ROOT
@@ -65,8 +66,8 @@ def test_the_app_user_owns_everything_it_writes_and_runs_as_that_user():
     user_at = next(i for i, (ins, _) in enumerate(rows) if ins == "USER")
     assert rows[user_at][1] == "tacx"
     runs_before_user = [args for ins, args in rows[:user_at] if ins == "RUN"]
-    # Whatever creates /data (collectstatic writes TACX_VAR_DIR/staticfiles) runs before a
-    # recursive chown of /data, and nothing runs as root after it.
+    # collectstatic runs at build time, in the same RUN as the recursive chown of /data, and
+    # nothing runs as root after it.
     chown_run = next(i for i, args in enumerate(runs_before_user) if "chown -R tacx:tacx /data" in args)
     collect_run = next(i for i, args in enumerate(runs_before_user) if "collectstatic" in args)
     assert collect_run <= chown_run
@@ -109,7 +110,7 @@ def test_the_compose_file_runs_the_three_processes_on_postgresql_and_redis():
     assert database["ENGINE"] == "django.db.backends.postgresql" and database["HOST"] == "db" and database["NAME"] == "tacx"
     assert env["REDIS_URL"].startswith("redis://redis:6379")
     assert env["SECRET_KEY"].startswith("${SECRET_KEY:?")  # compose refuses to start without one
-    for name in ("ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "TACX_DASHBOARD_URL", "GITHUB_TOKEN", "GITHUB_WEBHOOK_SECRET"):
+    for name in ("ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "TACX_DASHBOARD_URL"):
         assert name in env
     # Every TAC-X service shares the one /data volume the image prepared for the app user.
     for name in ("web", "worker", "coordinator"):
@@ -162,3 +163,79 @@ def test_the_healthcheck_passes_against_the_real_server_even_without_a_coordinat
         port = url.rsplit(":", 1)[1]
         proc = subprocess.run([str(ROOT / "scripts" / "healthcheck")], env={**os.environ, "TACX_PORT": port}, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def env_example() -> dict[str, bool]:
+    """Names in .env.example -> set (uncommented) or only shown (commented out)."""
+    names = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        match = re.match(r"^(#\s*)?([A-Z][A-Z0-9_]*)=", line)
+        if match:
+            names[match.group(2)] = not match.group(1)
+    return names
+
+
+def names_tacx_reads() -> set[str]:
+    """Environment variables TAC-X itself reads: the settings, what the agent CLIs are handed
+    (their providers' passthrough lists) and what compose.yaml interpolates."""
+    settings_text = (ROOT / "tacx_site" / "settings.py").read_text()
+    names = set(re.findall(r'(?:os\.environ\.get|env_bool|env_int|env_float)\(\s*"([A-Z][A-Z0-9_]+)"', settings_text))
+    for path in (ROOT / "pipeline" / "providers").glob("*.py"):
+        for group in re.findall(r"passthrough_env = \(([^)]*)\)", path.read_text()):
+            names |= set(re.findall(r'"([A-Z][A-Z0-9_]+)"', group))
+    names |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (ROOT / "compose.yaml").read_text()))
+    names |= {"TACX_MODEL_API_KEY"}  # codex's env_key (pipeline.providers.codex.MODEL_API_KEY_ENV)
+    return names
+
+
+def test_static_files_are_collected_into_the_image_not_onto_the_data_volume():
+    rows = final_stage()
+    env = env_of(rows)
+    static_root = env["TACX_STATIC_ROOT"]
+    assert static_root.startswith("/app/") and not static_root.startswith("/data")
+    collect = next(args for ins, args in rows if ins == "RUN" and "collectstatic" in args)
+    assert collect.startswith("python manage.py collectstatic")
+    # The entry point collects nothing at start (a volume would keep the old files).
+    assert "collectstatic" not in (ROOT / "scripts" / "docker-entrypoint").read_text()
+    # No service moves it back onto the volume.
+    for name in ("web", "worker", "coordinator"):
+        assert "TACX_STATIC_ROOT" not in compose()["services"][name]["environment"]
+    # The settings honour it (run in a fresh interpreter: settings are read once per process).
+    probe = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; print(settings.STATIC_ROOT)"],
+        cwd=ROOT, env={**os.environ, "DJANGO_SETTINGS_MODULE": "tacx_site.settings", "TACX_STATIC_ROOT": "/tmp/tacx-static-probe"},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == "/tmp/tacx-static-probe"
+    assert str(settings.STATIC_ROOT).endswith("staticfiles")  # a checkout (make demo): var/ as before
+
+
+def test_every_service_reads_the_env_file_and_gets_the_app_key_as_a_secret():
+    data = compose()
+    for name in ("web", "worker", "coordinator"):
+        service = data["services"][name]
+        assert service["env_file"] == [{"path": ".env", "required": False}]
+        assert service["secrets"] == ["github_app_private_key"]
+        assert service["environment"]["GITHUB_APP_PRIVATE_KEY_FILE"] == "/run/secrets/github_app_private_key"
+    assert data["secrets"]["github_app_private_key"]["file"] == "${GITHUB_APP_PRIVATE_KEY_PATH:-./secrets/github-app.pem}"
+    # Neither the secrets nor .env end up in the image or in git.
+    dockerignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert ".env" in dockerignore and "secrets/" in dockerignore
+    gitignore = (ROOT / ".gitignore").read_text().splitlines()
+    assert ".env" in gitignore and "/secrets/" in gitignore
+
+
+def test_env_example_lists_only_variables_tacx_reads_and_every_one_the_readme_documents():
+    listed = env_example()
+    known = names_tacx_reads()
+    assert not set(listed) - known, f".env.example lists variables nothing reads: {sorted(set(listed) - known)}"
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"\b((?:TACX|GITHUB)_[A-Z0-9_]*[A-Z0-9]|[A-Z]+_API_KEY|SECRET_KEY|ALLOWED_HOSTS|CSRF_TRUSTED_ORIGINS)\b", readme)) & known
+    # What compose.yaml or the image decide, not the user.
+    decided = {"DATABASE_URL", "REDIS_URL", "TACX_VAR_DIR", "TACX_WORKTREE_ROOT", "TACX_STATIC_ROOT", "TACX_MIGRATE", "TACX_BIND", "GITHUB_APP_PRIVATE_KEY_FILE"}
+    missing = documented - decided - set(listed)
+    assert not missing, f"the README documents these, .env.example does not list them: {sorted(missing)}"
+    # The model keys the README names, OPENCODE_API_KEY included, and the settings a user must give.
+    assert {"ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "OPENCODE_API_KEY", "TACX_GITHUB_LOGIN", "GITHUB_APP_ID", "TACX_Q_WORKERS"} <= set(listed)
+    assert listed["SECRET_KEY"] and listed["ALLOWED_HOSTS"]

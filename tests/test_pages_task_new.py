@@ -9,6 +9,7 @@ from django.urls import reverse
 
 from pipeline import services
 from pipeline.models import Repository, Task
+from tests.conftest import grant, make_origin_and_clone
 
 pytestmark = pytest.mark.django_db
 
@@ -90,3 +91,41 @@ def test_an_automatic_number_taken_meanwhile_moves_on_to_the_next(local_reposito
     monkeypatch.setattr(services, "_next_issue_number", lambda repository: next(calls))
     task, created = services.task_submit(repository=local_repository, title="Ours", start=False)
     assert created and task.issue_number == 2 and task.title == "Ours" and task.pk != taken.pk
+
+
+def test_registering_a_local_repository_needs_add_repository(browser, alice, tmp_path):
+    _, clone = make_origin_and_clone(tmp_path, "other")
+    url = reverse("dashboard:repository-new")
+    # alice may create tasks, not register paths on the server: no link, and a 403 either way.
+    assert 'id="register-repository"' not in browser.get(reverse("dashboard:task-new")).content.decode()
+    assert browser.get(url).status_code == 403
+    assert browser.post(url, {"name": "other", "path": str(clone), "default_branch": "main"}).status_code == 403
+    assert not Repository.objects.filter(full_name="other").exists()
+
+
+def test_the_new_task_form_offers_to_register_another_repository_on_disk(client, alice, tmp_path):
+    client.force_login(grant(alice, "add_repository"))
+    _, clone = make_origin_and_clone(tmp_path, "other")
+    html = client.get(reverse("dashboard:task-new")).content.decode()
+    assert 'id="register-repository"' in html
+    url = reverse("dashboard:repository-new")
+
+    # Bad input: every field named, nothing registered.
+    (tmp_path / "plain").mkdir()
+    bad = client.post(url, {"name": "../etc", "path": str(tmp_path / "plain"), "default_branch": "main"})
+    assert bad.status_code == 400
+    text = bad.content.decode()
+    assert 'id="errors-name"' in text and f"{tmp_path / 'plain'} is not a git repository" in text
+    assert client.post(url, {"name": "rel", "path": "relative/dir", "default_branch": "main"}).status_code == 400
+    assert not Repository.objects.filter(kind=Repository.Kind.LOCAL).exists()
+
+    response = client.post(url, {"name": "other", "path": str(clone), "default_branch": "main"})
+    repository = Repository.objects.get(kind=Repository.Kind.LOCAL, full_name="other")
+    assert repository.local_path == str(clone.resolve()) and repository.default_branch == "main"
+    assert response.status_code == 302 and response["Location"] == f"{reverse('dashboard:task-new')}?repository={repository.pk}"
+    html = client.get(response["Location"]).content.decode()
+    assert f'<option value="{repository.pk}" selected>other</option>' in html
+    # The same name again is refused, not silently repointed.
+    again = client.post(url, {"name": "other", "path": str(tmp_path), "default_branch": "main"})
+    assert again.status_code == 400 and "already registered" in again.content.decode()
+    assert Repository.objects.get(pk=repository.pk).local_path == str(clone.resolve())

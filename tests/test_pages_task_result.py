@@ -9,8 +9,8 @@ import subprocess
 import pytest
 from django.urls import reverse
 
-from dashboard import selectors
-from pipeline.models import Task
+from dashboard import selectors, stats, testing
+from pipeline.models import Repository, Task
 from tests.test_runner_processes import command_stage, commit_workflow, run
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -77,3 +77,34 @@ def test_an_unfinished_task_has_no_result_panel(browser, local_repository):
     task = fake_runner.task_running(repository=local_repository, issue_number=5)
     html = browser.get(reverse("dashboard:task-summary", args=[task.pk])).content.decode()
     assert 'id="result"' not in html
+
+
+def test_a_publish_none_task_that_pushed_its_branch_shows_the_result_and_counts_in_stats(browser, local_repository, origin_and_clone):
+    """Issue 22: planning/building/reviewing and no pr_creation ended "Result: none" although the
+    branch was pushed. With `publish: none` the panel shows the pushed branch and /stats/ counts it."""
+    _, clone = origin_and_clone
+    commit_workflow(clone, [command_stage("planning", "plan"), command_stage("building", "build"), command_stage("reviewing", "review")])
+    assert "publish: none" in (clone / ".tac" / "workflow.yaml").read_text()
+    task = run(local_repository)
+    assert task.status == Task.Status.SUCCEEDED, task.status_reason
+    assert not task.results.filter(stage__name="pr_creation").exists()
+    assert selectors.branch_pushed(task)
+
+    result = selectors.task_result(task)
+    assert result.kind == "branch" and "greeter.py" in result.files
+    html = browser.get(reverse("dashboard:task-summary", args=[task.pk])).content.decode()
+    assert 'id="result"' in html and "<dt>Result</dt><dd>branch pushed to origin</dd>" in html
+    figures = stats.stats_compute(days=30)
+    assert (figures.results, figures.branches, figures.pull_requests) == (1, 1, 0)
+
+
+def test_a_github_branch_pushed_without_a_pull_request_shows_where_it_is(browser):
+    repo = Repository.objects.create(kind=Repository.Kind.GITHUB, full_name="octo/nopr", clone_url="https://github.com/octo/nopr.git")
+    task = testing.task_running(repository=repo, issue_number=6)
+    Task.objects.filter(pk=task.pk).update(branch="tacx/6-x", base_commit="a" * 40, head_commit="b" * 40, status=Task.Status.SUCCEEDED)
+    html = browser.get(reverse("dashboard:task-summary", args=[task.pk])).content.decode()
+    assert 'id="result"' in html and '<code id="result-origin">https://github.com/octo/nopr.git</code>' in html
+    assert "git fetch https://github.com/octo/nopr.git tacx/6-x &amp;&amp; git diff aaaaaaaaaaaa...FETCH_HEAD" in html
+    # Nothing pushed (head still at the base): no panel.
+    Task.objects.filter(pk=task.pk).update(head_commit="a" * 40)
+    assert 'id="result"' not in browser.get(reverse("dashboard:task-summary", args=[task.pk])).content.decode()

@@ -28,6 +28,8 @@ RULES: dict[str, tuple[str, tuple[str, str] | None]] = {
     "tasks": ("view_task", ("get", "/api/tasks/")),
     "task-rows": ("view_task", ("get", "/api/tasks/")),
     "task-new": ("add_task", ("post", "/api/tasks/create/")),
+    # Registering a path on the server: the model permission only (no API twin yet).
+    "repository-new": ("add_repository", None),
     "task-detail": ("view_task", ("get", "/api/tasks/{id}/")),
     "task-summary": ("view_task", ("get", "/api/tasks/{id}/")),
     "task-documents": ("view_task", ("get", "/api/tasks/{id}/")),
@@ -63,7 +65,7 @@ def may(role: str, needed: str) -> bool:
         return True
     if role == "anonymous":
         return False
-    return needed == LOGIN or role in ("superuser", "operator") or (role == "viewer" and needed == "view_task")
+    return needed == LOGIN or role == "superuser" or (role == "operator" and needed in TASK_PERMISSIONS) or (role == "viewer" and needed == "view_task")
 
 
 def page_refused(response) -> bool:

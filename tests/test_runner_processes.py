@@ -36,7 +36,8 @@ def command_stage(name: str, *args: str, timeout: int = 60, fmt: str = "claude-s
 
 
 def commit_workflow(clone: Path, stages: list[dict], **extra) -> None:
-    conftest.commit_workflow(clone, yaml.safe_dump({"stages": stages, **extra}))
+    publish = {} if any(s.get("name") == "pr_creation" for s in stages) else {"publish": "none"}
+    conftest.commit_workflow(clone, yaml.safe_dump({"stages": stages, **publish, **extra}))
 
 
 def run(repository, title: str = "Add farewell") -> Task:

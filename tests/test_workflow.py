@@ -92,7 +92,7 @@ def test_every_problem_of_a_file_is_reported_at_once():
     errors = exc.value.errors
     assert errors == [
         ".tac/workflow.yaml: colour: unknown key (allowed: allow_submodules, approval, approval_skip_label, budget, defaults, hooks, max_ci_fix_attempts, "
-        "max_followup_rounds, mention, network, resume_session, review_rounds, setup_env, stages, test_command, version)",
+        "max_followup_rounds, mention, network, publish, resume_session, review_rounds, setup_env, stages, test_command, version)",
         ".tac/workflow.yaml: review_rounds: must be >= 1, got 0",
         ".tac/workflow.yaml: stages[0] (planning).provider: unknown provider 'clod' (known: claude, codex, gemini, qwen, opencode, command)",
         ".tac/workflow.yaml: stages[1] (building).timeout: must be >= 1, got -1",
@@ -137,3 +137,36 @@ def test_a_stage_on_the_same_provider_still_inherits_everything():
     wf = load_workflow_text(f"stages:\n  - {{name: planning, provider: {default.provider}}}\n  - {{name: pr_creation}}\n")
 
     assert wf.stage("planning") == default
+
+
+NO_PR = "stages:\n  - {name: planning}\n  - {name: building}\n  - {name: reviewing}\n"
+
+
+def test_a_pipeline_without_pr_creation_is_refused_naming_the_file_and_the_fix():
+    with pytest.raises(WorkflowError) as exc:
+        load_workflow_text(NO_PR, source="acme/widgets:.tac/workflow.yaml")
+    (error,) = exc.value.errors
+    assert error.startswith("acme/widgets:.tac/workflow.yaml: stages: has no pr_creation stage")
+    assert "`- name: pr_creation`" in error and "`publish: none`" in error
+
+
+def test_publish_none_runs_the_listed_stages_without_publishing_and_survives_the_snapshot():
+    wf = load_workflow_text(NO_PR + "publish: none\n")
+    assert [s.name for s in wf.stages] == ["planning", "building", "reviewing"] and wf.publish == "none"
+    assert type(wf).from_json(wf.to_json()).publish == "none"
+    assert load_workflow_text(None).publish == "pr_creation"
+
+
+def test_publish_is_validated_like_the_other_keys():
+    with pytest.raises(WorkflowError, match=r"\.tac/workflow\.yaml: publish: must be one of pr_creation, none, got 'github'"):
+        load_workflow_text(NO_PR + "publish: github\n")
+    with pytest.raises(WorkflowError, match=r"\.tac/workflow\.yaml: publish: is none, but the stages list pr_creation; remove one of the two"):
+        load_workflow_text(NO_PR + "  - {name: pr_creation}\npublish: none\n")
+    with pytest.raises(WorkflowError, match=r"publish: is none, but the default stages \(inherited"):
+        load_workflow_text("publish: none\n")
+
+
+def test_a_snapshot_taken_before_publish_existed_still_loads():
+    snapshot = load_workflow_text(NO_PR + "publish: none\n").to_json()
+    del snapshot["publish"]
+    assert type(load_workflow_text(None)).from_json(snapshot).publish == "none"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from pipeline import services
+from pipeline import repos, services
 from pipeline.models import Repository
 
 FULL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+$")
@@ -29,9 +29,10 @@ class Command(BaseCommand):
         full_name = options["full_name"].strip()
         local = options["local"]
         if local:
-            path = Path(local).expanduser().resolve()
-            if not (path / ".git").exists() and not (path / "HEAD").exists():
-                raise CommandError(f"{path} is not a git repository")
+            try:
+                path = repos.local_git_repository(str(Path(local).expanduser().resolve()))
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
             kind, local_path = Repository.Kind.LOCAL, str(path)
         else:
             if not FULL_NAME.match(full_name):
