@@ -31,9 +31,10 @@ from django.utils.dateparse import parse_datetime
 from pipeline import rounds, services
 from pipeline.github import GitHubClient, GitHubError
 from pipeline.models import Repository, Round, Task
-from pipeline.workflow import Workflow
+from pipeline.workflow import Workflow, default_workflow
 
 from .authorization import WRITE_ROLES, is_bot, permission_cached
+from .lookups import repository_for, task_for_branch, task_for_issue, task_for_pull
 from .models import WebhookDelivery
 
 log = logging.getLogger(__name__)
@@ -81,30 +82,12 @@ def github_time(value: object) -> datetime | None:
     return parse_datetime(value) if isinstance(value, str) else None
 
 
-def task_for_issue(repository: Repository, number: int) -> Task | None:
-    """The latest task of an issue, or of the PR with that number."""
-    tasks = Task.objects.filter(repository=repository).exclude(status=Task.Status.SKIPPED)
-    return tasks.filter(Q(issue_number=number) | Q(pr_number=number)).order_by("-id").first()
-
-
-def task_for_pull(repository: Repository, number: int) -> Task | None:
-    return Task.objects.filter(repository=repository, pr_number=number).order_by("-id").first()
-
-
-def task_for_branch(repository: Repository, branch: str) -> Task | None:
-    if not branch:
-        return None
-    return Task.objects.filter(repository=repository, branch=branch, pr_number__isnull=False).order_by("-id").first()
-
-
 # --- what the webhook keeps (in the request: no GitHub calls) ---------------------------------
 
 
 def relevance(event: str, payload: dict) -> tuple[Repository | None, int | None, str]:
     """(repository, issue or PR number, "") for a delivery that may start a round, else
     (None, None, why it is ignored)."""
-    from .deliveries import repository_for
-
     action = str(payload.get("action", ""))
     full_name = str((payload.get("repository") or {}).get("full_name", ""))
     sender = payload.get("sender") or {}
@@ -218,8 +201,6 @@ def _comment(comment: dict) -> dict:
 
 def delivery_act(client: GitHubClient, delivery: WebhookDelivery) -> tuple[Task | None, str, str]:
     """Act on a conversation delivery. Returns (task, what happened, final status)."""
-    from .deliveries import repository_for
-
     data = delivery.payload
     repository = repository_for(delivery.repository_full_name)
     if repository is None:
@@ -291,8 +272,6 @@ def parse_comment(body: str, mention: str) -> Parsed:
 
 
 def workflow_of(task: Task) -> Workflow:
-    from pipeline.workflow import default_workflow
-
     return Workflow.from_json(task.workflow) if task.workflow else default_workflow()
 
 

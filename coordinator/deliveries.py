@@ -30,6 +30,7 @@ from pipeline.models import Repository
 
 from . import conversation
 from .backoff import Backoff
+from .lookups import repository_for
 from .models import WebhookDelivery
 from .triggers import IssueTrigger, trigger_handle, untrigger_handle
 
@@ -55,10 +56,6 @@ def label_names(issue: dict) -> list[str]:
 
 def same_label(a: str, b: str) -> bool:
     return a.casefold() == b.casefold()  # GitHub label names are case-insensitive
-
-
-def repository_for(full_name: str) -> Repository | None:
-    return Repository.objects.filter(kind=Repository.Kind.GITHUB, full_name__iexact=full_name, enabled=True).first()
 
 
 MAX_ISSUE_NUMBER = 2**31 - 1  # the database column; GitHub's numbers are far below
