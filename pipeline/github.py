@@ -13,7 +13,7 @@ from django.conf import settings
 
 from . import github_auth
 from .github_auth import AppIdentity, GitHubAuthError, TokenIdentity
-from .redaction import redact
+from .lib.redaction import redact
 
 _REPO_PATH = re.compile(r"^/repos/([^/?#]+/[^/?#]+)")
 

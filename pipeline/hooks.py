@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .agent_process import group_alive, kill_group
+from .lib.redaction import redact
 from .providers.base import BASE_ENV, BASE_ENV_PREFIXES, FORBIDDEN_ENV
-from .redaction import redact
 from .workflow import FORBIDDEN_SETUP_ENV, HookConfig, Workflow
 
 if TYPE_CHECKING:

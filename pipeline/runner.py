@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import html
 import logging
 import os
 import re
@@ -31,12 +30,14 @@ from django.db.models import DateTimeField, ExpressionWrapper, F
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from . import alerts, budgets, dbretry, git, hooks, live, repos, rounds, sandbox, services, sessions
+from . import alerts, budgets, git, hooks, live, repos, rounds, sandbox, services, sessions
 from .agent_process import StopAgent, run_agent
+from .lib import dbretry
+from .lib.redaction import redact, redact_data
+from .lib.untrusted import untrusted_text
 from .models import AgentEvent, Round, Stage, StageResult, Task, Worker
 from .providers import get_provider
 from .providers.base import Event, Invocation, ProviderError, agent_environment
-from .redaction import redact, redact_data
 from .workflow import HookConfig, StageConfig, Workflow
 
 log = logging.getLogger(__name__)
@@ -74,11 +75,6 @@ def lease_expiry():
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def untrusted_text(text: str) -> str:
-    """`text` made inert inside a prompt's markup: `&`, `<`, `>` and quotes become entities."""
-    return html.escape(text, quote=True)
 
 
 def run_stage(stage_id: int, *, enqueue_next: bool = True, owner: str | None = None) -> RunResult:
@@ -137,7 +133,7 @@ def run_stage(stage_id: int, *, enqueue_next: bool = True, owner: str | None = N
         result.outcome, result.error = StageResult.Outcome.FAILED, redact(f"internal error: {type(exc).__name__}: {exc}")
     finally:
         attempt.close_box()
-        # The agent has ended; these writes wait out a short database outage (pipeline.dbretry).
+        # The agent has ended; these writes wait out a short database outage (pipeline.lib.dbretry).
         dbretry.retry(attempt.flush_remaining, what=f"stage {stage.pk}: storing the last events")
         dbretry.retry(
             lambda: Worker.objects.filter(pk=worker.pk).update(exited_at=Now(), exit_code=result.exit_code),

@@ -11,7 +11,6 @@ Rules kept here:
 from __future__ import annotations
 
 import logging
-import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -22,45 +21,12 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from . import alerts, live
+from .lib.redaction import redact_data
+from .lib.untrusted import sanitize_issue_text, sanitize_issue_title
 from .models import AgentEvent, Repository, Stage, StageResult, Task
-from .redaction import redact_data
 from .workflow import Workflow, WorkflowError, load_workflow_text
 
 log = logging.getLogger(__name__)
-
-# Hidden markup an attacker can use to talk to the agent without a human reviewer seeing it.
-_HTML_COMMENT = re.compile(r"<!--.*?(-->|$)", re.S)
-_INVISIBLE = re.compile(
-    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
-    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e007f]"
-)
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-# Markdown "comments": a link reference definition to nowhere renders as nothing at all
-# (`[comment]: <> (text)`, `[//]: # "text"`).
-_MARKDOWN_COMMENT = re.compile(r"""^[ ]{0,3}\[[^\]\n]*\]:[ \t]*(?:<>|\#)[ \t]*(?:\([^\n]*\)|"[^\n]*"|'[^\n]*')?[ \t]*$\n?""", re.M)
-# Elements GitHub renders invisibly: the `hidden` attribute (any tag, with its content).
-_HIDDEN_ELEMENT = re.compile(r"<(\w+)\b[^>]*\bhidden\b[^>]*>.*?(?:</\1\s*>|$)", re.S | re.I)
-_LINE_BREAKS = re.compile(r"[\r\n\x85\u2028\u2029\v\f]+")
-
-
-def sanitize_issue_text(text: str) -> str:
-    """Strip hidden markup from issue text: HTML comments, markdown comments (reference
-    definitions to nowhere), elements with the `hidden` attribute, zero-width, bidi and control
-    characters. What is left is what a human sees on the issue page."""
-    text = _HTML_COMMENT.sub("", text or "")
-    text = _MARKDOWN_COMMENT.sub("", text)
-    text = _HIDDEN_ELEMENT.sub("", text)
-    text = _INVISIBLE.sub("", text)
-    return _CONTROL.sub("", text).strip()
-
-
-def sanitize_issue_title(text: str) -> str:
-    """An issue title as one line of visible text (a newline in a title could start a new
-    paragraph of instructions in a prompt)."""
-    return " ".join(_LINE_BREAKS.sub(" ", sanitize_issue_text(text)).split())
-
 
 # --- tasks ------------------------------------------------------------------------------------
 

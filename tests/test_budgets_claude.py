@@ -8,10 +8,10 @@ import pytest
 
 from pipeline import services
 from pipeline.agent_process import group_alive
+from pipeline.lib.pricing import cost_for
 from pipeline.models import StageResult, Task, Worker
 from pipeline.modelserver import ScriptedModelServer
 from pipeline.modelserver.testing import DUMMY_API_KEY
-from pipeline.pricing import cost_for
 from pipeline.providers import Usage
 from tests.conftest import git
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.lib.redaction import _PATTERN
 from pipeline.modelserver.testing import DUMMY_API_KEY, jsonl
-from pipeline.redaction import _PATTERN
 
 RECORDED = Path(__file__).parent / "fixtures" / "recorded"
 MANIFEST = json.loads((RECORDED / "manifest.json").read_text())

@@ -12,10 +12,10 @@ from decimal import Decimal
 import pytest
 import yaml
 
+from pipeline.lib.pricing import cost_for
 from pipeline.models import AgentEvent, Stage, StageResult, Task
 from pipeline.modelserver import ScriptedModelServer
 from pipeline.modelserver.testing import CLI_VERSIONS, DUMMY_API_KEY
-from pipeline.pricing import cost_for
 from pipeline.providers.base import Usage
 from tests.conftest import ROOT, git
 from tests.test_pipeline_claude import commit_workflow, conversation, run, scripted_sums

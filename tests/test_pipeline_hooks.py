@@ -129,7 +129,7 @@ def log(tmp_path, monkeypatch, settings):
     settings.TACX = {**settings.TACX, "SANDBOX_HOOK_WRITE": [str(path)]}
     monkeypatch.setenv("HOOKTEST_LOG", str(path))
     monkeypatch.setenv("NPM_TOKEN", SECRET)
-    from pipeline import redaction
+    from pipeline.lib import redaction
 
     redaction.refresh_literal_secrets()
     return path

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.pricing import price_for
+from pipeline.lib.pricing import price_for
 from pipeline.providers.base import Invocation
 from pipeline.providers.codex import CodexStreamParser
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.pricing import cost_for
+from pipeline.lib.pricing import cost_for
 from pipeline.providers.gemini import GeminiStreamParser
 
 FIXTURES = Path(__file__).parent / "fixtures" / "transcripts"

@@ -151,7 +151,7 @@ def test_a_hostile_title_stays_inside_the_worktree_root(local_repository, clone,
 
 @pytest.mark.django_db(transaction=True)
 def test_the_agent_never_sees_the_forge_token_and_transcripts_are_redacted(local_repository, clone, tmp_path, monkeypatch):
-    from pipeline import redaction
+    from pipeline.lib import redaction
 
     secret = "ghp_" + "Zz9" * 12
     monkeypatch.setenv("GITHUB_TOKEN", secret)
