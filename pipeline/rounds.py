@@ -29,6 +29,7 @@ from django.utils import timezone
 from . import services
 from .lib.untrusted import fence, sanitize_issue_text
 from .models import Round, Stage, StageResult, Task
+from .sessions import session_tokens
 from .workflow import Workflow
 
 log = logging.getLogger(__name__)
@@ -278,28 +279,6 @@ def round_changes(round_: Round, task: Task) -> dict:
         log.warning("round %s: cannot list its commits: %s", round_.pk, exc)
         return {"commits": [], "stat": "", "head": last.head_commit}
     return {"commits": commits[:20], "stat": stat, "head": last.head_commit}
-
-
-def session_tokens(session_id: str, *, task: Task, before: Round) -> int:
-    """The input a session had consumed (fresh + cache read + cache write) over its attempts
-    before `before` (a resumed session keeps its id): the context a cold start would have to
-    rebuild, so what resuming it saved (an estimate)."""
-    rows = StageResult.objects.filter(task=task, session_id=session_id).exclude(followup=before).aggregate(
-        i=Sum("input_tokens"), cr=Sum("cache_read_tokens"), cw=Sum("cache_write_tokens")
-    )
-    return sum(v or 0 for v in rows.values())
-
-
-def resumable_session(*, task: Task, stage_name: str, provider: str) -> str:
-    """The session id of the last successful attempt of this stage with the same provider."""
-    return (
-        StageResult.objects.filter(task=task, stage__name=stage_name, success=True, provider=provider)
-        .exclude(session_id="")
-        .order_by("-id")
-        .values_list("session_id", flat=True)
-        .first()
-        or ""
-    )
 
 
 def review_rounds_used(task: Task) -> int:

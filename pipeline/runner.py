@@ -679,7 +679,7 @@ class Attempt:
             return ""
         if StageResult.objects.filter(followup=self.followup, stage=self.stage).exclude(pk=self.result.pk).exists():
             return ""  # a retry inside the round: start cold rather than resume what failed
-        session = rounds.resumable_session(task=self.task, stage_name="building", provider=self.cfg.provider)
+        session = sessions.resumable_session(task=self.task, stage_name="building", provider=self.cfg.provider)
         available = session and sessions.session_available(provider=provider, session_id=session, task_id=self.task.pk, cwd=str(self.worktree))
         return session if available else ""
 
