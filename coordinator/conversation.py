@@ -1,5 +1,5 @@
 """The conversation on a task's pull request and issue: reviews, `@tacx` comments, `/tacx`
-commands and failing checks become rounds (`pipeline.rounds`), from webhooks and the poller.
+commands and failing checks become rounds (`pipeline.services.rounds`), from webhooks and the poller.
 
 Both paths end in `review_handle`, `comment_handle` or `checks_handle`, and each records at
 most one `Round` per trigger (`comment:<id>`, `review:<id>`, `ci:<sha>`, unique per task), so a
@@ -13,7 +13,7 @@ Safety rules:
   ignored), or, for the poller and for a review's inline comments fetched later, the text only
   when it was not edited after the trigger (the original text of an inline comment from its own
   `pull_request_review_comment` delivery when we have it);
-- bounds and budgets are checked by `pipeline.rounds`.
+- bounds and budgets are checked by `pipeline.services.rounds`.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from pipeline import rounds, services
+from pipeline import services
 from pipeline.github import GitHubClient, GitHubError
 from pipeline.models import Repository, Round, Task
+from pipeline.services import rounds
 from pipeline.workflow import Workflow, default_workflow
 
 from .authorization import WRITE_ROLES, is_bot, permission_cached

@@ -38,9 +38,10 @@ from django.db import close_old_connections, connection
 from django.db.models import Q
 from django.utils import timezone
 
-from pipeline import rounds, services
+from pipeline import services
 from pipeline.github import GitHubClient, GitHubError
 from pipeline.models import Repository, Worker
+from pipeline.services import rounds
 
 from . import conversation, deliveries, heartbeat, reaping, replies
 from .backoff import Backoff

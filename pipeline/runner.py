@@ -30,7 +30,7 @@ from django.db.models import DateTimeField, ExpressionWrapper, F
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from . import alerts, budgets, git, hooks, live, repos, rounds, sandbox, services, sessions
+from . import alerts, budgets, git, hooks, live, repos, sandbox, services, sessions
 from .agent_process import StopAgent, run_agent
 from .lib import dbretry
 from .lib.redaction import redact, redact_data
@@ -38,6 +38,7 @@ from .lib.untrusted import untrusted_text
 from .models import AgentEvent, Round, Stage, StageResult, Task, Worker
 from .providers import get_provider
 from .providers.base import Event, Invocation, ProviderError, agent_environment
+from .services import rounds
 from .workflow import HookConfig, StageConfig, Workflow
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ def run_stage(stage_id: int, *, enqueue_next: bool = True, owner: str | None = N
         )
         workflow = Workflow.from_json(task.workflow)
         cfg = workflow.stage(stage.name)
-        followup = rounds.running_round(task)
+        followup = services.running_round(task)
         result = StageResult.objects.create(
             followup=followup,
             stage=stage,
@@ -187,7 +188,7 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
                 if not services.review_requests_changes(stage=stage, enqueue=enqueue_next):
                     services.task_fail(
                         task=task,
-                        reason=f"review still requests changes after {rounds.review_rounds_used(task)} round(s)",
+                        reason=f"review still requests changes after {services.review_rounds_used(task)} round(s)",
                     )
                     return RunResult.FAILED
                 return RunResult.REQUEUED

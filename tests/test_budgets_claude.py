@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import services
+from pipeline import jobs, services
 from pipeline.agent_process import group_alive
 from pipeline.lib.pricing import cost_for
 from pipeline.models import StageResult, Task, Worker
@@ -63,7 +63,7 @@ def test_a_stage_budget_stops_the_real_cli_within_one_usage_event(local_reposito
     task, _ = services.task_create(repository=local_repository, issue_number=7, title="Spend money", trigger_source="cli")
     services.task_dispatch(task=task, enqueue=False)
 
-    task = services.task_run_inline(task=task)
+    task = jobs.task_run_inline(task=task)
 
     result = StageResult.objects.get(task=task)
     assert result.outcome == "budget_exceeded" and not result.success

@@ -14,7 +14,7 @@ import time
 import pytest
 from django.db import connection
 
-from pipeline import runner, services
+from pipeline import jobs, runner, services
 from pipeline.agent_process import group_alive
 from pipeline.models import Stage, StageResult, Task
 from tests.test_runner_processes import command_stage, commit_workflow
@@ -89,7 +89,7 @@ def test_a_retry_while_the_agent_ignores_sigterm_is_refused_and_a_later_one_runs
     task.refresh_from_db()
     assert task.status == Task.Status.RUNNING
     assert task.stages.get(name="planning").status == Stage.Status.QUEUED
-    task = services.task_run_inline(task=task)
+    task = jobs.task_run_inline(task=task)
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
 
 

@@ -7,7 +7,7 @@ from pipeline.lib.untrusted import fence
 from pipeline.models import Round
 from pipeline.providers import get_provider
 from pipeline.providers.base import Invocation
-from pipeline.rounds import round_prompt_section
+from pipeline.services.rounds import round_prompt_section
 
 
 def test_untrusted_text_cannot_close_its_fence_or_hide_instructions():

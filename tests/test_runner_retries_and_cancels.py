@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from dashboard import stats, testing
-from pipeline import git, runner, services
+from pipeline import git, jobs, runner, services
 from pipeline.models import Stage, StageResult, Task, Worker
 from pipeline.workflow import Workflow, load_workflow_text
 from tests.test_runner_processes import command_stage, commit_workflow
@@ -37,7 +37,7 @@ def test_a_permanent_error_fails_the_stage_at_its_first_attempt(local_repository
     services.task_dispatch(task=task, enqueue=False)
     # What an interrupted demo used to leave behind: a base commit the repository does not have.
     Task.objects.filter(pk=task.pk).update(base_commit="0123456789abcdef0123456789abcdef01234567")
-    task = services.task_run_inline(task=Task.objects.get(pk=task.pk))
+    task = jobs.task_run_inline(task=Task.objects.get(pk=task.pk))
     assert task.status == Task.Status.FAILED
     stage = task.stages.get(name="planning")
     assert (stage.status, stage.attempts, stage.failed_attempts) == ("failed", 1, 1)
@@ -50,7 +50,7 @@ def test_a_transient_failure_is_still_retried_up_to_the_limit(local_repository, 
     commit_workflow(clone, [command_stage("planning", "fail") | {"max_attempts": 2}, {"name": "pr_creation"}])
     task, _ = services.task_create(repository=local_repository, issue_number=6, title="Plan", trigger_source="cli")
     services.task_dispatch(task=task, enqueue=False)
-    task = services.task_run_inline(task=task)
+    task = jobs.task_run_inline(task=task)
     assert task.status == Task.Status.FAILED
     assert task.stages.get(name="planning").attempts == 2
 

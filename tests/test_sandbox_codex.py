@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import sandbox
+from pipeline import jobs, sandbox
 from pipeline.modelserver import ScriptedModelServer
 from pipeline.modelserver.testing import DUMMY_API_KEY
 from pipeline.providers.base import Invocation
@@ -67,7 +67,7 @@ def test_codex_builds_inside_tacx_sandbox_with_bubblewrap_on_path(local_reposito
         git(clone, "commit", "-q", "-m", "workflow")
         task, _ = services.task_create(repository=local_repository, issue_number=4, title="Notes", trigger_source="cli")
         services.task_dispatch(task=task, enqueue=False)
-        task = services.task_run_inline(task=task)
+        task = jobs.task_run_inline(task=task)
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
     build = StageResult.objects.get(task=task, stage__name="building")
     results = AgentEvent.objects.filter(result=build, kind="tool_result")

@@ -14,7 +14,7 @@ import pytest
 from github_standin import TOKEN, standin  # noqa: F401
 
 from pipeline import git as tgit
-from pipeline import services
+from pipeline import jobs, services
 from pipeline.models import Repository, Stage, StageResult, Task
 from tests.conftest import git, make_origin_and_clone
 
@@ -57,7 +57,7 @@ def commit_workflow(clone: Path, script: str) -> None:
 def run(repository) -> Task:
     task, _ = services.task_create(repository=repository, issue_number=3, title="Plant", trigger_source="cli")
     services.task_dispatch(task=task, enqueue=False)
-    return services.task_run_inline(task=task)
+    return jobs.task_run_inline(task=task)
 
 
 def common_dir_of(repository: Repository) -> Path:
@@ -146,7 +146,7 @@ def test_github_repository_sandboxed_planter_changes_nothing_in_the_mirror_and_t
     git(clone, "push", "--quiet", "origin", "main")
     task, _ = services.task_create(repository=repo, issue_number=12, title="Plant", trigger_source="webhook")
     services.task_dispatch(task=task, enqueue=False)
-    task = services.task_run_inline(task=task)
+    task = jobs.task_run_inline(task=task)
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
     assert sorted(os.listdir(markers)) == []
     mirror = common_dir_of(repo)

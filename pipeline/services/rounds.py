@@ -21,16 +21,19 @@ from __future__ import annotations
 import html
 import logging
 from decimal import Decimal
+from pathlib import Path
 
 from django.db import IntegrityError, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from . import services
-from .lib.untrusted import fence, sanitize_issue_text
-from .models import Round, Stage, StageResult, Task
-from .sessions import session_tokens
-from .workflow import Workflow
+from .. import git, repos
+from ..lib.untrusted import fence, sanitize_issue_text
+from ..models import Round, Stage, StageResult, Task
+from ..sessions import session_tokens
+from ..workflow import Workflow
+from .events import event_status
+from .progress import stage_queue
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +125,7 @@ def round_record(
         with transaction.atomic():
             round_ = Round.objects.create(**fields)
             what = f"{kind.replace('_', '-')} round {round_.pk} ({round_.started_by()})"
-            services.event_status(task, f"{what} refused: {reason}" if reason else f"{what} queued", round=round_.pk)
+            event_status(task, f"{what} refused: {reason}" if reason else f"{what} queued", round=round_.pk)
     except IntegrityError:
         return Round.objects.get(task=task, trigger_key=trigger_key[:200]), False
     if status == Round.Status.REFUSED and kind == Round.Kind.CI_FIX and "max_ci_fix_attempts" in reason:
@@ -206,8 +209,8 @@ def round_start(*, round_: Round, enqueue: bool = True) -> str:
             task.stages.filter(position__gt=first.position).update(status=Stage.Status.PENDING, error="")
             Stage.objects.filter(pk=first.pk).update(failed_attempts=0, error="")
             round_.refresh_from_db()
-            services.event_status(task, f"round {round_.pk} started ({round_.started_by()}): {stage_name} again", round=round_.pk)
-            services.stage_queue(stage=first, enqueue=enqueue, force=True)
+            event_status(task, f"round {round_.pk} started ({round_.started_by()}): {stage_name} again", round=round_.pk)
+            stage_queue(stage=first, enqueue=enqueue, force=True)
     except _Lost:
         return "wait"
     except IntegrityError:
@@ -222,12 +225,8 @@ class _Lost(Exception):
 
 def refuse(round_: Round, reason: str) -> str:
     Round.objects.filter(pk=round_.pk, status=Round.Status.QUEUED).update(status=Round.Status.REFUSED, reason=reason[:4000], finished_at=timezone.now())
-    services.event_status(round_.task, f"round {round_.pk} refused: {reason}", round=round_.pk)
+    event_status(round_.task, f"round {round_.pk} refused: {reason}", round=round_.pk)
     return f"refused: {reason}"
-
-
-def running_round(task: Task) -> Round | None:
-    return Round.objects.filter(task=task, status=Round.Status.RUNNING).first()
 
 
 def round_finish(*, round_: Round) -> bool:
@@ -256,16 +255,12 @@ def round_finish(*, round_: Round) -> bool:
         tokens_saved=saved,
     )
     if done:
-        services.event_status(task, f"round {round_.pk} {status}", round=round_.pk)
+        event_status(task, f"round {round_.pk} {status}", round=round_.pk)
     return bool(done)
 
 
 def round_changes(round_: Round, task: Task) -> dict:
     """The commits the round added to the branch and their diff stat (for the reply)."""
-    from pathlib import Path
-
-    from . import git, repos
-
     results = StageResult.objects.filter(followup=round_).exclude(base_commit="").order_by("id")
     first, last = results.first(), results.exclude(head_commit="").order_by("-id").first()
     if first is None or last is None or first.base_commit == last.head_commit:
@@ -281,33 +276,7 @@ def round_changes(round_: Round, task: Task) -> dict:
     return {"commits": commits[:20], "stat": stat, "head": last.head_commit}
 
 
-def review_rounds_used(task: Task) -> int:
-    """Review rounds in the current pass: since the running round started (or the task)."""
-    current = running_round(task)
-    base = current.first_review_round if current is not None else 1
-    return task.review_round - base + 1
-
-
 # --- plan approval -----------------------------------------------------------------------------
-
-
-def approval_required(task: Task, workflow: Workflow) -> bool:
-    if workflow.approval != "plan":
-        return False
-    skip = workflow.approval_skip_label.casefold()
-    return not any(str(label).casefold() == skip for label in task.trigger_labels or [])
-
-
-def task_await_approval(*, task: Task) -> bool:
-    """running -> awaiting_approval after planning (conditional)."""
-    with transaction.atomic():
-        changed = Task.objects.filter(pk=task.pk, status=Task.Status.RUNNING).update(
-            status=Task.Status.AWAITING_APPROVAL, status_reason="the plan awaits approval: comment `/tacx approve`"
-        )
-        if changed:
-            task.refresh_from_db()
-            services.event_status(task, "plan ready: awaiting approval")
-    return bool(changed)
 
 
 def task_approve(*, task: Task, approved_by: str, enqueue: bool = True) -> bool:
@@ -318,12 +287,12 @@ def task_approve(*, task: Task, approved_by: str, enqueue: bool = True) -> bool:
         if not changed:
             return False
         task.refresh_from_db()
-        services.event_status(task, f"plan approved by {approved_by}")
+        event_status(task, f"plan approved by {approved_by}")
         planning = task.stages.filter(name="planning").first()
         position = planning.position if planning else -1
         nxt = task.stages.filter(position__gt=position).order_by("position").first()
         if nxt is None:
             Task.objects.filter(pk=task.pk).update(status=Task.Status.SUCCEEDED, finished_at=timezone.now())
         else:
-            services.stage_queue(stage=nxt, enqueue=enqueue, force=True)
+            stage_queue(stage=nxt, enqueue=enqueue, force=True)
     return True
