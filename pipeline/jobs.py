@@ -5,7 +5,7 @@ The top floor of `pipeline`: the one module of the pipeline that runs attempts."
 
 from __future__ import annotations
 
-from . import handback, runner, services
+from . import attempt, handback, services
 from .models import Stage, Task
 
 
@@ -14,7 +14,7 @@ def run_stage(stage_id: int) -> str:
         # Prefetched by a cluster that is stopping: another worker takes it now.
         services.stage_hand_back(stage_id=stage_id)
         return "handed_back"
-    return runner.run_stage(stage_id).value
+    return attempt.run_stage(stage_id).value
 
 
 def task_run_inline(*, task: Task) -> Task:
@@ -23,6 +23,6 @@ def task_run_inline(*, task: Task) -> Task:
         stage = task.stages.filter(status=Stage.Status.QUEUED).order_by("position").first()
         if stage is None:
             break
-        runner.run_stage(stage.pk, enqueue_next=False)
+        attempt.run_stage(stage.pk, enqueue_next=False)
     task.refresh_from_db()
     return task

@@ -1,6 +1,6 @@
 """Agent CLI sessions kept between attempts, so a follow-up round can resume one.
 
-Every attempt runs with a private HOME that is deleted afterwards (see `runner`), and the CLIs
+Every attempt runs with a private HOME that is deleted afterwards (see `pipeline.attempt`), and the CLIs
 keep their sessions there. After a building attempt its session files are copied to
 `VAR_DIR/sessions/<task id>/` (the same layout as a HOME); a round that resumes the session
 copies them into its new private HOME first. Only the files of that one session are kept.

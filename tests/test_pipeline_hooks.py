@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import jobs, runner, services
+from pipeline import attempt, jobs, services
 from pipeline.models import AgentEvent, Stage, StageResult, Task
 from tests.conftest import git, grant, processes_matching
 
@@ -257,7 +257,7 @@ def test_a_worktree_recreated_on_another_machine_runs_setup_again(local_reposito
     )
     task = start(local_repository)
     planning = Stage.objects.get(task=task, name="planning")
-    assert runner.run_stage(planning.pk, enqueue_next=False) == runner.RunResult.SUCCEEDED
+    assert attempt.run_stage(planning.pk, enqueue_next=False) == attempt.RunResult.SUCCEEDED
     task.refresh_from_db()
     assert task.setup_host == socket.gethostname()
 

@@ -14,7 +14,7 @@ import time
 import pytest
 from django.db import connection
 
-from pipeline import jobs, runner, services
+from pipeline import attempt, jobs, services
 from pipeline.agent_process import group_alive
 from pipeline.models import Stage, StageResult, Task
 from tests.test_runner_processes import command_stage, commit_workflow
@@ -57,7 +57,7 @@ def run_planning_in_thread(task: Task) -> tuple[threading.Thread, dict]:
 
     def work() -> None:
         try:
-            outcome["result"] = runner.run_stage(stage.pk, enqueue_next=False)
+            outcome["result"] = attempt.run_stage(stage.pk, enqueue_next=False)
         finally:
             connection.close()
 
@@ -80,7 +80,7 @@ def test_a_retry_while_the_agent_ignores_sigterm_is_refused_and_a_later_one_runs
     with pytest.raises(ValueError, match="still being stopped"):
         services.task_retry(task=Task.objects.get(pk=task.pk), enqueue=False)
     thread.join(60)
-    assert outcome["result"] == runner.RunResult.CANCELLED
+    assert outcome["result"] == attempt.RunResult.CANCELLED
     assert not group_alive(int(marker.read_text()))
     task.refresh_from_db()
     assert task.status == Task.Status.CANCELLED  # the cancel was not undone
@@ -103,7 +103,7 @@ def test_a_task_made_running_again_while_its_cancelled_attempt_ends_gets_its_sta
     # Any path that bypasses task_retry's guard (an admin edit, an older process).
     Task.objects.filter(pk=task.pk).update(status=Task.Status.RUNNING, finished_at=None)
     thread.join(60)
-    assert outcome["result"] == runner.RunResult.REQUEUED
+    assert outcome["result"] == attempt.RunResult.REQUEUED
     planning = task.stages.get(name="planning")
     assert planning.status == Stage.Status.QUEUED and planning.failed_attempts == 0
     assert StageResult.objects.get(stage=planning).outcome == StageResult.Outcome.CANCELLED

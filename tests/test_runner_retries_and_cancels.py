@@ -10,7 +10,8 @@ import pytest
 from django.utils import timezone
 
 from dashboard import stats, testing
-from pipeline import git, jobs, runner, services
+from pipeline import git, jobs, services
+from pipeline.attempt import Attempt, RunResult, finish_attempt
 from pipeline.models import Stage, StageResult, Task, Worker
 from pipeline.workflow import Workflow, load_workflow_text
 from tests.test_runner_processes import command_stage, commit_workflow
@@ -55,12 +56,12 @@ def test_a_transient_failure_is_still_retried_up_to_the_limit(local_repository, 
     assert task.stages.get(name="planning").attempts == 2
 
 
-def _open_attempt(task: Task, name: str) -> runner.Attempt:
+def _open_attempt(task: Task, name: str) -> Attempt:
     result = testing.stage_claim(task, name)
     stage = Stage.objects.get(pk=result.stage_id)
     workflow = Workflow.from_json(task.workflow)
     worker = Worker.objects.get(pk=result.worker_id)
-    return runner.Attempt(
+    return Attempt(
         stage=stage, task=task, cfg=workflow.stage(name), workflow=workflow, result=result, owner=stage.lease_owner, worker=worker
     )
 
@@ -71,7 +72,7 @@ def test_an_attempt_ended_by_a_cancel_is_a_cancel_and_leaves_the_attempts_alone(
     services.task_cancel(task=task, reason="cancelled by alice")
     # The killed agent's last words were an error: it is still the user's cancel.
     attempt.result.outcome, attempt.result.error = StageResult.Outcome.FAILED, "agent exited with code -15"
-    assert runner.finish_attempt(attempt, permanent=False, enqueue_next=False) == runner.RunResult.CANCELLED
+    assert finish_attempt(attempt, permanent=False, enqueue_next=False) == RunResult.CANCELLED
     result = StageResult.objects.get(pk=attempt.result.pk)
     assert result.outcome == StageResult.Outcome.CANCELLED and not result.success
     assert "agent exited with code -15" in result.error
@@ -127,7 +128,7 @@ def test_the_task_page_does_not_count_a_cancelled_attempt_against_the_limit(clie
     attempt = _open_attempt(task, "planning")
     services.task_cancel(task=task, reason="cancelled by alice")
     attempt.result.outcome = StageResult.Outcome.CANCELLED
-    runner.finish_attempt(attempt, permanent=False, enqueue_next=False)
+    finish_attempt(attempt, permanent=False, enqueue_next=False)
     services.task_retry(task=Task.objects.get(pk=task.pk), enqueue=False)
     client.force_login(alice)
     html = client.get(reverse("dashboard:task-summary", args=[task.pk])).content.decode()

@@ -146,7 +146,7 @@ def result_add_to_totals(*, result: StageResult) -> None:
 def stage_reap_expired(*, now=None, enqueue: bool = True, limit: int = 20) -> list[StageResult]:
     """Stages whose lease expired (worker killed, machine lost): record the open attempt as
     "worker lost" and re-queue the stage until its attempt limit. Returns the reaped attempts."""
-    # Leases are set with the database clock (runner.lease_expiry); compare with it too, so
+    # Leases are set with the database clock (attempt.context.lease_expiry); compare with it too, so
     # hosts with skewed clocks agree on what expired. Tests pin `now`.
     expired_before = now or Now()
     now = now or timezone.now()
