@@ -20,15 +20,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from . import git
 from .agent_process import group_alive, kill_group
 from .lib.redaction import redact
+from .models import StageResult
 from .providers.base import BASE_ENV, BASE_ENV_PREFIXES, FORBIDDEN_ENV
 from .workflow import FORBIDDEN_SETUP_ENV, HookConfig, Workflow
-
-if TYPE_CHECKING:
-    from .models import StageResult
 
 # The hooks that may receive the workflow's `setup_env` secrets. Agent stages never do.
 SECRET_HOOKS = frozenset({"setup", "test_command"})
@@ -74,8 +72,6 @@ def hook_environment(
     `setup_env` secrets when `name` is `setup` or `test_command`."""
     source = os.environ if base_env is None else base_env
     env = {k: v for k, v in source.items() if (k in BASE_ENV or k.startswith(BASE_ENV_PREFIXES)) and k not in FORBIDDEN_ENV}
-    from . import git
-
     env.update(git.identity_env())
     env.update({f"TACX_{k.upper()}": str(v) for k, v in context.items()})
     env["TACX_HOOK"] = name

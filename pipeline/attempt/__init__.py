@@ -13,9 +13,9 @@ This is the floor above `pipeline.services`: it may import services and everythi
 only `pipeline.jobs` and the management commands import it.
 """
 
-from .context import RunResult, StageFailure, lease_expiry, worker_name
+from .context import AttemptContext, RunResult, StageFailure, worker_name
 from .evidence import PLAN_FILE, REVIEW_FILE, VERDICT
-from .recorder import EventRecorder
+from .recorder import EventRecorder, lease_expiry
 from .run import finish_attempt, run_stage
 from .steps import Attempt
 
@@ -24,6 +24,7 @@ __all__ = [
     "REVIEW_FILE",
     "VERDICT",
     "Attempt",
+    "AttemptContext",
     "EventRecorder",
     "RunResult",
     "StageFailure",

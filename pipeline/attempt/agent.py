@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 
@@ -17,14 +16,11 @@ from ..lib.redaction import redact
 from ..models import AgentEvent, StageResult
 from ..providers import get_provider
 from ..providers.base import Invocation, agent_environment
-from .context import StageFailure, git_access
+from .context import AttemptContext, StageFailure, git_access
 from .prompt import render_prompt
 
-if TYPE_CHECKING:
-    from .steps import Attempt
 
-
-def run_agent_stage(self: Attempt) -> None:
+def run_agent_stage(self: AttemptContext) -> None:
     cfg, result = self.cfg, self.result
     provider = get_provider(cfg.provider)
     prompt = render_prompt(self)
@@ -134,7 +130,7 @@ def run_agent_stage(self: Attempt) -> None:
         raise StageFailure(outcome.error or f"agent exited with code {proc.exit_code}", permanent=outcome.permanent)
 
 
-def session_to_resume(self: Attempt, provider) -> str:
+def session_to_resume(self: AttemptContext, provider) -> str:
     """In a follow-up round's building stage, the previous building session when the
     workflow allows it and the CLI can resume it here; "" for a cold start."""
     if self.followup is None or self.stage.name != "building" or not self.workflow.resume_session:
@@ -146,7 +142,7 @@ def session_to_resume(self: Attempt, provider) -> str:
     return session if available else ""
 
 
-def close_box(self: Attempt) -> None:
+def close_box(self: AttemptContext) -> None:
     if self.box is not None:
         self.box.finish()
     if self.box_root is not None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 
@@ -13,13 +12,10 @@ from .. import git, hooks, sandbox
 from ..agent_process import StopAgent
 from ..models import AgentEvent
 from ..workflow import HookConfig
-from .context import StageFailure, _tail, git_access
-
-if TYPE_CHECKING:
-    from .steps import Attempt
+from .context import AttemptContext, StageFailure, _tail, git_access
 
 
-def run_repository_command(self: Attempt, hook: HookConfig | None) -> hooks.HookRun | None:
+def run_repository_command(self: AttemptContext, hook: HookConfig | None) -> hooks.HookRun | None:
     """Run a hook or the test command in the worktree and record it as an event of this
     attempt. None when the workflow has no such hook."""
     if hook is None:
@@ -74,7 +70,7 @@ def run_repository_command(self: Attempt, hook: HookConfig | None) -> hooks.Hook
     return run
 
 
-def hook_sandbox(self: Attempt, hook: HookConfig):
+def hook_sandbox(self: AttemptContext, hook: HookConfig):
     """``(root, boxes, wrap)`` for running `hook` in the agent sandbox: the worktree, a
     private HOME of its own (never the agent's: what setup writes there, e.g. a token in
     ~/.npmrc, stays out of the agent's reach) and the hook's own network allow-list.
@@ -105,20 +101,20 @@ def hook_sandbox(self: Attempt, hook: HookConfig):
     return root, boxes, wrap
 
 
-def before_stage(self: Attempt) -> None:
+def before_stage(self: AttemptContext) -> None:
     """The workflow's before_stage hook; a failure fails the attempt before the agent runs."""
     before = run_repository_command(self, self.workflow.hook("before_stage"))
     if before is not None and not before.ok:
         raise StageFailure(f"before_stage hook {before.status}: {_tail(before.output)}")
 
 
-def after_stage(self: Attempt) -> None:
+def after_stage(self: AttemptContext) -> None:
     """The workflow's after_stage hook, whatever the agent did."""
     # Logged only: a failing after_stage hook does not undo the agent's work.
     run_repository_command(self, self.workflow.hook("after_stage"))
 
 
-def run_tests(self: Attempt) -> None:
+def run_tests(self: AttemptContext) -> None:
     """The workflow's test_command, run by TAC-X after building: its result is evidence for
     the reviewer and the PR; a failure sends the task back to building (finish_attempt)."""
     run = run_repository_command(self, self.workflow.test_command)

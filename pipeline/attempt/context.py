@@ -1,5 +1,6 @@
-"""What every step of an attempt shares: how an attempt ends (`RunResult`, `StageFailure`), the
-lease deadline, the worker's name, and the attempt's view of the repository's git directory."""
+"""What every step of an attempt shares: the context built once (`AttemptContext`), how an attempt
+ends (`RunResult`, `StageFailure`), the worker's name, and the attempt's view of the repository's
+git directory."""
 
 from __future__ import annotations
 
@@ -7,19 +8,13 @@ import enum
 import os
 import socket
 import uuid
-from datetime import timedelta
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from django.conf import settings
-from django.db.models import DateTimeField, ExpressionWrapper
-from django.db.models.functions import Now
-
-from .. import git, sandbox
-from ..models import StageResult
-
-if TYPE_CHECKING:
-    from .steps import Attempt
+from .. import git, hooks, sandbox
+from ..models import Round, Stage, StageResult, Task, Worker
+from ..workflow import StageConfig, Workflow
+from .recorder import EventRecorder
 
 
 class RunResult(enum.Enum):
@@ -40,11 +35,6 @@ class StageFailure(Exception):
         self.permanent = permanent
 
 
-def lease_expiry():
-    """Lease deadlines use the database clock, so hosts with skewed clocks agree."""
-    return ExpressionWrapper(Now() + timedelta(seconds=settings.TACX["LEASE_SECONDS"]), output_field=DateTimeField())
-
-
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -53,10 +43,45 @@ def _tail(text: str, lines: int = 20) -> str:
     return "\n".join((text or "").strip().splitlines()[-lines:]) or "(no output)"
 
 
-def git_access(self: Attempt) -> sandbox.GitAccess | None:
+def git_access(self: AttemptContext) -> sandbox.GitAccess | None:
     """What of the repository's git directory the agent may use (TAC-X's pinned view)."""
     assert self.worktree is not None
     pinned = git.pinned_dirs(self.worktree)
     if not pinned:
         return None
     return sandbox.GitAccess(common=Path(pinned["GIT_COMMON_DIR"]), admin=Path(pinned["GIT_DIR"]), branch=self.task.branch)
+
+
+@dataclass
+class AttemptContext:
+    """What every step of one attempt reads and fills in, built once in `run_stage`. The steps
+    are functions of their own modules that take it as `self` (they were its methods); what the
+    attempt writes while it runs goes through `recorder`."""
+
+    stage: Stage
+    task: Task
+    cfg: StageConfig
+    workflow: Workflow
+    result: StageResult
+    owner: str
+    worker: Worker
+    followup: Round | None = None
+    verdict: str = ""
+    tests: hooks.HookRun | None = None
+    worktree: Path | None = None
+    repo_dir: Path | None = None
+    box_root: Path | None = None
+    recorder: EventRecorder = None  # type: ignore[assignment]  # made from the fields above
+
+    def __post_init__(self) -> None:
+        if self.recorder is None:
+            self.recorder = EventRecorder(task=self.task, stage=self.stage, result=self.result, worker=self.worker, owner=self.owner)
+
+    @property
+    def box(self) -> sandbox.Box | None:
+        """The agent's sandbox (held by the recorder, which records what it refused)."""
+        return self.recorder.box
+
+    @box.setter
+    def box(self, value: sandbox.Box | None) -> None:
+        self.recorder.box = value

@@ -4,15 +4,10 @@ agent ran; a stage without it fails with the reason."""
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from .. import git
 from ..lib.redaction import redact
-from .context import StageFailure
-
-if TYPE_CHECKING:
-    from .steps import Attempt
-
+from .context import AttemptContext, StageFailure
 
 PLAN_FILE = "plan.md"
 
@@ -23,7 +18,7 @@ REVIEW_FILE = "review.md"
 VERDICT = re.compile(r"^\W*VERDICT:\s*(APPROVE|REQUEST_CHANGES)\b", re.M)
 
 
-def check_evidence(self: Attempt) -> None:
+def check_evidence(self: AttemptContext) -> None:
     path = self.worktree
     assert path is not None
     name = self.stage.name

@@ -4,14 +4,11 @@ untrusted text (the issue, what agents wrote from it, a round's trigger) escaped
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING
 
 from .. import hooks, services
 from ..lib.untrusted import fence, sanitize_issue_text, untrusted_text
 from ..models import Round, StageResult
-
-if TYPE_CHECKING:
-    from .steps import Attempt
+from .context import AttemptContext
 
 
 def round_prompt_section(round_: Round) -> str:
@@ -42,7 +39,7 @@ def round_prompt_section(round_: Round) -> str:
     return "\n\n".join(p for p in parts if p)
 
 
-def prompt_context(self: Attempt) -> dict[str, object]:
+def prompt_context(self: AttemptContext) -> dict[str, object]:
     task = self.task
     tests = tests_for_prompt(self)
     plan = (
@@ -78,7 +75,7 @@ def prompt_context(self: Attempt) -> dict[str, object]:
     }
 
 
-def followup_text(self: Attempt) -> str:
+def followup_text(self: AttemptContext) -> str:
     """The round's trigger (fenced) for the stage it restarts: building, or planning for
     plan feedback; "" otherwise."""
     round_ = self.followup
@@ -88,7 +85,7 @@ def followup_text(self: Attempt) -> str:
     return round_prompt_section(round_) if self.stage.name == target else ""
 
 
-def tests_for_prompt(self: Attempt) -> StageResult | None:
+def tests_for_prompt(self: AttemptContext) -> StageResult | None:
     """The test result a prompt shows: for a builder the previous round's (what failed), for
     a reviewer the current round's."""
     if self.workflow.test_command is None:
@@ -103,7 +100,7 @@ def tests_for_prompt(self: Attempt) -> StageResult | None:
     return runs.order_by("-id").first()
 
 
-def render_prompt(self: Attempt) -> str:
+def render_prompt(self: AttemptContext) -> str:
     header = f"TACX-STAGE: {self.stage.name}" + (f" (round {self.task.review_round})" if self.task.review_round > 1 else "")
     if self.followup is not None:
         header += f" (follow-up {self.followup.kind})"

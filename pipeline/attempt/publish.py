@@ -3,16 +3,12 @@ and pushed, and the pull request opened through the forge (`pipeline.pulls`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .. import git, pulls, repos
 from ..models import Task
-
-if TYPE_CHECKING:
-    from .steps import Attempt
+from .context import AttemptContext
 
 
-def create_pull_request(self: Attempt) -> None:
+def create_pull_request(self: AttemptContext) -> None:
     assert self.worktree is not None
     git.commit_all(self.worktree, f"tacx: remaining changes for #{self.task.issue_number}")
     git.push(self.worktree, repos.push_remote(self.task.repository), self.task.branch, auth_header=repos.auth_header(self.task.repository))
@@ -24,7 +20,7 @@ def create_pull_request(self: Attempt) -> None:
     self.task.pr_url, self.task.pr_number = url, number
 
 
-def push_branch(self: Attempt) -> None:
+def push_branch(self: AttemptContext) -> None:
     """The last step: the branch pushed when the stage moved its head."""
     self.result.head_commit = git.head(self.worktree)
     if self.result.head_commit != self.result.base_commit:

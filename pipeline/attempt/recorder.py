@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
+from django.db.models import DateTimeField, ExpressionWrapper
 from django.db.models.functions import Now
 
 from .. import budgets, live, sandbox
@@ -17,11 +19,16 @@ from ..lib import dbretry
 from ..lib.redaction import redact_data
 from ..models import AgentEvent, Stage, StageResult, Task, Worker
 from ..providers.base import Event, StreamParser
-from .context import lease_expiry
 
 # Above this many events per second a stage's stream is busy: its events are stored every
 # EVENT_BATCH_BUSY_SECONDS instead of every EVENT_BATCH_SECONDS.
 BUSY_LINES_PER_SECOND = 20
+
+
+def lease_expiry():
+    """Lease deadlines use the database clock, so hosts with skewed clocks agree."""
+    return ExpressionWrapper(Now() + timedelta(seconds=settings.TACX["LEASE_SECONDS"]), output_field=DateTimeField())
+
 
 
 @dataclass

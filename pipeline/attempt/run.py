@@ -23,7 +23,8 @@ from ..lib.redaction import redact
 from ..models import Stage, StageResult, Task, Worker
 from ..providers.base import ProviderError
 from ..workflow import Workflow
-from .context import RunResult, StageFailure, lease_expiry, worker_name
+from .context import RunResult, StageFailure, worker_name
+from .recorder import lease_expiry
 from .steps import Attempt
 
 log = logging.getLogger(__name__)

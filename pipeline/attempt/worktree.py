@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 
 from .. import git, repos, services
 from ..models import Stage, Task
 from .commands import run_repository_command
-from .context import StageFailure, _tail
-
-if TYPE_CHECKING:
-    from .steps import Attempt
+from .context import AttemptContext, StageFailure, _tail
 
 
-def prepare_worktree(self: Attempt) -> Path:
+def prepare_worktree(self: AttemptContext) -> Path:
     task, repository = self.task, self.task.repository
     path = git.worktree_path(settings.TACX["WORKTREE_ROOT"], repository.full_name, task.issue_number, task.pk)
     # Another machine may have run the earlier stages: fetch before every stage (not only
