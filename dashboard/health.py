@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from pipeline import sandbox
 from pipeline.models import Worker
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,6 @@ def health_check() -> Health:
             workers = Worker.objects.filter(kind=Worker.Kind.AGENT, exited_at__isnull=True).count()
         except Exception as exc:  # noqa: BLE001 - a health check reports; it never raises
             log.warning("health: worker query failed: %s", exc)
-    from pipeline import sandbox
-
     box = sandbox.status()
     return Health(
         database=database,
