@@ -34,7 +34,7 @@ from pipeline.models import Repository, Round, Task
 from pipeline.services import rounds
 from pipeline.workflow import Workflow, default_workflow
 
-from .authorization import WRITE_ROLES, is_bot, permission_cached
+from .authorization import is_bot, write_access_refusal
 from .lookups import repository_for, task_for_branch, task_for_issue, task_for_pull
 from .models import WebhookDelivery
 
@@ -69,14 +69,7 @@ def actor_refusal(client: GitHubClient, *, repository: Repository, login: str, u
     """Why `login` may not start a round (as for labels: write, maintain or admin), or ""."""
     if not login:
         return "the author is unknown"
-    if is_bot(login, user_type):
-        return "" if login in settings.TACX["ALLOWED_BOTS"] else f"{login} is a bot account that is not in TACX_ALLOWED_BOTS"
-    if repository.allow_non_writers:
-        return ""
-    role = permission_cached(client, full_name=repository.full_name, login=login)
-    if role in WRITE_ROLES:
-        return ""
-    return f"{login} has {role} access to {repository.full_name}; write, maintain or admin is required"
+    return write_access_refusal(client, repository=repository, login=login, user_type=user_type)
 
 
 def github_time(value: object) -> datetime | None:

@@ -54,6 +54,13 @@ def open_attempt(repository, clone, stage_name: str = "planning", *, stages=None
     return Attempt(stage=stage, task=task, cfg=cfg, workflow=workflow, result=result, owner="test-owner", worker=worker)
 
 
+def prepared(repository, clone, stage_name: str = "planning", **kwargs) -> Attempt:
+    """An open attempt whose worktree is ready (the first step done)."""
+    a = open_attempt(repository, clone, stage_name, **kwargs)
+    worktree.prepare_worktree(a)
+    return a
+
+
 def events(task: Task, kind: str | None = None) -> list[dict]:
     rows = AgentEvent.objects.filter(task=task).exclude(kind=AgentEvent.Kind.STATUS)
     if kind:
@@ -78,8 +85,7 @@ def test_prepare_worktree_checks_out_the_task_branch_at_its_base_and_records_whe
 
 @pytest.mark.django_db
 def test_prepare_worktree_runs_setup_once_per_fresh_copy(local_repository, clone):
-    a = open_attempt(local_repository, clone, hooks={"setup": {"run": "echo set >> ../setup-ran.txt"}})
-    worktree.prepare_worktree(a)
+    a = prepared(local_repository, clone, hooks={"setup": {"run": "echo set >> ../setup-ran.txt"}})
     worktree.prepare_worktree(a)  # the same copy again: setup does not run twice
     assert (a.worktree.parent / "setup-ran.txt").read_text() == "set\n"
     assert Task.objects.get(pk=a.task.pk).setup_host != ""
@@ -99,8 +105,7 @@ def test_a_failing_setup_fails_the_attempt_for_good(local_repository, clone):
 
 @pytest.mark.django_db
 def test_a_failing_before_stage_hook_fails_the_attempt_and_is_recorded_as_events(local_repository, clone):
-    a = open_attempt(local_repository, clone, hooks={"before_stage": {"run": "echo not today; exit 3"}})
-    worktree.prepare_worktree(a)
+    a = prepared(local_repository, clone, hooks={"before_stage": {"run": "echo not today; exit 3"}})
     with pytest.raises(StageFailure) as failure:
         commands.before_stage(a)
     assert "before_stage hook failed" in str(failure.value) and "not today" in str(failure.value)
@@ -111,16 +116,14 @@ def test_a_failing_before_stage_hook_fails_the_attempt_and_is_recorded_as_events
 
 @pytest.mark.django_db
 def test_after_stage_never_fails_the_attempt(local_repository, clone):
-    a = open_attempt(local_repository, clone, hooks={"after_stage": {"run": "exit 5"}})
-    worktree.prepare_worktree(a)
+    a = prepared(local_repository, clone, hooks={"after_stage": {"run": "exit 5"}})
     commands.after_stage(a)  # no exception: a failing after_stage hook is logged only
     assert events(a.task, AgentEvent.Kind.ERROR)[-1]["exit_code"] == 5
 
 
 @pytest.mark.django_db
 def test_the_tests_step_records_its_status_and_leaves_nothing_behind(local_repository, clone):
-    a = open_attempt(local_repository, clone, "building", test_command={"run": "echo 1 failed > report.txt; cat report.txt; exit 1"})
-    worktree.prepare_worktree(a)
+    a = prepared(local_repository, clone, "building", test_command={"run": "echo 1 failed > report.txt; cat report.txt; exit 1"})
     commands.run_tests(a)
     r = a.result
     assert (r.tests_status, r.tests_exit_code) == ("failed", 1) and "1 failed" in r.tests_output
@@ -130,8 +133,7 @@ def test_the_tests_step_records_its_status_and_leaves_nothing_behind(local_repos
 
 @pytest.mark.django_db
 def test_without_a_test_command_the_tests_step_does_nothing(local_repository, clone):
-    a = open_attempt(local_repository, clone, "building")
-    worktree.prepare_worktree(a)
+    a = prepared(local_repository, clone, "building")
     commands.run_tests(a)
     assert a.tests is None and a.result.tests_status == ""
 
@@ -164,8 +166,7 @@ def test_a_follow_up_round_is_fenced_into_the_building_prompt_only(local_reposit
 
 @pytest.mark.django_db
 def test_the_agent_step_runs_the_cli_and_keeps_its_usage_prompt_and_events(local_repository, clone):
-    a = open_attempt(local_repository, clone)
-    worktree.prepare_worktree(a)
+    a = prepared(local_repository, clone)
     agent.run_agent_stage(a)
     a.close_box()
     a.recorder.flush_remaining()
@@ -186,10 +187,17 @@ def test_a_cold_start_resumes_no_session(local_repository, clone):
 # --- evidence ------------------------------------------------------------------------------------
 
 
+def refused_until_written(a: Attempt, refusal: str, name: str, text: str) -> None:
+    """The evidence step refuses the worktree as it is, and accepts it once `name` holds `text`."""
+    with pytest.raises(StageFailure, match=refusal):
+        evidence.check_evidence(a)
+    (a.worktree / name).write_text(text)
+    evidence.check_evidence(a)
+
+
 @pytest.mark.django_db
 def test_evidence_refuses_a_planning_stage_without_a_plan(local_repository, clone):
-    a = open_attempt(local_repository, clone)
-    worktree.prepare_worktree(a)
+    a = prepared(local_repository, clone)
     with pytest.raises(StageFailure, match="planning left no plan"):
         evidence.check_evidence(a)
     (a.worktree / "plan.md").write_text("   \n")
@@ -199,8 +207,7 @@ def test_evidence_refuses_a_planning_stage_without_a_plan(local_repository, clon
 
 @pytest.mark.django_db
 def test_evidence_keeps_the_plan_in_the_database_not_in_the_branch(local_repository, clone):
-    a = open_attempt(local_repository, clone)
-    worktree.prepare_worktree(a)
+    a = prepared(local_repository, clone)
     (a.worktree / "plan.md").write_text("# Plan\n\n1. Do it.\n")
     evidence.check_evidence(a)
     assert a.result.output_file == "plan.md" and a.result.output_text == "# Plan\n\n1. Do it."
@@ -209,23 +216,15 @@ def test_evidence_keeps_the_plan_in_the_database_not_in_the_branch(local_reposit
 
 @pytest.mark.django_db
 def test_evidence_takes_the_last_verdict_and_refuses_a_review_without_one(local_repository, clone):
-    a = open_attempt(local_repository, clone, "reviewing")
-    worktree.prepare_worktree(a)
-    with pytest.raises(StageFailure, match="the review has no verdict"):
-        evidence.check_evidence(a)
-    (a.worktree / "review.md").write_text("VERDICT: APPROVE\nOn second thought:\nVERDICT: REQUEST_CHANGES\n")
-    evidence.check_evidence(a)
+    a = prepared(local_repository, clone, "reviewing")
+    refused_until_written(a, "the review has no verdict", "review.md", "VERDICT: APPROVE\nOn second thought:\nVERDICT: REQUEST_CHANGES\n")
     assert a.verdict == a.result.verdict == "REQUEST_CHANGES"
 
 
 @pytest.mark.django_db
 def test_evidence_refuses_a_building_stage_without_changes(local_repository, clone):
-    a = open_attempt(local_repository, clone, "building")
-    worktree.prepare_worktree(a)
-    with pytest.raises(StageFailure, match="building left no changes"):
-        evidence.check_evidence(a)
-    (a.worktree / "new.py").write_text("x = 1\n")
-    evidence.check_evidence(a)  # left uncommitted: committed for the builder
+    a = prepared(local_repository, clone, "building")
+    refused_until_written(a, "building left no changes", "new.py", "x = 1\n")  # left uncommitted: committed for the builder
     assert "new.py" in a.result.output_text
     assert git(a.worktree, "status", "--porcelain") == ""
 
@@ -235,8 +234,7 @@ def test_evidence_refuses_a_building_stage_without_changes(local_repository, clo
 
 @pytest.mark.django_db
 def test_the_push_step_pushes_only_a_moved_head(local_repository, clone, origin):
-    a = open_attempt(local_repository, clone, "building")
-    worktree.prepare_worktree(a)
+    a = prepared(local_repository, clone, "building")
     a.result.base_commit = git(a.worktree, "rev-parse", "HEAD")
     publish.push_branch(a)
     assert git(origin, "branch", "--list", a.task.branch) == ""  # nothing new: nothing pushed

@@ -36,44 +36,21 @@ This package is a face: the policy (`policy`), the programs it needs (`tools`), 
 """
 
 from .box import Box, blocked_for_task, modes_for_task, new_root, prepare, summarize
-from .policy import (
-    MODES,
-    SYSTEM_DENY,
-    SYSTEM_READ,
-    UNSET_INSIDE,
-    VIOLATION_KEYS,
-    GitAccess,
-    SandboxUnavailable,
-    agent_read_paths,
-    enabled,
-    host_entry,
-    mode,
-)
-from .server import SERVER, Server, server
-from .tools import PACKAGE, Tools, _probed, package_dir, status, tools
+from .policy import MODES, GitAccess, SandboxUnavailable, enabled, mode
+from .server import server
+from .tools import _probed, status, tools
 
 __all__ = [
+    "MODES",
     "Box",
     "GitAccess",
-    "MODES",
-    "PACKAGE",
-    "SERVER",
-    "SYSTEM_DENY",
-    "SYSTEM_READ",
     "SandboxUnavailable",
-    "Server",
-    "Tools",
-    "UNSET_INSIDE",
-    "VIOLATION_KEYS",
     "_probed",
-    "agent_read_paths",
     "blocked_for_task",
     "enabled",
-    "host_entry",
     "mode",
     "modes_for_task",
     "new_root",
-    "package_dir",
     "prepare",
     "server",
     "status",

@@ -106,13 +106,7 @@ def review_requests_changes(*, stage: Stage, enqueue: bool = True) -> bool:
     building = task.stages.filter(name="building").first()
     if building is None:
         return False
-    with transaction.atomic():
-        Task.objects.filter(pk=task.pk).update(review_round=F("review_round") + 1)
-        task.refresh_from_db()
-        task.stages.filter(position__gt=building.position).update(status=Stage.Status.PENDING)
-        Stage.objects.filter(pk=building.pk).update(failed_attempts=0)
-        event_status(task, f"review requested changes: back to building (round {task.review_round})")
-        stage_queue(stage=building, enqueue=enqueue, force=True)
+    _building_again(task=task, building=building, why="review requested changes", enqueue=enqueue)
     return True
 
 
@@ -123,14 +117,20 @@ def tests_failed_back_to_building(*, stage: Stage, summary: str, enqueue: bool =
     workflow = Workflow.from_json(task.workflow)
     if task.review_round >= workflow.review_rounds:
         return False
+    _building_again(task=task, building=stage, why=summary, enqueue=enqueue)
+    return True
+
+
+def _building_again(*, task: Task, building: Stage, why: str, enqueue: bool) -> None:
+    """The next round of `task` starts at `building`: the stages after it wait again and building
+    gets its whole attempt budget back."""
     with transaction.atomic():
         Task.objects.filter(pk=task.pk).update(review_round=F("review_round") + 1)
         task.refresh_from_db()
-        task.stages.filter(position__gt=stage.position).update(status=Stage.Status.PENDING)
-        Stage.objects.filter(pk=stage.pk).update(failed_attempts=0)
-        event_status(task, f"{summary}: back to building (round {task.review_round})")
-        stage_queue(stage=stage, enqueue=enqueue, force=True)
-    return True
+        task.stages.filter(position__gt=building.position).update(status=Stage.Status.PENDING)
+        Stage.objects.filter(pk=building.pk).update(failed_attempts=0)
+        event_status(task, f"{why}: back to building (round {task.review_round})")
+        stage_queue(stage=building, enqueue=enqueue, force=True)
 
 
 def result_add_to_totals(*, result: StageResult) -> None:
