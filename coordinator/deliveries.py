@@ -28,7 +28,7 @@ from django.utils.dateparse import parse_datetime
 from pipeline.github import GitHubClient, GitHubError
 from pipeline.models import Repository
 
-from . import conversation
+from . import conversation, conversation_intake
 from .backoff import Backoff
 from .lookups import repository_for
 from .models import WebhookDelivery
@@ -146,8 +146,8 @@ def delivery_record(*, delivery_id: str, event: str, payload: dict) -> Answer:
     if event in conversation.EVENTS:
         # Reviews, comments and checks on a task's PR or issue: rounds (coordinator.conversation).
         try:
-            repository, number, ignored = conversation.relevance(event, payload)
-            summary = conversation.payload_summary(event, payload) if repository is not None else {}
+            repository, number, ignored = conversation_intake.relevance(event, payload)
+            summary = conversation_intake.payload_summary(event, payload) if repository is not None else {}
         except (AttributeError, TypeError, ValueError, KeyError) as exc:
             return Answer(400, f"bad payload: {type(exc).__name__}")
     else:

@@ -43,7 +43,7 @@ from pipeline.github import GitHubClient, GitHubError
 from pipeline.models import Repository, Worker
 from pipeline.services import rounds
 
-from . import conversation, deliveries, heartbeat, reaping, replies
+from . import conversation_poller, deliveries, heartbeat, reaping, replies
 from .backoff import Backoff
 from .checks import CheckSyncer
 from .dispatch import Dispatcher
@@ -92,7 +92,7 @@ class Coordinator:
         self.orphans = reaping.OrphanKiller(host=self.host)
         self.lost_jobs = reaping.LostJobFinder()
         self.comments = CommentSyncer(self.client)
-        self.conversations = conversation.ConversationPoller(self.client)
+        self.conversations = conversation_poller.ConversationPoller(self.client)
         self.checks = CheckSyncer(self.client)
         self.worker: Worker | None = None
         self._poll_round: list[int] = []
