@@ -1,7 +1,7 @@
 """Latency from an agent's stdout line to a websocket client, through the real stage runner.
 
 A fake agent (the ``command`` provider, text format) prints lines stamped with the wall clock,
-with gaps of 20-150 ms like a real agent's stream. The real ``pipeline.runner.run_stage`` parses
+with gaps of 20-150 ms like a real agent's stream. The real ``pipeline.attempt.run_stage`` parses
 them, stores them in batches and notifies; daphne (a subprocess) serves the websocket; a plain
 RFC 6455 client in this process, logged in with a session cookie, receives the events and
 computes ``receive time - print time`` per line.
@@ -133,7 +133,7 @@ def run_once(args, base: Path, port: int, seed: int) -> list[float]:
     from django.test import Client
 
     from dashboard import streams
-    from pipeline import runner, services
+    from pipeline import attempt, services
     from pipeline.models import Repository, Stage
 
     clone = make_repository(base / f"run-{seed}", args.lines, seed)
@@ -171,7 +171,7 @@ def run_once(args, base: Path, port: int, seed: int) -> list[float]:
     listener.start()
     time.sleep(0.5)  # the consumer has done its first read
     stage = Stage.objects.get(task=task, status="queued")
-    result = runner.run_stage(stage.pk, enqueue_next=False)
+    result = attempt.run_stage(stage.pk, enqueue_next=False)
     done.wait(timeout=10)
     ws.close()
     if len(latencies) < args.lines:

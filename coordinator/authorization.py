@@ -42,6 +42,12 @@ def labeler_refusal(client: GitHubClient, *, repository: Repository, login: str,
     """
     if not login:
         return "the labeler is unknown (no labeled event found for the trigger label)"
+    return write_access_refusal(client, repository=repository, login=login, user_type=user_type, did=" applied the label but")
+
+
+def write_access_refusal(client: GitHubClient, *, repository: Repository, login: str, user_type: str = "", did: str = "") -> str:
+    """Why `login` (who `did` something, e.g. " applied the label but") may not act on
+    `repository`: a bot not in TACX_ALLOWED_BOTS, or less than write access; "" when they may."""
     if is_bot(login, user_type):
         if login in settings.TACX["ALLOWED_BOTS"]:
             return ""
@@ -51,4 +57,4 @@ def labeler_refusal(client: GitHubClient, *, repository: Repository, login: str,
     role = permission_cached(client, full_name=repository.full_name, login=login)
     if role in WRITE_ROLES:
         return ""
-    return f"{login} applied the label but has {role} access to {repository.full_name}; write, maintain or admin is required"
+    return f"{login}{did} has {role} access to {repository.full_name}; write, maintain or admin is required"

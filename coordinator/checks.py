@@ -31,9 +31,9 @@ from django.utils import timezone
 
 from pipeline import hooks
 from pipeline.github import GitHubClient, GitHubError
+from pipeline.lib.redaction import redact
 from pipeline.models import AgentEvent, Repository, Stage, StageResult, Task
 from pipeline.quoting import quoted_inline
-from pipeline.redaction import redact
 from pipeline.workflow import Workflow
 
 from .models import TaskChecks

@@ -1,5 +1,5 @@
 """The conversation on a task's pull request and issue: reviews, `@tacx` comments, `/tacx`
-commands and failing checks become rounds (`pipeline.rounds`), from webhooks and the poller.
+commands and failing checks become rounds (`pipeline.services.rounds`), from webhooks and the poller.
 
 Both paths end in `review_handle`, `comment_handle` or `checks_handle`, and each records at
 most one `Round` per trigger (`comment:<id>`, `review:<id>`, `ci:<sha>`, unique per task), so a
@@ -13,7 +13,7 @@ Safety rules:
   ignored), or, for the poller and for a review's inline comments fetched later, the text only
   when it was not edited after the trigger (the original text of an inline comment from its own
   `pull_request_review_comment` delivery when we have it);
-- bounds and budgets are checked by `pipeline.rounds`.
+- bounds and budgets are checked by `pipeline.services.rounds`.
 """
 
 from __future__ import annotations
@@ -24,16 +24,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from pipeline import rounds, services
-from pipeline.github import GitHubClient, GitHubError
+from pipeline import services
+from pipeline.github import GitHubClient
 from pipeline.models import Repository, Round, Task
-from pipeline.workflow import Workflow
+from pipeline.services import rounds
+from pipeline.workflow import Workflow, default_workflow
 
-from .authorization import WRITE_ROLES, is_bot, permission_cached
+from .authorization import is_bot, write_access_refusal
+from .lookups import repository_for, task_for_branch, task_for_issue, task_for_pull
 from .models import WebhookDelivery
 
 log = logging.getLogger(__name__)
@@ -67,150 +68,11 @@ def actor_refusal(client: GitHubClient, *, repository: Repository, login: str, u
     """Why `login` may not start a round (as for labels: write, maintain or admin), or ""."""
     if not login:
         return "the author is unknown"
-    if is_bot(login, user_type):
-        return "" if login in settings.TACX["ALLOWED_BOTS"] else f"{login} is a bot account that is not in TACX_ALLOWED_BOTS"
-    if repository.allow_non_writers:
-        return ""
-    role = permission_cached(client, full_name=repository.full_name, login=login)
-    if role in WRITE_ROLES:
-        return ""
-    return f"{login} has {role} access to {repository.full_name}; write, maintain or admin is required"
+    return write_access_refusal(client, repository=repository, login=login, user_type=user_type)
 
 
 def github_time(value: object) -> datetime | None:
     return parse_datetime(value) if isinstance(value, str) else None
-
-
-def task_for_issue(repository: Repository, number: int) -> Task | None:
-    """The latest task of an issue, or of the PR with that number."""
-    tasks = Task.objects.filter(repository=repository).exclude(status=Task.Status.SKIPPED)
-    return tasks.filter(Q(issue_number=number) | Q(pr_number=number)).order_by("-id").first()
-
-
-def task_for_pull(repository: Repository, number: int) -> Task | None:
-    return Task.objects.filter(repository=repository, pr_number=number).order_by("-id").first()
-
-
-def task_for_branch(repository: Repository, branch: str) -> Task | None:
-    if not branch:
-        return None
-    return Task.objects.filter(repository=repository, branch=branch, pr_number__isnull=False).order_by("-id").first()
-
-
-# --- what the webhook keeps (in the request: no GitHub calls) ---------------------------------
-
-
-def relevance(event: str, payload: dict) -> tuple[Repository | None, int | None, str]:
-    """(repository, issue or PR number, "") for a delivery that may start a round, else
-    (None, None, why it is ignored)."""
-    from .deliveries import repository_for
-
-    action = str(payload.get("action", ""))
-    full_name = str((payload.get("repository") or {}).get("full_name", ""))
-    sender = payload.get("sender") or {}
-    if event == "issue_comment":
-        if action != "created":
-            return None, None, f"ignored: issue_comment.{action} (the text at trigger time counts; edits never trigger)"
-        comment = payload.get("comment") or {}
-        body = str(comment.get("body") or "")
-        if "/tacx" not in body.lower() and "@" not in body:
-            return None, None, "ignored: no mention and no /tacx command"
-        number = (payload.get("issue") or {}).get("number")
-    elif event == "pull_request_review":
-        if action != "submitted":
-            return None, None, f"ignored: pull_request_review.{action}"
-        state = str((payload.get("review") or {}).get("state", "")).lower()
-        if state not in ("changes_requested", "commented"):
-            return None, None, f"ignored: a review that is {state or 'empty'}"
-        number = (payload.get("pull_request") or {}).get("number")
-    elif event == "pull_request_review_comment":
-        if action != "created":
-            return None, None, f"ignored: pull_request_review_comment.{action} (edits never trigger)"
-        number = (payload.get("pull_request") or {}).get("number")
-    elif event in ("check_suite", "check_run", "workflow_run"):
-        item = payload.get(event) or {}
-        if action != "completed" or item.get("conclusion") not in FAILED_CONCLUSIONS:
-            return None, None, f"ignored: {event}.{action} {item.get('conclusion') or ''}".rstrip()
-        if event == "check_run" and own_check(str(item.get("name") or "")):
-            return None, None, "ignored: TAC-X's own activity"
-        pulls = item.get("pull_requests") or (item.get("check_suite") or {}).get("pull_requests") or []
-        number = pulls[0].get("number") if pulls and isinstance(pulls[0], dict) else None
-    elif event == "status":
-        if payload.get("state") not in ("failure", "error"):
-            return None, None, f"ignored: status {payload.get('state')}"
-        if own_check(str(payload.get("context") or "")):
-            return None, None, "ignored: TAC-X's own activity"
-        number = None
-    else:
-        return None, None, f"ignored: {event} events start nothing"
-    if is_own(str(sender.get("login", "")), str(((payload.get("comment") or payload.get("review") or {}).get("body")) or "")):
-        return None, None, "ignored: TAC-X's own activity"
-    repository = repository_for(full_name)
-    if repository is None:
-        return None, None, f"ignored: {full_name or 'the repository'} is not registered (or disabled)"
-    return repository, int(number) if isinstance(number, int) else None, ""
-
-
-def payload_summary(event: str, payload: dict) -> dict:
-    """What handling needs later — including the trigger's text as delivered (frozen)."""
-    sender = payload.get("sender") or {}
-    summary: dict = {
-        "event": event,
-        "action": payload.get("action", ""),
-        "repository": (payload.get("repository") or {}).get("full_name", ""),
-        "sender": {"login": sender.get("login", ""), "type": sender.get("type", "")},
-    }
-    if event == "issue_comment":
-        issue, comment = payload.get("issue") or {}, payload.get("comment") or {}
-        summary["issue"] = {"number": issue.get("number"), "is_pull": "pull_request" in issue, "state": issue.get("state", "")}
-        summary["comment"] = _comment(comment)
-    elif event in ("pull_request_review", "pull_request_review_comment"):
-        pull = payload.get("pull_request") or {}
-        summary["pull"] = {"number": pull.get("number"), "head_sha": (pull.get("head") or {}).get("sha", ""), "head_ref": (pull.get("head") or {}).get("ref", "")}
-        if event == "pull_request_review":
-            review = payload.get("review") or {}
-            summary["review"] = {
-                "id": review.get("id"),
-                "state": review.get("state", ""),
-                "body": review.get("body") or "",
-                "user": (review.get("user") or {}).get("login", ""),
-                "user_type": (review.get("user") or {}).get("type", ""),
-                "submitted_at": review.get("submitted_at") or "",
-                "commit_id": review.get("commit_id") or "",
-            }
-        else:
-            comment = payload.get("comment") or {}
-            summary["comment"] = {**_comment(comment), "review_id": comment.get("pull_request_review_id"), "path": comment.get("path", ""), "line": comment.get("line") or comment.get("original_line")}
-    elif event in ("check_suite", "check_run", "workflow_run"):
-        item = payload.get(event) or {}
-        suite = item.get("check_suite") or {}
-        summary["check"] = {
-            "name": item.get("name") or (item.get("app") or {}).get("name", event),
-            "head_sha": item.get("head_sha") or suite.get("head_sha", ""),
-            "head_branch": item.get("head_branch") or suite.get("head_branch", ""),
-            "conclusion": item.get("conclusion", ""),
-        }
-    elif event == "status":
-        summary["check"] = {
-            "name": payload.get("context", "status"),
-            "head_sha": payload.get("sha", ""),
-            "head_branch": ((payload.get("branches") or [{}])[0] or {}).get("name", ""),
-            "conclusion": payload.get("state", ""),
-        }
-    return summary
-
-
-def _comment(comment: dict) -> dict:
-    user = comment.get("user") or {}
-    return {
-        "id": comment.get("id"),
-        "body": comment.get("body") or "",
-        "user": user.get("login", ""),
-        "user_type": user.get("type", ""),
-        "created_at": comment.get("created_at") or "",
-        "updated_at": comment.get("updated_at") or "",
-        "html_url": comment.get("html_url") or "",
-    }
 
 
 # --- handling (in the coordinator: may call GitHub) -------------------------------------------
@@ -218,8 +80,6 @@ def _comment(comment: dict) -> dict:
 
 def delivery_act(client: GitHubClient, delivery: WebhookDelivery) -> tuple[Task | None, str, str]:
     """Act on a conversation delivery. Returns (task, what happened, final status)."""
-    from .deliveries import repository_for
-
     data = delivery.payload
     repository = repository_for(delivery.repository_full_name)
     if repository is None:
@@ -291,8 +151,6 @@ def parse_comment(body: str, mention: str) -> Parsed:
 
 
 def workflow_of(task: Task) -> Workflow:
-    from pipeline.workflow import default_workflow
-
     return Workflow.from_json(task.workflow) if task.workflow else default_workflow()
 
 
@@ -494,81 +352,3 @@ def checks_handle(client: GitHubClient, *, task: Task, sha: str, source: str) ->
     return f"round {round_.pk} {round_.status}" + (f": {round_.reason}" if round_.reason else "")
 
 
-# --- the poller (repositories without webhooks, missed deliveries) ----------------------------
-
-
-def tasks_to_poll(now):
-    return (
-        Task.objects.filter(repository__kind=Repository.Kind.GITHUB, repository__enabled=True)
-        .filter(Q(pr_number__isnull=False) | Q(status=Task.Status.AWAITING_APPROVAL))
-        .filter(Q(status__in=Task.ACTIVE) | Q(finished_at__gte=now - POLL_WINDOW))
-        .select_related("repository")
-        .order_by("id")
-    )
-
-
-def poll_task(client: GitHubClient, task: Task) -> list[str]:
-    """Look at one task's issue and PR for comments, reviews and failing checks the webhook
-    did not bring (or that arrived while no webhook was configured)."""
-    full_name = task.repository.full_name
-    since = task.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
-    outcomes = []
-    threads = [task.issue_number] + ([task.pr_number] if task.pr_number and task.pr_number != task.issue_number else [])
-    for number in threads:
-        for c in client.issue_comments_since(full_name=full_name, number=number, since=since):
-            if Round.objects.filter(task=task, trigger_key=f"comment:{c['id']}").exists():
-                continue
-            outcomes.append(comment_handle(client, task=task, comment=_comment(c), reply_to=number, source="poll", frozen=False))
-    if task.pr_number:
-        for review in client.pull_request_reviews(full_name=full_name, number=task.pr_number):
-            summary = review_summary(review)
-            submitted = github_time(summary["submitted_at"])
-            if submitted is None or submitted < task.created_at or Round.objects.filter(task=task, trigger_key=f"review:{summary['id']}").exists():
-                continue
-            if str(summary["state"]).lower() not in ("changes_requested", "commented"):
-                continue
-            outcomes.append(review_handle(client, task=task, review=summary, source="poll"))
-        if task.status not in Task.ACTIVE:
-            pull = client.pull_request(full_name=full_name, number=task.pr_number)
-            sha = str((pull.get("head") or {}).get("sha") or "")
-            if sha and not Round.objects.filter(task=task, trigger_key=f"ci:{sha}").exists():
-                outcomes.append(checks_handle(client, task=task, sha=sha, source="poll"))
-    return outcomes
-
-
-class ConversationPoller:
-    """One task per call, each task at most every `interval` seconds."""
-
-    def __init__(self, client: GitHubClient, *, interval: float | None = None):
-        self.client = client
-        self._interval = interval
-        self._last: dict[int, float] = {}
-        self._queue: list[int] = []
-
-    @property
-    def interval(self) -> float:
-        return self._interval if self._interval is not None else settings.TACX["CONVERSATION_POLL_INTERVAL"]
-
-    def poll_one(self) -> bool:
-        import time
-
-        now = time.monotonic()
-        if not self._queue:
-            self._queue = [pk for pk in tasks_to_poll(timezone.now()).values_list("id", flat=True) if now - self._last.get(pk, -1e9) >= self.interval]
-            if not self._queue:
-                return False
-        task = Task.objects.filter(pk=self._queue.pop(0)).select_related("repository").first()
-        if task is None:
-            return True
-        self._last[task.pk] = now
-        try:
-            outcomes = poll_task(self.client, task)
-        except GitHubError as exc:
-            if exc.retry_after is not None:
-                raise  # a rate limit: the coordinator holds every GitHub step
-            log.warning("task %s: polling its conversation failed: %s", task.pk, exc)
-            return True
-        for what in outcomes:
-            if not what.startswith(("ignored", "duplicate")):
-                log.info("task %s: %s", task.pk, what)
-        return True

@@ -28,8 +28,9 @@ from django.utils.dateparse import parse_datetime
 from pipeline.github import GitHubClient, GitHubError
 from pipeline.models import Repository
 
-from . import conversation
+from . import conversation, conversation_intake
 from .backoff import Backoff
+from .lookups import repository_for
 from .models import WebhookDelivery
 from .triggers import IssueTrigger, trigger_handle, untrigger_handle
 
@@ -55,10 +56,6 @@ def label_names(issue: dict) -> list[str]:
 
 def same_label(a: str, b: str) -> bool:
     return a.casefold() == b.casefold()  # GitHub label names are case-insensitive
-
-
-def repository_for(full_name: str) -> Repository | None:
-    return Repository.objects.filter(kind=Repository.Kind.GITHUB, full_name__iexact=full_name, enabled=True).first()
 
 
 MAX_ISSUE_NUMBER = 2**31 - 1  # the database column; GitHub's numbers are far below
@@ -149,8 +146,8 @@ def delivery_record(*, delivery_id: str, event: str, payload: dict) -> Answer:
     if event in conversation.EVENTS:
         # Reviews, comments and checks on a task's PR or issue: rounds (coordinator.conversation).
         try:
-            repository, number, ignored = conversation.relevance(event, payload)
-            summary = conversation.payload_summary(event, payload) if repository is not None else {}
+            repository, number, ignored = conversation_intake.relevance(event, payload)
+            summary = conversation_intake.payload_summary(event, payload) if repository is not None else {}
         except (AttributeError, TypeError, ValueError, KeyError) as exc:
             return Answer(400, f"bad payload: {type(exc).__name__}")
     else:

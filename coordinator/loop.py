@@ -38,11 +38,12 @@ from django.db import close_old_connections, connection
 from django.db.models import Q
 from django.utils import timezone
 
-from pipeline import rounds, services
+from pipeline import services
 from pipeline.github import GitHubClient, GitHubError
 from pipeline.models import Repository, Worker
+from pipeline.services import rounds
 
-from . import conversation, deliveries, heartbeat, reaping, replies
+from . import conversation_poller, deliveries, heartbeat, reaping, replies
 from .backoff import Backoff
 from .checks import CheckSyncer
 from .dispatch import Dispatcher
@@ -91,7 +92,7 @@ class Coordinator:
         self.orphans = reaping.OrphanKiller(host=self.host)
         self.lost_jobs = reaping.LostJobFinder()
         self.comments = CommentSyncer(self.client)
-        self.conversations = conversation.ConversationPoller(self.client)
+        self.conversations = conversation_poller.ConversationPoller(self.client)
         self.checks = CheckSyncer(self.client)
         self.worker: Worker | None = None
         self._poll_round: list[int] = []

@@ -23,9 +23,9 @@ from django.utils import timezone
 
 from pipeline import accounting, services
 from pipeline.github import GitHubClient, GitHubError
+from pipeline.lib.redaction import redact
 from pipeline.models import AgentEvent, Repository, StageResult, Task
 from pipeline.quoting import quoted_inline
-from pipeline.redaction import redact
 
 from .models import ProgressComment
 

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from pipeline import slots
+from pipeline import sandbox, slots
 from pipeline.models import Worker
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,6 @@ def health_check() -> Health:
             workers = slots.counts()
         except Exception as exc:  # noqa: BLE001 - a health check reports; it never raises
             log.warning("health: worker query failed: %s", exc)
-    from pipeline import sandbox
-
     box = sandbox.status()
     return Health(
         database=database,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from django.db.models import (
@@ -22,8 +23,9 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 
-from pipeline import git, repos, worktree_reads
+from pipeline import git, repos, slots, worktree_reads
 from pipeline.models import ZERO, AgentEvent, Repository, Stage, StageResult, Task, Worker
 
 DIFF_LIMIT = 300_000  # characters of a branch diff shown on a page
@@ -195,12 +197,6 @@ def task_diff(task: Task) -> Diff | None:
 
 
 def workers_live() -> QuerySet[Worker]:
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from pipeline import slots
-
     # A stage slot of a killed cluster never records its exit: it is gone once its heartbeat is.
     stale = timezone.now() - timedelta(seconds=3 * slots.heartbeat_seconds())
     return (

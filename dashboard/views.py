@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from pipeline import accounting, repos, sandbox, services, slots
 from pipeline.models import AgentEvent, Repository, Task
+from pipeline.services import rounds
 from pipeline.workflow import WorkflowError, load_workflow_text
 
 from . import failures, health, rendering, selectors, stats, streams
@@ -325,8 +326,6 @@ def api_docs(request: HttpRequest) -> HttpResponse:
 @permission_required("pipeline.approve_task", raise_exception=True)
 @require_POST
 def task_approve(request: HttpRequest, task_id: int) -> HttpResponse:
-    from pipeline import rounds
-
     task = selectors.task_get(task_id)
     if rounds.task_approve(task=task, approved_by=request.user.get_username()):
         messages.success(request, f"Plan of task {task.pk} approved.")

@@ -36,8 +36,8 @@ from django.db import IntegrityError, transaction
 from django.urls import NoReverseMatch
 from django.utils import timezone
 
+from .lib.redaction import redact, redact_data
 from .models import SentAlert, StageResult, Task, Worker
-from .redaction import redact, redact_data
 
 log = logging.getLogger(__name__)
 

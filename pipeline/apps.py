@@ -8,6 +8,8 @@ class PipelineConfig(AppConfig):
     def ready(self) -> None:
         from django_q.signals import post_spawn
 
+        # The cycle this breaks: Django loads this AppConfig before the models, and slots imports
+        # the models, so slots is imported once the app registry is ready (AppConfig.ready).
         from . import slots
 
         # Each django-q2 worker process is one stage slot (admission counts the live ones).

@@ -33,6 +33,7 @@ from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
 from .agent_process import StopAgent
+from .lib.pricing import price_for
 from .models import StageResult, Task
 from .workflow import StageConfig, Workflow
 
@@ -177,8 +178,6 @@ class Meter:
             if reason := limit.used_up(limit.spent.usd, limit.spent.tokens):
                 return f"budget exceeded before start: {reason}"
         if self.model and any(limit.usd is not None for limit in self.limits):
-            from .pricing import price_for
-
             if price_for(self.model) is None:
                 return f"budget cannot be enforced: no price is known for model {self.model!r} (add it to TACX['PRICES'])"
         return None

@@ -14,8 +14,8 @@ from django.conf import settings
 
 from . import github_auth, publish_guard
 from .github_auth import AppIdentity, GitHubAuthError, TokenIdentity
+from .lib.redaction import redact
 from .publish_guard import PublishBlocked
-from .redaction import redact
 
 _REPO_PATH = re.compile(r"^/repos/([^/?#]+/[^/?#]+)")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 from django.conf import settings
 
-from .redaction import redact
+from .lib.redaction import redact
 
 # Replace an installation token this long before GitHub says it expires (clock skew, long pushes).
 REFRESH_MARGIN = 300.0

@@ -20,15 +20,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from . import git
 from .agent_process import group_alive, kill_group
+from .lib.redaction import redact
+from .models import StageResult
 from .providers.base import BASE_ENV, BASE_ENV_PREFIXES, FORBIDDEN_ENV
-from .redaction import redact
 from .workflow import FORBIDDEN_SETUP_ENV, HookConfig, Workflow
-
-if TYPE_CHECKING:
-    from .models import StageResult
 
 # The hooks that may receive the workflow's `setup_env` secrets. Agent stages never do.
 SECRET_HOOKS = frozenset({"setup", "test_command"})
@@ -74,8 +72,6 @@ def hook_environment(
     `setup_env` secrets when `name` is `setup` or `test_command`."""
     source = os.environ if base_env is None else base_env
     env = {k: v for k, v in source.items() if (k in BASE_ENV or k.startswith(BASE_ENV_PREFIXES)) and k not in FORBIDDEN_ENV}
-    from . import git
-
     env.update(git.identity_env())
     env.update({f"TACX_{k.upper()}": str(v) for k, v in context.items()})
     env["TACX_HOOK"] = name
@@ -113,7 +109,7 @@ def run_hook(
     The time limit `hook.timeout` covers all commands together. `should_stop` is asked every
     `poll_seconds` (cancel, lost lease) and returns a reason to stop or None. `on_start` gets
     each command's process group id. Whatever happens the group is gone when this returns.
-    `wrap` (the agent sandbox, see runner.Attempt.hook_sandbox) turns each command's argv and
+    `wrap` (the agent sandbox, see attempt.Attempt.hook_sandbox) turns each command's argv and
     environment into the sandboxed argv, environment and working directory; it enforces
     `hook.network_allow`. `secret_values` are blanked out of the output whatever their names.
     """

@@ -7,9 +7,11 @@ from decimal import Decimal
 from django.conf import settings
 from django.db.models import Sum
 
-from . import accounting, publish_guard
+from . import accounting, hooks, publish_guard, sandbox
+from .github import GitHubClient
 from .models import Repository, StageResult, Task
 from .quoting import quoted_block, quoted_inline
+from .workflow import Workflow
 
 PLAN_SUMMARY_LINES = 25
 
@@ -20,8 +22,6 @@ def pull_request_title(task: Task) -> str:
 
 def sandbox_sentence(task: Task) -> str:
     """How the agents were contained, and every connection the sandbox refused."""
-    from . import sandbox
-
     blocked = sandbox.blocked_for_task(task)
     modes = sandbox.modes_for_task(task)
     if "off" in modes:
@@ -86,9 +86,6 @@ def pull_request_body(task: Task) -> str:
 
 def _tests_section(task: Task, results) -> list[str]:
     """The test command's last result as TAC-X ran it (not the agent's own claim)."""
-    from . import hooks
-    from .workflow import Workflow
-
     configured = bool(task.workflow) and Workflow.from_json(task.workflow).test_command is not None
     last = results.filter(stage__name="building", success=True).exclude(tests_status="").order_by("-id").first()
     headline = hooks.tests_headline(last, configured=configured)
@@ -109,8 +106,6 @@ def pull_request_open(*, task: Task, body: str) -> tuple[str, int | None]:
     repository = task.repository
     if repository.kind == Repository.Kind.LOCAL:
         return "", None
-    from .github import GitHubClient
-
     pr = GitHubClient().pull_request_open_or_update(
         full_name=repository.full_name,
         head=task.branch,

@@ -1,6 +1,6 @@
 """Agent CLI sessions kept between attempts, so a follow-up round can resume one.
 
-Every attempt runs with a private HOME that is deleted afterwards (see `runner`), and the CLIs
+Every attempt runs with a private HOME that is deleted afterwards (see `pipeline.attempt`), and the CLIs
 keep their sessions there. After a building attempt its session files are copied to
 `VAR_DIR/sessions/<task id>/` (the same layout as a HOME); a round that resumes the session
 copies them into its new private HOME first. Only the files of that one session are kept.
@@ -13,6 +13,9 @@ import shutil
 from pathlib import Path
 
 from django.conf import settings
+from django.db.models import Sum
+
+from .models import Round, StageResult, Task
 
 log = logging.getLogger(__name__)
 
@@ -54,3 +57,25 @@ def session_restore(*, provider, home: Path, session_id: str, task_id: int, cwd:
                 shutil.copyfile(path, target)
                 restored += 1
     return restored
+
+
+def session_tokens(session_id: str, *, task: Task, before: Round) -> int:
+    """The input a session had consumed (fresh + cache read + cache write) over its attempts
+    before `before` (a resumed session keeps its id): the context a cold start would have to
+    rebuild, so what resuming it saved (an estimate)."""
+    rows = StageResult.objects.filter(task=task, session_id=session_id).exclude(followup=before).aggregate(
+        i=Sum("input_tokens"), cr=Sum("cache_read_tokens"), cw=Sum("cache_write_tokens")
+    )
+    return sum(v or 0 for v in rows.values())
+
+
+def resumable_session(*, task: Task, stage_name: str, provider: str) -> str:
+    """The session id of the last successful attempt of this stage with the same provider."""
+    return (
+        StageResult.objects.filter(task=task, stage__name=stage_name, success=True, provider=provider)
+        .exclude(session_id="")
+        .order_by("-id")
+        .values_list("session_id", flat=True)
+        .first()
+        or ""
+    )

@@ -208,7 +208,7 @@ TACX = {
     # at the latest when EVENT_BATCH_MAX are waiting.
     "EVENT_BATCH_BUSY_SECONDS": env_float("TACX_EVENT_BATCH_BUSY_SECONDS", 0.25),
     "EVENT_BATCH_MAX": env_int("TACX_EVENT_BATCH_MAX", 500),
-    # A running stage's writes are retried through a database outage this long (pipeline.dbretry).
+    # A running stage's writes are retried through a database outage this long (pipeline.lib.dbretry).
     "DB_OUTAGE_SECONDS": env_float("TACX_DB_OUTAGE_SECONDS", 60.0),
     # A running stage closes its database connection after this long without a write (0: after
     # every write), so agents waiting on a model hold no PostgreSQL connection.
@@ -320,7 +320,7 @@ Q_CLUSTER = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact": {"()": "pipeline.redaction.RedactingFilter"}},
+    "filters": {"redact": {"()": "pipeline.lib.redaction.RedactingFilter"}},
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},

@@ -127,7 +127,7 @@ def _isolated(settings, tmp_path, monkeypatch):
     monkeypatch.setenv("CODEX_HOME", str(home / ".codex"))
     for name in ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
-    from pipeline import redaction
+    from pipeline.lib import redaction
 
     redaction.refresh_literal_secrets()
     yield

@@ -12,7 +12,7 @@ import pytest
 from github_standin import TOKEN, sign
 
 from coordinator.loop import Coordinator
-from pipeline import runner
+from pipeline import attempt
 from pipeline.github import GitHubClient
 from pipeline.models import Round, Stage, Task
 
@@ -63,7 +63,7 @@ def drive(coordinator: Coordinator, *, limit: int = 40) -> None:
         coordinator.run_once()
         stage = Stage.objects.filter(status=Stage.Status.QUEUED).order_by("task_id", "position").first()
         if stage is not None:
-            runner.run_stage(stage.pk, enqueue_next=False)
+            attempt.run_stage(stage.pk, enqueue_next=False)
             continue
         busy = Task.objects.filter(status=Task.Status.RUNNING).exists() or Round.objects.filter(status__in=Round.OPEN).exists()
         unanswered = Round.objects.filter(replied_at__isnull=True, context__has_key="reply_to").exclude(status__in=Round.OPEN).exists()

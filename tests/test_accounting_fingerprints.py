@@ -8,7 +8,7 @@ import hashlib
 import pytest
 
 from harness.cli_runs import CLAUDE_VERSION, CODEX_VERSION
-from pipeline import accounting, services
+from pipeline import accounting, jobs, services
 from pipeline.models import StageResult, Task
 from tests.conftest import commit_workflow, git, point_claude_at
 
@@ -54,7 +54,7 @@ def test_each_attempt_of_a_real_run_records_its_fingerprint(local_repository, or
     task, _ = services.task_create(repository=local_repository, issue_number=8, title="Add notes", trigger_source="cli")
     services.task_dispatch(task=task, enqueue=False)
 
-    task = services.task_run_inline(task=task)
+    task = jobs.task_run_inline(task=task)
 
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
     results = {r.stage.name: r for r in StageResult.objects.filter(task=task).select_related("stage")}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.pricing import cost_for
+from pipeline.lib.pricing import cost_for
 from pipeline.providers import Invocation, Usage, get_provider
 
 FIXTURES = Path(__file__).parent / "fixtures" / "accounting"

@@ -15,7 +15,7 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from pipeline import alerts, services
+from pipeline import alerts, jobs, services
 from pipeline.agent_process import group_alive
 from pipeline.models import Repository, Stage, StageResult, Task, Worker
 from tests.conftest import commit_workflow, point_claude_at
@@ -201,7 +201,7 @@ def test_a_silent_real_cli_is_killed_as_stalled_and_alerted_once(local_repositor
     services.task_dispatch(task=task, enqueue=False)
     started = time.monotonic()
 
-    task = services.task_run_inline(task=task)
+    task = jobs.task_run_inline(task=task)
 
     assert time.monotonic() - started < 15
     result = StageResult.objects.get(task=task)

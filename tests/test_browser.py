@@ -19,6 +19,7 @@ import pytest
 from django.db import connection
 
 from harness import fake_runner
+from pipeline import jobs
 from pipeline.models import Task
 
 CHROMIUM = "/usr/bin/chromium"
@@ -276,7 +277,6 @@ def test_markdown_keeps_angle_brackets_and_never_runs_markup(server, page, trans
 def test_a_user_creates_a_task_in_the_ui_and_watches_it_finish_with_its_result(server, page, transactional_db, alice, local_repository, origin_and_clone):
     from playwright.sync_api import expect
 
-    from pipeline import services
 
     login(page, server)
     page.click("#new-task-button")
@@ -297,7 +297,7 @@ def test_a_user_creates_a_task_in_the_ui_and_watches_it_finish_with_its_result(s
     page.evaluate("window.__notReloaded = true")
 
     # The stage runner (this test, in place of a q2 worker) runs the real stages.
-    task = services.task_run_inline(task=task)
+    task = jobs.task_run_inline(task=task)
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
 
     expect(page.locator("#task-status")).to_have_text("Succeeded")

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from harness.modelserver import ScriptedModelServer
-from pipeline import services
+from pipeline import jobs, services
 from pipeline.agent_process import group_alive
+from pipeline.lib.pricing import cost_for
 from pipeline.models import StageResult, Task, Worker
-from pipeline.pricing import cost_for
 from pipeline.providers import Usage
 from tests.conftest import commit_workflow, git, point_claude_at
 
@@ -53,7 +53,7 @@ def test_a_stage_budget_stops_the_real_cli_within_one_usage_event(local_reposito
     task, _ = services.task_create(repository=local_repository, issue_number=7, title="Spend money", trigger_source="cli")
     services.task_dispatch(task=task, enqueue=False)
 
-    task = services.task_run_inline(task=task)
+    task = jobs.task_run_inline(task=task)
 
     result = StageResult.objects.get(task=task)
     assert result.outcome == "budget_exceeded" and not result.success

@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from coordinator.dispatch import Dispatcher
-from pipeline import accounting, budgets, services
+from pipeline import accounting, budgets, jobs, services
 from pipeline.models import AgentEvent, Repository, StageResult, Task
 from tests.conftest import commit_workflow, point_claude_at
 
@@ -46,7 +46,7 @@ def test_a_used_up_daily_budget_holds_new_tasks_until_the_next_day(local_reposit
     Repository.objects.filter(pk=local_repository.pk).update(daily_budget_usd=Decimal("0.02"))
     first, _ = services.task_create(repository=local_repository, issue_number=1, title="Say hello", trigger_source="cli")
     services.task_dispatch(task=first, enqueue=False)
-    first = services.task_run_inline(task=first)
+    first = jobs.task_run_inline(task=first)
     # The run itself is stopped by the daily budget on its first turn ($0.0225 at Sonnet prices).
     assert first.status == Task.Status.BUDGET_EXCEEDED
     assert "repository daily budget $0.02 reached ($0.0225 spent)" in first.status_reason

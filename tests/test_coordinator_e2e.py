@@ -10,7 +10,7 @@ import pytest
 from github_standin import TOKEN, command_workflow, github_repo, standin  # noqa: F401
 
 from coordinator.loop import Coordinator
-from pipeline import runner
+from pipeline import attempt
 from pipeline.github import GitHubClient
 from pipeline.models import Repository, Stage, StageResult, Task
 from tests.conftest import point_claude_at
@@ -27,7 +27,7 @@ def run_to_the_end(coordinator: Coordinator, task: Task) -> None:
                 coordinator.run_once()  # the final edit of the comment
                 return
             continue
-        runner.run_stage(stage.pk, enqueue_next=False)
+        attempt.run_stage(stage.pk, enqueue_next=False)
     raise AssertionError("the task did not finish")
 
 
@@ -94,7 +94,7 @@ def test_a_rerun_of_pr_creation_updates_the_same_pull_request(github_repo, stand
     Task.objects.filter(pk=task.pk).update(status=Task.Status.RUNNING, finished_at=None)
     stage = Stage.objects.get(task=task, name="pr_creation")
     Stage.objects.filter(pk=stage.pk).update(status=Stage.Status.QUEUED)
-    assert runner.run_stage(stage.pk, enqueue_next=False) == runner.RunResult.SUCCEEDED
+    assert attempt.run_stage(stage.pk, enqueue_next=False) == attempt.RunResult.SUCCEEDED
     (pull,) = standin.pulls_of("octo/sample")
     assert len(pull["history"]) == 2 and pull["draft"] is False
 

@@ -23,7 +23,7 @@ from django_q.signing import SignedPackage
 from github_standin import command_workflow
 
 from coordinator.loop import Coordinator
-from pipeline import runner, services
+from pipeline import attempt, services
 from pipeline.models import Repository, Stage, Task
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -74,8 +74,8 @@ def test_a_job_taken_by_a_worker_that_died_before_the_claim_is_replaced(planning
     # The new job runs the stage once; a late duplicate finds nothing to claim.
     redelivered = broker.dequeue()
     assert SignedPackage.loads(redelivered[0][1])["args"] == (planning.pk,)
-    assert runner.run_stage(planning.pk, enqueue_next=False) == runner.RunResult.SUCCEEDED
-    assert runner.run_stage(planning.pk, enqueue_next=False) == runner.RunResult.NOT_CLAIMED
+    assert attempt.run_stage(planning.pk, enqueue_next=False) == attempt.RunResult.SUCCEEDED
+    assert attempt.run_stage(planning.pk, enqueue_next=False) == attempt.RunResult.NOT_CLAIMED
     assert Stage.objects.get(pk=planning.pk).attempts == 1
 
 
@@ -131,8 +131,8 @@ def test_stages_prefetched_by_a_dead_machine_are_run_by_another_machine_once_eac
     ran = []
     while (job := broker.dequeue()) is not None:
         (stage_id,) = SignedPackage.loads(job[0][1])["args"]
-        ran.append(runner.run_stage(stage_id, enqueue_next=False))
-    assert ran == [runner.RunResult.SUCCEEDED] * 3
+        ran.append(attempt.run_stage(stage_id, enqueue_next=False))
+    assert ran == [attempt.RunResult.SUCCEEDED] * 3
     for stage in stages:
         results = StageResult.objects.filter(stage=stage)
         assert [(r.attempt, r.outcome, r.worker.host) for r in results] == [(1, "succeeded", "machine-b")]

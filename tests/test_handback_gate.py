@@ -22,7 +22,7 @@ from django.conf import settings as django_settings
 
 from harness.cli_runs import DUMMY_API_KEY
 from harness.modelserver import ScriptedModelServer
-from pipeline import services
+from pipeline import jobs, services
 from pipeline.models import AgentEvent, Repository, StageResult, Task
 from tests.conftest import ROOT, git
 
@@ -49,7 +49,7 @@ def workflow(clone: Path, stages: list[tuple[str, list[dict]]], extra: str = "")
 def run(repository: Repository, number: int = 19) -> Task:
     task, _ = services.task_create(repository=repository, issue_number=number, title="The gate", body="Do the thing.", trigger_source="cli")
     services.task_dispatch(task=task, enqueue=False)
-    return services.task_run_inline(task=task)
+    return jobs.task_run_inline(task=task)
 
 
 def pushed(origin: Path) -> str:

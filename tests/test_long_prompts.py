@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from pipeline import services
+from pipeline import jobs, services
 from pipeline.models import StageResult, Task
 from pipeline.providers import get_provider
 from pipeline.providers.base import PROMPT_ARG_LIMIT, Invocation
@@ -33,7 +33,7 @@ def clone(origin_and_clone):
 def run(repository, body: str) -> Task:
     task, _ = services.task_create(repository=repository, issue_number=12, title="Long", body=body, trigger_source="cli")
     services.task_dispatch(task=task, enqueue=False)
-    return services.task_run_inline(task=task)
+    return jobs.task_run_inline(task=task)
 
 
 @pytest.mark.parametrize("name", ["claude", "codex", "gemini"])

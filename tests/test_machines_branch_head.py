@@ -11,7 +11,7 @@ import socket
 
 import pytest
 
-from pipeline import runner, services
+from pipeline import attempt, services
 from pipeline.models import Repository, Stage, StageResult, Task, TaskWorktree
 from tests.conftest import git
 from tests.test_runner_processes import command_stage, commit_workflow
@@ -30,7 +30,7 @@ class Machines:
         self.use(name)
         stage = Stage.objects.get(task=task, name=stage_name)
         assert stage.status == Stage.Status.QUEUED, (stage.name, stage.status)
-        runner.run_stage(stage.pk, enqueue_next=False)
+        attempt.run_stage(stage.pk, enqueue_next=False)
         return StageResult.objects.filter(stage=stage).order_by("-id").first()
 
 

@@ -17,7 +17,7 @@ from django.urls import path
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline import services
+from pipeline import jobs, services
 from pipeline.metrics import metrics_view
 from pipeline.models import Task, Worker
 from tests.conftest import commit_workflow, point_claude_at
@@ -128,7 +128,7 @@ def test_the_values_change_as_a_real_task_runs(client, local_repository, origin_
 
     def run() -> None:
         try:
-            services.task_run_inline(task=task)
+            jobs.task_run_inline(task=task)
         finally:
             connection.close()
 

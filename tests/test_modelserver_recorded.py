@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli_runs import DUMMY_API_KEY, jsonl
-from pipeline.redaction import _PATTERN
+from pipeline.lib.redaction import _PATTERN
 
 RECORDED = Path(__file__).parent / "fixtures" / "recorded"
 MANIFEST = json.loads((RECORDED / "manifest.json").read_text())

@@ -88,7 +88,7 @@ def test_an_automatic_number_taken_meanwhile_moves_on_to_the_next(local_reposito
     # Another submission took number 1 between our look-up and our insert.
     taken, _ = services.task_create(repository=local_repository, issue_number=1, title="Theirs")
     calls = iter([1, 2])
-    monkeypatch.setattr(services, "_next_issue_number", lambda repository: next(calls))
+    monkeypatch.setattr(services.tasks, "_next_issue_number", lambda repository: next(calls))
     task, created = services.task_submit(repository=local_repository, title="Ours", start=False)
     assert created and task.issue_number == 2 and task.title == "Ours" and task.pk != taken.pk
 

@@ -12,7 +12,7 @@ from django.core.management import call_command
 
 from harness.cli_runs import DUMMY_API_KEY
 from harness.modelserver import ScriptedModelServer
-from pipeline import services
+from pipeline import jobs, services
 from pipeline.models import AgentEvent, Stage, StageResult, Task
 from tests.conftest import ROOT, commit_workflow, git, point_claude_at
 
@@ -51,7 +51,7 @@ def run(repository, *, title: str = "Add a farewell", body: str = "Please add fa
     task, created = services.task_create(repository=repository, issue_number=42, title=title, body=body, trigger_source="cli")
     assert created
     services.task_dispatch(task=task, enqueue=False)
-    return services.task_run_inline(task=task)
+    return jobs.task_run_inline(task=task)
 
 
 def test_the_four_stages_run_with_the_real_claude_cli_and_record_exact_usage(local_repository, origin_and_clone, model_server):

@@ -14,8 +14,8 @@ import yaml
 
 from harness.cli_runs import CLI_VERSIONS, DUMMY_API_KEY
 from harness.modelserver import ScriptedModelServer
+from pipeline.lib.pricing import cost_for
 from pipeline.models import AgentEvent, Stage, StageResult, Task
-from pipeline.pricing import cost_for
 from pipeline.providers.base import Usage
 from tests.conftest import ROOT, git
 from tests.test_pipeline_claude import commit_workflow, conversation, run, scripted_sums

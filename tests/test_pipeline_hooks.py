@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import runner, services
+from pipeline import attempt, jobs, services
 from pipeline.models import AgentEvent, Stage, StageResult, Task
 from tests.conftest import git, grant, processes_matching
 
@@ -138,7 +138,7 @@ def log(tmp_path, monkeypatch, settings):
     settings.TACX = {**settings.TACX, "SANDBOX_HOOK_WRITE": [str(path)]}
     monkeypatch.setenv("HOOKTEST_LOG", str(path))
     monkeypatch.setenv("NPM_TOKEN", SECRET)
-    from pipeline import redaction
+    from pipeline.lib import redaction
 
     redaction.refresh_literal_secrets()
     return path
@@ -161,7 +161,7 @@ def test_failing_tests_send_the_task_back_to_building_and_the_pr_body_shows_the_
     stages = [stage("planning", PLANNER, passes_prompt=False), stage("building", BUILDER), stage("reviewing", REVIEWER), {"name": "pr_creation"}]
     setup_repository(clone, log, stages=stages)
 
-    task = services.task_run_inline(task=start(local_repository))
+    task = jobs.task_run_inline(task=start(local_repository))
 
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
     building = list(StageResult.objects.filter(task=task, stage__name="building").order_by("id"))
@@ -205,7 +205,7 @@ def test_the_api_and_the_stage_timeline_show_each_building_attempts_test_result(
     origin, clone = origin_and_clone
     stages = [stage("planning", PLANNER, passes_prompt=False), stage("building", BUILDER), {"name": "pr_creation"}]
     setup_repository(clone, log, stages=stages)
-    task = services.task_run_inline(task=start(local_repository))
+    task = jobs.task_run_inline(task=start(local_repository))
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
 
     client.force_login(grant(django_user_model.objects.create_user("viewer", "v@example.com", "pw-pw-pw-pw"), "view_task"))
@@ -224,7 +224,7 @@ def test_tests_that_keep_failing_fail_the_task_after_the_review_rounds(local_rep
     stages = [stage("planning", PLANNER, passes_prompt=False), stage("building", never_right), {"name": "pr_creation"}]
     setup_repository(clone, log, stages=stages)
 
-    task = services.task_run_inline(task=start(local_repository))
+    task = jobs.task_run_inline(task=start(local_repository))
 
     assert task.status == Task.Status.FAILED
     assert task.status_reason.startswith("tests still failing after 2 round(s): test_command failed (exit 1")
@@ -241,7 +241,7 @@ def test_a_failing_setup_fails_the_task_with_the_hooks_output_tail(local_reposit
     (clone / ".tac" / "workflow.yaml").write_text(yaml.safe_dump(wf))
     git(clone, "commit", "-qam", "broken setup")
 
-    task = services.task_run_inline(task=start(local_repository))
+    task = jobs.task_run_inline(task=start(local_repository))
 
     assert task.status == Task.Status.FAILED
     assert "setup hook failed" in task.status_reason and "E: package tinypkg not found" in task.status_reason
@@ -266,7 +266,7 @@ def test_a_worktree_recreated_on_another_machine_runs_setup_again(local_reposito
     )
     task = start(local_repository)
     planning = Stage.objects.get(task=task, name="planning")
-    assert runner.run_stage(planning.pk, enqueue_next=False) == runner.RunResult.SUCCEEDED
+    assert attempt.run_stage(planning.pk, enqueue_next=False) == attempt.RunResult.SUCCEEDED
     task.refresh_from_db()
     assert task.setup_host == socket.gethostname()
 
@@ -274,7 +274,7 @@ def test_a_worktree_recreated_on_another_machine_runs_setup_again(local_reposito
     shutil.rmtree(task.worktree_path)
     git(clone, "worktree", "prune")
     monkeypatch.setattr(socket, "gethostname", lambda: "other-machine")
-    task = services.task_run_inline(task=task)
+    task = jobs.task_run_inline(task=task)
 
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
     lines = (log / "setup.log").read_text().splitlines()
@@ -290,7 +290,7 @@ def test_the_cleanup_hook_runs_before_the_worktree_is_removed_and_a_failure_is_o
     wf["hooks"]["cleanup"] = {"run": [f"ls > {log}/cleanup.txt", "exit 9"]}
     (clone / ".tac" / "workflow.yaml").write_text(yaml.safe_dump(wf))
     git(clone, "commit", "-qam", "cleanup hook")
-    task = services.task_run_inline(task=start(local_repository))
+    task = jobs.task_run_inline(task=start(local_repository))
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
     body = StageResult.objects.get(task=task, stage__name="pr_creation").output_text
     assert "Tests were not run: the workflow has no `test_command`." in body
@@ -310,7 +310,7 @@ def test_hook_and_test_output_is_shown_on_the_task_page_escaped(local_repository
     wf["hooks"]["before_stage"] = "echo '<script>alert(1)</script> hostile hook output'"
     (clone / ".tac" / "workflow.yaml").write_text(yaml.safe_dump(wf))
     git(clone, "commit", "-qam", "hostile hook")
-    task = services.task_run_inline(task=start(local_repository))
+    task = jobs.task_run_inline(task=start(local_repository))
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
 
     client.force_login(grant(django_user_model.objects.create_user("viewer", "v@example.com", "pw-pw-pw-pw"), "view_task"))
@@ -333,7 +333,7 @@ def test_a_setup_hook_past_its_timeout_is_killed_with_its_process_group_and_fail
     (clone / ".tac" / "workflow.yaml").write_text(yaml.safe_dump(wf))
     git(clone, "commit", "-qam", "slow setup")
 
-    task = services.task_run_inline(task=start(local_repository))
+    task = jobs.task_run_inline(task=start(local_repository))
 
     assert task.status == Task.Status.FAILED
     assert "setup hook timed_out" in task.status_reason

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import runner, services
+from pipeline import services
+from pipeline.attempt import Attempt
+from pipeline.attempt.prompt import render_prompt
 from pipeline.models import StageResult, Worker
 from pipeline.workflow import Workflow
 
@@ -31,10 +33,10 @@ def planning_prompt(task) -> str:
     worker = Worker.objects.create(name="t", host="h", stage=stage)
     workflow = Workflow.from_json(task.workflow)
     result = StageResult.objects.create(stage=stage, task=task, attempt=1, worker=worker)
-    attempt = runner.Attempt(
+    attempt = Attempt(
         stage=stage, task=task, cfg=workflow.stage("planning"), workflow=workflow, result=result, owner="t", worker=worker
     )
-    return attempt.render_prompt()
+    return render_prompt(attempt)
 
 
 @pytest.fixture

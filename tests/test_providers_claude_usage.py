@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
-from pipeline.pricing import cost_for
+from pipeline.lib.pricing import cost_for
 from pipeline.providers.claude import ClaudeStreamParser
 
 MODEL = "claude-sonnet-4-5"

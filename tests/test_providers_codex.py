@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from pipeline.pricing import price_for
+from pipeline.lib.pricing import price_for
 from pipeline.providers.base import Invocation
 from pipeline.providers.codex import CodexStreamParser
 from tests.conftest import transcript_lines as lines

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.pricing import cost_for
+from pipeline.lib.pricing import cost_for
 from pipeline.providers.gemini import GeminiStreamParser
 from tests.conftest import transcript_lines as lines
 from tests.conftest import transcript_objects as objects

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.pricing import DEFAULT_PRICES, cost_for, price_for
+from pipeline.lib.pricing import DEFAULT_PRICES, cost_for, price_for
 from pipeline.providers.base import Usage
 
 FIXTURES = Path(__file__).parent / "fixtures" / "transcripts"

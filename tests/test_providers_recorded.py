@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.pricing import cost_for
+from pipeline.lib.pricing import cost_for
 from pipeline.providers import get_provider
 from pipeline.providers.base import Invocation
 

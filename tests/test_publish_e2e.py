@@ -24,7 +24,7 @@ from markdown_it import MarkdownIt
 from test_coordinator_e2e import run_to_the_end
 
 from coordinator.loop import Coordinator
-from pipeline import services
+from pipeline import jobs, services
 from pipeline.github import GitHubClient
 from pipeline.models import AgentEvent, Repository, Stage, StageResult, Task
 from tests.conftest import git, make_origin_and_clone
@@ -133,7 +133,7 @@ def test_a_base64_secret_committed_by_the_builder_is_never_pushed(tmp_path, orig
     git(clone, "commit", "-q", "-m", "workflow")
     task, _ = services.task_create(repository=local_repository, issue_number=4, title="Leak", trigger_source="cli")
     services.task_dispatch(task=task, enqueue=False)
-    task = services.task_run_inline(task=task)
+    task = jobs.task_run_inline(task=task)
 
     assert task.status == Task.Status.FAILED
     building = Stage.objects.get(task=task, name="building")

@@ -13,7 +13,7 @@ import threading
 import pytest
 from django.db import connection
 
-from pipeline import runner, services
+from pipeline import attempt, jobs, services
 from pipeline.agent_process import group_alive
 from pipeline.models import Stage, StageResult, Task
 from tests.conftest import wait_for
@@ -49,7 +49,7 @@ def run_planning_in_thread(task: Task) -> tuple[threading.Thread, dict]:
 
     def work() -> None:
         try:
-            outcome["result"] = runner.run_stage(stage.pk, enqueue_next=False)
+            outcome["result"] = attempt.run_stage(stage.pk, enqueue_next=False)
         finally:
             connection.close()
 
@@ -72,7 +72,7 @@ def test_a_retry_while_the_agent_ignores_sigterm_is_refused_and_a_later_one_runs
     with pytest.raises(ValueError, match="still being stopped"):
         services.task_retry(task=Task.objects.get(pk=task.pk), enqueue=False)
     thread.join(60)
-    assert outcome["result"] == runner.RunResult.CANCELLED
+    assert outcome["result"] == attempt.RunResult.CANCELLED
     assert not group_alive(int(marker.read_text()))
     task.refresh_from_db()
     assert task.status == Task.Status.CANCELLED  # the cancel was not undone
@@ -81,7 +81,7 @@ def test_a_retry_while_the_agent_ignores_sigterm_is_refused_and_a_later_one_runs
     task.refresh_from_db()
     assert task.status == Task.Status.RUNNING
     assert task.stages.get(name="planning").status == Stage.Status.QUEUED
-    task = services.task_run_inline(task=task)
+    task = jobs.task_run_inline(task=task)
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
 
 
@@ -95,7 +95,7 @@ def test_a_task_made_running_again_while_its_cancelled_attempt_ends_gets_its_sta
     # Any path that bypasses task_retry's guard (an admin edit, an older process).
     Task.objects.filter(pk=task.pk).update(status=Task.Status.RUNNING, finished_at=None)
     thread.join(60)
-    assert outcome["result"] == runner.RunResult.REQUEUED
+    assert outcome["result"] == attempt.RunResult.REQUEUED
     planning = task.stages.get(name="planning")
     assert planning.status == Stage.Status.QUEUED and planning.failed_attempts == 0
     assert StageResult.objects.get(stage=planning).outcome == StageResult.Outcome.CANCELLED

@@ -199,7 +199,7 @@ def test_a_mention_on_a_task_that_failed_before_its_pull_request_points_to_retry
 
 
 def test_two_coordinators_starting_the_same_round_start_it_once(client, done, standin):  # noqa: F811
-    from pipeline import rounds
+    from pipeline.services import rounds
 
     coordinator, task = done
     comment(client, standin, task, "@tacx one change")

@@ -3,10 +3,11 @@ markup stripped; `claude --resume` only for a session that is on this machine.""
 
 from __future__ import annotations
 
+from pipeline.attempt.prompt import round_prompt_section
+from pipeline.lib.untrusted import fence
 from pipeline.models import Round
 from pipeline.providers import get_provider
 from pipeline.providers.base import Invocation
-from pipeline.rounds import fence, round_prompt_section
 
 
 def test_untrusted_text_cannot_close_its_fence_or_hide_instructions():

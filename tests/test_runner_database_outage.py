@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from pipeline import runner, services
+from pipeline import attempt, services
 from pipeline.models import AgentEvent, Stage, StageResult, Task
 from tests.conftest import wait_for
 from tests.test_runner_processes import command_stage, commit_workflow
@@ -60,7 +60,7 @@ def test_a_running_stage_keeps_its_agent_and_its_events_through_a_database_outag
 
     def work() -> None:
         try:
-            outcome.append(runner.run_stage(stage.pk, enqueue_next=False))
+            outcome.append(attempt.run_stage(stage.pk, enqueue_next=False))
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             outcome.append(exc)
         finally:
@@ -94,7 +94,7 @@ def test_a_running_stage_keeps_its_agent_and_its_events_through_a_database_outag
     (tree / "during.go").touch()
     thread.join(120)
     assert not thread.is_alive()
-    assert outcome == [runner.RunResult.SUCCEEDED], outcome
+    assert outcome == [attempt.RunResult.SUCCEEDED], outcome
     results = StageResult.objects.filter(stage=stage)
     assert [(r.attempt, r.outcome) for r in results] == [(1, "succeeded")]
     texts = sorted(messages.values_list("data__text", flat=True))
@@ -124,7 +124,7 @@ def test_a_stage_whose_agent_is_quiet_holds_no_database_connection(local_reposit
 
     def work() -> None:
         try:
-            outcome.append(runner.run_stage(stage.pk, enqueue_next=False))
+            outcome.append(attempt.run_stage(stage.pk, enqueue_next=False))
         finally:
             connection.close()
 
@@ -141,4 +141,4 @@ def test_a_stage_whose_agent_is_quiet_holds_no_database_connection(local_reposit
         wait_for(lambda: Task.objects.get(pk=task.pk).worktree_path, "the worktree")
         (Path(Task.objects.get(pk=task.pk).worktree_path) / "thinking.go").touch()
         thread.join(60)
-    assert outcome == [runner.RunResult.SUCCEEDED]
+    assert outcome == [attempt.RunResult.SUCCEEDED]

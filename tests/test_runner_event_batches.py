@@ -10,7 +10,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from pipeline import live, runner, services
+from pipeline import attempt, live, services
 from pipeline.models import AgentEvent, Stage
 from tests.test_runner_processes import command_stage, commit_workflow
 
@@ -31,7 +31,7 @@ def _planning_task(repository, clone, *args: str) -> Stage:
 def test_a_burst_of_a_thousand_lines_is_stored_in_a_bounded_number_of_statements(local_repository, clone):
     stage = _planning_task(local_repository, clone, "burst", "1000")
     with CaptureQueriesContext(connection) as queries:
-        assert runner.run_stage(stage.pk, enqueue_next=False) == runner.RunResult.SUCCEEDED
+        assert attempt.run_stage(stage.pk, enqueue_next=False) == attempt.RunResult.SUCCEEDED
     messages = AgentEvent.objects.filter(task=stage.task, kind=AgentEvent.Kind.MESSAGE)
     assert messages.count() == 1000
     assert sorted(messages.values_list("seq", flat=True)) == sorted(set(messages.values_list("seq", flat=True)))
@@ -50,7 +50,7 @@ def test_lines_arriving_steadily_are_stored_in_batches_not_one_by_one(local_repo
     settings.TACX = {**settings.TACX, "EVENT_BATCH_SECONDS": 0.05, "EVENT_BATCH_BUSY_SECONDS": 0.2}
     stage = _planning_task(local_repository, clone, "burst", "200", "100")  # 200 lines over 2 s: busy
     with CaptureQueriesContext(connection) as queries:
-        assert runner.run_stage(stage.pk, enqueue_next=False) == runner.RunResult.SUCCEEDED
+        assert attempt.run_stage(stage.pk, enqueue_next=False) == attempt.RunResult.SUCCEEDED
     assert AgentEvent.objects.filter(task=stage.task, kind=AgentEvent.Kind.MESSAGE).count() == 200
     inserts = [q for q in queries.captured_queries if q["sql"].startswith('INSERT INTO "pipeline_agentevent"')]
     # About one batch per 0.2 s once the stream counts as busy (after its first second, batches

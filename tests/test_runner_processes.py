@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import services
+from pipeline import jobs, services
 from pipeline.agent_process import group_alive
 from pipeline.models import AgentEvent, StageResult, Task
 from tests import conftest
@@ -43,7 +43,7 @@ def commit_workflow(clone: Path, stages: list[dict], **extra) -> None:
 def run(repository, title: str = "Add farewell") -> Task:
     task, _ = services.task_create(repository=repository, issue_number=7, title=title, body="Please.", trigger_source="cli")
     services.task_dispatch(task=task, enqueue=False)
-    return services.task_run_inline(task=task)
+    return jobs.task_run_inline(task=task)
 
 
 @pytest.fixture
@@ -150,7 +150,7 @@ def test_a_hostile_title_stays_inside_the_worktree_root(local_repository, clone,
 
 @pytest.mark.django_db(transaction=True)
 def test_the_agent_never_sees_the_forge_token_and_transcripts_are_redacted(local_repository, clone, tmp_path, monkeypatch):
-    from pipeline import redaction
+    from pipeline.lib import redaction
 
     secret = "ghp_" + "Zz9" * 12
     monkeypatch.setenv("GITHUB_TOKEN", secret)
@@ -190,7 +190,7 @@ def test_cancelling_a_running_task_kills_its_agent_and_records_the_attempt(local
     canceller = threading.Thread(target=cancel_when_started)
     canceller.start()
     started = time.monotonic()
-    task = services.task_run_inline(task=task)
+    task = jobs.task_run_inline(task=task)
     canceller.join()
     assert time.monotonic() - started < 15
     result = StageResult.objects.get(task=task)

@@ -11,7 +11,8 @@ from django.utils import timezone
 
 from dashboard import stats
 from harness import fake_runner
-from pipeline import git, runner, services
+from pipeline import git, jobs, services
+from pipeline.attempt import Attempt, RunResult, finish_attempt
 from pipeline.models import Stage, StageResult, Task, Worker
 from pipeline.workflow import Workflow, load_workflow_text
 from tests.test_runner_processes import command_stage, commit_workflow
@@ -38,7 +39,7 @@ def test_a_permanent_error_fails_the_stage_at_its_first_attempt(local_repository
     services.task_dispatch(task=task, enqueue=False)
     # What an interrupted demo used to leave behind: a base commit the repository does not have.
     Task.objects.filter(pk=task.pk).update(base_commit="0123456789abcdef0123456789abcdef01234567")
-    task = services.task_run_inline(task=Task.objects.get(pk=task.pk))
+    task = jobs.task_run_inline(task=Task.objects.get(pk=task.pk))
     assert task.status == Task.Status.FAILED
     stage = task.stages.get(name="planning")
     assert (stage.status, stage.attempts, stage.failed_attempts) == ("failed", 1, 1)
@@ -51,17 +52,17 @@ def test_a_transient_failure_is_still_retried_up_to_the_limit(local_repository, 
     commit_workflow(clone, [command_stage("planning", "fail") | {"max_attempts": 2}, {"name": "pr_creation"}])
     task, _ = services.task_create(repository=local_repository, issue_number=6, title="Plan", trigger_source="cli")
     services.task_dispatch(task=task, enqueue=False)
-    task = services.task_run_inline(task=task)
+    task = jobs.task_run_inline(task=task)
     assert task.status == Task.Status.FAILED
     assert task.stages.get(name="planning").attempts == 2
 
 
-def _open_attempt(task: Task, name: str) -> runner.Attempt:
+def _open_attempt(task: Task, name: str) -> Attempt:
     result = fake_runner.stage_claim(task, name)
     stage = Stage.objects.get(pk=result.stage_id)
     workflow = Workflow.from_json(task.workflow)
     worker = Worker.objects.get(pk=result.worker_id)
-    return runner.Attempt(
+    return Attempt(
         stage=stage, task=task, cfg=workflow.stage(name), workflow=workflow, result=result, owner=stage.lease_owner, worker=worker
     )
 
@@ -72,7 +73,7 @@ def test_an_attempt_ended_by_a_cancel_is_a_cancel_and_leaves_the_attempts_alone(
     services.task_cancel(task=task, reason="cancelled by alice")
     # The killed agent's last words were an error: it is still the user's cancel.
     attempt.result.outcome, attempt.result.error = StageResult.Outcome.FAILED, "agent exited with code -15"
-    assert runner.finish_attempt(attempt, permanent=False, enqueue_next=False) == runner.RunResult.CANCELLED
+    assert finish_attempt(attempt, permanent=False, enqueue_next=False) == RunResult.CANCELLED
     result = StageResult.objects.get(pk=attempt.result.pk)
     assert result.outcome == StageResult.Outcome.CANCELLED and not result.success
     assert "agent exited with code -15" in result.error
@@ -128,7 +129,7 @@ def test_the_task_page_does_not_count_a_cancelled_attempt_against_the_limit(clie
     attempt = _open_attempt(task, "planning")
     services.task_cancel(task=task, reason="cancelled by alice")
     attempt.result.outcome = StageResult.Outcome.CANCELLED
-    runner.finish_attempt(attempt, permanent=False, enqueue_next=False)
+    finish_attempt(attempt, permanent=False, enqueue_next=False)
     services.task_retry(task=Task.objects.get(pk=task.pk), enqueue=False)
     client.force_login(alice)
     html = client.get(reverse("dashboard:task-summary", args=[task.pk])).content.decode()

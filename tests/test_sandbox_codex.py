@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness.modelserver import ScriptedModelServer
-from pipeline import sandbox
+from pipeline import jobs, sandbox
 from pipeline.providers.base import Invocation
 from pipeline.providers.codex import CodexStreamParser
 from tests.conftest import commit_workflow, git, point_claude_at
@@ -62,7 +62,7 @@ def test_codex_builds_inside_tacx_sandbox_with_bubblewrap_on_path(local_reposito
         )
         task, _ = services.task_create(repository=local_repository, issue_number=4, title="Notes", trigger_source="cli")
         services.task_dispatch(task=task, enqueue=False)
-        task = services.task_run_inline(task=task)
+        task = jobs.task_run_inline(task=task)
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
     build = StageResult.objects.get(task=task, stage__name="building")
     results = AgentEvent.objects.filter(result=build, kind="tool_result")

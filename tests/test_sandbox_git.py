@@ -20,7 +20,7 @@ from django.db import connection
 from github_standin import TOKEN, standin  # noqa: F401
 
 from pipeline import git as tgit
-from pipeline import services
+from pipeline import jobs, services
 from pipeline.models import AgentEvent, Repository, Stage, StageResult, Task
 from tests import conftest
 from tests.conftest import git, make_origin_and_clone
@@ -62,7 +62,7 @@ def commit_workflow(clone: Path, script: str) -> None:
 def run(repository) -> Task:
     task, _ = services.task_create(repository=repository, issue_number=3, title="Plant", trigger_source="cli")
     services.task_dispatch(task=task, enqueue=False)
-    return services.task_run_inline(task=task)
+    return jobs.task_run_inline(task=task)
 
 
 def common_dir_of(repository: Repository) -> Path:
@@ -153,7 +153,7 @@ def test_github_repository_sandboxed_planter_changes_nothing_in_the_mirror_and_t
     git(clone, "push", "--quiet", "origin", "main")
     task, _ = services.task_create(repository=repo, issue_number=12, title="Plant", trigger_source="webhook")
     services.task_dispatch(task=task, enqueue=False)
-    task = services.task_run_inline(task=task)
+    task = jobs.task_run_inline(task=task)
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
     assert sorted(os.listdir(markers)) == []
     mirror = common_dir_of(repo)
@@ -219,7 +219,7 @@ def test_a_task_cannot_rewrite_another_tasks_branch(local_repository, origin_and
 
     def run_victim() -> None:
         try:
-            services.task_run_inline(task=victim)
+            jobs.task_run_inline(task=victim)
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
         finally:
@@ -227,7 +227,7 @@ def test_a_task_cannot_rewrite_another_tasks_branch(local_repository, origin_and
 
     thread = threading.Thread(target=run_victim)
     thread.start()
-    services.task_run_inline(task=attacker)
+    jobs.task_run_inline(task=attacker)
     thread.join(300)
     assert not errors, errors
     victim.refresh_from_db()
@@ -254,9 +254,9 @@ def test_a_task_cannot_rewrite_shared_objects_nor_the_workflow_another_task_read
     )
     # Hex in the spec: the real workflow (which carries the spec) must not contain the markers.
     real = attack_workflow(clone, {"mode": "objects", "readme": b"FORGED-README\n".hex(), "workflow": forged_workflow.encode().hex()})
-    attacker = services.task_run_inline(task=start(local_repository, 1, "A attacks"))
+    attacker = jobs.task_run_inline(task=start(local_repository, 1, "A attacks"))
     assert attacker.status == Task.Status.SUCCEEDED, attacker.status_reason
-    victim = services.task_run_inline(task=start(local_repository, 2, "B works"))
+    victim = jobs.task_run_inline(task=start(local_repository, 2, "B works"))
     assert victim.status == Task.Status.SUCCEEDED, victim.status_reason
     recorded = everything_recorded(victim)
     assert "FORGED" not in recorded
@@ -283,14 +283,14 @@ def test_an_agent_that_repoints_head_moves_no_branch_of_the_user(local_repositor
     canary = f"CANARY-HEAD-{os.urandom(6).hex()}"
     attack_workflow(clone, {"mode": "head", "canary": canary}, stage="building")
     main = git(clone, "rev-parse", "main")
-    task = services.task_run_inline(task=start(local_repository, 1, "A attacks"))
+    task = jobs.task_run_inline(task=start(local_repository, 1, "A attacks"))
     assert task.status == Task.Status.FAILED
     building = Stage.objects.get(task=task, name="building")
     assert "HEAD" in building.error and "refs/heads/main" in building.error and "re-pointed" in building.error, building.error
     assert git(clone, "rev-parse", "main") == main and git(origin, "rev-parse", "main") == main
     assert git(clone, "log", "--all", "--format=%H", "--", "sneaky.txt") == ""  # the agent's file was committed nowhere
     other = start(local_repository, 2, "B works")
-    services.task_run_inline(task=other)
+    jobs.task_run_inline(task=other)
     assert Task.objects.get(pk=other.pk).base_commit == main
 
 
@@ -300,10 +300,10 @@ def test_a_fifo_planted_as_alternates_costs_no_timeout(local_repository, origin_
     origin, clone = origin_and_clone
     attack_workflow(clone, {"mode": "fifo"})
     began = time.monotonic()
-    attacker = services.task_run_inline(task=start(local_repository, 1, "A attacks"))
+    attacker = jobs.task_run_inline(task=start(local_repository, 1, "A attacks"))
     assert '"fifo_alternates": {\n  "ok": false' in plan_of(attacker), plan_of(attacker)
     assert attacker.status == Task.Status.SUCCEEDED, attacker.status_reason
-    victim = services.task_run_inline(task=start(local_repository, 2, "B works"))
+    victim = jobs.task_run_inline(task=start(local_repository, 2, "B works"))
     assert victim.status == Task.Status.SUCCEEDED, victim.status_reason
     assert time.monotonic() - began < 150  # one git command waiting on a FIFO takes 300 s
     status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True, timeout=20)
@@ -326,7 +326,7 @@ def test_an_agent_cannot_read_the_users_unpushed_branch_or_stash(local_repositor
     git(clone, "stash", "-q")
     stash_blob = git(clone, "rev-parse", "stash@{0}:README.md")
     attack_workflow(clone, {"mode": "read", "objects": {"branch_blob": branch_blob, "stash_blob": stash_blob, "stash_commit": git(clone, "rev-parse", "stash@{0}")}})
-    task = services.task_run_inline(task=start(local_repository, 1, "A reads"))
+    task = jobs.task_run_inline(task=start(local_repository, 1, "A reads"))
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
     plan = plan_of(task)
     assert '"branch_blob": {\n  "ok": false' in plan and '"stash_blob": {\n  "ok": false' in plan, plan

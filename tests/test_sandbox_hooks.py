@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from pipeline import services
+from pipeline import jobs, services
 from pipeline.models import AgentEvent, StageResult, Task
 from tests.conftest import commit_workflow
 from tests.test_sandbox_containment import http_servers  # noqa: F401 - fixture
@@ -49,7 +49,7 @@ def test_setup_reaches_its_hosts_and_keeps_its_secret_from_the_agent(local_repos
     commit_workflow(clone, yaml.safe_dump(workflow))
     task, _ = services.task_create(repository=local_repository, issue_number=2, title="Setup", trigger_source="cli")
     services.task_dispatch(task=task, enqueue=False)
-    task = services.task_run_inline(task=task)
+    task = jobs.task_run_inline(task=task)
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
 
     setup = AgentEvent.objects.get(task=task, data__hook="setup", data__status="passed").data["output"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import sandbox, services
+from pipeline import jobs, sandbox, services
 from pipeline.models import AgentEvent, Stage, StageResult, Task
 from tests import conftest
 from tests.conftest import processes_matching
@@ -31,7 +31,7 @@ def commit_workflow(clone: Path, planning_argv: list[str]) -> None:
 def run(repository) -> Task:
     task, _ = services.task_create(repository=repository, issue_number=5, title="Do it", trigger_source="cli")
     services.task_dispatch(task=task, enqueue=False)
-    return services.task_run_inline(task=task)
+    return jobs.task_run_inline(task=task)
 
 
 def escaping_planner(outside: Path) -> list[str]:

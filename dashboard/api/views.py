@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 
 from pipeline import services
 from pipeline.models import AgentEvent, Repository
+from pipeline.services import rounds
 from pipeline.workflow import WorkflowError
 
 from .. import selectors, stats, streams
@@ -146,8 +147,6 @@ class TaskApproveApi(APIView):
 
     @extend_schema(operation_id="tasks_approve", request=None, responses={200: s.TaskDetailOut, **ERRORS, **NOT_FOUND, **CONFLICT})
     def post(self, request: Request, task_id: int) -> Response:
-        from pipeline import rounds
-
         task = selectors.task_get(task_id)
         if not rounds.task_approve(task=task, approved_by=request.user.get_username()):
             raise Conflict(f"task {task.pk} is {task.status}; only a task awaiting approval can be approved")

@@ -25,6 +25,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..lib.pricing import cost_for
+from ..lib.usage import Usage, tacx_setting
+
 OUTPUT_LIMIT = 20_000  # characters kept of one tool output / raw line / long tool-input string
 STDERR_TAIL = 500  # characters of stderr quoted in an error sentence
 
@@ -65,21 +68,6 @@ class Event:
 
     kind: str
     data: dict
-
-
-@dataclass
-class Usage:
-    """Normalised totals for one attempt (Claude token semantics, see the module docstring)."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    turns: int = 0
-    cost_usd: Decimal | None = None
-    model: str = ""
-    session_id: str = ""
-    cli_version: str = ""
 
 
 @dataclass
@@ -126,17 +114,6 @@ def as_int(value: Any) -> int:
     if isinstance(value, float) and value.is_integer():
         return max(int(value), 0)
     return 0
-
-
-def tacx_setting(name: str, default: Any) -> Any:
-    """``settings.TACX[name]``, or ``default`` when unset or when Django is not configured."""
-    from django.conf import settings
-    from django.core.exceptions import ImproperlyConfigured
-
-    try:
-        return settings.TACX.get(name, default)
-    except (ImproperlyConfigured, AttributeError):  # parsers also work without Django settings
-        return default
 
 
 def raw_event(line: str, error: str) -> Event:
@@ -192,8 +169,6 @@ class StreamParser:
     @property
     def usage(self) -> Usage:
         """Running totals; ``cost_usd`` is the CLI's own figure when it gave one, else priced."""
-        from pipeline.pricing import cost_for
-
         usage = replace(self._usage)
         usage.cost_usd = self._reported_cost if self._reported_cost is not None else cost_for(usage.model, usage)
         return usage

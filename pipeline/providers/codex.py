@@ -5,7 +5,7 @@ latest line's, never a sum. OpenAI counts cached tokens inside ``input_tokens``;
 ``input_tokens`` is the non-cached part: ``input_tokens - cached_input_tokens -
 cache_write_input_tokens`` (both cache figures are parts of the prompt). ``output_tokens`` already
 includes ``reasoning_output_tokens``. Codex reports no cost and no model: cost comes from
-``pipeline.pricing`` at the model the invocation asked for (unknown model → no cost).
+``pipeline.lib.pricing`` at the model the invocation asked for (unknown model → no cost).
 
 Turns: Codex exposes no count of model requests; ``turns`` is the number of turns the thread ran
 (``turn.completed`` + ``turn.failed`` lines), i.e. 1 for a plain ``codex exec``.

@@ -5,7 +5,7 @@ event, emitted when the next non-delta line arrives (a killed run keeps its part
 ``Outcome.final_text``, which, like Gemini's own JSON ``response``, is every assistant delta
 joined). Usage comes from ``result.stats`` only: ``input_tokens`` there includes ``cached``, so
 TAC-X's input is ``stats.input`` when present, else ``input_tokens - cached``. No cost is reported:
-it comes from ``pipeline.pricing`` (model from ``stats.models`` or ``init``; ``auto`` is unknown).
+it comes from ``pipeline.lib.pricing`` (model from ``stats.models`` or ``init``; ``auto`` is unknown).
 Turns: Gemini reports none; ``turns`` counts model responses (an assistant message or tool call
 after the prompt or a tool result). Exit codes: 41 auth, 42 input, 44 sandbox, 52 config,
 53 turn limit, 54 tool failure, 55 untrusted folder, 130 cancelled; an API error ends the run

@@ -37,6 +37,7 @@ import os
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 
+from ..lib.pricing import price_for
 from .api_errors import http_error_sentence
 from .base import (
     Event,
@@ -150,8 +151,6 @@ class OpencodeStreamParser(StreamParser):
 
 def price_config(model: str) -> dict[str, float]:
     """opencode's ``cost`` block (USD per million tokens) from TAC-X's price table, or {}."""
-    from pipeline.pricing import price_for
-
     price = price_for(model)
     if price is None:
         return {}

@@ -16,7 +16,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections, connection
 from django.db.models import Max
 
-from pipeline import services
+from pipeline import git, jobs, services
 from pipeline.models import Repository, Stage, StageResult, Task
 
 
@@ -50,7 +50,7 @@ class Command(BaseCommand):
             progress = threading.Thread(target=self.show_progress, args=(task.pk, stop), daemon=True)
             progress.start()
         try:
-            task = services.task_run_inline(task=task)
+            task = jobs.task_run_inline(task=task)
         finally:
             stop.set()
             if progress:
@@ -60,8 +60,6 @@ class Command(BaseCommand):
             raise SystemExit(1)
 
     def local_repository(self, path: Path, branch: str) -> Repository:
-        from pipeline import git
-
         branch = branch or git.run(["rev-parse", "--abbrev-ref", "HEAD"], cwd=path)
         repository, _ = Repository.objects.get_or_create(
             kind=Repository.Kind.LOCAL,

@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-# base imports this module lazily (inside StreamParser.usage), so this is not a cycle.
-from pipeline.providers.base import Usage, tacx_setting
+from .usage import Usage, tacx_setting
 
 MILLION = Decimal(1_000_000)
 

@@ -1,0 +1,132 @@
+"""The repository's own commands in the worktree (hooks and the test command), run by TAC-X in the
+agent sandbox with a private HOME, each recorded as events of the attempt."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from django.conf import settings
+
+from .. import git, hooks, sandbox
+from ..agent_process import StopAgent
+from ..models import AgentEvent
+from ..workflow import HookConfig
+from . import readback
+from .context import AttemptContext, StageFailure, _tail, git_access
+
+
+def run_repository_command(self: AttemptContext, hook: HookConfig | None) -> hooks.HookRun | None:
+    """Run a hook or the test command in the worktree and record it as an event of this
+    attempt. None when the workflow has no such hook."""
+    if hook is None:
+        return None
+    assert self.worktree is not None
+    context = {
+        "task_id": self.task.pk,
+        "issue_number": self.task.issue_number,
+        "repository": self.task.repository.full_name,
+        "branch": self.task.branch,
+        "stage": self.stage.name,
+        "round": self.task.review_round,
+    }
+    env = hooks.hook_environment(hook.name, workflow=self.workflow, worktree=self.worktree, context=context)
+    self.recorder.append_event(AgentEvent.Kind.SYSTEM, {"hook": hook.name, "status": "running", "message": f"{hook.name} started"})
+    self.recorder.flush_events()
+
+    stops: list[StopAgent] = []
+
+    def should_stop() -> str | None:
+        stop = self.recorder.on_tick()
+        if stop is None:
+            return None
+        stops.append(stop)
+        return stop.reason
+
+    box_root, boxes, wrap = hook_sandbox(self, hook)
+    try:
+        run = hooks.run_hook(
+            hook,
+            cwd=self.worktree,
+            env=env,
+        grace=settings.TACX["KILL_GRACE_SECONDS"],
+        should_stop=should_stop,
+        # The reaper kills a dead worker's process group by Worker.pgid: the hook's, now.
+        on_start=self.recorder.on_start,
+            poll_seconds=min(1.0, settings.TACX["HEARTBEAT_SECONDS"]),
+            secret_values=hooks.secret_values(hook.name, workflow=self.workflow, env=env),
+            wrap=wrap,
+        )
+    finally:
+        for box in boxes:
+            box.finish()
+            for entry in box.new_violations():
+                self.recorder.append_event(AgentEvent.Kind.SANDBOX, {**entry, "hook": hook.name})
+        if box_root is not None:
+            shutil.rmtree(box_root, ignore_errors=True)
+    self.recorder.append_event(AgentEvent.Kind.SYSTEM if run.ok else AgentEvent.Kind.ERROR, run.event_data())
+    self.recorder.flush_events()
+    if stops:
+        raise StageFailure(f"{hook.name} stopped: {stops[0].reason}", outcome=stops[0].outcome)
+    readback.check_worktree(self)  # the repository's command ran there: TAC-X's git comes next
+    return run
+
+
+def hook_sandbox(self: AttemptContext, hook: HookConfig):
+    """``(root, boxes, wrap)`` for running `hook` in the agent sandbox: the worktree, a
+    private HOME of its own (never the agent's: what setup writes there, e.g. a token in
+    ~/.npmrc, stays out of the agent's reach) and the hook's own network allow-list.
+    ``(None, [], None)`` with the sandbox off."""
+    if not sandbox.enabled():
+        return None, [], None
+    assert self.worktree is not None
+    root = sandbox.new_root()
+    home = root / "home"
+    (home / "tmp").mkdir(parents=True)
+    boxes: list[sandbox.Box] = []
+    access = git_access(self)
+
+    def wrap(argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str], Path]:
+        box = sandbox.prepare(
+            argv=argv,
+            env={**env, "HOME": str(home), "TMPDIR": str(home / "tmp")},
+            worktree=self.worktree,
+            git_access=access,
+            allow_hosts=list(hook.network_allow),
+            home=home,
+            root=root,
+            extra_write=settings.TACX.get("SANDBOX_HOOK_WRITE", []),
+        )
+        boxes.append(box)
+        return box.argv, box.env, box.cwd
+
+    return root, boxes, wrap
+
+
+def before_stage(self: AttemptContext) -> None:
+    """The workflow's before_stage hook; a failure fails the attempt before the agent runs."""
+    before = run_repository_command(self, self.workflow.hook("before_stage"))
+    if before is not None and not before.ok:
+        raise StageFailure(f"before_stage hook {before.status}: {_tail(before.output)}")
+
+
+def after_stage(self: AttemptContext) -> None:
+    """The workflow's after_stage hook, whatever the agent did."""
+    # Logged only: a failing after_stage hook does not undo the agent's work.
+    run_repository_command(self, self.workflow.hook("after_stage"))
+
+
+def run_tests(self: AttemptContext) -> None:
+    """The workflow's test_command, run by TAC-X after building: its result is evidence for
+    the reviewer and the PR; a failure sends the task back to building (finish_attempt)."""
+    run = run_repository_command(self, self.workflow.test_command)
+    if run is None:
+        return
+    self.tests = run
+    r = self.result
+    r.tests_status, r.tests_exit_code, r.tests_duration, r.tests_output = run.status, run.exit_code, run.duration, run.output
+    # Everything the builder made is committed; what the tests left behind (caches, reports)
+    # must not reach the branch through a later "remaining changes" commit.
+    assert self.worktree is not None
+    git.run(["reset", "--hard", "--quiet", "HEAD"], cwd=self.worktree)
+    git.run(["clean", "-fdq"], cwd=self.worktree)

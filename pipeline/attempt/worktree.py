@@ -1,0 +1,71 @@
+"""The first step: the task's worktree on this machine, at the head the previous stage left (fetched
+from the origin, whichever machine ran it), with the setup hook run once per fresh copy."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from django.conf import settings
+
+from .. import git, repos, services
+from ..models import Stage, Task
+from .commands import run_repository_command
+from .context import AttemptContext, StageFailure, _tail
+
+
+def prepare_worktree(self: AttemptContext) -> Path:
+    task, repository = self.task, self.task.repository
+    path = git.worktree_path(settings.TACX["WORKTREE_ROOT"], repository.full_name, task.issue_number, task.pk)
+    # Another machine may have run the earlier stages: fetch before every stage (not only
+    # when this machine has no worktree yet), so the head they pushed is here.
+    repo_dir = repos.source_dir(repository, fetch=True)
+    changed = []
+    if not task.branch:
+        task.branch = git.branch_name(task.issue_number, task.title)
+        changed.append("branch")
+    if not task.base_commit:
+        task.base_commit = git.resolve(repo_dir, repos.base_ref(repository))
+        changed.append("base_commit")
+    if not task.head_commit and not task.stages.filter(status=Stage.Status.SUCCEEDED).exists():
+        task.head_commit = task.base_commit  # a new branch starts at its base
+        changed.append("head_commit")
+    if task.worktree_path != str(path):
+        task.worktree_path = str(path)
+        changed.append("worktree_path")
+    if task.worktree_host != socket.gethostname():
+        # The latest stage's machine (every machine's worktree is in TaskWorktree).
+        task.worktree_host = socket.gethostname()
+        changed.append("worktree_host")
+    if changed:
+        task.save(update_fields=changed)
+    created = not (path / ".git").exists()
+    services.task_worktree_record(task=task, host=socket.gethostname(), path=str(path))
+    if task.head_commit:
+        # Start exactly where the previous stage left the branch (whichever machine ran it),
+        # or at a fast-forward of it on the origin; never on this machine's own stale copy.
+        start = task.head_commit
+        pushed = repos.pushed_head(repository, repo_dir, task.branch)
+        if pushed and pushed != start and git.is_ancestor(repo_dir, start, pushed):
+            start = pushed
+        git.worktree_at(repo_dir, path, task.branch, start)
+    else:
+        # A task that was already running before head commits were recorded.
+        git.worktree_add(repo_dir, path, task.branch, task.base_commit)
+    self.repo_dir = repo_dir
+    self.worktree = path
+    setup = self.workflow.hook("setup")
+    host = socket.gethostname()
+    # Once per worktree: when it was just (re-)created, or when the last successful setup
+    # happened on another machine (this one's copy never ran it).
+    if setup is not None and (created or task.setup_host != host):
+        if task.setup_host:
+            Task.objects.filter(pk=task.pk).update(setup_host="")
+            task.setup_host = ""
+        run = run_repository_command(self, setup)
+        assert run is not None
+        if not run.ok:
+            raise StageFailure(f"setup hook {run.status}: {_tail(run.output)}", permanent=True)
+        Task.objects.filter(pk=task.pk).update(setup_host=host)
+        task.setup_host = host
+    return path

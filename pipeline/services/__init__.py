@@ -1,0 +1,91 @@
+"""Every change of pipeline state goes through these functions (coordinator, dashboard, admin,
+management commands and q2 jobs call them; none writes the tables itself).
+
+Rules kept here:
+- a task is created idempotently: the partial unique constraint refuses a second active task for
+  one issue, and `task_create` returns the existing one instead;
+- stages are claimed by conditional UPDATE (see `pipeline.attempt`), never by trusting the queue;
+- the next stage is enqueued after commit, and only from our own state (no q2 chains).
+
+This package is a face: the functions live in one module per subject (`events`, `approval`,
+`progress`, `tasks`, `rounds`, `repositories`, `worktrees`) and are re-exported here, so
+`services.task_create(...)` works as before. Patch a name where it is defined (e.g.
+`pipeline.services.tasks.task_workflow_read`), not here. Nothing in this package imports
+`pipeline.attempt`: services change state, the attempt runs agents.
+"""
+
+from ..lib.untrusted import sanitize_issue_text, sanitize_issue_title
+from . import rounds
+from .approval import approval_required, review_rounds_used, running_round, task_await_approval
+from .events import event_status, events_prune
+from .progress import (
+    enqueue_stage_job,
+    lease_deadline,
+    result_add_to_totals,
+    review_requests_changes,
+    stage_hand_back,
+    stage_jobs,
+    stage_queue,
+    stage_reap_expired,
+    stage_requeue_lost,
+    stage_succeeded_advance,
+    task_cancel,
+    task_fail,
+    tests_failed_back_to_building,
+)
+from .repositories import repository_add, repository_poll_claim, repository_poll_etag_set
+from .tasks import (
+    task_create,
+    task_dispatch,
+    task_hold,
+    task_progress_comment_set,
+    task_release,
+    task_retry,
+    task_skip,
+    task_start,
+    task_submit,
+    task_workflow_read,
+    workflow_error_fail,
+)
+from .worktrees import task_worktree_record, task_worktree_remove
+
+__all__ = [
+    "approval_required",
+    "enqueue_stage_job",
+    "event_status",
+    "events_prune",
+    "lease_deadline",
+    "repository_add",
+    "repository_poll_claim",
+    "repository_poll_etag_set",
+    "result_add_to_totals",
+    "review_requests_changes",
+    "review_rounds_used",
+    "rounds",
+    "running_round",
+    "sanitize_issue_text",
+    "sanitize_issue_title",
+    "stage_hand_back",
+    "stage_jobs",
+    "stage_queue",
+    "stage_reap_expired",
+    "stage_requeue_lost",
+    "stage_succeeded_advance",
+    "task_await_approval",
+    "task_cancel",
+    "task_create",
+    "task_dispatch",
+    "task_fail",
+    "task_hold",
+    "task_progress_comment_set",
+    "task_release",
+    "task_retry",
+    "task_skip",
+    "task_start",
+    "task_submit",
+    "task_workflow_read",
+    "task_worktree_record",
+    "task_worktree_remove",
+    "tests_failed_back_to_building",
+    "workflow_error_fail",
+]

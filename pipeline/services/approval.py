@@ -1,0 +1,40 @@
+"""Plan approval and the running round: whether a task waits for `/tacx approve`, and how many
+review rounds the current pass has used."""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from ..models import Round, Task
+from ..workflow import Workflow
+from .events import event_status
+
+
+def running_round(task: Task) -> Round | None:
+    return Round.objects.filter(task=task, status=Round.Status.RUNNING).first()
+
+
+def review_rounds_used(task: Task) -> int:
+    """Review rounds in the current pass: since the running round started (or the task)."""
+    current = running_round(task)
+    base = current.first_review_round if current is not None else 1
+    return task.review_round - base + 1
+
+
+def approval_required(task: Task, workflow: Workflow) -> bool:
+    if workflow.approval != "plan":
+        return False
+    skip = workflow.approval_skip_label.casefold()
+    return not any(str(label).casefold() == skip for label in task.trigger_labels or [])
+
+
+def task_await_approval(*, task: Task) -> bool:
+    """running -> awaiting_approval after planning (conditional)."""
+    with transaction.atomic():
+        changed = Task.objects.filter(pk=task.pk, status=Task.Status.RUNNING).update(
+            status=Task.Status.AWAITING_APPROVAL, status_reason="the plan awaits approval: comment `/tacx approve`"
+        )
+        if changed:
+            task.refresh_from_db()
+            event_status(task, "plan ready: awaiting approval")
+    return bool(changed)

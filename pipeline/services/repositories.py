@@ -1,0 +1,62 @@
+"""Registering repositories and the coordinator's bookkeeping of their polls."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import models
+from django.utils import timezone
+
+from ..models import Repository
+
+
+def repository_add(
+    *,
+    full_name: str,
+    kind: str = Repository.Kind.GITHUB,
+    local_path: str = "",
+    clone_url: str = "",
+    default_branch: str | None = None,
+    trigger_label: str | None = None,
+    max_concurrent_tasks: int | None = None,
+) -> tuple[Repository, bool]:
+    """Register a repository, or update the given fields of the one with that kind and name.
+
+    Returns (repository, created). Fields passed as None (or "") keep their current value, so
+    running `add_repo` twice is harmless.
+    """
+    fields = {
+        "local_path": local_path,
+        "clone_url": clone_url,
+        "default_branch": default_branch,
+        "trigger_label": trigger_label,
+        "max_concurrent_tasks": max_concurrent_tasks,
+    }
+    given = {k: v for k, v in fields.items() if v not in (None, "")}
+    repository, created = Repository.objects.get_or_create(kind=kind, full_name=full_name, defaults=given)
+    if not created and given:
+        for name, value in given.items():
+            setattr(repository, name, value)
+        repository.save(update_fields=list(given))
+    return repository, created
+
+
+def repository_poll_claim(*, repository: Repository, interval: float, now=None) -> bool:
+    """Claim this repository's next poll: True for exactly one caller per `interval` seconds,
+    however many coordinators ask (conditional UPDATE of `polled_at`, the time the poll began)."""
+    now = now or timezone.now()
+    due = now - timedelta(seconds=interval)
+    claimed = (
+        Repository.objects.filter(pk=repository.pk)
+        .filter(models.Q(polled_at__isnull=True) | models.Q(polled_at__lte=due))
+        .update(polled_at=now)
+    )
+    if claimed:
+        repository.polled_at = now
+    return claimed == 1
+
+
+def repository_poll_etag_set(*, repository: Repository, etag: str) -> None:
+    """Remember the ETag of a complete, fully handled issue listing (next poll sends it)."""
+    Repository.objects.filter(pk=repository.pk).update(poll_etag=etag[:200])
+    repository.poll_etag = etag[:200]
