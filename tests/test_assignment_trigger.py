@@ -1,0 +1,131 @@
+"""Assigning an issue to TAC-X's login (TACX_GITHUB_LOGIN) starts a task, like the label.
+
+The payloads are GitHub's documented `issues` event with action `assigned` / `unassigned`:
+the octokit `issues.labeled` example (Codertocat/Hello-World) with `label` replaced by the
+`assignee` user object and the issue's `assignee`/`assignees` set, signed byte for byte and
+posted to the real webhook endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from github_standin import fixture_bytes, standin  # noqa: F401
+from test_webhooks import coordinator_pass, deliver, hello_world  # noqa: F401
+
+from coordinator.models import WebhookDelivery
+from pipeline.models import AgentEvent, Task
+
+TACX_LOGIN = "tacx-bot"
+
+
+@pytest.fixture(autouse=True)
+def own_login(settings):
+    settings.TACX = {**settings.TACX, "GITHUB_LOGIN": TACX_LOGIN}
+
+
+def user(login: str) -> dict:
+    sender = json.loads(fixture_bytes("issues.labeled"))["sender"]
+    return {**sender, "login": login, "id": 424242, "url": f"https://api.github.com/users/{login}", "html_url": f"https://github.com/{login}"}
+
+
+def assignment(action: str = "assigned", *, assignee: str = TACX_LOGIN, sender: str = "Codertocat") -> bytes:
+    payload = json.loads(fixture_bytes("issues.labeled"))
+    payload.pop("label")
+    payload["action"] = action
+    payload["assignee"] = user(assignee)
+    payload["sender"] = user(sender) if sender != "Codertocat" else payload["sender"]
+    payload["issue"]["assignee"] = user(assignee) if action == "assigned" else None
+    payload["issue"]["assignees"] = [user(assignee)] if action == "assigned" else []
+    payload["issue"]["labels"] = []  # not labelled: the assignment alone triggers
+    return json.dumps(payload).encode()
+
+
+def test_assigning_the_issue_to_tacx_creates_one_task(client, hello_world):  # noqa: F811
+    response = deliver(client, "issues", assignment(), delivery="a-1")
+    assert (response.status_code, response.content) == (202, b"accepted")
+    coordinator_pass()
+    task = Task.objects.get()
+    assert (task.issue_number, task.trigger_source, task.triggered_by) == (1, "assignment", "Codertocat")
+    assert task.status == Task.Status.RUNNING
+    assert WebhookDelivery.objects.get().task == task
+
+
+def test_assigning_someone_else_or_without_a_configured_login_is_ignored(client, hello_world, settings):  # noqa: F811
+    response = deliver(client, "issues", assignment(assignee="octocat"), delivery="a-1")
+    assert response.status_code == 200 and response.content.startswith(b"ignored")
+    settings.TACX = {**settings.TACX, "GITHUB_LOGIN": ""}
+    response = deliver(client, "issues", assignment(), delivery="a-2")
+    assert response.status_code == 200 and b"TACX_GITHUB_LOGIN" in response.content
+    coordinator_pass()
+    assert Task.objects.count() == 0 and WebhookDelivery.objects.count() == 0
+
+
+def test_the_login_is_compared_like_github_case_insensitively(client, hello_world):  # noqa: F811
+    deliver(client, "issues", assignment(assignee="TACX-Bot"), delivery="a-1")
+    coordinator_pass()
+    assert Task.objects.get().trigger_source == "assignment"
+
+
+def test_a_readers_assignment_starts_nothing(client, hello_world, standin):  # noqa: F811
+    deliver(client, "issues", assignment(sender="reader"), delivery="a-1")
+    coordinator_pass()
+    task = Task.objects.get()
+    assert task.status == Task.Status.SKIPPED
+    assert "reader assigned the issue to tacx-bot but has read access" in task.status_reason
+    assert not Task.objects.filter(status__in=Task.ACTIVE).exists()
+    assert standin.requests_to("GET", r"/collaborators/reader/permission")
+
+
+def test_label_and_assignment_and_a_redelivery_make_one_task(client, hello_world):  # noqa: F811
+    assert deliver(client, "issues", fixture_bytes("issues.labeled"), delivery="l-1").status_code == 202
+    assert deliver(client, "issues", assignment(), delivery="a-1").status_code == 202
+    assert deliver(client, "issues", assignment(), delivery="a-1").content == b"duplicate"
+    coordinator_pass()
+    assert deliver(client, "issues", assignment(), delivery="a-1").content == b"duplicate"
+    assert deliver(client, "issues", assignment(), delivery="a-2").status_code == 202  # assigned again
+    coordinator_pass()
+    task = Task.objects.get()
+    assert task.trigger_source == "webhook"  # the label came first
+    results = dict(WebhookDelivery.objects.values_list("delivery_id", "result"))
+    assert results["a-1"] == f"task {task.pk} is already queued"  # same pass, before dispatch
+    assert results["a-2"] == f"task {task.pk} is already running"
+
+
+def test_unassigning_before_the_task_started_cancels_it(client, hello_world):  # noqa: F811
+    deliver(client, "issues", assignment(), delivery="a-1")
+    deliver(client, "issues", assignment("unassigned"), delivery="u-1")
+    coordinator_pass()  # both handled in order, before the dispatcher starts the task
+    task = Task.objects.get()
+    assert task.status == Task.Status.CANCELLED
+    assert "unassigned from tacx-bot by Codertocat before the task started" in task.status_reason
+    assert WebhookDelivery.objects.get(delivery_id="u-1").result == f"task {task.pk} cancelled"
+
+
+def test_unassigning_after_the_task_started_changes_nothing_but_says_so(client, hello_world):  # noqa: F811
+    deliver(client, "issues", assignment(), delivery="a-1")
+    coordinator_pass()
+    task = Task.objects.get()
+    assert task.status == Task.Status.RUNNING
+    deliver(client, "issues", assignment("unassigned"), delivery="u-1")
+    coordinator_pass()
+    task.refresh_from_db()
+    assert task.status == Task.Status.RUNNING
+    said = [e.data["message"] for e in AgentEvent.objects.filter(task=task, kind=AgentEvent.Kind.STATUS)]
+    assert any("unassigned from tacx-bot by Codertocat" in m and "it goes on" in m for m in said)
+    assert "already started (running)" in WebhookDelivery.objects.get(delivery_id="u-1").result
+
+
+def test_unassigning_does_not_cancel_a_task_the_label_started(client, hello_world):  # noqa: F811
+    deliver(client, "issues", fixture_bytes("issues.labeled"), delivery="l-1")
+    deliver(client, "issues", assignment("unassigned"), delivery="u-1")
+    coordinator_pass()
+    assert Task.objects.get().status == Task.Status.RUNNING
+
+
+def test_a_garbled_assignee_is_a_400(client, hello_world):  # noqa: F811
+    payload = json.loads(assignment())
+    payload["assignee"] = "tacx-bot"
+    response = deliver(client, "issues", json.dumps(payload).encode(), delivery="bad")
+    assert response.status_code == 400 and b"assignee must be an object" in response.content
