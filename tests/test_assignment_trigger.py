@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from github_standin import fixture_bytes, standin  # noqa: F401
+from github_standin import TOKEN, fixture_bytes, github_repo, standin  # noqa: F401
 from test_webhooks import coordinator_pass, deliver, hello_world  # noqa: F401
 
+from coordinator.github_source import GitHubSource
 from coordinator.models import WebhookDelivery
+from pipeline import services
+from pipeline.github import GitHubClient
 from pipeline.models import AgentEvent, Task
 
 TACX_LOGIN = "tacx-bot"
@@ -129,3 +132,69 @@ def test_a_garbled_assignee_is_a_400(client, hello_world):  # noqa: F811
     payload["assignee"] = "tacx-bot"
     response = deliver(client, "issues", json.dumps(payload).encode(), delivery="bad")
     assert response.status_code == 400 and b"assignee must be an object" in response.content
+
+
+# --- the poller: an open issue assigned to the login is treated like a labelled one ----------
+
+
+@pytest.fixture
+def source(standin):  # noqa: F811
+    return GitHubSource(GitHubClient(base_url=standin.url, token=TOKEN), reconcile_grace=0)
+
+
+def poll(source: GitHubSource, repository) -> str:
+    repository.refresh_from_db()
+    return source.poll(repository)
+
+
+def test_the_poller_starts_a_task_for_an_issue_assigned_to_tacx(source, github_repo, standin):  # noqa: F811
+    standin.add_issue("octo/sample", number=4, title="Assigned", author="rita")
+    standin.add_issue("octo/sample", number=5, title="Someone else's", author="rita")
+    standin.assign("octo/sample", 4, TACX_LOGIN, actor="alice")
+    standin.assign("octo/sample", 5, "octocat", actor="alice")
+    assert "1 assigned issue(s), 1 task(s) created" in poll(source, github_repo)
+    task = Task.objects.get()
+    assert (task.issue_number, task.status, task.trigger_source, task.triggered_by) == (4, Task.Status.QUEUED, "assignment", "alice")
+    # Unchanged: answered 304, no second task; and the label reconcile leaves it alone.
+    assert poll(source, github_repo).endswith("assigned: not modified")
+    assert standin.requests[-1]["status"] == 304
+    task.refresh_from_db()
+    assert task.status == Task.Status.QUEUED and Task.objects.count() == 1
+
+
+def test_the_poller_refuses_a_readers_assignment(source, github_repo, standin):  # noqa: F811
+    standin.add_issue("octo/sample", number=4, author="alice")
+    standin.assign("octo/sample", 4, TACX_LOGIN, actor="rita")
+    poll(source, github_repo)
+    task = Task.objects.get()
+    assert task.status == Task.Status.SKIPPED and "rita assigned the issue to tacx-bot but has read access" in task.status_reason
+
+
+def test_label_assignment_and_repeated_polls_make_one_task(source, github_repo, standin):  # noqa: F811
+    standin.add_issue("octo/sample", number=4, labels=("rpi-auto",), labeled_by="alice")
+    standin.assign("octo/sample", 4, TACX_LOGIN, actor="alice")
+    poll(source, github_repo)
+    poll(source, github_repo)
+    fresh = GitHubSource(GitHubClient(base_url=standin.url, token=TOKEN), reconcile_grace=0)
+    poll(fresh, github_repo)  # another coordinator (no memory of what it saw)
+    task = Task.objects.get()
+    assert task.trigger_source == "poll"  # the label listing is looked at first
+    services.task_fail(task=task, reason="test")
+    Task.objects.filter(pk=task.pk).update(triggered_at=task.triggered_at.replace(year=2000))
+    standin.unlabel("octo/sample", 4, "rpi-auto", actor="alice")
+    standin.unassign("octo/sample", 4, TACX_LOGIN, actor="alice")
+    standin.assign("octo/sample", 4, TACX_LOGIN, actor="alice")  # assigned again later: a new trigger
+    standin.issues["octo/sample"][4]["updated_at"] = "2999-01-01T00:00:00Z"  # GitHub's times are whole seconds
+    poll(fresh, github_repo)
+    poll(source, github_repo)
+    assert Task.objects.filter(status__in=Task.ACTIVE).get().trigger_source == "assignment"
+    assert Task.objects.count() == 2
+
+
+def test_without_a_login_the_poller_asks_nothing_about_assignees(source, github_repo, standin, settings):  # noqa: F811
+    settings.TACX = {**settings.TACX, "GITHUB_LOGIN": ""}
+    standin.add_issue("octo/sample", number=4, author="alice")
+    standin.assign("octo/sample", 4, TACX_LOGIN, actor="alice")
+    poll(source, github_repo)
+    assert Task.objects.count() == 0
+    assert not standin.requests_to("GET", r"/issues\?.*assignee")
