@@ -1,7 +1,8 @@
 """GitHub webhook deliveries: recorded by the webhook view, handled by the coordinator.
 
 `delivery_record` runs inside the request: it keeps only deliveries that can change something
-(an `issues` event of a registered repository with the trigger label involved), stores them
+(an `issues` event of a registered repository with the trigger label involved, or an
+assignment/unassignment of TAC-X's login, TACX_GITHUB_LOGIN), stores them
 under GitHub's unique delivery id (a redelivery is answered "duplicate" and does nothing) and
 returns at once. The coordinator's `delivery_handle_one` then does what needs GitHub (the
 labeler's permission) and calls the trigger services.
@@ -258,7 +259,10 @@ def delivery_act(client: GitHubClient, delivery: WebhookDelivery):
     if action in CANCEL_ACTIONS:
         what = "the trigger label was removed" if action == "unlabeled" else "the issue was closed"
         task, result = untrigger_handle(
-            repository=repository, number=int(issue["number"]), reason=f"{what} by {sender.get('login') or 'someone'}"
+            repository=repository,
+            number=int(issue["number"]),
+            reason=f"{what} by {sender.get('login') or 'someone'}",
+            label_only=action == "unlabeled",
         )
         return task, result, WebhookDelivery.Status.DONE
     if action == "unassigned":

@@ -110,11 +110,14 @@ def trigger_handle(client: GitHubClient, trigger: IssueTrigger) -> tuple[Task, s
     return task, f"task {task.pk} is already {task.status}"
 
 
-def untrigger_handle(*, repository: Repository, number: int, reason: str) -> tuple[Task | None, str]:
-    """Cancel the issue's unfinished task, if there is one."""
+def untrigger_handle(*, repository: Repository, number: int, reason: str, label_only: bool = False) -> tuple[Task | None, str]:
+    """Cancel the issue's unfinished task, if there is one (with `label_only`, only when the
+    label started it: removing the label leaves a task started by an assignment alone)."""
     task = active_task(repository, number)
     if task is None:
         return None, "no unfinished task to cancel"
+    if label_only and task.trigger_source == ASSIGNMENT_SOURCE:
+        return task, f"task {task.pk} was started by an assignment, not the label: it goes on"
     if services.task_cancel(task=task, reason=reason):
         log.info("%s#%s: task %s cancelled: %s", repository, number, task.pk, reason)
         return task, f"task {task.pk} cancelled"

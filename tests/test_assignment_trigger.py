@@ -127,6 +127,21 @@ def test_unassigning_does_not_cancel_a_task_the_label_started(client, hello_worl
     assert Task.objects.get().status == Task.Status.RUNNING
 
 
+def test_removing_the_label_leaves_a_task_the_assignment_started_but_closing_cancels_it(client, hello_world):  # noqa: F811
+    deliver(client, "issues", assignment(), delivery="a-1")
+    deliver(client, "issues", fixture_bytes("issues.unlabeled"), delivery="u-1")
+    coordinator_pass()
+    task = Task.objects.get()
+    assert task.status == Task.Status.RUNNING
+    assert "started by an assignment" in WebhookDelivery.objects.get(delivery_id="u-1").result
+    payload = json.loads(fixture_bytes("issues.reopened"))
+    payload["action"], payload["issue"]["state"] = "closed", "closed"
+    deliver(client, "issues", json.dumps(payload).encode(), delivery="c-1")
+    coordinator_pass()
+    task.refresh_from_db()
+    assert task.status == Task.Status.CANCELLED
+
+
 def test_a_garbled_assignee_is_a_400(client, hello_world):  # noqa: F811
     payload = json.loads(assignment())
     payload["assignee"] = "tacx-bot"
