@@ -1,7 +1,8 @@
 """GitHub webhook deliveries: recorded by the webhook view, handled by the coordinator.
 
 `delivery_record` runs inside the request: it keeps only deliveries that can change something
-(an `issues` event of a registered repository with the trigger label involved), stores them
+(an `issues` event of a registered repository with the trigger label involved, or an
+assignment/unassignment of TAC-X's login, TACX_GITHUB_LOGIN), stores them
 under GitHub's unique delivery id (a redelivery is answered "duplicate" and does nothing) and
 returns at once. The coordinator's `delivery_handle_one` then does what needs GitHub (the
 labeler's permission) and calls the trigger services.
@@ -32,12 +33,13 @@ from . import conversation, conversation_intake
 from .backoff import Backoff
 from .lookups import repository_for
 from .models import WebhookDelivery
-from .triggers import IssueTrigger, trigger_handle, untrigger_handle
+from .triggers import ASSIGNMENT_SOURCE, IssueTrigger, is_own_login, own_login, trigger_handle, unassign_handle, untrigger_handle
 
 log = logging.getLogger(__name__)
 
 TRIGGER_ACTIONS = ("labeled", "opened", "reopened")
 CANCEL_ACTIONS = ("unlabeled", "closed")
+ASSIGN_ACTIONS = ("assigned", "unassigned")  # only when the assignee is TAC-X's login
 # A claim older than this belongs to a coordinator that died while handling the delivery.
 CLAIM_SECONDS = 120
 MAX_ATTEMPTS = 20
@@ -65,7 +67,7 @@ MAX_LOGIN = 100  # GitHub logins are at most 39 characters
 def payload_problem(payload: dict) -> str | None:
     """What makes a (correctly signed) `issues` payload unusable, or None. Checked before any
     field is used, so a forged or garbled shape is a 400 with the reason, never a 500."""
-    for key in ("repository", "issue", "sender", "label"):
+    for key in ("repository", "issue", "sender", "label", "assignee"):
         if payload.get(key) is not None and not isinstance(payload[key], dict):
             return f"{key} must be an object"
     if not isinstance(payload.get("action", ""), str):
@@ -86,7 +88,7 @@ def payload_problem(payload: dict) -> str | None:
         return f"sender.login must be a string of at most {MAX_LOGIN} characters"
     if not isinstance(sender.get("type", ""), str):
         return "sender.type must be a string"
-    for key, field in (("repository", "full_name"), ("label", "name")):
+    for key, field in (("repository", "full_name"), ("label", "name"), ("assignee", "login")):
         value = (payload.get(key) or {}).get(field, "")
         if not isinstance(value, str) or len(value) > 200:
             return f"{key}.{field} must be a string of at most 200 characters"
@@ -98,8 +100,14 @@ def relevance(event: str, payload: dict) -> tuple[Repository | None, str]:
     if event != "issues":
         return None, f"ignored: {event} events start nothing"
     action = str(payload.get("action", ""))
-    if action not in TRIGGER_ACTIONS + CANCEL_ACTIONS:
+    if action not in TRIGGER_ACTIONS + CANCEL_ACTIONS + ASSIGN_ACTIONS:
         return None, f"ignored: issues.{action}"
+    if action in ASSIGN_ACTIONS:
+        assignee = str((payload.get("assignee") or {}).get("login", ""))
+        if not own_login():
+            return None, f"ignored: issues.{action} (TACX_GITHUB_LOGIN is not set)"
+        if not is_own_login(assignee):
+            return None, f"ignored: {action} {assignee or 'nobody'}, not {own_login()}"
     issue = payload.get("issue") or {}
     if not isinstance(issue, dict) or "number" not in issue or "pull_request" in issue:
         return None, "ignored: not an issue"
@@ -123,6 +131,7 @@ def payload_summary(payload: dict) -> dict:
         "action": payload.get("action", ""),
         "repository": (payload.get("repository") or {}).get("full_name", ""),
         "label": (payload.get("label") or {}).get("name", ""),
+        "assignee": (payload.get("assignee") or {}).get("login", ""),
         "sender": {"login": sender.get("login", ""), "type": sender.get("type", "")},
         "issue": {
             "number": issue.get("number"),
@@ -250,8 +259,14 @@ def delivery_act(client: GitHubClient, delivery: WebhookDelivery):
     if action in CANCEL_ACTIONS:
         what = "the trigger label was removed" if action == "unlabeled" else "the issue was closed"
         task, result = untrigger_handle(
-            repository=repository, number=int(issue["number"]), reason=f"{what} by {sender.get('login') or 'someone'}"
+            repository=repository,
+            number=int(issue["number"]),
+            reason=f"{what} by {sender.get('login') or 'someone'}",
+            label_only=action == "unlabeled",
         )
+        return task, result, WebhookDelivery.Status.DONE
+    if action == "unassigned":
+        task, result = unassign_handle(repository=repository, number=int(issue["number"]), by=str(sender.get("login") or ""))
         return task, result, WebhookDelivery.Status.DONE
     if issue.get("state") and issue.get("state") != "open":
         return None, "ignored: the issue is not open", WebhookDelivery.Status.IGNORED
@@ -268,9 +283,10 @@ def delivery_act(client: GitHubClient, delivery: WebhookDelivery):
         url=str(issue.get("html_url") or ""),
         labeler=str(sender.get("login") or ""),
         labeler_type=str(sender.get("type") or ""),
-        source="webhook",
+        source=ASSIGNMENT_SOURCE if action == "assigned" else "webhook",
         triggered_at=triggered_at,
         labels=tuple(issue.get("labels") or ()),
+        via="assignment" if action == "assigned" else "label",
     )
     task, result = trigger_handle(client, trigger)
     return task, result, WebhookDelivery.Status.DONE

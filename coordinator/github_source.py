@@ -5,7 +5,9 @@ Each poll asks for the repository's open issues carrying the trigger label with 
 last complete listing: an unchanged listing answers 304, which costs no rate limit and does
 nothing here. For a changed listing, an issue becomes a task when it has no task yet that was
 triggered at or after the issue's latest `labeled` event for that label; the actor of that event
-must pass `authorization.labeler_refusal`. The ETag is stored only once every issue of the
+must pass `authorization.labeler_refusal`. With TACX_GITHUB_LOGIN set, the open issues assigned
+to that login are listed too and treated alike (the actor of the latest `assigned` event to the
+login must have write access; the task's trigger_source is "assignment"). The ETag is stored only once every issue of the
 listing was handled, so an issue that could not be handled now is looked at again next time.
 
 Reconciling the other way: an unfinished task started by a label (webhook or poll) whose issue
@@ -34,7 +36,7 @@ from pipeline.models import Repository, Task
 from pipeline.unicode_text import unencodable_field, unencodable_message
 
 from .sources import IssueSource, SourceUnavailable
-from .triggers import IssueTrigger, trigger_handle, untrigger_handle
+from .triggers import ASSIGNMENT_SOURCE, IssueTrigger, own_login, trigger_handle, untrigger_handle
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,8 @@ class GitHubSource(IssueSource):
         self.client = client or GitHubClient(timeout=10.0)
         self.reconcile_grace = reconcile_grace
         self.listings: dict[int, Listing] = {}
-        self.seen: dict[tuple[int, int], str] = {}  # (repository, issue) -> updated_at handled
+        self.seen: dict[tuple[int, int, str], str] = {}  # (repository, issue, via) -> updated_at handled
+        self.assigned_etags: dict[int, str] = {}  # repository -> ETag of its last complete assigned listing
         self._blocked_until = 0.0  # time.monotonic()
 
     # --- rate limits ----------------------------------------------------------------------------
@@ -93,7 +96,7 @@ class GitHubSource(IssueSource):
         if listing.not_modified:
             self.listings[repository.pk].confirmed_at = started
             cancelled = self.reconcile(repository)
-            return "not modified" + (f", {cancelled} cancelled" if cancelled else "")
+            return "not modified" + (f", {cancelled} cancelled" if cancelled else "") + self.poll_assigned(repository)
         complete = True
         created = 0
         for issue in listing.issues:
@@ -107,17 +110,48 @@ class GitHubSource(IssueSource):
         if complete and listing.etag != repository.poll_etag:
             services.repository_poll_etag_set(repository=repository, etag=listing.etag)
         cancelled = self.reconcile(repository)
-        return f"{len(listing.issues)} labelled issue(s), {created} task(s) created" + (f", {cancelled} cancelled" if cancelled else "")
+        return (
+            f"{len(listing.issues)} labelled issue(s), {created} task(s) created"
+            + (f", {cancelled} cancelled" if cancelled else "")
+            + self.poll_assigned(repository)
+        )
+
+    def poll_assigned(self, repository: Repository) -> str:
+        """The open issues assigned to TAC-X's login (TACX_GITHUB_LOGIN) are treated like
+        labelled ones, authorized by the actor of the latest `assigned` event; nothing when no
+        login is configured. Its ETag is kept in memory (a fresh process lists once in full)."""
+        login = own_login()
+        if not login:
+            return ""
+        etag = self.assigned_etags.get(repository.pk, "")
+        try:
+            listing = self.client.issues_assigned(full_name=repository.full_name, login=login, etag=etag)
+        except GitHubError as exc:
+            self.raise_if_rate_limited(exc)
+            raise
+        if listing.not_modified:
+            return "; assigned: not modified"
+        complete, created = True, 0
+        for issue in listing.issues:
+            try:
+                created += self.consider(repository, issue, via="assignment")
+            except GitHubError as exc:
+                self.raise_if_rate_limited(exc)
+                complete = False
+                log.warning("%s#%s: cannot handle the assignment now: %s", repository, issue.get("number"), exc)
+        if complete:
+            self.assigned_etags[repository.pk] = listing.etag
+        return f"; {len(listing.issues)} assigned issue(s), {created} task(s) created"
 
     def raise_if_rate_limited(self, exc: GitHubError) -> None:
         if exc.retry_after is not None:
             self.block(exc.retry_after)
             raise SourceUnavailable(str(exc), retry_after=exc.retry_after) from exc
 
-    def consider(self, repository: Repository, issue: dict) -> int:
-        """Handle one labelled open issue; returns 1 when a task was created."""
+    def consider(self, repository: Repository, issue: dict, *, via: str = "label") -> int:
+        """Handle one labelled (or assigned, `via`) open issue; returns 1 when a task was created."""
         number = int(issue["number"])
-        key, updated = (repository.pk, number), issue.get("updated_at")
+        key, updated = (repository.pk, number, via), issue.get("updated_at")
         # Applying a label changes updated_at: an issue handled at this updated_at has no new
         # label (most issues of a busy listing only changed by comments, often our own).
         if updated and self.seen.get(key) == updated:
@@ -127,11 +161,11 @@ class GitHubSource(IssueSource):
             log.warning("%s#%s: skipped: %s", repository, number, unencodable_message(f"issue.{where}"))
             self.seen[key] = updated
             return 0
-        created = self.consider_changed(repository, issue, number)
+        created = self.consider_changed(repository, issue, number, via=via)
         self.seen[key] = updated
         return created
 
-    def consider_changed(self, repository: Repository, issue: dict, number: int) -> int:
+    def consider_changed(self, repository: Repository, issue: dict, number: int, *, via: str = "label") -> int:
         tasks = Task.objects.filter(repository=repository, issue_number=number)
         if tasks.filter(status__in=Task.ACTIVE).exists():
             return 0
@@ -141,7 +175,10 @@ class GitHubSource(IssueSource):
         # newer label: no need to spend a request on its events.
         if latest is not None and updated_at is not None and updated_at <= latest:
             return 0
-        event = self.client.latest_label_event(full_name=repository.full_name, number=number, label=repository.trigger_label)
+        if via == "assignment":
+            event = self.client.latest_assign_event(full_name=repository.full_name, number=number, login=own_login())
+        else:
+            event = self.client.latest_label_event(full_name=repository.full_name, number=number, label=repository.trigger_label)
         event_time = github_time((event or {}).get("created_at")) or updated_at or timezone.now()
         if latest is not None and event_time <= latest:
             return 0  # that label already had its task (finished, or refused)
@@ -154,15 +191,17 @@ class GitHubSource(IssueSource):
             url=str(issue.get("html_url") or ""),
             labeler=str(actor.get("login") or ""),
             labeler_type=str(actor.get("type") or ""),
-            source="poll",
+            source=ASSIGNMENT_SOURCE if via == "assignment" else "poll",
             triggered_at=event_time,
             labels=tuple(str(lb.get("name", "")) for lb in issue.get("labels") or [] if isinstance(lb, dict)),
+            via=via,
         )
         _, what = trigger_handle(self.client, trigger)
         return 1 if what.endswith("created") else 0
 
     def reconcile(self, repository: Repository) -> int:
-        """Cancel label-started unfinished tasks whose issue left the listing; returns how many."""
+        """Cancel label-started unfinished tasks whose issue left the listing; returns how many.
+        Tasks started by an assignment (trigger_source "assignment") are not the label's."""
         listing = self.listings.get(repository.pk)
         if listing is None or listing.confirmed_at is None:
             return 0

@@ -11,13 +11,30 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.conf import settings
+
 from pipeline import services
 from pipeline.github import GitHubClient
 from pipeline.models import Repository, Task
 
-from .authorization import labeler_refusal
+from .authorization import labeler_refusal, write_access_refusal
 
 log = logging.getLogger(__name__)
+
+# trigger_source of a task started by assigning the issue to TAC-X's login (webhook or poll):
+# the label reconcile of the poller leaves these alone, and only they are cancelled by an
+# unassignment.
+ASSIGNMENT_SOURCE = "assignment"
+
+
+def own_login() -> str:
+    """The GitHub login that issues are assigned to for TAC-X (TACX_GITHUB_LOGIN), or ""."""
+    return str(settings.TACX.get("GITHUB_LOGIN", "") or "")
+
+
+def is_own_login(login: str) -> bool:
+    mine = own_login()
+    return bool(mine and login and login.casefold() == mine.casefold())
 
 
 @dataclass(frozen=True)
@@ -34,6 +51,7 @@ class IssueTrigger:
     source: str  # webhook | poll
     triggered_at: datetime
     labels: tuple[str, ...] = ()  # the issue's labels (plan approval's skip label)
+    via: str = "label"  # label | assignment (then `labeler` is who assigned the issue)
 
 
 def active_task(repository: Repository, number: int) -> Task | None:
@@ -50,7 +68,20 @@ def trigger_handle(client: GitHubClient, trigger: IssueTrigger) -> tuple[Task, s
     existing = active_task(trigger.repository, trigger.number)
     if existing is not None:
         return existing, f"task {existing.pk} is already {existing.status}"
-    refusal = labeler_refusal(client, repository=trigger.repository, login=trigger.labeler, user_type=trigger.labeler_type)
+    if trigger.via == "assignment":
+        refusal = (
+            write_access_refusal(
+                client,
+                repository=trigger.repository,
+                login=trigger.labeler,
+                user_type=trigger.labeler_type,
+                did=f" assigned the issue to {own_login()} but",
+            )
+            if trigger.labeler
+            else "the assigner is unknown (no assigned event found for TAC-X's login)"
+        )
+    else:
+        refusal = labeler_refusal(client, repository=trigger.repository, login=trigger.labeler, user_type=trigger.labeler_type)
     if refusal:
         task = services.task_skip(
             repository=trigger.repository,
@@ -79,12 +110,34 @@ def trigger_handle(client: GitHubClient, trigger: IssueTrigger) -> tuple[Task, s
     return task, f"task {task.pk} is already {task.status}"
 
 
-def untrigger_handle(*, repository: Repository, number: int, reason: str) -> tuple[Task | None, str]:
-    """Cancel the issue's unfinished task, if there is one."""
+def untrigger_handle(*, repository: Repository, number: int, reason: str, label_only: bool = False) -> tuple[Task | None, str]:
+    """Cancel the issue's unfinished task, if there is one (with `label_only`, only when the
+    label started it: removing the label leaves a task started by an assignment alone)."""
     task = active_task(repository, number)
     if task is None:
         return None, "no unfinished task to cancel"
+    if label_only and task.trigger_source == ASSIGNMENT_SOURCE:
+        return task, f"task {task.pk} was started by an assignment, not the label: it goes on"
     if services.task_cancel(task=task, reason=reason):
         log.info("%s#%s: task %s cancelled: %s", repository, number, task.pk, reason)
         return task, f"task {task.pk} cancelled"
     return task, f"task {task.pk} had already finished"
+
+
+def unassign_handle(*, repository: Repository, number: int, by: str) -> tuple[Task | None, str]:
+    """The issue was unassigned from TAC-X's login: cancel its task if an assignment started it
+    and it has not started yet (still queued); otherwise change nothing and say so."""
+    task = active_task(repository, number)
+    if task is None:
+        return None, "no unfinished task"
+    if task.trigger_source != ASSIGNMENT_SOURCE:
+        return task, f"task {task.pk} was not started by an assignment; unassigning changes nothing"
+    reason = f"the issue was unassigned from {own_login()} by {by or 'someone'} before the task started"
+    if task.status == Task.Status.QUEUED and services.task_cancel(task=task, reason=reason):
+        log.info("%s#%s: task %s cancelled: %s", repository, number, task.pk, reason)
+        return task, f"task {task.pk} cancelled"
+    task.refresh_from_db()
+    message = f"the issue was unassigned from {own_login()} by {by or 'someone'}, but task {task.pk} had already started ({task.status}); it goes on"
+    services.event_status(task, message, unassigned_by=by)
+    log.info("%s#%s: %s", repository, number, message)
+    return task, f"task {task.pk} already started ({task.status}): unassigning changes nothing"

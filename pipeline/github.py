@@ -217,8 +217,14 @@ class GitHubClient:
         rate limit, and `not_modified` is True. The returned `etag` is only set when the whole
         answer fitted in one page: a change on page 2 would not change page 1's ETag.
         """
+        return self.issue_listing(full_name=full_name, params={"labels": label, "state": "open", "per_page": 100}, etag=etag)
+
+    def issues_assigned(self, *, full_name: str, login: str, etag: str = "") -> IssueListing:
+        """Open issues (pull requests left out) assigned to `login`; `etag` as for issues_labelled."""
+        return self.issue_listing(full_name=full_name, params={"assignee": login, "state": "open", "per_page": 100}, etag=etag)
+
+    def issue_listing(self, *, full_name: str, params: dict, etag: str = "") -> IssueListing:
         path = f"/repos/{full_name}/issues"
-        params = {"labels": label, "state": "open", "per_page": 100}
         resp = self.request("GET", path, params=params, headers={"If-None-Match": etag} if etag else None)
         if resp.status == 304:
             return IssueListing(not_modified=True, issues=[], etag=etag)
@@ -245,6 +251,16 @@ class GitHubClient:
         found = None
         for event in self.issue_events(full_name=full_name, number=number):
             if event.get("event") == "labeled" and str((event.get("label") or {}).get("name", "")).casefold() == wanted:
+                found = event
+        return found
+
+    def latest_assign_event(self, *, full_name: str, number: int, login: str) -> dict | None:
+        """The most recent `assigned` event that assigned the issue to `login` (compared
+        case-insensitively, like GitHub's logins), or None. Its `actor` is who assigned it."""
+        wanted = login.casefold()
+        found = None
+        for event in self.issue_events(full_name=full_name, number=number):
+            if event.get("event") == "assigned" and str((event.get("assignee") or {}).get("login", "")).casefold() == wanted:
                 found = event
         return found
 

@@ -2,7 +2,7 @@
 
 It follows GitHub's documented request and response shapes for the endpoints TAC-X uses:
 
-  GET   /repos/{o}/{r}/issues?labels=&state=&per_page=&page=   issues and PRs (PRs carry a
+  GET   /repos/{o}/{r}/issues?labels=&assignee=&state=&per_page=&page=   issues and PRs (PRs carry a
         `pull_request` key), newest first, `Link` pagination, a weak `ETag`; `If-None-Match`
         with the current ETag answers 304 without touching the rate limit
   GET   /repos/{o}/{r}/issues/{n}/events                        labeled/unlabeled/closed events
@@ -316,6 +316,23 @@ class GitHubStandIn:
             issue["labels"] = [lb for lb in issue["labels"] if lb["name"] != name]
             issue["updated_at"] = github_now()
             return self._event(full_name, number, "unlabeled", actor, label={"name": name, "color": "ededed"})
+
+    def assign(self, full_name: str, number: int, login: str, *, actor: str, actor_type: str = "User") -> dict:
+        with self.lock:
+            issue = self.issues[full_name.lower()][number]
+            if not any(a["login"] == login for a in issue["assignees"]):
+                issue["assignees"].append(user(login))
+            issue["assignee"] = issue["assignees"][0]
+            issue["updated_at"] = github_now()
+            return self._event(full_name, number, "assigned", actor, actor_type, assignee=user(login))
+
+    def unassign(self, full_name: str, number: int, login: str, *, actor: str) -> dict:
+        with self.lock:
+            issue = self.issues[full_name.lower()][number]
+            issue["assignees"] = [a for a in issue["assignees"] if a["login"] != login]
+            issue["assignee"] = issue["assignees"][0] if issue["assignees"] else None
+            issue["updated_at"] = github_now()
+            return self._event(full_name, number, "unassigned", actor, assignee=user(login))
 
     def close(self, full_name: str, number: int, *, actor: str) -> dict:
         with self.lock:
@@ -936,6 +953,7 @@ class GitHubStandIn:
             for issue in self.issues[key].values()
             if (state == "all" or issue["state"] == state)
             and all(any(lb["name"].lower() == w.lower() for lb in issue["labels"]) for w in wanted)
+            and (not query.get("assignee") or any(a["login"].lower() == query["assignee"].lower() for a in issue["assignees"]))
         ]
         items.sort(key=lambda i: (i["created_at"], i["number"]), reverse=True)  # sort=created, direction=desc
         return self.paginated(f"/repos/{full_name}/issues", items, query, headers=headers, etag=True)
