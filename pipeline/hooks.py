@@ -14,6 +14,7 @@ allowed to see them.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -31,6 +32,35 @@ from .workflow import FORBIDDEN_SETUP_ENV, HookConfig, Workflow
 # The hooks that may receive the workflow's `setup_env` secrets. Agent stages never do.
 SECRET_HOOKS = frozenset({"setup", "test_command"})
 OUTPUT_TAIL_CHARS = 8000
+
+
+# `sh` and `env` saying a program is missing or cannot run: "sh: 1: .venv/bin/pytest: not found",
+# "/bin/sh: 1: exec: x: Permission denied", "env: 'python': No such file or directory".
+_MISSING = re.compile(r"""(?m)(?:^|: )['"]?([^\s:'"]+)['"]?: (not found|command not found|No such file or directory|Permission denied)\s*$""")
+
+
+def configuration_error(run: HookRun, *, cwd: Path) -> str | None:
+    """Why `run` (the test command) is a configuration error rather than a failing test (exit 126
+    or 127: the command, or the interpreter it names, cannot be found or run), with the missing
+    path and the fix; None for any other result."""
+    if run.status != "failed" or run.exit_code not in (126, 127):
+        return None
+    match = _MISSING.search(run.output)
+    missing = match.group(1) if match else ""
+    what = "cannot be run (exit 126)" if run.exit_code == 126 else "was not found (exit 127)"
+    detail = f"`{run.command}` {what}"
+    if missing:
+        detail += f": {missing} ({match.group(2)})"
+        path = Path(missing) if os.path.isabs(missing) else cwd / missing
+        if path.is_symlink():
+            target = os.path.realpath(path)
+            detail += f"; it is a symlink to {target}, which the sandbox does not show" if os.path.exists(target) else f"; it is a symlink to {target}, which does not exist"
+    return (
+        f"{run.name} is misconfigured, not failing: {detail}. No test ran, so no agent runs again. "
+        "Fix: make the command and its interpreter reachable inside the sandbox (add their directory to "
+        "TACX_SANDBOX_ALLOW_READ, or install them in the worktree from the setup hook), or correct "
+        "test_command in .tac/workflow.yaml"
+    )
 
 
 @dataclass

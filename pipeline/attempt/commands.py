@@ -125,6 +125,10 @@ def run_tests(self: AttemptContext) -> None:
     self.tests = run
     r = self.result
     r.tests_status, r.tests_exit_code, r.tests_duration, r.tests_output = run.status, run.exit_code, run.duration, run.output
+    misconfigured = hooks.configuration_error(run, cwd=self.worktree)
+    if misconfigured:
+        # Not a failing test: another builder round cannot fix the operator's configuration.
+        raise StageFailure(misconfigured, permanent=True)
     # Everything the builder made is committed; what the tests left behind (caches, reports)
     # must not reach the branch through a later "remaining changes" commit.
     assert self.worktree is not None
