@@ -104,6 +104,9 @@ def hook_environment(
     env = {k: v for k, v in source.items() if (k in BASE_ENV or k.startswith(BASE_ENV_PREFIXES)) and k not in FORBIDDEN_ENV}
     env.update(git.identity_env())
     env.update({f"TACX_{k.upper()}": str(v) for k, v in context.items()})
+    hook = workflow.test_command if name == "test_command" else workflow.hook(name)
+    if hook is not None:
+        env.update(dict(hook.env))  # plain settings: never redacted
     env["TACX_HOOK"] = name
     env["TACX_WORKTREE"] = str(worktree)
     if name in SECRET_HOOKS:
@@ -115,11 +118,28 @@ def hook_environment(
     return env
 
 
+# A `setup_env` value is redacted only when it can be a secret: at least this long, and neither a
+# number nor a common setting word (`PIP_NO_INDEX=1` must not blank every "1" of the output).
+SECRET_MIN_LENGTH = 8
+_COMMON_VALUES = frozenset(
+    "true false yes no on off none null enabled disabled production development staging localhost "
+    "release debug verbose warning critical".split()
+)
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def can_be_secret(value: str) -> bool:
+    """Whether a `setup_env` value is redacted from output (see SECRET_MIN_LENGTH)."""
+    value = value.strip()
+    return len(value) >= SECRET_MIN_LENGTH and not _NUMBER.fullmatch(value) and value.lower() not in _COMMON_VALUES
+
+
 def secret_values(name: str, *, workflow: Workflow, env: Mapping[str, str]) -> tuple[str, ...]:
-    """The values of the `setup_env` secrets that hook `name` received (to redact them)."""
+    """The values of the `setup_env` secrets that hook `name` received and that can be secrets
+    (`can_be_secret`), to redact them."""
     if name not in SECRET_HOOKS:
         return ()
-    return tuple(env[n] for n in workflow.setup_env if env.get(n))
+    return tuple(env[n] for n in workflow.setup_env if env.get(n) and can_be_secret(env[n]))
 
 
 def run_hook(

@@ -57,7 +57,7 @@ HOOK_TIMEOUTS = {"setup": 900, "before_stage": 300, "after_stage": 300, "cleanup
 FORBIDDEN_SETUP_ENV = frozenset(
     {"GITHUB_TOKEN", "GH_TOKEN", "GITHUB_WEBHOOK_SECRET", "GITHUB_APP_ID", "GITHUB_APP_PRIVATE_KEY", "GITHUB_APP_PRIVATE_KEY_FILE", "DATABASE_URL", "DJANGO_SECRET_KEY", "SECRET_KEY"}
 )
-_HOOK_KEYS = {"run", "timeout", "network"}
+_HOOK_KEYS = {"run", "timeout", "network", "env"}
 _NETWORK_KEYS = {"allow"}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HOST = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*(:[0-9]{1,5})?")
@@ -180,9 +180,11 @@ class HookConfig:
     run: tuple[str, ...]
     timeout: int
     network_allow: tuple[str, ...] = ()
+    # Plain settings (`env:`), given as they are and never redacted: not for secrets.
+    env: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> dict:
-        return {"run": list(self.run), "timeout": self.timeout, "network": {"allow": list(self.network_allow)}}
+        return {"run": list(self.run), "timeout": self.timeout, "network": {"allow": list(self.network_allow)}, "env": dict(self.env)}
 
 
 @dataclass(frozen=True)
@@ -395,7 +397,27 @@ class _Validator:
             for i, host in enumerate(allow):
                 if not _HOST.fullmatch(host):
                     raise self.fail(f"{where}.network.allow[{i}]", f"must be a host name (optionally *.domain or host:port), got {host!r}")
-        return HookConfig(name=name, run=tuple(run), timeout=timeout, network_allow=allow)
+        env = self.hook_env(value.get("env"), f"{where}.env")
+        return HookConfig(name=name, run=tuple(run), timeout=timeout, network_allow=allow, env=env)
+
+    def hook_env(self, value: Any, where: str) -> tuple[tuple[str, str], ...]:
+        """``{NAME: value}``: plain settings for one hook (strings, numbers or booleans)."""
+        if value is None:
+            return ()
+        if not isinstance(value, dict):
+            raise self.fail(where, "must be a mapping of NAME: value")
+        out = []
+        for name, val in value.items():
+            if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+                raise self.fail(f"{where}.{name}", "must be an environment variable name")
+            if name in FORBIDDEN_SETUP_ENV or name.startswith("TACX_"):
+                raise self.fail(f"{where}.{name}", "is TAC-X's own and cannot be set by the workflow")
+            if isinstance(val, bool):
+                val = "1" if val else "0"
+            if not isinstance(val, (str, int, float)) or "\x00" in str(val):
+                raise self.fail(f"{where}.{name}", f"must be a string or a number, got {_short(val)}")
+            out.append((name, str(val)))
+        return tuple(out)
 
     def environment(self, value: Any, where: str) -> tuple[str, ...]:
         """Paths relative to the repository (``.venv``, ``build/out``); no ``..``, no globs."""
