@@ -74,6 +74,20 @@ class HookRun:
     output: str  # the tail of stdout+stderr, secrets redacted
     command: str  # the command that ended the run (the failing one, or the last)
     reason: str = ""
+    blocked: tuple[dict, ...] = ()  # connections the sandbox refused while it ran
+
+    def network_hint(self) -> str:
+        """For a failed run the sandbox refused connections of: which hosts, and the workflow key
+        that allows them ("" when nothing was refused)."""
+        hosts = list(dict.fromkeys(str(b.get("host")) + (f":{b['port']}" if b.get("port") not in (None, "", 80, 443) else "") for b in self.blocked if b.get("host")))
+        if not hosts:
+            return ""
+        key = "test_command.network.allow" if self.name == "test_command" else f"hooks.{self.name}.network.allow"
+        return (
+            f"the sandbox refused connections to {', '.join(hosts[:10])} (not on the allow-list of {self.name}); "
+            f"if {self.name} needs them, add them to `{key}` in .tac/workflow.yaml, e.g. "
+            f"`{key}: [{', '.join(hosts[:5])}]`"
+        )
 
     @property
     def ok(self) -> bool:

@@ -88,3 +88,22 @@ def test_one_refused_connection_in_a_three_command_hook_is_counted_once(local_re
     assert events == [("setup", denied.server_port)]
     body = StageResult.objects.get(task=task, stage__name="pr_creation").output_text
     assert "Blocked 1 connection:" in body and f"127.0.0.1:{denied.server_port}" in body, body
+
+
+def test_a_setup_refused_by_the_allow_list_fails_naming_the_host_and_the_key_that_allows_it(local_repository, origin_and_clone, http_servers):  # noqa: F811
+    origin, clone = origin_and_clone
+    _allowed, denied = http_servers
+    fetch = "import sys, urllib.request as u\nu.urlopen(f'http://127.0.0.1:{sys.argv[1]}/', timeout=10)\n"
+    workflow = {
+        "hooks": {"setup": {"run": [" ".join(shlex.quote(a) for a in [sys.executable, "-c", fetch, str(denied.server_port)])]}},
+        "stages": [{"name": "planning", "provider": "command", "options": {"argv": [sys.executable, "-c", "print('never')"]}}, {"name": "pr_creation"}],
+    }
+    commit_workflow(clone, yaml.safe_dump(workflow))
+    task, _ = services.task_create(repository=local_repository, issue_number=2, title="Setup", trigger_source="cli")
+    services.task_dispatch(task=task, enqueue=False)
+    task = jobs.task_run_inline(task=task)
+
+    assert task.status == Task.Status.FAILED
+    reason = task.status_reason
+    assert f"setup hook failed: the sandbox refused connections to 127.0.0.1:{denied.server_port}" in reason, reason
+    assert f"`hooks.setup.network.allow: [127.0.0.1:{denied.server_port}]`" in reason and "Output: " in reason

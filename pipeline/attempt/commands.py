@@ -3,6 +3,7 @@ agent sandbox with a private HOME, each recorded as events of the attempt."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -58,12 +59,15 @@ def run_repository_command(self: AttemptContext, hook: HookConfig | None) -> hoo
             wrap=wrap,
         )
     finally:
+        blocked: list[dict] = []
         for box in boxes:
             box.finish()
             for entry in box.new_violations():
+                blocked.append(entry)
                 self.recorder.append_event(AgentEvent.Kind.SANDBOX, {**entry, "hook": hook.name})
         if box_root is not None:
             shutil.rmtree(box_root, ignore_errors=True)
+    run = dataclasses.replace(run, blocked=tuple(blocked))
     self.recorder.append_event(AgentEvent.Kind.SYSTEM if run.ok else AgentEvent.Kind.ERROR, run.event_data())
     self.recorder.flush_events()
     if stops:

@@ -66,7 +66,8 @@ def prepare_worktree(self: AttemptContext) -> Path:
         run = run_repository_command(self, setup)
         assert run is not None
         if not run.ok:
-            raise StageFailure(f"setup hook {run.status}: {_tail(run.output)}", permanent=True)
+            hint = run.network_hint()
+            raise StageFailure(f"setup hook {run.status}: " + (f"{hint}. Output: " if hint else "") + _tail(run.output), permanent=True)
         # What setup made (a venv, node_modules, build output) stays out of every commit.
         git.write_excludes(path, environment=self.workflow.environment, setup=git.untracked_paths(path))
         Task.objects.filter(pk=task.pk).update(setup_host=host)
