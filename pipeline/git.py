@@ -196,12 +196,68 @@ def own_store_files(store: Path, borrowed: Path) -> None:
     _replace_file(store / "config", STORE_CONFIG.encode())
     _empty_dir(store / "hooks")
     _empty_dir(store / "info")
+    excludes = _small_file(_exclude_source(store), limit=EXCLUDE_MAX_BYTES)
+    if excludes:
+        # What setup made and the workflow's `environment` stay out of every commit (TAC-X's
+        # and the agent's own git both read the store's info/exclude; the agent cannot write it).
+        _replace_file(store / "info" / "exclude", excludes.encode())
     _empty_dir(store / "objects" / "info")
     _replace_file(store / "objects" / "info" / "alternates", f"{borrowed}\n".encode())
     for name in _FOREIGN:
         p = store / name
         if os.path.lexists(p):
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
+EXCLUDE_MAX_BYTES = 1_000_000
+
+
+def _exclude_source(store: Path) -> Path:
+    """TAC-X's copy of the task store's info/exclude, outside the store and the worktree."""
+    return store.parent.parent / "taskexclude" / store.name.removesuffix(".git")
+
+
+def _exclude_line(path: str) -> str | None:
+    """`path` (relative, a directory ends with /) as an anchored gitignore pattern matching only
+    itself, or None when a pattern cannot say it (a newline in the name)."""
+    if "\n" in path or "\r" in path:
+        return None
+    out = "".join("\\" + c if c in "\\*?[" else c for c in path)
+    stripped = out.rstrip(" ")
+    return "/" + stripped + "\\ " * (len(out) - len(stripped))
+
+
+def untracked_paths(path: str | Path) -> list[str]:
+    """Untracked, not ignored paths of worktree `path` (a new directory as one entry ending in /)."""
+    out = run(["ls-files", "--others", "--exclude-standard", "--directory", "-z"], cwd=path)
+    return [p for p in out.split("\x00") if p]
+
+
+def write_excludes(path: str | Path, *, environment: tuple[str, ...] | list[str], setup: list[str] | None = None) -> Path:
+    """Keep the workflow's `environment` paths (a name without a slash at any depth) and, once
+    given, what `setup` left untracked (`setup`; kept from the last call when None) out of every
+    commit in worktree `path`: TAC-X's own exclude file, copied into the task store's
+    info/exclude whenever TAC-X rewrites the store. Never the repository's .gitignore."""
+    store = store_path(path)
+    source = _exclude_source(store)
+    marker = "# left by the setup hook\n"
+    if setup is None:
+        old = _small_file(source, limit=EXCLUDE_MAX_BYTES) or ""
+        setup_part = old[old.index(marker) :] if marker in old else ""
+    else:
+        lines = [line for line in (_exclude_line(p) for p in setup) if line]
+        setup_part = marker + "".join(f"{line}\n" for line in lines) if lines else ""
+    env_lines = []
+    for entry in environment:
+        line = _exclude_line(entry)
+        if line:
+            env_lines.append(line if "/" in entry else line[1:])  # a bare name: at any depth
+    text = "# TAC-X: the workflow's environment\n" + "".join(f"{line}\n" for line in env_lines) + setup_part
+    source.parent.mkdir(parents=True, exist_ok=True)
+    _replace_file(source, text.encode())
+    if (store / "info").is_dir() and not (store / "info").is_symlink():
+        _replace_file(store / "info" / "exclude", text.encode())
+    return source
 
 
 def _kind(mode: int) -> str:
@@ -317,7 +373,7 @@ def check_head(path: str | Path) -> None:
         )
 
 
-def run(args: list[str], *, cwd: str | Path, check: bool = True, env: dict[str, str] | None = None, timeout: float = 300) -> str:
+def run(args: list[str], *, cwd: str | Path, check: bool = True, env: dict[str, str] | None = None, timeout: float = 300, input: str | None = None) -> str:
     """Run `git ARGS` in `cwd` and return stdout (stripped of the final newline)."""
     cmd = ["git", *_safe_args(), *args]
     pinned = _pinned.get(str(Path(cwd).resolve()))
@@ -328,7 +384,8 @@ def run(args: list[str], *, cwd: str | Path, check: bool = True, env: dict[str, 
         env = {**pinned, **(env or {})}
     try:
         proc = subprocess.run(
-            cmd, cwd=str(cwd), capture_output=True, text=True, env=_env(env), timeout=timeout, stdin=subprocess.DEVNULL
+            cmd, cwd=str(cwd), capture_output=True, text=True, env=_env(env), timeout=timeout,
+            **({"input": input} if input is not None else {"stdin": subprocess.DEVNULL}),
         )
     except subprocess.TimeoutExpired:
         raise GitError(f"git {args[0]} timed out after {timeout:.0f} s in {cwd}") from None
@@ -523,6 +580,8 @@ def worktree_remove(repo: str | Path | None, path: Path) -> None:
         if os.path.lexists(path / ".git"):
             shutil.rmtree(path, ignore_errors=True)
         shutil.rmtree(store, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            _exclude_source(store).unlink()
 
 
 def remove_orphan_store(worktree_root: Path, *, older_than: float) -> Path | None:

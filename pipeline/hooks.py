@@ -14,6 +14,7 @@ allowed to see them.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -33,6 +34,35 @@ SECRET_HOOKS = frozenset({"setup", "test_command"})
 OUTPUT_TAIL_CHARS = 8000
 
 
+# `sh` and `env` saying a program is missing or cannot run: "sh: 1: .venv/bin/pytest: not found",
+# "/bin/sh: 1: exec: x: Permission denied", "env: 'python': No such file or directory".
+_MISSING = re.compile(r"""(?m)(?:^|: )['"]?([^\s:'"]+)['"]?: (not found|command not found|No such file or directory|Permission denied)\s*$""")
+
+
+def configuration_error(run: HookRun, *, cwd: Path) -> str | None:
+    """Why `run` (the test command) is a configuration error rather than a failing test (exit 126
+    or 127: the command, or the interpreter it names, cannot be found or run), with the missing
+    path and the fix; None for any other result."""
+    if run.status != "failed" or run.exit_code not in (126, 127):
+        return None
+    match = _MISSING.search(run.output)
+    missing = match.group(1) if match else ""
+    what = "cannot be run (exit 126)" if run.exit_code == 126 else "was not found (exit 127)"
+    detail = f"`{run.command}` {what}"
+    if missing:
+        detail += f": {missing} ({match.group(2)})"
+        path = Path(missing) if os.path.isabs(missing) else cwd / missing
+        if path.is_symlink():
+            target = os.path.realpath(path)
+            detail += f"; it is a symlink to {target}, which the sandbox does not show" if os.path.exists(target) else f"; it is a symlink to {target}, which does not exist"
+    return (
+        f"{run.name} is misconfigured, not failing: {detail}. No test ran, so no agent runs again. "
+        "Fix: make the command and its interpreter reachable inside the sandbox (add their directory to "
+        "TACX_SANDBOX_ALLOW_READ, or install them in the worktree from the setup hook), or correct "
+        "test_command in .tac/workflow.yaml"
+    )
+
+
 @dataclass
 class HookRun:
     """What one hook did: `status` is passed | failed | timed_out | stopped | error."""
@@ -44,6 +74,20 @@ class HookRun:
     output: str  # the tail of stdout+stderr, secrets redacted
     command: str  # the command that ended the run (the failing one, or the last)
     reason: str = ""
+    blocked: tuple[dict, ...] = ()  # connections the sandbox refused while it ran
+
+    def network_hint(self) -> str:
+        """For a failed run the sandbox refused connections of: which hosts, and the workflow key
+        that allows them ("" when nothing was refused)."""
+        hosts = list(dict.fromkeys(str(b.get("host")) + (f":{b['port']}" if b.get("port") not in (None, "", 80, 443) else "") for b in self.blocked if b.get("host")))
+        if not hosts:
+            return ""
+        key = "test_command.network.allow" if self.name == "test_command" else f"hooks.{self.name}.network.allow"
+        return (
+            f"the sandbox refused connections to {', '.join(hosts[:10])} (not on the allow-list of {self.name}); "
+            f"if {self.name} needs them, add them to `{key}` in .tac/workflow.yaml, e.g. "
+            f"`{key}: [{', '.join(hosts[:5])}]`"
+        )
 
     @property
     def ok(self) -> bool:
@@ -74,6 +118,9 @@ def hook_environment(
     env = {k: v for k, v in source.items() if (k in BASE_ENV or k.startswith(BASE_ENV_PREFIXES)) and k not in FORBIDDEN_ENV}
     env.update(git.identity_env())
     env.update({f"TACX_{k.upper()}": str(v) for k, v in context.items()})
+    hook = workflow.test_command if name == "test_command" else workflow.hook(name)
+    if hook is not None:
+        env.update(dict(hook.env))  # plain settings: never redacted
     env["TACX_HOOK"] = name
     env["TACX_WORKTREE"] = str(worktree)
     if name in SECRET_HOOKS:
@@ -85,11 +132,28 @@ def hook_environment(
     return env
 
 
+# A `setup_env` value is redacted only when it can be a secret: at least this long, and neither a
+# number nor a common setting word (`PIP_NO_INDEX=1` must not blank every "1" of the output).
+SECRET_MIN_LENGTH = 8
+_COMMON_VALUES = frozenset(
+    "true false yes no on off none null enabled disabled production development staging localhost "
+    "release debug verbose warning critical".split()
+)
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def can_be_secret(value: str) -> bool:
+    """Whether a `setup_env` value is redacted from output (see SECRET_MIN_LENGTH)."""
+    value = value.strip()
+    return len(value) >= SECRET_MIN_LENGTH and not _NUMBER.fullmatch(value) and value.lower() not in _COMMON_VALUES
+
+
 def secret_values(name: str, *, workflow: Workflow, env: Mapping[str, str]) -> tuple[str, ...]:
-    """The values of the `setup_env` secrets that hook `name` received (to redact them)."""
+    """The values of the `setup_env` secrets that hook `name` received and that can be secrets
+    (`can_be_secret`), to redact them."""
     if name not in SECRET_HOOKS:
         return ()
-    return tuple(env[n] for n in workflow.setup_env if env.get(n))
+    return tuple(env[n] for n in workflow.setup_env if env.get(n) and can_be_secret(env[n]))
 
 
 def run_hook(

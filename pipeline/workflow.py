@@ -57,7 +57,7 @@ HOOK_TIMEOUTS = {"setup": 900, "before_stage": 300, "after_stage": 300, "cleanup
 FORBIDDEN_SETUP_ENV = frozenset(
     {"GITHUB_TOKEN", "GH_TOKEN", "GITHUB_WEBHOOK_SECRET", "GITHUB_APP_ID", "GITHUB_APP_PRIVATE_KEY", "GITHUB_APP_PRIVATE_KEY_FILE", "DATABASE_URL", "DJANGO_SECRET_KEY", "SECRET_KEY"}
 )
-_HOOK_KEYS = {"run", "timeout", "network"}
+_HOOK_KEYS = {"run", "timeout", "network", "env"}
 _NETWORK_KEYS = {"allow"}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HOST = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*(:[0-9]{1,5})?")
@@ -98,7 +98,15 @@ _TOP_KEYS = {
     "resume_session",
     "allow_submodules",
     "publish",
+    # What setup makes stays out of commits; how big a commit may be (issue 21).
+    "environment",
+    "commit_limit",
 }
+# Paths kept out of every commit (with whatever `setup` left untracked): a name without a slash
+# matches at any depth, as in .gitignore.
+DEFAULT_ENVIRONMENT = (".venv", "venv", "node_modules", "__pycache__", ".pytest_cache", ".tox")
+_COMMIT_LIMIT_KEYS = {"files", "bytes"}
+_ENVIRONMENT_PATH = re.compile(r"[A-Za-z0-9._@+-][A-Za-z0-9._@+/-]*")
 APPROVAL_MODES = ("none", "plan")
 # What the last stage delivers: `pr_creation` (the default) needs a pr_creation stage last;
 # `none` runs the listed stages and publishes nothing (no pull request, no result).
@@ -172,9 +180,23 @@ class HookConfig:
     run: tuple[str, ...]
     timeout: int
     network_allow: tuple[str, ...] = ()
+    # Plain settings (`env:`), given as they are and never redacted: not for secrets.
+    env: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> dict:
-        return {"run": list(self.run), "timeout": self.timeout, "network": {"allow": list(self.network_allow)}}
+        return {"run": list(self.run), "timeout": self.timeout, "network": {"allow": list(self.network_allow)}, "env": dict(self.env)}
+
+
+@dataclass(frozen=True)
+class CommitLimit:
+    """The most one commit of TAC-X's (or the branch since its base) may add: files added, and
+    bytes of the files added or changed."""
+
+    files: int = 200
+    bytes: int = 5_000_000
+
+    def to_json(self) -> dict:
+        return {"files": self.files, "bytes": self.bytes}
 
 
 @dataclass(frozen=True)
@@ -200,6 +222,8 @@ class Workflow:
     # Names of TAC-X's environment variables handed to `setup` and `test_command` only.
     setup_env: tuple[str, ...] = ()
     publish: str = "pr_creation"
+    environment: tuple[str, ...] = DEFAULT_ENVIRONMENT
+    commit_limit: CommitLimit = CommitLimit()
 
     def hook(self, name: str) -> HookConfig | None:
         return self.hooks.get(name)
@@ -228,6 +252,8 @@ class Workflow:
             "test_command": self.test_command.to_json() if self.test_command else None,
             "setup_env": list(self.setup_env),
             "publish": self.publish,
+            "environment": list(self.environment),
+            "commit_limit": self.commit_limit.to_json(),
         }
 
     def allowed_hosts(self, stage: StageConfig) -> tuple[str, ...]:
@@ -371,7 +397,48 @@ class _Validator:
             for i, host in enumerate(allow):
                 if not _HOST.fullmatch(host):
                     raise self.fail(f"{where}.network.allow[{i}]", f"must be a host name (optionally *.domain or host:port), got {host!r}")
-        return HookConfig(name=name, run=tuple(run), timeout=timeout, network_allow=allow)
+        env = self.hook_env(value.get("env"), f"{where}.env")
+        return HookConfig(name=name, run=tuple(run), timeout=timeout, network_allow=allow, env=env)
+
+    def hook_env(self, value: Any, where: str) -> tuple[tuple[str, str], ...]:
+        """``{NAME: value}``: plain settings for one hook (strings, numbers or booleans)."""
+        if value is None:
+            return ()
+        if not isinstance(value, dict):
+            raise self.fail(where, "must be a mapping of NAME: value")
+        out = []
+        for name, val in value.items():
+            if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+                raise self.fail(f"{where}.{name}", "must be an environment variable name")
+            if name in FORBIDDEN_SETUP_ENV or name.startswith("TACX_"):
+                raise self.fail(f"{where}.{name}", "is TAC-X's own and cannot be set by the workflow")
+            if isinstance(val, bool):
+                val = "1" if val else "0"
+            if not isinstance(val, (str, int, float)) or "\x00" in str(val):
+                raise self.fail(f"{where}.{name}", f"must be a string or a number, got {_short(val)}")
+            out.append((name, str(val)))
+        return tuple(out)
+
+    def environment(self, value: Any, where: str) -> tuple[str, ...]:
+        """Paths relative to the repository (``.venv``, ``build/out``); no ``..``, no globs."""
+        paths = self.string_list(value, where)
+        for i, path in enumerate(paths):
+            parts = path.strip("/").split("/")
+            if not _ENVIRONMENT_PATH.fullmatch(path.strip("/")) or any(part in ("", ".", "..", ".git") for part in parts):
+                raise self.fail(f"{where}[{i}]", f"must be a path inside the repository (letters, digits, . _ - @ + /; no .., no .git), got {_short(path)}")
+        return tuple(p.strip("/") for p in paths)
+
+    def commit_limit(self, value: Any, where: str) -> CommitLimit:
+        if value is None:
+            return CommitLimit()
+        if not isinstance(value, dict):
+            raise self.fail(where, "must be a mapping like {files: 200, bytes: 5000000}")
+        self.check_keys(value, _COMMIT_LIMIT_KEYS, f"{where}.")
+        default = CommitLimit()
+        return CommitLimit(
+            files=self.integer(value.get("files", default.files), f"{where}.files", minimum=1),
+            bytes=self.integer(value.get("bytes", default.bytes), f"{where}.bytes", minimum=1),
+        )
 
     def setup_env(self, value: Any, where: str) -> tuple[str, ...]:
         names = self.string_list(value, where)
@@ -490,6 +557,8 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
     mention = v.field(mention_text, "@tacx")
     resume = v.field(resume_flag, True)
     allow_submodules = v.field(submodules_flag, False)
+    environment = v.field(lambda: v.environment(inherited("environment", DEFAULT_ENVIRONMENT), "environment"), DEFAULT_ENVIRONMENT)
+    commit_limit = v.field(lambda: v.commit_limit(data["commit_limit"], "commit_limit") if "commit_limit" in data else (defaults.commit_limit if defaults else CommitLimit()), CommitLimit())
     v.raise_if_any()
     return Workflow(
         stages=stages,
@@ -508,6 +577,8 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
         setup_env=setup_env,
         network_allow=network_allow,
         publish=publish,
+        environment=environment,
+        commit_limit=commit_limit,
     )
 
 

@@ -385,6 +385,38 @@ def refuse_nested_repositories(root: str | Path, *, allow_submodules: bool = Fal
 # --- what a commit may add -------------------------------------------------------------------------
 
 
+def refuse_oversize(root: str | Path, base: str, *, staged: bool, max_files: int, max_bytes: int) -> None:
+    """Refuse a change since `base` (to the index when `staged`, else to HEAD) that adds more than
+    `max_files` files or more than `max_bytes` bytes of new or changed files: the workflow's
+    `commit_limit`. The refusal names the biggest paths and the key that raises the limit."""
+    if staged:
+        out = git.run(["diff-index", "--cached", "--raw", "-z", "--no-renames", base], cwd=root)
+    else:
+        out = git.run(["diff-tree", "-r", "--raw", "-z", "--no-renames", base, "HEAD"], cwd=root)
+    changed = [(old, sha, path) for old, new, sha, path in _raw_entries(out) if new != "000000" and new != GITLINK_MODE]
+    added = sum(1 for old, _sha, _path in changed if old == "000000")
+    if not changed:
+        return
+    sizes_out = git.run(["cat-file", "--batch-check=%(objectsize)"], cwd=root, input="".join(f"{sha}\n" for _old, sha, _path in changed))
+    sizes = [int(x) if x.isdigit() else 0 for x in sizes_out.split("\n")]
+    total = sum(sizes)
+    if added <= max_files and total <= max_bytes:
+        return
+    biggest = sorted(zip(sizes, (path for _old, _sha, path in changed), strict=False), reverse=True)[:5]
+    top = ", ".join(f"{path} ({size} bytes)" for size, path in biggest)
+    dirs: dict[str, int] = {}
+    for _old, _sha, path in changed:
+        head = path.split("/", 1)[0] + ("/" if "/" in path else "")
+        dirs[head] = dirs.get(head, 0) + 1
+    crowded = ", ".join(f"{d} ({n} files)" for d, n in sorted(dirs.items(), key=lambda kv: -kv[1])[:5])
+    raise Refused(
+        f"the change adds {added} file(s) and {total} bytes, over the workflow's commit_limit "
+        f"({max_files} files, {max_bytes} bytes); the most files are under {crowded}; the biggest are {top}. "
+        "If these files belong in the change, raise `commit_limit: {files: N, bytes: N}` in .tac/workflow.yaml; "
+        "if they are made by setup or tools, name their directory under `environment:` (or in the repository's .gitignore)"
+    )
+
+
 def _raw_entries(out: str) -> list[tuple[str, str, str, str]]:
     """(old mode, new mode, new sha, path) of each `--raw -z` entry."""
     fields = out.split("\x00")

@@ -62,3 +62,48 @@ def test_setup_reaches_its_hosts_and_keeps_its_secret_from_the_agent(local_repos
     # The agent: not the setup's host (its own allow-list is empty), no secret, a HOME of its own.
     plan = json.loads(StageResult.objects.get(task=task, stage__name="planning").output_text.split("\n", 2)[2])
     assert plan["got"] == "refused" and plan["token"] is False and ".npmrc" not in plan["home"]
+
+
+def test_one_refused_connection_in_a_three_command_hook_is_counted_once(local_repository, origin_and_clone, http_servers):  # noqa: F811
+    """The commands of one hook share a sandbox root; each has its own refusal log, so the one
+    connection refused in the second command is one `sandbox` event and "Blocked 1 connection"."""
+    origin, clone = origin_and_clone
+    _allowed, denied = http_servers
+    fetch = " ".join(shlex.quote(a) for a in [sys.executable, "-c", FETCH, str(denied.server_port)])
+    workflow = {
+        "hooks": {"setup": {"run": ["echo first", fetch, "echo third"]}},
+        "stages": [
+            {"name": "planning", "provider": "command", "options": {"argv": [sys.executable, "-c", "import pathlib; pathlib.Path('plan.md').write_text('# Plan\\n\\nx\\n')"]}},
+            {"name": "pr_creation"},
+        ],
+    }
+    commit_workflow(clone, yaml.safe_dump(workflow))
+    task, _ = services.task_create(repository=local_repository, issue_number=2, title="Setup", trigger_source="cli")
+    services.task_dispatch(task=task, enqueue=False)
+    task = jobs.task_run_inline(task=task)
+    assert task.status == Task.Status.SUCCEEDED, task.status_reason
+
+    assert f"{denied.server_port} refused" in AgentEvent.objects.get(task=task, data__hook="setup", data__status="passed").data["output"]
+    events = list(AgentEvent.objects.filter(task=task, kind="sandbox").values_list("data__hook", "data__port"))
+    assert events == [("setup", denied.server_port)]
+    body = StageResult.objects.get(task=task, stage__name="pr_creation").output_text
+    assert "Blocked 1 connection:" in body and f"127.0.0.1:{denied.server_port}" in body, body
+
+
+def test_a_setup_refused_by_the_allow_list_fails_naming_the_host_and_the_key_that_allows_it(local_repository, origin_and_clone, http_servers):  # noqa: F811
+    origin, clone = origin_and_clone
+    _allowed, denied = http_servers
+    fetch = "import sys, urllib.request as u\nu.urlopen(f'http://127.0.0.1:{sys.argv[1]}/', timeout=10)\n"
+    workflow = {
+        "hooks": {"setup": {"run": [" ".join(shlex.quote(a) for a in [sys.executable, "-c", fetch, str(denied.server_port)])]}},
+        "stages": [{"name": "planning", "provider": "command", "options": {"argv": [sys.executable, "-c", "print('never')"]}}, {"name": "pr_creation"}],
+    }
+    commit_workflow(clone, yaml.safe_dump(workflow))
+    task, _ = services.task_create(repository=local_repository, issue_number=2, title="Setup", trigger_source="cli")
+    services.task_dispatch(task=task, enqueue=False)
+    task = jobs.task_run_inline(task=task)
+
+    assert task.status == Task.Status.FAILED
+    reason = task.status_reason
+    assert f"setup hook failed: the sandbox refused connections to 127.0.0.1:{denied.server_port}" in reason, reason
+    assert f"`hooks.setup.network.allow: [127.0.0.1:{denied.server_port}]`" in reason and "Output: " in reason

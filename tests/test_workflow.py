@@ -91,7 +91,7 @@ def test_every_problem_of_a_file_is_reported_at_once():
         load_workflow_text(text)
     errors = exc.value.errors
     assert errors == [
-        ".tac/workflow.yaml: colour: unknown key (allowed: allow_submodules, approval, approval_skip_label, budget, defaults, hooks, max_ci_fix_attempts, "
+        ".tac/workflow.yaml: colour: unknown key (allowed: allow_submodules, approval, approval_skip_label, budget, commit_limit, defaults, environment, hooks, max_ci_fix_attempts, "
         "max_followup_rounds, mention, network, publish, resume_session, review_rounds, setup_env, stages, test_command, version)",
         ".tac/workflow.yaml: review_rounds: must be >= 1, got 0",
         ".tac/workflow.yaml: stages[0] (planning).provider: unknown provider 'clod' (known: claude, codex, gemini, qwen, opencode, command)",

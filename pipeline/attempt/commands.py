@@ -3,6 +3,7 @@ agent sandbox with a private HOME, each recorded as events of the attempt."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -58,12 +59,15 @@ def run_repository_command(self: AttemptContext, hook: HookConfig | None) -> hoo
             wrap=wrap,
         )
     finally:
+        blocked: list[dict] = []
         for box in boxes:
             box.finish()
             for entry in box.new_violations():
+                blocked.append(entry)
                 self.recorder.append_event(AgentEvent.Kind.SANDBOX, {**entry, "hook": hook.name})
         if box_root is not None:
             shutil.rmtree(box_root, ignore_errors=True)
+    run = dataclasses.replace(run, blocked=tuple(blocked))
     self.recorder.append_event(AgentEvent.Kind.SYSTEM if run.ok else AgentEvent.Kind.ERROR, run.event_data())
     self.recorder.flush_events()
     if stops:
@@ -125,6 +129,10 @@ def run_tests(self: AttemptContext) -> None:
     self.tests = run
     r = self.result
     r.tests_status, r.tests_exit_code, r.tests_duration, r.tests_output = run.status, run.exit_code, run.duration, run.output
+    misconfigured = hooks.configuration_error(run, cwd=self.worktree)
+    if misconfigured:
+        # Not a failing test: another builder round cannot fix the operator's configuration.
+        raise StageFailure(misconfigured, permanent=True)
     # Everything the builder made is committed; what the tests left behind (caches, reports)
     # must not reach the branch through a later "remaining changes" commit.
     assert self.worktree is not None

@@ -55,6 +55,8 @@ def check_commits(self: AttemptContext, *, staged: bool) -> None:
     assert self.worktree is not None
     try:
         worktree_reads.refuse_changes(self.worktree, self.task.base_commit, staged=staged, allow_submodules=self.workflow.allow_submodules)
+        limit = self.workflow.commit_limit
+        worktree_reads.refuse_oversize(self.worktree, self.task.base_commit, staged=staged, max_files=limit.files, max_bytes=limit.bytes)
     except worktree_reads.Refused as exc:
         raise refused(self, exc) from None
 

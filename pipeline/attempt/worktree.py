@@ -54,6 +54,7 @@ def prepare_worktree(self: AttemptContext) -> Path:
         git.worktree_add(repo_dir, path, task.branch, task.base_commit)
     self.repo_dir = repo_dir
     self.worktree = path
+    git.write_excludes(path, environment=self.workflow.environment)
     setup = self.workflow.hook("setup")
     host = socket.gethostname()
     # Once per worktree: when it was just (re-)created, or when the last successful setup
@@ -65,7 +66,10 @@ def prepare_worktree(self: AttemptContext) -> Path:
         run = run_repository_command(self, setup)
         assert run is not None
         if not run.ok:
-            raise StageFailure(f"setup hook {run.status}: {_tail(run.output)}", permanent=True)
+            hint = run.network_hint()
+            raise StageFailure(f"setup hook {run.status}: " + (f"{hint}. Output: " if hint else "") + _tail(run.output), permanent=True)
+        # What setup made (a venv, node_modules, build output) stays out of every commit.
+        git.write_excludes(path, environment=self.workflow.environment, setup=git.untracked_paths(path))
         Task.objects.filter(pk=task.pk).update(setup_host=host)
         task.setup_host = host
     return path

@@ -118,8 +118,11 @@ def prepare(
         "allowWrite": _existing(write),
         "denyWrite": _existing(deny_write),
     }
-    violations = ctl / "blocked.jsonl"
-    violations.touch()
+    # One refusal log per box: the commands of one hook share a root, and each box reads its own
+    # log from the start (a shared log made one refused connection count once per command).
+    fd, name = tempfile.mkstemp(prefix="blocked-", suffix=".jsonl", dir=ctl)
+    os.close(fd)
+    violations = Path(name)
     inner_env = dict(env)
     inner_env["HOME"] = str(home)
     inner_env["TMPDIR"] = str(tmp)

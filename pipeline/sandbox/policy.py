@@ -143,4 +143,52 @@ def agent_read_paths() -> list[str]:
         if bin_dir.name == ".bin" and bin_dir.parent.name == "node_modules":
             paths.append(str(bin_dir.parent))
     extra = settings.TACX.get("SANDBOX_ALLOW_READ", [])
-    return _existing([*paths, *extra])
+    return _existing([*paths, *extra, *link_targets(extra)])
+
+
+_LINK_SCAN_LIMIT = 20_000
+
+
+def _link_chain(link: Path) -> list[Path]:
+    """Every hop of the symlink chain from `link` (each link's own location and the final
+    target), and the installation prefix of each hop in a ``bin`` directory (an interpreter
+    needs its ``lib`` next to its ``bin``)."""
+    hops: list[Path] = []
+    current = link
+    for _ in range(40):
+        if not current.is_symlink():
+            break
+        target = Path(os.path.normpath(current.parent / os.readlink(current)))
+        hops.append(target)
+        current = target
+    hops.append(Path(os.path.realpath(link)))
+    out: list[Path] = []
+    for hop in hops:
+        out.append(hop)
+        if hop.parent.name == "bin":
+            out.append(hop.parent.parent)
+    return out
+
+
+def link_targets(entries: Iterable[str | Path]) -> list[str]:
+    """What the symlinks inside allowed read paths lead to, so allowing a path brings its links'
+    targets with it: a venv allowed means its interpreter (and that interpreter's prefix, with
+    its standard library) is reachable, wherever it lives. Up to 20,000 entries are looked at per
+    path; links are never followed into directories while looking."""
+    found: list[str] = []
+    for entry in entries:
+        root = Path(entry)
+        if not root.is_dir() or root.is_symlink():
+            continue
+        seen = 0
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in dirnames + filenames:
+                seen += 1
+                p = Path(dirpath) / name
+                if p.is_symlink():
+                    for hop in _link_chain(p):
+                        if os.path.exists(hop) and not (hop == root or root in hop.parents):
+                            found.append(str(hop))
+            if seen > _LINK_SCAN_LIMIT:
+                break
+    return list(dict.fromkeys(found))
