@@ -55,6 +55,7 @@ def pull_request_body(task: Task) -> str:
         lines.append(f"Verdict: **{review.verdict or 'none'}** (round {review.round})")
     else:
         lines.append("No review stage ran.")
+    lines += ["", rounds_sentence(task, results)]
     lines += ["", "## Tests", ""]
     lines += _tests_section(task, results)
     lines += ["", "## Usage", "", "| Stage | Attempts | Input | Output | Cache read | Cache write | Cost (USD) |", "|---|---|---|---|---|---|---|"]
@@ -82,6 +83,21 @@ def pull_request_body(task: Task) -> str:
     # Before it is stored or posted: the body carries no secret TAC-X holds, in any encoding.
     publish_guard.check_text(body, "the pull request body", task=task)
     return body
+
+
+def rounds_sentence(task: Task, results) -> str:
+    """How many building rounds ran, how many of them the tests sent back and how many reviews
+    asked for changes, each against its own limit (they are counted apart)."""
+    workflow = Workflow.from_json(task.workflow) if task.workflow else None
+    building = results.filter(stage__name="building", success=True)
+    rounds = building.values("round").distinct().count()
+    failing = building.exclude(tests_status__in=["", "passed"]).values("round").distinct().count()
+    requests = results.filter(stage__name="reviewing", success=True, verdict="REQUEST_CHANGES").count()
+    limits = (f" (max_test_rounds: {workflow.max_test_rounds})", f" (review_rounds: {workflow.review_rounds})") if workflow else ("", "")
+    return (
+        f"Rounds: {rounds} building round(s); {failing} sent back by failing tests{limits[0]}, "
+        f"{requests} by a review requesting changes{limits[1]}."
+    )
 
 
 def _tests_section(task: Task, results) -> list[str]:

@@ -254,6 +254,8 @@ def test_a_failing_test_round_does_not_use_up_the_review_rounds(local_repository
     assert services.test_rounds_failed(task) == 1 and services.review_requests_used(task) == 1
     statuses = list(AgentEvent.objects.filter(task=task, kind="status").values_list("data__message", flat=True))
     assert any("review requested changes: back to building (round 3)" in (t or "") for t in statuses), statuses
+    body = StageResult.objects.get(task=task, stage__name="pr_creation").output_text
+    assert "Rounds: 3 building round(s); 1 sent back by failing tests (max_test_rounds: 2), 1 by a review requesting changes (review_rounds: 2)." in body
 
 
 @pytest.mark.django_db(transaction=True)
