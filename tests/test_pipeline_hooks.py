@@ -235,7 +235,7 @@ def test_tests_that_keep_failing_fail_the_task_after_the_review_rounds(local_rep
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_failing_test_round_does_not_use_up_the_review_rounds(local_repository, origin_and_clone, log):
+def test_a_failing_test_round_does_not_use_up_the_review_rounds(local_repository, origin_and_clone, log, client, django_user_model):
     # Round 1's tests fail; round 2's pass and its review requests changes; round 3 is approved.
     # With review_rounds: 2 the one review that asked for changes gets its round.
     origin, clone = origin_and_clone
@@ -256,6 +256,9 @@ def test_a_failing_test_round_does_not_use_up_the_review_rounds(local_repository
     assert any("review requested changes: back to building (round 3)" in (t or "") for t in statuses), statuses
     body = StageResult.objects.get(task=task, stage__name="pr_creation").output_text
     assert "Rounds: 3 building round(s); 1 sent back by failing tests (max_test_rounds: 2), 1 by a review requesting changes (review_rounds: 2)." in body
+    client.force_login(grant(django_user_model.objects.create_user("viewer", "v@example.com", "pw-pw-pw-pw"), "view_task"))
+    page = client.get(f"/tasks/{task.pk}/").content.decode()
+    assert "1 sent back by failing tests (max_test_rounds: 2), 1 by a review requesting changes (review_rounds: 2)" in page
 
 
 @pytest.mark.django_db(transaction=True)
