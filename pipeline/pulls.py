@@ -40,8 +40,15 @@ def pull_request_body(task: Task) -> str:
     results = StageResult.objects.filter(task=task)
     plan = results.filter(stage__name="planning", success=True).order_by("-id").values_list("output_text", flat=True).first() or ""
     review = results.filter(stage__name="reviewing", success=True).order_by("-id").first()
-    lines = [f"Closes #{task.issue_number}", "", "## Plan", ""]
+    # A forge keyword only where a forge reads it: a local repository's issue number is TAC-X's own.
+    opening = f"Closes #{task.issue_number}" if task.repository.kind != Repository.Kind.LOCAL else f"Task for issue {task.issue_number} of {task.repository.full_name}."
+    lines = [opening, "", "## Plan", ""]
     plan_lines = plan.strip().splitlines()
+    # The plan's own top heading ("# Plan") would repeat the section's.
+    if plan_lines and plan_lines[0].startswith("# "):
+        plan_lines = plan_lines[1:]
+        while plan_lines and not plan_lines[0].strip():
+            plan_lines = plan_lines[1:]
     if plan_lines:
         # The agent's text, quoted: it cannot hide, close or imitate the sections below.
         lines.append("The planning agent's plan (first lines):")
@@ -111,6 +118,10 @@ def _tests_section(task: Task, results) -> list[str]:
     lines = [f"{quoted_inline(command, limit=200)}: **{headline}** (run by TAC-X after building, round {last.round if last else '-'})"]
     if last is not None and last.tests_output.strip():
         tail = "\n".join(last.tests_output.strip().splitlines()[-30:])
+        if task.worktree_path:
+            # Paths as the repository knows them, not the server's worktree.
+            root = task.worktree_path.rstrip("/")
+            tail = tail.replace(root + "/", "").replace(root, ".")
         # The output is untrusted text: keep it inside a fence it cannot close.
         lines += ["", "<details><summary>Test output (last lines)</summary>", "", *quoted_block(tail), "", "</details>"]
     return lines

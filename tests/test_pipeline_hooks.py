@@ -42,12 +42,12 @@ print('VERDICT: APPROVE')
 PLANNER = "import pathlib; pathlib.Path('plan.md').write_text('# Plan\\n\\nAdd farewell.py.\\n')"
 # The repository's own check: uses the package setup installed, and the builder's code.
 CHECK = """
-import sys
+import os, sys
 sys.path.insert(0, '.deps')
 import tinypkg
 from farewell import farewell
 assert farewell('Ada') == tinypkg.expected('Ada'), f"farewell says {farewell('Ada')!r}"
-print('all good')
+print('all good in', os.path.abspath(__file__))
 open('.pytest-like-cache', 'w').write('left behind by the tests')
 """
 
@@ -255,6 +255,11 @@ def test_a_failing_test_round_does_not_use_up_the_review_rounds(local_repository
     statuses = list(AgentEvent.objects.filter(task=task, kind="status").values_list("data__message", flat=True))
     assert any("review requested changes: back to building (round 3)" in (t or "") for t in statuses), statuses
     body = StageResult.objects.get(task=task, stage__name="pr_creation").output_text
+    # Item 10: no forge keyword for a local repository, the plan's own heading not repeated,
+    # paths in the test output relative to the repository.
+    assert "Closes #" not in body and body.startswith("Task for issue 7 of ")
+    assert "> # Plan" not in body and "# Plan" not in body.split("## Review")[0].split("## Plan")[1] and "Add farewell.py." in body
+    assert "all good in check.py" in body and task.worktree_path not in body
     assert "Rounds: 3 building round(s); 1 sent back by failing tests (max_test_rounds: 2), 1 by a review requesting changes (review_rounds: 2)." in body
     client.force_login(grant(django_user_model.objects.create_user("viewer", "v@example.com", "pw-pw-pw-pw"), "view_task"))
     page = client.get(f"/tasks/{task.pk}/").content.decode()
