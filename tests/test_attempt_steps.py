@@ -231,6 +231,24 @@ def test_evidence_refuses_a_building_stage_without_changes(local_repository, clo
     refused_until_written(a, "building left no changes", "new.py", "x = 1\n")  # left uncommitted: committed for the builder
     assert "new.py" in a.result.output_text
     assert git(a.worktree, "status", "--porcelain") == ""
+    # What the builder left is committed under a subject from the issue, not a TAC-X boilerplate.
+    assert git(a.worktree, "log", "-1", "--format=%s") == "Add farewell (#7)"
+
+
+@pytest.mark.django_db
+def test_leftovers_are_committed_under_the_builders_own_subject_when_it_made_one(local_repository, clone):
+    a = prepared(local_repository, clone, "building", title="Fix ordinal suffix for 11-13 " + "x" * 80)
+    (a.worktree / "ordinal.py").write_text("def suffix(n): ...\n")
+    git(a.worktree, "add", "ordinal.py")
+    git(a.worktree, "commit", "-q", "-m", "Use th for 11, 12 and 13\n\nBody text.")
+    (a.worktree / "test_ordinal.py").write_text("def test(): ...\n")  # forgotten
+    evidence.check_evidence(a)
+    assert git(a.worktree, "log", "-2", "--format=%s").splitlines() == ["Use th for 11, 12 and 13 (#7)", "Use th for 11, 12 and 13"]
+    assert evidence.leftover_commit_subject(a) == "Use th for 11, 12 and 13 (#7)"
+    # Without a commit of its own: the issue title, cut to a subject line's length.
+    a.task.head_commit = git(a.worktree, "rev-parse", "HEAD")
+    subject = evidence.leftover_commit_subject(a)
+    assert subject.startswith("Fix ordinal suffix for 11-13 x") and subject.endswith("… (#7)") and len(subject) <= 72
 
 
 # --- push ----------------------------------------------------------------------------------------
