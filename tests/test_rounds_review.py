@@ -141,7 +141,7 @@ def test_a_round_gets_its_own_review_rounds(client, make_repo, standin):  # noqa
     deliver(client, standin, "pull_request_review.submitted", delivery="r-9", sender="alice", number=task.pr_number, review_id=review["id"])
     drive(coordinator)
     (round_,) = Round.objects.filter(task=task)
-    assert round_.status == Round.Status.FAILED and "review still requests changes after 2 round(s)" in round_.reason
+    assert round_.status == Round.Status.FAILED and "review still requests changes after 2 review(s) requesting changes (review_rounds: 2;" in round_.reason
     # review_rounds (2) counted within the round: it built twice, not once.
     assert StageResult.objects.filter(followup=round_, stage__name="building", success=True).count() == 2
     assert StageResult.objects.filter(followup=round_, stage__name="reviewing", verdict="REQUEST_CHANGES").count() == 2
