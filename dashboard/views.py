@@ -14,8 +14,8 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from pipeline import accounting, repos, sandbox, services, slots
-from pipeline.models import AgentEvent, Repository, Task
+from pipeline import accounting, pulls, repos, sandbox, services, slots
+from pipeline.models import AgentEvent, Repository, StageResult, Task
 from pipeline.services import rounds
 from pipeline.workflow import WorkflowError, load_workflow_text
 
@@ -88,6 +88,7 @@ def _summary(task: Task, user) -> dict:
         "now_doing": selectors.task_now_doing(task) if task.is_active else None,
         "running_attempt": selectors.task_running_attempt(task) if task.is_active else None,
         "stages": stages,
+        "rounds_sentence": pulls.rounds_sentence(task, StageResult.objects.filter(task=task)),
         "current_stage": selectors.task_current_stage(stages),
         "tokens_total": task.total_tokens + running_tokens,
         "cost_total": task.cost_usd + running_cost,

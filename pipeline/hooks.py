@@ -25,6 +25,7 @@ from pathlib import Path
 from . import git
 from .agent_process import group_alive, kill_group
 from .lib.redaction import redact
+from .lib.untrusted import Fences
 from .models import StageResult
 from .providers.base import BASE_ENV, BASE_ENV_PREFIXES, FORBIDDEN_ENV
 from .workflow import FORBIDDEN_SETUP_ENV, HookConfig, Workflow
@@ -263,10 +264,11 @@ def tests_headline(result: StageResult | None, *, configured: bool) -> str:
     return f"{result.tests_status} ({code}{result.tests_duration or 0:.1f} s)"
 
 
-def tests_report(result: StageResult | None, *, configured: bool, tail_lines: int = 60) -> str:
-    """The test evidence as a prompt shows it: the headline and the output's tail."""
+def tests_report(result: StageResult | None, *, configured: bool, fences: Fences, tail_lines: int = 60) -> str:
+    """The test evidence as a prompt shows it: the headline and the output's tail, fenced as
+    untrusted (the tests run code the builder wrote)."""
     headline = tests_headline(result, configured=configured)
     if result is None or not result.tests_status:
         return f"tests: {headline}"
     tail = "\n".join(result.tests_output.strip().splitlines()[-tail_lines:])
-    return f"tests: {headline}\noutput (last lines):\n{tail or '(no output)'}"
+    return f"tests: {headline}\noutput (last lines):\n{fences.wrap(tail or '(no output)', 'test_output')}"

@@ -40,8 +40,15 @@ def pull_request_body(task: Task) -> str:
     results = StageResult.objects.filter(task=task)
     plan = results.filter(stage__name="planning", success=True).order_by("-id").values_list("output_text", flat=True).first() or ""
     review = results.filter(stage__name="reviewing", success=True).order_by("-id").first()
-    lines = [f"Closes #{task.issue_number}", "", "## Plan", ""]
+    # A forge keyword only where a forge reads it: a local repository's issue number is TAC-X's own.
+    opening = f"Closes #{task.issue_number}" if task.repository.kind != Repository.Kind.LOCAL else f"Task for issue {task.issue_number} of {task.repository.full_name}."
+    lines = [opening, "", "## Plan", ""]
     plan_lines = plan.strip().splitlines()
+    # The plan's own top heading ("# Plan") would repeat the section's.
+    if plan_lines and plan_lines[0].startswith("# "):
+        plan_lines = plan_lines[1:]
+        while plan_lines and not plan_lines[0].strip():
+            plan_lines = plan_lines[1:]
     if plan_lines:
         # The agent's text, quoted: it cannot hide, close or imitate the sections below.
         lines.append("The planning agent's plan (first lines):")
@@ -55,6 +62,7 @@ def pull_request_body(task: Task) -> str:
         lines.append(f"Verdict: **{review.verdict or 'none'}** (round {review.round})")
     else:
         lines.append("No review stage ran.")
+    lines += ["", rounds_sentence(task, results)]
     lines += ["", "## Tests", ""]
     lines += _tests_section(task, results)
     lines += ["", "## Usage", "", "| Stage | Attempts | Input | Output | Cache read | Cache write | Cost (USD) |", "|---|---|---|---|---|---|---|"]
@@ -84,6 +92,21 @@ def pull_request_body(task: Task) -> str:
     return body
 
 
+def rounds_sentence(task: Task, results) -> str:
+    """How many building rounds ran, how many of them the tests sent back and how many reviews
+    asked for changes, each against its own limit (they are counted apart)."""
+    workflow = Workflow.from_json(task.workflow) if task.workflow else None
+    building = results.filter(stage__name="building", success=True)
+    rounds = building.values("round").distinct().count()
+    failing = building.exclude(tests_status__in=["", "passed"]).values("round").distinct().count()
+    requests = results.filter(stage__name="reviewing", success=True, verdict="REQUEST_CHANGES").count()
+    limits = (f" (max_test_rounds: {workflow.max_test_rounds})", f" (review_rounds: {workflow.review_rounds})") if workflow else ("", "")
+    return (
+        f"Rounds: {rounds} building round(s); {failing} sent back by failing tests{limits[0]}, "
+        f"{requests} by a review requesting changes{limits[1]}."
+    )
+
+
 def _tests_section(task: Task, results) -> list[str]:
     """The test command's last result as TAC-X ran it (not the agent's own claim)."""
     configured = bool(task.workflow) and Workflow.from_json(task.workflow).test_command is not None
@@ -95,6 +118,10 @@ def _tests_section(task: Task, results) -> list[str]:
     lines = [f"{quoted_inline(command, limit=200)}: **{headline}** (run by TAC-X after building, round {last.round if last else '-'})"]
     if last is not None and last.tests_output.strip():
         tail = "\n".join(last.tests_output.strip().splitlines()[-30:])
+        if task.worktree_path:
+            # Paths as the repository knows them, not the server's worktree.
+            root = task.worktree_path.rstrip("/")
+            tail = tail.replace(root + "/", "").replace(root, ".")
         # The output is untrusted text: keep it inside a fence it cannot close.
         lines += ["", "<details><summary>Test output (last lines)</summary>", "", *quoted_block(tail), "", "</details>"]
     return lines

@@ -82,6 +82,7 @@ _STAGE_KEYS = {
 _TOP_KEYS = {
     "version",
     "review_rounds",
+    "max_test_rounds",
     "stages",
     "budget",
     "defaults",
@@ -204,6 +205,7 @@ class Workflow:
     stages: tuple[StageConfig, ...]
     review_rounds: int = 2
     budget: Budget = Budget()
+    max_test_rounds: int = 2
     source: str = "default"
     # `plan`: stop after planning until `/tacx approve` (unless the issue carries the skip label).
     approval: str = "none"
@@ -238,6 +240,7 @@ class Workflow:
         return {
             "source": self.source,
             "review_rounds": self.review_rounds,
+            "max_test_rounds": self.max_test_rounds,
             "budget": self.budget.to_json(),
             "network": {"allow": list(self.network_allow)},
             "stages": [s.to_json() for s in self.stages],
@@ -461,6 +464,9 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
     review_rounds = v.field(
         lambda: v.integer(data.get("review_rounds", defaults.review_rounds if defaults else 2), "review_rounds", minimum=1, maximum=MAX_REVIEW_ROUNDS), 1
     )
+    max_test_rounds = v.field(
+        lambda: v.integer(data.get("max_test_rounds", defaults.max_test_rounds if defaults else 2), "max_test_rounds", minimum=1, maximum=MAX_REVIEW_ROUNDS), 1
+    )
     default_budget = defaults.budget if defaults else Budget()
     budget = v.field(lambda: v.budget(data.get("budget"), "budget"), default_budget) if "budget" in data else default_budget
 
@@ -563,6 +569,7 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
     return Workflow(
         stages=stages,
         review_rounds=review_rounds,
+        max_test_rounds=max_test_rounds,
         budget=budget,
         source=source,
         approval=approval,

@@ -42,12 +42,12 @@ print('VERDICT: APPROVE')
 PLANNER = "import pathlib; pathlib.Path('plan.md').write_text('# Plan\\n\\nAdd farewell.py.\\n')"
 # The repository's own check: uses the package setup installed, and the builder's code.
 CHECK = """
-import sys
+import os, sys
 sys.path.insert(0, '.deps')
 import tinypkg
 from farewell import farewell
 assert farewell('Ada') == tinypkg.expected('Ada'), f"farewell says {farewell('Ada')!r}"
-print('all good')
+print('all good in', os.path.abspath(__file__))
 open('.pytest-like-cache', 'w').write('left behind by the tests')
 """
 
@@ -227,9 +227,43 @@ def test_tests_that_keep_failing_fail_the_task_after_the_review_rounds(local_rep
     task = jobs.task_run_inline(task=start(local_repository))
 
     assert task.status == Task.Status.FAILED
-    assert task.status_reason.startswith("tests still failing after 2 round(s): test_command failed (exit 1")
+    assert task.status_reason.startswith(
+        "tests still failing after 2 failing test round(s) (max_test_rounds: 2; 0 review(s) requested changes): test_command failed (exit 1"
+    )
     assert StageResult.objects.filter(task=task, stage__name="building").count() == 2
     assert not StageResult.objects.filter(task=task, stage__name="pr_creation").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_test_round_does_not_use_up_the_review_rounds(local_repository, origin_and_clone, log, client, django_user_model):
+    # Round 1's tests fail; round 2's pass and its review requests changes; round 3 is approved.
+    # With review_rounds: 2 the one review that asked for changes gets its round.
+    origin, clone = origin_and_clone
+    right_after_round_1 = BUILDER.replace("right = 'AssertionError: farewell says' in prompt", "right = '(round ' in prompt.splitlines()[0]")
+    picky_once = REVIEWER.replace("print('VERDICT: APPROVE')", "print('VERDICT: REQUEST_CHANGES' if '(round 2)' in sys.argv[1].splitlines()[0] else 'VERDICT: APPROVE')")
+    stages = [stage("planning", PLANNER, passes_prompt=False), stage("building", right_after_round_1), stage("reviewing", picky_once), {"name": "pr_creation"}]
+    setup_repository(clone, log, stages=stages)
+
+    task = jobs.task_run_inline(task=start(local_repository))
+
+    assert task.status == Task.Status.SUCCEEDED, task.status_reason
+    building = list(StageResult.objects.filter(task=task, stage__name="building").order_by("id").values_list("round", "tests_status"))
+    assert building == [(1, "failed"), (2, "passed"), (3, "passed")]
+    reviews = list(StageResult.objects.filter(task=task, stage__name="reviewing").order_by("id").values_list("round", "verdict"))
+    assert reviews == [(2, "REQUEST_CHANGES"), (3, "APPROVE")]
+    assert services.test_rounds_failed(task) == 1 and services.review_requests_used(task) == 1
+    statuses = list(AgentEvent.objects.filter(task=task, kind="status").values_list("data__message", flat=True))
+    assert any("review requested changes: back to building (round 3)" in (t or "") for t in statuses), statuses
+    body = StageResult.objects.get(task=task, stage__name="pr_creation").output_text
+    # Item 10: no forge keyword for a local repository, the plan's own heading not repeated,
+    # paths in the test output relative to the repository.
+    assert "Closes #" not in body and body.startswith("Task for issue 7 of ")
+    assert "> # Plan" not in body and "# Plan" not in body.split("## Review")[0].split("## Plan")[1] and "Add farewell.py." in body
+    assert "all good in check.py" in body and task.worktree_path not in body
+    assert "Rounds: 3 building round(s); 1 sent back by failing tests (max_test_rounds: 2), 1 by a review requesting changes (review_rounds: 2)." in body
+    client.force_login(grant(django_user_model.objects.create_user("viewer", "v@example.com", "pw-pw-pw-pw"), "view_task"))
+    page = client.get(f"/tasks/{task.pk}/").content.decode()
+    assert "1 sent back by failing tests (max_test_rounds: 2), 1 by a review requesting changes (review_rounds: 2)" in page
 
 
 @pytest.mark.django_db(transaction=True)

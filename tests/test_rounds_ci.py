@@ -4,6 +4,8 @@ names and log tails; failing again on the new head starts another, until
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from github_standin import standin  # noqa: F401
 from rounds_helpers import branch_head, coordinator_for, drive, make_repo, post, task_with_pull_request  # noqa: F401
@@ -38,7 +40,7 @@ def test_failing_checks_start_ci_fix_rounds_until_max_ci_fix_attempts(client, pr
     assert first.kind == Round.Kind.CI_FIX and first.status == Round.Status.SUCCEEDED and first.head_sha == first_head
     assert first.started_by() == f"tests failed on {first_head[:7]}"
     prompt = StageResult.objects.get(followup=first, stage__name="building").prompt
-    assert '<failing_check name="tests" conclusion="failure">' in prompt
+    assert re.search(r'<untrusted-[0-9a-f]{16} failing_check name="tests" conclusion="failure">', prompt)
     assert "AssertionError: 'Hello Ada' != 'Hello, Ada'" in prompt and "line 99" in prompt
     assert "line 10\n" not in prompt  # only the tail of the log
     assert "lint" not in prompt
@@ -153,7 +155,7 @@ def test_a_failing_workflow_run_or_check_suite_starts_a_ci_fix_round(client, pr,
     (round_,) = Round.objects.filter(task=task)
     assert round_.kind == Round.Kind.CI_FIX and round_.head_sha == head and round_.source == "webhook"
     prompt = StageResult.objects.get(followup=round_, stage__name="building").prompt
-    assert '<failing_check name="unit tests" conclusion="failure">' in prompt and "line 99" in prompt
+    assert re.search(r'<untrusted-[0-9a-f]{16} failing_check name="unit tests" conclusion="failure">', prompt) and "line 99" in prompt
     # A successful run of the same kind starts nothing.
     ok = other_event(standin, event, action="completed", **{event: {**item, "conclusion": "success"}})
     post(client, event, ok, delivery=f"{event}-2")

@@ -3,6 +3,8 @@ what is ignored, which text counts, one active round per task, and the bounds.""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from github_standin import standin  # noqa: F401
 from rounds_helpers import coordinator_for, deliver, drive, make_repo, task_with_pull_request  # noqa: F401
@@ -34,7 +36,7 @@ def test_a_mention_from_a_writer_runs_a_round_with_that_instruction_and_replies_
     assert round_.kind == Round.Kind.COMMENT and round_.status == Round.Status.SUCCEEDED
     assert round_.text == "please also mention the issue number in CHANGES.md"
     prompt = StageResult.objects.get(followup=round_, stage__name="building").prompt
-    assert '<request author="alice">\nplease also mention the issue number in CHANGES.md\n</request>' in prompt
+    assert re.search(r'<(untrusted-[0-9a-f]{16}) request author="alice">\nplease also mention the issue number in CHANGES.md\n</\1>', prompt)
     assert [r["content"] for r in standin.comments[c["id"]]["reactions_list"]] == ["eyes"]
     (reply,) = [x for x in standin.comments_on("octo/sample", task.issue_number) if f"tacx:round:{round_.pk}" in x["body"]]
     assert "comment by alice" in reply["body"] and "Cost:" in reply["body"]

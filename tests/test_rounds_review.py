@@ -71,8 +71,8 @@ def test_a_review_with_two_inline_comments_is_one_round_on_the_same_branch_and_p
     assert round_.reply_comment_id == replies[0]["id"]
     assert "review by alice" in replies[0]["body"] and "succeeded" in replies[0]["body"]
     assert "Cost:" in replies[0]["body"] and "change 2" not in replies[0]["body"]
-    # The commit subject is the builder's text: quoted as code.
-    assert "` tacx: changes left uncommitted by the builder" in replies[0]["body"]
+    # The commit subject (from the issue title when the builder made no commit): quoted as code.
+    assert "` Add a changelog (#" in replies[0]["body"] and "tacx: changes left uncommitted" not in replies[0]["body"]
 
 
 def test_the_same_review_again_by_redelivery_a_second_delivery_or_the_poller_starts_nothing(client, reviewed, standin):  # noqa: F811
@@ -141,7 +141,7 @@ def test_a_round_gets_its_own_review_rounds(client, make_repo, standin):  # noqa
     deliver(client, standin, "pull_request_review.submitted", delivery="r-9", sender="alice", number=task.pr_number, review_id=review["id"])
     drive(coordinator)
     (round_,) = Round.objects.filter(task=task)
-    assert round_.status == Round.Status.FAILED and "review still requests changes after 2 round(s)" in round_.reason
+    assert round_.status == Round.Status.FAILED and "review still requests changes after 2 review(s) requesting changes (review_rounds: 2;" in round_.reason
     # review_rounds (2) counted within the round: it built twice, not once.
     assert StageResult.objects.filter(followup=round_, stage__name="building", success=True).count() == 2
     assert StageResult.objects.filter(followup=round_, stage__name="reviewing", verdict="REQUEST_CHANGES").count() == 2

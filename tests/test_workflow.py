@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.workflow import WorkflowError, default_workflow, load_workflow_text
+from pipeline.workflow import Workflow, WorkflowError, default_workflow, load_workflow_text
 
 
 def test_the_default_workflow_has_the_four_core_stages():
@@ -31,6 +31,7 @@ stages:
     )
     default = default_workflow()
     assert wf.review_rounds == 3
+    assert wf.max_test_rounds == 2 and Workflow.from_json(wf.to_json()).max_test_rounds == 2  # the default, kept by a snapshot
     assert wf.stage("planning").model == "claude-haiku-4-5"
     assert wf.stage("planning").prompt == default.stage("planning").prompt
     assert wf.stage("building").provider == "codex" and wf.stage("building").timeout == 99
@@ -54,6 +55,8 @@ def test_the_snapshot_round_trips():
         ("stages:\n  - name: planning\n    timeout: soon\n", "stages[0] (planning).timeout: must be an integer, got str"),
         ("stages:\n  - name: planning\n    max_turns: true\n", "max_turns: must be an integer, got bool"),
         ("review_rounds: 0\n", "review_rounds: must be >= 1"),
+        ("max_test_rounds: 0\n", "max_test_rounds: must be >= 1"),
+        ("max_test_rounds: many\n", "max_test_rounds: must be an integer, got str"),
         ("stages: []\n", "stages: must be a non-empty list"),
         ("stages:\n  - name: planning\n    prompt: 'Do {isue_title}'\n", "unknown placeholder {isue_title}"),
         ("stages:\n  - name: planning\n    budget: {usd: -1}\n", "budget.usd: must be >= 0"),
@@ -92,7 +95,7 @@ def test_every_problem_of_a_file_is_reported_at_once():
     errors = exc.value.errors
     assert errors == [
         ".tac/workflow.yaml: colour: unknown key (allowed: allow_submodules, approval, approval_skip_label, budget, commit_limit, defaults, environment, hooks, max_ci_fix_attempts, "
-        "max_followup_rounds, mention, network, publish, resume_session, review_rounds, setup_env, stages, test_command, version)",
+        "max_followup_rounds, max_test_rounds, mention, network, publish, resume_session, review_rounds, setup_env, stages, test_command, version)",
         ".tac/workflow.yaml: review_rounds: must be >= 1, got 0",
         ".tac/workflow.yaml: stages[0] (planning).provider: unknown provider 'clod' (known: claude, codex, gemini, qwen, opencode, command)",
         ".tac/workflow.yaml: stages[1] (building).timeout: must be >= 1, got -1",

@@ -7,6 +7,7 @@ import re
 
 from .. import git
 from ..lib.redaction import redact
+from ..lib.untrusted import sanitize_issue_title
 from . import readback
 from .context import AttemptContext, StageFailure
 
@@ -17,6 +18,28 @@ REVIEW_FILE = "review.md"
 
 
 VERDICT = re.compile(r"^\W*VERDICT:\s*(APPROVE|REQUEST_CHANGES)\b", re.M)
+
+
+SUBJECT_MAX = 72
+
+
+def leftover_commit_subject(self: AttemptContext) -> str:
+    """The subject of the commit TAC-X makes of what the builder left uncommitted: the builder's
+    own last subject when it committed in this attempt, else the issue's title, e.g.
+    "Fix ordinal suffix for 11-13 (#12)". One line; git gets it as an argument, never a shell."""
+    path = self.worktree
+    assert path is not None
+    since = self.task.head_commit or self.task.base_commit
+    own = ""
+    if since and git.run(["rev-parse", "HEAD"], cwd=path, check=False) != since:
+        own = git.run(["log", "-1", "--format=%s", "HEAD"], cwd=path, check=False)
+    suffix = f" (#{self.task.issue_number})"
+    subject = " ".join((own or sanitize_issue_title(self.task.title) or "Changes").split())
+    if subject.endswith(suffix):
+        subject = subject[: -len(suffix)]
+    if len(subject) + len(suffix) > SUBJECT_MAX:
+        subject = subject[: SUBJECT_MAX - len(suffix) - 1].rstrip() + "…"
+    return subject + suffix
 
 
 def check_evidence(self: AttemptContext) -> None:
@@ -33,7 +56,7 @@ def check_evidence(self: AttemptContext) -> None:
         if not git.run(["ls-files", PLAN_FILE], cwd=path):
             readback.unlink(self, PLAN_FILE)
     elif name == "building":
-        readback.commit_all(self, f"tacx: changes left uncommitted by the builder (#{self.task.issue_number})")
+        readback.commit_all(self, leftover_commit_subject(self))
         if not git.run(["diff", "--name-only", f"{self.task.base_commit}..HEAD"], cwd=path):
             raise StageFailure("building left no changes: the branch has no diff against its base")
         self.result.output_text = redact(git.diff(self.task.base_commit, path, stat=True)[: readback.reader(self).file_max])

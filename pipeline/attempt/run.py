@@ -132,7 +132,11 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
                 if not services.tests_failed_back_to_building(stage=stage, summary=attempt.tests.summary(), enqueue=enqueue_next):
                     services.task_fail(
                         task=task,
-                        reason=f"tests still failing after {task.review_round} round(s): {attempt.tests.summary()}",
+                        reason=(
+                            f"tests still failing after {services.test_rounds_failed(task)} failing test round(s) "
+                            f"(max_test_rounds: {attempt.workflow.max_test_rounds}; {services.review_requests_used(task)} review(s) requested changes): "
+                            f"{attempt.tests.summary()}"
+                        ),
                     )
                     return RunResult.FAILED
                 return RunResult.REQUEUED
@@ -140,7 +144,10 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
                 if not services.review_requests_changes(stage=stage, enqueue=enqueue_next):
                     services.task_fail(
                         task=task,
-                        reason=f"review still requests changes after {services.review_rounds_used(task)} round(s)",
+                        reason=(
+                            f"review still requests changes after {services.review_requests_used(task)} review(s) requesting changes "
+                            f"(review_rounds: {attempt.workflow.review_rounds}; {services.test_rounds_failed(task)} failing test round(s) counted apart)"
+                        ),
                     )
                     return RunResult.FAILED
                 return RunResult.REQUEUED

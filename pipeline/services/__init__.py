@@ -16,7 +16,14 @@ This package is a face: the functions live in one module per subject (`events`, 
 
 from ..lib.untrusted import sanitize_issue_text, sanitize_issue_title
 from . import rounds
-from .approval import approval_required, review_rounds_used, running_round, task_await_approval
+from .approval import (
+    approval_required,
+    review_requests_used,
+    review_rounds_used,
+    running_round,
+    task_await_approval,
+    test_rounds_failed,
+)
 from .events import event_status, events_prune
 from .progress import (
     enqueue_stage_job,
@@ -61,6 +68,8 @@ __all__ = [
     "result_add_to_totals",
     "review_requests_changes",
     "review_rounds_used",
+    "review_requests_used",
+    "test_rounds_failed",
     "rounds",
     "running_round",
     "sanitize_issue_text",

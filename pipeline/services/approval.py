@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from ..models import Round, Task
+from ..models import Round, StageResult, Task
 from ..workflow import Workflow
 from .events import event_status
 
@@ -19,6 +19,29 @@ def review_rounds_used(task: Task) -> int:
     current = running_round(task)
     base = current.first_review_round if current is not None else 1
     return task.review_round - base + 1
+
+
+def _pass_base(task: Task) -> int:
+    current = running_round(task)
+    return current.first_review_round if current is not None else 1
+
+
+def review_requests_used(task: Task) -> int:
+    """Reviews that requested changes in the current pass (the rounds `review_rounds` counts)."""
+    return StageResult.objects.filter(
+        task=task, stage__name="reviewing", success=True, verdict="REQUEST_CHANGES", round__gte=_pass_base(task)
+    ).count()
+
+
+def test_rounds_failed(task: Task) -> int:
+    """Rounds in the current pass whose test command failed after building (`max_test_rounds`)."""
+    return (
+        StageResult.objects.filter(task=task, stage__name="building", success=True, round__gte=_pass_base(task))
+        .exclude(tests_status__in=["", "passed"])
+        .values("round")
+        .distinct()
+        .count()
+    )
 
 
 def approval_required(task: Task, workflow: Workflow) -> bool:

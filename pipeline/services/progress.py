@@ -100,8 +100,9 @@ def review_requests_changes(*, stage: Stage, enqueue: bool = True) -> bool:
     """Send the task back to building for another round; False when the rounds are used up."""
     task = stage.task
     workflow = Workflow.from_json(task.workflow)
-    # Counted per pass: a follow-up round on the PR gets its own review rounds.
-    if approval.review_rounds_used(task) >= workflow.review_rounds:
+    # Counted per pass (a follow-up round on the PR gets its own) and only reviews that asked
+    # for changes count: a round spent on failing tests does not use up `review_rounds`.
+    if approval.review_requests_used(task) > workflow.review_rounds - 1:
         return False
     building = task.stages.filter(name="building").first()
     if building is None:
@@ -112,10 +113,11 @@ def review_requests_changes(*, stage: Stage, enqueue: bool = True) -> bool:
 
 def tests_failed_back_to_building(*, stage: Stage, summary: str, enqueue: bool = True) -> bool:
     """The test command failed after building: run building again (another round, with the
-    test output in its prompt). False when the rounds are used up."""
+    test output in its prompt). False when `max_test_rounds` failing test rounds (this one
+    included) were run in this pass; review rounds are counted apart."""
     task = stage.task
     workflow = Workflow.from_json(task.workflow)
-    if task.review_round >= workflow.review_rounds:
+    if approval.test_rounds_failed(task) >= workflow.max_test_rounds:
         return False
     _building_again(task=task, building=stage, why=summary, enqueue=enqueue)
     return True

@@ -5,6 +5,7 @@ hangs, spawns children, prints malformed lines. Pipeline tests of agents use the
 usage: scripted_agent.py ACTION [ARG...]
 """
 
+import hashlib
 import json
 import os
 import subprocess
@@ -40,7 +41,11 @@ elif action == "stubborn":
 elif action == "stdin-plan":
     # The prompt arrives on stdin: the plan records how much of it came and how it ended.
     prompt = sys.stdin.read()
-    open("plan.md", "w").write(f"# Plan\n\n{len(prompt)} characters; ends with {prompt.rstrip()[-12:]}\n")
+    open("plan.md", "w").write(f"# Plan\n\n{len(prompt)} characters; ends with {prompt.rstrip()[-50:]}\n")
+elif action == "echo-plan":
+    # The prompt arrives on stdin: the plan is its SHA-256, so a test can compare what came.
+    data = sys.stdin.buffer.read()
+    open("plan.md", "w").write(f"# Plan\n\nsha256 {hashlib.sha256(data).hexdigest()}\n")
 elif action == "malformed":
     print("this is not json {", flush=True)
     print("\x00\x01 binary garbage", flush=True)
