@@ -63,16 +63,16 @@ def test_a_stopping_cluster_hands_its_prefetched_stage_back_and_finishes_the_run
         stdout=(tmp_path / "cluster.log").open("w"), stderr=subprocess.STDOUT,
     )
     try:
-        wait_for(lambda: Stage.objects.get(pk=running.pk).status == Stage.Status.RUNNING, 60, "the first stage to run")
+        wait_for(lambda: Stage.objects.get(pk=running.pk).status == Stage.Status.RUNNING, "the first stage to run", 60)
         second, _ = services.task_create(repository=repo, issue_number=2, title="Second")
         assert services.task_dispatch(task=second)
         prefetched = Stage.objects.get(task=second, name="planning")
         # The cluster takes the second job into its queue while its only worker is busy.
-        wait_for(lambda: (js := jobs(prefetched)) and all(j.lock and j.lock > timezone.now() for j in js), 60, "the prefetch")
+        wait_for(lambda: (js := jobs(prefetched)) and all(j.lock and j.lock > timezone.now() for j in js), "the prefetch", 60)
         os.kill(proc.pid, signal.SIGTERM)  # a graceful stop (the main process only, as `kill PID`)
-        wait_for(lambda: (Path(tmp_path / "var" / "q2") / f"stopping-{proc.pid}").exists(), 30, "the stop to begin")
-        worktree = Path(wait_for(lambda: Task.objects.get(pk=first.pk).worktree_path, 30, "the worktree"))
-        wait_for(lambda: (worktree / "started").exists(), 60, "the first agent")
+        wait_for(lambda: (Path(tmp_path / "var" / "q2") / f"stopping-{proc.pid}").exists(), "the stop to begin", 30)
+        worktree = Path(wait_for(lambda: Task.objects.get(pk=first.pk).worktree_path, "the worktree", 30))
+        wait_for(lambda: (worktree / "started").exists(), "the first agent", 60)
         (worktree / "go").touch()
         proc.wait(timeout=90)
     finally:

@@ -9,7 +9,8 @@ import subprocess
 import pytest
 from django.urls import reverse
 
-from dashboard import selectors, stats, testing
+from dashboard import selectors, stats
+from harness import fake_runner
 from pipeline.models import Repository, Task
 from tests.test_runner_processes import command_stage, commit_workflow, run
 
@@ -100,7 +101,7 @@ def test_a_publish_none_task_that_pushed_its_branch_shows_the_result_and_counts_
 
 def test_a_github_branch_pushed_without_a_pull_request_shows_where_it_is(browser):
     repo = Repository.objects.create(kind=Repository.Kind.GITHUB, full_name="octo/nopr", clone_url="https://github.com/octo/nopr.git")
-    task = testing.task_running(repository=repo, issue_number=6)
+    task = fake_runner.task_running(repository=repo, issue_number=6)
     Task.objects.filter(pk=task.pk).update(branch="tacx/6-x", base_commit="a" * 40, head_commit="b" * 40, status=Task.Status.SUCCEEDED)
     html = browser.get(reverse("dashboard:task-summary", args=[task.pk])).content.decode()
     assert 'id="result"' in html and '<code id="result-origin">https://github.com/octo/nopr.git</code>' in html
