@@ -91,8 +91,11 @@ def test_a_sigkilled_worker_is_reaped_its_agent_killed_and_the_task_finished_wit
     workflow = command_workflow(planning=SLOW_PLANNER.format(tag=tag), timeout=120)
     _origin, clone = make_origin_and_clone(tmp_path, "killme", {"README.md": "x\n", ".tac/workflow.yaml": workflow})
     repo = Repository.objects.create(kind=Repository.Kind.LOCAL, full_name="killme", local_path=str(clone))
-    settings.TACX = {**settings.TACX, "LEASE_SECONDS": 2, "HEARTBEAT_SECONDS": 0.5}
-    env = cluster_env(settings, tmp_path, workers=2, TACX_LEASE_SECONDS="2", TACX_HEARTBEAT_SECONDS="0.5", TACX_KILL_GRACE_SECONDS="1")
+    # A short lease so the reaper acts soon, but not so short that a surviving worker loses it
+    # while it publishes (a fetch into the mirror, then a push: several git commands) on a busy
+    # machine: 2 s lost the lease of healthy attempts in CI three times in a row.
+    settings.TACX = {**settings.TACX, "LEASE_SECONDS": 5, "HEARTBEAT_SECONDS": 0.5}
+    env = cluster_env(settings, tmp_path, workers=2, TACX_LEASE_SECONDS="5", TACX_HEARTBEAT_SECONDS="0.5", TACX_KILL_GRACE_SECONDS="1")
     task, _ = services.task_create(repository=repo, issue_number=1, title="Write a changelog")
     assert Dispatcher().start(task)  # planning queued and handed to django-q2 (ORM broker)
     planning = Stage.objects.get(task=task, name="planning")

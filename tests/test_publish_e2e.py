@@ -81,7 +81,8 @@ def test_a_plan_cannot_hide_close_or_forge_the_sections_of_the_pr_body(tmp_path,
     assert headings(body) == ["Plan", "Review", "Tests", "Usage", "Sandbox"]
     tokens = MarkdownIt("commonmark").enable("table").parse(body)
     fences = [t.content for t in tokens if t.type == "fence"]
-    assert fences[0] == FORGED_PLAN  # the plan, whole and literal, inside one fence
+    # The plan, literal inside one fence, less its own top heading (the body's "## Plan" says it).
+    assert fences[0] == FORGED_PLAN.removeprefix("# Plan\n\n")
     # No HTML of the agent's: the only HTML blocks are TAC-X's own <details> around the test output.
     html = [t.content.strip() for t in tokens if t.type in ("html_block", "html_inline")]
     assert all(h.startswith(("<details>", "</details>")) for h in html), html
