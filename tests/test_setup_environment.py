@@ -16,6 +16,7 @@ from pipeline import git as tacx_git
 from pipeline import jobs, services
 from pipeline.models import Task
 from pipeline.workflow import Workflow, WorkflowError, parse_workflow
+from tests import conftest
 from tests.conftest import git
 
 # A venv as `python -m venv` leaves it, in small: many files and bin/python linking to the host.
@@ -36,10 +37,7 @@ def workflow(builder: str, **extra) -> dict:
 
 def commit_workflow(clone: Path, wf: dict) -> None:
     assert not (clone / ".gitignore").exists()
-    (clone / ".tac").mkdir(exist_ok=True)
-    (clone / ".tac" / "workflow.yaml").write_text(yaml.safe_dump(wf))
-    git(clone, "add", "-A")
-    git(clone, "commit", "-q", "-m", "workflow")
+    conftest.commit_workflow(clone, yaml.safe_dump(wf))
 
 
 def start(repository) -> Task:

@@ -16,7 +16,7 @@ import yaml
 from pipeline import jobs, services
 from pipeline.models import StageResult, Task
 from pipeline.sandbox import policy
-from tests.conftest import git
+from tests import conftest
 
 BUILDER = "import pathlib; pathlib.Path('fix.txt').write_text('fixed')"
 
@@ -36,10 +36,7 @@ def make_venv(tmp_path: Path) -> Path:
 def commit_workflow(clone: Path, venv: Path) -> None:
     stage = {"name": "building", "provider": "command", "timeout": 60, "max_attempts": 2, "options": {"argv": [sys.executable, "-c", BUILDER]}}
     wf = {"review_rounds": 3, "stages": [stage, {"name": "pr_creation"}], "test_command": {"run": f"{venv}/bin/python -c \"print('tests ran')\"", "timeout": 60}}
-    (clone / ".tac").mkdir(exist_ok=True)
-    (clone / ".tac" / "workflow.yaml").write_text(yaml.safe_dump(wf))
-    git(clone, "add", "-A")
-    git(clone, "commit", "-q", "-m", "workflow")
+    conftest.commit_workflow(clone, yaml.safe_dump(wf))
 
 
 def start(repository) -> Task:
