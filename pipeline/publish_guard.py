@@ -372,9 +372,9 @@ def pushed_objects(worktree: Path, task: Task, *, limit: int) -> list[tuple[str,
 
 def _git(cwd: Path, args: list[str], *, stdin: bytes | None = None, check: bool = True) -> bytes:
     """git with TAC-X's safe options, in bytes (paths and blobs need not be UTF-8)."""
-    env = git._env(git.pinned_dirs(cwd))
+    env = git.git_env(git.pinned_dirs(cwd))
     extra: dict[str, Any] = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
-    proc = subprocess.run(["git", *git._safe_args(), *args], cwd=str(cwd), capture_output=True, env=env, timeout=600, **extra)
+    proc = subprocess.run(["git", *git.safe_args(), *args], cwd=str(cwd), capture_output=True, env=env, timeout=600, **extra)
     if check and proc.returncode != 0:
         detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         raise git.GitError(f"git {args[0]} failed in {cwd}: {detail[-1] if detail else proc.returncode}")
