@@ -108,13 +108,48 @@ def task_get(task_id: int) -> Task:
     return get_object_or_404(Task.objects.select_related("repository"), pk=task_id)
 
 
+RETRIED = "task retried"  # the status event services.task_retry records
+
+
 def task_stages(task: Task) -> list[Stage]:
-    """The stages of a task in order, each with every attempt (``stage.attempt_list``)."""
-    return list(
+    """The stages of a task in order, each with every attempt (``stage.attempt_list``). An
+    attempt that is the first after a person's Retry has ``manual_retry`` set; each stage has
+    ``manual_retries`` and ``counted_attempts`` (the attempts that count against
+    ``max_attempts``: not cancelled, and since the last manual retry, which resets the count)."""
+    stages = list(
         task.stages.order_by("position").prefetch_related(
             Prefetch("results", queryset=StageResult.objects.order_by("attempt"), to_attr="attempt_list")
         )
     )
+    retries = sorted(
+        AgentEvent.objects.filter(task=task, kind=AgentEvent.Kind.STATUS, data__message=RETRIED).values_list("created_at", flat=True)
+    )
+    for stage in stages:
+        previous = None
+        counted = 0
+        stage.manual_retries = 0
+        for r in stage.attempt_list:
+            r.manual_retry = bool(
+                previous is not None and r.started_at and any(previous.started_at <= t <= r.started_at for t in retries if previous.started_at)
+            )
+            if r.manual_retry:
+                stage.manual_retries += 1
+                counted = 0
+            if r.outcome != StageResult.Outcome.CANCELLED:
+                counted += 1
+            previous = r
+        stage.counted_attempts = counted
+    return stages
+
+
+def retry_from(stages: list[Stage]) -> Stage | None:
+    """The stage a Retry starts from: the first that did not succeed."""
+    return next((s for s in stages if s.status != Stage.Status.SUCCEEDED), None)
+
+
+def stopping_stage(stages: list[Stage]) -> Stage | None:
+    """A stage whose agent is still being stopped after the task ended (a cancel): Retry waits."""
+    return next((s for s in stages if s.status == Stage.Status.RUNNING), None)
 
 
 def task_attempts(task: Task) -> QuerySet[StageResult]:

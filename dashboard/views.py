@@ -95,6 +95,9 @@ def _summary(task: Task, user) -> dict:
         "can_retry": task.status not in Task.ACTIVE
         and task.status not in (Task.Status.SUCCEEDED, Task.Status.SKIPPED)
         and user.has_perm("pipeline.retry_task"),
+        # Cancelled, but the agent is still being stopped: Retry waits (the API answers 409 then).
+        "stopping": selectors.stopping_stage(stages) if task.status not in Task.ACTIVE else None,
+        "retry_from": selectors.retry_from(stages),
         "can_cancel": task.status in Task.ACTIVE and user.has_perm("pipeline.cancel_task"),
         "can_approve": task.status == Task.Status.AWAITING_APPROVAL and user.has_perm("pipeline.approve_task"),
         "rounds": list(task.rounds.order_by("id")),
