@@ -350,6 +350,8 @@ class Provider:
     # directory's default under HOME, and the glob of one session's file in it ({id}: the
     # session id). None: its sessions are not continued.
     session_store: ClassVar[tuple[str, str, str] | None] = None
+    # The CLI reads a prompt too long for an argument from stdin (see ``stdin_data``).
+    long_prompt_on_stdin: ClassVar[bool] = False
 
     def api_url(self, env: Mapping[str, str]) -> str:
         """The model API URL this attempt talks to, from its environment; "" when none."""
@@ -397,10 +399,10 @@ class Provider:
         return {}
 
     def stdin_data(self, inv: Invocation) -> bytes | None:
-        """What the agent reads on stdin (None: an empty stdin). Providers whose CLI reads the
-        prompt from stdin return it when it is too long for an argument, and leave it out of
-        ``build_command`` then."""
-        return None
+        """What the agent reads on stdin (None: an empty stdin): the prompt when it is too long
+        for an argument and the CLI reads it from stdin (``long_prompt_on_stdin``; its
+        ``build_command`` leaves it out then)."""
+        return inv.prompt.encode("utf-8") if self.long_prompt_on_stdin and prompt_too_long_for_argv(inv.prompt) else None
 
     def parser(self, inv: Invocation | None = None) -> StreamParser:
         """A fresh parser for one attempt. ``inv`` lets it know the requested model (for pricing

@@ -294,6 +294,7 @@ class ClaudeProvider(Provider):
     passthrough_env = ("ANTHROPIC_", "CLAUDE_CODE_", "IS_SANDBOX", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
     base_url_env = ("ANTHROPIC_BASE_URL",)
     default_api_url = "https://api.anthropic.com"
+    long_prompt_on_stdin = True
     # Each session is `~/.claude/projects/<cwd with / as ->/<id>.jsonl` (under CLAUDE_CONFIG_DIR
     # when set); `--resume <id>` continues it from the same cwd.
     session_store = ("CLAUDE_CONFIG_DIR", ".claude", "projects/*/{id}.jsonl")
@@ -319,9 +320,6 @@ class ClaudeProvider(Provider):
         if prompt_too_long_for_argv(inv.prompt):
             return [*argv, *inv.extra_args]  # `claude -p` reads the prompt from stdin
         return [*argv, *inv.extra_args, "--", inv.prompt]
-
-    def stdin_data(self, inv: Invocation) -> bytes | None:
-        return inv.prompt.encode("utf-8") if prompt_too_long_for_argv(inv.prompt) else None
 
     def session_targets(self, rel: Path, *, cwd: str) -> tuple[Path, ...]:
         """The project directory is the cwd with every non-alphanumeric character as `-`: put

@@ -296,6 +296,7 @@ class CodexProvider(Provider):
     passthrough_env = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CODEX_API_KEY", "CODEX_HOME", MODEL_API_KEY_ENV)
     base_url_env = ("OPENAI_BASE_URL",)
     default_api_url = "https://api.openai.com"
+    long_prompt_on_stdin = True
     # Each thread is `$CODEX_HOME/sessions/YYYY/MM/DD/rollout-…-<id>.jsonl` (prepare_home makes
     # HOME/.codex the attempt's CODEX_HOME); `codex exec resume <id>` continues it.
     session_store = ("CODEX_HOME", ".codex", "sessions/*/*/*/rollout-*-{id}.jsonl")
@@ -331,9 +332,6 @@ class CodexProvider(Provider):
         # `-` as the prompt: codex reads it from stdin (a prompt too long for an argument).
         prompt = "-" if prompt_too_long_for_argv(inv.prompt) else inv.prompt
         return [*argv, *QUIET_CONFIG, *config_args(inv.options), *inv.extra_args, "--", prompt]
-
-    def stdin_data(self, inv: Invocation) -> bytes | None:
-        return inv.prompt.encode("utf-8") if prompt_too_long_for_argv(inv.prompt) else None
 
     def environment(self, inv: Invocation) -> dict[str, str]:
         """Option ``codex_home`` becomes ``CODEX_HOME`` (Codex's config, auth and session files).

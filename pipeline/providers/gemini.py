@@ -211,6 +211,7 @@ class GeminiProvider(Provider):
     passthrough_env = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL")
     base_url_env = ("GOOGLE_GEMINI_BASE_URL",)
     default_api_url = "https://generativelanguage.googleapis.com"
+    long_prompt_on_stdin = True
 
     def build_command(self, inv: Invocation) -> list[str]:
         """``gemini -o stream-json --approval-mode M [-m M] [--allowed-tools T …] [extra_args]
@@ -228,9 +229,6 @@ class GeminiProvider(Provider):
         if prompt_too_long_for_argv(inv.prompt):
             return argv  # no -p: gemini reads the prompt from a piped stdin
         return argv + ([f"--prompt={inv.prompt}"] if inv.prompt.startswith("-") else ["-p", inv.prompt])
-
-    def stdin_data(self, inv: Invocation) -> bytes | None:
-        return inv.prompt.encode("utf-8") if prompt_too_long_for_argv(inv.prompt) else None
 
     def environment(self, inv: Invocation) -> dict[str, str]:
         """Option ``base_url`` becomes ``GOOGLE_GEMINI_BASE_URL``."""
