@@ -284,6 +284,14 @@ def executable_version(path: str) -> str:
     return version
 
 
+def write_home_settings(home: str, folder: str, settings: dict) -> None:
+    """``settings`` as ``<home>/<folder>/settings.json``, the CLI's own configuration in the
+    attempt's private HOME (``Provider.prepare_home``)."""
+    os.makedirs(os.path.join(home, folder), exist_ok=True)
+    with open(os.path.join(home, folder, "settings.json"), "w", encoding="utf-8") as f:
+        json.dump(settings, f, indent=2)
+
+
 # -- environment -----------------------------------------------------------------------------------
 BASE_ENV = ("PATH", "HOME", "LANG", "TERM", "TMPDIR", "USER", "LOGNAME", "SHELL", "TZ")
 BASE_ENV_PREFIXES = ("LC_",)

@@ -28,7 +28,6 @@ default 10 attempts over ≈ 210 s).
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping
 
@@ -49,6 +48,7 @@ from .base import (
     tacx_setting,
     truncate,
     truncate_strings,
+    write_home_settings,
 )
 
 # exit code -> (sentence, permanent)
@@ -250,9 +250,7 @@ class GeminiProvider(Provider):
             "ide": {"enabled": False},
             "model": {"maxSessionTurns": inv.max_turns or -1},
         }
-        os.makedirs(os.path.join(home, ".gemini"), exist_ok=True)
-        with open(os.path.join(home, ".gemini", "settings.json"), "w", encoding="utf-8") as f:
-            json.dump(settings, f, indent=2)
+        write_home_settings(home, ".gemini", settings)
 
     def parser(self, inv: Invocation | None = None) -> GeminiStreamParser:
         return GeminiStreamParser(inv, cli_version=self.version())
