@@ -4,6 +4,8 @@ JS fetches again when the event stream says something changed."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
@@ -51,6 +53,20 @@ class StatsForm(forms.Form):
     days = forms.IntegerField(required=False, min_value=1, max_value=365)
 
 
+def _view(permission: str | None, *decorators: Callable[[Callable], Callable]) -> Callable[[Callable], Callable]:
+    """A page for a logged-in user holding `permission` (403 without it; None: any logged-in
+    user), wrapped in `decorators` (the first outermost)."""
+
+    def wrap(view: Callable) -> Callable:
+        for decorator in reversed(decorators):
+            view = decorator(view)
+        if permission:
+            view = permission_required(permission, raise_exception=True)(view)
+        return login_required(view)
+
+    return wrap
+
+
 def _task_page(request: HttpRequest) -> dict:
     form = TaskFilterForm(request.GET)
     # The cursor is read before the rows: an event that lands in between makes the page refresh
@@ -60,19 +76,14 @@ def _task_page(request: HttpRequest) -> dict:
     return {"form": form, "page": page, "tasks": page.object_list, "live_after": after}
 
 
-@login_required
-@permission_required("pipeline.view_task", raise_exception=True)
-@require_GET
+@_view("pipeline.view_task", require_GET)
 def task_list(request: HttpRequest) -> HttpResponse:
     context = _task_page(request)
     context["repositories"] = selectors.repositories()
     return render(request, "dashboard/tasks.html", context)
 
 
-@login_required
-@permission_required("pipeline.view_task", raise_exception=True)
-@require_GET
-@never_cache
+@_view("pipeline.view_task", require_GET, never_cache)
 def task_rows(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/partials/task_rows.html", _task_page(request))
 
@@ -111,9 +122,7 @@ def _documents(task: Task) -> dict:
     return {"task": task, "documents": selectors.task_documents(task), "diff": selectors.task_diff(task)}
 
 
-@login_required
-@permission_required("pipeline.view_task", raise_exception=True)
-@require_GET
+@_view("pipeline.view_task", require_GET)
 def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
     task = selectors.task_get(task_id)
     after = streams.safe_latest_id(task_id=task.pk)
@@ -194,8 +203,7 @@ class LocalRepositoryForm(forms.Form):
             raise forms.ValidationError(str(exc)) from None
 
 
-@login_required
-@permission_required("pipeline.add_repository", raise_exception=True)
+@_view("pipeline.add_repository")
 def repository_new(request: HttpRequest) -> HttpResponse:
     """Register another git repository on this machine (what `add_repo NAME --local PATH` does).
     A path the server can read becomes one TAC-X pushes to: only `pipeline.add_repository`."""
@@ -210,8 +218,7 @@ def repository_new(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/repository_new.html", {"form": form}, status=400 if form.errors else 200)
 
 
-@login_required
-@permission_required("pipeline.add_task", raise_exception=True)
+@_view("pipeline.add_task")
 def task_new(request: HttpRequest) -> HttpResponse:
     """The form of `POST /api/tasks/create/`, with its permission: the form itself lists the local
     repositories and takes a workflow override (any `command` argv), so a GET needs it too."""
@@ -239,25 +246,17 @@ def task_new(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/task_new.html", {"form": form}, status=400 if form.errors else 200)
 
 
-@login_required
-@permission_required("pipeline.view_task", raise_exception=True)
-@require_GET
-@never_cache
+@_view("pipeline.view_task", require_GET, never_cache)
 def task_summary(request: HttpRequest, task_id: int) -> HttpResponse:
     return render(request, "dashboard/partials/task_summary.html", _summary(selectors.task_get(task_id), request.user))
 
 
-@login_required
-@permission_required("pipeline.view_task", raise_exception=True)
-@require_GET
-@never_cache
+@_view("pipeline.view_task", require_GET, never_cache)
 def task_documents(request: HttpRequest, task_id: int) -> HttpResponse:
     return render(request, "dashboard/partials/task_documents.html", _documents(selectors.task_get(task_id)))
 
 
-@login_required
-@permission_required("pipeline.retry_task", raise_exception=True)
-@require_POST
+@_view("pipeline.retry_task", require_POST)
 def task_retry(request: HttpRequest, task_id: int) -> HttpResponse:
     task = selectors.task_get(task_id)
     try:
@@ -269,9 +268,7 @@ def task_retry(request: HttpRequest, task_id: int) -> HttpResponse:
     return redirect(task)
 
 
-@login_required
-@permission_required("pipeline.cancel_task", raise_exception=True)
-@require_POST
+@_view("pipeline.cancel_task", require_POST)
 def task_cancel(request: HttpRequest, task_id: int) -> HttpResponse:
     task = selectors.task_get(task_id)
     if services.task_cancel(task=task, reason=f"cancelled by {request.user.get_username()}"):
@@ -281,9 +278,7 @@ def task_cancel(request: HttpRequest, task_id: int) -> HttpResponse:
     return redirect(task)
 
 
-@login_required
-@permission_required("pipeline.view_task", raise_exception=True)
-@require_GET
+@_view("pipeline.view_task", require_GET)
 def stats_page(request: HttpRequest) -> HttpResponse:
     form = StatsForm(request.GET)
     days = (form.cleaned_data.get("days") if form.is_valid() else None) or 30
@@ -298,17 +293,12 @@ def _workers() -> dict:
     return {"live": selectors.workers_live(), "counts": slots.counts(), "recent": selectors.workers_recent(), "stale_after": health.coordinator_max_age()}
 
 
-@login_required
-@permission_required("pipeline.view_task", raise_exception=True)
-@require_GET
+@_view("pipeline.view_task", require_GET)
 def workers_page(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/workers.html", _workers())
 
 
-@login_required
-@permission_required("pipeline.view_task", raise_exception=True)
-@require_GET
-@never_cache
+@_view("pipeline.view_task", require_GET, never_cache)
 def worker_rows(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/partials/worker_rows.html", _workers())
 
@@ -320,15 +310,12 @@ def health_view(request: HttpRequest) -> JsonResponse:
     return JsonResponse(result.as_json(), status=200 if result.healthy else 503)
 
 
-@login_required
-@require_GET
+@_view(None, require_GET)
 def api_docs(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/api_docs.html")
 
 
-@login_required
-@permission_required("pipeline.approve_task", raise_exception=True)
-@require_POST
+@_view("pipeline.approve_task", require_POST)
 def task_approve(request: HttpRequest, task_id: int) -> HttpResponse:
     task = selectors.task_get(task_id)
     if rounds.task_approve(task=task, approved_by=request.user.get_username()):

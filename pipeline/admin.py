@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from . import services
+from .accounting import TOKEN_FIELDS
 from .models import AgentEvent, Repository, Round, Stage, StageResult, Task, Worker
 
 
@@ -32,10 +33,7 @@ class StageResultInline(admin.TabularInline):
         "round",
         "outcome",
         "exit_code",
-        "input_tokens",
-        "output_tokens",
-        "cache_read_tokens",
-        "cache_write_tokens",
+        *TOKEN_FIELDS,
         "cost_usd",
         "turns",
         "cli_version",
@@ -71,10 +69,7 @@ class TaskAdmin(admin.ModelAdmin):
         "review_round",
         "pr_url",
         "pr_number",
-        "input_tokens",
-        "output_tokens",
-        "cache_read_tokens",
-        "cache_write_tokens",
+        *TOKEN_FIELDS,
         "cost_usd",
         "created_at",
         "started_at",

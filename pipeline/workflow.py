@@ -322,12 +322,19 @@ class _Validator:
             raise self.fail(where, "must be a list of strings")
         return tuple(value)
 
-    def budget(self, value: Any, where: str) -> Budget:
+    def section(self, value: Any, where: str, keys: set[str], shape: str) -> bool:
+        """Whether the optional mapping `value` is there (False for None); raises unless it is a
+        mapping (it "must be `shape`") and records each key not in `keys`."""
         if value is None:
-            return Budget()
+            return False
         if not isinstance(value, dict):
-            raise self.fail(where, "must be a mapping with usd and/or tokens")
-        self.check_keys(value, _BUDGET_KEYS, f"{where}.")
+            raise self.fail(where, f"must be {shape}")
+        self.check_keys(value, keys, f"{where}.")
+        return True
+
+    def budget(self, value: Any, where: str) -> Budget:
+        if not self.section(value, where, _BUDGET_KEYS, "a mapping with usd and/or tokens"):
+            return Budget()
         usd = value.get("usd")
         if usd is not None:
             if isinstance(usd, bool) or not isinstance(usd, (int, float, str)):
@@ -349,11 +356,8 @@ class _Validator:
 
     def network(self, value: Any, where: str) -> tuple[str, ...]:
         """``{allow: [host[:port], ...]}``: hosts (``*.example.com`` for subdomains), IP literals."""
-        if value is None:
+        if not self.section(value, where, _NETWORK_KEYS, "a mapping like {allow: [host[:port], ...]}"):
             return ()
-        if not isinstance(value, dict):
-            raise self.fail(where, "must be a mapping like {allow: [host[:port], ...]}")
-        self.check_keys(value, _NETWORK_KEYS, f"{where}.")
         hosts = self.string_list(value.get("allow", []), f"{where}.allow")
         for i, host in enumerate(hosts):
             m = _HOST_ENTRY.match(host)
@@ -392,10 +396,7 @@ class _Validator:
         timeout = self.integer(value.get("timeout", HOOK_TIMEOUTS[name]), f"{where}.timeout", minimum=1)
         allow: tuple[str, ...] = ()
         network = value.get("network")
-        if network is not None:
-            if not isinstance(network, dict):
-                raise self.fail(f"{where}.network", "must be a mapping with allow: [hosts]")
-            self.check_keys(network, _NETWORK_KEYS, f"{where}.network.")
+        if self.section(network, f"{where}.network", _NETWORK_KEYS, "a mapping with allow: [hosts]"):
             allow = self.string_list(network.get("allow", []), f"{where}.network.allow")
             for i, host in enumerate(allow):
                 if not _HOST.fullmatch(host):
@@ -432,11 +433,8 @@ class _Validator:
         return tuple(p.strip("/") for p in paths)
 
     def commit_limit(self, value: Any, where: str) -> CommitLimit:
-        if value is None:
+        if not self.section(value, where, _COMMIT_LIMIT_KEYS, "a mapping like {files: 200, bytes: 5000000}"):
             return CommitLimit()
-        if not isinstance(value, dict):
-            raise self.fail(where, "must be a mapping like {files: 200, bytes: 5000000}")
-        self.check_keys(value, _COMMIT_LIMIT_KEYS, f"{where}.")
         default = CommitLimit()
         return CommitLimit(
             files=self.integer(value.get("files", default.files), f"{where}.files", minimum=1),

@@ -7,6 +7,13 @@ import pytest
 from pipeline.workflow import Workflow, WorkflowError, default_workflow, load_workflow_text
 
 
+def refusal(text: str, **kwargs) -> WorkflowError:
+    """What loading `text` raises (the test fails if it loads)."""
+    with pytest.raises(WorkflowError) as exc:
+        load_workflow_text(text, **kwargs)
+    return exc.value
+
+
 def test_the_default_workflow_has_the_four_core_stages():
     wf = default_workflow()
     assert [s.name for s in wf.stages] == ["planning", "building", "reviewing", "pr_creation"]
@@ -68,9 +75,7 @@ def test_the_snapshot_round_trips():
     ],
 )
 def test_an_invalid_file_names_the_file_the_field_and_the_problem(text, expected):
-    with pytest.raises(WorkflowError) as exc:
-        load_workflow_text(text)
-    message = str(exc.value)
+    message = str(refusal(text))
     assert message.startswith(".tac/workflow.yaml: ")
     assert expected in message
 
@@ -90,9 +95,8 @@ def test_every_problem_of_a_file_is_reported_at_once():
         "  - name: reviewing\n    prompt: 'Do {isue_title}'\n"
         "  - name: pr_creation\n"
     )
-    with pytest.raises(WorkflowError) as exc:
-        load_workflow_text(text)
-    errors = exc.value.errors
+    error = refusal(text)
+    errors = error.errors
     assert errors == [
         ".tac/workflow.yaml: colour: unknown key (allowed: allow_submodules, approval, approval_skip_label, budget, commit_limit, defaults, environment, hooks, max_ci_fix_attempts, "
         "max_followup_rounds, max_test_rounds, mention, network, publish, resume_session, review_rounds, setup_env, stages, test_command, version)",
@@ -103,7 +107,7 @@ def test_every_problem_of_a_file_is_reported_at_once():
         ".tac/workflow.yaml: stages[2] (reviewing).prompt: unknown placeholder {isue_title} (known: branch, followup, issue_body, "
         "issue_number, issue_title, plan, repository, review_feedback, round, stage, test_result, worktree)",
     ]
-    assert str(exc.value) == "\n".join(errors)
+    assert str(error) == "\n".join(errors)
 
 
 def test_the_round_keys_are_validated_and_kept_in_the_snapshot():
@@ -111,9 +115,8 @@ def test_the_round_keys_are_validated_and_kept_in_the_snapshot():
     again = type(wf).from_json(wf.to_json())
     assert (again.approval, again.max_followup_rounds, again.max_ci_fix_attempts, again.mention, again.resume_session) == ("plan", 2, 1, "@helper", False)
     assert load_workflow_text(None).approval == "none" and load_workflow_text(None).max_ci_fix_attempts == 3
-    with pytest.raises(WorkflowError) as exc:
-        load_workflow_text("approval: always\nmention: tacx\nresume_session: maybe\nmax_ci_fix_attempts: -1\n")
-    assert [e.split(": ", 2)[1] for e in exc.value.errors] == ["approval", "max_ci_fix_attempts", "mention", "resume_session"]
+    errors = refusal("approval: always\nmention: tacx\nresume_session: maybe\nmax_ci_fix_attempts: -1\n").errors
+    assert [e.split(": ", 2)[1] for e in errors] == ["approval", "max_ci_fix_attempts", "mention", "resume_session"]
 
 
 def test_allow_submodules_is_off_by_default_validated_and_kept_in_the_snapshot():
@@ -146,9 +149,7 @@ NO_PR = "stages:\n  - {name: planning}\n  - {name: building}\n  - {name: reviewi
 
 
 def test_a_pipeline_without_pr_creation_is_refused_naming_the_file_and_the_fix():
-    with pytest.raises(WorkflowError) as exc:
-        load_workflow_text(NO_PR, source="acme/widgets:.tac/workflow.yaml")
-    (error,) = exc.value.errors
+    (error,) = refusal(NO_PR, source="acme/widgets:.tac/workflow.yaml").errors
     assert error.startswith("acme/widgets:.tac/workflow.yaml: stages: has no pr_creation stage")
     assert "`- name: pr_creation`" in error and "`publish: none`" in error
 

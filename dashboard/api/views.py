@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from pipeline import services
-from pipeline.models import AgentEvent, Repository
+from pipeline.models import AgentEvent, Repository, Task
 from pipeline.services import rounds
 from pipeline.workflow import WorkflowError
 
@@ -116,41 +116,58 @@ class TaskDetailApi(APIView):
         return task_detail_response(task_id)
 
 
-class TaskRetryApi(APIView):
+# (A comment, not a docstring: drf-spectacular would show a docstring as every subclass's description.)
+# POST on one task: `act` on it, then answer with the task as it is now; 409 with what `act`
+# returns when the task's state does not allow the action.
+class _TaskActionApi(APIView):
+    def act(self, request: Request, task: Task) -> str | None:
+        raise NotImplementedError
+
+    def post(self, request: Request, task_id: int) -> Response:
+        refused = self.act(request, selectors.task_get(task_id))
+        if refused:
+            raise Conflict(refused)
+        return task_detail_response(task_id)
+
+
+def _task_action(operation_id: str):
+    """The OpenAPI description of a `_TaskActionApi`."""
+    responses = {200: s.TaskDetailOut, **ERRORS, **NOT_FOUND, **CONFLICT}
+    return extend_schema_view(post=extend_schema(operation_id=operation_id, request=None, responses=responses))
+
+
+@_task_action("tasks_retry")
+class TaskRetryApi(_TaskActionApi):
     required_permission = "pipeline.retry_task"
 
-    @extend_schema(operation_id="tasks_retry", request=None, responses={200: s.TaskDetailOut, **ERRORS, **NOT_FOUND, **CONFLICT})
-    def post(self, request: Request, task_id: int) -> Response:
-        task = selectors.task_get(task_id)
+    def act(self, request: Request, task: Task) -> str | None:
         try:
             services.task_retry(task=task)
         except ValueError as exc:
-            raise Conflict(str(exc)) from None
-        return task_detail_response(task_id)
+            return str(exc)
+        return None
 
 
-class TaskCancelApi(APIView):
+@_task_action("tasks_cancel")
+class TaskCancelApi(_TaskActionApi):
     required_permission = "pipeline.cancel_task"
 
-    @extend_schema(operation_id="tasks_cancel", request=None, responses={200: s.TaskDetailOut, **ERRORS, **NOT_FOUND, **CONFLICT})
-    def post(self, request: Request, task_id: int) -> Response:
-        task = selectors.task_get(task_id)
-        if not services.task_cancel(task=task, reason=f"cancelled by {request.user.get_username()}"):
-            raise Conflict(f"task {task.pk} is {task.status}; only queued, waiting or running tasks can be cancelled")
-        return task_detail_response(task_id)
+    def act(self, request: Request, task: Task) -> str | None:
+        if services.task_cancel(task=task, reason=f"cancelled by {request.user.get_username()}"):
+            return None
+        return f"task {task.pk} is {task.status}; only queued, waiting or running tasks can be cancelled"
 
 
-class TaskApproveApi(APIView):
+@_task_action("tasks_approve")
+class TaskApproveApi(_TaskActionApi):
     """Approve the plan of a task awaiting approval (workflow `approval: plan`)."""
 
     required_permission = "pipeline.approve_task"
 
-    @extend_schema(operation_id="tasks_approve", request=None, responses={200: s.TaskDetailOut, **ERRORS, **NOT_FOUND, **CONFLICT})
-    def post(self, request: Request, task_id: int) -> Response:
-        task = selectors.task_get(task_id)
-        if not rounds.task_approve(task=task, approved_by=request.user.get_username()):
-            raise Conflict(f"task {task.pk} is {task.status}; only a task awaiting approval can be approved")
-        return task_detail_response(task_id)
+    def act(self, request: Request, task: Task) -> str | None:
+        if rounds.task_approve(task=task, approved_by=request.user.get_username()):
+            return None
+        return f"task {task.pk} is {task.status}; only a task awaiting approval can be approved"
 
 
 class TaskStagesApi(APIView):

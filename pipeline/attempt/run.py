@@ -18,6 +18,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from .. import alerts, git, publish_guard, services
+from ..accounting import TOKEN_FIELDS
 from ..lib import dbretry
 from ..lib.redaction import redact
 from ..models import Stage, StageResult, Task, Worker
@@ -217,10 +218,7 @@ _RESULT_FIELDS = [
     "prompt_hash",
     "base_commit",
     "head_commit",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
+    *TOKEN_FIELDS,
     "cost_usd",
     "turns",
     "session_id",

@@ -3,7 +3,6 @@ the refusals it records, and what the sandbox refused over a task's attempts."""
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -12,6 +11,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from ..lib.jsonl import json_objects
 from ..models import AgentEvent
 from .policy import (
     SYSTEM_DENY,
@@ -57,14 +57,7 @@ class Box:
         data = self._partial + data
         lines = data.split(b"\n")
         self._partial = lines.pop()
-        found = []
-        for line in lines:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(entry, dict):
-                found.append({k: entry[k] for k in VIOLATION_KEYS if k in entry})
+        found = [{k: entry[k] for k in VIOLATION_KEYS if k in entry} for entry in json_objects(lines)]
         self.blocked.extend(found)
         return found
 
