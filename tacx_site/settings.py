@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "pipeline",
     "coordinator",
     "dashboard",
+    "evaluation",
     "harness",
 ]
 
