@@ -100,7 +100,7 @@ FAIL_TO_PASS = {
 }
 
 # The runner the tests use: this interpreter's pytest, without the plugins of TAC-X's own venv.
-RUNNER = [sys.executable, "-m", "pytest", "-rA", "-p", "no:cacheprovider", "--continue-on-collection-errors"]
+RUNNER = ["env", "PYTEST_DISABLE_PLUGIN_AUTOLOAD=1", sys.executable, "-m", "pytest", "-rA", "-p", "no:cacheprovider", "--continue-on-collection-errors"]
 WORKFLOW = """
 test_command:
   run: python -m pytest -q
