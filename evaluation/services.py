@@ -209,17 +209,20 @@ def eval_result_start(*, result: EvalResult, repo_override: str | Path = "", enq
     except (InstanceProblem, git.GitError) as exc:
         _finish(result, outcome=Outcome.ERROR, reason=str(exc))
         return True
-    number = (Task.objects.filter(repository=repository).aggregate(n=Max("issue_number"))["n"] or 0) + 1
     with transaction.atomic():
-        task, _ = services.task_create(
+        # The result's own id as the issue number: unique, so two runs starting the same
+        # instance at once (two workflows) never meet on one issue's active task.
+        task, created = services.task_create(
             repository=repository,
-            issue_number=number,
+            issue_number=result.pk,
             title=instance.title,
             body=instance.problem_statement,
             trigger_source="eval",
             triggered_by=f"eval run {result.run_id}",
             workflow_override=result.run.workflow_text,
         )
+        if not created:
+            raise RuntimeError(f"eval result {result.pk}: issue #{result.pk} of {repository} already has a task ({task.pk})")
         # The branch starts at the instance's base, not at the copy's default branch.
         Task.objects.filter(pk=task.pk).update(base_commit=base)
         EvalResult.objects.filter(pk=result.pk).update(task=task)

@@ -183,3 +183,12 @@ def test_the_api_and_the_page_compare_two_runs_on_the_same_instances(project, ap
     assert "outcome-resolved" in page and "outcome-unresolved" in page and 'class="point"' in page
     assert "different-instances" not in page
     assert client.get("/evaluations/?runs=x").status_code == 200
+
+
+def test_two_workflows_on_one_instance_get_a_task_each_on_the_same_copy(project):
+    _, good = project
+    a, b = make_run([good], batch="y"), make_run([good], batch="y")
+    for run in (a, b):
+        assert services.eval_result_start(result=run.results.get(), enqueue=False)
+    ta, tb = (run.results.get().task for run in (a, b))
+    assert ta.pk != tb.pk and ta.repository_id == tb.repository_id and ta.branch != tb.branch or ta.issue_number != tb.issue_number
