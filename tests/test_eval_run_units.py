@@ -191,4 +191,5 @@ def test_two_workflows_on_one_instance_get_a_task_each_on_the_same_copy(project)
     for run in (a, b):
         assert services.eval_result_start(result=run.results.get(), enqueue=False)
     ta, tb = (run.results.get().task for run in (a, b))
-    assert ta.pk != tb.pk and ta.repository_id == tb.repository_id and ta.branch != tb.branch or ta.issue_number != tb.issue_number
+    assert ta.pk != tb.pk and ta.repository_id == tb.repository_id
+    assert ta.issue_number != tb.issue_number and ta.status == tb.status == Task.Status.RUNNING
