@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import evaluations, views
 
 app_name = "dashboard"
 urlpatterns = [
@@ -15,6 +15,7 @@ urlpatterns = [
     path("tasks/<int:task_id>/cancel/", views.task_cancel, name="task-cancel"),
     path("tasks/<int:task_id>/approve/", views.task_approve, name="task-approve"),
     path("stats/", views.stats_page, name="stats"),
+    path("evaluations/", evaluations.eval_compare, name="eval-compare"),
     path("workers/", views.workers_page, name="workers"),
     path("workers/rows/", views.worker_rows, name="worker-rows"),
     path("health", views.health_view, name="health"),

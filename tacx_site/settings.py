@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "pipeline",
     "coordinator",
     "dashboard",
+    "evaluation",
     "harness",
 ]
 
@@ -170,6 +171,10 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "TaskStatusEnum": "pipeline.models.Task.Status",
         "StageStatusEnum": "pipeline.models.Stage.Status",
+        "EvalRunStatusEnum": "evaluation.models.EvalRun.Status",
+        "EvalResultStatusEnum": "evaluation.models.EvalResult.Status",
+        "EvalResultOutcomeEnum": "evaluation.models.EvalResult.Outcome",
+        "StageResultOutcomeEnum": "pipeline.models.StageResult.Outcome",
     },
 }
 

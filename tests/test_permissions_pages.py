@@ -39,6 +39,7 @@ RULES: dict[str, tuple[str, tuple[str, str] | None]] = {
     "stats": ("view_task", ("get", "/api/stats/")),
     "workers": ("view_task", ("get", "/api/workers/")),
     "worker-rows": ("view_task", ("get", "/api/workers/")),
+    "eval-compare": ("view_task", ("get", "/api/evaluations/")),
     "api-docs": (LOGIN, ("get", "/api/schema/")),
     "health": (OPEN, None),
 }

@@ -55,6 +55,9 @@ def test_the_schema_is_valid_openapi_and_lists_every_operation(alice):
         "tasks_events",
         "stats",
         "workers",
+        "evaluations_list",
+        "evaluations_detail",
+        "evaluations_export",
     }
     assert set(document["components"]["securitySchemes"]) == {"tokenAuth", "cookieAuth"}
 

@@ -1,7 +1,7 @@
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
-from . import views
+from . import evaluations, views
 
 app_name = "api"
 urlpatterns = [
@@ -16,6 +16,9 @@ urlpatterns = [
     path("tasks/<int:task_id>/events/", views.TaskEventsApi.as_view(), name="task-events"),
     path("stats/", views.StatsApi.as_view(), name="stats"),
     path("workers/", views.WorkersApi.as_view(), name="workers"),
+    path("evaluations/", evaluations.EvalRunListApi.as_view(), name="evaluation-list"),
+    path("evaluations/<int:run_id>/", evaluations.EvalRunDetailApi.as_view(), name="evaluation-detail"),
+    path("evaluations/<int:run_id>/export/", evaluations.EvalRunExportApi.as_view(), name="evaluation-export"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     # Anything else under /api/ (an id that is not a number, a typo) gets a JSON 404 too.
     re_path(r"^.*$", views.NotFoundApi.as_view(), name="not-found"),
