@@ -55,6 +55,13 @@ def test_the_schema_is_valid_openapi_and_lists_every_operation(alice):
         "tasks_events",
         "stats",
         "workers",
+        "memory_list",
+        "memory_create",
+        "memory_retrieve",
+        "memory_update",
+        "memory_accept",
+        "memory_reject",
+        "memory_delete",
     }
     assert set(document["components"]["securitySchemes"]) == {"tokenAuth", "cookieAuth"}
 
