@@ -82,6 +82,7 @@ def test_the_command_provider_reads_a_long_prompt_from_stdin_when_asked(local_re
             {"name": "planning", "provider": "command", "max_attempts": 1, "options": {"argv": [sys.executable, AGENT, "stdin-plan"], "stdin": "prompt"}},
             {"name": "pr_creation"},
         ],
+        memory=False,  # the prompt ends with the issue body, not the memory note of the last agent stage
     )
     task = run(local_repository, CJK_BODY)
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
