@@ -496,7 +496,3 @@ class MemoryEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.repository.full_name} memory #{self.pk} ({self.status}): {self.text[:60]}"
-
-    @property
-    def from_agent(self) -> bool:
-        return self.source_result_id is not None or self.source_task_id is not None

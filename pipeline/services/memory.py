@@ -58,7 +58,7 @@ def _same(text: str) -> str:
     return " ".join(text.casefold().split())
 
 
-def memory_propose(*, task: Task, result: StageResult, texts: list[str], proposer: str) -> tuple[list[MemoryEntry], list[str]]:
+def memory_propose(*, task: Task, result: StageResult | None, texts: list[str], proposer: str) -> tuple[list[MemoryEntry], list[str]]:
     """Entries an agent of `task` proposed in attempt `result`, added to the repository's memory
     as `proposed` (or `accepted` when the repository set `memory_auto_accept`). At most
     `MEMORY_ENTRIES_PER_TASK` per task (all its attempts together); an entry that is empty, too
