@@ -33,6 +33,11 @@ class Repository(models.Model):
     )
     daily_budget_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     daily_budget_tokens = models.BigIntegerField(null=True, blank=True)
+    memory_auto_accept = models.BooleanField(
+        default=False,
+        help_text="Use the memory entries this repository's own tasks propose without a person accepting them first "
+        "(risky: whoever writes an issue can steer what the agent proposes).",
+    )
     # Conditional polling: GitHub answers 304 (free) when nothing changed since this ETag.
     poll_etag = models.CharField(max_length=200, blank=True)
     polled_at = models.DateTimeField(null=True, blank=True)
@@ -244,6 +249,9 @@ class StageResult(models.Model):
     tests_duration = models.FloatField(null=True, blank=True)
     tests_output = models.TextField(blank=True, help_text="Tail of the test command's output")
     worker = models.ForeignKey("Worker", null=True, blank=True, on_delete=models.SET_NULL, related_name="results")
+    memory_entries = models.JSONField(
+        default=list, blank=True, help_text="Ids of the repository's memory entries this attempt's prompt carried"
+    )
 
     class Meta:
         ordering = ["stage__position", "attempt"]
@@ -444,3 +452,47 @@ class Round(models.Model):
         if self.kind == self.Kind.COMMAND:
             return f"/tacx {self.context.get('command', '')} by {self.actor}"
         return f"comment by {self.actor}"
+
+
+class MemoryEntry(models.Model):
+    """One lesson in a repository's memory (how to build it, a quirk of its tests, a convention),
+    carried into the prompts of its later tasks.
+
+    An agent proposes entries through the hand-back gate (pipeline.attempt.memory); because an
+    issue's author can steer the agent, an agent's entry is only `proposed` until a person with
+    the `change_memoryentry` permission accepts it (or the repository sets `memory_auto_accept`).
+    Only `accepted` entries reach prompts. An entry a person adds is accepted at once.
+    """
+
+    class Status(models.TextChoices):
+        PROPOSED = "proposed"
+        ACCEPTED = "accepted"
+        REJECTED = "rejected"
+
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="memory")
+    text = models.TextField()
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PROPOSED)
+    source_task = models.ForeignKey(
+        Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="memory_proposed", help_text="The task whose agent proposed it"
+    )
+    source_result = models.ForeignKey(
+        StageResult, null=True, blank=True, on_delete=models.SET_NULL, related_name="memory_proposed", help_text="The attempt that proposed it"
+    )
+    proposer = models.CharField(max_length=200, help_text='Who wrote it: "agent (claude, reviewing)" or a username')
+    created_at = models.DateTimeField(default=timezone.now)
+    decided_by = models.CharField(max_length=150, blank=True, help_text="Who accepted or rejected it")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    edited_by = models.CharField(max_length=150, blank=True)
+    edited_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["repository", "id"]
+        verbose_name_plural = "memory entries"
+        indexes = [
+            # Every agent prompt: the accepted entries of one repository in id order
+            # (services.memory_in_prompts); the memory page filters by status too.
+            models.Index(fields=["repository", "status", "id"], name="memory_repository_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.repository.full_name} memory #{self.pk} ({self.status}): {self.text[:60]}"

@@ -46,6 +46,7 @@ PROMPT_FIELDS = frozenset(
         "worktree",
         "followup",
         "test_result",
+        "memory",
     }
 )
 
@@ -102,6 +103,8 @@ _TOP_KEYS = {
     # What setup makes stays out of commits; how big a commit may be (issue 21).
     "environment",
     "commit_limit",
+    # The repository's memory in prompts, and proposals read back (issue 27).
+    "memory",
 }
 # Paths kept out of every commit (with whatever `setup` left untracked): a name without a slash
 # matches at any depth, as in .gitignore.
@@ -226,6 +229,17 @@ class Workflow:
     publish: str = "pr_creation"
     environment: tuple[str, ...] = DEFAULT_ENVIRONMENT
     commit_limit: CommitLimit = CommitLimit()
+    # The repository's memory: accepted entries in every agent prompt, and the last agent stage
+    # invited to propose new ones (pipeline.attempt.memory). False turns both off.
+    memory: bool = True
+
+    def memory_stage(self) -> str:
+        """The stage whose agent may propose memory entries: the last agent stage (it has seen
+        the plan, the change and the tests of the pass); "" when memory is off or none runs."""
+        if not self.memory:
+            return ""
+        agents = [s.name for s in self.stages if s.is_agent]
+        return agents[-1] if agents else ""
 
     def hook(self, name: str) -> HookConfig | None:
         return self.hooks.get(name)
@@ -257,6 +271,7 @@ class Workflow:
             "publish": self.publish,
             "environment": list(self.environment),
             "commit_limit": self.commit_limit.to_json(),
+            "memory": self.memory,
         }
 
     def allowed_hosts(self, stage: StageConfig) -> tuple[str, ...]:
@@ -548,6 +563,16 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
             raise v.fail("resume_session", f"must be true or false, got {_short(resume)}")
         return resume
 
+    def memory_flag() -> bool:
+        memory = inherited("memory", True)
+        if not isinstance(memory, bool):
+            raise v.fail(
+                "memory",
+                "must be true or false (false turns the repository's memory off for this workflow: no entries in the "
+                f"prompts, no proposals read back), got {_short(memory)}",
+            )
+        return memory
+
     def submodules_flag() -> bool:
         allow = inherited("allow_submodules", False)
         if not isinstance(allow, bool):
@@ -561,6 +586,7 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
     mention = v.field(mention_text, "@tacx")
     resume = v.field(resume_flag, True)
     allow_submodules = v.field(submodules_flag, False)
+    memory = v.field(memory_flag, True)
     environment = v.field(lambda: v.environment(inherited("environment", DEFAULT_ENVIRONMENT), "environment"), DEFAULT_ENVIRONMENT)
     commit_limit = v.field(lambda: v.commit_limit(data["commit_limit"], "commit_limit") if "commit_limit" in data else (defaults.commit_limit if defaults else CommitLimit()), CommitLimit())
     v.raise_if_any()
@@ -584,6 +610,7 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
         publish=publish,
         environment=environment,
         commit_limit=commit_limit,
+        memory=memory,
     )
 
 

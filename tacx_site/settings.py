@@ -283,6 +283,14 @@ TACX = {
     "HANDBACK_TOTAL_MAX_BYTES": env_int("TACX_HANDBACK_TOTAL_MAX_BYTES", 4 * 1024 * 1024),
     "HANDBACK_READ_SECONDS": env_float("TACX_HANDBACK_READ_SECONDS", 10.0),
     "HANDBACK_SCAN_MAX_ENTRIES": env_int("TACX_HANDBACK_SCAN_MAX_ENTRIES", 500_000),
+    # A repository's memory (pipeline/attempt/memory.py, pipeline/services/memory.py): the memory
+    # file an agent leaves is read up to MEMORY_FILE_MAX_BYTES (larger: refused unread); a task
+    # proposes at most MEMORY_ENTRIES_PER_TASK entries of at most MEMORY_ENTRY_MAX_CHARS characters;
+    # a prompt carries at most MEMORY_PROMPT_MAX_CHARS characters of accepted entries.
+    "MEMORY_FILE_MAX_BYTES": env_int("TACX_MEMORY_FILE_MAX_BYTES", 16 * 1024),
+    "MEMORY_ENTRIES_PER_TASK": env_int("TACX_MEMORY_ENTRIES_PER_TASK", 5),
+    "MEMORY_ENTRY_MAX_CHARS": env_int("TACX_MEMORY_ENTRY_MAX_CHARS", 500),
+    "MEMORY_PROMPT_MAX_CHARS": env_int("TACX_MEMORY_PROMPT_MAX_CHARS", 8000),
     # The publish guard (pipeline/publish_guard.py): the environment variables whose values are
     # never posted or pushed, in any common encoding (empty: its built-in list; names that look
     # like secrets are added either way), and how much a push may add before it is refused unchecked.

@@ -79,7 +79,8 @@ def plan_from_stdin(repository, clone, mode: str, body: str) -> StageResult:
     """The planning attempt of a task with `body` whose planner is the test agent in `mode`,
     given its prompt on stdin; the task succeeded."""
     planning = {"name": "planning", "provider": "command", "max_attempts": 1, "options": {"argv": [sys.executable, AGENT, mode], "stdin": "prompt"}}
-    commit_workflow(clone, [planning, {"name": "pr_creation"}])
+    # memory off: the prompt ends with the issue body, not the memory note of the last agent stage
+    commit_workflow(clone, [planning, {"name": "pr_creation"}], memory=False)
     task = run(repository, body)
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
     return StageResult.objects.get(task=task, stage__name="planning")

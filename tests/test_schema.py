@@ -58,6 +58,13 @@ def test_the_schema_is_valid_openapi_and_lists_every_operation(alice):
         "evaluations_list",
         "evaluations_detail",
         "evaluations_export",
+        "memory_list",
+        "memory_create",
+        "memory_retrieve",
+        "memory_update",
+        "memory_accept",
+        "memory_reject",
+        "memory_delete",
     }
     assert set(document["components"]["securitySchemes"]) == {"tokenAuth", "cookieAuth"}
 

@@ -11,7 +11,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from pipeline.models import AgentEvent, Repository, Round, Stage, StageResult, Task, Worker
+from pipeline.models import AgentEvent, MemoryEntry, Repository, Round, Stage, StageResult, Task, Worker
 
 MAX_INT = 2_147_483_647  # PositiveIntegerField's range on every database
 MAX_BIGINT = 2**63 - 1
@@ -68,6 +68,23 @@ class WorkersQuery(serializers.Serializer):
 
 class StatsQuery(serializers.Serializer):
     days = serializers.IntegerField(required=False, min_value=1, max_value=365, default=30)
+
+
+MEMORY_TEXT_HELP = "One short line: how to build or test the repository, a quirk, a convention (cleaned up and capped like an agent's entry)"
+
+
+class MemoryListQuery(serializers.Serializer):
+    repository = serializers.CharField(required=False, max_length=200, help_text="Repository id or name (all repositories without it)")
+    status = serializers.ChoiceField(choices=MemoryEntry.Status.choices, required=False)
+
+
+class MemoryCreateIn(serializers.Serializer):
+    repository = serializers.CharField(max_length=200, help_text="Repository id or name")
+    text = serializers.CharField(max_length=10_000, help_text=MEMORY_TEXT_HELP)
+
+
+class MemoryUpdateIn(serializers.Serializer):
+    text = serializers.CharField(max_length=10_000, help_text=MEMORY_TEXT_HELP)
 
 
 # --- output -----------------------------------------------------------------------------------
@@ -138,6 +155,7 @@ class TaskOut(serializers.ModelSerializer):
 
 class AttemptOut(serializers.ModelSerializer):
     stage = serializers.CharField(source="stage.name")
+    memory_entries = serializers.ListField(child=serializers.IntegerField(), help_text="Ids of the memory entries its prompt carried")
     tokens = TokensOut(source="*")
     cost_usd = serializers.DecimalField(max_digits=12, decimal_places=6)
     duration_seconds = serializers.FloatField(allow_null=True)
@@ -168,6 +186,7 @@ class AttemptOut(serializers.ModelSerializer):
             "turns",
             "session_id",
             "output_file",
+            "memory_entries",
         )
 
 
@@ -332,3 +351,30 @@ class StatsOut(serializers.Serializer):
     branches = serializers.IntegerField(help_text="Local repositories: branches pushed to their origin")
     total_tokens = serializers.IntegerField()
     total_cost_usd = serializers.DecimalField(max_digits=14, decimal_places=6)
+
+
+class MemorySourceOut(serializers.Serializer):
+    task = serializers.IntegerField(source="source_task_id", allow_null=True)
+    attempt = serializers.IntegerField(source="source_result_id", allow_null=True, help_text="Id of the attempt (StageResult)")
+    stage = serializers.SerializerMethodField()
+    proposer = serializers.CharField()
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_stage(self, entry: MemoryEntry) -> str | None:
+        return entry.source_result.stage.name if entry.source_result_id else None
+
+
+class MemoryEntryOut(serializers.ModelSerializer):
+    repository = RepositoryOut()
+    source = MemorySourceOut(source="*")
+    in_prompts = serializers.SerializerMethodField(help_text="Accepted and within the prompt size cap: later prompts carry it")
+
+    class Meta:
+        model = MemoryEntry
+        fields = ("id", "repository", "text", "status", "source", "created_at", "decided_by", "decided_at", "edited_by", "edited_at", "in_prompts")
+
+    def get_in_prompts(self, entry: MemoryEntry) -> bool:
+        given = self.context.get("given")
+        if given is None:
+            return False
+        return entry.pk in given

@@ -19,6 +19,13 @@ urlpatterns = [
     path("evaluations/", evaluations.EvalRunListApi.as_view(), name="evaluation-list"),
     path("evaluations/<int:run_id>/", evaluations.EvalRunDetailApi.as_view(), name="evaluation-detail"),
     path("evaluations/<int:run_id>/export/", evaluations.EvalRunExportApi.as_view(), name="evaluation-export"),
+    path("memory/", views.MemoryListApi.as_view(), name="memory-list"),
+    path("memory/create/", views.MemoryCreateApi.as_view(), name="memory-create"),
+    path("memory/<int:entry_id>/", views.MemoryDetailApi.as_view(), name="memory-detail"),
+    path("memory/<int:entry_id>/update/", views.MemoryUpdateApi.as_view(), name="memory-update"),
+    path("memory/<int:entry_id>/accept/", views.MemoryAcceptApi.as_view(), name="memory-accept"),
+    path("memory/<int:entry_id>/reject/", views.MemoryRejectApi.as_view(), name="memory-reject"),
+    path("memory/<int:entry_id>/delete/", views.MemoryDeleteApi.as_view(), name="memory-delete"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     # Anything else under /api/ (an id that is not a number, a typo) gets a JSON 404 too.
     re_path(r"^.*$", views.NotFoundApi.as_view(), name="not-found"),

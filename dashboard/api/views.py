@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from pipeline import services
-from pipeline.models import AgentEvent, Repository, Task
+from pipeline.models import AgentEvent, MemoryEntry, Repository, Task
 from pipeline.services import rounds
 from pipeline.workflow import WorkflowError
 
@@ -30,6 +30,7 @@ ERRORS = {
 }
 NOT_FOUND = {404: OpenApiResponse(s.ErrorOut, description="No task with this id")}
 CONFLICT = {409: OpenApiResponse(s.ErrorOut, description="The task's state does not allow this")}
+MEMORY_NOT_FOUND = {404: OpenApiResponse(s.ErrorOut, description="No memory entry with this id")}
 
 
 def _query(serializer_class: type[s.serializers.Serializer], request: Request) -> dict:
@@ -219,6 +220,111 @@ class WorkersApi(APIView):
         if query["include_exited"]:
             workers += list(selectors.workers_recent())
         return Response(s.WorkerOut(workers, many=True).data)
+
+
+# --- a repository's memory (README "A memory that carries over") ----------------------------------
+
+
+def memory_entry_response(entry: MemoryEntry, **response: Any) -> Response:
+    """One entry as it is now, with whether later prompts carry it."""
+    entry = selectors.memory_get(entry.pk)
+    given = selectors.memory_given_ids([entry.repository_id])
+    return Response(s.MemoryEntryOut(entry, context={"given": given}).data, **response)
+
+
+def _memory_repository(value: str) -> Repository:
+    repository = selectors.repository_find(value)
+    if repository is None:
+        raise ValidationError({"repository": [f"no repository {value!r}"]})
+    return repository
+
+
+class MemoryListApi(APIView):
+    """The memory entries of one repository (or all), proposals and rejected ones included."""
+
+    required_permission = "pipeline.view_memoryentry"
+
+    @extend_schema(operation_id="memory_list", parameters=[s.MemoryListQuery], responses={200: s.MemoryEntryOut(many=True), **ERRORS})
+    def get(self, request: Request) -> Response:
+        query = _query(s.MemoryListQuery, request)
+        repository = _memory_repository(query["repository"]) if query.get("repository") else None
+        entries = list(selectors.memory_list(repository=repository, status=query.get("status")))
+        given = selectors.memory_given_ids({e.repository_id for e in entries})
+        return Response(s.MemoryEntryOut(entries, many=True, context={"given": given}).data)
+
+
+class MemoryCreateApi(APIView):
+    """A person's own entry: accepted at once."""
+
+    required_permission = "pipeline.add_memoryentry"
+
+    @extend_schema(operation_id="memory_create", request=s.MemoryCreateIn, responses={201: s.MemoryEntryOut, **ERRORS})
+    def post(self, request: Request) -> Response:
+        data = s.MemoryCreateIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        repository = _memory_repository(data.validated_data["repository"])
+        try:
+            entry = services.memory_add(repository=repository, text=data.validated_data["text"], by=request.user.get_username())
+        except ValueError as exc:
+            raise ValidationError({"text": [str(exc)]}) from None
+        headers = {"Location": reverse("api:memory-detail", args=[entry.pk])}
+        return memory_entry_response(entry, status=status.HTTP_201_CREATED, headers=headers)
+
+
+class MemoryDetailApi(APIView):
+    required_permission = "pipeline.view_memoryentry"
+
+    @extend_schema(operation_id="memory_retrieve", responses={200: s.MemoryEntryOut, **ERRORS, **MEMORY_NOT_FOUND})
+    def get(self, request: Request, entry_id: int) -> Response:
+        return memory_entry_response(selectors.memory_get(entry_id))
+
+
+class MemoryUpdateApi(APIView):
+    """New text for an entry (its status stays)."""
+
+    required_permission = "pipeline.change_memoryentry"
+
+    @extend_schema(operation_id="memory_update", request=s.MemoryUpdateIn, responses={200: s.MemoryEntryOut, **ERRORS, **MEMORY_NOT_FOUND})
+    def post(self, request: Request, entry_id: int) -> Response:
+        entry = selectors.memory_get(entry_id)
+        data = s.MemoryUpdateIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            services.memory_edit(entry=entry, text=data.validated_data["text"], by=request.user.get_username())
+        except ValueError as exc:
+            raise ValidationError({"text": [str(exc)]}) from None
+        return memory_entry_response(entry)
+
+
+class MemoryAcceptApi(APIView):
+    """Accept an entry: later prompts of its repository carry it."""
+
+    required_permission = "pipeline.change_memoryentry"
+
+    @extend_schema(operation_id="memory_accept", request=None, responses={200: s.MemoryEntryOut, **ERRORS, **MEMORY_NOT_FOUND})
+    def post(self, request: Request, entry_id: int) -> Response:
+        entry = services.memory_accept(entry=selectors.memory_get(entry_id), by=request.user.get_username())
+        return memory_entry_response(entry)
+
+
+class MemoryRejectApi(APIView):
+    """Reject an entry: never used, and a proposal saying the same is left out."""
+
+    required_permission = "pipeline.change_memoryentry"
+
+    @extend_schema(operation_id="memory_reject", request=None, responses={200: s.MemoryEntryOut, **ERRORS, **MEMORY_NOT_FOUND})
+    def post(self, request: Request, entry_id: int) -> Response:
+        entry = services.memory_reject(entry=selectors.memory_get(entry_id), by=request.user.get_username())
+        return memory_entry_response(entry)
+
+
+class MemoryDeleteApi(APIView):
+    required_permission = "pipeline.delete_memoryentry"
+
+    @extend_schema(operation_id="memory_delete", request=None, responses={204: None, **ERRORS, **MEMORY_NOT_FOUND})
+    def post(self, request: Request, entry_id: int) -> Response:
+        services.memory_delete(entry=selectors.memory_get(entry_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 @extend_schema(exclude=True)

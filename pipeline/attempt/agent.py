@@ -16,7 +16,7 @@ from ..lib.redaction import redact
 from ..models import AgentEvent, StageResult
 from ..providers import get_provider
 from ..providers.base import Invocation, agent_environment
-from . import publish, readback
+from . import memory, publish, readback
 from .context import AttemptContext, StageFailure, git_access
 from .prompt import render_prompt
 
@@ -27,6 +27,7 @@ def run_agent_stage(self: AttemptContext) -> None:
     prompt = render_prompt(self)
     result.prompt = redact(prompt)
     result.prompt_hash = hashlib.sha256(prompt.encode()).hexdigest()
+    memory.record_given(self)
     invocation = Invocation(
         prompt=prompt,
         cwd=str(self.worktree),

@@ -8,7 +8,7 @@ import enum
 import os
 import socket
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import git, hooks, sandbox, worktree_reads
@@ -73,6 +73,7 @@ class AttemptContext:
     repo_dir: Path | None = None
     box_root: Path | None = None
     handback: worktree_reads.Reader | None = None  # the gate's reader of this worktree (attempt.readback)
+    memory_proposals: list[str] = field(default_factory=list)  # read back from the memory file (attempt.memory)
     recorder: EventRecorder = None  # type: ignore[assignment]  # made from the fields above
 
     def __post_init__(self) -> None:

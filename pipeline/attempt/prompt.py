@@ -7,6 +7,7 @@ from __future__ import annotations
 from .. import hooks, services
 from ..lib.untrusted import BoundaryCollision, Fences
 from ..models import Round, StageResult
+from . import memory
 from .context import AttemptContext
 
 
@@ -70,6 +71,7 @@ def prompt_context(self: AttemptContext, fences: Fences) -> dict[str, object]:
         "worktree": str(self.worktree),
         "test_result": hooks.tests_report(tests, configured=self.workflow.test_command is not None, fences=fences),
         "followup": followup_text(self, fences) or "(none)",
+        "memory": memory.memory_section(memory.entries_for_prompt(self), fences, task.repository.full_name) or "(none)",
     }
 
 
@@ -122,4 +124,8 @@ def _render_prompt(self: AttemptContext, fences: Fences) -> str:
     extra = followup_text(self, fences)
     if extra and "{followup" not in self.cfg.prompt:
         prompt = f"{prompt.rstrip()}\n\n{extra}\n"  # a workflow prompt without {followup} still gets it
+    if context["memory"] != "(none)" and "{memory" not in self.cfg.prompt:
+        prompt = f"{prompt.rstrip()}\n\n{context['memory']}\n"  # likewise the repository's memory
+    if note := memory.invitation(self):
+        prompt = f"{prompt.rstrip()}\n\n{note}\n"
     return prompt

@@ -227,4 +227,5 @@ _RESULT_FIELDS = [
     "tests_exit_code",
     "tests_duration",
     "tests_output",
+    "memory_entries",
 ]
