@@ -40,6 +40,7 @@ from django.db import IntegrityError, transaction
 from django.urls import NoReverseMatch
 from django.utils import timezone
 
+from . import budgets
 from .lib.redaction import redact, redact_data
 from .models import BudgetPause, SentAlert, StageResult, Task, Worker
 
@@ -143,7 +144,7 @@ def budget_pause_answered(*, pause: BudgetPause) -> None:
     """Called when a pause is answered: raised, stopped by a person, or expired unanswered."""
     task = Task.objects.select_related("repository").get(pk=pause.task_id)
     if pause.status == BudgetPause.Status.RAISED:
-        amount = f"${pause.raise_usd}" if pause.raise_usd is not None else f"{pause.raise_tokens} tokens"
+        amount = budgets.money(pause.raise_usd) if pause.raise_usd is not None else f"{pause.raise_tokens:,} tokens"
         message = f"{task}: {pause.scope} budget raised by {amount} by {pause.answered_by} ({pause.answer_source}); the task goes on"
     else:
         message = f"{task}: {task.status}: {task.status_reason}"

@@ -112,8 +112,8 @@ def continuation_note(self: AttemptContext, fences: Fences) -> str:
     """What an attempt that goes on after a raised budget pause is told ("" for any other): why
     the last one stopped, who raised the limit, and where its kept work is."""
     pause = self.continues
-    if pause is None or pause.reason.startswith("budget exceeded before start"):
-        return ""  # nothing ran before: the stage simply starts
+    if pause is None or pause.result.error.startswith("budget exceeded before start"):
+        return ""  # the pause refused the start: nothing ran, the stage simply starts
     amount = budgets.money(pause.raise_usd) if pause.raise_usd is not None else f"{pause.raise_tokens:,} tokens"
     kept = pause.result.head_commit
     where = (
