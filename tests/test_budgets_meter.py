@@ -253,16 +253,15 @@ def test_the_estimate_goes_by_the_successful_attempts_of_each_stage_left(repo):
     assert budgets.estimate_sentence(estimate) == "≈ $0.50 (1,000 tokens) for building; unknown for planning (no earlier successful attempt to go by)"
 
 
-def test_what_the_daily_budgets_do_when_reached_is_checked_where_they_are_configured(monkeypatch, repo):
+def test_what_the_daily_budgets_do_when_reached_is_checked_where_they_are_configured(repo):
     from django.core.exceptions import ImproperlyConfigured, ValidationError
 
     from tacx_site import settings as site
 
-    monkeypatch.setenv("TACX_DAILY_BUDGET_ON_EXCEED", " Pause ")
-    assert site._on_exceed("TACX_DAILY_BUDGET_ON_EXCEED") == "pause"
-    monkeypatch.setenv("TACX_DAILY_BUDGET_ON_EXCEED", "ask")
+    assert site._on_exceed(" Pause ", "TACX_DAILY_BUDGET_ON_EXCEED") == "pause"
+    assert site._on_exceed("", "TACX_DAILY_BUDGET_ON_EXCEED") == "fail"
     with pytest.raises(ImproperlyConfigured, match=r"TACX_DAILY_BUDGET_ON_EXCEED must be 'fail' .* or 'pause' .*, got 'ask'"):
-        site._on_exceed("TACX_DAILY_BUDGET_ON_EXCEED")
+        site._on_exceed("ask", "TACX_DAILY_BUDGET_ON_EXCEED")
     repo.daily_budget_on_exceed = "ask"
     with pytest.raises(ValidationError, match="daily_budget_on_exceed"):
         repo.full_clean()
