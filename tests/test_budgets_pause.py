@@ -171,6 +171,8 @@ def test_the_coordinator_ends_a_pause_whose_time_is_up(local_repository):
 
 def test_a_cancel_while_paused_closes_the_pause_and_the_stage(local_repository):
     task = paused_task(local_repository)
+    with pytest.raises(ValueError, match="is paused at a budget: raise the limit or end it"):
+        services.task_retry(task=task)
     assert services.task_cancel(task=task, reason="cancelled by ada")
     task.refresh_from_db()
     assert task.status == Task.Status.CANCELLED
@@ -248,3 +250,24 @@ def test_a_paused_stage_is_not_claimed_by_a_late_job(local_repository):
     stage = task.stages.get(name="building")
     assert run_stage(stage.pk, enqueue_next=False) == RunResult.NOT_CLAIMED  # a paused stage is not claimed
     assert BudgetPause.objects.get(task=task).status == BudgetPause.Status.WAITING
+
+
+def test_a_task_cancelled_while_its_worker_died_pausing_ends_cancelled_with_nothing_left_open(local_repository, alerted):
+    from harness import fake_runner
+    from pipeline import budgets
+
+    commit_workflow(Path(local_repository.local_path), workflow({"usd": "1.00", "on_exceed": "pause"}))
+    task, _ = services.task_create(repository=local_repository, issue_number=8, title="Dies while pausing", trigger_source="cli")
+    services.task_dispatch(task=task, enqueue=False)
+    result = fake_runner.stage_claim(task, "building")
+    reached = budgets.Reached("stage", "building", "pause", Decimal("1.00"), None, budgets.Spend(Decimal("1.35"), 0), "stage budget $1.00 reached")
+    services.budget_pause_begin(task=task, stage=result.stage, result=result, reached=reached)
+    services.task_cancel(task=task, reason="cancelled by ada")
+    Stage.objects.filter(pk=result.stage_id).update(lease_expires_at=timezone.now() - timedelta(seconds=5))
+
+    services.stage_reap_expired(enqueue=False)
+    assert Task.objects.get(pk=task.pk).status == Task.Status.CANCELLED
+    assert Stage.objects.get(pk=result.stage_id).status == Stage.Status.CANCELLED
+    assert StageResult.objects.get(pk=result.pk).outcome == "budget_exceeded"
+    assert BudgetPause.objects.get(task=task).status == BudgetPause.Status.CANCELLED
+    assert alerted == []  # it never paused
