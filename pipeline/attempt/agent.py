@@ -76,6 +76,7 @@ def run_agent_stage(self: AttemptContext) -> None:
     parser = provider.parser(invocation)
     meter = budgets.Meter.for_attempt(task=self.task, stage_cfg=cfg, workflow=self.workflow)
     self.recorder.parser, self.recorder.meter = parser, meter
+    self.recorder.on_budget_pause = lambda reached: begin_pause(self, reached, once=True)
     if (refusal := meter.refusal()) is not None:
         if meter.reached is not None and meter.reached.pauses:
             begin_pause(self, meter.reached)
@@ -98,9 +99,9 @@ def run_agent_stage(self: AttemptContext) -> None:
         stdin_data=provider.stdin_data(invocation),
     )
     budget_stop = proc.stop is not None and proc.stop.outcome == StageResult.Outcome.BUDGET_EXCEEDED
-    if budget_stop and meter.reached is not None and meter.reached.pauses:
-        # First, before the work is kept: a worker that dies from here on leaves a record the
-        # reaper turns into the pause (services.budget_pauses), not into a retry.
+    if budget_stop and meter.reached is not None and meter.reached.pauses and self.pause is None:
+        # Not recorded when the meter stopped the agent (the database was away): now, before the
+        # work is kept.
         begin_pause(self, meter.reached)
     if self.box is not None:
         self.box.finish()
@@ -150,12 +151,19 @@ def run_agent_stage(self: AttemptContext) -> None:
 PAUSING = "; the task pauses until a person raises the limit or ends it"
 
 
-def begin_pause(self: AttemptContext, reached: budgets.Reached) -> None:
-    """A budget that pauses stopped this attempt: its `stopping` record, at once."""
-    self.pause = dbretry.retry(
-        lambda: services.budget_pause_begin(task=self.task, stage=self.stage, result=self.result, reached=reached),
-        what=f"stage {self.stage.pk}: recording the budget pause",
-    )
+def begin_pause(self: AttemptContext, reached: budgets.Reached, *, once: bool = False) -> None:
+    """A budget that pauses stopped this attempt: its `stopping` record, written the moment the
+    meter stops the agent (`once`: from the recorder, one try) or, failing that, before the work
+    is kept (waiting out a database outage). From then on a worker that dies leaves a record the
+    reaper turns into the pause (services.budget_pauses), not into a retry."""
+
+    def begin() -> None:
+        self.pause = services.budget_pause_begin(task=self.task, stage=self.stage, result=self.result, reached=reached)
+
+    if once:
+        begin()
+    else:
+        dbretry.retry(begin, what=f"stage {self.stage.pk}: recording the budget pause")
 
 
 def session_to_resume(self: AttemptContext, provider) -> str:
