@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from pipeline import accounting, pulls, repos, sandbox, services, slots
+from pipeline import accounting, budgets, pulls, repos, sandbox, services, slots
 from pipeline.models import AgentEvent, MemoryEntry, Repository, StageResult, Task
 from pipeline.services import rounds
 from pipeline.workflow import WorkflowError, load_workflow_text
@@ -111,6 +111,8 @@ def _summary(task: Task, user) -> dict:
         "retry_from": selectors.retry_from(stages),
         "can_cancel": task.status in Task.ACTIVE and user.has_perm("pipeline.cancel_task"),
         "can_approve": task.status == Task.Status.AWAITING_APPROVAL and user.has_perm("pipeline.approve_task"),
+        "pause": services.open_pause(task) if task.status == Task.Status.PAUSED else None,
+        "can_answer_pause": task.status == Task.Status.PAUSED and user.has_perm("pipeline.approve_task"),
         "rounds": list(task.rounds.order_by("id")),
         "budgets": accounting.task_budget_lines(task),
         "blocked": blocked,
@@ -429,6 +431,35 @@ def memory_delete(request: HttpRequest, entry_id: int) -> HttpResponse:
     services.memory_delete(entry=entry)
     messages.success(request, f"Entry #{number} deleted.")
     return redirect("dashboard:repository-memory", repository_id=repository_id)
+@login_required
+@permission_required("pipeline.approve_task", raise_exception=True)
+@require_POST
+def task_budget_raise(request: HttpRequest, task_id: int) -> HttpResponse:
+    """The form of `POST /api/tasks/<id>/budget/raise/`: one field, `amount` ("+2.00", "+50000 tokens")."""
+    task = selectors.task_get(task_id)
+    try:
+        usd, tokens = budgets.parse_raise(request.POST.get("amount", ""))
+        pause = services.budget_raise(task=task, by=request.user.get_username(), source="dashboard", usd=usd, tokens=tokens)
+    except ValueError as exc:  # NotPaused included
+        messages.error(request, f"Not raised: {exc}")
+    else:
+        amount = budgets.money(usd) if usd is not None else f"{tokens:,} tokens"
+        messages.success(request, f"The {pause.scope} budget of task {task.pk} was raised by {amount}; stage {pause.stage.name} goes on.")
+    return redirect(task)
+
+
+@login_required
+@permission_required("pipeline.approve_task", raise_exception=True)
+@require_POST
+def task_budget_stop(request: HttpRequest, task_id: int) -> HttpResponse:
+    task = selectors.task_get(task_id)
+    try:
+        services.budget_stop(task=task, by=request.user.get_username(), source="dashboard")
+    except services.NotPaused as exc:
+        messages.error(request, f"Not ended: {exc}")
+    else:
+        messages.success(request, f"Task {task.pk} ended at its budget pause.")
+    return redirect(task)
 
 
 def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

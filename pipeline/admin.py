@@ -4,12 +4,12 @@ from django.utils.html import format_html
 
 from . import services
 from .accounting import TOKEN_FIELDS
-from .models import AgentEvent, MemoryEntry, Repository, Round, Stage, StageResult, Task, Worker
+from .models import AgentEvent, BudgetPause, MemoryEntry, Repository, Round, Stage, StageResult, Task, Worker
 
 
 @admin.register(Repository)
 class RepositoryAdmin(admin.ModelAdmin):
-    list_display = ["full_name", "kind", "trigger_label", "enabled", "max_concurrent_tasks", "daily_budget_usd", "memory_auto_accept"]
+    list_display = ["full_name", "kind", "trigger_label", "enabled", "max_concurrent_tasks", "daily_budget_usd", "daily_budget_on_exceed", "memory_auto_accept"]
     list_filter = ["kind", "enabled", "memory_auto_accept"]
     search_fields = ["full_name", "local_path"]
     readonly_fields = ["poll_etag", "polled_at", "created_at"]
@@ -54,6 +54,17 @@ class RoundInline(admin.TabularInline):
     readonly_fields = fields
 
 
+class BudgetPauseInline(admin.TabularInline):
+    """Budget pauses (`on_exceed: pause`) and their answers (read-only: answered through the
+    dashboard, the API or `/tacx budget`)."""
+
+    model = BudgetPause
+    extra = 0
+    can_delete = False
+    fields = ["status", "stage", "scope", "limit_usd", "limit_tokens", "spent_usd", "spent_tokens", "estimate_usd", "paused_at", "expires_at", "answered_by", "answer_source", "raise_usd", "raise_tokens"]
+    readonly_fields = fields
+
+
 @admin.register(Task)
 class TaskAdmin(admin.ModelAdmin):
     list_display = ["id", "repository", "issue_number", "title", "status", "status_reason_short", "cost_usd", "created_at", "pr_link"]
@@ -76,7 +87,7 @@ class TaskAdmin(admin.ModelAdmin):
         "started_at",
         "finished_at",
     ]
-    inlines = [StageInline, StageResultInline, RoundInline]
+    inlines = [StageInline, StageResultInline, RoundInline, BudgetPauseInline]
     actions = ["retry_tasks", "cancel_tasks"]
     date_hierarchy = "created_at"
     # Adding a task asks for what a person knows; the rest is TAC-X's to fill in (task_create).

@@ -118,7 +118,10 @@ PUBLISH_MODES = ("pr_creation", "none")
 _NETWORK_KEYS = {"allow"}
 # host, *.host, an IPv4 literal or a bracketed IPv6 literal, with an optional :port.
 _HOST_ENTRY = re.compile(r"^(?:\*\.)?(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(?::(\d{1,5}))?$|^\[[0-9A-Fa-f:.]+\](?::(\d{1,5}))?$")
-_BUDGET_KEYS = {"usd", "tokens"}
+_BUDGET_KEYS = {"usd", "tokens", "on_exceed"}
+# What a budget does when it is reached: `fail` ends the task (status budget_exceeded); `pause`
+# stops the agent the same way, keeps its work, and waits for a person (pipeline.services.pauses).
+ON_EXCEED = ("fail", "pause")
 
 
 class WorkflowError(ValueError):
@@ -138,9 +141,14 @@ class WorkflowError(ValueError):
 class Budget:
     usd: Decimal | None = None
     tokens: int | None = None
+    on_exceed: str = "fail"  # one of ON_EXCEED
+
+    @property
+    def configured(self) -> bool:
+        return self.usd is not None or self.tokens is not None
 
     def to_json(self) -> dict:
-        return {"usd": str(self.usd) if self.usd is not None else None, "tokens": self.tokens}
+        return {"usd": str(self.usd) if self.usd is not None else None, "tokens": self.tokens, "on_exceed": self.on_exceed}
 
 
 @dataclass(frozen=True)
@@ -348,8 +356,16 @@ class _Validator:
         return True
 
     def budget(self, value: Any, where: str) -> Budget:
-        if not self.section(value, where, _BUDGET_KEYS, "a mapping with usd and/or tokens"):
+        if not self.section(value, where, _BUDGET_KEYS, "a mapping with usd and/or tokens (and optionally on_exceed: fail or pause)"):
             return Budget()
+        on_exceed = value.get("on_exceed", "fail")
+        if on_exceed is None or on_exceed is False:
+            on_exceed = "fail"
+        if on_exceed not in ON_EXCEED:
+            raise self.fail(
+                f"{where}.on_exceed",
+                f"must be fail (end the task when the budget is reached) or pause (stop, keep the work and wait for a person), got {_short(on_exceed)}",
+            )
         usd = value.get("usd")
         if usd is not None:
             if isinstance(usd, bool) or not isinstance(usd, (int, float, str)):
@@ -367,7 +383,7 @@ class _Validator:
         tokens = value.get("tokens")
         if tokens is not None:
             tokens = self.integer(tokens, f"{where}.tokens")
-        return Budget(usd=usd, tokens=tokens)
+        return Budget(usd=usd, tokens=tokens, on_exceed=on_exceed)
 
     def network(self, value: Any, where: str) -> tuple[str, ...]:
         """``{allow: [host[:port], ...]}``: hosts (``*.example.com`` for subdomains), IP literals."""

@@ -189,6 +189,15 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # --- TAC-X ------------------------------------------------------------------------------------
+def _on_exceed(value: str, name: str) -> str:
+    value = value.strip().lower() or "fail"
+    if value not in ("fail", "pause"):
+        raise ImproperlyConfigured(
+            f"{name} must be 'fail' (end the task when the budget is reached) or 'pause' (stop it and wait for a person), got {value!r}"
+        )
+    return value
+
+
 def _sandbox_mode(value: str) -> str:
     value = value.strip().lower()
     if value not in ("required", "off"):
@@ -253,6 +262,11 @@ TACX = {
     "GITHUB_LOGIN": os.environ.get("TACX_GITHUB_LOGIN", ""),
     "DAILY_BUDGET_USD": os.environ.get("TACX_DAILY_BUDGET_USD", ""),
     "DAILY_BUDGET_TOKENS": os.environ.get("TACX_DAILY_BUDGET_TOKENS", ""),
+    # What the global daily budget does when a running agent reaches it: fail its task, or pause it.
+    "DAILY_BUDGET_ON_EXCEED": _on_exceed(os.environ.get("TACX_DAILY_BUDGET_ON_EXCEED", "fail"), "TACX_DAILY_BUDGET_ON_EXCEED"),
+    # A task paused by a budget (`on_exceed: pause`) that nobody answers ends this long after it
+    # paused (status budget_exceeded; 72 h by default).
+    "BUDGET_PAUSE_SECONDS": env_float("TACX_BUDGET_PAUSE_SECONDS", 72 * 3600.0),
     # /metrics: served for `Authorization: Bearer <token>` or a staff session; to direct (unproxied)
     # loopback clients without either only when METRICS_LOOPBACK is set explicitly.
     "METRICS_TOKEN": os.environ.get("TACX_METRICS_TOKEN", ""),

@@ -36,6 +36,8 @@ RULES: dict[str, tuple[str, tuple[str, str] | None]] = {
     "task-retry": ("retry_task", ("post", "/api/tasks/{id}/retry/")),
     "task-cancel": ("cancel_task", ("post", "/api/tasks/{id}/cancel/")),
     "task-approve": ("approve_task", ("post", "/api/tasks/{id}/approve/")),
+    "task-budget-raise": ("approve_task", ("post", "/api/tasks/{id}/budget/raise/")),
+    "task-budget-stop": ("approve_task", ("post", "/api/tasks/{id}/budget/stop/")),
     "stats": ("view_task", ("get", "/api/stats/")),
     "workers": ("view_task", ("get", "/api/workers/")),
     "worker-rows": ("view_task", ("get", "/api/workers/")),

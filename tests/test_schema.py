@@ -50,6 +50,8 @@ def test_the_schema_is_valid_openapi_and_lists_every_operation(alice):
         "tasks_retry",
         "tasks_cancel",
         "tasks_approve",
+        "tasks_budget_raise",
+        "tasks_budget_stop",
         "tasks_stages",
         "tasks_attempts",
         "tasks_events",

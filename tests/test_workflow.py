@@ -174,3 +174,23 @@ def test_a_snapshot_taken_before_publish_existed_still_loads():
     snapshot = load_workflow_text(NO_PR + "publish: none\n").to_json()
     del snapshot["publish"]
     assert type(load_workflow_text(None)).from_json(snapshot).publish == "none"
+
+
+def test_a_budget_says_what_it_does_when_reached_and_a_bad_value_is_explained():
+    wf = load_workflow_text(
+        "budget: {usd: 5, on_exceed: pause}\nstages:\n  - {name: building, budget: {tokens: 1000, on_exceed: fail}}\n  - {name: pr_creation}\n"
+    )
+    assert (wf.budget.on_exceed, wf.stage("building").budget.on_exceed) == ("pause", "fail")
+    again = Workflow.from_json(wf.to_json())
+    assert again.budget.on_exceed == "pause" and again.stage("building").budget.tokens == 1000
+    assert load_workflow_text("budget: {usd: 5}\n").budget.on_exceed == "fail"  # the default, as before
+    with pytest.raises(WorkflowError) as caught:
+        load_workflow_text("stages:\n  - {name: building, budget: {usd: 1, on_exceed: ask}}\n  - {name: pr_creation}\n")
+    assert str(caught.value) == (
+        ".tac/workflow.yaml: stages[0] (building).budget.on_exceed: must be fail (end the task when the budget is reached) "
+        "or pause (stop, keep the work and wait for a person), got 'ask'"
+    )
+    # A snapshot taken before on_exceed existed still loads, as fail.
+    old = wf.to_json()
+    del old["budget"]["on_exceed"]
+    assert Workflow.from_json(old).budget.on_exceed == "fail"

@@ -6,12 +6,15 @@ serializers are read-only views of the models.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from pipeline.models import AgentEvent, MemoryEntry, Repository, Round, Stage, StageResult, Task, Worker
+from pipeline import budgets
+from pipeline.models import AgentEvent, BudgetPause, MemoryEntry, Repository, Round, Stage, StageResult, Task, Worker
 
 MAX_INT = 2_147_483_647  # PositiveIntegerField's range on every database
 MAX_BIGINT = 2**63 - 1
@@ -55,6 +58,21 @@ class TaskCreateIn(serializers.Serializer):
         help_text="Optional workflow YAML used instead of the repository's .tac/workflow.yaml (validated first)",
     )
     start = serializers.BooleanField(required=False, default=False, help_text="Dispatch now instead of waiting for the coordinator")
+
+
+class BudgetRaiseIn(serializers.Serializer):
+    """One of the two: how much to add to the budget that paused the task."""
+
+    usd = serializers.DecimalField(
+        max_digits=12, decimal_places=6, min_value=Decimal("0.000001"), max_value=budgets.MAX_RAISE_USD, required=False,
+        help_text="US dollars to add to a USD limit",
+    )
+    tokens = serializers.IntegerField(min_value=1, max_value=budgets.MAX_RAISE_TOKENS, required=False, help_text="Tokens to add to a token limit")
+
+    def validate(self, data: dict) -> dict:
+        if ("usd" in data) == ("tokens" in data):
+            raise serializers.ValidationError({"usd": ["give usd or tokens (one of them)"]})
+        return data
 
 
 class EventsQuery(serializers.Serializer):
@@ -243,17 +261,37 @@ class RoundOut(serializers.ModelSerializer):
         )
 
 
+class BudgetPauseOut(serializers.ModelSerializer):
+    """A budget pause (`on_exceed: pause`): what was reached, the estimate of the rest, the answer."""
+
+    stage = serializers.CharField(source="stage.name")
+    estimate = serializers.JSONField()
+
+    class Meta:
+        model = BudgetPause
+        fields = (
+            "id", "status", "stage", "scope", "stage_name", "reason", "limit_usd", "limit_tokens", "spent_usd", "spent_tokens",
+            "estimate_usd", "estimate_tokens", "estimate", "created_at", "paused_at", "expires_at", "answered_at", "answered_by",
+            "answer_source", "raise_usd", "raise_tokens",
+        )
+
+
 class TaskDetailOut(TaskOut):
     stages = StageBriefOut(many=True, source="stage_list")
     workflow = serializers.JSONField()
     rounds = serializers.SerializerMethodField()
+    budget_pauses = serializers.SerializerMethodField()
 
     class Meta(TaskOut.Meta):
-        fields = (*TaskOut.Meta.fields, "body", "issue_url", "review_round", "workflow", "workflow_source", "stages", "rounds")
+        fields = (*TaskOut.Meta.fields, "body", "issue_url", "review_round", "workflow", "workflow_source", "stages", "rounds", "budget_pauses")
 
     @extend_schema_field(RoundOut(many=True))
     def get_rounds(self, task) -> list[dict]:
         return RoundOut(task.rounds.order_by("id"), many=True).data
+
+    @extend_schema_field(BudgetPauseOut(many=True))
+    def get_budget_pauses(self, task) -> list[dict]:
+        return BudgetPauseOut(task.budget_pauses.select_related("stage").order_by("id"), many=True).data
 
 
 class TaskPageOut(serializers.Serializer):

@@ -171,6 +171,42 @@ class TaskApproveApi(_TaskActionApi):
         return f"task {task.pk} is {task.status}; only a task awaiting approval can be approved"
 
 
+class TaskBudgetRaiseApi(APIView):
+    """Raise the budget that paused a task (`on_exceed: pause`) by `usd` or `tokens`; the stage
+    goes on where it stopped."""
+
+    required_permission = "pipeline.approve_task"
+
+    @extend_schema(operation_id="tasks_budget_raise", request=s.BudgetRaiseIn, responses={200: s.TaskDetailOut, **ERRORS, **NOT_FOUND, **CONFLICT})
+    def post(self, request: Request, task_id: int) -> Response:
+        task = selectors.task_get(task_id)
+        data = s.BudgetRaiseIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        usd, tokens = data.validated_data.get("usd"), data.validated_data.get("tokens")
+        try:
+            services.budget_raise(task=task, by=request.user.get_username(), source="api", usd=usd, tokens=tokens)
+        except services.NotPaused as exc:
+            raise Conflict(str(exc)) from None
+        except ValueError as exc:
+            raise ValidationError({"usd" if usd is not None else "tokens": [str(exc)]}) from None
+        return task_detail_response(task_id)
+
+
+class TaskBudgetStopApi(APIView):
+    """End a task paused at a budget (status budget_exceeded; its work stays on the branch)."""
+
+    required_permission = "pipeline.approve_task"
+
+    @extend_schema(operation_id="tasks_budget_stop", request=None, responses={200: s.TaskDetailOut, **ERRORS, **NOT_FOUND, **CONFLICT})
+    def post(self, request: Request, task_id: int) -> Response:
+        task = selectors.task_get(task_id)
+        try:
+            services.budget_stop(task=task, by=request.user.get_username(), source="api")
+        except services.NotPaused as exc:
+            raise Conflict(str(exc)) from None
+        return task_detail_response(task_id)
+
+
 class TaskStagesApi(APIView):
     @extend_schema(operation_id="tasks_stages", responses={200: s.StageOut(many=True), **ERRORS, **NOT_FOUND})
     def get(self, request: Request, task_id: int) -> Response:

@@ -74,7 +74,10 @@ def run_stage(stage_id: int, *, enqueue_next: bool = True, owner: str | None = N
     services.event_status(
         task, f"stage {stage.name} attempt {stage.attempts} started", stage=stage.name, stage_status="running", attempt=stage.attempts
     )
-    attempt = Attempt(stage=stage, task=task, cfg=cfg, workflow=workflow, result=result, owner=owner, worker=worker, followup=followup)
+    continues = services.pause_continued(stage=stage, result=result)
+    attempt = Attempt(
+        stage=stage, task=task, cfg=cfg, workflow=workflow, result=result, owner=owner, worker=worker, followup=followup, continues=continues
+    )
     permanent = False
     try:
         attempt.execute()
@@ -118,9 +121,14 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
             StageResult.objects.filter(pk=result.pk).update(
                 error=f"worker lost; the agent later ended as {result.outcome}: {result.error}"[:4000]
             )
+            services.budget_pause_drop(pause=attempt.pause)  # the reaper's account stands
             return RunResult.LEASE_LOST
         services.result_add_to_totals(result=result)
         fence = Stage.objects.filter(pk=stage.pk, lease_owner=owner, status=Stage.Status.RUNNING)
+        if attempt.pause is not None:
+            if result.outcome == StageResult.Outcome.BUDGET_EXCEEDED and task.status == Task.Status.RUNNING:
+                return pause_attempt(attempt, fence)
+            services.budget_pause_drop(pause=attempt.pause)  # it ended otherwise (a cancel, a refusal of the gate)
         if result.success:
             if not fence.update(status=Stage.Status.SUCCEEDED, lease_owner="", lease_expires_at=None, finished_at=Now(), failed_attempts=0):
                 return RunResult.LEASE_LOST
@@ -201,6 +209,22 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
         else:
             services.task_fail(task=task, reason=f"stage {stage.name} failed: {result.error}")
         return RunResult.FAILED
+
+
+def pause_attempt(attempt: Attempt, fence) -> RunResult:
+    """A budget that pauses stopped the attempt (recorded as budget_exceeded): the stage waits
+    `paused` (no failed attempt counted), the branch head is where its kept work is, and the
+    task pauses (services.budget_pauses). Inside finish_attempt's transaction."""
+    stage, task, result = attempt.stage, attempt.task, attempt.result
+    if not fence.update(status=Stage.Status.PAUSED, lease_owner="", lease_expires_at=None, finished_at=None, error=result.error):
+        services.budget_pause_drop(pause=attempt.pause)
+        return RunResult.LEASE_LOST
+    if result.head_commit:
+        # The stage goes on from its kept work, on whichever machine (attempt.worktree).
+        Task.objects.filter(pk=task.pk).update(head_commit=result.head_commit)
+    if services.budget_pause_wait(pause=attempt.pause, stage=stage):
+        return RunResult.PAUSED
+    return RunResult.CANCELLED
 
 
 _RESULT_FIELDS = [
