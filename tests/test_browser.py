@@ -222,8 +222,11 @@ def test_the_stats_charts_the_workers_and_the_api_docs_render_in_the_browser(ser
     expect(page.locator(f'#worker-rows tr[data-worker="{building.worker_id}"]')).to_have_count(0, timeout=8000)
     shot(page, "11-workers")
 
+    schema = page.request.get(server + "/api/schema/?format=json").json()
+    operations = sum(1 for item in schema["paths"].values() for method in item if method in ("get", "post", "put", "patch", "delete"))
+    assert operations >= 11
     page.goto(server + "/api/docs/")
-    expect(page.locator("details.operation")).to_have_count(11)  # every operation, approve included
+    expect(page.locator("details.operation")).to_have_count(operations)  # every operation of the schema, approve included
     page.locator("#tasks_create > summary").click()
     expect(page.locator("#tasks_create")).to_contain_text("title *")
     expect(page.locator("#tasks_create")).to_contain_text("issue_number: integer Optional")
