@@ -73,6 +73,9 @@ class TaskAdmin(admin.ModelAdmin):
     readonly_fields = [
         "status",
         "status_reason",
+        "current_stage",
+        "totals",
+        "dashboard_link",
         "branch",
         "worktree_path",
         "base_commit",
@@ -93,8 +96,39 @@ class TaskAdmin(admin.ModelAdmin):
     # Adding a task asks for what a person knows; the rest is TAC-X's to fill in (task_create).
     add_fields = ["repository", "issue_number", "title", "body"]
 
+    # A task's page opens on what a person asks first: its status and why, where it is, what it
+    # cost, and a link to the live page; the internals follow, collapsed.
+    summary_fields = ["status", "status_reason", "current_stage", "totals", "dashboard_link", "pr_url"]
+
     def get_fields(self, request, obj=None):
         return self.add_fields if obj is None else super().get_fields(request, obj)
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            return [(None, {"fields": self.add_fields})]
+        shown = set(self.summary_fields)
+        rest = [f for f in self.get_fields(request, obj) if f not in shown]
+        return [
+            ("Summary", {"fields": self.summary_fields}),
+            ("Issue", {"fields": [f for f in ("repository", "issue_number", "title", "body", "triggered_by", "trigger_source") if f in rest]}),
+            (
+                "Internals",
+                {"classes": ["collapse"], "fields": [f for f in rest if f not in ("repository", "issue_number", "title", "body", "triggered_by", "trigger_source")]},
+            ),
+        ]
+
+    @admin.display(description="stage")
+    def current_stage(self, obj: Task) -> str:
+        stage = obj.stages.exclude(status__in=["pending", "succeeded"]).order_by("position").first()
+        return f"{stage.name} ({stage.status})" if stage else "–"
+
+    @admin.display(description="totals")
+    def totals(self, obj: Task) -> str:
+        return f"{obj.total_tokens:,} tokens, ${obj.cost_usd:.4f}"
+
+    @admin.display(description="dashboard")
+    def dashboard_link(self, obj: Task):
+        return format_html('<a href="{}">view on dashboard</a>', obj.get_absolute_url())
 
     def get_readonly_fields(self, request, obj=None):
         return [] if obj is None else self.readonly_fields

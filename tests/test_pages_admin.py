@@ -55,3 +55,17 @@ def test_adding_a_task_in_the_admin_asks_only_for_the_issue(admin_client, local_
     assert response.status_code == 302
     task = Task.objects.get(issue_number=8)
     assert task.trigger_source == "admin" and task.triggered_by == "root" and task.status == Task.Status.QUEUED
+
+
+def test_the_task_admin_opens_on_a_summary_and_collapses_the_internals(admin_client, local_repository):
+    task = fake_runner.task_running(repository=local_repository, issue_number=5)
+    fake_runner.stage_claim(task, "planning")
+    response = admin_client.get(f"/admin/pipeline/task/{task.pk}/change/")
+    fieldsets = [(name, options) for name, options in response.context["adminform"].fieldsets]
+    assert [name for name, _ in fieldsets] == ["Summary", "Issue", "Internals"]
+    assert fieldsets[0][1]["fields"][:3] == ["status", "status_reason", "current_stage"]
+    assert "collapse" in fieldsets[2][1]["classes"] and "worktree_path" in fieldsets[2][1]["fields"]
+    html = response.content.decode()
+    assert html.index("Summary") < html.index("worktree_path".replace("_", " ").capitalize())
+    assert f'href="/tasks/{task.pk}/"' in html and "view on dashboard" in html
+    assert "planning (running)" in html
