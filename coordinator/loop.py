@@ -297,25 +297,21 @@ class Coordinator:
         round_ = rounds.finishable().first()
         return bool(round_ and rounds.round_finish(round_=round_))
 
+    def _on_github(self, step) -> bool:
+        """One unit of work that writes to GitHub, unless GitHub asked to back off."""
+        return self.unit_backoff.ready("github") and step(self.client)
+
     def react_one_round(self) -> bool:
-        if not self.unit_backoff.ready("github"):
-            return False
-        return replies.react_one(self.client)
+        return self._on_github(replies.react_one)
 
     def reply_one_round(self) -> bool:
-        if not self.unit_backoff.ready("github"):
-            return False
-        return replies.reply_one(self.client)
+        return self._on_github(replies.reply_one)
 
     def post_one_plan(self) -> bool:
-        if not self.unit_backoff.ready("github"):
-            return False
-        return replies.post_one_plan(self.client)
+        return self._on_github(replies.post_one_plan)
 
     def post_one_pause(self) -> bool:
-        if not self.unit_backoff.ready("github"):
-            return False
-        return replies.post_one_pause(self.client)
+        return self._on_github(replies.post_one_pause)
 
     def expire_one_pause(self) -> bool:
         ended = services.budget_pause_expire(limit=1)

@@ -43,6 +43,7 @@ class Sender:
         self.loop = asyncio.new_event_loop()
         self.pid = os.getpid()
         self.queue: asyncio.Queue | None = None
+        self.drainer: asyncio.Task | None = None
         ready = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(ready,), name="tacx-live-notify", daemon=True)
         self.thread.start()
@@ -51,9 +52,10 @@ class Sender:
     def _run(self, ready: threading.Event) -> None:
         asyncio.set_event_loop(self.loop)
         self.queue = asyncio.Queue()
-        self.loop.create_task(self._drain())
+        self.drainer = self.loop.create_task(self._drain())
         ready.set()
         self.loop.run_forever()
+        self.loop.close()
 
     async def _drain(self) -> None:
         assert self.queue is not None
@@ -82,14 +84,26 @@ class Sender:
         assert self.queue is not None
         asyncio.run_coroutine_threadsafe(self.queue.join(), self.loop).result(timeout)
 
-    def close(self) -> None:
-        close = getattr(self.layer, "close_pools", None)
-        if close is not None:
+    async def _stop_draining(self) -> None:
+        if self.drainer is not None:
+            self.drainer.cancel()
             try:
-                asyncio.run_coroutine_threadsafe(close(), self.loop).result(5)
+                await self.drainer
+            except asyncio.CancelledError:
+                pass
+
+    def close(self) -> None:
+        """Close the layer's pools, end the drain task and the loop (a task left pending on a
+        stopped loop is destroyed later, at garbage collection, with a traceback)."""
+        for step in (getattr(self.layer, "close_pools", None), self._stop_draining):
+            if step is None:
+                continue
+            try:
+                asyncio.run_coroutine_threadsafe(step(), self.loop).result(5)
             except Exception:
                 pass
         self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
 
 
 _sender: Sender | None = None

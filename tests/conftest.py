@@ -140,6 +140,12 @@ def origin_and_clone(tmp_path) -> tuple[Path, Path]:
 
 
 @pytest.fixture
+def clone(origin_and_clone) -> Path:
+    """The working clone of `origin_and_clone` (the origin is its bare repository)."""
+    return origin_and_clone[1]
+
+
+@pytest.fixture
 def local_repository(db, origin_and_clone):
     from pipeline.models import Repository
 

@@ -27,11 +27,6 @@ def _unsandboxed(settings):
 
 
 @pytest.fixture
-def clone(origin_and_clone):
-    return origin_and_clone[1]
-
-
-@pytest.fixture
 def origin(origin_and_clone):
     return origin_and_clone[0]
 

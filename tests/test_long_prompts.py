@@ -27,11 +27,6 @@ END = "終わりの印"
 CJK_BODY = ("漢字かな交じりの長い説明文。" * 3600)[:50_000 - len(END)] + END  # 150 KB of UTF-8
 
 
-@pytest.fixture
-def clone(origin_and_clone):
-    return origin_and_clone[1]
-
-
 def run(repository, body: str) -> Task:
     task, _ = services.task_create(repository=repository, issue_number=12, title="Long", body=body, trigger_source="cli")
     services.task_dispatch(task=task, enqueue=False)

@@ -31,11 +31,6 @@ def _unsandboxed(settings):
     settings.TACX = {**settings.TACX, "SANDBOX": "off"}
 
 
-@pytest.fixture
-def clone(origin_and_clone):
-    return origin_and_clone[1]
-
-
 def accepted(repository: Repository, text: str) -> MemoryEntry:
     return services.memory_add(repository=repository, text=text, by="maintainer")
 

@@ -30,11 +30,6 @@ def _unsandboxed(settings):
     settings.TACX = {**settings.TACX, "SANDBOX": "off"}
 
 
-@pytest.fixture
-def clone(origin_and_clone):
-    return origin_and_clone[1]
-
-
 def start_stubborn_task(local_repository, clone, tmp_path) -> tuple[Task, object]:
     marker = tmp_path / "agent-started"
     commit_workflow(clone, [command_stage("planning", "stubborn", str(marker), timeout=120), {"name": "pr_creation"}])

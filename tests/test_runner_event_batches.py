@@ -15,11 +15,6 @@ from pipeline.models import AgentEvent, Stage
 from tests.test_runner_processes import command_stage, commit_workflow
 
 
-@pytest.fixture
-def clone(origin_and_clone):
-    return origin_and_clone[1]
-
-
 def _planning_task(repository, clone, *args: str) -> Stage:
     commit_workflow(clone, [command_stage("planning", *args), {"name": "pr_creation"}])
     task, _ = services.task_create(repository=repository, issue_number=11, title="Burst", trigger_source="cli")

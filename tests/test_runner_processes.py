@@ -46,11 +46,6 @@ def run(repository, title: str = "Add farewell") -> Task:
     return jobs.task_run_inline(task=task)
 
 
-@pytest.fixture
-def clone(origin_and_clone):
-    return origin_and_clone[1]
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_successful_pipeline_records_every_stage_and_pushes_the_branch(local_repository, clone, origin_and_clone):
     commit_workflow(

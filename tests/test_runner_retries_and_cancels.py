@@ -18,11 +18,6 @@ from pipeline.workflow import Workflow, load_workflow_text
 from tests.test_runner_processes import command_stage, commit_workflow
 
 
-@pytest.fixture
-def clone(origin_and_clone):
-    return origin_and_clone[1]
-
-
 def test_git_errors_that_a_retry_cannot_fix_are_permanent():
     assert git.is_permanent("fatal: 'deadbeef' is not a valid branch point.")
     assert git.is_permanent("fatal: not a git repository (or any of the parent directories): .git")
