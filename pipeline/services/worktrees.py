@@ -13,6 +13,7 @@ from django.utils import timezone
 from .. import git, hooks, live, repos
 from ..lib.redaction import redact_data
 from ..models import AgentEvent, Task, TaskWorktree
+from ..sandbox import toolchains
 from ..workflow import Workflow, WorkflowError
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,12 @@ def _cleanup_hook(*, task: Task, path) -> None:
     if hook is None:
         return
     context = {"task_id": task.pk, "issue_number": task.issue_number, "repository": task.repository.full_name, "branch": task.branch}
-    env = hooks.hook_environment("cleanup", workflow=workflow, worktree=path, context=context)
+    try:
+        found = toolchains.resolve(workflow.toolchains)
+    except toolchains.ToolchainError as exc:
+        log.warning("task %s: cleanup hook without its toolchains: %s", task.pk, exc)
+        found = []
+    env = hooks.hook_environment("cleanup", workflow=workflow, worktree=path, context=context, toolchains=found)
     run = hooks.run_hook(hook, cwd=path, env=env, grace=settings.TACX["KILL_GRACE_SECONDS"])
     kind = AgentEvent.Kind.SYSTEM if run.ok else AgentEvent.Kind.ERROR
     event = AgentEvent.objects.create(task=task, kind=kind, data=redact_data(run.event_data()))
