@@ -16,7 +16,7 @@ import yaml
 
 from pipeline import jobs, services, setup_cache
 from pipeline.models import AgentEvent, Repository, Task
-from pipeline.workflow import HookConfig
+from pipeline.workflow import HookConfig, Workflow, WorkflowError, load_workflow_text
 from tests import conftest
 from tests.conftest import grant
 
@@ -26,6 +26,25 @@ def hook(**kw) -> HookConfig:
 
 
 # --- keys, locks, pruning (no sandbox) ----------------------------------------------------------
+
+
+def test_cache_and_cache_key_belong_to_the_setup_hook_and_are_validated():
+    wf = load_workflow_text("hooks:\n  setup: {run: make deps, cache: [.cache/pre-commit, .m2/repository], cache_key: [requirements.txt, web/package-lock.json]}\n")
+    setup = wf.hook("setup")
+    assert setup.cache_enabled and setup.cache_paths == (".cache/pre-commit", ".m2/repository")
+    assert setup.cache_key == ("requirements.txt", "web/package-lock.json")
+    assert Workflow.from_json(wf.to_json()).hook("setup") == setup
+    assert load_workflow_text("hooks: {setup: {run: x, cache: false}}").hook("setup").cache_enabled is False
+    assert load_workflow_text("hooks: {setup: x}").hook("setup").cache_enabled is True
+    with pytest.raises(WorkflowError) as exc:
+        load_workflow_text("hooks:\n  setup: {run: x, cache: [../up, tmp/x], cache_key: [/etc/passwd]}\n  before_stage: {run: x, cache: [a]}\n")
+    text = "\n".join(exc.value.errors)
+    assert ".tac/workflow.yaml: hooks.setup.cache[0]: must be a path relative to the hook's HOME" in text
+    assert ".tac/workflow.yaml: hooks.before_stage.cache: only the setup hook has a cache (hooks.setup.cache)" in text
+    with pytest.raises(WorkflowError, match=r"hooks.setup.cache\[0\]: tmp is the hook's TMPDIR"):
+        load_workflow_text("hooks: {setup: {run: x, cache: [tmp/x]}}")
+    with pytest.raises(WorkflowError, match=r"hooks.setup.cache_key\[0\]: must be a file of the repository"):
+        load_workflow_text("hooks: {setup: {run: x, cache_key: [/etc/passwd]}}")
 
 
 def test_the_key_is_the_hash_of_the_key_files_read_through_the_gate(tmp_path):

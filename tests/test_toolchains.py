@@ -16,6 +16,7 @@ import yaml
 from pipeline import jobs, services
 from pipeline.models import AgentEvent, StageResult, Task
 from pipeline.sandbox import toolchains
+from pipeline.workflow import Workflow, WorkflowError, load_workflow_text
 from tests import conftest
 from tests.conftest import grant
 
@@ -32,6 +33,17 @@ def tools_dir(tmp_path: Path) -> Path:
 
 
 # --- resolving names (no sandbox) --------------------------------------------------------------
+
+
+def test_toolchains_are_program_names_validated_with_the_file_and_the_field():
+    wf = load_workflow_text("toolchains: [python3.11, node, python3.11]\n")
+    assert wf.toolchains == ("python3.11", "node") and Workflow.from_json(wf.to_json()).toolchains == ("python3.11", "node")
+    assert load_workflow_text(None).toolchains == ()
+    with pytest.raises(WorkflowError) as exc:
+        load_workflow_text("toolchains: [/usr/bin/python3, ../node]\n")
+    assert exc.value.errors == [
+        ".tac/workflow.yaml: toolchains[0]: must be a program name found on TAC-X's PATH (letters, digits, . _ + -; no path), got '/usr/bin/python3'"
+    ]
 
 
 def test_a_name_is_resolved_with_its_link_chain_its_prefix_and_its_bin_directories(tmp_path):
