@@ -207,8 +207,8 @@ def main() -> None:
                 firsts.append(first)
                 seconds.append(second)
                 ratios.append(second / first)
-                size = second_cache.get("bytes", 0) / 1e6
-                print(f"run {run + 1}: first setup {first:.2f} s (miss), second {second:.2f} s (hit, cache {size:.1f} MB): {100 * second / first:.1f} %", flush=True)
+                size = second_cache.get("bytes", 0) / 1e3
+                print(f"run {run + 1}: first setup {first:.2f} s (miss), second {second:.2f} s (hit, cache {size:.0f} kB): {100 * second / first:.1f} %", flush=True)
         finally:
             server.shutdown()
     print(f"\nbuild of slowpkg: {args.build_seconds:g} s; first setup median {statistics.median(firsts):.2f} s, second median {statistics.median(seconds):.2f} s")

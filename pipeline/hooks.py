@@ -256,7 +256,7 @@ def run_hook(
     The time limit `hook.timeout` covers all commands together. `should_stop` is asked every
     `poll_seconds` (cancel, lost lease) and returns a reason to stop or None. `on_start` gets
     each command's process group id. Whatever happens the group is gone when this returns.
-    `wrap` (the agent sandbox, see attempt.Attempt.hook_sandbox) turns each command's argv and
+    `wrap` (the agent sandbox: `sandbox.CommandBoxes.wrap`, see attempt.commands.hook_sandbox) turns each command's argv and
     environment into the sandboxed argv, environment and working directory; it enforces
     `hook.network_allow`. `secret_values` are blanked out of the output whatever their names.
     """

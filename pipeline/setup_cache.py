@@ -25,6 +25,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import stat
@@ -38,6 +39,8 @@ from django.conf import settings
 from . import worktree_reads
 from .beneath import Refused
 from .workflow import HookConfig
+
+log = logging.getLogger(__name__)
 
 # Where each tool's cache goes, by the variable that tells the tool.
 TOOL_DIRS = {"PIP_CACHE_DIR": "pip", "npm_config_cache": "npm", "UV_CACHE_DIR": "uv"}
@@ -135,7 +138,10 @@ def finish(m: Mount) -> int:
         if m.lock_fd is not None:
             os.close(m.lock_fd)
             m.lock_fd = None
-    prune(m.repository_id, keep=m.key.name)
+    try:
+        prune(m.repository_id, keep=m.key.name)
+    except OSError:
+        log.exception("setup cache of repository %s: pruning failed", m.repository_id)
     return size
 
 

@@ -7,6 +7,7 @@ have fails the task before anything runs, naming the name, the PATH searched and
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from pipeline.sandbox import toolchains
 from pipeline.workflow import Workflow, WorkflowError, load_workflow_text
 from tests import conftest
 from tests.conftest import grant
+from tests.test_pipeline_hooks import WHEEL, tiny_wheel
 
 REAL_PYTHON = os.path.realpath(sys.executable)
 
@@ -154,3 +156,47 @@ def test_a_toolchain_is_reachable_in_the_hooks_and_the_agent_and_hidden_without_
     task = jobs.task_run_inline(task=task)
     assert task.status == Task.Status.FAILED
     assert "tacx-python: not found" in task.status_reason and "under `toolchains:`" in task.status_reason, task.status_reason
+
+
+def readme_python_example() -> str:
+    text = (conftest.ROOT / "README.md").read_text()
+    start = text.index("**A Python project, the common case.**")
+    return re.search(r"```yaml\n(.*?)```", text[start:], re.S).group(1)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_the_readmes_python_example_installs_its_requirements_in_the_sandbox(local_repository, origin_and_clone, settings):
+    """The README's hook example, as written (only the test command differs: no pytest offline):
+    a venv from the named interpreter, `pip install -r requirements.txt` into it, and the test
+    command and the agent reaching that venv's interpreter, with TAC-X's own hidden."""
+    example = yaml.safe_load(readme_python_example())
+    try:
+        toolchains.resolve(example["toolchains"])
+    except toolchains.ToolchainError as exc:
+        pytest.skip(str(exc))
+    _, clone = origin_and_clone
+    settings.TACX = {**settings.TACX, "SANDBOX_ALLOW_READ": [str(conftest.ROOT / "tests" / "agents")]}
+    (clone / "vendor").mkdir()
+    (clone / WHEEL).write_bytes(tiny_wheel())
+    (clone / "requirements.txt").write_text(f"./{WHEEL}\n")
+    check = ".venv/bin/python -c \"import sys, tinypkg; print('tests ran', tinypkg.expected('Ada'), sys.version_info[:2])\""
+    agent = f"echo 'x = 1' > x.py; {check}"
+    workflow = {
+        **example,
+        "test_command": {"run": check, "timeout": 120},
+        "stages": [{"name": "building", "provider": "command", "timeout": 120, "max_attempts": 1, "options": {"argv": ["/bin/sh", "-c", agent]}}, {"name": "pr_creation"}],
+    }
+    conftest.commit_workflow(clone, yaml.safe_dump(workflow))
+
+    task, _ = services.task_create(repository=local_repository, issue_number=8, title="README example", trigger_source="cli")
+    services.task_dispatch(task=task, enqueue=False)
+    task = jobs.task_run_inline(task=task)
+
+    assert task.status == Task.Status.SUCCEEDED, task.status_reason
+    setup = AgentEvent.objects.get(task=task, data__hook="setup", data__status="passed").data
+    assert "Successfully installed tinypkg-0.1" in setup["output"] and "externally-managed-environment" not in setup["output"]
+    building = StageResult.objects.get(task=task, stage__name="building")
+    assert building.tests_status == "passed" and "tests ran Goodbye, Ada" in building.tests_output
+    messages = " ".join(AgentEvent.objects.filter(task=task, kind="message").values_list("data__text", flat=True))
+    assert "tests ran Goodbye, Ada" in messages  # the agent ran the venv's interpreter too

@@ -4,8 +4,6 @@ agent sandbox with a private HOME, each recorded as events of the attempt."""
 from __future__ import annotations
 
 import dataclasses
-import shutil
-from pathlib import Path
 
 from django.conf import settings
 
@@ -76,12 +74,13 @@ def run_repository_command(self: AttemptContext, hook: HookConfig | None) -> hoo
 
     cache, cache_off = setup_cache_mount(self, hook) if hook.name == "setup" else (None, "")
     cache_bytes: int | None = None
-    box_root, boxes = None, []
+    boxes: sandbox.CommandBoxes | None = None
     blocked: list[dict] = []
     try:
         if cache is not None:
             env.update(cache.env)
-        box_root, boxes, wrap = hook_sandbox(self, hook, found, cache)
+        boxes = hook_sandbox(self, hook, found, cache)
+        wrap = boxes.wrap if boxes is not None else None
         # Which interpreters the hook's names reach, asked in a sandbox like the hook's own.
         probed = hooks.interpreters(list(dict.fromkeys([*hooks.PROBED, *self.workflow.toolchains])), cwd=self.worktree, env=env, wrap=wrap)
         run = hooks.run_hook(
@@ -97,13 +96,10 @@ def run_repository_command(self: AttemptContext, hook: HookConfig | None) -> hoo
             wrap=wrap,
         )
     finally:
-        for box in boxes:
-            box.finish()
-            for entry in box.new_violations():
-                blocked.append(entry)
+        if boxes is not None:
+            blocked = boxes.close()
+            for entry in blocked:
                 self.recorder.append_event(AgentEvent.Kind.SANDBOX, {**entry, "hook": hook.name})
-        if box_root is not None:
-            shutil.rmtree(box_root, ignore_errors=True)
         if cache is not None:
             cache_bytes = setup_cache.finish(cache)  # releases the key's lock, whatever happened
     run = dataclasses.replace(run, blocked=tuple(blocked), interpreters=probed)
@@ -118,41 +114,29 @@ def run_repository_command(self: AttemptContext, hook: HookConfig | None) -> hoo
     return run
 
 
-def hook_sandbox(self: AttemptContext, hook: HookConfig, found: list[toolchains.Toolchain] = (), cache: setup_cache.Mount | None = None):
-    """``(root, boxes, wrap)`` for running `hook` in the agent sandbox: the worktree, a
-    private HOME of its own (never the agent's: what setup writes there, e.g. a token in
-    ~/.npmrc, stays out of the agent's reach), the workflow's toolchains (`found`) readable, the
-    setup cache writable (`cache`: given for the setup hook only) and the hook's own network
-    allow-list. ``(None, [], None)`` with the sandbox off."""
+def hook_sandbox(
+    self: AttemptContext, hook: HookConfig, found: list[toolchains.Toolchain] = (), cache: setup_cache.Mount | None = None
+) -> sandbox.CommandBoxes | None:
+    """The boxes `hook` runs in: the worktree, a private HOME of its own (never the agent's: what
+    setup writes there, e.g. a token in ~/.npmrc, stays out of the agent's reach), the workflow's
+    toolchains (`found`) readable, the setup cache writable (`cache`: given for the setup hook
+    only) and the hook's own network allow-list. None with the sandbox off."""
     if not sandbox.enabled():
-        return None, [], None
+        return None
     assert self.worktree is not None
-    root = sandbox.new_root()
-    home = root / "home"
-    (home / "tmp").mkdir(parents=True)
     extra_write = [*settings.TACX.get("SANDBOX_HOOK_WRITE", [])]
     if cache is not None:
         extra_write.append(str(cache.dir))
-        cache.link_into(home)
-    boxes: list[sandbox.Box] = []
-    access = git_access(self)
-
-    def wrap(argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str], Path]:
-        box = sandbox.prepare(
-            argv=argv,
-            env={**env, "HOME": str(home), "TMPDIR": str(home / "tmp")},
-            worktree=self.worktree,
-            git_access=access,
-            allow_hosts=list(hook.network_allow),
-            home=home,
-            root=root,
-            extra_read=toolchains.read_paths(found),
-            extra_write=extra_write,
-        )
-        boxes.append(box)
-        return box.argv, box.env, box.cwd
-
-    return root, boxes, wrap
+    boxes = sandbox.command_boxes(
+        worktree=self.worktree,
+        git_access=git_access(self),
+        allow_hosts=hook.network_allow,
+        extra_read=toolchains.read_paths(found),
+        extra_write=extra_write,
+    )
+    if cache is not None:
+        cache.link_into(boxes.home)
+    return boxes
 
 
 def before_stage(self: AttemptContext) -> None:
