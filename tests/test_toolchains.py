@@ -164,6 +164,16 @@ def readme_python_example() -> str:
     return re.search(r"```yaml\n(.*?)```", text[start:], re.S).group(1)
 
 
+def test_every_workflow_of_the_readmes_repository_environment_is_valid():
+    text = (conftest.ROOT / "README.md").read_text()
+    start = text.index("### Repository environment: hooks and tests")
+    blocks = re.findall(r"```yaml\n(.*?)```", text[start : text.index("\n### ", start + 1)], re.S)
+    assert len(blocks) == 2
+    full, python = (load_workflow_text(block, source="README") for block in blocks)
+    assert full.toolchains == ("python3.11", "node") and full.hook("setup").cache_paths == (".cache/pre-commit",)
+    assert python.hook("setup").cache_key == ("requirements.txt",) and python.test_command.run == (".venv/bin/python -m pytest -q",)
+
+
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_the_readmes_python_example_installs_its_requirements_in_the_sandbox(local_repository, origin_and_clone, settings):
