@@ -59,6 +59,12 @@ def test_a_name_is_resolved_with_its_link_chain_its_prefix_and_its_bin_directori
     assert path.split(os.pathsep)[: len(found.bin_dirs)] == list(found.bin_dirs) and path.count(str(bin_dir)) == 1
 
 
+def test_a_system_bin_directory_is_not_moved_first_so_a_later_toolchain_keeps_its_name():
+    node = toolchains.Toolchain(name="node", path="/usr/bin/node", real="/usr/bin/node", read=("/usr/bin/node",), bin_dirs=("/usr/bin",))
+    python = toolchains.Toolchain(name="python3.11", path="/opt/py/bin/python3.11", real="/opt/py/bin/python3.11", read=(), bin_dirs=("/opt/py/bin",))
+    assert toolchains.hook_path([node, python], "/usr/local/bin:/usr/bin:/bin") == "/opt/py/bin:/usr/local/bin:/usr/bin:/bin"
+
+
 def test_a_prefix_holding_tacx_home_is_not_shown_only_the_program(tmp_path, settings):
     home = Path(os.path.expanduser("~"))  # the test's HOME (conftest)
     (home / "bin").mkdir()

@@ -27,6 +27,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from .policy import SYSTEM_READ
+
 # A program name: what `toolchains:` may list (validated in pipeline.workflow as well).
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 _SHIM_BYTES = 4096
@@ -90,10 +92,18 @@ def read_paths(toolchains: Sequence[Toolchain]) -> list[str]:
 
 
 def hook_path(toolchains: Sequence[Toolchain], path: str) -> str:
-    """`path` with the toolchains' bin directories first (in the order listed), each once."""
-    first = list(dict.fromkeys(d for t in toolchains for d in t.bin_dirs))
+    """`path` with the toolchains' bin directories first (in the order listed), each once. A
+    system directory (`/usr/bin`) is not moved: it is on `path` already, and put first it would
+    shadow a toolchain listed after it (`[node, python3.11]` with node in /usr/bin and python3.11
+    from pyenv: `python3.11` must stay pyenv's)."""
+    first = list(dict.fromkeys(d for t in toolchains for d in t.bin_dirs if not _system(d)))
     rest = [d for d in path.split(os.pathsep) if d and d not in first]
     return os.pathsep.join([*first, *rest])
+
+
+def _system(directory: str) -> bool:
+    real = os.path.realpath(directory)
+    return any(real == d or real.startswith(d + "/") for d in (os.path.realpath(p) for p in SYSTEM_READ))
 
 
 def _which(name: str, path: str) -> tuple[str | None, str]:
