@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import socket
@@ -116,7 +117,9 @@ def _cleanup_hook(*, task: Task, path) -> None:
                 extra_read=toolchains.read_paths(found),
                 extra_write=settings.TACX.get("SANDBOX_HOOK_WRITE", []),
             )
-        run = hooks.run_hook(hook, cwd=path, env=env, grace=settings.TACX["KILL_GRACE_SECONDS"], wrap=boxes.wrap if boxes else None)
+        wrap = boxes.wrap if boxes else None
+        probed = hooks.interpreters(list(dict.fromkeys([*hooks.PROBED, *workflow.toolchains])), cwd=path, env=env, wrap=wrap)
+        run = dataclasses.replace(hooks.run_hook(hook, cwd=path, env=env, grace=settings.TACX["KILL_GRACE_SECONDS"], wrap=wrap), interpreters=probed)
     except sandbox.SandboxUnavailable as exc:
         event = AgentEvent.objects.create(task=task, kind=AgentEvent.Kind.ERROR, data={"hook": "cleanup", "status": "error", "message": f"cleanup not run: {exc}"})
         live.notify_after_commit(task.pk, event.pk)
