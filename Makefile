@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install sandbox-deps demo test test-postgres lint bench bench-smoke
+.PHONY: install sandbox-deps demo demo-github test test-postgres lint bench bench-smoke
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ install: $(VENV)/.installed node_modules/.installed sandbox-deps
 demo: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py demo
+
+# The GitHub path on a loopback stand-in (no GitHub account): issue -> draft PR -> review -> round.
+demo-github: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py demo --github
 
 test: install
 	scripts/ensure-chromium

@@ -34,18 +34,14 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PG_BIN = Path(os.environ.get("TACX_DRILL_PG_BIN", "/usr/lib/postgresql/15/bin"))
+from _common import ROOT, PrivatePostgres, Process, django_on, drill_main, processes_inside, run
+
 REPO = "drill/app"
 LABEL = "rpi-auto"
 
@@ -73,140 +69,21 @@ else:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run(cmd: list[str], **kwargs) -> str:
-    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kwargs).stdout
-
-
-# --- a private PostgreSQL -----------------------------------------------------------------------
-
-
-class PrivatePostgres:
-    def __init__(self, base: Path):
-        self.dir = base / "pg"
-        self.port = free_port()
-        self.as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-
-    def start(self) -> str:
-        self.dir.mkdir()
-        if self.as_postgres:
-            shutil.chown(self.dir, "postgres", "postgres")
-            os.chmod(self.dir.parent, 0o755)
-        run([*self.as_postgres, str(PG_BIN / "initdb"), "-D", str(self.dir / "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8"])
-        self.ctl("start", "-w", "-l", str(self.dir / "log"), "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off")
-        run([*self.as_postgres, str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "tacx"])
-        return f"postgres://postgres@127.0.0.1:{self.port}/tacx"
-
-    def ctl(self, *args: str) -> None:
-        run([*self.as_postgres, str(PG_BIN / "pg_ctl"), "-D", str(self.dir / "data"), *args])
-
-    def restart(self) -> None:
-        self.ctl("restart", "-w", "-m", "immediate", "-l", str(self.dir / "log"), "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off")
-
-    def stop(self) -> None:
-        try:
-            self.ctl("stop", "-m", "immediate")
-        except subprocess.CalledProcessError:
-            pass
-
-
-# --- the stack ------------------------------------------------------------------------------------
-
-
-class Process:
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], logs: Path):
-        self.name, self.argv, self.env, self.logs = name, argv, env, logs
-        self.proc: subprocess.Popen | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        out = (self.logs / f"{self.name}-{self.starts}.log").open("w")
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def kill9(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill9()
-
-    def members(self) -> list[int]:
-        """Processes of its process group other than the leader."""
-        if not self.proc:
-            return []
-        pids = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    if os.getpgid(int(entry)) == self.proc.pid and int(entry) != self.proc.pid:
-                        pids.append(int(entry))
-                except OSError:
-                    pass
-        return pids
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", type=int, default=12)
-    parser.add_argument("--faults-for", type=float, default=45.0, help="seconds of faults")
-    parser.add_argument("--worker-kills", type=int, default=8)
-    parser.add_argument("--coordinator-kills", type=int, default=3)
-    parser.add_argument("--lease", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--database-url", default="", help="use this PostgreSQL instead of a private one")
-    parser.add_argument("--no-postgres-restart", action="store_true")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    parser.add_argument("--smoke", action="store_true", help="a quick run for CI (tests/test_bench_smoke.py): smallest sizes, one run")
-    args = parser.parse_args()
-    if args.smoke:
-        args.tasks, args.faults_for, args.worker_kills, args.coordinator_kills = 4, 10.0, 2, 1
-    rng = random.Random(args.seed)
-
-    base = Path(tempfile.mkdtemp(prefix="tacx-drill-"))
-    logs = base / "logs"
-    logs.mkdir()
-    pg = None if args.database_url else PrivatePostgres(base)
-    processes: list[Process] = []
-    try:
-        database_url = args.database_url or pg.start()
-        return drill(args, rng, base, logs, pg, database_url, processes)
-    finally:
-        tear_down(processes, pg, base, keep=args.keep)
-
-
-def tear_down(processes: list[Process], pg: PrivatePostgres | None, base: Path, *, keep: bool) -> None:
-    """Stop the stack and the private PostgreSQL; remove the drill's directory unless kept."""
-    for proc in processes:
-        proc.stop()
-    if pg is not None:
-        pg.stop()
-    if keep:
-        print(f"kept {base}")
-    else:
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def drill(args, rng: random.Random, base: Path, logs: Path, pg: PrivatePostgres | None, database_url: str, processes: list[Process]) -> int:
-    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+def drill_forge(tasks: int):
+    """The GitHub stand-in with the drill's repository and `tasks` issues labelled by a writer."""
+    # tests/ is on sys.path by now (drill()).
     from github_standin import TOKEN, GitHubStandIn
 
     standin = GitHubStandIn(token=TOKEN).start()
     standin.add_repo(REPO, permissions={"alice": "write"})
-    for number in range(1, args.tasks + 1):
+    for number in range(1, tasks + 1):
         standin.add_issue(REPO, number=number, title=f"Drill issue {number}", body="Write NOTES.md.", labels=(LABEL,), labeled_by="alice")
+    return standin
 
+
+def drill_origin(base: Path) -> Path:
+    """A bare origin whose main branch has the drill's workflow: planning, building and reviewing
+    by `base/agent/agent.py` (AGENT), then pr_creation, 20 attempts each."""
     (base / "agent").mkdir()
     (base / "agent" / "agent.py").write_text(AGENT)
     origin = base / "origin.git"
@@ -226,43 +103,87 @@ def drill(args, rng: random.Random, base: Path, logs: Path, pg: PrivatePostgres 
     git_env = {**os.environ, "GIT_AUTHOR_NAME": "d", "GIT_AUTHOR_EMAIL": "d@x", "GIT_COMMITTER_NAME": "d", "GIT_COMMITTER_EMAIL": "d@x"}
     for cmd in (["add", "-A"], ["commit", "-q", "-m", "drill"], ["remote", "add", "origin", str(origin)], ["push", "-q", "origin", "main"]):
         run(["git", *cmd], cwd=clone, env=git_env)
+    return origin
 
-    lease = args.lease
-    env = {
-        **os.environ,
+
+def drill_settings(base: Path, standin, *, database_url: str, lease: int, workers: int, max_tasks: int, retention_hours: str) -> dict[str, str]:
+    """The stack's settings in a drill: short leases and heartbeats, 20 attempts per stage,
+    quick polling, quiet logs."""
+    return {
         "DATABASE_URL": database_url,
         "GITHUB_API_URL": standin.url,
-        "GITHUB_TOKEN": TOKEN,
-        "TACX_VAR_DIR": str(base / "var"),
-        "TACX_WORKTREE_ROOT": str(base / "trees"),
+        "GITHUB_TOKEN": standin.token,
         "TACX_LEASE_SECONDS": str(lease),
         "TACX_HEARTBEAT_SECONDS": "1",
         "TACX_LOST_JOB_SECONDS": str(lease),
         "TACX_KILL_GRACE_SECONDS": "1",
-        "TACX_MAX_CONCURRENT_TASKS": "4",
-        "TACX_Q_WORKERS": "4",
+        "TACX_MAX_CONCURRENT_TASKS": str(max_tasks),
+        "TACX_Q_WORKERS": str(workers),
         "TACX_Q_TIMEOUT": "600",
         "TACX_Q_POLL": "0.2",
         "TACX_POLL_INTERVAL": "1",
         "TACX_MAX_ATTEMPTS": "20",
-        "TACX_WORKTREE_RETENTION_HOURS": "1000",
+        "TACX_WORKTREE_RETENTION_HOURS": retention_hours,
         "LOG_LEVEL": "WARNING",
         # The sandboxed agent is this Python running agent.py: it may read those, nothing else.
         "TACX_SANDBOX_ALLOW_READ": os.pathsep.join([sys.prefix, sys.base_prefix, str(base / "agent")]),
     }
-    os.environ.update({k: env[k] for k in ("DATABASE_URL", "TACX_VAR_DIR", "TACX_WORKTREE_ROOT", "GITHUB_API_URL", "GITHUB_TOKEN")})
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tacx_site.settings")
-    run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env)
-    import django
 
-    django.setup()
-    from django.db import close_old_connections, connection
+
+def drill_repository(origin: Path, *, max_concurrent_tasks: int) -> None:
+    """Register the drill's repository (Django is set up by now: django_on)."""
+    from django.db import connection
 
     from pipeline import services
-    from pipeline.models import Repository, Stage, StageResult, Task, Worker
+    from pipeline.models import Repository
 
-    services.repository_add(full_name=REPO, kind=Repository.Kind.GITHUB, clone_url=str(origin), trigger_label=LABEL, max_concurrent_tasks=4)
+    services.repository_add(full_name=REPO, kind=Repository.Kind.GITHUB, clone_url=str(origin), trigger_label=LABEL, max_concurrent_tasks=max_concurrent_tasks)
     connection.close()
+
+
+def drill_parser(doc: str) -> argparse.ArgumentParser:
+    """The options both drills have (this one and two_machine_drill.py)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=12)
+    parser.add_argument("--lease", type=int, default=10)
+    parser.add_argument("--database-url", default="", help="use this PostgreSQL instead of a private one")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--smoke", action="store_true", help="a quick run for CI (tests/test_bench_smoke.py): smallest sizes, one run")
+    return parser
+
+
+def main() -> int:
+    parser = drill_parser(__doc__)
+    parser.add_argument("--faults-for", type=float, default=45.0, help="seconds of faults")
+    parser.add_argument("--worker-kills", type=int, default=8)
+    parser.add_argument("--coordinator-kills", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-postgres-restart", action="store_true")
+    args = parser.parse_args()
+    if args.smoke:
+        args.tasks, args.faults_for, args.worker_kills, args.coordinator_kills = 4, 10.0, 2, 1
+    rng = random.Random(args.seed)
+    return drill_main(args, "tacx-drill-", lambda base, database_url, pg, processes: drill(args, rng, base, base / "logs", pg, database_url, processes))
+
+
+def drill(args, rng: random.Random, base: Path, logs: Path, pg: PrivatePostgres | None, database_url: str, processes: list[Process]) -> int:
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+    standin = drill_forge(args.tasks)
+    origin = drill_origin(base)
+    lease = args.lease
+    env = {
+        **os.environ,
+        **drill_settings(base, standin, database_url=database_url, lease=lease, workers=4, max_tasks=4, retention_hours="1000"),
+        "TACX_VAR_DIR": str(base / "var"),
+        "TACX_WORKTREE_ROOT": str(base / "trees"),
+    }
+    run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env)
+    django_on(env)
+    from django.db import close_old_connections, connection
+
+    from pipeline.models import Stage, StageResult, Task, Worker
+
+    drill_repository(origin, max_concurrent_tasks=4)
 
     cluster = Process("qcluster", [sys.executable, "manage.py", "qcluster"], env, logs)
     coordinator = Process("coordinator", [sys.executable, "manage.py", "run_coordinator"], env, logs)
@@ -345,7 +266,7 @@ def drill(args, rng: random.Random, base: Path, logs: Path, pg: PrivatePostgres 
     for pull in standin.pulls.get(REPO, {}).values():
         heads[pull["head"]["ref"]] += 1
     duplicates = sum(n - 1 for n in heads.values() if n > 1)
-    orphans = _agent_processes(base / "trees")
+    orphans = processes_inside([base / "trees"])  # still working inside a worktree
     finished = [t["finished_at"].timestamp() for t in tasks if t["finished_at"]]
     recovery = (max(finished) - last_fault) if finished else float("nan")
     attempts = db(lambda: StageResult.objects.count())
@@ -376,41 +297,31 @@ def _count_results(StageResult):
     return StageResult.objects.values("stage_id").annotate(n=Count("id")).values_list("stage_id", "n")
 
 
-def _overlapping_runs(trees: Path) -> int:
-    """Pairs of agent processes of one stage of one task whose logged lifetimes overlap (each
-    worktree's agent.log)."""
+def agent_spans(lines, key=lambda cwd: cwd) -> dict[tuple[str, str], dict[str, list[float]]]:
+    """The first and last time each agent run logged ("<cwd> <stage> <run id> <time>" lines), by
+    (`key(cwd)`, stage) and run id."""
     spans: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(dict)
-    lines = [line for log in trees.glob("*/agent.log") for line in log.read_text().splitlines()]
     for line in lines:
         parts = line.rsplit(" ", 3)
         if len(parts) != 4:
             continue
         cwd, stage, me, at = parts
-        span = spans[(cwd, stage)].setdefault(me, [float(at), float(at)])
+        span = spans[(key(cwd), stage)].setdefault(me, [float(at), float(at)])
         span[0], span[1] = min(span[0], float(at)), max(span[1], float(at))
+    return spans
+
+
+def _overlapping_runs(trees: Path) -> int:
+    """Pairs of agent processes of one stage of one task whose logged lifetimes overlap (each
+    worktree's agent.log)."""
+    lines = [line for log in trees.glob("*/agent.log") for line in log.read_text().splitlines()]
     overlaps = 0
-    for runs in spans.values():
+    for runs in agent_spans(lines).values():
         ordered = sorted(runs.values())
         for (_, end), (start, _) in zip(ordered, ordered[1:], strict=False):
             if start < end:
                 overlaps += 1
     return overlaps
-
-
-def _agent_processes(trees: Path) -> int:
-    """Processes still working inside a worktree."""
-    root = str(trees.resolve())
-    count = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cwd = os.readlink(f"/proc/{entry}/cwd")
-        except OSError:
-            continue
-        if cwd == root or cwd.startswith(root + os.sep):
-            count += 1
-    return count
 
 
 if __name__ == "__main__":

@@ -27,30 +27,17 @@ import os
 import statistics
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from _common import ROOT, START_MARK, TOKEN, LoopbackStack, latency_figures, marked_start, percentile, wait_for
+
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tacx_site.settings")
 
-from trigger_latency import Deployment, _http_ok, free_port, percentile, wait_for  # noqa: E402
-
-SECRET = "bench-webhook-secret"
-TOKEN = "ghp_benchToken000000000000000000000000"
 FULL_NAME = "bench/sample"
 
-# Notes its start time first (on stdout: the sandbox lets it write only its worktree).
-AGENT = """
-import pathlib, time
-started = time.time()
-print(f"bench-start {{started!r}}", flush=True)
-with pathlib.Path("CHANGES.md").open("a") as f:
-    f.write(f"change {{started}}\\n")
-"""
+AGENT = START_MARK + 'with pathlib.Path("CHANGES.md").open("a") as f:\n    f.write(f"change {started}\\n")\n'
 PLANNER = "import pathlib; pathlib.Path('plan.md').write_text('# Plan\\n')"
 MODEL_SCRIPT = {
     "conversations": [
@@ -87,33 +74,14 @@ def main() -> None:
     standin = GitHubStandIn(token=TOKEN).start()
     standin.add_repo(FULL_NAME, permissions={"alice": "write"})
     model = ScriptedModelServer(MODEL_SCRIPT).start() if args.agent == "claude" else None
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "TACX_VAR_DIR": str(tmp / "var"),
-        "TACX_WORKTREE_ROOT": str(tmp / "trees"),
-        "GITHUB_API_URL": standin.url,
-        "GITHUB_TOKEN": TOKEN,
-        "GITHUB_WEBHOOK_SECRET": SECRET,
-        "TACX_MAX_CONCURRENT_TASKS": "100",
-        "TACX_DASHBOARD_URL": "http://127.0.0.1",
-        "TACX_CONVERSATION_POLL_INTERVAL": "3600",
-        # The agents are this Python: the sandbox may let them read its installation (as in the tests).
-        "TACX_SANDBOX_ALLOW_READ": os.pathsep.join(dict.fromkeys([sys.prefix, sys.base_prefix, os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)])),
-        "HOME": str(tmp / "home"),
-    }
+    stack = LoopbackStack(tmp, database_url, github_url=standin.url, TACX_CONVERSATION_POLL_INTERVAL="3600", HOME=str(tmp / "home"))
     (tmp / "home").mkdir()
     if model is not None:
-        env.update({"ANTHROPIC_BASE_URL": model.url, "ANTHROPIC_API_KEY": DUMMY_API_KEY})
-    os.environ.update({k: env[k] for k in ("DATABASE_URL", "TACX_VAR_DIR", "TACX_WORKTREE_ROOT", "GITHUB_API_URL", "GITHUB_TOKEN", "GITHUB_WEBHOOK_SECRET")})
-    import django
-
-    django.setup()
+        stack.env.update({"ANTHROPIC_BASE_URL": model.url, "ANTHROPIC_API_KEY": DUMMY_API_KEY})
+    stack.django()
     from conftest import make_origin_and_clone
     from django.core.management import call_command
 
-    from coordinator.heartbeat import coordinator_heartbeat_age
-    from coordinator.webhooks import signature_for
     from pipeline.models import AgentEvent, Repository, Round, StageResult, Task
 
     call_command("migrate", verbosity=0)
@@ -122,7 +90,7 @@ def main() -> None:
     if args.agent == "claude":
         building = ["    provider: claude", "    model: claude-sonnet-4-5", "    timeout: 120", "    max_turns: 5", "    permission_mode: acceptEdits", "    allowed_tools: [Bash, Write, Edit, Read]"]
     else:
-        building = ["    provider: command", "    timeout: 60", "    options:", f"      argv: {json.dumps([python, '-c', AGENT.format()])}"]
+        building = ["    provider: command", "    timeout: 60", "    options:", f"      argv: {json.dumps([python, '-c', AGENT])}"]
     workflow = "\n".join(
         ["version: 1", "max_followup_rounds: 1000", "stages:", "  - name: planning", "    provider: command", "    timeout: 60", "    options:", f"      argv: {json.dumps([python, '-c', PLANNER])}"]
         + ["  - name: building", *building, "  - name: pr_creation", ""]
@@ -131,39 +99,16 @@ def main() -> None:
     standin.repos[FULL_NAME.lower()].origin = str(origin)
     Repository.objects.create(kind=Repository.Kind.GITHUB, full_name=FULL_NAME, clone_url=str(origin), max_concurrent_tasks=100)
 
-    port = free_port()
-    deployment = Deployment(tmp, env)
 
     def post_comment(text: str, n: int) -> float:
         comment = standin.add_comment(FULL_NAME, task_pr, text, author="alice")
         body = standin.webhook("issue_comment.created", FULL_NAME, sender="alice", number=task_pr, comment_id=comment["id"])
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/webhooks/github",
-            data=body,
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                "X-GitHub-Event": "issue_comment",
-                "X-GitHub-Delivery": f"bench-comment-{n}",
-                "X-Hub-Signature-256": signature_for(SECRET, body),
-            },
-        )
-        t0 = time.time()
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert response.status == 202, response.status
-        return t0
+        return stack.post_webhook(event="issue_comment", delivery=f"bench-comment-{n}", body=body)
 
     def agent_started(n: int, t0: float) -> float | None:
         if model is None:
             round_ = Round.objects.filter(text__endswith=f"bench change {n}").first()
-            line = (
-                AgentEvent.objects.filter(result__followup=round_, result__stage__name="building", kind="message", data__text__startswith="bench-start ")
-                .values_list("data__text", flat=True)
-                .first()
-                if round_ is not None
-                else None
-            )
-            return float(line.split()[1]) if line else None
+            return marked_start(AgentEvent.objects.filter(result__followup=round_, result__stage__name="building")) if round_ is not None else None
         times = [r["time"] for r in model.requests if r["time"] >= t0 and r["conversation"] == "building" and not r["auxiliary"]]
         return min(times) if times else None
 
@@ -174,11 +119,7 @@ def main() -> None:
     latencies: list[float] = []
     claims: list[float] = []  # t0 -> the round's building stage claimed by a q2 worker
     try:
-        deployment.start("web", "runserver", f"127.0.0.1:{port}", "--noreload")
-        deployment.start("qcluster", "qcluster")
-        deployment.start("coordinator", "run_coordinator", TACX_POLL_INTERVAL="1")
-        wait_for(lambda: coordinator_heartbeat_age() is not None, 60, "the coordinator")
-        wait_for(lambda: _http_ok(f"http://127.0.0.1:{port}/webhooks/github"), 60, "the web server")
+        stack.start(poll_interval="1")
         standin.add_issue(FULL_NAME, number=1, title="Bench issue", body="Make it faster.", labels=("rpi-auto",), labeled_by="alice")
         task = wait_for(lambda: Task.objects.filter(status=Task.Status.SUCCEEDED, pr_number__isnull=False).first(), 180, "the task's pull request")
         task_pr = task.pr_number
@@ -195,16 +136,15 @@ def main() -> None:
                 claims.append(claimed - t0)
             print(f"  comment {n}: {started - t0:.3f} s (stage claimed after {claimed - t0:.3f} s)" + ("" if n else " (warm-up, not counted)"), flush=True)
     finally:
-        deployment.stop_all()
+        stack.stop()
         standin.stop()
         if model is not None:
             model.stop()
 
     engine = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
     what = "agent start" if args.agent == "command" else "first model request (claude CLI)"
-    p95 = percentile(latencies, 0.95)
     print(f"\nComment -> {what} ({engine}, q2 poll 0.2 s, coordinator tick 0.2 s), seconds:")
-    print(f"  n={len(latencies)}  p50 {statistics.median(latencies):.3f}  p95 {p95:.3f}  max {max(latencies):.3f}  (target p95 <= 1: {'met' if p95 <= 1 else 'MISSED'})")
+    print(f"  {latency_figures(latencies, 1.0)}")
     print(f"  of which comment -> building stage claimed: p50 {statistics.median(claims):.3f}  p95 {percentile(claims, 0.95):.3f}")
 
 

@@ -24,84 +24,20 @@ import argparse
 import json
 import os
 import random
-import signal
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from _common import ROOT, START_MARK, TOKEN, LoopbackStack, latency_figures, marked_start, wait_for
+
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tacx_site.settings")
 
-SECRET = "bench-webhook-secret"
-TOKEN = "ghp_benchToken000000000000000000000000"
 FULL_NAME = "bench/sample"
 
-# Notes its start time first, on stdout: the sandbox lets an agent write only its worktree (the
-# line comes back as a transcript event of the task).
-AGENT = """
-import pathlib, time
-started = time.time()
-print(f"bench-start {started!r}", flush=True)
-pathlib.Path("plan.md").write_text("# Plan\\n")
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    low, high = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise SystemExit(f"timed out waiting for {what}")
-
-
-class Deployment:
-    def __init__(self, tmp: Path, env: dict[str, str]):
-        self.tmp = tmp
-        self.env = env
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str, *args: str, **env: str) -> None:
-        log = (self.tmp / f"{name}.log").open("w")
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "manage.py", *args], cwd=ROOT, env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def stop(self, name: str) -> None:
-        proc = self.procs.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-    def stop_all(self) -> None:
-        for name in list(self.procs):
-            self.stop(name)
+AGENT = START_MARK + 'pathlib.Path("plan.md").write_text("# Plan\\n")\n'
 
 
 def main() -> None:
@@ -122,28 +58,11 @@ def main() -> None:
 
     standin = GitHubStandIn(token=TOKEN).start()
     standin.add_repo(FULL_NAME, permissions={"alice": "write"})
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "TACX_VAR_DIR": str(tmp / "var"),
-        "TACX_WORKTREE_ROOT": str(tmp / "trees"),
-        "GITHUB_API_URL": standin.url,
-        "GITHUB_TOKEN": TOKEN,
-        "GITHUB_WEBHOOK_SECRET": SECRET,
-        "TACX_MAX_CONCURRENT_TASKS": "100",
-        "TACX_DASHBOARD_URL": "http://127.0.0.1",
-        # The agent is this Python: the sandbox may let it read its installation (as in the tests).
-        "TACX_SANDBOX_ALLOW_READ": os.pathsep.join(dict.fromkeys([sys.prefix, sys.base_prefix, os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)])),
-    }
-    os.environ.update({k: env[k] for k in ("DATABASE_URL", "TACX_VAR_DIR", "TACX_WORKTREE_ROOT", "GITHUB_API_URL", "GITHUB_TOKEN", "GITHUB_WEBHOOK_SECRET")})
-    import django
-
-    django.setup()
+    stack = LoopbackStack(tmp, database_url, github_url=standin.url)
+    stack.django()
     from conftest import make_origin_and_clone
     from django.core.management import call_command
 
-    from coordinator.heartbeat import coordinator_heartbeat_age
-    from coordinator.webhooks import signature_for
     from pipeline.models import AgentEvent, Repository
 
     call_command("migrate", verbosity=0)
@@ -155,8 +74,6 @@ def main() -> None:
     origin, _ = make_origin_and_clone(tmp, "sample", {"README.md": "bench\n", ".tac/workflow.yaml": workflow})
     Repository.objects.create(kind=Repository.Kind.GITHUB, full_name=FULL_NAME, clone_url=str(origin), max_concurrent_tasks=100)
 
-    port = free_port()
-    deployment = Deployment(tmp, env)
     template = json.loads((ROOT / "tests" / "fixtures" / "github-webhooks" / "issues.labeled.json").read_text())
     number = 0
 
@@ -167,12 +84,7 @@ def main() -> None:
         return number
 
     def agent_started(n: int) -> float | None:
-        line = (
-            AgentEvent.objects.filter(task__issue_number=n, task__repository__full_name=FULL_NAME, kind="message", data__text__startswith="bench-start ")
-            .values_list("data__text", flat=True)
-            .first()
-        )
-        return float(line.split()[1]) if line else None
+        return marked_start(AgentEvent.objects.filter(task__issue_number=n, task__repository__full_name=FULL_NAME))
 
     def webhook(n: int) -> float:
         standin.label(FULL_NAME, n, "rpi-auto", actor="alice")
@@ -182,22 +94,7 @@ def main() -> None:
         payload["issue"].update({k: issue[k] for k in ("number", "title", "body", "html_url", "state", "labels", "updated_at")})
         payload["label"]["name"] = "rpi-auto"
         payload["sender"].update({"login": "alice", "type": "User"})
-        body = json.dumps(payload).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/webhooks/github",
-            data=body,
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                "X-GitHub-Event": "issues",
-                "X-GitHub-Delivery": f"bench-{n}",
-                "X-Hub-Signature-256": signature_for(SECRET, body),
-            },
-        )
-        t0 = time.time()
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert response.status == 202, response.status
-        return t0
+        return stack.post_webhook(event="issues", delivery=f"bench-{n}", body=json.dumps(payload).encode())
 
     def measure(trigger, count: int, label: str) -> list[float]:
         latencies = []
@@ -212,19 +109,15 @@ def main() -> None:
 
     results = {}
     try:
-        deployment.start("web", "runserver", f"127.0.0.1:{port}", "--noreload")
-        deployment.start("qcluster", "qcluster")
-        deployment.start("coordinator", "run_coordinator", TACX_POLL_INTERVAL="3600")
-        wait_for(lambda: coordinator_heartbeat_age() is not None, 60, "the coordinator")
-        wait_for(lambda: _http_ok(f"http://127.0.0.1:{port}/webhooks/github"), 60, "the web server")
+        stack.start(poll_interval="3600")
         time.sleep(2)  # let the cluster's workers come up
 
         print(f"webhook -> agent start, {args.issues} issues:", flush=True)
         results["webhook"] = measure(webhook, args.issues, "webhook")
 
         if not args.skip_polling:
-            deployment.stop("coordinator")
-            deployment.start("coordinator", "run_coordinator", TACX_POLL_INTERVAL=str(args.poll_interval))
+            stack.deployment.stop("coordinator")
+            stack.deployment.start("coordinator", "run_coordinator", TACX_POLL_INTERVAL=str(args.poll_interval))
 
             def labelled(n: int) -> float:
                 time.sleep(random.uniform(0, args.poll_interval))  # any moment of the poll cycle
@@ -235,28 +128,13 @@ def main() -> None:
             print(f"label -> agent start by polling only (interval {args.poll_interval:g} s), {args.issues} issues:", flush=True)
             results["polling"] = measure(labelled, args.issues, "polling")
     finally:
-        deployment.stop_all()
+        stack.stop()
         standin.stop()
 
     engine = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
     print(f"\nTrigger latency ({engine}, q2 poll 0.2 s, coordinator tick 0.2 s), seconds:")
     for name, values in results.items():
-        target = 1.0 if name == "webhook" else args.poll_interval + 1.0
-        p95 = percentile(values, 0.95)
-        print(
-            f"  {name:8} n={len(values)}  p50 {statistics.median(values):.3f}  p95 {p95:.3f}  max {max(values):.3f}"
-            f"  (target p95 <= {target:g}: {'met' if p95 <= target else 'MISSED'})"
-        )
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        urllib.request.urlopen(url, timeout=1)
-    except urllib.error.HTTPError as exc:
-        return exc.code == 405  # GET is not allowed: the server is up
-    except OSError:
-        return False
-    return True
+        print(f"  {name:8} " + latency_figures(values, 1.0 if name == "webhook" else args.poll_interval + 1.0))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Two-machine drill: one of two machines sharing PostgreSQL and Redis dies mid-run.
 
-    .venv/bin/python bench/two_machine_drill.py [--tasks 12] [--kill-after 20] [--lease 10]
+    .venv/bin/python bench/two_machine_drill.py [--tasks 12] [--kill-after 20] [--lease 10] [--smoke]
 
 What it does (everything real but GitHub, which is tests/github_standin.py on loopback, and the
 machines, which are two process sets on this one, each in a UTS namespace of its own):
@@ -31,20 +31,18 @@ survivor TaskWorktree rows not marked removed); also the agent processes left al
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from chaos_drill import AGENT, LABEL, REPO, ROOT, PrivatePostgres, Process, run, tear_down  # noqa: E402
+from _common import ROOT, Process, django_on, drill_main, processes_inside, run
+from chaos_drill import REPO, agent_spans, drill_forge, drill_origin, drill_parser, drill_repository, drill_settings
 
 HOSTS = ("machine-a", "machine-b")
 
@@ -110,14 +108,7 @@ def harvest(tree: Path, into: set[str]) -> None:
 def overlapping_runs(lines: set[str]) -> tuple[int, int, int]:
     """Pairs of agent runs of one stage of one task (worktree name) whose logged lifetimes
     overlap, across both machines; also the runs and the (task, stage) pairs seen."""
-    spans: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(dict)
-    for line in lines:
-        parts = line.rsplit(" ", 3)
-        if len(parts) != 4:
-            continue
-        cwd, stage, me, at = parts
-        span = spans[(Path(cwd).name, stage)].setdefault(me, [float(at), float(at)])
-        span[0], span[1] = min(span[0], float(at)), max(span[1], float(at))
+    spans = agent_spans(lines, key=lambda cwd: Path(cwd).name)
     overlaps = 0
     for runs in spans.values():
         ordered = sorted(runs.values())
@@ -126,44 +117,16 @@ def overlapping_runs(lines: set[str]) -> tuple[int, int, int]:
     return overlaps, sum(len(runs) for runs in spans.values()), len(spans)
 
 
-def agents_alive(trees: list[Path]) -> int:
-    roots = [str(t.resolve()) for t in trees]
-    count = 0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cwd = os.readlink(f"/proc/{entry}/cwd")
-            except OSError:
-                continue
-            if any(cwd == r or cwd.startswith(r + os.sep) for r in roots):
-                count += 1
-    return count
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", type=int, default=12)
+    parser = drill_parser(__doc__)
     parser.add_argument("--kill-after", type=float, default=20.0, help="seconds after the start, at the earliest")
-    parser.add_argument("--lease", type=int, default=10)
     parser.add_argument("--workers", type=int, default=3, help="q2 workers per machine")
     parser.add_argument("--retention", type=float, default=15.0, help="worktree retention, seconds")
-    parser.add_argument("--database-url", default="", help="use this PostgreSQL instead of a private one")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    parser.add_argument("--smoke", action="store_true", help="a quick run for CI (tests/test_bench_smoke.py): smallest sizes, one run")
     args = parser.parse_args()
     if args.smoke:
         args.tasks, args.kill_after, args.workers, args.lease, args.retention = 2, 3.0, 1, 5, 5.0
-
-    base = Path(tempfile.mkdtemp(prefix="tacx-2m-"))
-    (base / "logs").mkdir()
-    pg = None if args.database_url else PrivatePostgres(base)
-    processes: list[Process] = []
-    try:
-        database_url = args.database_url or pg.start()
-        return drill(args, base, database_url, processes)
-    finally:
-        tear_down(processes, pg, base, keep=args.keep)
+    return drill_main(args, "tacx-2m-", lambda base, database_url, pg, processes: drill(args, base, database_url, processes))
 
 
 def drill(args, base: Path, database_url: str, processes: list[Process]) -> int:
@@ -176,95 +139,33 @@ def drill(args, base: Path, database_url: str, processes: list[Process]) -> int:
     print(f"hostnames: {', '.join(HOSTS)} (this one: {socket.gethostname()})", flush=True)
 
     sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-    from github_standin import TOKEN, GitHubStandIn
-
-    standin = GitHubStandIn(token=TOKEN).start()
-    standin.add_repo(REPO, permissions={"alice": "write"})
-    for number in range(1, args.tasks + 1):
-        standin.add_issue(
-            REPO, number=number, title=f"Drill issue {number}", body="Write NOTES.md.", labels=(LABEL,), labeled_by="alice"
-        )
-
-    (base / "agent").mkdir()
-    (base / "agent" / "agent.py").write_text(AGENT)
-    origin, clone = base / "origin.git", base / "clone"
-    run(["git", "init", "-q", "--bare", "-b", "main", str(origin)])
-    run(["git", "init", "-q", "-b", "main", str(clone)])
-    stages = []
-    for name in ("planning", "building", "reviewing"):
-        argv = [sys.executable, str(base / "agent" / "agent.py"), name]
-        stages.append(
-            f"  - name: {name}\n    provider: command\n    timeout: 120\n    max_attempts: 20\n    options:\n      argv: {argv!r}\n"
-        )
-    (clone / ".tac").mkdir()
-    (clone / ".tac" / "workflow.yaml").write_text(
-        "version: 1\nstages:\n" + "".join(stages) + "  - name: pr_creation\n    max_attempts: 20\n"
-    )
-    (clone / "README.md").write_text("drill\n")
-    git_env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "d",
-        "GIT_AUTHOR_EMAIL": "d@x",
-        "GIT_COMMITTER_NAME": "d",
-        "GIT_COMMITTER_EMAIL": "d@x",
-    }
-    for cmd in (
-        ["add", "-A"],
-        ["commit", "-q", "-m", "drill"],
-        ["remote", "add", "origin", str(origin)],
-        ["push", "-q", "origin", "main"],
-    ):
-        run(["git", *cmd], cwd=clone, env=git_env)
-
+    standin = drill_forge(args.tasks)
+    origin = drill_origin(base)
     lease = args.lease
     common = {
         **{k: v for k, v in os.environ.items() if not k.startswith("TACX_")},
-        "DATABASE_URL": database_url,
+        **drill_settings(
+            base,
+            standin,
+            database_url=database_url,
+            lease=lease,
+            workers=args.workers,
+            max_tasks=2 * args.workers,
+            retention_hours=str(args.retention / 3600),
+        ),
         "REDIS_URL": args.redis_url,
-        "GITHUB_API_URL": standin.url,
-        "GITHUB_TOKEN": TOKEN,
-        "TACX_LEASE_SECONDS": str(lease),
-        "TACX_HEARTBEAT_SECONDS": "1",
-        "TACX_LOST_JOB_SECONDS": str(lease),
-        "TACX_KILL_GRACE_SECONDS": "1",
-        "TACX_MAX_CONCURRENT_TASKS": str(2 * args.workers),
-        "TACX_Q_WORKERS": str(args.workers),
-        "TACX_Q_TIMEOUT": "600",
-        "TACX_Q_POLL": "0.2",
-        "TACX_POLL_INTERVAL": "1",
-        "TACX_MAX_ATTEMPTS": "20",
-        "TACX_WORKTREE_RETENTION_HOURS": str(args.retention / 3600),
-        "LOG_LEVEL": "WARNING",
-        "TACX_SANDBOX_ALLOW_READ": os.pathsep.join([sys.prefix, sys.base_prefix, str(base / "agent")]),
     }
     trees = {host: base / host / "trees" for host in HOSTS}
     envs = {host: {**common, "TACX_VAR_DIR": str(base / host / "var"), "TACX_WORKTREE_ROOT": str(trees[host])} for host in HOSTS}
     for host in HOSTS:
         (base / host).mkdir()
-    os.environ.update(
-        {
-            k: envs["machine-b"][k]
-            for k in ("DATABASE_URL", "TACX_VAR_DIR", "TACX_WORKTREE_ROOT", "GITHUB_API_URL", "GITHUB_TOKEN")
-        }
-    )
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tacx_site.settings")
     run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=envs["machine-b"])
-    import django
+    django_on(envs["machine-b"])
+    from django.db import close_old_connections
 
-    django.setup()
-    from django.db import close_old_connections, connection
+    from pipeline.models import StageResult, Task, TaskWorktree, Worker
 
-    from pipeline import services
-    from pipeline.models import Repository, StageResult, Task, TaskWorktree, Worker
-
-    services.repository_add(
-        full_name=REPO,
-        kind=Repository.Kind.GITHUB,
-        clone_url=str(origin),
-        trigger_label=LABEL,
-        max_concurrent_tasks=2 * args.workers,
-    )
-    connection.close()
+    drill_repository(origin, max_concurrent_tasks=2 * args.workers)
 
     machines: dict[str, list[Process]] = {}
     for host in HOSTS:
@@ -398,7 +299,7 @@ def drill(args, base: Path, database_url: str, processes: list[Process]) -> int:
     for pull in standin.pulls.get(REPO, {}).values():
         heads[pull["head"]["ref"]] += 1
     duplicates = sum(n - 1 for n in heads.values() if n > 1)
-    alive = agents_alive(list(trees.values()))
+    alive = processes_inside(list(trees.values()))  # agents still working in a worktree
     standin.stop()
 
     print()

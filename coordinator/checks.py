@@ -97,7 +97,8 @@ def stage_check(task: Task, stage: Stage, workflow: Workflow | None) -> dict:
     last = results.order_by("-id").first()
     if stage.status in (Stage.Status.PENDING, Stage.Status.QUEUED):
         fields: dict = {"status": "queued"}
-    elif stage.status == Stage.Status.RUNNING:
+    elif stage.status in (Stage.Status.RUNNING, Stage.Status.PAUSED):
+        # Paused at a budget: still in progress for GitHub (it goes on when the budget is raised).
         fields = {"status": "in_progress", "started_at": _iso(stage.started_at)}
     else:
         if stage.status == Stage.Status.SUCCEEDED:
@@ -116,7 +117,7 @@ def stage_check(task: Task, stage: Stage, workflow: Workflow | None) -> dict:
     )
     tokens = sum(totals[k] or 0 for k in ("i", "o", "cr", "cw"))
     usd = totals["usd"] or Decimal("0")
-    state = fields.get("conclusion") or fields["status"].replace("_", " ")
+    state = fields.get("conclusion") or ("paused at its budget" if stage.status == Stage.Status.PAUSED else fields["status"].replace("_", " "))
     title = f"{stage.name}: {state}" + (f" — {tokens:,} tokens, ${usd:.4f}" if stage.is_agent_stage else "")
     lines = [f"**{stage.name}** — {state} after {stage.attempts} attempt(s), round {task.review_round}.", ""]
     if stage.is_agent_stage:

@@ -27,7 +27,7 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from pipeline import services
+from pipeline import budgets, services
 from pipeline.github import GitHubClient
 from pipeline.models import Repository, Round, Task
 from pipeline.services import rounds
@@ -41,8 +41,10 @@ log = logging.getLogger(__name__)
 
 EVENTS = ("issue_comment", "pull_request_review", "pull_request_review_comment", "check_suite", "check_run", "workflow_run", "status")
 FAILED_CONCLUSIONS = ("failure", "timed_out", "startup_failure")
-COMMANDS = ("retry", "cancel", "status", "approve")
-COMMAND_LINE = re.compile(r"^\s*/tacx\s+(\w+)", re.M | re.I)
+COMMANDS = ("retry", "cancel", "status", "approve", "budget")
+# `/tacx <command> [arguments]`: the arguments are the rest of that line (`/tacx budget +2.00`).
+COMMAND_LINE = re.compile(r"^[ \t]*/tacx[ \t]+(\w+)[ \t]*([^\r\n]*)", re.M | re.I)
+BUDGET_USAGE = "`/tacx budget +2.00` (US dollars) or `/tacx budget +50000 tokens` raises the limit; `/tacx budget stop` ends the task"
 TACX_MARKER = "<!-- tacx:"
 OWN_CHECK_PREFIX = "TAC-X /"
 # Rounds only for tasks whose PR is this recent (the poller's window).
@@ -134,6 +136,7 @@ def review_summary(review: dict) -> dict:
 @dataclass
 class Parsed:
     command: str = ""
+    args: str = ""
     text: str = ""
     mentioned: bool = False
     notes: list[str] = field(default_factory=list)
@@ -143,7 +146,7 @@ def parse_comment(body: str, mention: str) -> Parsed:
     """A `/tacx <command>` line, or free text addressed to `mention` (case-insensitive, as a
     whole word: `@tacx` does not match `@tacxbot`)."""
     if m := COMMAND_LINE.search(body or ""):
-        return Parsed(command=m.group(1).lower(), mentioned=True)
+        return Parsed(command=m.group(1).lower(), args=m.group(2).strip()[:100], mentioned=True)
     pattern = re.compile(rf"(?<![\w/]){re.escape(mention)}(?![\w-])", re.I)
     if not pattern.search(body or ""):
         return Parsed()
@@ -183,15 +186,17 @@ def comment_handle(client: GitHubClient, *, task: Task, comment: dict, reply_to:
         refusal = actor_refusal(client, repository=task.repository, login=login, user_type=str(comment.get("user_type") or ""))
     triggered_at = created or timezone.now()
     if parsed.command:
+        if refusal:
+            refusal = f"`/tacx {parsed.command}` is refused: {refusal}"
         round_, created_now = rounds.round_record(
-            task=task, kind=Round.Kind.COMMAND, trigger_key=key, actor=login, source=source, text=f"/tacx {parsed.command}",
-            context={**context, "command": parsed.command}, triggered_at=triggered_at, refusal=refusal,
+            task=task, kind=Round.Kind.COMMAND, trigger_key=key, actor=login, source=source, text=f"/tacx {parsed.command} {parsed.args}".strip(),
+            context={**context, "command": parsed.command, "args": parsed.args}, triggered_at=triggered_at, refusal=refusal,
         )
         if not created_now:
             return "duplicate: this comment was already handled"
         if round_.status == Round.Status.REFUSED:
             return f"refused: {round_.reason}"
-        return command_run(round_, task=task, command=parsed.command, actor=login)
+        return command_run(round_, task=task, command=parsed.command, actor=login, args=parsed.args)
     if not parsed.text:
         refusal = refusal or f"{workflow.mention} without any request: say what to change"
     kind = Round.Kind.REPLAN if task.status == Task.Status.AWAITING_APPROVAL else Round.Kind.COMMENT
@@ -204,10 +209,12 @@ def comment_handle(client: GitHubClient, *, task: Task, comment: dict, reply_to:
     return f"round {round_.pk} {round_.status}" + (f": {round_.reason}" if round_.reason else "")
 
 
-def command_run(round_: Round, *, task: Task, command: str, actor: str) -> str:
+def command_run(round_: Round, *, task: Task, command: str, actor: str, args: str = "") -> str:
     """Carry out a `/tacx` command (its author was authorised); the answer is the reply."""
     task.refresh_from_db()
-    if command == "approve":
+    if command == "budget":
+        answer, status = budget_command(task, args=args, actor=actor)
+    elif command == "approve":
         if rounds.task_approve(task=task, approved_by=actor):
             answer, status = "Plan approved: building starts.", Round.Status.DONE
         else:
@@ -233,6 +240,36 @@ def command_run(round_: Round, *, task: Task, command: str, actor: str) -> str:
         answer, status = f"Unknown command `/tacx {command}` (known: {', '.join(COMMANDS)}).", Round.Status.REFUSED
     rounds.round_finish_command(round_=round_, status=status, reason=answer)
     return f"/tacx {command}: {answer}"
+
+
+def budget_command(task: Task, *, args: str, actor: str) -> tuple[str, str]:
+    """`/tacx budget +2.00 | +50000 tokens | stop` (and `/tacx budget` alone: where it stands),
+    answering the task's budget pause (services.budget_raise / budget_stop)."""
+    words = args.strip()
+    if not words:
+        pause = services.open_pause(task)
+        if pause is None:
+            return f"Task {task.pk} is {task.get_status_display()}: no budget pause to answer. ({BUDGET_USAGE} while it is paused.)", Round.Status.DONE
+        return f"{task.status_reason}", Round.Status.DONE
+    if words.lower() in ("stop", "end"):
+        try:
+            pause = services.budget_stop(task=task, by=actor, source="github")
+        except services.NotPaused as exc:
+            return f"Nothing to stop: {exc}.", Round.Status.REFUSED
+        return f"Ended at the budget pause ({pause.scope} budget). The work so far stays on the branch `{task.branch}`.", Round.Status.DONE
+    try:
+        usd, tokens = budgets.parse_raise(words)
+        pause = services.budget_raise(task=task, by=actor, source="github", usd=usd, tokens=tokens)
+    except services.NotPaused as exc:
+        return f"Not raised: {exc}.", Round.Status.REFUSED
+    except ValueError as exc:
+        return f"Not raised: {exc}. ({BUDGET_USAGE}.)", Round.Status.REFUSED
+    if usd is not None:
+        limit = f"{budgets.money(usd)} (now {budgets.money(pause.limit_usd + usd)})"
+    else:
+        limit = f"{tokens:,} tokens (now {pause.limit_tokens + tokens:,})"
+    where = f" of stage {pause.stage_name}" if pause.stage_name else ""
+    return f"Raised the {pause.scope} budget{where} by {limit}: stage {pause.stage.name} goes on where it stopped.", Round.Status.DONE
 
 
 def status_text(task: Task) -> str:

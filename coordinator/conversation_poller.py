@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 def tasks_to_poll(now):
     return (
         Task.objects.filter(repository__kind=Repository.Kind.GITHUB, repository__enabled=True)
-        .filter(Q(pr_number__isnull=False) | Q(status=Task.Status.AWAITING_APPROVAL))
+        # Tasks waiting for a person are read before they have a PR: `/tacx approve`, `/tacx budget`.
+        .filter(Q(pr_number__isnull=False) | Q(status__in=[Task.Status.AWAITING_APPROVAL, Task.Status.PAUSED]))
         .filter(Q(status__in=Task.ACTIVE) | Q(finished_at__gte=now - POLL_WINDOW))
         .select_related("repository")
         .order_by("id")

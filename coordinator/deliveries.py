@@ -275,18 +275,10 @@ def delivery_act(client: GitHubClient, delivery: WebhookDelivery):
     # the two is what the poller compares its `labeled` event with, so it won't start it again.
     updated_at = parse_datetime(issue.get("updated_at") or "")
     triggered_at = max(filter(None, [delivery.received_at, updated_at]))
-    trigger = IssueTrigger(
-        repository=repository,
-        number=int(issue["number"]),
-        title=str(issue.get("title") or ""),
-        body=str(issue.get("body") or ""),
-        url=str(issue.get("html_url") or ""),
-        labeler=str(sender.get("login") or ""),
-        labeler_type=str(sender.get("type") or ""),
-        source=ASSIGNMENT_SOURCE if action == "assigned" else "webhook",
-        triggered_at=triggered_at,
-        labels=tuple(issue.get("labels") or ()),
-        via="assignment" if action == "assigned" else "label",
+    assigned = action == "assigned"
+    trigger = IssueTrigger.of_issue(
+        repository, issue, actor=sender, number=int(issue["number"]), labels=tuple(issue.get("labels") or ()), triggered_at=triggered_at,
+        source=ASSIGNMENT_SOURCE if assigned else "webhook", via="assignment" if assigned else "label",
     )
     task, result = trigger_handle(client, trigger)
     return task, result, WebhookDelivery.Status.DONE

@@ -183,19 +183,9 @@ class GitHubSource(IssueSource):
         if latest is not None and event_time <= latest:
             return 0  # that label already had its task (finished, or refused)
         actor = (event or {}).get("actor") or {}
-        trigger = IssueTrigger(
-            repository=repository,
-            number=number,
-            title=str(issue.get("title") or ""),
-            body=str(issue.get("body") or ""),
-            url=str(issue.get("html_url") or ""),
-            labeler=str(actor.get("login") or ""),
-            labeler_type=str(actor.get("type") or ""),
-            source=ASSIGNMENT_SOURCE if via == "assignment" else "poll",
-            triggered_at=event_time,
-            labels=tuple(str(lb.get("name", "")) for lb in issue.get("labels") or [] if isinstance(lb, dict)),
-            via=via,
-        )
+        labels = tuple(str(lb.get("name", "")) for lb in issue.get("labels") or [] if isinstance(lb, dict))
+        source = ASSIGNMENT_SOURCE if via == "assignment" else "poll"
+        trigger = IssueTrigger.of_issue(repository, issue, actor=actor, number=number, labels=labels, triggered_at=event_time, source=source, via=via)
         _, what = trigger_handle(self.client, trigger)
         return 1 if what.endswith("created") else 0
 

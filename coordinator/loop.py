@@ -19,6 +19,8 @@ Steps, in the order of one cycle:
   react_one_round      👀 on the comment that started a round
   reply_one_round      the reply of a finished round (what changed, the cost) or a command
   post_one_plan        the plan of a task awaiting approval, as an issue comment
+  post_one_pause       the question of a task paused at a budget, on its PR or issue
+  expire_one_pause     a budget pause nobody answered within TACX_BUDGET_PAUSE_SECONDS: the task ends
   sync_one_comment     one task's progress comment on GitHub
   clean_one_worktree   the worktree of a task finished longer ago than the retention
   prune_old_events     transcripts of tasks finished longer ago than TACX_EVENT_RETENTION_DAYS
@@ -110,6 +112,8 @@ class Coordinator:
             self.react_one_round,
             self.reply_one_round,
             self.post_one_plan,
+            self.post_one_pause,
+            self.expire_one_pause,
             self.reap_one_stage,
             self.requeue_lost_jobs,
             self.kill_one_orphan,
@@ -307,6 +311,17 @@ class Coordinator:
         if not self.unit_backoff.ready("github"):
             return False
         return replies.post_one_plan(self.client)
+
+    def post_one_pause(self) -> bool:
+        if not self.unit_backoff.ready("github"):
+            return False
+        return replies.post_one_pause(self.client)
+
+    def expire_one_pause(self) -> bool:
+        ended = services.budget_pause_expire(limit=1)
+        for pause in ended:
+            log.info("task %s: budget pause %s ended unanswered", pause.task_id, pause.pk)
+        return bool(ended)
 
     def reap_one_stage(self) -> bool:
         return reaping.reap_one_stage(host=self.host)

@@ -42,6 +42,7 @@ ICONS = {
     "pending": "⏳",
     "queued": "⏳",
     "waiting": "⏸️",
+    "paused": "⏸️",
     "running": "🔄",
     "succeeded": "✅",
     "failed": "❌",

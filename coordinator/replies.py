@@ -1,6 +1,7 @@
 """What TAC-X says back on GitHub about rounds: 👀 on the comment that started one, the reply
 when it is over (the commits it pushed, the diff stat, the cost; or why it did not start; or a
-command's answer), and the plan of a task awaiting approval.
+command's answer), the plan of a task awaiting approval, and the question of a task paused at a
+budget.
 
 Each post is claimed in the database first (a conditional UPDATE), so two coordinators never
 post it twice; a reply whose poster died after posting is found again by its marker.
@@ -14,9 +15,11 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from pipeline import budgets
 from pipeline.github import GitHubClient, GitHubError
-from pipeline.models import Repository, Round, StageResult, Task
+from pipeline.models import BudgetPause, Repository, Round, StageResult, Task
 from pipeline.quoting import quoted_block, quoted_inline
+from pipeline.services.budget_pauses import suggested_raise
 
 from .conversation import workflow_of
 
@@ -168,3 +171,63 @@ def post_one_plan(client: GitHubClient) -> bool:
         Task.objects.filter(pk=task.pk).update(plan_comment_id=int(comment["id"]))
         return True
     return False
+
+
+def pause_marker(pause: BudgetPause) -> str:
+    return f"<!-- tacx:pause:{pause.pk} -->"
+
+
+def pause_comment_body(pause: BudgetPause) -> str:
+    """The question a budget pause asks on GitHub: what was spent against which limit, what the
+    rest may cost, how to answer, and when it ends unanswered. Only TAC-X's own figures and
+    names (the meter's sentence, the branch), no agent text."""
+    task = pause.task
+    dashboard = settings.TACX["DASHBOARD_URL"].rstrip("/")
+    what = f"the {pause.scope} budget" + (f" of stage `{pause.stage_name}`" if pause.stage_name else "")
+    limit = " and ".join(
+        x for x in (budgets.money(pause.limit_usd) if pause.limit_usd is not None else "", f"{pause.limit_tokens:,} tokens" if pause.limit_tokens is not None else "") if x
+    )
+    spent = f"{budgets.money(pause.spent_usd)} ({pause.spent_tokens:,} tokens)"
+    raise_by = suggested_raise(pause, pause.estimate or {})
+    kept = pause.result.head_commit
+    lines = [
+        pause_marker(pause),
+        f"**TAC-X** paused task {task.pk} at a budget: {what} ({limit}) was reached in stage `{pause.stage.name}`; {spent} spent against it.",
+        "",
+        f"The rest of the workflow: {budgets.estimate_sentence(pause.estimate or {})}.",
+    ]
+    if kept and kept != pause.result.base_commit:
+        lines.append(f"The work so far is on the branch {quoted_inline(task.branch, limit=200)} (commit {quoted_inline(kept[:10], limit=12)}).")
+    lines += [
+        "",
+        "Someone with write access answers with a comment:",
+        f"- `/tacx budget +{raise_by}` raises the limit by that much; the stage goes on where it stopped",
+        "- `/tacx budget stop` ends the task here",
+        "",
+        f"Nobody answering ends the task at {pause.expires_at:%Y-%m-%d %H:%M} UTC." if pause.expires_at else "",
+        f"[Task {task.pk} in the TAC-X dashboard]({dashboard}/tasks/{task.pk}/)",
+    ]
+    return "\n".join(lines)
+
+
+def post_one_pause(client: GitHubClient) -> bool:
+    """Post the question of one waiting budget pause on its task's PR (or issue), once: the post
+    is claimed first; a failed post is given back for the next try."""
+    pause = (
+        BudgetPause.objects.filter(status=BudgetPause.Status.WAITING, comment_claimed_at__isnull=True, task__repository__kind=Repository.Kind.GITHUB)
+        .select_related("task__repository", "stage", "result")
+        .order_by("id")
+        .first()
+    )
+    if pause is None:
+        return False
+    if not BudgetPause.objects.filter(pk=pause.pk, comment_claimed_at__isnull=True).update(comment_claimed_at=timezone.now()):
+        return True
+    task = pause.task
+    try:
+        comment = client.issue_comment_create(full_name=task.repository.full_name, number=task.pr_number or task.issue_number, body=pause_comment_body(pause))
+    except GitHubError:
+        BudgetPause.objects.filter(pk=pause.pk).update(comment_claimed_at=None)
+        raise
+    BudgetPause.objects.filter(pk=pause.pk).update(comment_id=int(comment["id"]))
+    return True

@@ -53,6 +53,20 @@ class IssueTrigger:
     labels: tuple[str, ...] = ()  # the issue's labels (plan approval's skip label)
     via: str = "label"  # label | assignment (then `labeler` is who assigned the issue)
 
+    @classmethod
+    def of_issue(cls, repository: Repository, issue: dict, *, actor: dict, **fields) -> IssueTrigger:
+        """Title, body and URL from GitHub's issue object, the labeler from its user object
+        `actor` (who applied the label or assigned the issue), the other `fields` as given."""
+        return cls(
+            repository=repository,
+            title=str(issue.get("title") or ""),
+            body=str(issue.get("body") or ""),
+            url=str(issue.get("html_url") or ""),
+            labeler=str(actor.get("login") or ""),
+            labeler_type=str(actor.get("type") or ""),
+            **fields,
+        )
+
 
 def active_task(repository: Repository, number: int) -> Task | None:
     return Task.objects.filter(repository=repository, issue_number=number, status__in=Task.ACTIVE).first()

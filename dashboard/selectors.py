@@ -11,6 +11,7 @@ from pathlib import Path
 
 from django.db.models import (
     BigIntegerField,
+    Count,
     DecimalField,
     F,
     OuterRef,
@@ -25,8 +26,8 @@ from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from pipeline import git, repos, slots, worktree_reads
-from pipeline.models import ZERO, AgentEvent, Repository, Stage, StageResult, Task, Worker
+from pipeline import git, repos, services, slots, worktree_reads
+from pipeline.models import ZERO, AgentEvent, MemoryEntry, Repository, Stage, StageResult, Task, Worker
 
 DIFF_LIMIT = 300_000  # characters of a branch diff shown on a page
 
@@ -108,13 +109,48 @@ def task_get(task_id: int) -> Task:
     return get_object_or_404(Task.objects.select_related("repository"), pk=task_id)
 
 
+RETRIED = "task retried"  # the status event services.task_retry records
+
+
 def task_stages(task: Task) -> list[Stage]:
-    """The stages of a task in order, each with every attempt (``stage.attempt_list``)."""
-    return list(
+    """The stages of a task in order, each with every attempt (``stage.attempt_list``). An
+    attempt that is the first after a person's Retry has ``manual_retry`` set; each stage has
+    ``manual_retries`` and ``counted_attempts`` (the attempts that count against
+    ``max_attempts``: not cancelled, and since the last manual retry, which resets the count)."""
+    stages = list(
         task.stages.order_by("position").prefetch_related(
             Prefetch("results", queryset=StageResult.objects.order_by("attempt"), to_attr="attempt_list")
         )
     )
+    retries = sorted(
+        AgentEvent.objects.filter(task=task, kind=AgentEvent.Kind.STATUS, data__message=RETRIED).values_list("created_at", flat=True)
+    )
+    for stage in stages:
+        previous = None
+        counted = 0
+        stage.manual_retries = 0
+        for r in stage.attempt_list:
+            r.manual_retry = bool(
+                previous is not None and r.started_at and any(previous.started_at <= t <= r.started_at for t in retries if previous.started_at)
+            )
+            if r.manual_retry:
+                stage.manual_retries += 1
+                counted = 0
+            if r.outcome != StageResult.Outcome.CANCELLED:
+                counted += 1
+            previous = r
+        stage.counted_attempts = counted
+    return stages
+
+
+def retry_from(stages: list[Stage]) -> Stage | None:
+    """The stage a Retry starts from: the first that did not succeed."""
+    return next((s for s in stages if s.status != Stage.Status.SUCCEEDED), None)
+
+
+def stopping_stage(stages: list[Stage]) -> Stage | None:
+    """A stage whose agent is still being stopped after the task ended (a cancel): Retry waits."""
+    return next((s for s in stages if s.status == Stage.Status.RUNNING), None)
 
 
 def task_attempts(task: Task) -> QuerySet[StageResult]:
@@ -310,3 +346,40 @@ def task_now_doing(task: Task) -> AgentEvent | None:
 
 def task_running_attempt(task: Task) -> StageResult | None:
     return task.results.filter(outcome=StageResult.Outcome.RUNNING).select_related("stage").order_by("-id").first()
+
+
+# --- a repository's memory -------------------------------------------------------------------------
+
+
+def memory_list(*, repository: Repository | None = None, status: str | None = None) -> QuerySet[MemoryEntry]:
+    """Memory entries (of one repository, in one status), proposals first, then oldest first,
+    with where each came from."""
+    rows = MemoryEntry.objects.select_related("repository", "source_task", "source_result__stage")
+    if repository is not None:
+        rows = rows.filter(repository=repository)
+    if status:
+        rows = rows.filter(status=status)
+    return rows.order_by("repository__full_name", "repository_id", "id")
+
+
+def memory_get(entry_id: int) -> MemoryEntry:
+    """The entry with its repository and source (404 when there is none)."""
+    return get_object_or_404(MemoryEntry.objects.select_related("repository", "source_task", "source_result__stage"), pk=entry_id)
+
+
+def memory_given_ids(repository_ids: set[int] | list[int]) -> set[int]:
+    """Ids of the entries later prompts of these repositories carry (accepted, within the cap)."""
+    ids: set[int] = set()
+    for repository in Repository.objects.filter(pk__in=set(repository_ids)):
+        ids.update(entry.pk for entry in services.memory_in_prompts(repository=repository)[0])
+    return ids
+
+
+def memory_repositories() -> QuerySet[Repository]:
+    """Every repository with the number of its memory entries in each status."""
+    def count(status: str) -> Count:
+        return Count("memory", filter=Q(memory__status=status))
+
+    return Repository.objects.annotate(
+        proposed=count(MemoryEntry.Status.PROPOSED), accepted=count(MemoryEntry.Status.ACCEPTED), rejected=count(MemoryEntry.Status.REJECTED)
+    ).order_by("full_name", "id")

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import evaluations, views
 
 app_name = "dashboard"
 urlpatterns = [
@@ -14,9 +14,19 @@ urlpatterns = [
     path("tasks/<int:task_id>/retry/", views.task_retry, name="task-retry"),
     path("tasks/<int:task_id>/cancel/", views.task_cancel, name="task-cancel"),
     path("tasks/<int:task_id>/approve/", views.task_approve, name="task-approve"),
+    path("tasks/<int:task_id>/budget/raise/", views.task_budget_raise, name="task-budget-raise"),
+    path("tasks/<int:task_id>/budget/stop/", views.task_budget_stop, name="task-budget-stop"),
     path("stats/", views.stats_page, name="stats"),
+    path("evaluations/", evaluations.eval_compare, name="eval-compare"),
     path("workers/", views.workers_page, name="workers"),
     path("workers/rows/", views.worker_rows, name="worker-rows"),
+    path("memory/", views.memory_index, name="memory"),
+    path("repositories/<int:repository_id>/memory/", views.repository_memory, name="repository-memory"),
+    path("repositories/<int:repository_id>/memory/add/", views.memory_add, name="memory-add"),
+    path("memory/<int:entry_id>/edit/", views.memory_edit, name="memory-edit"),
+    path("memory/<int:entry_id>/accept/", views.memory_accept, name="memory-accept"),
+    path("memory/<int:entry_id>/reject/", views.memory_reject, name="memory-reject"),
+    path("memory/<int:entry_id>/delete/", views.memory_delete, name="memory-delete"),
     path("health", views.health_view, name="health"),
     path("api/docs/", views.api_docs, name="api-docs"),
 ]

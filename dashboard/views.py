@@ -4,18 +4,20 @@ JS fetches again when the event stream says something changed."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from pipeline import accounting, pulls, repos, sandbox, services, slots
-from pipeline.models import AgentEvent, Repository, StageResult, Task
+from pipeline import accounting, budgets, pulls, repos, sandbox, services, slots
+from pipeline.models import AgentEvent, MemoryEntry, Repository, StageResult, Task
 from pipeline.services import rounds
 from pipeline.workflow import WorkflowError, load_workflow_text
 
@@ -51,6 +53,20 @@ class StatsForm(forms.Form):
     days = forms.IntegerField(required=False, min_value=1, max_value=365)
 
 
+def _view(permission: str | None, *decorators: Callable[[Callable], Callable]) -> Callable[[Callable], Callable]:
+    """A page for a logged-in user holding `permission` (403 without it; None: any logged-in
+    user), wrapped in `decorators` (the first outermost)."""
+
+    def wrap(view: Callable) -> Callable:
+        for decorator in reversed(decorators):
+            view = decorator(view)
+        if permission:
+            view = permission_required(permission, raise_exception=True)(view)
+        return login_required(view)
+
+    return wrap
+
+
 def _task_page(request: HttpRequest) -> dict:
     form = TaskFilterForm(request.GET)
     # The cursor is read before the rows: an event that lands in between makes the page refresh
@@ -60,19 +76,14 @@ def _task_page(request: HttpRequest) -> dict:
     return {"form": form, "page": page, "tasks": page.object_list, "live_after": after}
 
 
-@login_required
-@permission_required("pipeline.view_task", raise_exception=True)
-@require_GET
+@_view("pipeline.view_task", require_GET)
 def task_list(request: HttpRequest) -> HttpResponse:
     context = _task_page(request)
     context["repositories"] = selectors.repositories()
     return render(request, "dashboard/tasks.html", context)
 
 
-@login_required
-@permission_required("pipeline.view_task", raise_exception=True)
-@require_GET
-@never_cache
+@_view("pipeline.view_task", require_GET, never_cache)
 def task_rows(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/partials/task_rows.html", _task_page(request))
 
@@ -95,8 +106,13 @@ def _summary(task: Task, user) -> dict:
         "can_retry": task.status not in Task.ACTIVE
         and task.status not in (Task.Status.SUCCEEDED, Task.Status.SKIPPED)
         and user.has_perm("pipeline.retry_task"),
+        # Cancelled, but the agent is still being stopped: Retry waits (the API answers 409 then).
+        "stopping": selectors.stopping_stage(stages) if task.status not in Task.ACTIVE else None,
+        "retry_from": selectors.retry_from(stages),
         "can_cancel": task.status in Task.ACTIVE and user.has_perm("pipeline.cancel_task"),
         "can_approve": task.status == Task.Status.AWAITING_APPROVAL and user.has_perm("pipeline.approve_task"),
+        "pause": services.open_pause(task) if task.status == Task.Status.PAUSED else None,
+        "can_answer_pause": task.status == Task.Status.PAUSED and user.has_perm("pipeline.approve_task"),
         "rounds": list(task.rounds.order_by("id")),
         "budgets": accounting.task_budget_lines(task),
         "blocked": blocked,
@@ -108,9 +124,7 @@ def _documents(task: Task) -> dict:
     return {"task": task, "documents": selectors.task_documents(task), "diff": selectors.task_diff(task)}
 
 
-@login_required
-@permission_required("pipeline.view_task", raise_exception=True)
-@require_GET
+@_view("pipeline.view_task", require_GET)
 def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
     task = selectors.task_get(task_id)
     after = streams.safe_latest_id(task_id=task.pk)
@@ -191,8 +205,7 @@ class LocalRepositoryForm(forms.Form):
             raise forms.ValidationError(str(exc)) from None
 
 
-@login_required
-@permission_required("pipeline.add_repository", raise_exception=True)
+@_view("pipeline.add_repository")
 def repository_new(request: HttpRequest) -> HttpResponse:
     """Register another git repository on this machine (what `add_repo NAME --local PATH` does).
     A path the server can read becomes one TAC-X pushes to: only `pipeline.add_repository`."""
@@ -207,8 +220,7 @@ def repository_new(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/repository_new.html", {"form": form}, status=400 if form.errors else 200)
 
 
-@login_required
-@permission_required("pipeline.add_task", raise_exception=True)
+@_view("pipeline.add_task")
 def task_new(request: HttpRequest) -> HttpResponse:
     """The form of `POST /api/tasks/create/`, with its permission: the form itself lists the local
     repositories and takes a workflow override (any `command` argv), so a GET needs it too."""
@@ -236,25 +248,17 @@ def task_new(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/task_new.html", {"form": form}, status=400 if form.errors else 200)
 
 
-@login_required
-@permission_required("pipeline.view_task", raise_exception=True)
-@require_GET
-@never_cache
+@_view("pipeline.view_task", require_GET, never_cache)
 def task_summary(request: HttpRequest, task_id: int) -> HttpResponse:
     return render(request, "dashboard/partials/task_summary.html", _summary(selectors.task_get(task_id), request.user))
 
 
-@login_required
-@permission_required("pipeline.view_task", raise_exception=True)
-@require_GET
-@never_cache
+@_view("pipeline.view_task", require_GET, never_cache)
 def task_documents(request: HttpRequest, task_id: int) -> HttpResponse:
     return render(request, "dashboard/partials/task_documents.html", _documents(selectors.task_get(task_id)))
 
 
-@login_required
-@permission_required("pipeline.retry_task", raise_exception=True)
-@require_POST
+@_view("pipeline.retry_task", require_POST)
 def task_retry(request: HttpRequest, task_id: int) -> HttpResponse:
     task = selectors.task_get(task_id)
     try:
@@ -266,9 +270,7 @@ def task_retry(request: HttpRequest, task_id: int) -> HttpResponse:
     return redirect(task)
 
 
-@login_required
-@permission_required("pipeline.cancel_task", raise_exception=True)
-@require_POST
+@_view("pipeline.cancel_task", require_POST)
 def task_cancel(request: HttpRequest, task_id: int) -> HttpResponse:
     task = selectors.task_get(task_id)
     if services.task_cancel(task=task, reason=f"cancelled by {request.user.get_username()}"):
@@ -278,9 +280,7 @@ def task_cancel(request: HttpRequest, task_id: int) -> HttpResponse:
     return redirect(task)
 
 
-@login_required
-@permission_required("pipeline.view_task", raise_exception=True)
-@require_GET
+@_view("pipeline.view_task", require_GET)
 def stats_page(request: HttpRequest) -> HttpResponse:
     form = StatsForm(request.GET)
     days = (form.cleaned_data.get("days") if form.is_valid() else None) or 30
@@ -295,17 +295,12 @@ def _workers() -> dict:
     return {"live": selectors.workers_live(), "counts": slots.counts(), "recent": selectors.workers_recent(), "stale_after": health.coordinator_max_age()}
 
 
-@login_required
-@permission_required("pipeline.view_task", raise_exception=True)
-@require_GET
+@_view("pipeline.view_task", require_GET)
 def workers_page(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/workers.html", _workers())
 
 
-@login_required
-@permission_required("pipeline.view_task", raise_exception=True)
-@require_GET
-@never_cache
+@_view("pipeline.view_task", require_GET, never_cache)
 def worker_rows(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/partials/worker_rows.html", _workers())
 
@@ -317,21 +312,153 @@ def health_view(request: HttpRequest) -> JsonResponse:
     return JsonResponse(result.as_json(), status=200 if result.healthy else 503)
 
 
-@login_required
-@require_GET
+@_view(None, require_GET)
 def api_docs(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/api_docs.html")
 
 
-@login_required
-@permission_required("pipeline.approve_task", raise_exception=True)
-@require_POST
+@_view("pipeline.approve_task", require_POST)
 def task_approve(request: HttpRequest, task_id: int) -> HttpResponse:
     task = selectors.task_get(task_id)
     if rounds.task_approve(task=task, approved_by=request.user.get_username()):
         messages.success(request, f"Plan of task {task.pk} approved.")
     else:
         messages.error(request, f"Not approved: the task is {task.status}.")
+    return redirect(task)
+
+
+# --- a repository's memory (README "A memory that carries over") --------------------------------
+
+
+class MemoryTextForm(forms.Form):
+    text = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        max_length=10_000,
+        help_text="One short line: how to build or test the repository, a quirk of its tests, a convention.",
+    )
+
+    def clean_text(self) -> str:
+        try:
+            return services.memory_text_clean(self.cleaned_data["text"])
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
+class MemoryFilterForm(forms.Form):
+    status = forms.ChoiceField(choices=[("", "any status"), *MemoryEntry.Status.choices], required=False)
+
+
+@login_required
+@permission_required("pipeline.view_memoryentry", raise_exception=True)
+@require_GET
+def memory_index(request: HttpRequest) -> HttpResponse:
+    return render(request, "dashboard/memory.html", {"repositories": selectors.memory_repositories()})
+
+
+def _repository_memory(request: HttpRequest, repository: Repository, add_form: MemoryTextForm | None = None) -> dict:
+    form = MemoryFilterForm(request.GET)
+    status = form.cleaned_data.get("status") if form.is_valid() else ""
+    given, left_out = services.memory_in_prompts(repository=repository)
+    return {
+        "repository": repository,
+        "entries": selectors.memory_list(repository=repository, status=status or None),
+        "form": form,
+        "add_form": add_form or MemoryTextForm(),
+        "given": {e.pk for e in given},
+        "given_chars": sum(len(e.text) for e in given),
+        "left_out": left_out,
+        "limits": services.memory_limits(),
+    }
+
+
+@login_required
+@permission_required("pipeline.view_memoryentry", raise_exception=True)
+@require_GET
+def repository_memory(request: HttpRequest, repository_id: int) -> HttpResponse:
+    repository = get_object_or_404(Repository, pk=repository_id)
+    return render(request, "dashboard/repository_memory.html", _repository_memory(request, repository))
+
+
+@login_required
+@permission_required("pipeline.add_memoryentry", raise_exception=True)
+@require_POST
+def memory_add(request: HttpRequest, repository_id: int) -> HttpResponse:
+    repository = get_object_or_404(Repository, pk=repository_id)
+    form = MemoryTextForm(request.POST)
+    if not form.is_valid():
+        return render(request, "dashboard/repository_memory.html", _repository_memory(request, repository, form), status=400)
+    entry = services.memory_add(repository=repository, text=form.cleaned_data["text"], by=request.user.get_username())
+    messages.success(request, f"Entry #{entry.pk} added and accepted.")
+    return redirect("dashboard:repository-memory", repository_id=repository.pk)
+
+
+@login_required
+@permission_required("pipeline.change_memoryentry", raise_exception=True)
+def memory_edit(request: HttpRequest, entry_id: int) -> HttpResponse:
+    entry = selectors.memory_get(entry_id)
+    form = MemoryTextForm(request.POST or None, initial={"text": entry.text})
+    if request.method == "POST" and form.is_valid():
+        services.memory_edit(entry=entry, text=form.cleaned_data["text"], by=request.user.get_username())
+        messages.success(request, f"Entry #{entry.pk} saved.")
+        return redirect("dashboard:repository-memory", repository_id=entry.repository_id)
+    return render(request, "dashboard/memory_edit.html", {"entry": entry, "form": form}, status=400 if form.errors else 200)
+
+
+@login_required
+@permission_required("pipeline.change_memoryentry", raise_exception=True)
+@require_POST
+def memory_accept(request: HttpRequest, entry_id: int) -> HttpResponse:
+    entry = services.memory_accept(entry=selectors.memory_get(entry_id), by=request.user.get_username())
+    messages.success(request, f"Entry #{entry.pk} accepted: later tasks of {entry.repository.full_name} get it.")
+    return redirect("dashboard:repository-memory", repository_id=entry.repository_id)
+
+
+@login_required
+@permission_required("pipeline.change_memoryentry", raise_exception=True)
+@require_POST
+def memory_reject(request: HttpRequest, entry_id: int) -> HttpResponse:
+    entry = services.memory_reject(entry=selectors.memory_get(entry_id), by=request.user.get_username())
+    messages.success(request, f"Entry #{entry.pk} rejected.")
+    return redirect("dashboard:repository-memory", repository_id=entry.repository_id)
+
+
+@login_required
+@permission_required("pipeline.delete_memoryentry", raise_exception=True)
+@require_POST
+def memory_delete(request: HttpRequest, entry_id: int) -> HttpResponse:
+    entry = selectors.memory_get(entry_id)
+    repository_id, number = entry.repository_id, entry.pk
+    services.memory_delete(entry=entry)
+    messages.success(request, f"Entry #{number} deleted.")
+    return redirect("dashboard:repository-memory", repository_id=repository_id)
+@login_required
+@permission_required("pipeline.approve_task", raise_exception=True)
+@require_POST
+def task_budget_raise(request: HttpRequest, task_id: int) -> HttpResponse:
+    """The form of `POST /api/tasks/<id>/budget/raise/`: one field, `amount` ("+2.00", "+50000 tokens")."""
+    task = selectors.task_get(task_id)
+    try:
+        usd, tokens = budgets.parse_raise(request.POST.get("amount", ""))
+        pause = services.budget_raise(task=task, by=request.user.get_username(), source="dashboard", usd=usd, tokens=tokens)
+    except ValueError as exc:  # NotPaused included
+        messages.error(request, f"Not raised: {exc}")
+    else:
+        amount = budgets.money(usd) if usd is not None else f"{tokens:,} tokens"
+        messages.success(request, f"The {pause.scope} budget of task {task.pk} was raised by {amount}; stage {pause.stage.name} goes on.")
+    return redirect(task)
+
+
+@login_required
+@permission_required("pipeline.approve_task", raise_exception=True)
+@require_POST
+def task_budget_stop(request: HttpRequest, task_id: int) -> HttpResponse:
+    task = selectors.task_get(task_id)
+    try:
+        services.budget_stop(task=task, by=request.user.get_username(), source="dashboard")
+    except services.NotPaused as exc:
+        messages.error(request, f"Not ended: {exc}")
+    else:
+        messages.success(request, f"Task {task.pk} ended at its budget pause.")
     return redirect(task)
 
 

@@ -7,17 +7,17 @@ provider modules build the same for production runs. Every environment here is s
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.agent_process import pump_lines
+from pipeline.lib.jsonl import json_objects
 from pipeline.providers import get_provider
 from pipeline.providers.base import Invocation, agent_environment
 
@@ -246,16 +246,7 @@ def start_agent(
 
 def jsonl(text: str | Iterable[str]) -> list[dict[str, Any]]:
     """Parse JSON lines, skipping blank and non-JSON lines."""
-    lines = text.splitlines() if isinstance(text, str) else text
-    parsed = []
-    for line in lines:
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            parsed.append(value)
-    return parsed
+    return json_objects(text.splitlines() if isinstance(text, str) else text)
 
 
 def read_lines_until(
@@ -268,15 +259,8 @@ def read_lines_until(
     Returns ``(lines read, the matching object or None)``. Reads in a helper thread so a CLI
     that prints nothing cannot block the caller past ``timeout``.
     """
-    found: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            found.put(line)
-        found.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
+    assert process.stdout is not None
+    found, _ = pump_lines(process.stdout, name="cli-stdout")
     lines: list[str] = []
     deadline = time.monotonic() + timeout
     while (remaining := deadline - time.monotonic()) > 0:

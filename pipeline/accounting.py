@@ -93,6 +93,9 @@ class BudgetLine:
     tokens: int | None
     spent_usd: Decimal
     spent_tokens: int
+    on_exceed: str = "fail"
+    raised_usd: Decimal = Decimal(0)  # already in ``usd``: what people added at a pause
+    raised_tokens: int = 0
 
     @property
     def fraction(self) -> float:
@@ -116,7 +119,9 @@ class BudgetLine:
 def task_budget_lines(task: Task, *, now: datetime | None = None) -> list[BudgetLine]:
     """Spend against every budget configured for ``task``: its stages' and its own (from the
     workflow snapshot taken when it started), its repository's daily one and the global daily
-    one (today's spend, UTC). Budgets that are not configured are left out."""
+    one (today's spend, UTC). Budgets that are not configured are left out. The limits are the
+    ones in force for this task: what people raised them by at a pause is included
+    (``budgets.raises_of``)."""
     lines: list[BudgetLine] = []
     workflow = None
     if task.workflow:
@@ -124,22 +129,27 @@ def task_budget_lines(task: Task, *, now: datetime | None = None) -> list[Budget
             workflow = Workflow.from_json(task.workflow)
         except WorkflowError:
             workflow = None
+
+    def line(scope: str, stage: str, usd: Decimal | None, tokens: int | None, results, on_exceed: str) -> BudgetLine:
+        spent = budgets.spend_of(results)
+        more_usd, more_tokens = budgets.raises_of(task=task, scope=scope, stage_name=stage, now=now)
+        usd = usd + more_usd if usd is not None else None
+        tokens = tokens + more_tokens if tokens is not None else None
+        return BudgetLine(scope, stage, usd, tokens, spent.usd, spent.tokens, on_exceed, more_usd, more_tokens)
+
     if workflow is not None:
         for cfg in workflow.stages:
-            if cfg.budget.usd is not None or cfg.budget.tokens is not None:
-                spent = budgets.spend_of(StageResult.objects.filter(task=task, stage__name=cfg.name))
-                lines.append(BudgetLine("stage", cfg.name, cfg.budget.usd, cfg.budget.tokens, spent.usd, spent.tokens))
-        if workflow.budget.usd is not None or workflow.budget.tokens is not None:
-            spent = budgets.spend_of(StageResult.objects.filter(task=task))
-            lines.append(BudgetLine("task", "", workflow.budget.usd, workflow.budget.tokens, spent.usd, spent.tokens))
+            if cfg.budget.configured:
+                lines.append(line("stage", cfg.name, cfg.budget.usd, cfg.budget.tokens, StageResult.objects.filter(task=task, stage__name=cfg.name), cfg.budget.on_exceed))
+        if workflow.budget.configured:
+            lines.append(line("task", "", workflow.budget.usd, workflow.budget.tokens, StageResult.objects.filter(task=task), workflow.budget.on_exceed))
     repo = task.repository
     if repo.daily_budget_usd is not None or repo.daily_budget_tokens is not None:
-        spent = budgets.spend_of(budgets.daily_results(repository=repo, now=now))
-        lines.append(BudgetLine("repository daily", "", repo.daily_budget_usd, repo.daily_budget_tokens, spent.usd, spent.tokens))
+        results = budgets.daily_results(repository=repo, now=now)
+        lines.append(line("repository daily", "", repo.daily_budget_usd, repo.daily_budget_tokens, results, repo.daily_budget_on_exceed))
     usd, tokens = budgets.global_daily()
     if usd is not None or tokens is not None:
-        spent = budgets.spend_of(budgets.daily_results(now=now))
-        lines.append(BudgetLine("global daily", "", usd, tokens, spent.usd, spent.tokens))
+        lines.append(line("global daily", "", usd, tokens, budgets.daily_results(now=now), budgets.global_on_exceed()))
     return lines
 
 

@@ -1,15 +1,17 @@
+from django import forms
 from django.contrib import admin, messages
 from django.template.defaultfilters import filesizeformat
 from django.utils.html import format_html
 
 from . import services
-from .models import AgentEvent, Repository, Round, Stage, StageResult, Task, Worker
+from .accounting import TOKEN_FIELDS
+from .models import AgentEvent, BudgetPause, MemoryEntry, Repository, Round, Stage, StageResult, Task, Worker
 
 
 @admin.register(Repository)
 class RepositoryAdmin(admin.ModelAdmin):
-    list_display = ["full_name", "kind", "trigger_label", "enabled", "max_concurrent_tasks", "daily_budget_usd"]
-    list_filter = ["kind", "enabled"]
+    list_display = ["full_name", "kind", "trigger_label", "enabled", "max_concurrent_tasks", "daily_budget_usd", "daily_budget_on_exceed", "memory_auto_accept"]
+    list_filter = ["kind", "enabled", "memory_auto_accept"]
     search_fields = ["full_name", "local_path"]
     readonly_fields = ["poll_etag", "polled_at", "created_at"]
     actions = ["clear_setup_cache"]
@@ -43,10 +45,7 @@ class StageResultInline(admin.TabularInline):
         "round",
         "outcome",
         "exit_code",
-        "input_tokens",
-        "output_tokens",
-        "cache_read_tokens",
-        "cache_write_tokens",
+        *TOKEN_FIELDS,
         "cost_usd",
         "turns",
         "cli_version",
@@ -66,6 +65,17 @@ class RoundInline(admin.TabularInline):
     readonly_fields = fields
 
 
+class BudgetPauseInline(admin.TabularInline):
+    """Budget pauses (`on_exceed: pause`) and their answers (read-only: answered through the
+    dashboard, the API or `/tacx budget`)."""
+
+    model = BudgetPause
+    extra = 0
+    can_delete = False
+    fields = ["status", "stage", "scope", "limit_usd", "limit_tokens", "spent_usd", "spent_tokens", "estimate_usd", "paused_at", "expires_at", "answered_by", "answer_source", "raise_usd", "raise_tokens"]
+    readonly_fields = fields
+
+
 @admin.register(Task)
 class TaskAdmin(admin.ModelAdmin):
     list_display = ["id", "repository", "issue_number", "title", "status", "status_reason_short", "cost_usd", "created_at", "pr_link"]
@@ -82,16 +92,13 @@ class TaskAdmin(admin.ModelAdmin):
         "review_round",
         "pr_url",
         "pr_number",
-        "input_tokens",
-        "output_tokens",
-        "cache_read_tokens",
-        "cache_write_tokens",
+        *TOKEN_FIELDS,
         "cost_usd",
         "created_at",
         "started_at",
         "finished_at",
     ]
-    inlines = [StageInline, StageResultInline, RoundInline]
+    inlines = [StageInline, StageResultInline, RoundInline, BudgetPauseInline]
     actions = ["retry_tasks", "cancel_tasks"]
     date_hierarchy = "created_at"
     # Adding a task asks for what a person knows; the rest is TAC-X's to fill in (task_create).
@@ -188,3 +195,61 @@ class AgentEventAdmin(admin.ModelAdmin):
     list_display = ["id", "task", "result", "seq", "kind", "created_at"]
     list_filter = ["kind"]
     raw_id_fields = ["task", "result"]
+
+
+class MemoryEntryForm(forms.ModelForm):
+    class Meta:
+        model = MemoryEntry
+        fields = ["repository", "text"]
+
+    def clean_text(self) -> str:
+        try:
+            return services.memory_text_clean(self.cleaned_data["text"])
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
+@admin.register(MemoryEntry)
+class MemoryEntryAdmin(admin.ModelAdmin):
+    """A repository's memory: the model permissions decide who sees (view), edits, accepts and
+    rejects (change), adds and deletes entries, as on the dashboard and in the API. Accepting
+    and rejecting are the actions; the status itself is not a form field."""
+
+    form = MemoryEntryForm
+    list_display = ["id", "repository", "status", "text_short", "proposer", "source_task", "created_at", "decided_by"]
+    list_filter = ["status", "repository"]
+    search_fields = ["text", "proposer"]
+    readonly_fields = ["status", "source_task", "source_result", "proposer", "created_at", "decided_by", "decided_at", "edited_by", "edited_at"]
+    actions = ["accept_entries", "reject_entries"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # An entry stays in its repository; a new one is added by a person (accepted at once).
+        return ["repository", *self.readonly_fields] if obj is not None else []
+
+    def get_fields(self, request, obj=None):
+        return ["repository", "text"] if obj is None else ["repository", "text", *self.readonly_fields]
+
+    def save_model(self, request, obj, form, change):
+        by = request.user.get_username()
+        if not change:
+            entry = services.memory_add(repository=obj.repository, text=obj.text, by=by)
+            obj.pk = entry.pk
+            obj.refresh_from_db()
+        elif "text" in form.changed_data:
+            services.memory_edit(entry=obj, text=obj.text, by=by)
+
+    @admin.display(description="entry")
+    def text_short(self, obj: MemoryEntry) -> str:
+        return obj.text if len(obj.text) <= 100 else obj.text[:99] + "…"
+
+    @admin.action(description="Accept selected entries (later prompts carry them)", permissions=["change"])
+    def accept_entries(self, request, queryset):
+        for entry in queryset:
+            services.memory_accept(entry=entry, by=request.user.get_username())
+        self.message_user(request, f"{queryset.count()} entr{'y' if queryset.count() == 1 else 'ies'} accepted.", messages.SUCCESS)
+
+    @admin.action(description="Reject selected entries", permissions=["change"])
+    def reject_entries(self, request, queryset):
+        for entry in queryset:
+            services.memory_reject(entry=entry, by=request.user.get_username())
+        self.message_user(request, f"{queryset.count()} entr{'y' if queryset.count() == 1 else 'ies'} rejected.", messages.SUCCESS)

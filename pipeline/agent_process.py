@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import IO, AnyStr
 
 from .providers.base import Event, Outcome, ProviderError, StreamParser
 
@@ -88,6 +89,21 @@ def group_alive(pgid: int) -> bool:
     return True if members is None else bool(members)
 
 
+def pump_lines(stream: IO[AnyStr], *, name: str) -> tuple[queue.Queue[AnyStr | None], threading.Thread]:
+    """Copy `stream`'s lines into a queue, then None at its end, from a daemon thread (started):
+    a reader of the queue can wait with a timeout, which a read of the stream cannot."""
+    lines: queue.Queue[AnyStr | None] = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put(None)
+
+    reader = threading.Thread(target=pump, name=name, daemon=True)
+    reader.start()
+    return lines, reader
+
+
 def _feed_stdin(proc: subprocess.Popen, data: bytes) -> None:
     """Write `data` to the agent's stdin and close it (in a thread: the agent may read it only
     while we read its stdout). An agent that exits without reading it all is its business."""
@@ -146,16 +162,8 @@ def run_agent(
     on_start(pgid)
     if stdin_data is not None:
         threading.Thread(target=_feed_stdin, args=(proc, stdin_data), name=f"agent-stdin-{pgid}", daemon=True).start()
-    lines: queue.Queue[bytes | None] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            lines.put(raw)
-        lines.put(None)
-
-    reader = threading.Thread(target=pump, name=f"agent-stdout-{pgid}", daemon=True)
-    reader.start()
+    assert proc.stdout is not None
+    lines, reader = pump_lines(proc.stdout, name=f"agent-stdout-{pgid}")
 
     started = time.monotonic()
     last_output = started

@@ -5,6 +5,10 @@ When (one alert per incident):
 * ``task_failed``: a task ended ``failed`` (not cancelled, not skipped);
 * ``budget_exceeded``: a task ended ``budget_exceeded`` (a budget stopped an agent or refused to
   start one);
+* ``budget_paused``: a budget with ``on_exceed: pause`` stopped an agent and the task waits for a
+  person (what was spent, the limit, the estimate of the rest, when it ends unanswered);
+* ``budget_pause_answered``: someone raised the limit or ended the task, or nobody answered in
+  time (instead of ``budget_exceeded`` for the two last: one alert per answer);
 * ``stage_stalled``: an agent printed nothing for its stall limit and was killed; sent when the
   stage is retried, and instead of ``task_failed`` when the stall ended the task;
 * ``publish_blocked``: the publish guard (``pipeline.publish_guard``) stopped a post to GitHub or
@@ -36,8 +40,9 @@ from django.db import IntegrityError, transaction
 from django.urls import NoReverseMatch
 from django.utils import timezone
 
+from . import budgets
 from .lib.redaction import redact, redact_data
-from .models import SentAlert, StageResult, Task, Worker
+from .models import BudgetPause, SentAlert, StageResult, Task, Worker
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,8 @@ BUDGET_EXCEEDED = "budget_exceeded"
 STAGE_STALLED = "stage_stalled"
 HEARTBEAT_STALE = "heartbeat_stale"
 PUBLISH_BLOCKED = "publish_blocked"
+BUDGET_PAUSED = "budget_paused"
+BUDGET_PAUSE_ANSWERED = "budget_pause_answered"
 MARKER_DAYS = 7  # SentAlert rows older than this are removed
 
 
@@ -123,6 +130,25 @@ def attempt_failed(*, result: StageResult, retrying: bool) -> None:
     task = result.task
     message = f"{task}: stage {result.stage.name} attempt {result.attempt} {result.error}; retrying"
     alert_send(Alert.for_task(STAGE_STALLED, message, task, stage=result.stage.name))
+
+
+@_never_raises
+def budget_paused(*, pause: BudgetPause) -> None:
+    """Called when a task pauses at a budget (once per pause: the transition is conditional)."""
+    task = Task.objects.select_related("repository").get(pk=pause.task_id)
+    alert_send(Alert.for_task(BUDGET_PAUSED, f"{task}: {task.status_reason}", task, stage=pause.stage_name or pause.stage.name))
+
+
+@_never_raises
+def budget_pause_answered(*, pause: BudgetPause) -> None:
+    """Called when a pause is answered: raised, stopped by a person, or expired unanswered."""
+    task = Task.objects.select_related("repository").get(pk=pause.task_id)
+    if pause.status == BudgetPause.Status.RAISED:
+        amount = budgets.money(pause.raise_usd) if pause.raise_usd is not None else f"{pause.raise_tokens:,} tokens"
+        message = f"{task}: {pause.scope} budget raised by {amount} by {pause.answered_by} ({pause.answer_source}); the task goes on"
+    else:
+        message = f"{task}: {task.status}: {task.status_reason}"
+    alert_send(Alert.for_task(BUDGET_PAUSE_ANSWERED, message, task, stage=pause.stage.name))
 
 
 @_never_raises

@@ -19,10 +19,22 @@ running in parallel on other workers count too (to within that refresh and their
 
 ``repository_waiting_reason(task)`` is what the coordinator asks before starting a task: "" or why
 it must wait (a daily budget is used up); it starts again the next UTC day.
+
+What a reached budget does (its ``on_exceed``): ``fail`` (the default) ends the task as
+``budget_exceeded``; ``pause`` stops the agent at the same point, keeps its work and parks the task
+until a person raises the limit or ends it (``pipeline.services.pauses``). When several budgets are
+reached at once and one of them fails, the task fails. Workflow budgets say it in the workflow
+(``budget: {usd: 5, on_exceed: pause}``), the repository's daily budget in
+``Repository.daily_budget_on_exceed``, the global one in ``TACX_DAILY_BUDGET_ON_EXCEED``. A raise
+(a ``BudgetPause`` answered ``raised``) is added to its budget's limit for every later attempt of
+that task; a daily budget's raise counts on the day it was given only.
+
+``rest_estimate(...)`` is what a pause shows as the cost of the rest of the workflow.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -34,11 +46,12 @@ from django.utils import timezone
 
 from .agent_process import StopAgent
 from .lib.pricing import price_for
-from .models import StageResult, Task
+from .models import BudgetPause, StageResult, Task
 from .workflow import StageConfig, Workflow
 
 ZERO = Decimal(0)
 REFRESH_SECONDS = 2.0  # how often a running attempt re-reads the daily spend of the others
+ESTIMATE_SAMPLES = 20  # successful attempts per stage the estimate of a pause averages
 
 
 @dataclass(frozen=True)
@@ -87,18 +100,45 @@ def daily_results(*, repository=None, now: datetime | None = None) -> QuerySet[S
     return results.filter(task__repository=repository) if repository is not None else results
 
 
+def global_on_exceed() -> str:
+    return settings.TACX.get("DAILY_BUDGET_ON_EXCEED") or "fail"
+
+
+def raises_of(*, task: Task, scope: str, stage_name: str = "", now: datetime | None = None) -> tuple[Decimal, int]:
+    """What people added to one budget of ``task`` by answering its pauses (USD, tokens); a
+    daily budget's raises count on the day they were given only."""
+    raised = BudgetPause.objects.filter(task=task, scope=scope, status=BudgetPause.Status.RAISED)
+    if scope == "stage":
+        raised = raised.filter(stage_name=stage_name)
+    if scope.endswith("daily"):
+        raised = raised.filter(answered_at__gte=start_of_day(now))
+    totals = raised.aggregate(usd=Sum("raise_usd"), tokens=Sum("raise_tokens"))
+    return totals["usd"] or ZERO, totals["tokens"] or 0
+
+
 @dataclass
 class Limit:
-    """One budget that applies to an attempt, with what others already spent against it."""
+    """One budget that applies to an attempt, with what others already spent against it. ``usd``
+    and ``tokens`` are the limits in force: the configured ones plus what people raised them by."""
 
     scope: str  # "stage", "task", "repository daily", "global daily"
     usd: Decimal | None
     tokens: int | None
     others: QuerySet[StageResult]  # the spend that counts besides this attempt's own
     spent: Spend = field(default_factory=Spend)
+    on_exceed: str = "fail"  # "fail" or "pause"
+    stage_name: str = ""  # for scope "stage"
 
     def __post_init__(self) -> None:
         self.refresh()
+
+    def with_raises(self, task: Task, now: datetime | None = None) -> Limit:
+        usd, tokens = raises_of(task=task, scope=self.scope, stage_name=self.stage_name, now=now)
+        if self.usd is not None:
+            self.usd += usd
+        if self.tokens is not None:
+            self.tokens += tokens
+        return self
 
     def refresh(self) -> None:
         self.spent = spend_of(self.others)
@@ -121,17 +161,19 @@ def attempt_limits(*, task: Task, stage_name: str, workflow: Workflow, exclude_r
 
     limits: list[Limit] = []
     stage_budget = workflow.stage(stage_name).budget
-    if stage_budget.usd is not None or stage_budget.tokens is not None:
-        limits.append(Limit("stage", stage_budget.usd, stage_budget.tokens, others(StageResult.objects.filter(task=task, stage__name=stage_name))))
-    if workflow.budget.usd is not None or workflow.budget.tokens is not None:
-        limits.append(Limit("task", workflow.budget.usd, workflow.budget.tokens, others(StageResult.objects.filter(task=task))))
+    if stage_budget.configured:
+        stage_spend = others(StageResult.objects.filter(task=task, stage__name=stage_name))
+        limits.append(Limit("stage", stage_budget.usd, stage_budget.tokens, stage_spend, on_exceed=stage_budget.on_exceed, stage_name=stage_name))
+    if workflow.budget.configured:
+        limits.append(Limit("task", workflow.budget.usd, workflow.budget.tokens, others(StageResult.objects.filter(task=task)), on_exceed=workflow.budget.on_exceed))
     repo = task.repository
     if repo.daily_budget_usd is not None or repo.daily_budget_tokens is not None:
-        limits.append(Limit("repository daily", repo.daily_budget_usd, repo.daily_budget_tokens, others(daily_results(repository=repo, now=now))))
+        repo_spend = others(daily_results(repository=repo, now=now))
+        limits.append(Limit("repository daily", repo.daily_budget_usd, repo.daily_budget_tokens, repo_spend, on_exceed=repo.daily_budget_on_exceed))
     usd, tokens = global_daily()
     if usd is not None or tokens is not None:
-        limits.append(Limit("global daily", usd, tokens, others(daily_results(now=now))))
-    return limits
+        limits.append(Limit("global daily", usd, tokens, others(daily_results(now=now)), on_exceed=global_on_exceed()))
+    return [limit.with_raises(task, now) for limit in limits]
 
 
 def repository_waiting_reason(task: Task, now: datetime | None = None) -> str:
@@ -153,13 +195,44 @@ def repository_waiting_reason(task: Task, now: datetime | None = None) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class Reached:
+    """The budget that stopped (or refused to start) an attempt, with the figures a pause shows."""
+
+    scope: str
+    stage_name: str
+    on_exceed: str
+    usd: Decimal | None  # the limit in force
+    tokens: int | None
+    spent: Spend  # spend against it, this attempt's included
+    reason: str  # the meter's sentence
+
+    @property
+    def pauses(self) -> bool:
+        return self.on_exceed == "pause"
+
+
 @dataclass
 class Meter:
-    """The budgets of one running attempt (see the module docstring)."""
+    """The budgets of one running attempt (see the module docstring). After ``refusal()`` or
+    ``check()`` said stop, ``reached`` names the budget (None for a stop no budget's
+    ``on_exceed`` covers: a model without a price)."""
 
     limits: list[Limit]
     model: str = ""
     _refreshed: float = field(default_factory=time.monotonic)
+    reached: Reached | None = None
+
+    def _first_reached(self, spend: list[tuple[Limit, Decimal, int]]) -> tuple[Limit, str, Decimal, int] | None:
+        """The budget to act on among those ``spend`` reaches: one that fails wins over one
+        that pauses (a pause must never hide a failure)."""
+        found = [(limit, reason, usd, tokens) for limit, usd, tokens in spend if (reason := limit.used_up(usd, tokens))]
+        if not found:
+            return None
+        failing = [hit for hit in found if hit[0].on_exceed != "pause"]
+        limit, reason, usd, tokens = (failing or found)[0]
+        self.reached = Reached(limit.scope, limit.stage_name, limit.on_exceed, limit.usd, limit.tokens, Spend(usd, tokens), reason)
+        return limit, reason, usd, tokens
 
     @classmethod
     def for_attempt(cls, *, task: Task, stage_cfg: StageConfig, workflow: Workflow, result: StageResult | None = None) -> Meter:
@@ -174,9 +247,8 @@ class Meter:
 
     def refusal(self) -> str | None:
         """Why the attempt must not start, or None."""
-        for limit in self.limits:
-            if reason := limit.used_up(limit.spent.usd, limit.spent.tokens):
-                return f"budget exceeded before start: {reason}"
+        if hit := self._first_reached([(limit, limit.spent.usd, limit.spent.tokens) for limit in self.limits]):
+            return f"budget exceeded before start: {hit[1]}"
         if self.model and any(limit.usd is not None for limit in self.limits):
             if price_for(self.model) is None:
                 return f"budget cannot be enforced: no price is known for model {self.model!r} (add it to TACX['PRICES'])"
@@ -203,10 +275,91 @@ class Meter:
             for limit in self.limits:
                 if limit.scope.endswith("daily"):
                     limit.refresh()
-        for limit in self.limits:
-            if reason := limit.used_up(limit.spent.usd + cost, limit.spent.tokens + tokens):
-                return StopAgent(
-                    StageResult.Outcome.BUDGET_EXCEEDED,
-                    f"budget exceeded: {reason}; this attempt spent {money(cost)} and {tokens} tokens",
-                )
+        if hit := self._first_reached([(limit, limit.spent.usd + cost, limit.spent.tokens + tokens) for limit in self.limits]):
+            return StopAgent(StageResult.Outcome.BUDGET_EXCEEDED, f"budget exceeded: {hit[1]}; this attempt spent {money(cost)} and {tokens} tokens")
         return None
+
+
+def rest_estimate(*, task: Task, workflow: Workflow, stage_name: str) -> dict:
+    """What the rest of the workflow may cost from stage ``stage_name`` on, for a pause to show.
+
+    Method: that stage once more (it resumes where it stopped, so this leans high) and every agent
+    stage after it, each at the mean cost and tokens of its last ``ESTIMATE_SAMPLES`` successful
+    attempts (same stage name and provider) in this repository, or in all repositories when this
+    one has none. A stage without any is "unknown" and left out of the sum. One pass: rounds a
+    review or a failing test sends back are not counted. Returns ``{"usd", "tokens"}`` (strings
+    and ints; None when no stage is known), ``"stages"`` (per stage: usd, tokens, samples, from)
+    and ``"unknown"`` (stage names)."""
+    names = [s.name for s in workflow.stages]
+    start = names.index(stage_name) if stage_name in names else 0
+    stages, unknown = [], []
+    usd_total, tokens_total, known = ZERO, 0, 0
+    for cfg in workflow.stages[start:]:
+        if not cfg.is_agent:
+            continue
+        done = StageResult.objects.filter(stage__name=cfg.name, provider=cfg.provider, success=True)
+        where = "repository"
+        rows = list(done.filter(task__repository=task.repository).order_by("-id").values("cost_usd", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")[:ESTIMATE_SAMPLES])
+        if not rows:
+            where = "all repositories"
+            rows = list(done.order_by("-id").values("cost_usd", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")[:ESTIMATE_SAMPLES])
+        if not rows:
+            unknown.append(cfg.name)
+            stages.append({"stage": cfg.name, "usd": None, "tokens": None, "samples": 0, "from": ""})
+            continue
+        usd = (sum((r["cost_usd"] or ZERO for r in rows), ZERO) / len(rows)).quantize(Decimal("0.000001"))
+        tokens = sum(r["input_tokens"] + r["output_tokens"] + r["cache_read_tokens"] + r["cache_write_tokens"] for r in rows) // len(rows)
+        stages.append({"stage": cfg.name, "usd": str(usd), "tokens": tokens, "samples": len(rows), "from": where})
+        usd_total += usd
+        tokens_total += tokens
+        known += 1
+    return {
+        "usd": str(usd_total) if known else None,
+        "tokens": tokens_total if known else None,
+        "stages": stages,
+        "unknown": unknown,
+    }
+
+
+def estimate_sentence(estimate: dict) -> str:
+    """"≈ $1.35 (40,000 tokens) for building, reviewing; unknown for testing" and the like."""
+    known = [s["stage"] for s in estimate.get("stages", []) if s.get("usd") is not None]
+    unknown = estimate.get("unknown") or []
+    parts = []
+    if known:
+        parts.append(f"≈ {money(Decimal(estimate['usd']))} ({estimate['tokens']:,} tokens) for {', '.join(known)}")
+    if unknown:
+        parts.append(f"unknown for {', '.join(unknown)} (no earlier successful attempt to go by)")
+    return "; ".join(parts) or "nothing left to run"
+
+
+MAX_RAISE_USD = Decimal(10) ** 6 - 1  # what the limit columns hold (12 digits, 6 after the point)
+MAX_RAISE_TOKENS = 10**15
+_RAISE = re.compile(r"^\+?\s*(\$)?\s*(\d+(?:\.\d+)?|\.\d+)\s*(k|m)?\s*(usd|\$|dollars?|tokens?)?$", re.I)
+
+
+def parse_raise(text: str) -> tuple[Decimal | None, int | None]:
+    """``+2.00``, ``+$2``, ``2 usd`` → (Decimal("2.00"), None); ``+50000 tokens``, ``+50k tokens``
+    → (None, 50000). Raises ValueError with what is wrong and what would do."""
+    found = _RAISE.match((text or "").strip())
+    if not found:
+        raise ValueError("cannot read the amount: write +2.00 (US dollars) or +50000 tokens")
+    dollar, number, scale, unit = found.groups()
+    unit = (unit or "").lower()
+    tokens = unit.startswith("token")
+    if tokens and dollar:
+        raise ValueError("the amount names both dollars and tokens: write +2.00 or +50000 tokens")
+    amount = Decimal(number) * {"": 1, "k": 1000, "m": 1_000_000}[(scale or "").lower()]
+    if amount <= 0:
+        raise ValueError("a raise must be more than zero")
+    if tokens:
+        if amount != amount.to_integral_value():
+            raise ValueError(f"tokens are whole numbers, got {amount}")
+        if amount > MAX_RAISE_TOKENS:
+            raise ValueError(f"a raise of {amount} tokens is more than {MAX_RAISE_TOKENS}")
+        return None, int(amount)
+    if amount > MAX_RAISE_USD:
+        raise ValueError(f"a raise of ${amount} is more than ${MAX_RAISE_USD}")
+    if amount != amount.quantize(Decimal("0.000001")):
+        raise ValueError(f"US dollars have at most 6 decimal places here, got {amount}")
+    return amount, None

@@ -67,6 +67,11 @@ LATENCY_BUCKETS = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 14400, 86400)
 TOKEN_TYPES = ("input", "output", "cache_read", "cache_write")
 
 
+def _usage_sums() -> dict[str, Sum]:
+    """Sums of attempts' tokens by type (``input`` = ``Sum("input_tokens")``, …) and ``cost``."""
+    return {**{kind: Sum(f"{kind}_tokens") for kind in TOKEN_TYPES}, "cost": Sum("cost_usd")}
+
+
 def _seconds(value: timedelta | None) -> float:
     return value.total_seconds() if value is not None else 0.0
 
@@ -128,14 +133,7 @@ class TacxCollector:
         rows = (
             StageResult.objects.order_by()
             .values("provider", "model")
-            .annotate(
-                input=Sum("input_tokens"),
-                output=Sum("output_tokens"),
-                cache_read=Sum("cache_read_tokens"),
-                cache_write=Sum("cache_write_tokens"),
-                cost=Sum("cost_usd"),
-                attempts=Count("pk"),
-            )
+            .annotate(**_usage_sums(), attempts=Count("pk"))
         )
         tokens = CounterMetricFamily("tacx_tokens", "Tokens used by agent attempts.", labels=["provider", "model", "type"])
         cost = CounterMetricFamily("tacx_cost_usd", "Cost of agent attempts in USD.", labels=["provider", "model"])
@@ -152,20 +150,14 @@ class TacxCollector:
             StageResult.objects.filter(started_at__gte=start_of_day())
             .order_by()
             .values("task__repository__full_name")
-            .annotate(
-                cost=Sum("cost_usd"),
-                i=Sum("input_tokens"),
-                o=Sum("output_tokens"),
-                cr=Sum("cache_read_tokens"),
-                cw=Sum("cache_write_tokens"),
-            )
+            .annotate(**_usage_sums())
         )
         usd = GaugeMetricFamily("tacx_spend_today_usd", "Spend of the current UTC day in USD.", labels=["repository"])
         tokens = GaugeMetricFamily("tacx_spend_today_tokens", "Tokens of the current UTC day.", labels=["repository"])
         for row in rows:
             name = row["task__repository__full_name"]
             usd.add_metric([name], float(row["cost"] or 0))
-            tokens.add_metric([name], sum(row[k] or 0 for k in ("i", "o", "cr", "cw")))
+            tokens.add_metric([name], sum(row[kind] or 0 for kind in TOKEN_TYPES))
         yield from (usd, tokens)
 
     def queue(self) -> Iterator[Metric]:

@@ -33,6 +33,17 @@ class Repository(models.Model):
     )
     daily_budget_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     daily_budget_tokens = models.BigIntegerField(null=True, blank=True)
+    memory_auto_accept = models.BooleanField(
+        default=False,
+        help_text="Use the memory entries this repository's own tasks propose without a person accepting them first "
+        "(risky: whoever writes an issue can steer what the agent proposes).",
+    )
+    daily_budget_on_exceed = models.CharField(
+        max_length=10,
+        choices=[("fail", "fail"), ("pause", "pause")],
+        default="fail",
+        help_text="When the daily budget is reached by a running agent: fail its task, or pause it until a person answers.",
+    )
     # Conditional polling: GitHub answers 304 (free) when nothing changed since this ETag.
     poll_etag = models.CharField(max_length=200, blank=True)
     polled_at = models.DateTimeField(null=True, blank=True)
@@ -62,8 +73,11 @@ class Task(models.Model):
         BUDGET_EXCEEDED = "budget_exceeded"
         SKIPPED = "skipped"  # trigger refused (e.g. labeler without write access)
         AWAITING_APPROVAL = "awaiting_approval"  # planned; waits for `/tacx approve` (workflow `approval: plan`)
+        # A budget with `on_exceed: pause` was reached: waits for a person to raise it or end the
+        # task (`/tacx budget`, the dashboard, the API), or for BUDGET_PAUSE_SECONDS to pass.
+        PAUSED = "paused", "paused: budget"
 
-    ACTIVE = (Status.QUEUED, Status.WAITING, Status.RUNNING, Status.AWAITING_APPROVAL)
+    ACTIVE = (Status.QUEUED, Status.WAITING, Status.RUNNING, Status.AWAITING_APPROVAL, Status.PAUSED)
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.BUDGET_EXCEEDED, Status.SKIPPED)
 
     repository = models.ForeignKey(Repository, on_delete=models.PROTECT, related_name="tasks")
@@ -123,7 +137,7 @@ class Task(models.Model):
             # second active task for one issue, whatever the race.
             models.UniqueConstraint(
                 fields=["repository", "issue_number"],
-                condition=Q(status__in=["queued", "waiting", "running", "awaiting_approval"]),
+                condition=Q(status__in=["queued", "waiting", "running", "awaiting_approval", "paused"]),
                 name="one_active_task_per_issue",
             )
         ]
@@ -160,6 +174,7 @@ class Stage(models.Model):
         SUCCEEDED = "succeeded"
         FAILED = "failed"
         CANCELLED = "cancelled"
+        PAUSED = "paused"  # stopped by a budget that pauses; queued again when it is raised
 
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="stages")
     name = models.CharField(max_length=50)
@@ -244,6 +259,9 @@ class StageResult(models.Model):
     tests_duration = models.FloatField(null=True, blank=True)
     tests_output = models.TextField(blank=True, help_text="Tail of the test command's output")
     worker = models.ForeignKey("Worker", null=True, blank=True, on_delete=models.SET_NULL, related_name="results")
+    memory_entries = models.JSONField(
+        default=list, blank=True, help_text="Ids of the repository's memory entries this attempt's prompt carried"
+    )
 
     class Meta:
         ordering = ["stage__position", "attempt"]
@@ -444,3 +462,113 @@ class Round(models.Model):
         if self.kind == self.Kind.COMMAND:
             return f"/tacx {self.context.get('command', '')} by {self.actor}"
         return f"comment by {self.actor}"
+
+
+class MemoryEntry(models.Model):
+    """One lesson in a repository's memory (how to build it, a quirk of its tests, a convention),
+    carried into the prompts of its later tasks.
+
+    An agent proposes entries through the hand-back gate (pipeline.attempt.memory); because an
+    issue's author can steer the agent, an agent's entry is only `proposed` until a person with
+    the `change_memoryentry` permission accepts it (or the repository sets `memory_auto_accept`).
+    Only `accepted` entries reach prompts. An entry a person adds is accepted at once.
+    """
+
+    class Status(models.TextChoices):
+        PROPOSED = "proposed"
+        ACCEPTED = "accepted"
+        REJECTED = "rejected"
+
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="memory")
+    text = models.TextField()
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PROPOSED)
+    source_task = models.ForeignKey(
+        Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="memory_proposed", help_text="The task whose agent proposed it"
+    )
+    source_result = models.ForeignKey(
+        StageResult, null=True, blank=True, on_delete=models.SET_NULL, related_name="memory_proposed", help_text="The attempt that proposed it"
+    )
+    proposer = models.CharField(max_length=200, help_text='Who wrote it: "agent (claude, reviewing)" or a username')
+    created_at = models.DateTimeField(default=timezone.now)
+    decided_by = models.CharField(max_length=150, blank=True, help_text="Who accepted or rejected it")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    edited_by = models.CharField(max_length=150, blank=True)
+    edited_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["repository", "id"]
+        verbose_name_plural = "memory entries"
+        indexes = [
+            # Every agent prompt: the accepted entries of one repository in id order
+            # (services.memory_in_prompts); the memory page filters by status too.
+            models.Index(fields=["repository", "status", "id"], name="memory_repository_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.repository.full_name} memory #{self.pk} ({self.status}): {self.text[:60]}"
+
+
+class BudgetPause(models.Model):
+    """A budget with `on_exceed: pause` stopped (or refused to start) an attempt: the task waits
+    for a person to raise the limit or end it, or for the pause to expire.
+
+    Life: `stopping` (written as soon as the meter stops the agent, before its work is committed
+    and pushed: a worker that dies here leaves this row, and the reaper pauses the task instead
+    of retrying the stage) → `waiting` (the task is `paused`) → `raised` (the stage runs again,
+    with the raise added to the limit) | `stopped` (a person ended the task) | `expired` (nobody
+    answered in time) | `cancelled` (the task ended otherwise). The raise of a `raised` row
+    counts in the limit of every later attempt of the task (`pipeline.budgets`).
+    """
+
+    class Status(models.TextChoices):
+        STOPPING = "stopping"
+        WAITING = "waiting"
+        RAISED = "raised"
+        STOPPED = "stopped"
+        EXPIRED = "expired"
+        CANCELLED = "cancelled"
+
+    OPEN = (Status.STOPPING, Status.WAITING)
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="budget_pauses")
+    stage = models.ForeignKey(Stage, on_delete=models.CASCADE, related_name="budget_pauses")
+    result = models.ForeignKey(StageResult, on_delete=models.CASCADE, related_name="budget_pauses", help_text="The attempt it stopped")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.STOPPING)
+    scope = models.CharField(max_length=30, help_text="stage, task, repository daily or global daily")
+    stage_name = models.CharField(max_length=50, blank=True, help_text="For a stage budget: which stage's")
+    reason = models.TextField(blank=True, help_text="What the meter said when it stopped the agent")
+    limit_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True, help_text="The limit reached (raises included)")
+    limit_tokens = models.BigIntegerField(null=True, blank=True)
+    spent_usd = models.DecimalField(max_digits=12, decimal_places=6, default=ZERO, help_text="Spend against the limit when it paused")
+    spent_tokens = models.BigIntegerField(default=0)
+    estimate_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True, help_text="What the rest of the workflow may cost")
+    estimate_tokens = models.BigIntegerField(null=True, blank=True)
+    estimate = models.JSONField(default=dict, blank=True, help_text="The estimate per stage and how it was made")
+    created_at = models.DateTimeField(default=timezone.now)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    answered_by = models.CharField(max_length=100, blank=True)
+    answer_source = models.CharField(max_length=20, blank=True)  # github | dashboard | api | timeout
+    raise_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    raise_tokens = models.BigIntegerField(null=True, blank=True)
+    comment_id = models.BigIntegerField(null=True, blank=True, help_text="The question posted on the issue or pull request")
+    comment_claimed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["task", "id"]
+        constraints = [
+            # One open pause per task, whatever the race between a worker and the reaper.
+            models.UniqueConstraint(fields=["task"], condition=Q(status__in=["stopping", "waiting"]), name="one_open_budget_pause_per_task"),
+        ]
+        indexes = [
+            # Coordinator: waiting pauses past their time (services.budget_pause_expire).
+            models.Index(fields=["status", "expires_at"], name="budget_pause_status_expires"),
+        ]
+
+    def __str__(self) -> str:
+        return f"budget pause {self.pk} of task {self.task_id} ({self.scope}: {self.status})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in self.OPEN

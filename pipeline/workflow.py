@@ -46,6 +46,7 @@ PROMPT_FIELDS = frozenset(
         "worktree",
         "followup",
         "test_result",
+        "memory",
     }
 )
 
@@ -107,6 +108,8 @@ _TOP_KEYS = {
     "commit_limit",
     # Interpreters the repository's commands and agents use (issue 21 item 7).
     "toolchains",
+    # The repository's memory in prompts, and proposals read back (issue 27).
+    "memory",
 }
 # Paths kept out of every commit (with whatever `setup` left untracked): a name without a slash
 # matches at any depth, as in .gitignore.
@@ -123,7 +126,10 @@ PUBLISH_MODES = ("pr_creation", "none")
 _NETWORK_KEYS = {"allow"}
 # host, *.host, an IPv4 literal or a bracketed IPv6 literal, with an optional :port.
 _HOST_ENTRY = re.compile(r"^(?:\*\.)?(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(?::(\d{1,5}))?$|^\[[0-9A-Fa-f:.]+\](?::(\d{1,5}))?$")
-_BUDGET_KEYS = {"usd", "tokens"}
+_BUDGET_KEYS = {"usd", "tokens", "on_exceed"}
+# What a budget does when it is reached: `fail` ends the task (status budget_exceeded); `pause`
+# stops the agent the same way, keeps its work, and waits for a person (pipeline.services.pauses).
+ON_EXCEED = ("fail", "pause")
 
 
 class WorkflowError(ValueError):
@@ -143,9 +149,14 @@ class WorkflowError(ValueError):
 class Budget:
     usd: Decimal | None = None
     tokens: int | None = None
+    on_exceed: str = "fail"  # one of ON_EXCEED
+
+    @property
+    def configured(self) -> bool:
+        return self.usd is not None or self.tokens is not None
 
     def to_json(self) -> dict:
-        return {"usd": str(self.usd) if self.usd is not None else None, "tokens": self.tokens}
+        return {"usd": str(self.usd) if self.usd is not None else None, "tokens": self.tokens, "on_exceed": self.on_exceed}
 
 
 @dataclass(frozen=True)
@@ -246,6 +257,17 @@ class Workflow:
     # Program names found on TAC-X's PATH, readable in every sandbox of the task and first on the
     # hooks' PATH (pipeline.sandbox.toolchains).
     toolchains: tuple[str, ...] = ()
+    # The repository's memory: accepted entries in every agent prompt, and the last agent stage
+    # invited to propose new ones (pipeline.attempt.memory). False turns both off.
+    memory: bool = True
+
+    def memory_stage(self) -> str:
+        """The stage whose agent may propose memory entries: the last agent stage (it has seen
+        the plan, the change and the tests of the pass); "" when memory is off or none runs."""
+        if not self.memory:
+            return ""
+        agents = [s.name for s in self.stages if s.is_agent]
+        return agents[-1] if agents else ""
 
     def hook(self, name: str) -> HookConfig | None:
         return self.hooks.get(name)
@@ -278,6 +300,7 @@ class Workflow:
             "environment": list(self.environment),
             "commit_limit": self.commit_limit.to_json(),
             "toolchains": list(self.toolchains),
+            "memory": self.memory,
         }
 
     def allowed_hosts(self, stage: StageConfig) -> tuple[str, ...]:
@@ -343,12 +366,27 @@ class _Validator:
             raise self.fail(where, "must be a list of strings")
         return tuple(value)
 
-    def budget(self, value: Any, where: str) -> Budget:
+    def section(self, value: Any, where: str, keys: set[str], shape: str) -> bool:
+        """Whether the optional mapping `value` is there (False for None); raises unless it is a
+        mapping (it "must be `shape`") and records each key not in `keys`."""
         if value is None:
-            return Budget()
+            return False
         if not isinstance(value, dict):
-            raise self.fail(where, "must be a mapping with usd and/or tokens")
-        self.check_keys(value, _BUDGET_KEYS, f"{where}.")
+            raise self.fail(where, f"must be {shape}")
+        self.check_keys(value, keys, f"{where}.")
+        return True
+
+    def budget(self, value: Any, where: str) -> Budget:
+        if not self.section(value, where, _BUDGET_KEYS, "a mapping with usd and/or tokens (and optionally on_exceed: fail or pause)"):
+            return Budget()
+        on_exceed = value.get("on_exceed", "fail")
+        if on_exceed is None or on_exceed is False:
+            on_exceed = "fail"
+        if on_exceed not in ON_EXCEED:
+            raise self.fail(
+                f"{where}.on_exceed",
+                f"must be fail (end the task when the budget is reached) or pause (stop, keep the work and wait for a person), got {_short(on_exceed)}",
+            )
         usd = value.get("usd")
         if usd is not None:
             if isinstance(usd, bool) or not isinstance(usd, (int, float, str)):
@@ -366,15 +404,12 @@ class _Validator:
         tokens = value.get("tokens")
         if tokens is not None:
             tokens = self.integer(tokens, f"{where}.tokens")
-        return Budget(usd=usd, tokens=tokens)
+        return Budget(usd=usd, tokens=tokens, on_exceed=on_exceed)
 
     def network(self, value: Any, where: str) -> tuple[str, ...]:
         """``{allow: [host[:port], ...]}``: hosts (``*.example.com`` for subdomains), IP literals."""
-        if value is None:
+        if not self.section(value, where, _NETWORK_KEYS, "a mapping like {allow: [host[:port], ...]}"):
             return ()
-        if not isinstance(value, dict):
-            raise self.fail(where, "must be a mapping like {allow: [host[:port], ...]}")
-        self.check_keys(value, _NETWORK_KEYS, f"{where}.")
         hosts = self.string_list(value.get("allow", []), f"{where}.allow")
         for i, host in enumerate(hosts):
             m = _HOST_ENTRY.match(host)
@@ -413,10 +448,7 @@ class _Validator:
         timeout = self.integer(value.get("timeout", HOOK_TIMEOUTS[name]), f"{where}.timeout", minimum=1)
         allow: tuple[str, ...] = ()
         network = value.get("network")
-        if network is not None:
-            if not isinstance(network, dict):
-                raise self.fail(f"{where}.network", "must be a mapping with allow: [hosts]")
-            self.check_keys(network, _NETWORK_KEYS, f"{where}.network.")
+        if self.section(network, f"{where}.network", _NETWORK_KEYS, "a mapping with allow: [hosts]"):
             allow = self.string_list(network.get("allow", []), f"{where}.network.allow")
             for i, host in enumerate(allow):
                 if not _HOST.fullmatch(host):
@@ -483,11 +515,8 @@ class _Validator:
         return tuple(p.strip("/") for p in paths)
 
     def commit_limit(self, value: Any, where: str) -> CommitLimit:
-        if value is None:
+        if not self.section(value, where, _COMMIT_LIMIT_KEYS, "a mapping like {files: 200, bytes: 5000000}"):
             return CommitLimit()
-        if not isinstance(value, dict):
-            raise self.fail(where, "must be a mapping like {files: 200, bytes: 5000000}")
-        self.check_keys(value, _COMMIT_LIMIT_KEYS, f"{where}.")
         default = CommitLimit()
         return CommitLimit(
             files=self.integer(value.get("files", default.files), f"{where}.files", minimum=1),
@@ -614,6 +643,16 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
             raise v.fail("resume_session", f"must be true or false, got {_short(resume)}")
         return resume
 
+    def memory_flag() -> bool:
+        memory = inherited("memory", True)
+        if not isinstance(memory, bool):
+            raise v.fail(
+                "memory",
+                "must be true or false (false turns the repository's memory off for this workflow: no entries in the "
+                f"prompts, no proposals read back), got {_short(memory)}",
+            )
+        return memory
+
     def submodules_flag() -> bool:
         allow = inherited("allow_submodules", False)
         if not isinstance(allow, bool):
@@ -627,6 +666,7 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
     mention = v.field(mention_text, "@tacx")
     resume = v.field(resume_flag, True)
     allow_submodules = v.field(submodules_flag, False)
+    memory = v.field(memory_flag, True)
     environment = v.field(lambda: v.environment(inherited("environment", DEFAULT_ENVIRONMENT), "environment"), DEFAULT_ENVIRONMENT)
     commit_limit = v.field(lambda: v.commit_limit(data["commit_limit"], "commit_limit") if "commit_limit" in data else (defaults.commit_limit if defaults else CommitLimit()), CommitLimit())
     toolchains = v.field(lambda: v.toolchains(inherited("toolchains", ()), "toolchains"), ())
@@ -652,6 +692,7 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
         environment=environment,
         commit_limit=commit_limit,
         toolchains=toolchains,
+        memory=memory,
     )
 
 

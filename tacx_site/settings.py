@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "pipeline",
     "coordinator",
     "dashboard",
+    "evaluation",
     "harness",
 ]
 
@@ -170,6 +171,10 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "TaskStatusEnum": "pipeline.models.Task.Status",
         "StageStatusEnum": "pipeline.models.Stage.Status",
+        "EvalRunStatusEnum": "evaluation.models.EvalRun.Status",
+        "EvalResultStatusEnum": "evaluation.models.EvalResult.Status",
+        "EvalResultOutcomeEnum": "evaluation.models.EvalResult.Outcome",
+        "StageResultOutcomeEnum": "pipeline.models.StageResult.Outcome",
     },
 }
 
@@ -184,6 +189,15 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # --- TAC-X ------------------------------------------------------------------------------------
+def _on_exceed(value: str, name: str) -> str:
+    value = value.strip().lower() or "fail"
+    if value not in ("fail", "pause"):
+        raise ImproperlyConfigured(
+            f"{name} must be 'fail' (end the task when the budget is reached) or 'pause' (stop it and wait for a person), got {value!r}"
+        )
+    return value
+
+
 def _sandbox_mode(value: str) -> str:
     value = value.strip().lower()
     if value not in ("required", "off"):
@@ -248,6 +262,11 @@ TACX = {
     "GITHUB_LOGIN": os.environ.get("TACX_GITHUB_LOGIN", ""),
     "DAILY_BUDGET_USD": os.environ.get("TACX_DAILY_BUDGET_USD", ""),
     "DAILY_BUDGET_TOKENS": os.environ.get("TACX_DAILY_BUDGET_TOKENS", ""),
+    # What the global daily budget does when a running agent reaches it: fail its task, or pause it.
+    "DAILY_BUDGET_ON_EXCEED": _on_exceed(os.environ.get("TACX_DAILY_BUDGET_ON_EXCEED", "fail"), "TACX_DAILY_BUDGET_ON_EXCEED"),
+    # A task paused by a budget (`on_exceed: pause`) that nobody answers ends this long after it
+    # paused (status budget_exceeded; 72 h by default).
+    "BUDGET_PAUSE_SECONDS": env_float("TACX_BUDGET_PAUSE_SECONDS", 72 * 3600.0),
     # /metrics: served for `Authorization: Bearer <token>` or a staff session; to direct (unproxied)
     # loopback clients without either only when METRICS_LOOPBACK is set explicitly.
     "METRICS_TOKEN": os.environ.get("TACX_METRICS_TOKEN", ""),
@@ -283,6 +302,14 @@ TACX = {
     "HANDBACK_TOTAL_MAX_BYTES": env_int("TACX_HANDBACK_TOTAL_MAX_BYTES", 4 * 1024 * 1024),
     "HANDBACK_READ_SECONDS": env_float("TACX_HANDBACK_READ_SECONDS", 10.0),
     "HANDBACK_SCAN_MAX_ENTRIES": env_int("TACX_HANDBACK_SCAN_MAX_ENTRIES", 500_000),
+    # A repository's memory (pipeline/attempt/memory.py, pipeline/services/memory.py): the memory
+    # file an agent leaves is read up to MEMORY_FILE_MAX_BYTES (larger: refused unread); a task
+    # proposes at most MEMORY_ENTRIES_PER_TASK entries of at most MEMORY_ENTRY_MAX_CHARS characters;
+    # a prompt carries at most MEMORY_PROMPT_MAX_CHARS characters of accepted entries.
+    "MEMORY_FILE_MAX_BYTES": env_int("TACX_MEMORY_FILE_MAX_BYTES", 16 * 1024),
+    "MEMORY_ENTRIES_PER_TASK": env_int("TACX_MEMORY_ENTRIES_PER_TASK", 5),
+    "MEMORY_ENTRY_MAX_CHARS": env_int("TACX_MEMORY_ENTRY_MAX_CHARS", 500),
+    "MEMORY_PROMPT_MAX_CHARS": env_int("TACX_MEMORY_PROMPT_MAX_CHARS", 8000),
     # The publish guard (pipeline/publish_guard.py): the environment variables whose values are
     # never posted or pushed, in any common encoding (empty: its built-in list; names that look
     # like secrets are added either way), and how much a push may add before it is refused unchecked.

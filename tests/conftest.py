@@ -148,10 +148,12 @@ def local_repository(db, origin_and_clone):
 
 
 TASK_PERMISSIONS = ("view_task", "add_task", "change_task", "retry_task", "cancel_task", "approve_task")
+# A repository's memory: see it (view), edit, accept and reject (change), add, delete.
+MEMORY_PERMISSIONS = ("view_memoryentry", "add_memoryentry", "change_memoryentry", "delete_memoryentry")
 
 
 def grant(user, *codenames: str):
-    """Give `user` these permissions on tasks (see "Roles" in the README) and return it fresh."""
+    """Give `user` these permissions of the pipeline app (see "Roles" in the README) and return it fresh."""
     from django.contrib.auth.models import Permission
 
     user.user_permissions.add(*Permission.objects.filter(content_type__app_label="pipeline", codename__in=codenames))
@@ -160,9 +162,10 @@ def grant(user, *codenames: str):
 
 @pytest.fixture
 def alice(db, django_user_model):
-    """An operator: may see, create, retry, cancel and approve tasks (not staff)."""
+    """An operator: may see, create, retry, cancel and approve tasks, and keep the repositories'
+    memory (not staff)."""
     user = django_user_model.objects.create_user("alice", "alice@example.com", "correct-horse-battery")
-    return grant(user, *TASK_PERMISSIONS)
+    return grant(user, *TASK_PERMISSIONS, *MEMORY_PERMISSIONS)
 
 
 @pytest.fixture

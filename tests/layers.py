@@ -8,7 +8,8 @@ sentence per broken rule:
 - the floors inside ``pipeline``: an import may only point to its own floor or one below;
 - the "never" rules: services -> attempt, providers -> services, coordinator ->
   pipeline.attempt, dashboard -> coordinator, pipeline -> coordinator or dashboard, any product
-  package -> harness;
+  package -> harness, and evaluation's: pipeline -> evaluation, evaluation -> pipeline.attempt,
+  coordinator or dashboard;
 - an import of a project module inside a function carries a comment saying which cycle it
   breaks (the word ``cycle`` on its line or the line above).
 
@@ -23,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-PRODUCT = ("pipeline", "coordinator", "dashboard", "tacx_site")
+PRODUCT = ("pipeline", "coordinator", "dashboard", "evaluation", "tacx_site")
 PROJECT = (*PRODUCT, "harness")
 # Modules left out of the check (none: the model server and the fake runner now live in harness/).
 SKIP: tuple[str, ...] = ()
@@ -57,6 +58,12 @@ NEVER: tuple[tuple[str, str, str], ...] = (
     ("coordinator", "harness", "no product module imports the harness"),
     ("dashboard", "harness", "no product module imports the harness"),
     ("tacx_site", "harness", "no product module imports the harness"),
+    ("evaluation", "harness", "no product module imports the harness"),
+    ("pipeline", "evaluation", "pipeline is below the apps that use it"),
+    ("coordinator", "evaluation", "the coordinator dispatches issues' tasks; evaluation runs drive their own"),
+    ("evaluation", "pipeline.attempt", "an evaluation runs its tasks through the stage jobs (pipeline.jobs), never an attempt itself"),
+    ("evaluation", "coordinator", "an evaluation drives its own tasks; its repositories are disabled for the coordinator"),
+    ("evaluation", "dashboard", "the dashboard shows evaluations, not the other way round"),
 )
 
 

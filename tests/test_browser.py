@@ -479,3 +479,67 @@ def test_agent_written_images_load_nothing_and_the_csp_holds_with_the_live_trans
     page.wait_for_timeout(300)
     assert image_host.paths == []
     shot(page, "30-inert-images")
+
+
+def test_the_pane_follows_cancel_shows_stopping_retry_keeps_the_tab_and_says_where_and_which_attempt(server, page, transactional_db, alice, local_repository):
+    """Should-fix items of the first week: the transcript follows inside its pane (never the
+    window) and stops when the reader scrolls up; a cancelled task whose agent is still being
+    stopped says "stopping…" with Retry disabled; stages that never ran say "not run"; Retry
+    says where it resumes, keeps the open tab, and its attempt reads "(manual retry)"."""
+    from django.db.models.functions import Now
+    from playwright.sync_api import expect
+
+    from pipeline import services
+    from pipeline.models import Stage, StageResult
+
+    task = fake_runner.task_running(repository=local_repository, issue_number=9)
+    planning = fake_runner.stage_claim(task, "planning")
+    fake_runner.events_add(planning, fake_runner.sample_conversation() * 8)
+    login(page, server)
+    page.goto(server + f"/tasks/{task.pk}/")
+    pane = page.locator("#transcript")
+    expect(page.get_by_role("tab", name="Transcript")).to_have_attribute("aria-selected", "true")
+    at_bottom = "e => e.scrollHeight - e.scrollTop - e.clientHeight < 24"
+    page.wait_for_function(f"({at_bottom})(document.getElementById('transcript'))")
+    assert page.evaluate("window.scrollY") == 0  # the pane scrolled, not the window
+
+    # The reader scrolls the pane up: following stops and "Jump to latest" appears.
+    pane.evaluate("e => e.scrollTop = 0")
+    expect(page.locator("#follow")).not_to_be_checked()
+    expect(page.locator("#jump-latest")).to_be_visible()
+    fake_runner.events_add(planning, [("message", {"role": "assistant", "text": "One more thing."})])
+    expect(pane).to_contain_text("One more thing.")
+    assert pane.evaluate("e => e.scrollTop") == 0  # left where the reader put it
+    page.locator("#jump-latest").click()
+    expect(page.locator("#follow")).to_be_checked()
+    expect(page.locator("#jump-latest")).to_be_hidden()
+    assert pane.evaluate(at_bottom)
+
+    # Cancelled while the agent is still being stopped: "stopping…", Retry disabled; the stages
+    # after it never ran.
+    services.task_cancel(task=task, reason="cancelled by alice")
+    expect(page.locator("#stopping")).to_contain_text("stopping planning")
+    expect(page.locator("#retry")).to_be_disabled()
+    expect(page.locator('[data-stage="building"] .badge').first).to_have_text("not run")
+    shot(page, "30-stopping")
+
+    # The runner ends the attempt as cancelled: Retry says where it resumes, and keeps the tab.
+    StageResult.objects.filter(pk=planning.pk).update(outcome=StageResult.Outcome.CANCELLED, completed_at=Now())
+    Stage.objects.filter(pk=planning.stage_id).update(status=Stage.Status.CANCELLED, lease_owner="", lease_expires_at=None)
+    services.event_status(task, "stage planning cancelled", stage="planning", stage_status="cancelled")
+    retry = page.locator("#retry")
+    expect(retry).to_be_enabled()
+    expect(retry).to_have_text("Retry from planning")
+    retry.click()
+    expect(page.locator(".messages")).to_contain_text(f"Task {task.pk} retried.")
+    expect(page).to_have_url(server + f"/tasks/{task.pk}/#transcript")
+    expect(page.get_by_role("tab", name="Transcript")).to_have_attribute("aria-selected", "true")
+
+    # The retried attempt is named as such, and the count starts again from it.
+    again = fake_runner.stage_claim(task, "planning")
+    fake_runner.attempt_finish(again, success=False, error="still no plan")
+    attempt = page.locator('[data-stage="planning"] .attempt[data-attempt="2"]')
+    expect(attempt).to_contain_text("attempt 2 (manual retry)")
+    expect(page.locator('[data-stage="planning"] .stage-head')).to_contain_text("attempts 1/")
+    expect(page.locator('[data-stage="planning"] .stage-head')).to_contain_text("1 manual retry")
+    shot(page, "31-manual-retry")

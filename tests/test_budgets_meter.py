@@ -166,3 +166,102 @@ def test_a_used_up_daily_budget_makes_tasks_wait_until_midnight_utc(repo, settin
 @pytest.mark.parametrize(("value", "text"), [("0.5", "$0.50"), ("12", "$12.00"), ("0.123456", "$0.123456"), ("1.2000001", "$1.20")])
 def test_money_is_shown_with_cents_and_no_noise(value, text):
     assert budgets.money(Decimal(value)) == text
+
+
+PAUSING = """
+budget: {usd: 2.00, on_exceed: pause}
+stages:
+  - name: planning
+    budget: {usd: 0.50}
+  - name: building
+    budget: {usd: 1.00, on_exceed: pause}
+  - name: pr_creation
+"""
+
+
+def test_a_budget_that_fails_wins_over_one_that_pauses_when_both_are_reached(repo):
+    task = started_task(repo, workflow=PAUSING)
+    attempt(task, "building", "1.50")  # the task budget has $0.50 left
+    attempt(task, "planning", outcome="running")
+    m = meter(task, "planning")
+    stop = m.check(usage("0.50"))  # planning's $0.50 (fails) and the task's $2.00 (pauses) at once
+    assert stop is not None and m.reached.scope == "stage" and not m.reached.pauses
+    assert m.reached.spent == budgets.Spend(Decimal("0.50"), 0)
+
+
+def test_a_pausing_budget_says_so_with_its_figures_at_the_stop_and_before_the_start(repo):
+    task = started_task(repo, workflow=PAUSING)
+    attempt(task, "building", outcome="running")
+    m = meter(task, "building")
+    assert m.check(usage("1.20", 5000)) is not None
+    assert (m.reached.scope, m.reached.stage_name, m.reached.usd, m.reached.pauses) == ("stage", "building", Decimal("1.00"), True)
+    assert m.reached.spent == budgets.Spend(Decimal("1.20"), 5000)
+    attempt(task, "building", "1.20")
+    m = meter(task, "building")
+    assert m.refusal().startswith("budget exceeded before start: stage budget $1.00 reached") and m.reached.pauses
+
+
+def test_a_raise_is_added_to_its_budget_and_a_daily_raise_counts_on_its_day_only(repo, settings):
+    from pipeline.models import BudgetPause
+
+    settings.TACX = {**settings.TACX, "DAILY_BUDGET_USD": "3", "DAILY_BUDGET_ON_EXCEED": "pause"}
+    task = started_task(repo, workflow=PAUSING)
+    stopped = attempt(task, "building", "1.20", outcome="budget_exceeded")
+    building = task.stages.get(name="building")
+    for scope, stage_name, when in (("stage", "building", NOON), ("global daily", "", NOON - timedelta(days=1)), ("global daily", "", NOON)):
+        BudgetPause.objects.create(
+            task=task, stage=building, result=stopped, status="raised", scope=scope, stage_name=stage_name, raise_usd=Decimal("2"), answered_at=when
+        )
+    limits = {limit.scope: limit for limit in budgets.attempt_limits(task=task, stage_name="building", workflow=load_workflow_text(PAUSING), now=NOON)}
+    assert limits["stage"].usd == Decimal("3.00") and limits["task"].usd == Decimal("2.00")  # the task budget was not raised
+    assert limits["global daily"].usd == Decimal("5") and limits["global daily"].on_exceed == "pause"  # yesterday's raise is gone
+    assert [limits[s].on_exceed for s in ("stage", "task")] == ["pause", "pause"]
+
+
+@pytest.mark.parametrize(
+    "text, usd, tokens",
+    [("+2.00", Decimal("2.00"), None), ("+$2", Decimal("2"), None), ("2 usd", Decimal("2"), None), ("+.5", Decimal(".5"), None),
+     ("+50000 tokens", None, 50000), ("+50k tokens", None, 50000), ("+1m token", None, 1_000_000)],
+)
+def test_a_raise_is_read_in_dollars_or_tokens(text, usd, tokens):
+    assert budgets.parse_raise(text) == (usd, tokens)
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [("+lots", "cannot read the amount"), ("+0", "more than zero"), ("+$5 tokens", "both dollars and tokens"), ("+1.5 tokens", "whole numbers"),
+     ("+1000000", "is more than"), ("+0.0000001", "at most 6 decimal places"), ("-2", "cannot read the amount")],
+)
+def test_a_raise_that_cannot_be_read_says_why(text, problem):
+    with pytest.raises(ValueError, match=problem):
+        budgets.parse_raise(text)
+
+
+def test_the_estimate_goes_by_the_successful_attempts_of_each_stage_left(repo):
+    other = started_task(repo, issue=2, workflow=PAUSING)
+    for usd in ("0.40", "0.60"):
+        attempt(other, "building", usd, 1000, outcome="succeeded")
+    attempt(other, "building", "9.00", outcome="failed")  # a failed attempt does not count
+    StageResult.objects.filter(task=other, outcome="succeeded").update(success=True, provider="claude")
+    task = started_task(repo, workflow=PAUSING)
+    estimate = budgets.rest_estimate(task=task, workflow=load_workflow_text(PAUSING), stage_name="planning")
+    assert estimate["stages"] == [
+        {"stage": "planning", "usd": None, "tokens": None, "samples": 0, "from": ""},
+        {"stage": "building", "usd": "0.500000", "tokens": 1000, "samples": 2, "from": "repository"},
+    ]
+    assert (estimate["usd"], estimate["tokens"], estimate["unknown"]) == ("0.500000", 1000, ["planning"])
+    assert budgets.estimate_sentence(estimate) == "≈ $0.50 (1,000 tokens) for building; unknown for planning (no earlier successful attempt to go by)"
+
+
+def test_what_the_daily_budgets_do_when_reached_is_checked_where_they_are_configured(repo):
+    from django.core.exceptions import ImproperlyConfigured, ValidationError
+
+    from tacx_site import settings as site
+
+    assert site._on_exceed(" Pause ", "TACX_DAILY_BUDGET_ON_EXCEED") == "pause"
+    assert site._on_exceed("", "TACX_DAILY_BUDGET_ON_EXCEED") == "fail"
+    with pytest.raises(ImproperlyConfigured, match=r"TACX_DAILY_BUDGET_ON_EXCEED must be 'fail' .* or 'pause' .*, got 'ask'"):
+        site._on_exceed("ask", "TACX_DAILY_BUDGET_ON_EXCEED")
+    repo.daily_budget_on_exceed = "ask"
+    with pytest.raises(ValidationError, match="daily_budget_on_exceed"):
+        repo.full_clean()

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import pytest
 from github_standin import TOKEN, GitHubStandIn, command_workflow, github_repo, standin  # noqa: F401
-from test_coordinator_e2e import run_to_the_end
+from test_coordinator_e2e import issue_run
 from test_github_app import APP_ID, PRIVATE_KEY, PUBLIC_KEY
 
 from coordinator.checks import CheckSyncer, head_commit
-from coordinator.loop import Coordinator
 from coordinator.models import TaskChecks
 from pipeline import github_auth, services
 from pipeline.github import GitHubClient
@@ -43,21 +42,10 @@ def app_repo(tmp_path, workflow: str) -> Repository:
     return Repository.objects.create(kind=Repository.Kind.GITHUB, full_name="octo/sample", clone_url=str(origin), default_branch="main")
 
 
-def run_issue(server: GitHubStandIn, client: GitHubClient) -> tuple[Task, Coordinator]:
-    server.add_issue("octo/sample", number=12, title="Add a changelog", labels=("rpi-auto",), labeled_by="alice")
-    coordinator = Coordinator(client=client, tick=0)
-    coordinator.comments.min_edit_seconds = 0
-    coordinator.run_once()
-    task = Task.objects.get()
-    run_to_the_end(coordinator, task)
-    task.refresh_from_db()
-    return task, coordinator
-
-
 @pytest.mark.django_db(transaction=True)
 def test_with_the_app_identity_each_stage_is_a_check_run_on_the_branch_head(app_standin, tmp_path):
     repository = app_repo(tmp_path, command_workflow().replace("version: 1\n", f"version: 1\ntest_command: {'python3 -c pass'}\n"))
-    task, _ = run_issue(app_standin, GitHubClient())
+    task, _ = issue_run(app_standin, client=GitHubClient())
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
 
     head = head_commit(task)
@@ -82,7 +70,7 @@ def test_with_the_app_identity_each_stage_is_a_check_run_on_the_branch_head(app_
 
 @pytest.mark.django_db(transaction=True)
 def test_with_a_token_each_stage_is_a_commit_status_instead(github_repo, standin):  # noqa: F811
-    task, _ = run_issue(standin, GitHubClient(base_url=standin.url, token=TOKEN))
+    task, _ = issue_run(standin, client=GitHubClient(base_url=standin.url, token=TOKEN))
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
     head = head_commit(task)
     latest = {}
@@ -97,7 +85,7 @@ def test_with_a_token_each_stage_is_a_commit_status_instead(github_repo, standin
 @pytest.mark.django_db(transaction=True)
 def test_a_failed_stage_completes_with_failure_and_the_stages_after_it_are_cancelled(app_standin, tmp_path):
     app_repo(tmp_path, command_workflow(reviewing="import sys; print('no verdict here'); sys.exit(3)"))
-    task, _ = run_issue(app_standin, GitHubClient())
+    task, _ = issue_run(app_standin, client=GitHubClient())
     assert task.status == Task.Status.FAILED
     runs = {r["name"]: r for r in app_standin.checks_on("octo/sample", head_commit(task))}
     assert {n: r["conclusion"] for n, r in runs.items()} == {
@@ -112,7 +100,7 @@ def test_a_failed_stage_completes_with_failure_and_the_stages_after_it_are_cance
 @pytest.mark.django_db(transaction=True)
 def test_a_running_stage_is_in_progress_and_a_new_head_gets_every_stage_again(app_standin, tmp_path):
     app_repo(tmp_path, command_workflow())
-    task, coordinator = run_issue(app_standin, GitHubClient())
+    task, coordinator = issue_run(app_standin, client=GitHubClient())
     first_head = head_commit(task)
     # A later round: reviewing runs again on a new head commit.
     reviewing = Stage.objects.get(task=task, name="reviewing")
@@ -136,7 +124,7 @@ def test_a_running_stage_is_in_progress_and_a_new_head_gets_every_stage_again(ap
 def test_the_human_approval_status_waits_for_a_human_other_than_the_requester(app_standin, tmp_path, settings):
     settings.TACX = {**settings.TACX, "REQUIRE_HUMAN_APPROVAL": True}
     app_repo(tmp_path, command_workflow())
-    task, coordinator = run_issue(app_standin, GitHubClient())
+    task, coordinator = issue_run(app_standin, client=GitHubClient())
     assert task.status == Task.Status.SUCCEEDED and task.pr_number and task.triggered_by == "alice"
     head = head_commit(task)
 

@@ -31,18 +31,24 @@ def run_to_the_end(coordinator: Coordinator, task: Task) -> None:
     raise AssertionError("the task did not finish")
 
 
-def labelled_issue_run(standin, clone_url: str, number: int) -> Task:  # noqa: F811
-    """octo/sample registered (cloned from ``clone_url``), issue ``number`` labelled for TAC-X on
-    the stand-in, and the coordinator and stage jobs run until the task ends; the task."""
-    Repository.objects.create(kind=Repository.Kind.GITHUB, full_name="octo/sample", clone_url=clone_url, default_branch="main")
+def issue_run(standin, *, number: int = 12, client: GitHubClient | None = None) -> tuple[Task, Coordinator]:  # noqa: F811
+    """Issue ``number`` of octo/sample labelled for TAC-X on the stand-in, then coordinator cycles
+    (with ``client``, else its own) and the stage jobs until the task ends; the task and the
+    coordinator."""
     standin.add_issue("octo/sample", number=number, title="Add a changelog", labels=("rpi-auto",), labeled_by="alice")
-    coordinator = Coordinator(tick=0)
+    coordinator = Coordinator(client=client, tick=0)
     coordinator.comments.min_edit_seconds = 0
     coordinator.run_once()
     task = Task.objects.get()
     run_to_the_end(coordinator, task)
     task.refresh_from_db()
-    return task
+    return task, coordinator
+
+
+def labelled_issue_run(standin, clone_url: str, number: int) -> Task:  # noqa: F811
+    """octo/sample registered (cloned from ``clone_url``), then ``issue_run``; the task."""
+    Repository.objects.create(kind=Repository.Kind.GITHUB, full_name="octo/sample", clone_url=clone_url, default_branch="main")
+    return issue_run(standin, number=number)[0]
 
 
 def test_a_labelled_issue_ends_as_a_pull_request_with_the_progress_comment_edited_throughout(github_repo, standin):  # noqa: F811

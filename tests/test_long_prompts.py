@@ -75,17 +75,19 @@ def test_a_50000_character_cjk_body_is_planned_by_the_real_claude_cli(local_repo
     assert planning.success and "Read the long issue." in planning.output_text
 
 
-def test_the_command_provider_reads_a_long_prompt_from_stdin_when_asked(local_repository, clone):
-    commit_workflow(
-        clone,
-        [
-            {"name": "planning", "provider": "command", "max_attempts": 1, "options": {"argv": [sys.executable, AGENT, "stdin-plan"], "stdin": "prompt"}},
-            {"name": "pr_creation"},
-        ],
-    )
-    task = run(local_repository, CJK_BODY)
+def plan_from_stdin(repository, clone, mode: str, body: str) -> StageResult:
+    """The planning attempt of a task with `body` whose planner is the test agent in `mode`,
+    given its prompt on stdin; the task succeeded."""
+    planning = {"name": "planning", "provider": "command", "max_attempts": 1, "options": {"argv": [sys.executable, AGENT, mode], "stdin": "prompt"}}
+    # memory off: the prompt ends with the issue body, not the memory note of the last agent stage
+    commit_workflow(clone, [planning, {"name": "pr_creation"}], memory=False)
+    task = run(repository, body)
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
-    result = StageResult.objects.get(task=task, stage__name="planning")
+    return StageResult.objects.get(task=task, stage__name="planning")
+
+
+def test_the_command_provider_reads_a_long_prompt_from_stdin_when_asked(local_repository, clone):
+    result = plan_from_stdin(local_repository, clone, "stdin-plan", CJK_BODY)
     # The whole prompt arrived, the body's last characters included.
     assert f"{len(result.prompt)} characters" in result.output_text and END[-3:] in result.output_text
 
@@ -125,16 +127,7 @@ REPL_SAMPLE = (
 
 
 def test_a_repl_sample_reaches_the_agent_byte_for_byte_inside_its_fence(local_repository, clone):
-    commit_workflow(
-        clone,
-        [
-            {"name": "planning", "provider": "command", "max_attempts": 1, "options": {"argv": [sys.executable, AGENT, "echo-plan"], "stdin": "prompt"}},
-            {"name": "pr_creation"},
-        ],
-    )
-    task = run(local_repository, REPL_SAMPLE)
-    assert task.status == Task.Status.SUCCEEDED, task.status_reason
-    result = StageResult.objects.get(task=task, stage__name="planning")
+    result = plan_from_stdin(local_repository, clone, "echo-plan", REPL_SAMPLE)
     boundary = re.search(r"<(untrusted-[0-9a-f]{16}) issue_body>", result.prompt).group(1)
     # Byte for byte inside its fence: nothing escaped, nothing lost.
     assert f"<{boundary} issue_body>\n{REPL_SAMPLE.strip()}\n</{boundary}>" in result.prompt

@@ -80,6 +80,7 @@ def test_the_detail_page_offers_retry_only_to_who_may_retry(viewer, alice, faile
         ("post", "/api/tasks/{id}/retry/", "retry_task"),
         ("post", "/api/tasks/{id}/cancel/", "cancel_task"),
         ("post", "/api/tasks/{id}/approve/", "approve_task"),
+        ("post", "/api/tasks/{id}/budget/stop/", "approve_task"),
     ],
 )
 def test_each_api_operation_needs_its_permission(stranger, viewer, failed_task, method, path, needed):

@@ -12,13 +12,13 @@ fails `test_every_dashboard_url_has_a_rule` until it is given one here.
 from __future__ import annotations
 
 import pytest
-from conftest import TASK_PERMISSIONS, grant
+from conftest import MEMORY_PERMISSIONS, TASK_PERMISSIONS, grant
 from django.test import Client
 from django.urls import URLPattern, reverse
 
 from dashboard.urls import urlpatterns
 from harness import fake_runner
-from pipeline.models import Task
+from pipeline.models import MemoryEntry, Task
 
 pytestmark = pytest.mark.django_db
 
@@ -36,12 +36,25 @@ RULES: dict[str, tuple[str, tuple[str, str] | None]] = {
     "task-retry": ("retry_task", ("post", "/api/tasks/{id}/retry/")),
     "task-cancel": ("cancel_task", ("post", "/api/tasks/{id}/cancel/")),
     "task-approve": ("approve_task", ("post", "/api/tasks/{id}/approve/")),
+    "task-budget-raise": ("approve_task", ("post", "/api/tasks/{id}/budget/raise/")),
+    "task-budget-stop": ("approve_task", ("post", "/api/tasks/{id}/budget/stop/")),
     "stats": ("view_task", ("get", "/api/stats/")),
     "workers": ("view_task", ("get", "/api/workers/")),
     "worker-rows": ("view_task", ("get", "/api/workers/")),
+    "eval-compare": ("view_task", ("get", "/api/evaluations/")),
     "api-docs": (LOGIN, ("get", "/api/schema/")),
     "health": (OPEN, None),
+    # A repository's memory (README "A memory that carries over").
+    "memory": ("view_memoryentry", ("get", "/api/memory/")),
+    "repository-memory": ("view_memoryentry", ("get", "/api/memory/?repository={repository}")),
+    "memory-add": ("add_memoryentry", ("post", "/api/memory/create/")),
+    "memory-edit": ("change_memoryentry", ("post", "/api/memory/{entry}/update/")),
+    "memory-accept": ("change_memoryentry", ("post", "/api/memory/{entry}/accept/")),
+    "memory-reject": ("change_memoryentry", ("post", "/api/memory/{entry}/reject/")),
+    "memory-delete": ("delete_memoryentry", ("post", "/api/memory/{entry}/delete/")),
 }
+VIEWER = ("view_task", "view_memoryentry")
+OPERATOR = (*TASK_PERMISSIONS, *MEMORY_PERMISSIONS)
 ROLES = ["anonymous", "stranger", "viewer", "operator", "superuser"]
 COMMAND_WORKFLOW = "stages:\n  - name: planning\n    provider: command\n    options: {argv: [sh, -c, 'echo owned > /tmp/x']}\n  - name: pr_creation\n"
 
@@ -57,7 +70,7 @@ def user_for(role: str, django_user_model):
     if role == "superuser":
         return django_user_model.objects.create_superuser("root", "r@example.com", None)  # no password: no hashing
     user = django_user_model.objects.create_user(role, f"{role}@example.com", None, is_staff=role == "stranger")
-    return grant(user, *{"stranger": (), "viewer": ("view_task",), "operator": TASK_PERMISSIONS}[role])
+    return grant(user, *{"stranger": (), "viewer": VIEWER, "operator": OPERATOR}[role])
 
 
 def may(role: str, needed: str) -> bool:
@@ -65,7 +78,7 @@ def may(role: str, needed: str) -> bool:
         return True
     if role == "anonymous":
         return False
-    return needed == LOGIN or role == "superuser" or (role == "operator" and needed in TASK_PERMISSIONS) or (role == "viewer" and needed == "view_task")
+    return needed == LOGIN or role == "superuser" or (role == "operator" and needed in OPERATOR) or (role == "viewer" and needed in VIEWER)
 
 
 def page_refused(response) -> bool:
@@ -95,23 +108,27 @@ def test_each_page_answers_each_role_as_its_api_twin(django_user_model, local_re
     for number, role in enumerate(ROLES, start=1):
         task = fake_runner.task_running(repository=local_repository, issue_number=100 + number)
         fake_runner.attempt_finish(fake_runner.stage_claim(task, "planning"), success=False, error="boom")
-        kwargs = {"task_id": task.pk} if "task_id" in pattern.pattern.converters else {}
+        entry = MemoryEntry.objects.create(repository=local_repository, text=f"Run make test ({role})", proposer="agent (command, planning attempt 1)")
+        ids = {"task_id": task.pk, "repository_id": local_repository.pk, "entry_id": entry.pk}
+        kwargs = {key: value for key, value in ids.items() if key in pattern.pattern.converters}
         url = reverse(f"dashboard:{name}", kwargs=kwargs)
         user = user_for(role, django_user_model)
         before = Task.objects.count()
         title = f"by {role}"
-        data = {"repository": local_repository.pk, "title": title, "issue_number": 200 + number, "workflow": COMMAND_WORKFLOW}
+        data = {"repository": local_repository.pk, "title": title, "issue_number": 200 + number, "workflow": COMMAND_WORKFLOW, "text": f"Added by {role}"}
         response = getattr(client_for(user), method)(url, data)
         refused = page_refused(response)
         assert refused is not may(role, needed), (role, method, url, response.status_code)
         if refused:
             assert Task.objects.count() == before and not Task.objects.filter(title=title).exists()
             assert Task.objects.get(pk=task.pk).status == Task.Status.FAILED
+            assert MemoryEntry.objects.filter(pk=entry.pk, status=MemoryEntry.Status.PROPOSED, text=f"Run make test ({role})").exists()
+            assert MemoryEntry.objects.filter(repository=local_repository).count() == number
         if twin is not None:
             twin_method, twin_path = twin
-            body = {"repository": "sample", "issue_number": 300 + number, "title": "t"}
+            body = {"repository": "sample", "issue_number": 300 + number, "title": "t", "text": f"Added through the API by {role}"}
             api = client_for(user)
-            twin_url = twin_path.format(id=task.pk)
+            twin_url = twin_path.format(id=task.pk, repository=local_repository.pk, entry=entry.pk)
             twin_response = api.post(twin_url, body, content_type="application/json") if twin_method == "post" else api.get(twin_url)
             assert api_refused(twin_response) is refused, (role, url, response.status_code, twin_url, twin_response.status_code)
 

@@ -47,6 +47,22 @@ def model_server(monkeypatch, start_model_server):
     return start
 
 
+def assert_no_secret_leaked(task: Task) -> None:
+    """Neither the model key nor the forge token (``model_server``'s) reached a transcript or a prompt."""
+    for event in AgentEvent.objects.filter(task=task):
+        assert DUMMY_API_KEY not in str(event.data) and "s3cret" not in str(event.data)
+
+
+def codex_building(server: ScriptedModelServer, sandbox: str) -> str:
+    """A workflow's building stage by Codex (gpt-5) against the scripted ``server``, in its ``sandbox`` mode."""
+    return f"""  - name: building
+    provider: codex
+    model: gpt-5
+    timeout: 120
+    options: {{base_url: "{server.url}/v1", sandbox: {sandbox}}}
+"""
+
+
 def run(repository, *, title: str = "Add a farewell", body: str = "Please add farewell(name).") -> Task:
     task, created = services.task_create(repository=repository, issue_number=42, title=title, body=body, trigger_source="cli")
     assert created
@@ -83,9 +99,7 @@ def test_the_four_stages_run_with_the_real_claude_cli_and_record_exact_usage(loc
     assert task.input_tokens == sum(r.input_tokens for r in results.values())
     body = results["pr_creation"].output_text
     assert "Closes #" not in body and "APPROVE" in body and "| building |" in body
-    # No secret reached a transcript or a prompt.
-    for event in AgentEvent.objects.filter(task=task):
-        assert DUMMY_API_KEY not in str(event.data) and "s3cret" not in str(event.data)
+    assert_no_secret_leaked(task)
 
 
 def test_two_providers_in_one_workflow_claude_plans_and_codex_builds(local_repository, origin_and_clone, model_server):
@@ -95,20 +109,7 @@ def test_two_providers_in_one_workflow_claude_plans_and_codex_builds(local_repos
     building = conversation(script, "building")
     building["turns"] = [building["turns"][0], building["turns"][2]]
     server = model_server(script)
-    commit_workflow(
-        clone,
-        f"""
-stages:
-  - name: planning
-  - name: building
-    provider: codex
-    model: gpt-5
-    timeout: 120
-    options: {{base_url: "{server.url}/v1", sandbox: workspace-write}}
-  - name: reviewing
-  - name: pr_creation
-""",
-    )
+    commit_workflow(clone, "\nstages:\n  - name: planning\n" + codex_building(server, "workspace-write") + "  - name: reviewing\n  - name: pr_creation\n")
     task = run(local_repository)
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
     build = StageResult.objects.get(task=task, stage__name="building")

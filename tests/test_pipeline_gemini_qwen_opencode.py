@@ -18,7 +18,7 @@ from pipeline.lib.pricing import cost_for
 from pipeline.models import AgentEvent, Stage, StageResult, Task
 from pipeline.providers.base import Usage
 from tests.conftest import ROOT, git
-from tests.test_pipeline_claude import commit_workflow, conversation, run, scripted_sums
+from tests.test_pipeline_claude import assert_no_secret_leaked, codex_building, commit_workflow, conversation, run, scripted_sums
 
 pytestmark = [pytest.mark.cli, pytest.mark.django_db(transaction=True)]
 
@@ -98,32 +98,16 @@ def test_the_four_stages_run_with_the_real_cli_and_record_exact_usage(provider, 
     assert results["reviewing"].verdict == "APPROVE"
     # Only the scripted conversations were played: no auxiliary call consumed a turn.
     assert not [r for r in server.requests if r["overrun"]]
-    for event in AgentEvent.objects.filter(task=task):
-        assert DUMMY_API_KEY not in str(event.data) and "s3cret" not in str(event.data)
+    assert_no_secret_leaked(task)
 
 
 def test_one_workflow_with_three_providers_gemini_plans_codex_builds_claude_reviews(local_repository, origin_and_clone, model_server):
     origin, clone = origin_and_clone
     script = copy.deepcopy(DEMO_SCRIPT)
     server = model_server(script)
-    commit_workflow(
-        clone,
-        f"""
-stages:
-  - name: planning
-    provider: gemini
-    model: gemini-2.5-pro
-  - name: building
-    provider: codex
-    model: gpt-5
-    timeout: 120
-    options: {{base_url: "{server.url}/v1", sandbox: danger-full-access}}
-  - name: reviewing
-    provider: claude
-    model: claude-sonnet-4-5
-  - name: pr_creation
-""",
-    )
+    planning = "\nstages:\n  - name: planning\n    provider: gemini\n    model: gemini-2.5-pro\n"
+    reviewing = "  - name: reviewing\n    provider: claude\n    model: claude-sonnet-4-5\n  - name: pr_creation\n"
+    commit_workflow(clone, planning + codex_building(server, "danger-full-access") + reviewing)
 
     task = run(local_repository)
 

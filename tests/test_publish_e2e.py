@@ -21,9 +21,8 @@ import pytest
 from django.core import mail
 from github_standin import command_workflow, standin  # noqa: F401
 from markdown_it import MarkdownIt
-from test_coordinator_e2e import run_to_the_end
+from test_coordinator_e2e import issue_run
 
-from coordinator.loop import Coordinator
 from pipeline import jobs, services
 from pipeline.github import GitHubClient
 from pipeline.models import AgentEvent, Repository, Stage, StageResult, Task
@@ -52,17 +51,6 @@ def github_repository(tmp_path: Path, workflow: str) -> Repository:
     return Repository.objects.create(kind=Repository.Kind.GITHUB, full_name="octo/sample", clone_url=str(origin), default_branch="main")
 
 
-def run_issue(standin) -> Task:  # noqa: F811
-    standin.add_issue("octo/sample", number=12, title="Add a changelog", labels=("rpi-auto",), labeled_by="alice")
-    coordinator = Coordinator(client=GitHubClient(), tick=0)
-    coordinator.comments.min_edit_seconds = 0
-    coordinator.run_once()
-    task = Task.objects.get()
-    run_to_the_end(coordinator, task)
-    task.refresh_from_db()
-    return task
-
-
 def headings(markdown: str) -> list[str]:
     tokens = MarkdownIt("commonmark").enable("table").parse(markdown)
     return [tokens[i + 1].content for i, t in enumerate(tokens) if t.type == "heading_open"]
@@ -72,7 +60,7 @@ def test_a_plan_cannot_hide_close_or_forge_the_sections_of_the_pr_body(tmp_path,
     planner = f"import pathlib; pathlib.Path('plan.md').write_text({FORGED_PLAN!r}); print('planned')"
     workflow = command_workflow(planning=planner).replace("version: 1\n", "version: 1\ntest_command: python3 -c \"print('1 passed')\"\n")
     github_repository(tmp_path, workflow)
-    task = run_issue(standin)
+    task, _ = issue_run(standin, client=GitHubClient())
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
     (pull,) = standin.pulls_of("octo/sample")
     body = pull["body"]
@@ -156,7 +144,7 @@ def test_a_secret_in_the_plan_never_reaches_the_pull_request(tmp_path, standin, 
     settings.TACX = {**settings.TACX, "ALERT_EMAILS": ["ops@example.com"]}
     planner = f"import pathlib; pathlib.Path('plan.md').write_text('# Plan\\n\\nconfig: {CANARY.encode().hex()}\\n'); print('planned')"
     github_repository(tmp_path, command_workflow(planning=planner))
-    task = run_issue(standin)
+    task, _ = issue_run(standin, client=GitHubClient())
 
     assert task.status == Task.Status.FAILED
     pr_stage = Stage.objects.get(task=task, name="pr_creation")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -19,6 +20,14 @@ from tests.test_sandbox_containment import http_servers  # noqa: F401 - fixture
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 FETCH = "import sys, urllib.request as u\nfor p in sys.argv[1:]:\n    try: print(p, u.urlopen(f'http://127.0.0.1:{p}/', timeout=10).read().decode())\n    except Exception as e: print(p, 'refused', e)\n"
+
+
+def run_setup(repository, clone: Path, workflow: dict) -> Task:
+    """Commit ``workflow`` to ``clone``, then run a task with it in this process until it ends."""
+    commit_workflow(clone, yaml.safe_dump(workflow))
+    task, _ = services.task_create(repository=repository, issue_number=2, title="Setup", trigger_source="cli")
+    services.task_dispatch(task=task, enqueue=False)
+    return jobs.task_run_inline(task=task)
 
 
 def test_setup_reaches_its_hosts_and_keeps_its_secret_from_the_agent(local_repository, origin_and_clone, http_servers, monkeypatch):  # noqa: F811
@@ -46,10 +55,7 @@ def test_setup_reaches_its_hosts_and_keeps_its_secret_from_the_agent(local_repos
             {"name": "pr_creation"},
         ],
     }
-    commit_workflow(clone, yaml.safe_dump(workflow))
-    task, _ = services.task_create(repository=local_repository, issue_number=2, title="Setup", trigger_source="cli")
-    services.task_dispatch(task=task, enqueue=False)
-    task = jobs.task_run_inline(task=task)
+    task = run_setup(local_repository, clone, workflow)
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
 
     setup = AgentEvent.objects.get(task=task, data__hook="setup", data__status="passed").data["output"]
@@ -77,10 +83,7 @@ def test_one_refused_connection_in_a_three_command_hook_is_counted_once(local_re
             {"name": "pr_creation"},
         ],
     }
-    commit_workflow(clone, yaml.safe_dump(workflow))
-    task, _ = services.task_create(repository=local_repository, issue_number=2, title="Setup", trigger_source="cli")
-    services.task_dispatch(task=task, enqueue=False)
-    task = jobs.task_run_inline(task=task)
+    task = run_setup(local_repository, clone, workflow)
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
 
     assert f"{denied.server_port} refused" in AgentEvent.objects.get(task=task, data__hook="setup", data__status="passed").data["output"]
@@ -98,10 +101,7 @@ def test_a_setup_refused_by_the_allow_list_fails_naming_the_host_and_the_key_tha
         "hooks": {"setup": {"run": [" ".join(shlex.quote(a) for a in [sys.executable, "-c", fetch, str(denied.server_port)])]}},
         "stages": [{"name": "planning", "provider": "command", "options": {"argv": [sys.executable, "-c", "print('never')"]}}, {"name": "pr_creation"}],
     }
-    commit_workflow(clone, yaml.safe_dump(workflow))
-    task, _ = services.task_create(repository=local_repository, issue_number=2, title="Setup", trigger_source="cli")
-    services.task_dispatch(task=task, enqueue=False)
-    task = jobs.task_run_inline(task=task)
+    task = run_setup(local_repository, clone, workflow)
 
     assert task.status == Task.Status.FAILED
     reason = task.status_reason

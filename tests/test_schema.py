@@ -50,11 +50,23 @@ def test_the_schema_is_valid_openapi_and_lists_every_operation(alice):
         "tasks_retry",
         "tasks_cancel",
         "tasks_approve",
+        "tasks_budget_raise",
+        "tasks_budget_stop",
         "tasks_stages",
         "tasks_attempts",
         "tasks_events",
         "stats",
         "workers",
+        "evaluations_list",
+        "evaluations_detail",
+        "evaluations_export",
+        "memory_list",
+        "memory_create",
+        "memory_retrieve",
+        "memory_update",
+        "memory_accept",
+        "memory_reject",
+        "memory_delete",
     }
     assert set(document["components"]["securitySchemes"]) == {"tokenAuth", "cookieAuth"}
 

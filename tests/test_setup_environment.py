@@ -35,12 +35,11 @@ def workflow(builder: str, **extra) -> dict:
     return {"stages": [stage, {"name": "pr_creation"}], "hooks": {"setup": {"run": SETUP, "timeout": 60}}, **extra}
 
 
-def commit_workflow(clone: Path, wf: dict) -> None:
+def build(repository, clone: Path, builder: str, **extra) -> Task:
+    """Commit ``workflow(builder, **extra)`` to ``clone`` (which has no .gitignore), then run a
+    task with it in this process until it ends."""
     assert not (clone / ".gitignore").exists()
-    conftest.commit_workflow(clone, yaml.safe_dump(wf))
-
-
-def start(repository) -> Task:
+    conftest.commit_workflow(clone, yaml.safe_dump(workflow(builder, **extra)))
     task, _ = services.task_create(repository=repository, issue_number=3, title="Add farewell", body="Please.", trigger_source="cli")
     services.task_dispatch(task=task, enqueue=False)
     return jobs.task_run_inline(task=task)
@@ -50,9 +49,7 @@ def start(repository) -> Task:
 @pytest.mark.django_db(transaction=True)
 def test_what_setup_made_never_reaches_the_pushed_branch(local_repository, origin_and_clone):
     origin, clone = origin_and_clone
-    commit_workflow(clone, workflow(BUILDER))
-
-    task = start(local_repository)
+    task = build(local_repository, clone, BUILDER)
 
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
     worktree = Path(task.worktree_path)
@@ -71,9 +68,7 @@ def test_what_setup_made_never_reaches_the_pushed_branch(local_repository, origi
 @pytest.mark.django_db(transaction=True)
 def test_a_builder_adding_more_files_than_the_commit_limit_fails_with_the_biggest_paths(local_repository, origin_and_clone):
     origin, clone = origin_and_clone
-    commit_workflow(clone, workflow(FLOODER))
-
-    task = start(local_repository)
+    task = build(local_repository, clone, FLOODER)
 
     assert task.status == Task.Status.FAILED
     reason = task.status_reason
@@ -86,9 +81,7 @@ def test_a_builder_adding_more_files_than_the_commit_limit_fails_with_the_bigges
 @pytest.mark.django_db(transaction=True)
 def test_a_raised_commit_limit_lets_the_same_builder_through(local_repository, origin_and_clone):
     origin, clone = origin_and_clone
-    commit_workflow(clone, workflow(FLOODER, commit_limit={"files": 400}))
-
-    task = start(local_repository)
+    task = build(local_repository, clone, FLOODER, commit_limit={"files": 400})
 
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
     assert len([f for f in git(origin, "ls-tree", "-r", "--name-only", task.branch).split() if f.startswith("generated/")]) == 300

@@ -7,6 +7,13 @@ import pytest
 from pipeline.workflow import Workflow, WorkflowError, default_workflow, load_workflow_text
 
 
+def refusal(text: str, **kwargs) -> WorkflowError:
+    """What loading `text` raises (the test fails if it loads)."""
+    with pytest.raises(WorkflowError) as exc:
+        load_workflow_text(text, **kwargs)
+    return exc.value
+
+
 def test_the_default_workflow_has_the_four_core_stages():
     wf = default_workflow()
     assert [s.name for s in wf.stages] == ["planning", "building", "reviewing", "pr_creation"]
@@ -68,9 +75,7 @@ def test_the_snapshot_round_trips():
     ],
 )
 def test_an_invalid_file_names_the_file_the_field_and_the_problem(text, expected):
-    with pytest.raises(WorkflowError) as exc:
-        load_workflow_text(text)
-    message = str(exc.value)
+    message = str(refusal(text))
     assert message.startswith(".tac/workflow.yaml: ")
     assert expected in message
 
@@ -90,20 +95,19 @@ def test_every_problem_of_a_file_is_reported_at_once():
         "  - name: reviewing\n    prompt: 'Do {isue_title}'\n"
         "  - name: pr_creation\n"
     )
-    with pytest.raises(WorkflowError) as exc:
-        load_workflow_text(text)
-    errors = exc.value.errors
+    error = refusal(text)
+    errors = error.errors
     assert errors == [
         ".tac/workflow.yaml: colour: unknown key (allowed: allow_submodules, approval, approval_skip_label, budget, commit_limit, defaults, environment, hooks, max_ci_fix_attempts, "
-        "max_followup_rounds, max_test_rounds, mention, network, publish, resume_session, review_rounds, setup_env, stages, test_command, toolchains, version)",
+        "max_followup_rounds, max_test_rounds, memory, mention, network, publish, resume_session, review_rounds, setup_env, stages, test_command, toolchains, version)",
         ".tac/workflow.yaml: review_rounds: must be >= 1, got 0",
         ".tac/workflow.yaml: stages[0] (planning).provider: unknown provider 'clod' (known: claude, codex, gemini, qwen, opencode, command)",
         ".tac/workflow.yaml: stages[1] (building).timeout: must be >= 1, got -1",
         ".tac/workflow.yaml: stages[1] (building).max_turns: must be an integer, got str 'many'",
         ".tac/workflow.yaml: stages[2] (reviewing).prompt: unknown placeholder {isue_title} (known: branch, followup, issue_body, "
-        "issue_number, issue_title, plan, repository, review_feedback, round, stage, test_result, worktree)",
+        "issue_number, issue_title, memory, plan, repository, review_feedback, round, stage, test_result, worktree)",
     ]
-    assert str(exc.value) == "\n".join(errors)
+    assert str(error) == "\n".join(errors)
 
 
 def test_the_round_keys_are_validated_and_kept_in_the_snapshot():
@@ -111,9 +115,8 @@ def test_the_round_keys_are_validated_and_kept_in_the_snapshot():
     again = type(wf).from_json(wf.to_json())
     assert (again.approval, again.max_followup_rounds, again.max_ci_fix_attempts, again.mention, again.resume_session) == ("plan", 2, 1, "@helper", False)
     assert load_workflow_text(None).approval == "none" and load_workflow_text(None).max_ci_fix_attempts == 3
-    with pytest.raises(WorkflowError) as exc:
-        load_workflow_text("approval: always\nmention: tacx\nresume_session: maybe\nmax_ci_fix_attempts: -1\n")
-    assert [e.split(": ", 2)[1] for e in exc.value.errors] == ["approval", "max_ci_fix_attempts", "mention", "resume_session"]
+    errors = refusal("approval: always\nmention: tacx\nresume_session: maybe\nmax_ci_fix_attempts: -1\n").errors
+    assert [e.split(": ", 2)[1] for e in errors] == ["approval", "max_ci_fix_attempts", "mention", "resume_session"]
 
 
 def test_allow_submodules_is_off_by_default_validated_and_kept_in_the_snapshot():
@@ -146,9 +149,7 @@ NO_PR = "stages:\n  - {name: planning}\n  - {name: building}\n  - {name: reviewi
 
 
 def test_a_pipeline_without_pr_creation_is_refused_naming_the_file_and_the_fix():
-    with pytest.raises(WorkflowError) as exc:
-        load_workflow_text(NO_PR, source="acme/widgets:.tac/workflow.yaml")
-    (error,) = exc.value.errors
+    (error,) = refusal(NO_PR, source="acme/widgets:.tac/workflow.yaml").errors
     assert error.startswith("acme/widgets:.tac/workflow.yaml: stages: has no pr_creation stage")
     assert "`- name: pr_creation`" in error and "`publish: none`" in error
 
@@ -173,3 +174,23 @@ def test_a_snapshot_taken_before_publish_existed_still_loads():
     snapshot = load_workflow_text(NO_PR + "publish: none\n").to_json()
     del snapshot["publish"]
     assert type(load_workflow_text(None)).from_json(snapshot).publish == "none"
+
+
+def test_a_budget_says_what_it_does_when_reached_and_a_bad_value_is_explained():
+    wf = load_workflow_text(
+        "budget: {usd: 5, on_exceed: pause}\nstages:\n  - {name: building, budget: {tokens: 1000, on_exceed: fail}}\n  - {name: pr_creation}\n"
+    )
+    assert (wf.budget.on_exceed, wf.stage("building").budget.on_exceed) == ("pause", "fail")
+    again = Workflow.from_json(wf.to_json())
+    assert again.budget.on_exceed == "pause" and again.stage("building").budget.tokens == 1000
+    assert load_workflow_text("budget: {usd: 5}\n").budget.on_exceed == "fail"  # the default, as before
+    with pytest.raises(WorkflowError) as caught:
+        load_workflow_text("stages:\n  - {name: building, budget: {usd: 1, on_exceed: ask}}\n  - {name: pr_creation}\n")
+    assert str(caught.value) == (
+        ".tac/workflow.yaml: stages[0] (building).budget.on_exceed: must be fail (end the task when the budget is reached) "
+        "or pause (stop, keep the work and wait for a person), got 'ask'"
+    )
+    # A snapshot taken before on_exceed existed still loads, as fail.
+    old = wf.to_json()
+    del old["budget"]["on_exceed"]
+    assert Workflow.from_json(old).budget.on_exceed == "fail"

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.workflow import Workflow, WorkflowError, load_workflow_text
+from pipeline.workflow import Workflow, load_workflow_text
+from tests.test_workflow import refusal
 
 STAGES = """
 stages:
@@ -67,6 +68,5 @@ def test_no_hooks_and_no_test_command_is_the_default():
     ],
 )
 def test_bad_hooks_fail_with_the_file_the_field_and_the_problem(text, message):
-    with pytest.raises(WorkflowError) as exc:
-        load_workflow_text(text)
-    assert str(exc.value).startswith(message), str(exc.value)
+    error = str(refusal(text))
+    assert error.startswith(message), error

@@ -6,12 +6,15 @@ serializers are read-only views of the models.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from pipeline.models import AgentEvent, Repository, Round, Stage, StageResult, Task, Worker
+from pipeline import budgets
+from pipeline.models import AgentEvent, BudgetPause, MemoryEntry, Repository, Round, Stage, StageResult, Task, Worker
 
 MAX_INT = 2_147_483_647  # PositiveIntegerField's range on every database
 MAX_BIGINT = 2**63 - 1
@@ -57,6 +60,21 @@ class TaskCreateIn(serializers.Serializer):
     start = serializers.BooleanField(required=False, default=False, help_text="Dispatch now instead of waiting for the coordinator")
 
 
+class BudgetRaiseIn(serializers.Serializer):
+    """One of the two: how much to add to the budget that paused the task."""
+
+    usd = serializers.DecimalField(
+        max_digits=12, decimal_places=6, min_value=Decimal("0.000001"), max_value=budgets.MAX_RAISE_USD, required=False,
+        help_text="US dollars to add to a USD limit",
+    )
+    tokens = serializers.IntegerField(min_value=1, max_value=budgets.MAX_RAISE_TOKENS, required=False, help_text="Tokens to add to a token limit")
+
+    def validate(self, data: dict) -> dict:
+        if ("usd" in data) == ("tokens" in data):
+            raise serializers.ValidationError({"usd": ["give usd or tokens (one of them)"]})
+        return data
+
+
 class EventsQuery(serializers.Serializer):
     after = serializers.IntegerField(required=False, min_value=0, max_value=MAX_BIGINT, default=0, help_text="Last event id seen")
     limit = serializers.IntegerField(required=False, min_value=1, max_value=1000, default=200)
@@ -68,6 +86,23 @@ class WorkersQuery(serializers.Serializer):
 
 class StatsQuery(serializers.Serializer):
     days = serializers.IntegerField(required=False, min_value=1, max_value=365, default=30)
+
+
+MEMORY_TEXT_HELP = "One short line: how to build or test the repository, a quirk, a convention (cleaned up and capped like an agent's entry)"
+
+
+class MemoryListQuery(serializers.Serializer):
+    repository = serializers.CharField(required=False, max_length=200, help_text="Repository id or name (all repositories without it)")
+    status = serializers.ChoiceField(choices=MemoryEntry.Status.choices, required=False)
+
+
+class MemoryCreateIn(serializers.Serializer):
+    repository = serializers.CharField(max_length=200, help_text="Repository id or name")
+    text = serializers.CharField(max_length=10_000, help_text=MEMORY_TEXT_HELP)
+
+
+class MemoryUpdateIn(serializers.Serializer):
+    text = serializers.CharField(max_length=10_000, help_text=MEMORY_TEXT_HELP)
 
 
 # --- output -----------------------------------------------------------------------------------
@@ -138,6 +173,7 @@ class TaskOut(serializers.ModelSerializer):
 
 class AttemptOut(serializers.ModelSerializer):
     stage = serializers.CharField(source="stage.name")
+    memory_entries = serializers.ListField(child=serializers.IntegerField(), help_text="Ids of the memory entries its prompt carried")
     tokens = TokensOut(source="*")
     cost_usd = serializers.DecimalField(max_digits=12, decimal_places=6)
     duration_seconds = serializers.FloatField(allow_null=True)
@@ -168,6 +204,7 @@ class AttemptOut(serializers.ModelSerializer):
             "turns",
             "session_id",
             "output_file",
+            "memory_entries",
         )
 
 
@@ -224,17 +261,37 @@ class RoundOut(serializers.ModelSerializer):
         )
 
 
+class BudgetPauseOut(serializers.ModelSerializer):
+    """A budget pause (`on_exceed: pause`): what was reached, the estimate of the rest, the answer."""
+
+    stage = serializers.CharField(source="stage.name")
+    estimate = serializers.JSONField()
+
+    class Meta:
+        model = BudgetPause
+        fields = (
+            "id", "status", "stage", "scope", "stage_name", "reason", "limit_usd", "limit_tokens", "spent_usd", "spent_tokens",
+            "estimate_usd", "estimate_tokens", "estimate", "created_at", "paused_at", "expires_at", "answered_at", "answered_by",
+            "answer_source", "raise_usd", "raise_tokens",
+        )
+
+
 class TaskDetailOut(TaskOut):
     stages = StageBriefOut(many=True, source="stage_list")
     workflow = serializers.JSONField()
     rounds = serializers.SerializerMethodField()
+    budget_pauses = serializers.SerializerMethodField()
 
     class Meta(TaskOut.Meta):
-        fields = (*TaskOut.Meta.fields, "body", "issue_url", "review_round", "workflow", "workflow_source", "stages", "rounds")
+        fields = (*TaskOut.Meta.fields, "body", "issue_url", "review_round", "workflow", "workflow_source", "stages", "rounds", "budget_pauses")
 
     @extend_schema_field(RoundOut(many=True))
     def get_rounds(self, task) -> list[dict]:
         return RoundOut(task.rounds.order_by("id"), many=True).data
+
+    @extend_schema_field(BudgetPauseOut(many=True))
+    def get_budget_pauses(self, task) -> list[dict]:
+        return BudgetPauseOut(task.budget_pauses.select_related("stage").order_by("id"), many=True).data
 
 
 class TaskPageOut(serializers.Serializer):
@@ -332,3 +389,30 @@ class StatsOut(serializers.Serializer):
     branches = serializers.IntegerField(help_text="Local repositories: branches pushed to their origin")
     total_tokens = serializers.IntegerField()
     total_cost_usd = serializers.DecimalField(max_digits=14, decimal_places=6)
+
+
+class MemorySourceOut(serializers.Serializer):
+    task = serializers.IntegerField(source="source_task_id", allow_null=True)
+    attempt = serializers.IntegerField(source="source_result_id", allow_null=True, help_text="Id of the attempt (StageResult)")
+    stage = serializers.SerializerMethodField()
+    proposer = serializers.CharField()
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_stage(self, entry: MemoryEntry) -> str | None:
+        return entry.source_result.stage.name if entry.source_result_id else None
+
+
+class MemoryEntryOut(serializers.ModelSerializer):
+    repository = RepositoryOut()
+    source = MemorySourceOut(source="*")
+    in_prompts = serializers.SerializerMethodField(help_text="Accepted and within the prompt size cap: later prompts carry it")
+
+    class Meta:
+        model = MemoryEntry
+        fields = ("id", "repository", "text", "status", "source", "created_at", "decided_by", "decided_at", "edited_by", "edited_at", "in_prompts")
+
+    def get_in_prompts(self, entry: MemoryEntry) -> bool:
+        given = self.context.get("given")
+        if given is None:
+            return False
+        return entry.pk in given

@@ -76,8 +76,21 @@ def event_summary(event) -> str:
 
 @register.filter
 def counted_attempts(stage) -> int:
-    """Attempts that count against the limit: a cancelled one does not."""
+    """Attempts that count against the limit: a cancelled one does not, nor one before a
+    person's Retry (it resets the count; selectors.task_stages works it out)."""
+    counted = getattr(stage, "counted_attempts", None)
+    if counted is not None:
+        return counted
     results = getattr(stage, "attempt_list", None)
     if results is None:
         return stage.attempts
     return sum(1 for r in results if r.outcome != "cancelled")
+
+
+@register.filter
+def stage_label(stage) -> str:
+    """A stage's status as the timeline says it: a stage that ended without ever running (the
+    task failed or was cancelled before it) is "not run", not "cancelled"."""
+    if stage.status == "cancelled" and not getattr(stage, "attempt_list", None):
+        return "not run"
+    return stage.status

@@ -39,6 +39,7 @@ from .script import Script, ToolCall, Usage
 
 API = "gemini"
 
+# The CLI's cwd as its system prompt or opening message states it (in match_text).
 _CWD_PATTERNS = (
     re.compile(r"I'm currently working in the directory: (\S[^\n]*)"),
     re.compile(r"[Cc]urrent working directory[^:\n]*: (/[^\n]*)"),
@@ -86,7 +87,7 @@ def generate(request: dict[str, Any], script: Script, *, model: str, stream: boo
     refusal = exchange.scripted_error_reply(decision, error_reply)
     if refusal is not None:
         return refusal
-    parts = _parts(decision, tools=tools, cwd=working_directory(request))
+    parts = _parts(decision, tools=tools, cwd=exchange.first_match(match_text(request), _CWD_PATTERNS, rstrip="."))
     finish = {"candidates": [{"content": {"role": "model", "parts": []}, "finishReason": "STOP", "index": 0}], "usageMetadata": usage_dict(decision.usage), "modelVersion": model, "responseId": new_id("resp")}
     if not stream:
         finish["candidates"][0]["content"]["parts"] = parts
@@ -128,11 +129,6 @@ def history_ids(request: dict[str, Any]) -> list[str]:
                 if isinstance(value, dict) and isinstance(value.get("id"), str):
                     ids.append(value["id"])
     return ids
-
-
-def working_directory(request: dict[str, Any]) -> str | None:
-    """The CLI's cwd as its system prompt or opening message states it, if it does."""
-    return exchange.first_match(match_text(request), _CWD_PATTERNS, rstrip=".")
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:

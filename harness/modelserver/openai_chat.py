@@ -39,6 +39,7 @@ from .script import Script, ToolCall, Usage
 
 API = "openai-chat"
 
+# The agent's cwd as its system prompt or first message states it (in match_text).
 _CWD_PATTERNS = (
     re.compile(r"<cwd>([^<\n]+)</cwd>"),
     re.compile(r"Working directory: (/[^\n<]*)"),
@@ -62,7 +63,7 @@ def completions(request: dict[str, Any], script: Script) -> Reply:
     refusal = exchange.scripted_error_reply(decision, error_reply)
     if refusal is not None:
         return refusal
-    text, calls = _answer(decision, tools=tools, cwd=working_directory(request))
+    text, calls = _answer(decision, tools=tools, cwd=exchange.first_match(match_text(request), _CWD_PATTERNS, rstrip="."))
     model = str(request.get("model") or "scripted")
     ident, created = new_id("chatcmpl"), int(time.time())
     finish_reason = "tool_calls" if calls else "stop"
@@ -114,11 +115,6 @@ def history_ids(request: dict[str, Any]) -> list[str]:
             if isinstance(call, dict) and isinstance(call.get("id"), str):
                 ids.append(call["id"])
     return ids
-
-
-def working_directory(request: dict[str, Any]) -> str | None:
-    """The agent's cwd as its system prompt or first message states it, if it does."""
-    return exchange.first_match(match_text(request), _CWD_PATTERNS, rstrip=".")
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:

@@ -10,14 +10,15 @@ from pathlib import Path
 
 from django.conf import settings
 
-from .. import budgets, git, sandbox, sessions
+from .. import budgets, git, sandbox, services, sessions
 from ..agent_process import run_agent
+from ..lib import dbretry
 from ..lib.redaction import redact
 from ..models import AgentEvent, StageResult
 from ..providers import get_provider
 from ..providers.base import Invocation, agent_environment
 from ..sandbox import toolchains
-from . import publish, readback
+from . import memory, publish, readback
 from .commands import task_toolchains
 from .context import AttemptContext, StageFailure, git_access
 from .prompt import render_prompt
@@ -26,9 +27,12 @@ from .prompt import render_prompt
 def run_agent_stage(self: AttemptContext) -> None:
     cfg, result = self.cfg, self.result
     provider = get_provider(cfg.provider)
+    resume = session_to_resume(self, provider)
+    self.resumes_session = bool(resume)
     prompt = render_prompt(self)
     result.prompt = redact(prompt)
     result.prompt_hash = hashlib.sha256(prompt.encode()).hexdigest()
+    memory.record_given(self)
     invocation = Invocation(
         prompt=prompt,
         cwd=str(self.worktree),
@@ -38,7 +42,7 @@ def run_agent_stage(self: AttemptContext) -> None:
         permission_mode=cfg.permission_mode,
         extra_args=tuple(cfg.extra_args),
         options=dict(cfg.options),
-        resume_session=session_to_resume(self, provider),
+        resume_session=resume,
         sandboxed=sandbox.enabled(),
     )
     result.resumed_session_id = invocation.resume_session[:200]
@@ -79,8 +83,11 @@ def run_agent_stage(self: AttemptContext) -> None:
     parser = provider.parser(invocation)
     meter = budgets.Meter.for_attempt(task=self.task, stage_cfg=cfg, workflow=self.workflow)
     self.recorder.parser, self.recorder.meter = parser, meter
+    self.recorder.on_budget_pause = lambda reached: begin_pause(self, reached, once=True)
     if (refusal := meter.refusal()) is not None:
-        raise StageFailure(refusal, outcome=StageResult.Outcome.BUDGET_EXCEEDED, permanent=True)
+        if meter.reached is not None and meter.reached.pauses:
+            begin_pause(self, meter.reached)
+        raise StageFailure(refusal + (PAUSING if self.pause else ""), outcome=StageResult.Outcome.BUDGET_EXCEEDED, permanent=True)
     tacx = settings.TACX
     self.recorder.agent_started()
     proc = run_agent(
@@ -98,6 +105,11 @@ def run_agent_stage(self: AttemptContext) -> None:
         tick_seconds=min(1.0, tacx["HEARTBEAT_SECONDS"]),
         stdin_data=provider.stdin_data(invocation),
     )
+    budget_stop = proc.stop is not None and proc.stop.outcome == StageResult.Outcome.BUDGET_EXCEEDED
+    if budget_stop and meter.reached is not None and meter.reached.pauses and self.pause is None:
+        # Not recorded when the meter stopped the agent (the database was away): now, before the
+        # work is kept.
+        begin_pause(self, meter.reached)
     if self.box is not None:
         self.box.finish()
     self.recorder.collect_blocked()
@@ -122,31 +134,60 @@ def run_agent_stage(self: AttemptContext) -> None:
     self.recorder.apply_usage(usage)
     result.turns = usage.turns
     result.session_id = usage.session_id[:200]
-    if result.session_id and self.stage.name == "building":
-        # Its private HOME goes away: keep the session for a round to resume.
+    if result.session_id and (self.stage.name == "building" or self.pause is not None):
+        # Its private HOME goes away: keep the session for a round (or the answer to a budget
+        # pause) to resume.
         sessions.session_keep(provider=provider, home=home, session_id=result.session_id, task_id=self.task.pk)
     result.model = (usage.model or cfg.model)[:100]
     if usage.cli_version:
         result.cli_version = usage.cli_version[:100]
     result.output_text = redact(outcome.final_text or "")
     if proc.stop is not None:
-        if proc.stop.outcome == StageResult.Outcome.BUDGET_EXCEEDED and self.worktree is not None:
-            # Keep the work done so far: it is on the branch for a human to pick up.
+        if budget_stop and self.worktree is not None:
+            # Keep the work done so far: it is on the branch for a human to pick up (and for
+            # the stage to go on from when a paused budget is raised).
             if readback.commit_all(self, f"tacx: work in progress of {self.stage.name} when the budget ran out (#{self.task.issue_number})"):
                 publish.publish_branch(self)
-        raise StageFailure(proc.stop.reason, outcome=proc.stop.outcome, permanent=outcome.permanent)
+            result.head_commit = git.head(self.worktree)
+        reason = proc.stop.reason + (PAUSING if budget_stop and self.pause is not None else "")
+        raise StageFailure(reason, outcome=proc.stop.outcome, permanent=outcome.permanent)
     if not outcome.success:
         raise StageFailure(outcome.error or f"agent exited with code {proc.exit_code}", permanent=outcome.permanent)
 
 
+PAUSING = "; the task pauses until a person raises the limit or ends it"
+
+
+def begin_pause(self: AttemptContext, reached: budgets.Reached, *, once: bool = False) -> None:
+    """A budget that pauses stopped this attempt: its `stopping` record, written the moment the
+    meter stops the agent (`once`: from the recorder, one try) or, failing that, before the work
+    is kept (waiting out a database outage). From then on a worker that dies leaves a record the
+    reaper turns into the pause (services.budget_pauses), not into a retry."""
+
+    def begin() -> None:
+        self.pause = services.budget_pause_begin(task=self.task, stage=self.stage, result=self.result, reached=reached)
+
+    if once:
+        begin()
+    else:
+        dbretry.retry(begin, what=f"stage {self.stage.pk}: recording the budget pause")
+
+
 def session_to_resume(self: AttemptContext, provider) -> str:
-    """In a follow-up round's building stage, the previous building session when the
-    workflow allows it and the CLI can resume it here; "" for a cold start."""
-    if self.followup is None or self.stage.name != "building" or not self.workflow.resume_session:
+    """The session to resume when the workflow allows it and the CLI can resume it here ("" for
+    a cold start): the stopped attempt's, when this attempt goes on after a raised budget pause;
+    in a follow-up round's building stage, the previous building session."""
+    if not self.workflow.resume_session:
         return ""
-    if StageResult.objects.filter(followup=self.followup, stage=self.stage).exclude(pk=self.result.pk).exists():
+    if self.continues is not None:
+        stopped = self.continues.result
+        session = stopped.session_id if stopped.provider == self.cfg.provider else ""
+    elif self.followup is None or self.stage.name != "building":
+        return ""
+    elif StageResult.objects.filter(followup=self.followup, stage=self.stage).exclude(pk=self.result.pk).exists():
         return ""  # a retry inside the round: start cold rather than resume what failed
-    session = sessions.resumable_session(task=self.task, stage_name="building", provider=self.cfg.provider)
+    else:
+        session = sessions.resumable_session(task=self.task, stage_name="building", provider=self.cfg.provider)
     available = session and sessions.session_available(provider=provider, session_id=session, task_id=self.task.pk, cwd=str(self.worktree))
     return session if available else ""
 

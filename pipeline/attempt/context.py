@@ -8,11 +8,11 @@ import enum
 import os
 import socket
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import git, hooks, sandbox, worktree_reads
-from ..models import Round, Stage, StageResult, Task, Worker
+from ..models import BudgetPause, Round, Stage, StageResult, Task, Worker
 from ..workflow import StageConfig, Workflow
 from .recorder import EventRecorder
 
@@ -24,6 +24,7 @@ class RunResult(enum.Enum):
     REQUEUED = "requeued"
     CANCELLED = "cancelled"
     LEASE_LOST = "lease_lost"
+    PAUSED = "paused"  # a budget that pauses stopped it: the task waits for a person
 
 
 class StageFailure(Exception):
@@ -73,6 +74,14 @@ class AttemptContext:
     repo_dir: Path | None = None
     box_root: Path | None = None
     handback: worktree_reads.Reader | None = None  # the gate's reader of this worktree (attempt.readback)
+    memory_proposals: list[str] = field(default_factory=list)  # read back from the memory file (attempt.memory)
+    # Set when a budget that pauses stopped this attempt (its `stopping` row): finish_attempt
+    # pauses the task instead of failing it.
+    pause: BudgetPause | None = None
+    # The raised budget pause this attempt goes on from (its stopped attempt's session, the note
+    # in its prompt), or None.
+    continues: BudgetPause | None = None
+    resumes_session: bool = False  # the agent step resumes a CLI session (its prompt is shorter)
     recorder: EventRecorder = None  # type: ignore[assignment]  # made from the fields above
 
     def __post_init__(self) -> None:

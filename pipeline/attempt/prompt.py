@@ -4,9 +4,10 @@ byte-exact by one random boundary per prompt (pipeline.lib.untrusted.Fences)."""
 
 from __future__ import annotations
 
-from .. import hooks, services
+from .. import budgets, hooks, services
 from ..lib.untrusted import BoundaryCollision, Fences
 from ..models import Round, StageResult
+from . import memory
 from .context import AttemptContext
 
 
@@ -70,6 +71,7 @@ def prompt_context(self: AttemptContext, fences: Fences) -> dict[str, object]:
         "worktree": str(self.worktree),
         "test_result": hooks.tests_report(tests, configured=self.workflow.test_command is not None, fences=fences),
         "followup": followup_text(self, fences) or "(none)",
+        "memory": memory.memory_section(memory.entries_for_prompt(self), fences, task.repository.full_name) or "(none)",
     }
 
 
@@ -108,10 +110,35 @@ def render_prompt(self: AttemptContext) -> str:
             continue
 
 
+def continuation_note(self: AttemptContext, fences: Fences) -> str:
+    """What an attempt that goes on after a raised budget pause is told ("" for any other): why
+    the last one stopped, who raised the limit, and where its kept work is."""
+    pause = self.continues
+    if pause is None or pause.result.error.startswith("budget exceeded before start"):
+        return ""  # the pause refused the start: nothing ran, the stage simply starts
+    amount = budgets.money(pause.raise_usd) if pause.raise_usd is not None else f"{pause.raise_tokens:,} tokens"
+    kept = pause.result.head_commit
+    where = (
+        f"Your work up to then is committed on this branch (commit {kept[:10]}); continue from it."
+        if kept and kept != pause.result.base_commit
+        else "It had not changed any file yet."
+    )
+    who = fences.wrap(pause.answered_by or "a person", "raised_by", inline=True)
+    return (
+        f"BUDGET PAUSE ANSWERED: the previous run of this stage was stopped because its budget ran out "
+        f"({pause.reason.removeprefix('budget exceeded: ')}). {who} raised the limit by {amount}. "
+        f"Go on exactly where you stopped: do not start over or redo what is already done. {where}"
+    )
+
+
 def _render_prompt(self: AttemptContext, fences: Fences) -> str:
     header = f"TACX-STAGE: {self.stage.name}" + (f" (round {self.task.review_round})" if self.task.review_round > 1 else "")
     if self.followup is not None:
         header += f" (follow-up {self.followup.kind})"
+    note = continuation_note(self, fences)
+    if note and self.resumes_session:
+        # The resumed session holds the stage's prompt and everything it did: only the note.
+        return f"{header} (continued after a budget pause)\n{fences.explanation()}\n\n{note}\n"
     # format_map substitutes values once; braces inside the issue text are never re-parsed.
     context = prompt_context(self, fences)
     prompt = f"{header}\n{fences.explanation()}\n\n{self.cfg.prompt.format_map(context)}"
@@ -122,4 +149,10 @@ def _render_prompt(self: AttemptContext, fences: Fences) -> str:
     extra = followup_text(self, fences)
     if extra and "{followup" not in self.cfg.prompt:
         prompt = f"{prompt.rstrip()}\n\n{extra}\n"  # a workflow prompt without {followup} still gets it
+    if context["memory"] != "(none)" and "{memory" not in self.cfg.prompt:
+        prompt = f"{prompt.rstrip()}\n\n{context['memory']}\n"  # likewise the repository's memory
+    if note:
+        prompt = f"{prompt.rstrip()}\n\n{note}\n"
+    if invitation := memory.invitation(self):
+        prompt = f"{prompt.rstrip()}\n\n{invitation}\n"
     return prompt

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -49,6 +50,9 @@ class EventRecorder:
     # Set by the agent step: the agent's stream parser (its usage totals) and budget meter.
     parser: StreamParser | None = None
     meter: budgets.Meter | None = None
+    # Called once when a budget that pauses stops the agent, before it is killed (the agent step
+    # records the pause there: attempt.agent.begin_pause).
+    on_budget_pause: Callable[[budgets.Reached], None] | None = None
     _pending: list[AgentEvent] = field(default_factory=list)
     _seq: int = 0
     _last_flush: float = 0.0
@@ -96,9 +100,21 @@ class EventRecorder:
                 AgentEvent(task=self.task, result=self.result, seq=self._seq, kind=_kind(event.kind), data=redact_data(event.data))
             )
             if event.kind == "usage" and (stop := self.meter.check(self.parser.usage)) is not None:
+                if self.meter.reached is not None and self.meter.reached.pauses and self.on_budget_pause is not None:
+                    self._budget_pause(self.meter.reached)
                 return stop
         self.flush_events(due_only=True)
         return self.database_stop()
+
+    def _budget_pause(self, reached: budgets.Reached) -> None:
+        """Record the pause the moment the meter stops the agent, so a worker that dies while the
+        agent is being killed leaves it for the reaper. One try: while the database is away the
+        agent must still be stopped at once; the agent step records it after the kill instead."""
+        callback, self.on_budget_pause = self.on_budget_pause, None
+        try:
+            callback(reached)
+        except dbretry.DB_ERRORS as exc:
+            self._db_failed(exc)
 
     def on_idle(self) -> float | None:
         """The agent went quiet: store what is due; returns when the rest will be due."""

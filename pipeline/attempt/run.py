@@ -18,6 +18,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from .. import alerts, git, publish_guard, services
+from ..accounting import TOKEN_FIELDS
 from ..lib import dbretry
 from ..lib.redaction import redact
 from ..models import Stage, StageResult, Task, Worker
@@ -73,7 +74,10 @@ def run_stage(stage_id: int, *, enqueue_next: bool = True, owner: str | None = N
     services.event_status(
         task, f"stage {stage.name} attempt {stage.attempts} started", stage=stage.name, stage_status="running", attempt=stage.attempts
     )
-    attempt = Attempt(stage=stage, task=task, cfg=cfg, workflow=workflow, result=result, owner=owner, worker=worker, followup=followup)
+    continues = services.pause_continued(stage=stage, result=result)
+    attempt = Attempt(
+        stage=stage, task=task, cfg=cfg, workflow=workflow, result=result, owner=owner, worker=worker, followup=followup, continues=continues
+    )
     permanent = False
     try:
         attempt.execute()
@@ -117,9 +121,14 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
             StageResult.objects.filter(pk=result.pk).update(
                 error=f"worker lost; the agent later ended as {result.outcome}: {result.error}"[:4000]
             )
+            services.budget_pause_drop(pause=attempt.pause)  # the reaper's account stands
             return RunResult.LEASE_LOST
         services.result_add_to_totals(result=result)
         fence = Stage.objects.filter(pk=stage.pk, lease_owner=owner, status=Stage.Status.RUNNING)
+        if attempt.pause is not None:
+            if result.outcome == StageResult.Outcome.BUDGET_EXCEEDED and task.status == Task.Status.RUNNING:
+                return pause_attempt(attempt, fence)
+            services.budget_pause_drop(pause=attempt.pause)  # it ended otherwise (a cancel, a refusal of the gate)
         if result.success:
             if not fence.update(status=Stage.Status.SUCCEEDED, lease_owner="", lease_expires_at=None, finished_at=Now(), failed_attempts=0):
                 return RunResult.LEASE_LOST
@@ -202,6 +211,22 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
         return RunResult.FAILED
 
 
+def pause_attempt(attempt: Attempt, fence) -> RunResult:
+    """A budget that pauses stopped the attempt (recorded as budget_exceeded): the stage waits
+    `paused` (no failed attempt counted), the branch head is where its kept work is, and the
+    task pauses (services.budget_pauses). Inside finish_attempt's transaction."""
+    stage, task, result = attempt.stage, attempt.task, attempt.result
+    if not fence.update(status=Stage.Status.PAUSED, lease_owner="", lease_expires_at=None, finished_at=None, error=result.error):
+        services.budget_pause_drop(pause=attempt.pause)
+        return RunResult.LEASE_LOST
+    if result.head_commit:
+        # The stage goes on from its kept work, on whichever machine (attempt.worktree).
+        Task.objects.filter(pk=task.pk).update(head_commit=result.head_commit)
+    if services.budget_pause_wait(pause=attempt.pause, stage=stage):
+        return RunResult.PAUSED
+    return RunResult.CANCELLED
+
+
 _RESULT_FIELDS = [
     "outcome",
     "success",
@@ -217,10 +242,7 @@ _RESULT_FIELDS = [
     "prompt_hash",
     "base_commit",
     "head_commit",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
+    *TOKEN_FIELDS,
     "cost_usd",
     "turns",
     "session_id",
@@ -229,4 +251,5 @@ _RESULT_FIELDS = [
     "tests_exit_code",
     "tests_duration",
     "tests_output",
+    "memory_entries",
 ]

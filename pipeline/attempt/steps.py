@@ -1,11 +1,12 @@
-"""The attempt as steps: prepare the worktree, before_stage, the agent, the evidence, after_stage,
-the tests, the push (or, for pr_creation, TAC-X's own pull request)."""
+"""The attempt as steps: prepare the worktree, before_stage, the agent, the memory file it left,
+the evidence, after_stage, the tests, the push (or, for pr_creation, TAC-X's own pull request),
+then the memory entries it proposed."""
 
 from __future__ import annotations
 
 from .. import git
 from ..models import StageResult
-from . import agent, commands, evidence, publish, worktree
+from . import agent, commands, evidence, memory, publish, worktree
 from .context import AttemptContext
 
 
@@ -23,11 +24,15 @@ class Attempt(AttemptContext):
         else:
             commands.before_stage(self)
             try:
+                memory.clear_leftover(self)
                 agent.run_agent_stage(self)
+                # Before the evidence: the memory file is read and gone before anything is committed.
+                memory.take_proposals(self)
                 evidence.check_evidence(self)
             finally:
                 commands.after_stage(self)
             if self.stage.name == "building":
                 commands.run_tests(self)
         publish.push_branch(self)
+        memory.record_proposals(self)  # only a successful attempt's proposals are kept
         self.result.outcome = StageResult.Outcome.SUCCEEDED

@@ -12,6 +12,7 @@ from .. import git, hooks, repos, services
 from ..models import Stage, Task
 from .commands import run_repository_command
 from .context import AttemptContext, StageFailure, _tail
+from .memory import MEMORY_FILE
 
 
 def prepare_worktree(self: AttemptContext) -> Path:
@@ -54,7 +55,9 @@ def prepare_worktree(self: AttemptContext) -> Path:
         git.worktree_add(repo_dir, path, task.branch, task.base_commit)
     self.repo_dir = repo_dir
     self.worktree = path
-    git.write_excludes(path, environment=self.workflow.environment)
+    # The memory file an agent leaves is TAC-X's to read and remove, never part of a commit.
+    environment = (*self.workflow.environment, MEMORY_FILE) if self.workflow.memory else self.workflow.environment
+    git.write_excludes(path, environment=environment)
     setup = self.workflow.hook("setup")
     host = socket.gethostname()
     # Once per worktree: when it was just (re-)created, or when the last successful setup
@@ -69,7 +72,7 @@ def prepare_worktree(self: AttemptContext) -> Path:
             hint = run.network_hint() or hooks.missing_program_hint(run)
             raise StageFailure(f"setup hook {run.status}: " + (f"{hint}. Output: " if hint else "") + _tail(run.output), permanent=True)
         # What setup made (a venv, node_modules, build output) stays out of every commit.
-        git.write_excludes(path, environment=self.workflow.environment, setup=git.untracked_paths(path))
+        git.write_excludes(path, environment=environment, setup=git.untracked_paths(path))
         Task.objects.filter(pk=task.pk).update(setup_host=host)
         task.setup_host = host
     return path

@@ -15,17 +15,7 @@ Event kinds and their ``data`` (see ``base.Event``):
 
 from __future__ import annotations
 
-from .base import (
-    Event,
-    Invocation,
-    Outcome,
-    Provider,
-    ProviderError,
-    StreamParser,
-    Usage,
-    agent_environment,
-    resolve_executable,
-)
+from .base import Event, Invocation, Outcome, Provider, ProviderError, StreamParser, Usage, agent_environment, resolve_executable
 from .claude import ClaudeProvider
 from .codex import CodexProvider
 from .command import CommandProvider

@@ -284,6 +284,14 @@ def executable_version(path: str) -> str:
     return version
 
 
+def write_home_settings(home: str, folder: str, settings: dict) -> None:
+    """``settings`` as ``<home>/<folder>/settings.json``, the CLI's own configuration in the
+    attempt's private HOME (``Provider.prepare_home``)."""
+    os.makedirs(os.path.join(home, folder), exist_ok=True)
+    with open(os.path.join(home, folder, "settings.json"), "w", encoding="utf-8") as f:
+        json.dump(settings, f, indent=2)
+
+
 # -- environment -----------------------------------------------------------------------------------
 BASE_ENV = ("PATH", "HOME", "LANG", "TERM", "TMPDIR", "USER", "LOGNAME", "SHELL", "TZ")
 BASE_ENV_PREFIXES = ("LC_",)
@@ -318,6 +326,8 @@ def agent_environment(provider: Provider, inv: Invocation, base_env: Mapping[str
 
 
 # -- the provider base class -----------------------------------------------------------------------
+# A session id goes into a glob and a file name: hex digits and dashes only.
+_SESSION_ID = re.compile(r"[0-9a-fA-F-]{8,64}")
 # Linux refuses to exec an argv with one argument over MAX_ARG_STRLEN (128 KiB) or all of them
 # (with the environment) over ARG_MAX: "Argument list too long". A prompt this long (a 50,000
 # character CJK issue body is 150 KB) goes to the agent on stdin instead. Inside the agent sandbox
@@ -344,6 +354,12 @@ class Provider:
     # sandbox always lets the agent reach that URL's host:port (else ``default_api_url``).
     base_url_env: ClassVar[tuple[str, ...]] = ()
     default_api_url: ClassVar[str] = ""
+    # Where the CLI keeps a session it can continue: the variable naming its directory, that
+    # directory's default under HOME, and the glob of one session's file in it ({id}: the
+    # session id). None: its sessions are not continued.
+    session_store: ClassVar[tuple[str, str, str] | None] = None
+    # The CLI reads a prompt too long for an argument from stdin (see ``stdin_data``).
+    long_prompt_on_stdin: ClassVar[bool] = False
 
     def api_url(self, env: Mapping[str, str]) -> str:
         """The model API URL this attempt talks to, from its environment; "" when none."""
@@ -363,14 +379,23 @@ class Provider:
         raise NotImplementedError
 
     def can_resume(self, session_id: str, *, cwd: str, env: Mapping[str, str] | None = None) -> bool:
-        """Whether `build_command` can continue `session_id` here (the CLI supports it and the
-        session is on this machine). Default: no; the round starts cold."""
-        return False
+        """Whether `build_command` can continue `session_id` here: the CLI keeps its sessions
+        (``session_store``) and this one's file is on this machine (``env``: the environment
+        that names the CLI's directory, default ``os.environ``). Otherwise the round starts cold."""
+        if self.session_store is None or not _SESSION_ID.fullmatch(session_id or ""):
+            return False
+        variable, default, pattern = self.session_store
+        source = os.environ if env is None else env
+        directory = Path(source.get(variable) or Path(source.get("HOME") or Path.home()) / default)
+        return any(directory.glob(pattern.format(id=session_id)))
 
     def session_globs(self, session_id: str) -> tuple[str, ...]:
         """Where this CLI keeps a session's files, as globs relative to HOME (kept between
-        attempts by `pipeline.sessions`). Default: none."""
-        return ()
+        attempts by `pipeline.sessions`). None without a ``session_store``."""
+        if self.session_store is None or not _SESSION_ID.fullmatch(session_id or ""):
+            return ()
+        _, default, pattern = self.session_store
+        return (f"{default}/{pattern.format(id=session_id)}",)
 
     def session_targets(self, rel: Path, *, cwd: str) -> tuple[Path, ...]:
         """Where a kept session file goes in a new HOME (relative) for the CLI to find it when
@@ -382,10 +407,10 @@ class Provider:
         return {}
 
     def stdin_data(self, inv: Invocation) -> bytes | None:
-        """What the agent reads on stdin (None: an empty stdin). Providers whose CLI reads the
-        prompt from stdin return it when it is too long for an argument, and leave it out of
-        ``build_command`` then."""
-        return None
+        """What the agent reads on stdin (None: an empty stdin): the prompt when it is too long
+        for an argument and the CLI reads it from stdin (``long_prompt_on_stdin``; its
+        ``build_command`` leaves it out then)."""
+        return inv.prompt.encode("utf-8") if self.long_prompt_on_stdin and prompt_too_long_for_argv(inv.prompt) else None
 
     def parser(self, inv: Invocation | None = None) -> StreamParser:
         """A fresh parser for one attempt. ``inv`` lets it know the requested model (for pricing

@@ -24,9 +24,7 @@ retries in a row.
 from __future__ import annotations
 
 import json
-import os
 import re
-from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -296,6 +294,10 @@ class ClaudeProvider(Provider):
     passthrough_env = ("ANTHROPIC_", "CLAUDE_CODE_", "IS_SANDBOX", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
     base_url_env = ("ANTHROPIC_BASE_URL",)
     default_api_url = "https://api.anthropic.com"
+    long_prompt_on_stdin = True
+    # Each session is `~/.claude/projects/<cwd with / as ->/<id>.jsonl` (under CLAUDE_CONFIG_DIR
+    # when set); `--resume <id>` continues it from the same cwd.
+    session_store = ("CLAUDE_CONFIG_DIR", ".claude", "projects/*/{id}.jsonl")
 
     def build_command(self, inv: Invocation) -> list[str]:
         """``claude -p --output-format stream-json --verbose --include-partial-messages [flags]
@@ -318,21 +320,6 @@ class ClaudeProvider(Provider):
         if prompt_too_long_for_argv(inv.prompt):
             return [*argv, *inv.extra_args]  # `claude -p` reads the prompt from stdin
         return [*argv, *inv.extra_args, "--", inv.prompt]
-
-    def stdin_data(self, inv: Invocation) -> bytes | None:
-        return inv.prompt.encode("utf-8") if prompt_too_long_for_argv(inv.prompt) else None
-
-    def can_resume(self, session_id: str, *, cwd: str, env: Mapping[str, str] | None = None) -> bool:
-        """Claude Code keeps each session as `~/.claude/projects/<cwd with / as ->/<id>.jsonl`
-        (under CLAUDE_CONFIG_DIR when set); `--resume <id>` continues it from the same cwd."""
-        if not re.fullmatch(r"[0-9a-fA-F-]{8,64}", session_id or ""):
-            return False
-        source = os.environ if env is None else env
-        config = Path(source.get("CLAUDE_CONFIG_DIR") or Path(source.get("HOME") or Path.home()) / ".claude")
-        return any((config / "projects").glob(f"*/{session_id}.jsonl"))
-
-    def session_globs(self, session_id: str) -> tuple[str, ...]:
-        return (f".claude/projects/*/{session_id}.jsonl",) if re.fullmatch(r"[0-9a-fA-F-]{8,64}", session_id or "") else ()
 
     def session_targets(self, rel: Path, *, cwd: str) -> tuple[Path, ...]:
         """The project directory is the cwd with every non-alphanumeric character as `-`: put

@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from .base import (
@@ -297,6 +296,10 @@ class CodexProvider(Provider):
     passthrough_env = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CODEX_API_KEY", "CODEX_HOME", MODEL_API_KEY_ENV)
     base_url_env = ("OPENAI_BASE_URL",)
     default_api_url = "https://api.openai.com"
+    long_prompt_on_stdin = True
+    # Each thread is `$CODEX_HOME/sessions/YYYY/MM/DD/rollout-…-<id>.jsonl` (prepare_home makes
+    # HOME/.codex the attempt's CODEX_HOME); `codex exec resume <id>` continues it.
+    session_store = ("CODEX_HOME", ".codex", "sessions/*/*/*/rollout-*-{id}.jsonl")
 
     def build_command(self, inv: Invocation) -> list[str]:
         """``codex exec --json --skip-git-repo-check -C CWD [-m M] [--sandbox S] QUIET_CONFIG
@@ -329,22 +332,6 @@ class CodexProvider(Provider):
         # `-` as the prompt: codex reads it from stdin (a prompt too long for an argument).
         prompt = "-" if prompt_too_long_for_argv(inv.prompt) else inv.prompt
         return [*argv, *QUIET_CONFIG, *config_args(inv.options), *inv.extra_args, "--", prompt]
-
-    def stdin_data(self, inv: Invocation) -> bytes | None:
-        return inv.prompt.encode("utf-8") if prompt_too_long_for_argv(inv.prompt) else None
-
-    def can_resume(self, session_id: str, *, cwd: str, env: Mapping[str, str] | None = None) -> bool:
-        """Codex keeps each thread as `$CODEX_HOME/sessions/YYYY/MM/DD/rollout-…-<id>.jsonl`;
-        `codex exec resume <id>` continues it."""
-        if not re.fullmatch(r"[0-9a-fA-F-]{8,64}", session_id or ""):
-            return False
-        source = os.environ if env is None else env
-        home = Path(source.get("CODEX_HOME") or Path(source.get("HOME") or Path.home()) / ".codex")
-        return any((home / "sessions").glob(f"*/*/*/rollout-*-{session_id}.jsonl"))
-
-    def session_globs(self, session_id: str) -> tuple[str, ...]:
-        # prepare_home makes HOME/.codex the attempt's CODEX_HOME.
-        return (f".codex/sessions/*/*/*/rollout-*-{session_id}.jsonl",) if re.fullmatch(r"[0-9a-fA-F-]{8,64}", session_id or "") else ()
 
     def environment(self, inv: Invocation) -> dict[str, str]:
         """Option ``codex_home`` becomes ``CODEX_HOME`` (Codex's config, auth and session files).

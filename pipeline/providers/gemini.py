@@ -28,7 +28,6 @@ default 10 attempts over ≈ 210 s).
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping
 
@@ -49,6 +48,7 @@ from .base import (
     tacx_setting,
     truncate,
     truncate_strings,
+    write_home_settings,
 )
 
 # exit code -> (sentence, permanent)
@@ -211,6 +211,7 @@ class GeminiProvider(Provider):
     passthrough_env = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL")
     base_url_env = ("GOOGLE_GEMINI_BASE_URL",)
     default_api_url = "https://generativelanguage.googleapis.com"
+    long_prompt_on_stdin = True
 
     def build_command(self, inv: Invocation) -> list[str]:
         """``gemini -o stream-json --approval-mode M [-m M] [--allowed-tools T …] [extra_args]
@@ -228,9 +229,6 @@ class GeminiProvider(Provider):
         if prompt_too_long_for_argv(inv.prompt):
             return argv  # no -p: gemini reads the prompt from a piped stdin
         return argv + ([f"--prompt={inv.prompt}"] if inv.prompt.startswith("-") else ["-p", inv.prompt])
-
-    def stdin_data(self, inv: Invocation) -> bytes | None:
-        return inv.prompt.encode("utf-8") if prompt_too_long_for_argv(inv.prompt) else None
 
     def environment(self, inv: Invocation) -> dict[str, str]:
         """Option ``base_url`` becomes ``GOOGLE_GEMINI_BASE_URL``."""
@@ -252,9 +250,7 @@ class GeminiProvider(Provider):
             "ide": {"enabled": False},
             "model": {"maxSessionTurns": inv.max_turns or -1},
         }
-        os.makedirs(os.path.join(home, ".gemini"), exist_ok=True)
-        with open(os.path.join(home, ".gemini", "settings.json"), "w", encoding="utf-8") as f:
-            json.dump(settings, f, indent=2)
+        write_home_settings(home, ".gemini", settings)
 
     def parser(self, inv: Invocation | None = None) -> GeminiStreamParser:
         return GeminiStreamParser(inv, cli_version=self.version())

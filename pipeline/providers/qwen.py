@@ -28,12 +28,21 @@ the API key to another host).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 
 from .api_errors import http_error_sentence, status_in_message
-from .base import Event, Invocation, Outcome, Provider, ProviderError, exit_sentence, resolve_executable, tacx_setting
+from .base import (
+    Event,
+    Invocation,
+    Outcome,
+    Provider,
+    ProviderError,
+    exit_sentence,
+    resolve_executable,
+    tacx_setting,
+    write_home_settings,
+)
 from .claude import ClaudeStreamParser
 
 TURN_LIMIT_EXIT = 53
@@ -144,9 +153,7 @@ class QwenProvider(Provider):
             # another model call (counted in result.usage) writing memories into HOME.
             "memory": {"enableManagedAutoMemory": False, "enableManagedAutoDream": False, "enableAutoSkill": False},
         }
-        os.makedirs(os.path.join(home, ".qwen"), exist_ok=True)
-        with open(os.path.join(home, ".qwen", "settings.json"), "w", encoding="utf-8") as f:
-            json.dump(settings, f, indent=2)
+        write_home_settings(home, ".qwen", settings)
 
     def parser(self, inv: Invocation | None = None) -> QwenStreamParser:
         return QwenStreamParser(inv, cli_version=self.version())

@@ -3,7 +3,6 @@ the refusals it records, and what the sandbox refused over a task's attempts."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -13,6 +12,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from ..lib.jsonl import json_objects
 from ..models import AgentEvent
 from .policy import (
     SYSTEM_DENY,
@@ -58,14 +58,7 @@ class Box:
         data = self._partial + data
         lines = data.split(b"\n")
         self._partial = lines.pop()
-        found = []
-        for line in lines:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(entry, dict):
-                found.append({k: entry[k] for k in VIOLATION_KEYS if k in entry})
+        found = [{k: entry[k] for k in VIOLATION_KEYS if k in entry} for entry in json_objects(lines)]
         self.blocked.extend(found)
         return found
 

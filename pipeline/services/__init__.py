@@ -8,7 +8,7 @@ Rules kept here:
 - the next stage is enqueued after commit, and only from our own state (no q2 chains).
 
 This package is a face: the functions live in one module per subject (`events`, `approval`,
-`progress`, `tasks`, `rounds`, `repositories`, `worktrees`) and are re-exported here, so
+`progress`, `tasks`, `rounds`, `repositories`, `worktrees`, `memory`, `budget_pauses`, `budget_answers`) and are re-exported here, so
 `services.task_create(...)` works as before. Patch a name where it is defined (e.g.
 `pipeline.services.tasks.task_workflow_read`), not here. Nothing in this package imports
 `pipeline.attempt`: services change state, the attempt runs agents.
@@ -24,7 +24,20 @@ from .approval import (
     task_await_approval,
     test_rounds_failed,
 )
+from .budget_answers import NotPaused, budget_pause_expire, budget_raise, budget_stop
+from .budget_pauses import budget_pause_begin, budget_pause_drop, budget_pause_wait, open_pause, pause_continued
 from .events import event_status, events_prune
+from .memory import (
+    memory_accept,
+    memory_add,
+    memory_delete,
+    memory_edit,
+    memory_in_prompts,
+    memory_limits,
+    memory_propose,
+    memory_reject,
+    memory_text_clean,
+)
 from .progress import (
     enqueue_stage_job,
     lease_deadline,
@@ -58,11 +71,29 @@ from .tasks import (
 from .worktrees import task_worktree_record, task_worktree_remove
 
 __all__ = [
+    "NotPaused",
     "approval_required",
+    "budget_pause_begin",
+    "budget_pause_drop",
+    "budget_pause_expire",
+    "budget_pause_wait",
+    "budget_raise",
+    "budget_stop",
+    "open_pause",
+    "pause_continued",
     "enqueue_stage_job",
     "event_status",
     "events_prune",
     "lease_deadline",
+    "memory_accept",
+    "memory_add",
+    "memory_delete",
+    "memory_edit",
+    "memory_in_prompts",
+    "memory_limits",
+    "memory_propose",
+    "memory_reject",
+    "memory_text_clean",
     "repository_add",
     "repository_poll_claim",
     "repository_poll_etag_set",

@@ -13,23 +13,30 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from .. import alerts
-from ..models import Stage, StageResult, Task
+from ..models import BudgetPause, Stage, StageResult, Task
 from ..workflow import Workflow
 from . import approval
+from .budget_pauses import budget_pause_wait
 from .events import event_status
 
 
-def task_fail(*, task: Task, reason: str, status: str = Task.Status.FAILED) -> bool:
-    """Finish an active task with an explanation (conditional: a finished task stays finished)."""
+def task_fail(*, task: Task, reason: str, status: str = Task.Status.FAILED, alert: bool = True) -> bool:
+    """Finish an active task with an explanation (conditional: a finished task stays finished).
+    A stage waiting at a budget pause is cancelled with it, and the pause closed. `alert=False`
+    when the caller sends its own alert about the end."""
     with transaction.atomic():
         done = Task.objects.filter(pk=task.pk, status__in=Task.ACTIVE).update(
             status=status, status_reason=reason[:4000], finished_at=timezone.now()
         )
         if done:
-            task.stages.filter(status__in=[Stage.Status.PENDING, Stage.Status.QUEUED]).update(status=Stage.Status.CANCELLED)
+            task.stages.filter(status__in=[Stage.Status.PENDING, Stage.Status.QUEUED, Stage.Status.PAUSED]).update(status=Stage.Status.CANCELLED)
+            BudgetPause.objects.filter(task=task, status=BudgetPause.Status.WAITING).update(
+                status=BudgetPause.Status.CANCELLED, answered_at=timezone.now()
+            )
             task.refresh_from_db()
             event_status(task, f"task {status}: {reason}")
-            alerts.task_finished(task=task)
+            if alert:
+                alerts.task_finished(task=task)
     return bool(done)
 
 
@@ -160,6 +167,22 @@ def stage_reap_expired(*, now=None, enqueue: bool = True, limit: int = 20) -> li
         with transaction.atomic():
             # Conditional on the lease we saw: a worker that renewed meanwhile keeps its stage.
             owner, expires = stage.lease_owner, stage.lease_expires_at
+            pausing = BudgetPause.objects.filter(stage=stage, status=BudgetPause.Status.STOPPING).first()
+            if pausing is not None:
+                # A budget that pauses had stopped the agent and the worker died keeping its
+                # work: the task pauses as it would have, the attempt is not retried.
+                if Stage.objects.filter(pk=stage.pk, status=Stage.Status.RUNNING, lease_owner=owner, lease_expires_at=expires).update(
+                    status=Stage.Status.PAUSED, lease_owner="", lease_expires_at=None, error="worker lost while pausing"
+                ):
+                    reaped += _close_open_attempts(
+                        stage,
+                        now,
+                        outcome=StageResult.Outcome.BUDGET_EXCEEDED,
+                        error=f"{pausing.reason}; the worker was lost while keeping the work (lease held by {owner} expired at {expires:%H:%M:%S}): what it had not pushed is not on the branch",
+                    )
+                    event_status(stage.task, f"stage {stage.name}: worker lost while pausing at a budget", stage=stage.name, stage_status="paused")
+                    budget_pause_wait(pause=pausing, stage=stage, now=now)
+                continue
             exhausted = stage.failed_attempts + 1 >= stage.max_attempts
             changed = Stage.objects.filter(
                 pk=stage.pk, status=Stage.Status.RUNNING, lease_owner=owner, lease_expires_at=expires
@@ -174,22 +197,30 @@ def stage_reap_expired(*, now=None, enqueue: bool = True, limit: int = 20) -> li
             )
             if not changed:
                 continue
-            open_results = list(stage.results.filter(outcome=StageResult.Outcome.RUNNING))
-            for result in open_results:
-                result.outcome = StageResult.Outcome.WORKER_LOST
-                result.success = False
-                result.completed_at = now
-                result.error = f"worker lost (lease held by {owner} expired at {expires:%H:%M:%S})"
-                result.save(update_fields=["outcome", "success", "completed_at", "error"])
-                result_add_to_totals(result=result)
-                reaped.append(result)
-            stage.workers.filter(exited_at__isnull=True).update(exited_at=now)
+            reaped += _close_open_attempts(
+                stage, now, outcome=StageResult.Outcome.WORKER_LOST, error=f"worker lost (lease held by {owner} expired at {expires:%H:%M:%S})"
+            )
             event_status(stage.task, f"stage {stage.name}: worker lost", stage=stage.name, stage_status="failed" if exhausted else "queued")
             if exhausted:
                 task_fail(task=stage.task, reason=f"stage {stage.name} failed: worker lost (attempt limit {stage.max_attempts} reached)")
             elif enqueue:
                 transaction.on_commit(lambda stage_id=stage.pk: enqueue_stage_job(stage_id))
     return reaped
+
+
+def _close_open_attempts(stage: Stage, now, *, outcome: str, error: str) -> list[StageResult]:
+    """The reaped stage's open attempts, recorded as ended (`outcome`, `error`) and counted."""
+    closed = []
+    for result in stage.results.filter(outcome=StageResult.Outcome.RUNNING):
+        result.outcome = outcome
+        result.success = False
+        result.completed_at = now
+        result.error = error[:4000]
+        result.save(update_fields=["outcome", "success", "completed_at", "error"])
+        result_add_to_totals(result=result)
+        closed.append(result)
+    stage.workers.filter(exited_at__isnull=True).update(exited_at=now)
+    return closed
 
 
 def stage_jobs() -> dict[str, list] | None:

@@ -20,6 +20,7 @@ def repository_add(
     default_branch: str | None = None,
     trigger_label: str | None = None,
     max_concurrent_tasks: int | None = None,
+    memory_auto_accept: bool | None = None,
 ) -> tuple[Repository, bool]:
     """Register a repository, or update the given fields of the one with that kind and name.
 
@@ -32,6 +33,7 @@ def repository_add(
         "default_branch": default_branch,
         "trigger_label": trigger_label,
         "max_concurrent_tasks": max_concurrent_tasks,
+        "memory_auto_accept": memory_auto_accept,
     }
     given = {k: v for k, v in fields.items() if v not in (None, "")}
     repository, created = Repository.objects.get_or_create(kind=kind, full_name=full_name, defaults=given)

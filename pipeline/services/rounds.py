@@ -136,8 +136,9 @@ def startable():
 
 
 def finishable():
-    """Running rounds whose task is no longer running."""
-    return Round.objects.filter(status=Round.Status.RUNNING).exclude(task__status=Task.Status.RUNNING).order_by("id")
+    """Running rounds whose task is no longer running (a task paused at a budget is still in
+    its round: it goes on when the budget is raised)."""
+    return Round.objects.filter(status=Round.Status.RUNNING).exclude(task__status__in=[Task.Status.RUNNING, Task.Status.PAUSED]).order_by("id")
 
 
 def round_start(*, round_: Round, enqueue: bool = True) -> str:
@@ -199,7 +200,7 @@ def refuse(round_: Round, reason: str) -> str:
 def round_finish(*, round_: Round) -> bool:
     """Close a running round whose task stopped running; totals from its attempts."""
     task = Task.objects.get(pk=round_.task_id)
-    if task.status == Task.Status.RUNNING:
+    if task.status in (Task.Status.RUNNING, Task.Status.PAUSED):
         return False
     ok = task.status in (Task.Status.SUCCEEDED, Task.Status.AWAITING_APPROVAL)
     status = Round.Status.SUCCEEDED if ok else Round.Status.CANCELLED if task.status == Task.Status.CANCELLED else Round.Status.FAILED

@@ -170,6 +170,8 @@ def task_retry(*, task: Task, enqueue: bool = True) -> Task:
 
     Returns the same task re-queued; refuses while the issue has another active task.
     """
+    if task.status == Task.Status.PAUSED:
+        raise ValueError(f"task {task.pk} is paused at a budget: raise the limit or end it (`/tacx budget`, the dashboard or the API)")
     if task.is_active:
         raise ValueError(f"task {task.pk} is still {task.status}; cancel it first")
     if task.status == Task.Status.SUCCEEDED:

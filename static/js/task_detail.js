@@ -36,10 +36,17 @@
   var initial = window.location.hash.replace("#", "");
   if (initial && document.getElementById("tab-" + initial)) show(initial);
 
-  // --- confirmations for destructive buttons (the summary is re-rendered: delegate)
+  // --- confirmations for destructive buttons (the summary is re-rendered: delegate). A form of
+  // the summary (Retry, Cancel, Approve) carries the open tab in its URL's fragment: the redirect
+  // back to this page has none, so the browser keeps it and the page opens on the same tab.
   document.addEventListener("submit", function (event) {
-    var question = event.target.dataset && event.target.dataset.confirm;
-    if (question && !window.confirm(question)) event.preventDefault();
+    var form = event.target;
+    var question = form.dataset && form.dataset.confirm;
+    if (question && !window.confirm(question)) { event.preventDefault(); return; }
+    var open = tabs.filter(function (tab) { return tab.getAttribute("aria-selected") === "true"; })[0];
+    if (open && form.closest && form.closest("#task-summary")) {
+      form.action = form.action.split("#")[0] + "#" + open.dataset.tab;
+    }
   });
 
   // --- transcript filters: stage, attempt, kinds; folding of long tool output
@@ -103,13 +110,31 @@
     return TacxLive.reload(documents, documents.dataset.documentsUrl);
   });
   var follow = document.getElementById("follow");
+  var jump = document.getElementById("jump-latest");
+  var scrolling = false; // a scroll this script made, not the reader
 
+  // Follow inside the transcript pane only (the window stays where the reader put it); a reader
+  // who scrolls the pane up stops following, and "Jump to latest" starts it again.
   function followBottom() {
     if (follow && follow.checked && !document.getElementById("tab-transcript").hidden) {
-      var items = transcript.querySelectorAll("li:not([hidden])");
-      if (items.length) items[items.length - 1].scrollIntoView({ block: "end" });
+      scrolling = true;
+      transcript.scrollTop = transcript.scrollHeight;
+      window.requestAnimationFrame(function () { scrolling = false; });
     }
+    if (jump) jump.hidden = !follow || follow.checked;
   }
+
+  transcript.addEventListener("scroll", function () {
+    if (scrolling || !follow) return;
+    var atBottom = transcript.scrollHeight - transcript.scrollTop - transcript.clientHeight < 24;
+    if (follow.checked !== atBottom) {
+      follow.checked = atBottom;
+      if (jump) jump.hidden = atBottom;
+    }
+  });
+  if (follow) follow.addEventListener("change", followBottom);
+  if (jump) jump.addEventListener("click", function () { follow.checked = true; followBottom(); });
+  followBottom();
 
   function lastResult() {
     var items = transcript.querySelectorAll("li.event");

