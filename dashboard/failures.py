@@ -30,7 +30,8 @@ _STEPS: list[tuple[re.Pattern[str], str]] = [
     (
         re.compile(r"api key|authenticat|unauthori[sz]ed|\b401\b|\b403\b|credential|log ?in", re.I),
         "Check the agent's API key (ANTHROPIC_API_KEY, OPENAI_API_KEY or GEMINI_API_KEY in the environment of "
-        "the worker processes) or log the CLI in, then press Retry.",
+        "the worker processes; agents run with a private HOME, so a CLI login of the worker's user does not count), "
+        "then press Retry.",
     ),
     (
         re.compile(r"budget", re.I),

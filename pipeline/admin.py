@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib import admin, messages
+from django.template.defaultfilters import filesizeformat
 from django.utils.html import format_html
 
 from . import services
@@ -13,6 +14,16 @@ class RepositoryAdmin(admin.ModelAdmin):
     list_filter = ["kind", "enabled", "memory_auto_accept"]
     search_fields = ["full_name", "local_path"]
     readonly_fields = ["poll_etag", "polled_at", "created_at"]
+    actions = ["clear_setup_cache"]
+
+    @admin.action(description="Clear the setup cache of selected repositories", permissions=["change"])
+    def clear_setup_cache(self, request, queryset):
+        for repository in queryset:
+            freed, busy = services.repository_setup_cache_clear(repository=repository)
+            text = f"{repository.full_name}: setup cache cleared ({filesizeformat(freed)} freed)."
+            if busy:
+                text += f" {len(busy)} key(s) in use by a running setup were left: {', '.join(busy)}."
+            self.message_user(request, text, messages.WARNING if busy else messages.SUCCESS)
 
 
 class StageInline(admin.TabularInline):

@@ -18,7 +18,7 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from .lib.redaction import redact
 from .lib.untrusted import Fences
 from .models import StageResult
 from .providers.base import BASE_ENV, BASE_ENV_PREFIXES, FORBIDDEN_ENV
+from .sandbox import toolchains as toolchains_
 from .workflow import FORBIDDEN_SETUP_ENV, HookConfig, Workflow
 
 # The hooks that may receive the workflow's `setup_env` secrets. Agent stages never do.
@@ -58,9 +59,24 @@ def configuration_error(run: HookRun, *, cwd: Path) -> str | None:
             detail += f"; it is a symlink to {target}, which the sandbox does not show" if os.path.exists(target) else f"; it is a symlink to {target}, which does not exist"
     return (
         f"{run.name} is misconfigured, not failing: {detail}. No test ran, so no agent runs again. "
-        "Fix: make the command and its interpreter reachable inside the sandbox (add their directory to "
-        "TACX_SANDBOX_ALLOW_READ, or install them in the worktree from the setup hook), or correct "
-        "test_command in .tac/workflow.yaml"
+        "Fix: make the command and its interpreter reachable inside the sandbox (name an interpreter installed on "
+        "TAC-X's machine under `toolchains:` in .tac/workflow.yaml, install the tools in the worktree from the setup "
+        "hook, or add their directory to TACX_SANDBOX_ALLOW_READ), or correct test_command in .tac/workflow.yaml"
+    )
+
+
+def missing_program_hint(run: HookRun) -> str:
+    """For a hook that failed because a program was not found or could not run (exit 127/126):
+    which, and how a program of TAC-X's machine becomes reachable in the sandbox ("" otherwise)."""
+    if run.status != "failed" or run.exit_code not in (126, 127):
+        return ""
+    match = _MISSING.search(run.output)
+    if not match:
+        return ""
+    return (
+        f"{match.group(1)}: {match.group(2)} in the sandbox (exit {run.exit_code}); a program installed on TAC-X's "
+        "machine is reachable in the sandbox only when the workflow names it under `toolchains:` (e.g. "
+        "`toolchains: [python3.11, node]`) or the operator allows its directory with TACX_SANDBOX_ALLOW_READ"
     )
 
 
@@ -76,6 +92,8 @@ class HookRun:
     command: str  # the command that ended the run (the failing one, or the last)
     reason: str = ""
     blocked: tuple[dict, ...] = ()  # connections the sandbox refused while it ran
+    # What the interpreters' names resolved to on the hook's PATH, in its sandbox (`interpreters`).
+    interpreters: tuple[dict, ...] = ()
 
     def network_hint(self) -> str:
         """For a failed run the sandbox refused connections of: which hosts, and the workflow key
@@ -99,7 +117,7 @@ class HookRun:
         return f"{self.name} {self.status} ({code}{self.duration:.1f} s)" + (f": {self.reason}" if self.reason else "")
 
     def event_data(self) -> dict:
-        return {
+        data = {
             "hook": self.name,
             "status": self.status,
             "exit_code": self.exit_code,
@@ -108,13 +126,75 @@ class HookRun:
             "output": self.output,
             "message": self.summary(),
         }
+        if self.interpreters:
+            data["interpreters"] = [dict(i) for i in self.interpreters]
+        return data
+
+
+# The interpreters whose resolution every hook records (plus the workflow's toolchains).
+PROBED = ("python3", "python", "node")
+# Run in the hook's own sandbox, with its environment: what each name is on its PATH there, and
+# where that leads. `command -v` only: nothing the names point to is run.
+_PROBE = (
+    'for n in "$@"; do p=$(command -v -- "$n" 2>/dev/null) || p=; r=; '
+    'case "$p" in /*) r=$(readlink -f -- "$p" 2>/dev/null) || r=;; *) p=;; esac; '
+    'printf "%s\\t%s\\t%s\\n" "$n" "$p" "$r"; done'
+)
+_PROBE_OUTPUT_MAX = 16 * 1024
+
+
+def interpreters(
+    names: Sequence[str],
+    *,
+    cwd: str | Path,
+    env: Mapping[str, str],
+    wrap: Callable[[list[str], dict[str, str]], tuple[list[str], dict[str, str], Path]] | None = None,
+    timeout: float = 10.0,
+) -> tuple[dict, ...]:
+    """What each of `names` resolves to on the PATH of `env`, seen from inside the hook's sandbox
+    (`wrap`): ``({"name": "python3", "path": "/usr/bin/python3", "real": "/usr/bin/python3.11"}, …)``,
+    path "" when not found. Empty when the probe itself fails: it never fails a hook. The answer
+    comes from a sandbox the repository's files are in, so only absolute paths are kept."""
+    argv, cmd_env, cmd_cwd = ["/bin/sh", "-c", _PROBE, "tacx-probe", *names], dict(env), Path(cwd)
+    if wrap is not None:
+        argv, cmd_env, cmd_cwd = wrap(argv, cmd_env)
+    try:
+        proc = subprocess.Popen(
+            argv, cwd=str(cmd_cwd), env=cmd_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+    except OSError:
+        return ()
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc.pid, 0)
+        proc.communicate()
+        return ()
+    finally:
+        if group_alive(proc.pid):
+            kill_group(proc.pid, 0)
+    found: dict[str, dict] = {}
+    for line in out[:_PROBE_OUTPUT_MAX].decode("utf-8", "replace").splitlines():
+        fields = line.split("\t")
+        if len(fields) != 3 or fields[0] not in names or fields[0] in found:
+            continue
+        path, real = (f if f.startswith("/") and len(f) <= 1024 and f.isprintable() else "" for f in fields[1:])
+        found[fields[0]] = {"name": fields[0], "path": path, "real": real if path else ""}
+    return tuple(found[n] for n in names if n in found)
 
 
 def hook_environment(
-    name: str, *, workflow: Workflow, worktree: Path, context: Mapping[str, str], base_env: Mapping[str, str] | None = None
+    name: str,
+    *,
+    workflow: Workflow,
+    worktree: Path,
+    context: Mapping[str, str],
+    base_env: Mapping[str, str] | None = None,
+    toolchains: Sequence[toolchains_.Toolchain] = (),
 ) -> dict[str, str]:
-    """The whole environment of hook `name`: the scrubbed base, `TACX_*` context, and the
-    `setup_env` secrets when `name` is `setup` or `test_command`."""
+    """The whole environment of hook `name`: the scrubbed base, `TACX_*` context, the
+    `setup_env` secrets when `name` is `setup` or `test_command`, and the bin directories of the
+    workflow's `toolchains` first on PATH (after the hook's own `env:`, so they stay first)."""
     source = os.environ if base_env is None else base_env
     env = {k: v for k, v in source.items() if (k in BASE_ENV or k.startswith(BASE_ENV_PREFIXES)) and k not in FORBIDDEN_ENV}
     env.update(git.identity_env())
@@ -124,6 +204,8 @@ def hook_environment(
         env.update(dict(hook.env))  # plain settings: never redacted
     env["TACX_HOOK"] = name
     env["TACX_WORKTREE"] = str(worktree)
+    if toolchains:
+        env["PATH"] = toolchains_.hook_path(toolchains, env.get("PATH", os.defpath))
     if name in SECRET_HOOKS:
         for secret in workflow.setup_env:
             if secret in FORBIDDEN_SETUP_ENV or secret in FORBIDDEN_ENV:
@@ -174,7 +256,7 @@ def run_hook(
     The time limit `hook.timeout` covers all commands together. `should_stop` is asked every
     `poll_seconds` (cancel, lost lease) and returns a reason to stop or None. `on_start` gets
     each command's process group id. Whatever happens the group is gone when this returns.
-    `wrap` (the agent sandbox, see attempt.Attempt.hook_sandbox) turns each command's argv and
+    `wrap` (the agent sandbox: `sandbox.CommandBoxes.wrap`, see attempt.commands.hook_sandbox) turns each command's argv and
     environment into the sandboxed argv, environment and working directory; it enforces
     `hook.network_allow`. `secret_values` are blanked out of the output whatever their names.
     """

@@ -58,7 +58,10 @@ HOOK_TIMEOUTS = {"setup": 900, "before_stage": 300, "after_stage": 300, "cleanup
 FORBIDDEN_SETUP_ENV = frozenset(
     {"GITHUB_TOKEN", "GH_TOKEN", "GITHUB_WEBHOOK_SECRET", "GITHUB_APP_ID", "GITHUB_APP_PRIVATE_KEY", "GITHUB_APP_PRIVATE_KEY_FILE", "DATABASE_URL", "DJANGO_SECRET_KEY", "SECRET_KEY"}
 )
-_HOOK_KEYS = {"run", "timeout", "network", "env"}
+_HOOK_KEYS = {"run", "timeout", "network", "env", "cache", "cache_key"}
+# The hooks with a setup cache (pipeline.setup_cache): `setup` only.
+CACHE_HOOKS = ("setup",)
+MAX_CACHE_PATHS = 20
 _NETWORK_KEYS = {"allow"}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HOST = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*(:[0-9]{1,5})?")
@@ -103,6 +106,8 @@ _TOP_KEYS = {
     # What setup makes stays out of commits; how big a commit may be (issue 21).
     "environment",
     "commit_limit",
+    # Interpreters the repository's commands and agents use (issue 21 item 7).
+    "toolchains",
     # The repository's memory in prompts, and proposals read back (issue 27).
     "memory",
 }
@@ -110,6 +115,9 @@ _TOP_KEYS = {
 # matches at any depth, as in .gitignore.
 DEFAULT_ENVIRONMENT = (".venv", "venv", "node_modules", "__pycache__", ".pytest_cache", ".tox")
 _COMMIT_LIMIT_KEYS = {"files", "bytes"}
+# A program name looked up on TAC-X's PATH (pipeline.sandbox.toolchains), never a path.
+_TOOLCHAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+MAX_TOOLCHAINS = 16
 _ENVIRONMENT_PATH = re.compile(r"[A-Za-z0-9._@+-][A-Za-z0-9._@+/-]*")
 APPROVAL_MODES = ("none", "plan")
 # What the last stage delivers: `pr_creation` (the default) needs a pr_creation stage last;
@@ -194,9 +202,18 @@ class HookConfig:
     network_allow: tuple[str, ...] = ()
     # Plain settings (`env:`), given as they are and never redacted: not for secrets.
     env: tuple[tuple[str, str], ...] = ()
+    # The setup cache (setup only, pipeline.setup_cache): on unless `cache: false`; more paths
+    # to keep, relative to the hook's HOME; the repository files whose contents key it.
+    cache_enabled: bool = True
+    cache_paths: tuple[str, ...] = ()
+    cache_key: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
-        return {"run": list(self.run), "timeout": self.timeout, "network": {"allow": list(self.network_allow)}, "env": dict(self.env)}
+        data = {"run": list(self.run), "timeout": self.timeout, "network": {"allow": list(self.network_allow)}, "env": dict(self.env)}
+        if self.name in CACHE_HOOKS:
+            data["cache"] = list(self.cache_paths) if self.cache_enabled else False
+            data["cache_key"] = list(self.cache_key)
+        return data
 
 
 @dataclass(frozen=True)
@@ -237,6 +254,9 @@ class Workflow:
     publish: str = "pr_creation"
     environment: tuple[str, ...] = DEFAULT_ENVIRONMENT
     commit_limit: CommitLimit = CommitLimit()
+    # Program names found on TAC-X's PATH, readable in every sandbox of the task and first on the
+    # hooks' PATH (pipeline.sandbox.toolchains).
+    toolchains: tuple[str, ...] = ()
     # The repository's memory: accepted entries in every agent prompt, and the last agent stage
     # invited to propose new ones (pipeline.attempt.memory). False turns both off.
     memory: bool = True
@@ -279,6 +299,7 @@ class Workflow:
             "publish": self.publish,
             "environment": list(self.environment),
             "commit_limit": self.commit_limit.to_json(),
+            "toolchains": list(self.toolchains),
             "memory": self.memory,
         }
 
@@ -433,7 +454,37 @@ class _Validator:
                 if not _HOST.fullmatch(host):
                     raise self.fail(f"{where}.network.allow[{i}]", f"must be a host name (optionally *.domain or host:port), got {host!r}")
         env = self.hook_env(value.get("env"), f"{where}.env")
-        return HookConfig(name=name, run=tuple(run), timeout=timeout, network_allow=allow, env=env)
+        cache_enabled, cache_paths, cache_key = True, (), ()
+        if name not in CACHE_HOOKS:
+            for key in ("cache", "cache_key"):
+                if key in value:
+                    raise self.fail(f"{where}.{key}", "only the setup hook has a cache (hooks.setup.cache)")
+        else:
+            cache = value.get("cache", True)
+            if cache is False or cache is None:
+                cache_enabled = False
+            elif cache is not True:
+                cache_paths = self.relative_paths(cache, f"{where}.cache", what="a path relative to the hook's HOME", home=True)
+            cache_key = self.relative_paths(value.get("cache_key", []), f"{where}.cache_key", what="a file of the repository")
+        return HookConfig(
+            name=name, run=tuple(run), timeout=timeout, network_allow=allow, env=env, cache_enabled=cache_enabled, cache_paths=cache_paths, cache_key=cache_key
+        )
+
+    def relative_paths(self, value: Any, where: str, *, what: str, home: bool = False) -> tuple[str, ...]:
+        """Relative paths (``requirements.txt``, ``.cache/pre-commit``): no ``..``, no globs;
+        under HOME (`home`) not ``tmp`` (the hook's TMPDIR)."""
+        if value is True or value is False:
+            raise self.fail(where, f"must be a list of paths, got {_short(value)}")
+        paths = self.string_list(value, where)
+        if len(paths) > MAX_CACHE_PATHS:
+            raise self.fail(where, f"lists {len(paths)} paths; at most {MAX_CACHE_PATHS}")
+        for i, path in enumerate(paths):
+            parts = path.strip("/").split("/")
+            if path.startswith("/") or not _ENVIRONMENT_PATH.fullmatch(path.strip("/")) or any(part in ("", ".", "..", ".git") for part in parts):
+                raise self.fail(f"{where}[{i}]", f"must be {what} (letters, digits, . _ - @ + /; not absolute, no .., no .git), got {_short(path)}")
+            if home and parts[0] == "tmp":
+                raise self.fail(f"{where}[{i}]", f"tmp is the hook's TMPDIR, emptied every run, got {_short(path)}")
+        return tuple(dict.fromkeys(p.strip("/") for p in paths))
 
     def hook_env(self, value: Any, where: str) -> tuple[tuple[str, str], ...]:
         """``{NAME: value}``: plain settings for one hook (strings, numbers or booleans)."""
@@ -471,6 +522,19 @@ class _Validator:
             files=self.integer(value.get("files", default.files), f"{where}.files", minimum=1),
             bytes=self.integer(value.get("bytes", default.bytes), f"{where}.bytes", minimum=1),
         )
+
+    def toolchains(self, value: Any, where: str) -> tuple[str, ...]:
+        """Program names (``python3.11``, ``node``): looked up on TAC-X's PATH, never paths."""
+        names = self.string_list(value, where)
+        if len(names) > MAX_TOOLCHAINS:
+            raise self.fail(where, f"lists {len(names)} programs; at most {MAX_TOOLCHAINS}")
+        for i, name in enumerate(names):
+            if not _TOOLCHAIN_NAME.fullmatch(name):
+                raise self.fail(
+                    f"{where}[{i}]",
+                    f"must be a program name found on TAC-X's PATH (letters, digits, . _ + -; no path), got {_short(name)}",
+                )
+        return tuple(dict.fromkeys(names))
 
     def setup_env(self, value: Any, where: str) -> tuple[str, ...]:
         names = self.string_list(value, where)
@@ -605,6 +669,7 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
     memory = v.field(memory_flag, True)
     environment = v.field(lambda: v.environment(inherited("environment", DEFAULT_ENVIRONMENT), "environment"), DEFAULT_ENVIRONMENT)
     commit_limit = v.field(lambda: v.commit_limit(data["commit_limit"], "commit_limit") if "commit_limit" in data else (defaults.commit_limit if defaults else CommitLimit()), CommitLimit())
+    toolchains = v.field(lambda: v.toolchains(inherited("toolchains", ()), "toolchains"), ())
     v.raise_if_any()
     return Workflow(
         stages=stages,
@@ -626,6 +691,7 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
         publish=publish,
         environment=environment,
         commit_limit=commit_limit,
+        toolchains=toolchains,
         memory=memory,
     )
 

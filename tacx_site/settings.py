@@ -285,6 +285,11 @@ TACX = {
     # Paths the repository's own commands (hooks, test_command) may write, never an agent: e.g.
     # a package cache shared by setups.
     "SANDBOX_HOOK_WRITE": [p for p in os.environ.get("TACX_SANDBOX_HOOK_WRITE", "").split(os.pathsep) if p],
+    # The setup cache (pipeline/setup_cache.py): VAR_DIR/setupcache/<repository id>/<key>/, written by
+    # `setup` hooks only. Per repository: keys unused for MAX_AGE_DAYS go, then the least recently
+    # used until the rest fits in MAX_BYTES (0: no setup cache at all).
+    "SETUP_CACHE_MAX_BYTES": env_int("TACX_SETUP_CACHE_MAX_BYTES", 4 * 1024**3),
+    "SETUP_CACHE_MAX_AGE_DAYS": env_float("TACX_SETUP_CACHE_MAX_AGE_DAYS", 14.0),
     "SANDBOX_NODE": os.environ.get("TACX_SANDBOX_NODE", ""),
     "SANDBOX_BWRAP": os.environ.get("TACX_SANDBOX_BWRAP", ""),
     "SANDBOX_SOCAT": os.environ.get("TACX_SANDBOX_SOCAT", ""),

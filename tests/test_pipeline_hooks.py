@@ -321,7 +321,9 @@ def test_the_cleanup_hook_runs_before_the_worktree_is_removed_and_a_failure_is_o
     origin, clone = origin_and_clone
     wf = planner_workflow_without_tests(clone, log)
     wf["stages"] = [stage("planning", PLANNER, passes_prompt=False), stage("building", BUILDER.replace("right = 'AssertionError: farewell says' in prompt", "right = True")), {"name": "pr_creation"}]
-    wf["hooks"]["cleanup"] = {"run": [f"ls > {log}/cleanup.txt", "exit 9"]}
+    # In the sandbox like every hook (it runs on what the agent left): a HOME of its own, and
+    # nothing of TAC-X's tree (here: the tests' directory) in view.
+    wf["hooks"]["cleanup"] = {"run": [f"ls > {log}/cleanup.txt", f'echo "$HOME" > {log}/cleanup-home.txt; ls {Path(__file__).parent} >> {log}/cleanup-home.txt 2>&1 || true', "exit 9"]}
     (clone / ".tac" / "workflow.yaml").write_text(yaml.safe_dump(wf))
     git(clone, "commit", "-qam", "cleanup hook")
     task = jobs.task_run_inline(task=start(local_repository))
@@ -332,9 +334,13 @@ def test_the_cleanup_hook_runs_before_the_worktree_is_removed_and_a_failure_is_o
     assert services.task_worktree_remove(task=task)
 
     assert "farewell.py" in (log / "cleanup.txt").read_text().split()  # ran inside the worktree
+    home, *listing = (log / "cleanup-home.txt").read_text().splitlines()
+    assert home != os.environ["HOME"] and "tacx-attempt-" in home
+    assert "conftest.py" not in " ".join(listing), listing
     assert not Path(task.worktree_path).exists()
     event = AgentEvent.objects.get(task=task, data__hook="cleanup")
     assert event.kind == AgentEvent.Kind.ERROR and event.data["exit_code"] == 9 and event.result_id is None
+    assert {i["name"] for i in event.data["interpreters"]} == {"python3", "python", "node"}
 
 
 @pytest.mark.django_db(transaction=True)

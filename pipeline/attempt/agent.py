@@ -17,7 +17,9 @@ from ..lib.redaction import redact
 from ..models import AgentEvent, StageResult
 from ..providers import get_provider
 from ..providers.base import Invocation, agent_environment
+from ..sandbox import toolchains
 from . import memory, publish, readback
+from .commands import task_toolchains
 from .context import AttemptContext, StageFailure, git_access
 from .prompt import render_prompt
 
@@ -59,6 +61,9 @@ def run_agent_stage(self: AttemptContext) -> None:
     if invocation.resume_session:
         sessions.session_restore(provider=provider, home=home, session_id=invocation.resume_session, task_id=self.task.pk, cwd=str(self.worktree))
     access = git_access(self)
+    # The workflow's toolchains are readable for the agent too (a venv setup made links to one),
+    # but not put on its PATH: the agent CLI itself may be a script run by `node`.
+    found = task_toolchains(self)
     if sandbox.enabled():
         self.box = sandbox.prepare(
             argv=argv,
@@ -68,6 +73,7 @@ def run_agent_stage(self: AttemptContext) -> None:
             allow_hosts=[provider.api_url(env), str(cfg.options.get("base_url") or ""), *self.workflow.allowed_hosts(cfg)],
             home=home,
             root=self.box_root,
+            extra_read=toolchains.read_paths(found),
         )
         argv, env = self.box.argv, self.box.env
         self.recorder.append_event(AgentEvent.Kind.SYSTEM, {"subtype": "sandbox", "mode": sandbox.mode(), "allowed_hosts": self.box.allowed_hosts})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from .. import git, repos, services
+from .. import git, hooks, repos, services
 from ..models import Stage, Task
 from .commands import run_repository_command
 from .context import AttemptContext, StageFailure, _tail
@@ -69,7 +69,7 @@ def prepare_worktree(self: AttemptContext) -> Path:
         run = run_repository_command(self, setup)
         assert run is not None
         if not run.ok:
-            hint = run.network_hint()
+            hint = run.network_hint() or hooks.missing_program_hint(run)
             raise StageFailure(f"setup hook {run.status}: " + (f"{hint}. Output: " if hint else "") + _tail(run.output), permanent=True)
         # What setup made (a venv, node_modules, build output) stays out of every commit.
         git.write_excludes(path, environment=environment, setup=git.untracked_paths(path))

@@ -14,7 +14,7 @@ What the agent sees (``policy``):
 
 - everything under ``/`` is hidden except the system directories (``/usr``, ``/etc`` without its
   secrets), the agent CLIs (``AGENT_BIN_DIRS`` and the packages they link to), paths the operator
-  adds with ``TACX_SANDBOX_ALLOW_READ``, and:
+  adds with ``TACX_SANDBOX_ALLOW_READ``, the interpreters the workflow names (``toolchains``), and:
 - its worktree (read-write), and its task's own git directory (``GitAccess``): objects, refs,
   logs, index and HEAD writable, ``config``, ``hooks``, ``info`` and ``objects/info`` read-only,
   and the objects of the repository's mirror that it borrows read-only (no other task's git
@@ -33,10 +33,12 @@ sandbox cannot be set up the attempt fails at once with a permanent error naming
 missing. ``off`` is an explicit opt-out, reported by ``/health`` and a dashboard banner.
 
 This package is a face: the policy (`policy`), the programs it needs (`tools`), the Node server
-(`server`) and one attempt's box (`box`) live in modules of their own and are re-exported here.
+(`server`), one attempt's box and a repository command's boxes (`box`) live in modules of their
+own and are re-exported here; `toolchains` (the workflow's named interpreters) is imported as
+``sandbox.toolchains``.
 """
 
-from .box import Box, blocked_for_task, modes_for_task, new_root, prepare, summarize
+from .box import Box, CommandBoxes, blocked_for_task, command_boxes, modes_for_task, new_root, prepare, summarize
 from .policy import MODES, GitAccess, SandboxUnavailable, enabled, mode
 from .server import server
 from .tools import _probed, status, tools
@@ -44,10 +46,12 @@ from .tools import _probed, status, tools
 __all__ = [
     "MODES",
     "Box",
+    "CommandBoxes",
     "GitAccess",
     "SandboxUnavailable",
     "_probed",
     "blocked_for_task",
+    "command_boxes",
     "enabled",
     "mode",
     "modes_for_task",

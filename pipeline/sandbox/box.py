@@ -4,6 +4,7 @@ the refusals it records, and what the sandbox refused over a task's attempts."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -132,6 +133,68 @@ def prepare(
         violations=violations,
         allowed_hosts=hosts,
         key=answer["key"],
+    )
+
+
+@dataclass
+class CommandBoxes:
+    """The boxes of one repository command (a hook or the test command): each of its shell
+    commands gets a box of its own (`wrap`), all sharing one root and one private HOME that is
+    never an agent's. `close` ends them and returns what they refused, each refusal once."""
+
+    root: Path
+    home: Path
+    worktree: Path
+    git_access: GitAccess | None
+    allow_hosts: tuple[str, ...]
+    extra_read: tuple[str, ...] = ()
+    extra_write: tuple[str, ...] = ()
+    boxes: list[Box] = field(default_factory=list)
+
+    def wrap(self, argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str], Path]:
+        box = prepare(
+            argv=argv,
+            env={**env, "HOME": str(self.home), "TMPDIR": str(self.home / "tmp")},
+            worktree=self.worktree,
+            git_access=self.git_access,
+            allow_hosts=list(self.allow_hosts),
+            home=self.home,
+            root=self.root,
+            extra_read=self.extra_read,
+            extra_write=self.extra_write,
+        )
+        self.boxes.append(box)
+        return box.argv, box.env, box.cwd
+
+    def close(self) -> list[dict]:
+        blocked: list[dict] = []
+        for box in self.boxes:
+            box.finish()
+            blocked.extend(box.new_violations())
+        shutil.rmtree(self.root, ignore_errors=True)
+        return blocked
+
+
+def command_boxes(
+    *,
+    worktree: Path,
+    git_access: GitAccess | None,
+    allow_hosts: Iterable[str],
+    extra_read: Iterable[str | Path] = (),
+    extra_write: Iterable[str | Path] = (),
+) -> CommandBoxes:
+    """A fresh root and HOME (with its TMPDIR) for one repository command's boxes."""
+    root = new_root()
+    home = root / "home"
+    (home / "tmp").mkdir(parents=True)
+    return CommandBoxes(
+        root=root,
+        home=home,
+        worktree=worktree,
+        git_access=git_access,
+        allow_hosts=tuple(allow_hosts),
+        extra_read=tuple(str(p) for p in extra_read),
+        extra_write=tuple(str(p) for p in extra_write),
     )
 
 

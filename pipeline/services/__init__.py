@@ -53,7 +53,7 @@ from .progress import (
     task_fail,
     tests_failed_back_to_building,
 )
-from .repositories import repository_add, repository_poll_claim, repository_poll_etag_set
+from .repositories import repository_add, repository_poll_claim, repository_poll_etag_set, repository_setup_cache_clear
 from .tasks import (
     task_create,
     task_dispatch,
@@ -66,6 +66,7 @@ from .tasks import (
     task_submit,
     task_workflow_read,
     workflow_error_fail,
+    workflow_machine_check,
 )
 from .worktrees import task_worktree_record, task_worktree_remove
 
@@ -96,6 +97,7 @@ __all__ = [
     "repository_add",
     "repository_poll_claim",
     "repository_poll_etag_set",
+    "repository_setup_cache_clear",
     "result_add_to_totals",
     "review_requests_changes",
     "review_rounds_used",
@@ -128,4 +130,5 @@ __all__ = [
     "task_worktree_remove",
     "tests_failed_back_to_building",
     "workflow_error_fail",
+    "workflow_machine_check",
 ]

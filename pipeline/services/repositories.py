@@ -7,6 +7,7 @@ from datetime import timedelta
 from django.db import models
 from django.utils import timezone
 
+from .. import setup_cache
 from ..models import Repository
 
 
@@ -62,3 +63,9 @@ def repository_poll_etag_set(*, repository: Repository, etag: str) -> None:
     """Remember the ETag of a complete, fully handled issue listing (next poll sends it)."""
     Repository.objects.filter(pk=repository.pk).update(poll_etag=etag[:200])
     repository.poll_etag = etag[:200]
+
+
+def repository_setup_cache_clear(*, repository: Repository) -> tuple[int, list[str]]:
+    """Remove the repository's setup cache (every key no setup is using right now). Returns
+    (bytes freed, the keys left because a setup holds them). The next setup starts empty."""
+    return setup_cache.clear(repository.pk)

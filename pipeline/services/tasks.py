@@ -12,6 +12,7 @@ from django.utils import timezone
 from .. import git, repos
 from ..lib.untrusted import sanitize_issue_text, sanitize_issue_title
 from ..models import Repository, Stage, Task
+from ..sandbox import toolchains
 from ..workflow import Workflow, WorkflowError, load_workflow_text
 from .events import event_status
 from .progress import stage_queue, task_fail
@@ -86,7 +87,7 @@ def task_submit(
         raise ValueError("a title is required")
     workflow_text = (workflow_text or "").strip()
     if workflow_text:
-        load_workflow_text(workflow_text, source="workflow override")  # raises WorkflowError
+        workflow_machine_check(load_workflow_text(workflow_text, source="workflow override"))  # raises WorkflowError
     numbered = issue_number is not None
     # Without a number: the next free one. Two people submitting at once may pick the same; the
     # one refused by the active-task constraint takes the next number (a few times at most).
@@ -216,6 +217,17 @@ def workflow_error_fail(*, task: Task, error: WorkflowError) -> None:
     task_fail(task=task, reason=f"invalid workflow: {error}")
 
 
+def workflow_machine_check(workflow: Workflow) -> Workflow:
+    """What the schema cannot know: that this machine has the workflow's `toolchains`. Raises
+    WorkflowError naming each missing one (the attempt checks again on the machine it runs on)."""
+    try:
+        toolchains.resolve(workflow.toolchains)
+    except toolchains.ToolchainError as exc:
+        errors = [f"{workflow.source}: {problem}" for problem in exc.problems]
+        raise WorkflowError(errors[0], errors=errors) from None
+    return workflow
+
+
 def task_workflow_read(*, task: Task) -> Workflow | None:
     """The workflow `task` would start with, read from its repository.
 
@@ -224,8 +236,8 @@ def task_workflow_read(*, task: Task) -> Workflow | None:
     returns None. Call it outside any lock: parsing a hostile file takes what it takes."""
     try:
         if task.workflow_override:
-            return load_workflow_text(task.workflow_override, source="workflow override")
-        return repos.read_workflow(task.repository)
+            return workflow_machine_check(load_workflow_text(task.workflow_override, source="workflow override"))
+        return workflow_machine_check(repos.read_workflow(task.repository))
     except WorkflowError as exc:
         workflow_error_fail(task=task, error=exc)
     except git.GitError as exc:

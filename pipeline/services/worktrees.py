@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import socket
@@ -10,9 +11,10 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
-from .. import git, hooks, live, repos
+from .. import git, hooks, live, repos, sandbox
 from ..lib.redaction import redact_data
 from ..models import AgentEvent, Task, TaskWorktree
+from ..sandbox import toolchains
 from ..workflow import Workflow, WorkflowError
 
 log = logging.getLogger(__name__)
@@ -87,7 +89,9 @@ def _worktree_removed_mark(*, task: Task) -> bool:
 
 
 def _cleanup_hook(*, task: Task, path) -> None:
-    """The workflow's `cleanup` hook, before the worktree goes; a failure is logged only."""
+    """The workflow's `cleanup` hook, before the worktree goes, in the sandbox like every hook
+    (the worktree holds what the agent wrote: a Makefile's `clean` target is the agent's code); no
+    git directory in its view. A failure is logged only."""
     try:
         workflow = Workflow.from_json(task.workflow) if task.workflow else None
     except WorkflowError:
@@ -95,9 +99,37 @@ def _cleanup_hook(*, task: Task, path) -> None:
     hook = workflow.hook("cleanup") if workflow is not None else None
     if hook is None:
         return
+    try:
+        found = toolchains.resolve(workflow.toolchains)
+    except toolchains.ToolchainError as exc:
+        log.warning("task %s: cleanup hook without its toolchains: %s", task.pk, exc)
+        found = []
     context = {"task_id": task.pk, "issue_number": task.issue_number, "repository": task.repository.full_name, "branch": task.branch}
-    env = hooks.hook_environment("cleanup", workflow=workflow, worktree=path, context=context)
-    run = hooks.run_hook(hook, cwd=path, env=env, grace=settings.TACX["KILL_GRACE_SECONDS"])
+    env = hooks.hook_environment("cleanup", workflow=workflow, worktree=path, context=context, toolchains=found)
+    boxes = None
+    blocked: list[dict] = []
+    try:
+        if sandbox.enabled():
+            boxes = sandbox.command_boxes(
+                worktree=Path(path),
+                git_access=None,
+                allow_hosts=hook.network_allow,
+                extra_read=toolchains.read_paths(found),
+                extra_write=settings.TACX.get("SANDBOX_HOOK_WRITE", []),
+            )
+        wrap = boxes.wrap if boxes else None
+        probed = hooks.interpreters(list(dict.fromkeys([*hooks.PROBED, *workflow.toolchains])), cwd=path, env=env, wrap=wrap)
+        run = dataclasses.replace(hooks.run_hook(hook, cwd=path, env=env, grace=settings.TACX["KILL_GRACE_SECONDS"], wrap=wrap), interpreters=probed)
+    except sandbox.SandboxUnavailable as exc:
+        event = AgentEvent.objects.create(task=task, kind=AgentEvent.Kind.ERROR, data={"hook": "cleanup", "status": "error", "message": f"cleanup not run: {exc}"})
+        live.notify_after_commit(task.pk, event.pk)
+        log.warning("task %s: cleanup hook not run: %s", task.pk, exc)
+        return
+    finally:
+        if boxes is not None:
+            blocked = boxes.close()
+    for entry in blocked:
+        AgentEvent.objects.create(task=task, kind=AgentEvent.Kind.SANDBOX, data={**entry, "hook": "cleanup"})
     kind = AgentEvent.Kind.SYSTEM if run.ok else AgentEvent.Kind.ERROR
     event = AgentEvent.objects.create(task=task, kind=kind, data=redact_data(run.event_data()))
     live.notify_after_commit(task.pk, event.pk)
