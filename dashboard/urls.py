@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import evaluations, views
+from . import evaluations, memory_views, views
 
 app_name = "dashboard"
 urlpatterns = [
@@ -20,13 +20,13 @@ urlpatterns = [
     path("evaluations/", evaluations.eval_compare, name="eval-compare"),
     path("workers/", views.workers_page, name="workers"),
     path("workers/rows/", views.worker_rows, name="worker-rows"),
-    path("memory/", views.memory_index, name="memory"),
-    path("repositories/<int:repository_id>/memory/", views.repository_memory, name="repository-memory"),
-    path("repositories/<int:repository_id>/memory/add/", views.memory_add, name="memory-add"),
-    path("memory/<int:entry_id>/edit/", views.memory_edit, name="memory-edit"),
-    path("memory/<int:entry_id>/accept/", views.memory_accept, name="memory-accept"),
-    path("memory/<int:entry_id>/reject/", views.memory_reject, name="memory-reject"),
-    path("memory/<int:entry_id>/delete/", views.memory_delete, name="memory-delete"),
+    path("memory/", memory_views.memory_index, name="memory"),
+    path("repositories/<int:repository_id>/memory/", memory_views.repository_memory, name="repository-memory"),
+    path("repositories/<int:repository_id>/memory/add/", memory_views.memory_add, name="memory-add"),
+    path("memory/<int:entry_id>/edit/", memory_views.memory_edit, name="memory-edit"),
+    path("memory/<int:entry_id>/accept/", memory_views.memory_accept, name="memory-accept"),
+    path("memory/<int:entry_id>/reject/", memory_views.memory_reject, name="memory-reject"),
+    path("memory/<int:entry_id>/delete/", memory_views.memory_delete, name="memory-delete"),
     path("health", views.health_view, name="health"),
     path("api/docs/", views.api_docs, name="api-docs"),
 ]
