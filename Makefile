@@ -38,6 +38,12 @@ test: install
 	scripts/ensure-chromium
 	$(VENV)/bin/pytest -n 2
 
+# The suite on PostgreSQL (DATABASE_URL, default the local `test` database): the tests that touch
+# the database. The others give the same result on any database and run in `make test`.
+test-postgres: install
+	scripts/ensure-chromium
+	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test} TACX_TESTS_DATABASE_ONLY=1 $(VENV)/bin/pytest -n 2
+
 # Every bench script in its --smoke mode (figures meaningless; it only proves none has rotted).
 bench-smoke: install
 	$(VENV)/bin/pytest -n 2 -m bench tests/test_bench_smoke.py

@@ -197,3 +197,29 @@ def processes_matching(tag: str) -> list[int]:
         if tag.encode() in cmdline and state != b"Z":
             found.append(int(entry))
     return found
+
+
+# --- the PostgreSQL pass ------------------------------------------------------------------------
+
+# Fixtures that reach the project's database (directly, or through a server process given its URL).
+DATABASE_FIXTURES = frozenset({"db", "transactional_db", "live_server", "django_db_reset_sequences", "django_db_serialized_rollback"})
+
+
+def uses_database(item) -> bool:
+    """Whether a test touches the database it is run against (a `django_db` mark, or a fixture
+    of DATABASE_FIXTURES anywhere in its fixture closure)."""
+    return item.get_closest_marker("django_db") is not None or bool(DATABASE_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
+def pytest_collection_modifyitems(config, items):
+    """`make test-postgres` (TACX_TESTS_DATABASE_ONLY=1) runs only the tests that touch the
+    database: the others (parsers, the gate, the sandbox, the CLIs' formats, tests that start a
+    stack on a database of their own) give the same result whatever DATABASE_URL says, and run
+    in the SQLite pass."""
+    if os.environ.get("TACX_TESTS_DATABASE_ONLY") != "1":
+        return
+    keep = [item for item in items if uses_database(item)]
+    dropped = [item for item in items if not uses_database(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
