@@ -11,6 +11,7 @@ looked when). An image becomes inert text showing its alt text and URL; nh3 drop
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import markdown as md
@@ -91,19 +92,35 @@ def workflow_yaml(data: dict) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
 
 
-def event_summary(kind: str, data: dict) -> str:
+def worktree_relative(text: Any, worktree: str) -> str:
+    """``text`` with the task's worktree path written relative to it: ``<worktree>/src/a.py``
+    reads ``src/a.py`` and the worktree itself ``.`` (``/w/task-1`` never matches ``/w/task-10``)."""
+    text = "" if text is None else str(text)
+    root = (worktree or "").rstrip("/")
+    if not root or root not in text:
+        return text
+    return re.sub(re.escape(root) + r"(/|(?![\w.-]))", lambda m: "" if m.group(1) == "/" else ".", text)
+
+
+def tool_call_detail(data: dict, worktree: str = "") -> tuple[str, str]:
+    """What a tool call is about, for one line: ("command", "$ ...") or ("path", "src/a.py") or
+    ("", ""), with worktree paths relative to the worktree."""
+    tool_input = data.get("input") if isinstance(data.get("input"), dict) else {}
+    if tool_input.get("command"):
+        return "command", "$ " + worktree_relative(tool_input["command"], worktree)
+    path = tool_input.get("file_path") or tool_input.get("path") or tool_input.get("pattern")
+    return ("path", worktree_relative(path, worktree)) if path else ("", "")
+
+
+def event_summary(kind: str, data: dict, worktree: str = "") -> str:
     """One line saying what an agent event does ("now doing"): the tool and its command or path,
-    or the start of a message."""
+    the start of a message, or a line a command stage printed."""
     data = data if isinstance(data, dict) else {}
     if kind == "tool_call":
         name = str(data.get("name") or "tool")
-        tool_input = data.get("input") if isinstance(data.get("input"), dict) else {}
-        if tool_input.get("command"):
-            detail = f"$ {tool_input['command']}"
-        else:
-            detail = str(tool_input.get("file_path") or tool_input.get("path") or tool_input.get("pattern") or "")
+        detail = tool_call_detail(data, worktree)[1]
         text = f"{name}: {detail}" if detail else name
-    elif kind == "message":
+    elif kind in ("message", "output"):
         text = str(data.get("text") or "")
     else:
         return ""

@@ -29,6 +29,8 @@ TRANSCRIPT_LIMIT = 1000  # newest events rendered with the page; "show all" rend
 # in the stage's totals already, so they start hidden.
 TRANSCRIPT_KINDS = [
     ("message", "messages", True),
+    ("output", "output", True),
+    ("stderr", "stderr", True),
     ("tool_call", "tool calls", True),
     ("tool_result", "tool output", True),
     ("status", "status", True),
@@ -128,7 +130,7 @@ def _documents(task: Task) -> dict:
 def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
     task = selectors.task_get(task_id)
     after = streams.safe_latest_id(task_id=task.pk)
-    events = AgentEvent.objects.filter(task=task, id__lte=after).select_related("result__stage").order_by("-id")
+    events = AgentEvent.objects.filter(task=task, id__lte=after).select_related("result__stage", "task").order_by("-id")
     show_all = request.GET.get("transcript") == "all"
     shown = list(events if show_all else events[:TRANSCRIPT_LIMIT])
     shown.reverse()

@@ -70,8 +70,15 @@ def older_than(moment: datetime | None, seconds: float) -> bool:
 
 @register.filter
 def event_summary(event) -> str:
-    """The "now doing" line of an agent event (tool call or message)."""
-    return rendering.event_summary(event.kind, event.data)
+    """The "now doing" line of an agent event (tool call, message or program output)."""
+    return rendering.event_summary(event.kind, event.data, event.task.worktree_path)
+
+
+@register.filter
+def tool_call_detail(event) -> dict:
+    """{"kind": "command" | "path" | "", "text": ...} of a tool call, worktree paths relative."""
+    kind, text = rendering.tool_call_detail(event.data if isinstance(event.data, dict) else {}, event.task.worktree_path)
+    return {"kind": kind, "text": text}
 
 
 @register.filter
