@@ -75,6 +75,21 @@ def duration_text(seconds: float | None) -> str:
     return f"{secs}s"
 
 
+def ago_text(seconds: float) -> str:
+    """A relative time for a list: "just now", "42 s ago", "5 min ago", "3 h ago", "2 days ago"."""
+    seconds = max(0, int(seconds))
+    if seconds < 10:
+        return "just now"
+    if seconds < 60:
+        return f"{seconds} s ago"
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    if seconds < 86400:
+        return f"{seconds // 3600} h ago"
+    days = seconds // 86400
+    return f"{days} day{'s' if days != 1 else ''} ago"
+
+
 def tokens_text(value: int | None) -> str:
     """12, 3.4k, 1.2M."""
     n = int(value or 0)
