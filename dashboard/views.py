@@ -288,7 +288,9 @@ def stats_page(request: HttpRequest) -> HttpResponse:
     days = (form.cleaned_data.get("days") if form.is_valid() else None) or 30
     figures = stats.stats_compute(days=days)
     chart = [{"day": d.day.isoformat(), "tokens": d.tokens, "cost": float(d.cost_usd), "attempts": d.attempts} for d in figures.per_day]
-    rate_tables = [("stage", figures.by_stage), ("provider", figures.by_provider), ("model", figures.by_model)]
+    rate_tables = [
+        (title, rates, stats.rates_total(rates)) for title, rates in (("stage", figures.by_stage), ("provider", figures.by_provider), ("model", figures.by_model))
+    ]
     context = {"stats": figures, "chart": chart, "rate_tables": rate_tables, "form": form, "days": days}
     return render(request, "dashboard/stats.html", context)
 
