@@ -114,7 +114,8 @@ def worktree_relative(text: Any, worktree: str) -> str:
     root = (worktree or "").rstrip("/")
     if not root or root not in text:
         return text
-    return re.sub(re.escape(root) + r"(/|(?![\w.-]))", lambda m: "" if m.group(1) == "/" else ".", text)
+    text = re.sub(re.escape(root) + r"/(?=[\w.-])", "", text)  # a path inside it
+    return re.sub(re.escape(root) + r"/?(?![\w.-])", ".", text)  # the worktree itself
 
 
 def tool_call_detail(data: dict, worktree: str = "") -> tuple[str, str]:

@@ -36,6 +36,7 @@ def test_worktree_paths_read_relative_and_a_longer_sibling_is_left_alone():
     assert worktree_relative(f"{TREE}/src/app.py", TREE) == "src/app.py"
     assert worktree_relative(f"cd {TREE} && pytest {TREE}/tests -q", TREE) == "cd . && pytest tests -q"
     assert worktree_relative(f"{TREE}0/src/app.py", TREE) == f"{TREE}0/src/app.py"
+    assert worktree_relative(f"ls {TREE}/ && ls {TREE}/.git", TREE) == "ls . && ls .git"
     assert worktree_relative("/etc/passwd", TREE) == "/etc/passwd"
     assert worktree_relative(f"{TREE}/a", "") == f"{TREE}/a"  # no worktree yet: as written
     assert event_summary("tool_call", {"name": "Read", "input": {"file_path": f"{TREE}/README.md"}}, TREE) == "Read: README.md"
