@@ -246,7 +246,7 @@ print(f"bench-start {started!r}", flush=True)
 
 def marked_start(events) -> float | None:
     """The time a START_MARK agent noted, from its events (an AgentEvent queryset), if it has yet."""
-    line = events.filter(kind="message", data__text__startswith="bench-start ").values_list("data__text", flat=True).first()
+    line = events.filter(kind="output", data__text__startswith="bench-start ").values_list("data__text", flat=True).first()
     return float(line.split()[1]) if line else None
 
 

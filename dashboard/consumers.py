@@ -196,7 +196,7 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
     def read(self) -> dict:
         queryset = AgentEvent.objects.all()
         if self.task_id is not None:
-            queryset = queryset.select_related("result__stage")
+            queryset = queryset.select_related("result__stage", "task")
         else:
             queryset = queryset.only("id", "task_id", "kind", "created_at")
         page = streams.events_after(after=self.cursor, task_id=self.task_id, limit=BATCH, queryset=queryset)

@@ -11,6 +11,7 @@ looked when). An image becomes inert text showing its alt text and URL; nh3 drop
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import markdown as md
@@ -74,6 +75,21 @@ def duration_text(seconds: float | None) -> str:
     return f"{secs}s"
 
 
+def ago_text(seconds: float) -> str:
+    """A relative time for a list: "just now", "42 s ago", "5 min ago", "3 h ago", "2 days ago"."""
+    seconds = max(0, int(seconds))
+    if seconds < 10:
+        return "just now"
+    if seconds < 60:
+        return f"{seconds} s ago"
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    if seconds < 86400:
+        return f"{seconds // 3600} h ago"
+    days = seconds // 86400
+    return f"{days} day{'s' if days != 1 else ''} ago"
+
+
 def tokens_text(value: int | None) -> str:
     """12, 3.4k, 1.2M."""
     n = int(value or 0)
@@ -91,19 +107,36 @@ def workflow_yaml(data: dict) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
 
 
-def event_summary(kind: str, data: dict) -> str:
+def worktree_relative(text: Any, worktree: str) -> str:
+    """``text`` with the task's worktree path written relative to it: ``<worktree>/src/a.py``
+    reads ``src/a.py`` and the worktree itself ``.`` (``/w/task-1`` never matches ``/w/task-10``)."""
+    text = "" if text is None else str(text)
+    root = (worktree or "").rstrip("/")
+    if not root or root not in text:
+        return text
+    text = re.sub(re.escape(root) + r"/(?=[\w.-])", "", text)  # a path inside it
+    return re.sub(re.escape(root) + r"/?(?![\w.-])", ".", text)  # the worktree itself
+
+
+def tool_call_detail(data: dict, worktree: str = "") -> tuple[str, str]:
+    """What a tool call is about, for one line: ("command", "$ ...") or ("path", "src/a.py") or
+    ("", ""), with worktree paths relative to the worktree."""
+    tool_input = data.get("input") if isinstance(data.get("input"), dict) else {}
+    if tool_input.get("command"):
+        return "command", "$ " + worktree_relative(tool_input["command"], worktree)
+    path = tool_input.get("file_path") or tool_input.get("path") or tool_input.get("pattern")
+    return ("path", worktree_relative(path, worktree)) if path else ("", "")
+
+
+def event_summary(kind: str, data: dict, worktree: str = "") -> str:
     """One line saying what an agent event does ("now doing"): the tool and its command or path,
-    or the start of a message."""
+    the start of a message, or a line a command stage printed."""
     data = data if isinstance(data, dict) else {}
     if kind == "tool_call":
         name = str(data.get("name") or "tool")
-        tool_input = data.get("input") if isinstance(data.get("input"), dict) else {}
-        if tool_input.get("command"):
-            detail = f"$ {tool_input['command']}"
-        else:
-            detail = str(tool_input.get("file_path") or tool_input.get("path") or tool_input.get("pattern") or "")
+        detail = tool_call_detail(data, worktree)[1]
         text = f"{name}: {detail}" if detail else name
-    elif kind == "message":
+    elif kind in ("message", "output"):
         text = str(data.get("text") or "")
     else:
         return ""

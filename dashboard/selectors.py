@@ -334,10 +334,12 @@ def _shell_quote(text: str) -> str:
 
 
 def task_now_doing(task: Task) -> AgentEvent | None:
-    """The last tool call or message of the attempt running now (the "now doing" line)."""
+    """The last tool call, message or program output of the attempt running now (the "now doing" line)."""
     return (
         AgentEvent.objects.filter(
-            task=task, result__outcome=StageResult.Outcome.RUNNING, kind__in=[AgentEvent.Kind.TOOL_CALL, AgentEvent.Kind.MESSAGE]
+            task=task,
+            result__outcome=StageResult.Outcome.RUNNING,
+            kind__in=[AgentEvent.Kind.TOOL_CALL, AgentEvent.Kind.MESSAGE, AgentEvent.Kind.OUTPUT],
         )
         .order_by("-id")
         .first()

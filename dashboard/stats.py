@@ -17,16 +17,43 @@ from pipeline.models import ZERO, StageResult, Task
 
 @dataclass
 class Rate:
-    """Attempts that ended (a cancelled one is not a failure: counted apart, not in the rate)."""
+    """Attempts that ended, of one stage, provider or model. A cancelled one is neither a
+    success nor a failure: ``attempts`` (and the rate) leave it out, ``ended`` counts it, so
+    ``ended == succeeded + failed + cancelled`` always adds up."""
 
     key: str
-    attempts: int
+    attempts: int  # succeeded + failed: what the rate is of
     succeeded: int
     cancelled: int = 0
+    label: str = ""  # what the page shows ("no model (command, tacx)" for the key "(none)")
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.key
+
+    @property
+    def failed(self) -> int:
+        return self.attempts - self.succeeded
+
+    @property
+    def ended(self) -> int:
+        return self.attempts + self.cancelled
 
     @property
     def rate(self) -> float | None:
         return self.succeeded / self.attempts if self.attempts else None
+
+
+def rates_total(rates: list[Rate]) -> Rate:
+    """The sum of a table's rows (each attempt is in exactly one row of each table)."""
+    return Rate(
+        key="total",
+        attempts=sum(r.attempts for r in rates),
+        succeeded=sum(r.succeeded for r in rates),
+        cancelled=sum(r.cancelled for r in rates),
+    )
+
+
+NONE = "(none)"  # the key of attempts with no value for the grouping (no model, say)
 
 
 @dataclass
@@ -34,7 +61,7 @@ class Day:
     day: date
     tokens: int
     cost_usd: Decimal
-    attempts: int
+    attempts: int  # started that day, running ones included
 
 
 @dataclass
@@ -64,6 +91,11 @@ def stats_compute(*, days: int = 30) -> Stats:
     result.by_stage = _rates(finished, "stage__name", pipeline_order=True)
     result.by_provider = _rates(finished, "provider")
     result.by_model = _rates(finished, "model")
+    for rate in result.by_model:
+        if rate.key == NONE:
+            # Stages that run no model: command programs and TAC-X's own pr_creation.
+            providers = sorted(set(finished.filter(model="").values_list("provider", flat=True)) - {""})
+            rate.label = "no model" + (f" ({', '.join(providers)})" if providers else "")
 
     tokens = F("input_tokens") + F("output_tokens") + F("cache_read_tokens") + F("cache_write_tokens")
     rows = (
@@ -113,7 +145,7 @@ def _rates(qs, key: str, *, pipeline_order: bool = False) -> list[Rate]:
         position=Avg("stage__position"),
     ).order_by()
     ordered = sorted(rows, key=lambda r: (r["position"], r[key] or "") if pipeline_order else (r[key] or ""))
-    return [Rate(key=r[key] or "(none)", attempts=r["attempts"], succeeded=r["succeeded"], cancelled=r["cancelled"]) for r in ordered]
+    return [Rate(key=r[key] or NONE, attempts=r["attempts"], succeeded=r["succeeded"], cancelled=r["cancelled"]) for r in ordered]
 
 
 def _delivered(tasks):

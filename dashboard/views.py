@@ -29,6 +29,8 @@ TRANSCRIPT_LIMIT = 1000  # newest events rendered with the page; "show all" rend
 # in the stage's totals already, so they start hidden.
 TRANSCRIPT_KINDS = [
     ("message", "messages", True),
+    ("output", "output", True),
+    ("stderr", "stderr", True),
     ("tool_call", "tool calls", True),
     ("tool_result", "tool output", True),
     ("status", "status", True),
@@ -128,7 +130,7 @@ def _documents(task: Task) -> dict:
 def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
     task = selectors.task_get(task_id)
     after = streams.safe_latest_id(task_id=task.pk)
-    events = AgentEvent.objects.filter(task=task, id__lte=after).select_related("result__stage").order_by("-id")
+    events = AgentEvent.objects.filter(task=task, id__lte=after).select_related("result__stage", "task").order_by("-id")
     show_all = request.GET.get("transcript") == "all"
     shown = list(events if show_all else events[:TRANSCRIPT_LIMIT])
     shown.reverse()
@@ -286,7 +288,9 @@ def stats_page(request: HttpRequest) -> HttpResponse:
     days = (form.cleaned_data.get("days") if form.is_valid() else None) or 30
     figures = stats.stats_compute(days=days)
     chart = [{"day": d.day.isoformat(), "tokens": d.tokens, "cost": float(d.cost_usd), "attempts": d.attempts} for d in figures.per_day]
-    rate_tables = [("stage", figures.by_stage), ("provider", figures.by_provider), ("model", figures.by_model)]
+    rate_tables = [
+        (title, rates, stats.rates_total(rates)) for title, rates in (("stage", figures.by_stage), ("provider", figures.by_provider), ("model", figures.by_model))
+    ]
     context = {"stats": figures, "chart": chart, "rate_tables": rate_tables, "form": form, "days": days}
     return render(request, "dashboard/stats.html", context)
 

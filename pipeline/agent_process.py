@@ -21,7 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, AnyStr
 
-from .providers.base import Event, Outcome, ProviderError, StreamParser
+from .providers.base import OUTPUT_LIMIT, STDERR_EVENTS_LIMIT, Event, Outcome, ProviderError, StreamParser
+
+STDERR_POLL_SECONDS = 0.2  # how often a capturing parser's stderr file is read for new lines
 
 
 class StopAgent(Exception):
@@ -104,6 +106,38 @@ def pump_lines(stream: IO[AnyStr], *, name: str) -> tuple[queue.Queue[AnyStr | N
     return lines, reader
 
 
+class StderrLines:
+    """The new complete lines of the agent's stderr file since the last call, read with pread at
+    an offset (the agent keeps appending; no thread). Bounded: at most `limit` bytes are read in
+    all (the file keeps the rest, for the error sentence's tail), a line longer than OUTPUT_LIMIT
+    is cut there, and one last line says when the limit was passed."""
+
+    def __init__(self, fd: int, *, limit: int = STDERR_EVENTS_LIMIT):
+        self.fd = fd
+        self.limit = limit
+        self.offset = 0
+        self.partial = b""
+        self.over = False
+
+    def read(self, *, final: bool = False) -> list[str]:
+        if self.over:
+            return []
+        data = os.pread(self.fd, max(0, self.limit - self.offset), self.offset)
+        self.offset += len(data)
+        *done, self.partial = (self.partial + data).split(b"\n")
+        if len(self.partial) > OUTPUT_LIMIT:
+            done.append(self.partial)
+            self.partial = b""
+        if final and self.partial:
+            done.append(self.partial)
+            self.partial = b""
+        lines = [line.decode("utf-8", errors="replace") for line in done]
+        if self.offset >= self.limit and os.fstat(self.fd).st_size > self.limit:
+            self.over = True
+            lines.append(f"[stderr past {self.limit} bytes is not in the transcript]")
+        return lines
+
+
 def _feed_stdin(proc: subprocess.Popen, data: bytes) -> None:
     """Write `data` to the agent's stdin and close it (in a thread: the agent may read it only
     while we read its stdout). An agent that exits without reading it all is its business."""
@@ -164,6 +198,12 @@ def run_agent(
         threading.Thread(target=_feed_stdin, args=(proc, stdin_data), name=f"agent-stdin-{pgid}", daemon=True).start()
     assert proc.stdout is not None
     lines, reader = pump_lines(proc.stdout, name=f"agent-stdout-{pgid}")
+    stderr = StderrLines(stderr_file.fileno()) if parser.capture_stderr else None
+
+    def stderr_events(*, final: bool = False) -> list[Event]:
+        if stderr is None:
+            return []
+        return [event for line in stderr.read(final=final) for event in parser.feed_stderr(line)]
 
     started = time.monotonic()
     last_output = started
@@ -171,6 +211,7 @@ def run_agent(
     stop: StopAgent | None = None
     eof = False
     idle_due: float | None = None  # when on_idle asked to be called again
+    stderr_due = started + STDERR_POLL_SECONDS
 
     def idle() -> float | None:
         again = on_idle() if on_idle is not None else None
@@ -179,6 +220,15 @@ def run_agent(
     try:
         while not eof:
             now = time.monotonic()
+            if stderr is not None and now >= stderr_due:
+                stderr_due = now + STDERR_POLL_SECONDS
+                if events := stderr_events():
+                    last_output = now  # a program that reports on stderr is not stalled
+                    stop = on_events(events)
+                    if stop is not None:
+                        break
+                    if on_idle is not None:
+                        idle_due = idle()  # live clients see stderr lines like stdout's
             wait = max(0.0, min(next_tick, started + timeout) - now)
             if idle_due is not None:
                 wait = max(0.0, min(wait, idle_due - now))
@@ -237,6 +287,7 @@ def run_agent(
                 break
             if raw:
                 tail.extend(parser.feed(raw.decode("utf-8", errors="replace").rstrip("\r\n")))
+        tail.extend(stderr_events(final=True))
         if tail:
             on_events(tail)
         stderr_file.seek(0)

@@ -324,6 +324,8 @@ class AgentEvent(models.Model):
         RAW = "raw"
         STATUS = "status"  # task / stage state change (no attempt)
         SANDBOX = "sandbox"  # a connection the agent sandbox refused (host, port, reason, time)
+        OUTPUT = "output"  # a stdout line of a non-model program (the command provider)
+        STDERR = "stderr"  # a stderr line of a command stage
 
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="events")
     result = models.ForeignKey(StageResult, null=True, blank=True, on_delete=models.CASCADE, related_name="events")

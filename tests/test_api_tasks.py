@@ -160,7 +160,7 @@ def test_stats_and_workers(api, running_task):
     fake_runner.attempt_finish(running_task.results.get(stage__name="planning"), output_text="# Plan")
     stats = api.get("/api/stats/", {"days": 7}).json()
     assert stats["days"] == 7 and len(stats["per_day"]) == 7
-    assert stats["by_stage"] == [{"key": "planning", "attempts": 1, "succeeded": 1, "cancelled": 0, "rate": 1.0}]
+    assert stats["by_stage"] == [{"key": "planning", "label": "planning", "attempts": 1, "succeeded": 1, "failed": 0, "cancelled": 0, "ended": 1, "rate": 1.0}]
     assert stats["per_day"][-1]["tokens"] == 1540
     assert stats["tasks_by_status"] == {"running": 1}
     fake_runner.stage_claim(running_task, "building")

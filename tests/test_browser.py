@@ -546,3 +546,56 @@ def test_the_pane_follows_cancel_shows_stopping_retry_keeps_the_tab_and_says_whe
     expect(page.locator('[data-stage="planning"] .stage-head')).to_contain_text("attempts 1/")
     expect(page.locator('[data-stage="planning"] .stage-head')).to_contain_text("1 manual retry")
     shot(page, "31-manual-retry")
+
+
+def test_on_a_phone_the_list_is_cards_a_row_opens_its_task_and_a_command_stage_shows_output_and_stderr(server, phone, transactional_db, alice, local_repository):
+    """Should-fix items of the first week, as a phone user meets them: each task a two-line card
+    (title at most two lines, the branch ellipsised with its whole name in a title, a live dot
+    with words), the whole row opens the task (its link stays the keyboard's target), and a
+    command stage's transcript has OUTPUT and STDERR rows, live."""
+    from playwright.sync_api import expect
+
+    branch = "tacx/issue-9-" + "a-long-branch-name-" * 4
+    task = fake_runner.task_running(repository=local_repository, issue_number=9, title="A rather long title that wraps " * 4)
+    Task.objects.filter(pk=task.pk).update(branch=branch)
+    planning = fake_runner.stage_claim(task, "planning")
+    fake_runner.events_add(planning, [("output", {"text": "compiling 3 files"}), ("stderr", {"text": "warning: x is unused"})])
+    login(phone, server)
+    phone.goto(server + "/")
+
+    row = phone.locator(f'tr[data-task="{task.pk}"]')
+    expect(phone.locator("#live-state .live-label")).to_have_text("live")
+    title, status, started, result = (row.locator(f"td.{c}") for c in ("title", "status", "started", "result"))
+    expect(started).to_contain_text("just now")
+    line = phone.evaluate("parseFloat(getComputedStyle(document.querySelector('td.title a')).lineHeight)")
+    assert title.locator("a").bounding_box()["height"] <= 2 * line + 1  # four lines of title, shown in two
+    assert abs(status.bounding_box()["y"] - title.bounding_box()["y"]) < line  # badge and title share the first line
+    second = started.bounding_box()
+    assert second["y"] >= title.bounding_box()["y"] + title.bounding_box()["height"] - 1  # the rest below it
+    code = result.locator("code.branch")
+    expect(code).to_have_attribute("title", branch)
+    box = code.bounding_box()
+    assert box["x"] + box["width"] <= 390 and code.evaluate("e => e.scrollWidth > e.clientWidth")  # ellipsised, not clipped off-screen
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    assert row.bounding_box()["height"] < 110
+    shot(phone, "40-phone-task-cards")
+
+    # The keyboard reaches the row through its one link; the id link is no second stop.
+    expect(row.locator("td.col-id a")).to_have_attribute("tabindex", "-1")
+    row.locator("a.row-link").focus()
+    phone.keyboard.press("Enter")
+    expect(phone).to_have_url(server + f"/tasks/{task.pk}/")
+    # A tap anywhere on the row (here: its started time) opens the task too.
+    phone.goto(server + "/")
+    row.locator("td.started").click()
+    expect(phone).to_have_url(server + f"/tasks/{task.pk}/")
+
+    transcript = phone.locator("#transcript")
+    expect(transcript.locator("li.kind-output .role")).to_have_text("output", ignore_case=True)
+    expect(transcript.locator("li.kind-output pre")).to_have_text("compiling 3 files")
+    expect(transcript.locator("li.kind-stderr pre")).to_have_text("warning: x is unused")
+    assert transcript.locator(".role-assistant").count() == 0
+    fake_runner.events_add(planning, [("stderr", {"text": "error: 1 test failed"}), ("output", {"text": "done"})])
+    expect(transcript.locator("li.kind-stderr pre").last).to_have_text("error: 1 test failed")
+    expect(phone.locator("#now-doing")).to_have_text("done")
+    shot(phone, "41-phone-command-transcript")

@@ -57,7 +57,7 @@ def test_a_local_task_shows_its_branch_origin_commits_files_and_a_working_comman
     assert "greeter.py" in shown and "+" in shown
 
     rows = browser.get(reverse("dashboard:task-rows")).content.decode()
-    assert f"<code>{finished_task.branch}</code>" in rows
+    assert f'<code class="branch">{finished_task.branch}</code>' in rows
 
 
 def test_a_github_task_shows_its_pull_request_link(browser, local_repository):

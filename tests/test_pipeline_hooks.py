@@ -151,7 +151,7 @@ def start(repository) -> Task:
 
 
 def agent_runs(task: Task) -> list[dict]:
-    texts = AgentEvent.objects.filter(task=task, kind="message").order_by("id").values_list("data__text", flat=True)
+    texts = AgentEvent.objects.filter(task=task, kind="output").order_by("id").values_list("data__text", flat=True)
     return [json.loads(t[len("AGENTRUN "):]) for t in texts if t and t.startswith("AGENTRUN ")]
 
 

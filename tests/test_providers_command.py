@@ -58,7 +58,7 @@ def test_the_json_formats_use_the_claude_and_codex_parsers():
     assert isinstance(provider.parser(inv(["x"], options={"format": "codex-json"})), CodexStreamParser)
 
 
-def test_a_real_program_gets_the_prompt_intact_and_its_lines_become_messages(tmp_path):
+def test_a_real_program_gets_the_prompt_intact_and_its_lines_become_output_rows(tmp_path):
     invocation = inv([sys.executable, "-c", "import sys; print('got:'); print(sys.argv[1]); print(); print('bye')", "{prompt}"], cwd=str(tmp_path))
     provider = get_provider("command")
     argv = provider.build_command(invocation)
@@ -69,7 +69,7 @@ def test_a_real_program_gets_the_prompt_intact_and_its_lines_become_messages(tmp
     outcome = parser.finish(exit_code=proc.returncode)
 
     assert [e.data["text"] for e in events] == ["got:", NASTY, "bye"]
-    assert {e.kind for e in events} == {"message"}
+    assert {e.kind for e in events} == {"output"}
     assert outcome.success is True
     assert outcome.final_text == proc.stdout.strip("\n")
 

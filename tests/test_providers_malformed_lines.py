@@ -74,7 +74,7 @@ def test_the_text_format_never_gives_raw_events():
 
     events = [e for line in BAD_LINES.values() for e in parser.feed(line)]
 
-    assert {e.kind for e in events} == {"message"}
+    assert {e.kind for e in events} == {"output"}
 
 
 KNOWN_TYPES = [
@@ -109,7 +109,7 @@ def test_no_line_whatever_its_shape_makes_a_parser_raise(lines):
         parser = parser_class(INV)
         for line in lines:
             for event in parser.feed(line):
-                assert event.kind in {"system", "message", "tool_call", "tool_result", "usage", "error", "result", "raw"}
+                assert event.kind in {"system", "message", "tool_call", "tool_result", "usage", "error", "result", "raw", "output"}
         parser.usage  # noqa: B018 - computing the running usage must not raise either
         outcome = parser.finish(exit_code=0)
         assert outcome.success in (True, False)

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from pipeline.models import StageResult, Task
+from pipeline.models import AgentEvent, StageResult, Task
 from pipeline.workflow import load_workflow_text
 from tests.conftest import ROOT, git
 from tests.test_runner_processes import run
@@ -50,4 +50,7 @@ def test_the_failing_stage_example_fails_the_task_with_the_exit_code_and_stderr(
     assert not building.success
     assert building.error.startswith("agent exited with code 3: make: *** No rule to make target build"), building.error
     assert "agent exited with code 3" in task.status_reason
+    # The transcript rows the README names: the program's stdout line, then its stderr line.
+    rows = AgentEvent.objects.filter(result=building, kind__in=["output", "stderr"]).order_by("id")
+    assert [(e.kind, e.data["text"]) for e in rows] == [("output", "starting the build"), ("stderr", "make: *** No rule to make target build")]
     assert not StageResult.objects.filter(task=task, stage__name="pr_creation").exists()

@@ -148,7 +148,7 @@ def test_a_toolchain_is_reachable_in_the_hooks_and_the_agent_and_hidden_without_
     assert reached["tacx-python"]["path"] == str(bin_dir / "tacx-python") and reached["tacx-python"]["real"] == REAL_PYTHON
     assert reached["python3"]["real"] == os.path.realpath(os.path.join(os.path.dirname(REAL_PYTHON), "python3"))
     assert set(reached) == {"python3", "python", "node", "tacx-python"}
-    plan_text = " ".join(AgentEvent.objects.filter(task=task, kind="message").values_list("data__text", flat=True))
+    plan_text = " ".join(AgentEvent.objects.filter(task=task, kind="output").values_list("data__text", flat=True))
     assert "agent reached the toolchain" in plan_text
 
     client.force_login(grant(django_user_model.objects.create_user("viewer", "v@example.com", "pw-pw-pw-pw"), "view_task"))
@@ -214,5 +214,5 @@ def test_the_readmes_python_example_installs_its_requirements_in_the_sandbox(loc
     assert "Successfully installed tinypkg-0.1" in setup["output"] and "externally-managed-environment" not in setup["output"]
     building = StageResult.objects.get(task=task, stage__name="building")
     assert building.tests_status == "passed" and "tests ran Goodbye, Ada" in building.tests_output
-    messages = " ".join(AgentEvent.objects.filter(task=task, kind="message").values_list("data__text", flat=True))
+    messages = " ".join(AgentEvent.objects.filter(task=task, kind="output").values_list("data__text", flat=True))
     assert "tests ran Goodbye, Ada" in messages  # the agent ran the venv's interpreter too

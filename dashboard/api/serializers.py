@@ -362,9 +362,12 @@ class WorkerOut(serializers.ModelSerializer):
 
 class RateOut(serializers.Serializer):
     key = serializers.CharField()
-    attempts = serializers.IntegerField()
+    label = serializers.CharField(help_text='What the page shows: "no model (command, tacx)" for the key "(none)"')
+    attempts = serializers.IntegerField(help_text="succeeded + failed: what the rate is of")
     succeeded = serializers.IntegerField()
+    failed = serializers.IntegerField(help_text="Ended without success (failed, timed out, stalled, lost), not by a cancel")
     cancelled = serializers.IntegerField(help_text="Attempts ended by a cancel: not counted in `attempts` or the rate")
+    ended = serializers.IntegerField(help_text="succeeded + failed + cancelled")
     rate = serializers.FloatField(allow_null=True)
 
 

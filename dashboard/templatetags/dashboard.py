@@ -59,6 +59,14 @@ def age(moment: datetime | None) -> str:
 
 
 @register.filter
+def ago(moment: datetime | None) -> str:
+    """How long ago, in one unit: "just now", "5 min ago", "3 h ago", "2 days ago"."""
+    if moment is None:
+        return "–"
+    return rendering.ago_text((timezone.now() - moment).total_seconds())
+
+
+@register.filter
 def add_numbers(a, b):
     return (a or 0) + (b or 0)
 
@@ -70,8 +78,32 @@ def older_than(moment: datetime | None, seconds: float) -> bool:
 
 @register.filter
 def event_summary(event) -> str:
-    """The "now doing" line of an agent event (tool call or message)."""
-    return rendering.event_summary(event.kind, event.data)
+    """The "now doing" line of an agent event (tool call, message or program output)."""
+    return rendering.event_summary(event.kind, event.data, event.task.worktree_path)
+
+
+@register.filter
+def tool_call_detail(event) -> dict:
+    """{"kind": "command" | "path" | "", "text": ...} of a tool call, worktree paths relative."""
+    kind, text = rendering.tool_call_detail(event.data if isinstance(event.data, dict) else {}, event.task.worktree_path)
+    return {"kind": kind, "text": text}
+
+
+@register.filter
+def attempt_fingerprint(result) -> list[str]:
+    """What an attempt ran with, as parts to join with " · " (only those it has: a command stage
+    has no model, and its line must not start with a separator)."""
+    parts = []
+    if result.model:
+        parts.append(f"model {result.model}")
+    if result.prompt_hash:
+        parts.append(f"prompt {result.prompt_hash[:12]}")
+    if result.base_commit:
+        head = result.head_commit if result.head_commit and result.head_commit != result.base_commit else ""
+        parts.append(f"from {result.base_commit[:10]}" + (f" → {head[:10]}" if head else ""))
+    if result.memory_entries:
+        parts.append("memory " + ", ".join(f"#{i}" for i in result.memory_entries))
+    return parts
 
 
 @register.filter

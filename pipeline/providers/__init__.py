@@ -11,6 +11,10 @@ Event kinds and their ``data`` (see ``base.Event``):
 * ``error``: ``{message, fatal}``
 * ``result``: ``{subtype, is_error, text}``
 * ``raw``: ``{line, error}`` for a line that is not JSON or not understood
+* ``output``: ``{text}`` one line a non-model program (the ``command`` provider's ``text``
+  format) wrote on stdout
+* ``stderr``: ``{text}`` one line the program wrote on stderr (parsers with ``capture_stderr``:
+  the ``command`` provider's), at most ``base.STDERR_EVENTS_LIMIT`` bytes per attempt
 """
 
 from __future__ import annotations

@@ -30,6 +30,9 @@ from ..lib.usage import Usage, tacx_setting
 
 OUTPUT_LIMIT = 20_000  # characters kept of one tool output / raw line / long tool-input string
 STDERR_TAIL = 500  # characters of stderr quoted in an error sentence
+# Bytes of an attempt's stderr turned into ``stderr`` events (parsers with ``capture_stderr``);
+# the rest is still written to the attempt's stderr file, read only for its tail.
+STDERR_EVENTS_LIMIT = 200_000
 
 
 class ProviderError(Exception):
@@ -128,6 +131,10 @@ class StreamParser:
     and prices it when the CLI reports no cost.
     """
 
+    # True: the runner hands stderr lines to ``feed_stderr`` as they come (non-model stages,
+    # whose stderr is part of what they say); False: stderr is read only for the error sentence.
+    capture_stderr = False
+
     def __init__(self, inv: Invocation | None = None):
         self.inv = inv
         self.fatal: str | None = None
@@ -161,6 +168,12 @@ class StreamParser:
         if events is None:
             return [raw_event(text, f"unknown line type {obj['type']!r}")]
         return events
+
+    def feed_stderr(self, line: str) -> list[Event]:
+        """Events for one stderr line (only called when ``capture_stderr``): a ``stderr`` event,
+        cut to ``OUTPUT_LIMIT`` characters; nothing for a blank line."""
+        text = line.rstrip("\r\n")
+        return [Event("stderr", {"text": truncate(text)})] if text.strip() else []
 
     def handle(self, obj: dict) -> list[Event] | None:
         """Events for one decoded line; ``None`` means the line type is not understood."""

@@ -8,8 +8,9 @@ Stage options::
 
 Placeholders ``{prompt}``, ``{model}``, ``{cwd}`` and ``{max_turns}`` are replaced inside each
 element in one pass (a prompt containing ``{model}`` stays as written); other braces are left
-alone. ``text``: every stdout line is an assistant message, the whole output is the final text,
-success iff exit code 0. The JSON formats reuse the Claude and Codex parsers.
+alone. ``text``: every stdout line is an ``output`` event (not an assistant message: no model
+speaks), the whole output is the final text, success iff exit code 0. The JSON formats reuse the
+Claude and Codex parsers. In every format the program's stderr lines become ``stderr`` events.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .base import (
     exit_sentence,
     prompt_too_long_for_argv,
     resolve_executable,
+    truncate,
 )
 from .claude import ClaudeStreamParser
 from .codex import CodexStreamParser
@@ -37,7 +39,7 @@ FINAL_TEXT_LIMIT = 1_000_000  # characters of stdout kept as the final text
 
 
 class TextStreamParser(StreamParser):
-    """Plain text output: one ``message`` event per non-empty line; never a raw event."""
+    """Plain text output: one ``output`` event per non-empty line; never a raw event."""
 
     def __init__(self, inv: Invocation | None = None):
         super().__init__(inv)
@@ -51,7 +53,7 @@ class TextStreamParser(StreamParser):
         if self.size < FINAL_TEXT_LIMIT:
             self.lines.append(text)
             self.size += len(text) + 1
-        return [Event("message", {"role": "assistant", "text": text})] if text.strip() else []
+        return [Event("output", {"text": truncate(text)})] if text.strip() else []
 
     def finish(self, *, exit_code: int | None, stderr_tail: str = "", killed_reason: str = "") -> Outcome:
         """Success iff the program exited with code 0 and was not killed for a reason."""
@@ -113,7 +115,9 @@ class CommandProvider(Provider):
         return {str(k): str(v) for k, v in env.items()}
 
     def parser(self, inv: Invocation | None = None) -> StreamParser:
-        return FORMATS[output_format(inv)](inv)
+        parser = FORMATS[output_format(inv)](inv)
+        parser.capture_stderr = True  # a program's stderr is part of what it says
+        return parser
 
     def version(self) -> str:
         return ""

@@ -9,11 +9,16 @@
 (function () {
   "use strict";
 
+  // The dot's words (a colour alone says nothing to some readers).
+  var LABELS = { connecting: "connecting", live: "live", reconnecting: "reconnecting", "logged-out": "logged out", refused: "refused" };
+
   function setState(state) {
     var el = document.getElementById("live-state");
     if (el) {
       el.className = "live-state " + state;
       el.title = "Live updates: " + state;
+      var label = el.querySelector(".live-label");
+      if (label) label.textContent = LABELS[state] || state;
     }
   }
 
@@ -21,6 +26,7 @@
     var cursor = Number(after) || 0;
     var delay = 500;
     var socket = null;
+    setState("connecting");
 
     function open() {
       var proto = window.location.protocol === "https:" ? "wss:" : "ws:";

@@ -55,7 +55,7 @@
   var attemptSelect = document.getElementById("filter-attempt");
   var fold = document.getElementById("fold-output");
   var hiddenCount = document.getElementById("hidden-count");
-  var KNOWN = ["message", "tool_call", "tool_result", "status", "error", "usage"];
+  var KNOWN = ["message", "output", "stderr", "tool_call", "tool_result", "status", "error", "usage"];
 
   function shownKinds() {
     var kinds = {};
