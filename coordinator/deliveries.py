@@ -162,7 +162,7 @@ def delivery_record(*, delivery_id: str, event: str, payload: dict) -> Answer:
             return Answer(400, f"bad payload: {type(exc).__name__}")
     elif event == "pull_request":
         # What became of a task's pull request: merged, closed unmerged, reopened.
-        if problem := pull_outcomes.payload_problem(payload):
+        if str(payload.get("action", "")) in pull_outcomes.ACTIONS and (problem := pull_outcomes.payload_problem(payload)):
             return Answer(400, f"bad payload: {problem}")
         repository, number, ignored = pull_outcomes.relevance(payload)
         summary = pull_outcomes.payload_summary(payload) if repository is not None else {}
