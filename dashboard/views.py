@@ -287,7 +287,8 @@ def stats_page(request: HttpRequest) -> HttpResponse:
     figures = stats.stats_compute(days=days)
     chart = [{"day": d.day.isoformat(), "tokens": d.tokens, "cost": float(d.cost_usd), "attempts": d.attempts} for d in figures.per_day]
     rate_tables = [("stage", figures.by_stage), ("provider", figures.by_provider), ("model", figures.by_model)]
-    context = {"stats": figures, "chart": chart, "rate_tables": rate_tables, "form": form, "days": days}
+    outcome_tables = [("all", [figures.pull_outcomes]), ("workflow", figures.outcomes_by_workflow), ("provider", figures.outcomes_by_provider)]
+    context = {"stats": figures, "chart": chart, "rate_tables": rate_tables, "outcome_tables": outcome_tables, "form": form, "days": days}
     return render(request, "dashboard/stats.html", context)
 
 
