@@ -5,6 +5,7 @@ handlers as the webhook (`coordinator.conversation`), so one trigger is one roun
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import Q
@@ -13,18 +14,30 @@ from django.utils import timezone
 from pipeline.github import GitHubClient, GitHubError
 from pipeline.models import Repository, Round, Task
 
+from . import pull_outcomes
 from .conversation import POLL_WINDOW, checks_handle, comment_handle, github_time, review_handle, review_summary
 from .conversation_intake import _comment
 
 log = logging.getLogger(__name__)
 
 
+def in_conversation_window(now) -> Q:
+    return Q(status__in=Task.ACTIVE) | Q(finished_at__gte=now - POLL_WINDOW)
+
+
+def outcome_pending(now) -> Q:
+    """Pull requests whose outcome is still open, for PR_OUTCOME_POLL_DAYS after they opened."""
+    days = settings.TACX["PR_OUTCOME_POLL_DAYS"]
+    return Q(pr_number__isnull=False, pr_outcome=Task.PullOutcome.OPEN, pr_opened_at__gte=now - timedelta(days=days))
+
+
 def tasks_to_poll(now):
+    # Tasks waiting for a person are read before they have a PR: `/tacx approve`, `/tacx budget`.
+    waiting = Q(status__in=[Task.Status.AWAITING_APPROVAL, Task.Status.PAUSED])
+    conversation = (Q(pr_number__isnull=False) | waiting) & in_conversation_window(now)
     return (
         Task.objects.filter(repository__kind=Repository.Kind.GITHUB, repository__enabled=True)
-        # Tasks waiting for a person are read before they have a PR: `/tacx approve`, `/tacx budget`.
-        .filter(Q(pr_number__isnull=False) | Q(status__in=[Task.Status.AWAITING_APPROVAL, Task.Status.PAUSED]))
-        .filter(Q(status__in=Task.ACTIVE) | Q(finished_at__gte=now - POLL_WINDOW))
+        .filter(conversation | outcome_pending(now))
         .select_related("repository")
         .order_by("id")
     )
@@ -32,10 +45,17 @@ def tasks_to_poll(now):
 
 def poll_task(client: GitHubClient, task: Task) -> list[str]:
     """Look at one task's issue and PR for comments, reviews and failing checks the webhook
-    did not bring (or that arrived while no webhook was configured)."""
+    did not bring (or that arrived while no webhook was configured), and at what became of its
+    PR (merged, closed, reopened). Past the conversation window only the PR's outcome."""
     full_name = task.repository.full_name
     since = task.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
     outcomes = []
+    pull = None
+    if task.pr_number and task.pr_outcome != Task.PullOutcome.MERGED:  # a merge is final
+        pull = client.pull_request(full_name=full_name, number=task.pr_number)
+        outcomes.append(pull_outcomes.outcome_record(task, pull, source="poll"))
+    if not Task.objects.filter(in_conversation_window(timezone.now()), pk=task.pk).exists():
+        return outcomes
     threads = [task.issue_number] + ([task.pr_number] if task.pr_number and task.pr_number != task.issue_number else [])
     for number in threads:
         for c in client.issue_comments_since(full_name=full_name, number=number, since=since):
@@ -52,7 +72,7 @@ def poll_task(client: GitHubClient, task: Task) -> list[str]:
                 continue
             outcomes.append(review_handle(client, task=task, review=summary, source="poll"))
         if task.status not in Task.ACTIVE:
-            pull = client.pull_request(full_name=full_name, number=task.pr_number)
+            pull = pull or client.pull_request(full_name=full_name, number=task.pr_number)
             sha = str((pull.get("head") or {}).get("sha") or "")
             if sha and not Round.objects.filter(task=task, trigger_key=f"ci:{sha}").exists():
                 outcomes.append(checks_handle(client, task=task, sha=sha, source="poll"))
@@ -77,7 +97,11 @@ class ConversationPoller:
 
         now = time.monotonic()
         if not self._queue:
-            self._queue = [pk for pk in tasks_to_poll(timezone.now()).values_list("id", flat=True) if now - self._last.get(pk, -1e9) >= self.interval]
+            self._queue = [
+                pk
+                for pk in tasks_to_poll(timezone.now()).values_list("id", flat=True)
+                if now - self._last.get(pk, -1e9) >= self.interval
+            ]
             if not self._queue:
                 return False
         task = Task.objects.filter(pk=self._queue.pop(0)).select_related("repository").first()

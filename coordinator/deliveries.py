@@ -1,8 +1,9 @@
 """GitHub webhook deliveries: recorded by the webhook view, handled by the coordinator.
 
 `delivery_record` runs inside the request: it keeps only deliveries that can change something
-(an `issues` event of a registered repository with the trigger label involved, or an
-assignment/unassignment of TAC-X's login, TACX_GITHUB_LOGIN), stores them
+(an `issues` event of a registered repository with the trigger label involved, an
+assignment/unassignment of TAC-X's login, TACX_GITHUB_LOGIN, or a `pull_request` closed or
+reopened that is a task's), stores them
 under GitHub's unique delivery id (a redelivery is answered "duplicate" and does nothing) and
 returns at once. The coordinator's `delivery_handle_one` then does what needs GitHub (the
 labeler's permission) and calls the trigger services.
@@ -29,7 +30,7 @@ from django.utils.dateparse import parse_datetime
 from pipeline.github import GitHubClient, GitHubError
 from pipeline.models import Repository
 
-from . import conversation, conversation_intake
+from . import conversation, conversation_intake, pull_outcomes
 from .backoff import Backoff
 from .lookups import repository_for
 from .models import WebhookDelivery
@@ -159,6 +160,12 @@ def delivery_record(*, delivery_id: str, event: str, payload: dict) -> Answer:
             summary = conversation_intake.payload_summary(event, payload) if repository is not None else {}
         except (AttributeError, TypeError, ValueError, KeyError) as exc:
             return Answer(400, f"bad payload: {type(exc).__name__}")
+    elif event == "pull_request":
+        # What became of a task's pull request: merged, closed unmerged, reopened.
+        if str(payload.get("action", "")) in pull_outcomes.ACTIONS and (problem := pull_outcomes.payload_problem(payload)):
+            return Answer(400, f"bad payload: {problem}")
+        repository, number, ignored = pull_outcomes.relevance(payload)
+        summary = pull_outcomes.payload_summary(payload) if repository is not None else {}
     else:
         if event == "issues" and (problem := payload_problem(payload)):
             return Answer(400, f"bad payload: {problem}")
@@ -249,6 +256,8 @@ def delivery_act(client: GitHubClient, delivery: WebhookDelivery):
     """What the delivery asks for. Returns (task or None, result text, final status)."""
     if delivery.event in conversation.EVENTS:
         return conversation.delivery_act(client, delivery)
+    if delivery.event == "pull_request":
+        return pull_outcomes.delivery_act(delivery)
     data = delivery.payload
     issue = data.get("issue") or {}
     repository = repository_for(delivery.repository_full_name)

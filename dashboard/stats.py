@@ -1,5 +1,7 @@
 """Figures for the Stats page and ``/api/stats/``: success rates of finished attempts, tokens and
-cost per day, and how long an issue waits from its trigger to its pull request."""
+cost per day, how long an issue waits from its trigger to its pull request, and what became
+of the pull requests of GitHub tasks (merge rate, $ per merged PR, time to the first PR, rounds
+per merged PR), per workflow and per building provider."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from django.db.models import Avg, Count, F, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from pipeline.models import ZERO, StageResult, Task
+from pipeline.models import ZERO, Repository, Round, Stage, StageResult, Task
+from pipeline.workflow import fingerprint_of
 
 
 @dataclass
@@ -65,6 +68,38 @@ class Day:
 
 
 @dataclass
+class Outcomes:
+    """What a group of GitHub tasks (triggered in the period, skipped ones left out) came to.
+
+    `merge_rate` is merged over decided (merged + closed unmerged): a PR still open has no
+    outcome yet. `cost_per_merged_usd` is what the whole group cost (failed tasks and PRs
+    closed unmerged included) over its merged PRs, like $ per resolved instance."""
+
+    key: str
+    tasks: int = 0
+    pull_requests: int = 0
+    merged: int = 0
+    closed: int = 0
+    open: int = 0
+    cost_usd: Decimal = ZERO
+    merged_rounds: int = 0  # conversation rounds (reviews, comments, CI fixes) that ran on merged PRs
+    median_trigger_to_first_pr_seconds: float | None = None
+
+    @property
+    def merge_rate(self) -> float | None:
+        decided = self.merged + self.closed
+        return self.merged / decided if decided else None
+
+    @property
+    def cost_per_merged_usd(self) -> Decimal | None:
+        return (self.cost_usd / self.merged).quantize(Decimal("0.000001")) if self.merged else None
+
+    @property
+    def rounds_per_merged(self) -> float | None:
+        return self.merged_rounds / self.merged if self.merged else None
+
+
+@dataclass
 class Stats:
     days: int
     since: date
@@ -79,6 +114,9 @@ class Stats:
     branches: int = 0
     total_tokens: int = 0
     total_cost_usd: Decimal = ZERO
+    pull_outcomes: Outcomes = field(default_factory=lambda: Outcomes(key="all"))
+    outcomes_by_workflow: list[Outcomes] = field(default_factory=list)
+    outcomes_by_provider: list[Outcomes] = field(default_factory=list)
 
 
 def stats_compute(*, days: int = 30) -> Stats:
@@ -131,7 +169,65 @@ def stats_compute(*, days: int = 30) -> Stats:
     result.pull_requests = delivered.exclude(pr_url="").count()
     result.branches = result.results - result.pull_requests
     result.median_trigger_to_pr_seconds = statistics.median(durations) if durations else None
+    result.pull_outcomes, result.outcomes_by_workflow, result.outcomes_by_provider = _pull_outcomes(tasks)
     return result
+
+
+NO_PROVIDER = "(no building stage)"
+NOT_STARTED = "(not started)"
+
+
+def workflow_key(source: str, snapshot: dict) -> str:
+    """A workflow as people can tell it apart: where it was read from and the first characters
+    of its fingerprint (the same as an evaluation run's of the same workflow)."""
+    if not snapshot:
+        return NOT_STARTED
+    return f"{source or 'workflow'} · {fingerprint_of(snapshot)[:8]}"
+
+
+def _pull_outcomes(tasks) -> tuple[Outcomes, list[Outcomes], list[Outcomes]]:
+    """Outcomes of the GitHub tasks among `tasks`: all together, per workflow, per provider of
+    the building stage."""
+    github = tasks.filter(repository__kind=Repository.Kind.GITHUB).exclude(status=Task.Status.SKIPPED)
+    ran = Q(rounds__started_at__isnull=False) & ~Q(rounds__kind=Round.Kind.COMMAND)
+    rows = list(
+        github.annotate(rounds_ran=Count("rounds", filter=ran)).values(
+            "id", "workflow", "workflow_source", "cost_usd", "triggered_at", "pr_opened_at", "pr_outcome", "rounds_ran"
+        )
+    )
+    providers = dict(Stage.objects.filter(task__in=github, name="building").values_list("task_id", "provider"))
+    everything = Outcomes(key="all")
+    by_workflow: dict[str, Outcomes] = {}
+    by_provider: dict[str, Outcomes] = {}
+    waits: dict[int, list[float]] = {}
+    for row in rows:
+        groups = [
+            everything,
+            by_workflow.setdefault(k := workflow_key(row["workflow_source"], row["workflow"]), Outcomes(key=k)),
+            by_provider.setdefault(p := providers.get(row["id"]) or NO_PROVIDER, Outcomes(key=p)),
+        ]
+        for group in groups:
+            group.tasks += 1
+            group.cost_usd += row["cost_usd"] or ZERO
+            if row["pr_outcome"]:
+                group.pull_requests += 1
+            if row["pr_outcome"] == Task.PullOutcome.MERGED:
+                group.merged += 1
+                group.merged_rounds += row["rounds_ran"]
+            elif row["pr_outcome"] == Task.PullOutcome.CLOSED:
+                group.closed += 1
+            elif row["pr_outcome"] == Task.PullOutcome.OPEN:
+                group.open += 1
+            if row["pr_opened_at"] and row["triggered_at"]:
+                waits.setdefault(id(group), []).append((row["pr_opened_at"] - row["triggered_at"]).total_seconds())
+    for group in [everything, *by_workflow.values(), *by_provider.values()]:
+        if found := waits.get(id(group)):
+            group.median_trigger_to_first_pr_seconds = statistics.median(found)
+    return everything, _by_key(by_workflow), _by_key(by_provider)
+
+
+def _by_key(groups: dict[str, Outcomes]) -> list[Outcomes]:
+    return sorted(groups.values(), key=lambda g: g.key)
 
 
 def _rates(qs, key: str, *, pipeline_order: bool = False) -> list[Rate]:

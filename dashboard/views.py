@@ -291,7 +291,8 @@ def stats_page(request: HttpRequest) -> HttpResponse:
     rate_tables = [
         (title, rates, stats.rates_total(rates)) for title, rates in (("stage", figures.by_stage), ("provider", figures.by_provider), ("model", figures.by_model))
     ]
-    context = {"stats": figures, "chart": chart, "rate_tables": rate_tables, "form": form, "days": days}
+    outcome_tables = [("all", [figures.pull_outcomes]), ("workflow", figures.outcomes_by_workflow), ("provider", figures.outcomes_by_provider)]
+    context = {"stats": figures, "chart": chart, "rate_tables": rate_tables, "outcome_tables": outcome_tables, "form": form, "days": days}
     return render(request, "dashboard/stats.html", context)
 
 

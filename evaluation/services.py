@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import subprocess
 import time
 from collections.abc import Iterable
@@ -72,8 +71,7 @@ def eval_workflow_text(text: str, *, source: str) -> tuple[str, Workflow]:
 
 
 def workflow_fingerprint(workflow: Workflow) -> str:
-    data = {k: v for k, v in workflow.to_json().items() if k != "source"}
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+    return workflow.fingerprint()
 
 
 def instances_digest(instances: Iterable[Instance]) -> str:

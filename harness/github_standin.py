@@ -13,7 +13,7 @@ It follows GitHub's documented request and response shapes for the endpoints TAC
   PATCH /repos/{o}/{r}/issues/comments/{id}
   GET   /repos/{o}/{r}/pulls?head=owner:branch&state=open
   POST  /repos/{o}/{r}/pulls                                    201; 422 when an open PR exists
-  PATCH /repos/{o}/{r}/pulls/{n}
+  PATCH /repos/{o}/{r}/pulls/{n}                                `state: closed` closes it (`closed_at`)
   GET   /repos/{o}/{r}/pulls/{n}/reviews                        reviews added with `add_review`
   POST  /repos/{o}/{r}/check-runs                               GitHub App identity only (403 else)
   PATCH /repos/{o}/{r}/check-runs/{id}
@@ -49,6 +49,9 @@ repository's installation, or the personal token); 401 with `WWW-Authenticate` o
 
 A pull request is also an issue (its conversation comments are issue comments), as on GitHub.
 `webhook(...)` builds deliveries from the real octokit example payloads with our ids and text.
+`close_pull(..., merge=True|False)` and `reopen_pull(...)` do what a person does on GitHub; the
+PR then shows `state`, `merged`, `merged_at`, `closed_at` as GitHub's `GET .../pulls/{n}` does,
+and `webhook("pull_request.closed" | "pull_request.reopened", ...)` is the matching delivery.
 
 Every answer but a 304 carries X-RateLimit-Limit/Remaining/Used/Reset/Resource and costs one
 request of `rate_limit`; at 0 remaining GitHub's 403 "API rate limit exceeded" comes back.
@@ -340,6 +343,37 @@ class GitHubStandIn:
             issue["closed_at"] = issue["updated_at"] = github_now()
             return self._event(full_name, number, "closed", actor)
 
+    def close_pull(self, full_name: str, number: int, *, actor: str, merge: bool = False, at: str | None = None) -> dict:
+        """Close pull request `number`, merged or not, as a person on GitHub would (`at`: GitHub's
+        time of it, default now). Its issue closes too; `merged`, `merged_at`, `merged_by`,
+        `merge_commit_sha` and `closed_at` are set as GitHub sets them."""
+        with self.lock:
+            pull = self.pulls[full_name.lower()][number]
+            if pull.get("merged"):
+                raise ValueError(f"#{number} is merged already")
+            now = at or github_now()
+            pull["state"], pull["closed_at"], pull["updated_at"] = "closed", now, now
+            if merge:
+                pull["merged"], pull["merged_at"], pull["merged_by"] = True, now, user(actor)
+                pull["merge_commit_sha"] = hashlib.sha1(f"{full_name}#{number}".encode()).hexdigest()
+            issue = self.issues[full_name.lower()][number]
+            issue["state"], issue["closed_at"], issue["updated_at"] = "closed", now, now
+            self._event(full_name, number, "merged" if merge else "closed", actor)
+            return self.public_pull(pull)
+
+    def reopen_pull(self, full_name: str, number: int, *, actor: str, at: str | None = None) -> dict:
+        """Reopen a pull request closed without merging (GitHub refuses to reopen a merged one)."""
+        with self.lock:
+            pull = self.pulls[full_name.lower()][number]
+            if pull.get("merged"):
+                raise ValueError(f"#{number} is merged: GitHub cannot reopen it")
+            now = at or github_now()
+            pull["state"], pull["closed_at"], pull["updated_at"] = "open", None, now
+            issue = self.issues[full_name.lower()][number]
+            issue["state"], issue["closed_at"], issue["updated_at"] = "open", None, now
+            self._event(full_name, number, "reopened", actor)
+            return self.public_pull(pull)
+
     def add_installation(self, installation_id: int, *, account: str, repos: tuple[str, ...]) -> None:
         with self.lock:
             self.installations[installation_id] = {"account": account, "repos": {r.lower() for r in repos}}
@@ -531,11 +565,22 @@ class GitHubStandIn:
 
     def webhook(self, kind: str, full_name: str, *, sender: str, **fields) -> bytes:
         """A delivery body of `kind` (`issue_comment.created`, `pull_request_review.submitted`,
-        `pull_request_review_comment.created`, `check_run.completed`) from the octokit example,
-        with this repository, these objects and this sender."""
+        `pull_request_review_comment.created`, `check_run.completed`, `pull_request.closed`,
+        `pull_request.reopened`) from the octokit example, with this repository, these objects
+        and this sender."""
         with self.lock:
             if kind == "check_run.completed":
                 payload = {"action": "completed", "check_run": fields["check_run"]}
+            elif kind in ("pull_request.closed", "pull_request.reopened"):
+                # GitHub's `pull_request` payload: action, number, the pull request as the REST
+                # API shows it (merged, merged_at, closed_at, ...), repository, sender. The
+                # octokit example's pull request object is the base, as for the review events.
+                example = json.loads(fixture_bytes("pull_request_review.submitted"))
+                pull = self.pulls[full_name.lower()][fields["number"]]
+                payload = {"action": kind.split(".")[1], "number": pull["number"], "repository": example["repository"]}
+                payload["pull_request"] = {**example["pull_request"], "merged": False, "merged_by": None, **self.public_pull(pull)}
+                payload["pull_request"]["head"] = {**example["pull_request"]["head"], "ref": pull["head"]["ref"], "sha": self.head_sha(full_name, pull["head"]["ref"])}
+                payload["pull_request"]["base"] = {**example["pull_request"]["base"], "ref": pull["base"]["ref"]}
             else:
                 payload = json.loads(fixture_bytes(kind))
             owner, name = full_name.split("/")
@@ -935,10 +980,16 @@ class GitHubStandIn:
             pull = self.pulls[key].get(int(mm.group(1)))
             if pull is None:
                 return 404, {"message": "Not Found"}, {}
+            if isinstance(payload, dict) and payload.get("state") not in (None, "open", "closed"):
+                return 422, {"message": "Validation Failed", "errors": [{"resource": "PullRequest", "code": "invalid", "field": "state"}]}, {}
+            if isinstance(payload, dict) and payload.get("state") == "open" and pull.get("merged"):
+                return 422, {"message": "Validation Failed", "errors": [{"resource": "PullRequest", "code": "custom", "message": "state cannot be changed. The pull request cannot be reopened."}]}, {}
             for name in ("title", "body", "state", "base"):
                 if isinstance(payload, dict) and name in payload:
                     pull[name] = payload[name] if name != "base" else {**pull["base"], "ref": payload[name]}
             pull["updated_at"] = github_now()
+            if isinstance(payload, dict) and "state" in payload:
+                pull["closed_at"] = pull["updated_at"] if pull["state"] == "closed" else None
             pull["history"].append({"title": pull["title"], "body": pull["body"]})
             return 200, self.public_pull(pull), {}
         return 404, {"message": "Not Found"}, {}
@@ -1055,6 +1106,11 @@ class GitHubStandIn:
             "user": user("tacx-bot[bot]", "Bot"),
             "created_at": now,
             "updated_at": now,
+            "closed_at": None,
+            "merged_at": None,
+            "merged": False,
+            "merged_by": None,
+            "merge_commit_sha": None,
             "history": [{"title": payload.get("title", ""), "body": payload.get("body", "")}],
         }
         self.pulls[key][number] = pull

@@ -95,6 +95,10 @@ class TaskAdmin(admin.ModelAdmin):
         "review_round",
         "pr_url",
         "pr_number",
+        "pr_opened_at",
+        "pr_outcome",
+        "pr_outcome_at",
+        "pr_outcome_source",
         *TOKEN_FIELDS,
         "cost_usd",
         "created_at",
@@ -109,7 +113,7 @@ class TaskAdmin(admin.ModelAdmin):
 
     # A task's page opens on what a person asks first: its status and why, where it is, what it
     # cost, and a link to the live page; the internals follow, collapsed.
-    summary_fields = ["status", "status_reason", "current_stage", "totals", "dashboard_link", "pr_url"]
+    summary_fields = ["status", "status_reason", "current_stage", "totals", "dashboard_link", "pr_url", "pr_outcome"]
 
     def get_fields(self, request, obj=None):
         return self.add_fields if obj is None else super().get_fields(request, obj)

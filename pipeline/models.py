@@ -77,6 +77,13 @@ class Task(models.Model):
         # task (`/tacx budget`, the dashboard, the API), or for BUDGET_PAUSE_SECONDS to pass.
         PAUSED = "paused", "paused: budget"
 
+    class PullOutcome(models.TextChoices):
+        """What became of the task's pull request on GitHub (empty: it has none)."""
+
+        OPEN = "open"
+        MERGED = "merged"
+        CLOSED = "closed", "closed unmerged"
+
     ACTIVE = (Status.QUEUED, Status.WAITING, Status.RUNNING, Status.AWAITING_APPROVAL, Status.PAUSED)
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.BUDGET_EXCEEDED, Status.SKIPPED)
 
@@ -110,6 +117,16 @@ class Task(models.Model):
     review_round = models.PositiveIntegerField(default=1)
     pr_url = models.CharField(max_length=500, blank=True)
     pr_number = models.PositiveIntegerField(null=True, blank=True)
+    pr_opened_at = models.DateTimeField(null=True, blank=True, help_text="When TAC-X opened the task's first pull request")
+    pr_outcome = models.CharField(
+        max_length=10, choices=PullOutcome.choices, blank=True, help_text="What became of the pull request: open, merged or closed unmerged"
+    )
+    pr_outcome_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="GitHub's time of that outcome (merged_at, closed_at, or the reopening's updated_at); empty while open as first opened",
+    )
+    pr_outcome_source = models.CharField(max_length=20, blank=True, help_text="What told TAC-X: webhook or poll")
     progress_comment_id = models.BigIntegerField(null=True, blank=True)
     trigger_labels = models.JSONField(default=list, blank=True, help_text="The issue's labels when the task was triggered")
     plan_comment_id = models.BigIntegerField(null=True, blank=True, help_text="The issue comment showing the plan awaiting approval")
@@ -146,6 +163,8 @@ class Task(models.Model):
             models.Index(fields=["status", "created_at"], name="task_status_created"),
             # Task list (dashboard, API): newest first with LIMIT, without sorting every task.
             models.Index(fields=["-created_at", "-id"], name="task_created_desc"),
+            # The conversation poller: open pull requests whose outcome is still to learn.
+            models.Index(fields=["pr_outcome", "pr_opened_at"], name="task_pr_outcome"),
         ]
 
     def __str__(self) -> str:

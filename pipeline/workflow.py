@@ -7,6 +7,8 @@ field and the problem, and the task fails before any agent starts.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import string
 from dataclasses import asdict, dataclass, field
@@ -277,6 +279,9 @@ class Workflow:
             if stage.name == name:
                 return stage
         raise KeyError(name)
+
+    def fingerprint(self) -> str:
+        return fingerprint_of(self.to_json())
 
     def to_json(self) -> dict:
         return {
@@ -821,6 +826,14 @@ def _load_yaml(text: str, source: str) -> Any:
         raise WorkflowError(f"{source}: {where}: invalid YAML: {problem}") from None
     finally:
         loader.dispose()
+
+
+def fingerprint_of(snapshot: dict) -> str:
+    """sha256 of a workflow as run (`Workflow.to_json()`, the snapshot a task keeps), without
+    where it was read from: its stages, prompts, models and limits. One workflow, one
+    fingerprint, whether an evaluation or a real task ran it."""
+    data = {k: v for k, v in snapshot.items() if k != "source"}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def default_workflow() -> Workflow:

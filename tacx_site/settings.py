@@ -237,6 +237,9 @@ TACX = {
     # How often the poller looks at each task's PR and issue (comments, reviews, checks): a
     # safety net behind the webhook, about 7 requests per task with a recent PR.
     "CONVERSATION_POLL_INTERVAL": env_float("TACX_CONVERSATION_POLL_INTERVAL", 60.0),
+    # ... and at each open PR's state (merged? closed?) for this many days after it opened:
+    # the fallback behind the `pull_request` webhook (one request per PR and interval).
+    "PR_OUTCOME_POLL_DAYS": env_float("TACX_PR_OUTCOME_POLL_DAYS", 30.0),
     "COORDINATOR_TICK_SECONDS": env_float("TACX_COORDINATOR_TICK_SECONDS", 0.2),
     # Coordinator steps other than deliveries and dispatch look at most this often while idle.
     "HOUSEKEEPING_SECONDS": env_float("TACX_HOUSEKEEPING_SECONDS", 1.0),

@@ -144,6 +144,9 @@ class TaskOut(serializers.ModelSerializer):
             "triggered_by",
             "branch",
             "pr_url",
+            "pr_opened_at",
+            "pr_outcome",
+            "pr_outcome_at",
             "tokens",
             "cost_usd",
             "triggered_at",
@@ -378,6 +381,20 @@ class DayOut(serializers.Serializer):
     attempts = serializers.IntegerField()
 
 
+class OutcomesOut(serializers.Serializer):
+    key = serializers.CharField(help_text="The workflow (source · fingerprint), the building stage's provider, or `all`")
+    tasks = serializers.IntegerField(help_text="GitHub tasks triggered in the period (skipped ones left out)")
+    pull_requests = serializers.IntegerField()
+    merged = serializers.IntegerField()
+    closed = serializers.IntegerField(help_text="Closed without merging")
+    open = serializers.IntegerField()
+    merge_rate = serializers.FloatField(allow_null=True, help_text="merged / (merged + closed); open PRs have no outcome yet")
+    cost_usd = serializers.DecimalField(max_digits=14, decimal_places=6, help_text="What every task of the group cost")
+    cost_per_merged_usd = serializers.DecimalField(max_digits=14, decimal_places=6, allow_null=True, help_text="cost_usd / merged")
+    median_trigger_to_first_pr_seconds = serializers.FloatField(allow_null=True)
+    rounds_per_merged = serializers.FloatField(allow_null=True, help_text="Conversation rounds that ran on merged PRs, per merged PR")
+
+
 class StatsOut(serializers.Serializer):
     days = serializers.IntegerField()
     since = serializers.DateField()
@@ -392,6 +409,9 @@ class StatsOut(serializers.Serializer):
     branches = serializers.IntegerField(help_text="Local repositories: branches pushed to their origin")
     total_tokens = serializers.IntegerField()
     total_cost_usd = serializers.DecimalField(max_digits=14, decimal_places=6)
+    pull_outcomes = OutcomesOut(help_text="What became of the pull requests of GitHub tasks")
+    outcomes_by_workflow = OutcomesOut(many=True)
+    outcomes_by_provider = OutcomesOut(many=True, help_text="Per provider of the building stage")
 
 
 class MemorySourceOut(serializers.Serializer):

@@ -3,8 +3,7 @@ and pushed, and the pull request opened through the forge (`pipeline.pulls`)."""
 
 from __future__ import annotations
 
-from .. import git, publish_guard, pulls, repos
-from ..models import Task
+from .. import git, publish_guard, pulls, repos, services
 from . import readback
 from .context import AttemptContext
 
@@ -17,8 +16,7 @@ def create_pull_request(self: AttemptContext) -> None:
     self.result.output_text = body
     self.result.output_file = "pull request body"
     url, number = pulls.pull_request_open(task=self.task, body=body)
-    Task.objects.filter(pk=self.task.pk).update(pr_url=url, pr_number=number)
-    self.task.pr_url, self.task.pr_number = url, number
+    services.pull_opened_record(task=self.task, url=url, number=number)
 
 
 def push_branch(self: AttemptContext) -> None:

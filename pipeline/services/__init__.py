@@ -8,7 +8,7 @@ Rules kept here:
 - the next stage is enqueued after commit, and only from our own state (no q2 chains).
 
 This package is a face: the functions live in one module per subject (`events`, `approval`,
-`progress`, `tasks`, `rounds`, `repositories`, `worktrees`, `memory`, `budget_pauses`, `budget_answers`) and are re-exported here, so
+`progress`, `tasks`, `rounds`, `repositories`, `worktrees`, `memory`, `budget_pauses`, `budget_answers`, `pull_outcomes`) and are re-exported here, so
 `services.task_create(...)` works as before. Patch a name where it is defined (e.g.
 `pipeline.services.tasks.task_workflow_read`), not here. Nothing in this package imports
 `pipeline.attempt`: services change state, the attempt runs agents.
@@ -53,6 +53,7 @@ from .progress import (
     task_fail,
     tests_failed_back_to_building,
 )
+from .pull_outcomes import pull_opened_record, pull_outcome_of, pull_outcome_record
 from .repositories import repository_add, repository_poll_claim, repository_poll_etag_set, repository_setup_cache_clear
 from .tasks import (
     task_create,
@@ -72,6 +73,9 @@ from .worktrees import task_worktree_record, task_worktree_remove
 
 __all__ = [
     "NotPaused",
+    "pull_opened_record",
+    "pull_outcome_of",
+    "pull_outcome_record",
     "approval_required",
     "budget_pause_begin",
     "budget_pause_drop",
