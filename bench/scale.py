@@ -252,7 +252,7 @@ def measure_tree(tree: Path, args, run: int) -> dict:
             time.sleep(3)
 
             def lines() -> int:
-                return db.query("SELECT count(*) FROM pipeline_agentevent WHERE kind = 'message'")[0][0]
+                return db.query("SELECT count(*) FROM pipeline_agentevent WHERE kind IN ('message', 'output')")[0][0]
 
             w = window(stack, db, args.seconds, lines)
             n, idle = args.stages, result["idle"]
