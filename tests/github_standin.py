@@ -1,4 +1,4 @@
-"""The GitHub stand-in (harness/github_standin.py) as the coordinator's tests use it: the
+"""The GitHub stand-in (harness/github_standin/) as the coordinator's tests use it: the
 `standin` and `github_repo` fixtures, a test token and webhook secret, a command-provider
 workflow, and webhook signing."""
 
