@@ -4,13 +4,14 @@ resolve rate against $ per instance), with live progress while a run is going.""
 from __future__ import annotations
 
 from django import forms
-from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from evaluation import selectors
 from evaluation.models import EvalRun
+
+from .access import page_view
 
 # The scatter plot's drawing area (SVG user units) and margins.
 WIDTH, HEIGHT, LEFT, BOTTOM, TOP, RIGHT = 480, 260, 50, 30, 10, 20
@@ -41,9 +42,7 @@ def scatter(points: list[dict]) -> list[dict]:
     return plotted
 
 
-@login_required
-@permission_required("pipeline.view_task", raise_exception=True)
-@require_GET
+@page_view("pipeline.view_task", require_GET)
 def eval_compare(request: HttpRequest) -> HttpResponse:
     form = CompareForm(request.GET)
     ids = form.cleaned_data["runs"] if form.is_valid() else []

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -15,6 +14,7 @@ from pipeline import services
 from pipeline.models import MemoryEntry, Repository
 
 from . import selectors
+from .access import page_view
 
 
 class MemoryTextForm(forms.Form):
@@ -35,9 +35,7 @@ class MemoryFilterForm(forms.Form):
     status = forms.ChoiceField(choices=[("", "any status"), *MemoryEntry.Status.choices], required=False)
 
 
-@login_required
-@permission_required("pipeline.view_memoryentry", raise_exception=True)
-@require_GET
+@page_view("pipeline.view_memoryentry", require_GET)
 def memory_index(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/memory.html", {"repositories": selectors.memory_repositories()})
 
@@ -58,17 +56,13 @@ def _repository_memory(request: HttpRequest, repository: Repository, add_form: M
     }
 
 
-@login_required
-@permission_required("pipeline.view_memoryentry", raise_exception=True)
-@require_GET
+@page_view("pipeline.view_memoryentry", require_GET)
 def repository_memory(request: HttpRequest, repository_id: int) -> HttpResponse:
     repository = get_object_or_404(Repository, pk=repository_id)
     return render(request, "dashboard/repository_memory.html", _repository_memory(request, repository))
 
 
-@login_required
-@permission_required("pipeline.add_memoryentry", raise_exception=True)
-@require_POST
+@page_view("pipeline.add_memoryentry", require_POST)
 def memory_add(request: HttpRequest, repository_id: int) -> HttpResponse:
     repository = get_object_or_404(Repository, pk=repository_id)
     form = MemoryTextForm(request.POST)
@@ -79,8 +73,7 @@ def memory_add(request: HttpRequest, repository_id: int) -> HttpResponse:
     return redirect("dashboard:repository-memory", repository_id=repository.pk)
 
 
-@login_required
-@permission_required("pipeline.change_memoryentry", raise_exception=True)
+@page_view("pipeline.change_memoryentry")
 def memory_edit(request: HttpRequest, entry_id: int) -> HttpResponse:
     entry = selectors.memory_get(entry_id)
     form = MemoryTextForm(request.POST or None, initial={"text": entry.text})
@@ -91,27 +84,21 @@ def memory_edit(request: HttpRequest, entry_id: int) -> HttpResponse:
     return render(request, "dashboard/memory_edit.html", {"entry": entry, "form": form}, status=400 if form.errors else 200)
 
 
-@login_required
-@permission_required("pipeline.change_memoryentry", raise_exception=True)
-@require_POST
+@page_view("pipeline.change_memoryentry", require_POST)
 def memory_accept(request: HttpRequest, entry_id: int) -> HttpResponse:
     entry = services.memory_accept(entry=selectors.memory_get(entry_id), by=request.user.get_username())
     messages.success(request, f"Entry #{entry.pk} accepted: later tasks of {entry.repository.full_name} get it.")
     return redirect("dashboard:repository-memory", repository_id=entry.repository_id)
 
 
-@login_required
-@permission_required("pipeline.change_memoryentry", raise_exception=True)
-@require_POST
+@page_view("pipeline.change_memoryentry", require_POST)
 def memory_reject(request: HttpRequest, entry_id: int) -> HttpResponse:
     entry = services.memory_reject(entry=selectors.memory_get(entry_id), by=request.user.get_username())
     messages.success(request, f"Entry #{entry.pk} rejected.")
     return redirect("dashboard:repository-memory", repository_id=entry.repository_id)
 
 
-@login_required
-@permission_required("pipeline.delete_memoryentry", raise_exception=True)
-@require_POST
+@page_view("pipeline.delete_memoryentry", require_POST)
 def memory_delete(request: HttpRequest, entry_id: int) -> HttpResponse:
     entry = selectors.memory_get(entry_id)
     repository_id, number = entry.repository_id, entry.pk

@@ -4,11 +4,8 @@ JS fetches again when the event stream says something changed."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from django import forms
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required, permission_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -22,6 +19,7 @@ from pipeline.services import rounds
 from pipeline.workflow import WorkflowError, load_workflow_text
 
 from . import failures, health, rendering, selectors, stats, streams
+from .access import page_view
 
 PAGE_SIZE = 50
 TRANSCRIPT_LIMIT = 1000  # newest events rendered with the page; "show all" renders every one
@@ -55,18 +53,6 @@ class StatsForm(forms.Form):
     days = forms.IntegerField(required=False, min_value=1, max_value=365)
 
 
-def _view(permission: str | None, *decorators: Callable[[Callable], Callable]) -> Callable[[Callable], Callable]:
-    """A page for a logged-in user holding `permission` (403 without it; None: any logged-in
-    user), wrapped in `decorators` (the first outermost)."""
-
-    def wrap(view: Callable) -> Callable:
-        for decorator in reversed(decorators):
-            view = decorator(view)
-        if permission:
-            view = permission_required(permission, raise_exception=True)(view)
-        return login_required(view)
-
-    return wrap
 
 
 def _task_page(request: HttpRequest) -> dict:
@@ -78,14 +64,14 @@ def _task_page(request: HttpRequest) -> dict:
     return {"form": form, "page": page, "tasks": page.object_list, "live_after": after}
 
 
-@_view("pipeline.view_task", require_GET)
+@page_view("pipeline.view_task", require_GET)
 def task_list(request: HttpRequest) -> HttpResponse:
     context = _task_page(request)
     context["repositories"] = selectors.repositories()
     return render(request, "dashboard/tasks.html", context)
 
 
-@_view("pipeline.view_task", require_GET, never_cache)
+@page_view("pipeline.view_task", require_GET, never_cache)
 def task_rows(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/partials/task_rows.html", _task_page(request))
 
@@ -126,7 +112,7 @@ def _documents(task: Task) -> dict:
     return {"task": task, "documents": selectors.task_documents(task), "diff": selectors.task_diff(task)}
 
 
-@_view("pipeline.view_task", require_GET)
+@page_view("pipeline.view_task", require_GET)
 def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
     task = selectors.task_get(task_id)
     after = streams.safe_latest_id(task_id=task.pk)
@@ -207,7 +193,7 @@ class LocalRepositoryForm(forms.Form):
             raise forms.ValidationError(str(exc)) from None
 
 
-@_view("pipeline.add_repository")
+@page_view("pipeline.add_repository")
 def repository_new(request: HttpRequest) -> HttpResponse:
     """Register another git repository on this machine (what `add_repo NAME --local PATH` does).
     A path the server can read becomes one TAC-X pushes to: only `pipeline.add_repository`."""
@@ -222,7 +208,7 @@ def repository_new(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/repository_new.html", {"form": form}, status=400 if form.errors else 200)
 
 
-@_view("pipeline.add_task")
+@page_view("pipeline.add_task")
 def task_new(request: HttpRequest) -> HttpResponse:
     """The form of `POST /api/tasks/create/`, with its permission: the form itself lists the local
     repositories and takes a workflow override (any `command` argv), so a GET needs it too."""
@@ -250,17 +236,17 @@ def task_new(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/task_new.html", {"form": form}, status=400 if form.errors else 200)
 
 
-@_view("pipeline.view_task", require_GET, never_cache)
+@page_view("pipeline.view_task", require_GET, never_cache)
 def task_summary(request: HttpRequest, task_id: int) -> HttpResponse:
     return render(request, "dashboard/partials/task_summary.html", _summary(selectors.task_get(task_id), request.user))
 
 
-@_view("pipeline.view_task", require_GET, never_cache)
+@page_view("pipeline.view_task", require_GET, never_cache)
 def task_documents(request: HttpRequest, task_id: int) -> HttpResponse:
     return render(request, "dashboard/partials/task_documents.html", _documents(selectors.task_get(task_id)))
 
 
-@_view("pipeline.retry_task", require_POST)
+@page_view("pipeline.retry_task", require_POST)
 def task_retry(request: HttpRequest, task_id: int) -> HttpResponse:
     task = selectors.task_get(task_id)
     try:
@@ -272,7 +258,7 @@ def task_retry(request: HttpRequest, task_id: int) -> HttpResponse:
     return redirect(task)
 
 
-@_view("pipeline.cancel_task", require_POST)
+@page_view("pipeline.cancel_task", require_POST)
 def task_cancel(request: HttpRequest, task_id: int) -> HttpResponse:
     task = selectors.task_get(task_id)
     if services.task_cancel(task=task, reason=f"cancelled by {request.user.get_username()}"):
@@ -282,7 +268,7 @@ def task_cancel(request: HttpRequest, task_id: int) -> HttpResponse:
     return redirect(task)
 
 
-@_view("pipeline.view_task", require_GET)
+@page_view("pipeline.view_task", require_GET)
 def stats_page(request: HttpRequest) -> HttpResponse:
     form = StatsForm(request.GET)
     days = (form.cleaned_data.get("days") if form.is_valid() else None) or 30
@@ -300,12 +286,12 @@ def _workers() -> dict:
     return {"live": selectors.workers_live(), "counts": slots.counts(), "recent": selectors.workers_recent(), "stale_after": health.coordinator_max_age()}
 
 
-@_view("pipeline.view_task", require_GET)
+@page_view("pipeline.view_task", require_GET)
 def workers_page(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/workers.html", _workers())
 
 
-@_view("pipeline.view_task", require_GET, never_cache)
+@page_view("pipeline.view_task", require_GET, never_cache)
 def worker_rows(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/partials/worker_rows.html", _workers())
 
@@ -317,12 +303,12 @@ def health_view(request: HttpRequest) -> JsonResponse:
     return JsonResponse(result.as_json(), status=200 if result.healthy else 503)
 
 
-@_view(None, require_GET)
+@page_view(None, require_GET)
 def api_docs(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/api_docs.html")
 
 
-@_view("pipeline.approve_task", require_POST)
+@page_view("pipeline.approve_task", require_POST)
 def task_approve(request: HttpRequest, task_id: int) -> HttpResponse:
     task = selectors.task_get(task_id)
     if rounds.task_approve(task=task, approved_by=request.user.get_username()):
@@ -332,9 +318,7 @@ def task_approve(request: HttpRequest, task_id: int) -> HttpResponse:
     return redirect(task)
 
 
-@login_required
-@permission_required("pipeline.approve_task", raise_exception=True)
-@require_POST
+@page_view("pipeline.approve_task", require_POST)
 def task_budget_raise(request: HttpRequest, task_id: int) -> HttpResponse:
     """The form of `POST /api/tasks/<id>/budget/raise/`: one field, `amount` ("+2.00", "+50000 tokens")."""
     task = selectors.task_get(task_id)
@@ -349,9 +333,7 @@ def task_budget_raise(request: HttpRequest, task_id: int) -> HttpResponse:
     return redirect(task)
 
 
-@login_required
-@permission_required("pipeline.approve_task", raise_exception=True)
-@require_POST
+@page_view("pipeline.approve_task", require_POST)
 def task_budget_stop(request: HttpRequest, task_id: int) -> HttpResponse:
     task = selectors.task_get(task_id)
     try:
