@@ -84,18 +84,21 @@ def memory_edit(request: HttpRequest, entry_id: int) -> HttpResponse:
     return render(request, "dashboard/memory_edit.html", {"entry": entry, "form": form}, status=400 if form.errors else 200)
 
 
+def _decide(request: HttpRequest, entry_id: int, decide, said: str) -> HttpResponse:
+    """Accept or reject an entry (`decide` is the service) and go back to its repository's memory."""
+    entry = decide(entry=selectors.memory_get(entry_id), by=request.user.get_username())
+    messages.success(request, f"Entry #{entry.pk} {said.format(repository=entry.repository.full_name)}")
+    return redirect("dashboard:repository-memory", repository_id=entry.repository_id)
+
+
 @page_view("pipeline.change_memoryentry", require_POST)
 def memory_accept(request: HttpRequest, entry_id: int) -> HttpResponse:
-    entry = services.memory_accept(entry=selectors.memory_get(entry_id), by=request.user.get_username())
-    messages.success(request, f"Entry #{entry.pk} accepted: later tasks of {entry.repository.full_name} get it.")
-    return redirect("dashboard:repository-memory", repository_id=entry.repository_id)
+    return _decide(request, entry_id, services.memory_accept, "accepted: later tasks of {repository} get it.")
 
 
 @page_view("pipeline.change_memoryentry", require_POST)
 def memory_reject(request: HttpRequest, entry_id: int) -> HttpResponse:
-    entry = services.memory_reject(entry=selectors.memory_get(entry_id), by=request.user.get_username())
-    messages.success(request, f"Entry #{entry.pk} rejected.")
-    return redirect("dashboard:repository-memory", repository_id=entry.repository_id)
+    return _decide(request, entry_id, services.memory_reject, "rejected.")
 
 
 @page_view("pipeline.delete_memoryentry", require_POST)
