@@ -31,11 +31,11 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from pipeline import git, services
+from pipeline import git, repos, services
 from pipeline.models import Repository, StageResult, Task
 from pipeline.workflow import Workflow, WorkflowError, default_workflow, load_workflow_text
 
-from . import testlog
+from . import forge_mining, testlog
 from .instances import Instance, LineError, instance_from_json
 from .models import EvalResult, EvalRun
 from .testbed import Testbed, TestbedError
@@ -122,7 +122,19 @@ def eval_run_create(
 
 def source_path(instance: Instance, *, repo_override: str | Path = "") -> Path:
     """Where the instance's commits are on this machine: `repo_override` (``eval_run --repo``),
-    else the instance's `repo` when it is a path of a git repository here."""
+    else TAC-X's mirror of the GitHub repository when `repo` is owner/name, else the instance's
+    `repo` when it is a path of a git repository here."""
+    if not repo_override and forge_mining.is_full_name(instance.repo):
+        # A GitHub repository: TAC-X's mirror of it (the registered repository's clone URL
+        # and credentials), fetched when the base_commit is not there yet.
+        repository = forge_mining.github_repository(instance.repo)
+        try:
+            mirror = repos.source_dir(repository, fetch=False)
+            if not git.succeeds(["cat-file", "-e", f"{instance.base_commit}^{{commit}}"], cwd=mirror):
+                mirror = repos.source_dir(repository, fetch=True)
+        except git.GitError as exc:
+            raise InstanceProblem(f"repo {instance.repo}: cannot fetch it: {exc}") from None
+        return mirror
     candidate = Path(repo_override or instance.repo).expanduser()
     if not candidate.is_absolute():
         raise InstanceProblem(
