@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import shutil
 import subprocess
 import time
 from collections.abc import Iterable
@@ -177,6 +178,36 @@ def instance_repository(instance: Instance, *, source: Path) -> Repository:
         defaults={"local_path": str(path), "default_branch": BASE_BRANCH, "enabled": False, "max_concurrent_tasks": 1000},
     )
     return repository
+
+
+def eval_repos_cleanup(*, runs: Iterable[EvalRun]) -> list[Path]:
+    """Remove the copies of the instances' repositories that `runs` used (under
+    ``var/eval/repos/``), TAC-X's mirrors of them (under ``var/repos/``) and their tasks'
+    worktrees and task stores (the diffs are recorded on the results), except those an
+    unfinished result of any run still needs. Each copy is removed under its lock, the lock
+    `instance_repository` takes, so a run that starts the instance again at that moment either
+    finds it whole or makes it anew; the Repository rows and the empty lock files stay (their
+    tasks refer to the rows; a lock file is never removed while another process may wait on it).
+    Returns the paths removed."""
+    removed: list[Path] = []
+    results = EvalResult.objects.filter(run__in=list(runs), task__isnull=False).select_related("task__repository")
+    repositories = {r.task.repository_id: (r.task.repository, r.instance_id) for r in results}
+    for repository_id, (repository, instance_id) in repositories.items():
+        path = Path(repository.local_path)
+        if path.parent != Path(settings.VAR_DIR) / "eval" / "repos":
+            continue  # not a copy of ours
+        with open(path.parent / f"{path.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if EvalResult.objects.filter(instance_id=instance_id).exclude(status=EvalResult.Status.DONE).exists():
+                continue  # another run still works on this instance
+            # The tasks' worktrees and task stores first (they borrow the copy's objects).
+            for task in Task.objects.filter(repository_id=repository_id, worktree_removed_at__isnull=True):
+                services.task_worktree_remove(task=task)
+            for target in (path, repos.mirror_path(repository)):
+                if target.exists():
+                    shutil.rmtree(target, ignore_errors=True)
+                    removed.append(target)
+    return removed
 
 
 def full_base(repository: Repository) -> str:

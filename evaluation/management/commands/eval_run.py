@@ -45,6 +45,7 @@ class Command(BaseCommand):
         parser.add_argument("--name", default="", help="A name for the run(s)")
         parser.add_argument("--queue", action="store_true", help="Run the stage jobs on the django-q2 workers instead of in this process")
         parser.add_argument("--resume", type=int, action="append", default=[], help="Carry on with this run (repeatable)")
+        parser.add_argument("--keep-repos", action="store_true", help="Keep the copies of the repositories under var/eval/repos/ when the runs end (default: removed)")
 
     def handle(self, *args, **opts):
         if opts["concurrency"] < 1:
@@ -67,6 +68,10 @@ class Command(BaseCommand):
                 future.result()
         for run in runs:
             services.eval_run_finish_if_done(run=run)
+        if not opts["keep_repos"]:
+            removed = services.eval_repos_cleanup(runs=[r for r in runs if r.results.exclude(status=EvalResult.Status.DONE).count() == 0])
+            if removed:
+                self.stdout.write(f"removed {len(removed)} evaluation copies of repositories: {', '.join(str(p) for p in removed[:4])}{' …' if len(removed) > 4 else ''}")
         self.report(runs)
 
     # -- setting up ----------------------------------------------------------------------
