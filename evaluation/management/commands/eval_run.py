@@ -21,6 +21,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections, connection
 
 from pipeline import jobs
+from pipeline import services as pipeline_services
 from pipeline.models import Task
 from pipeline.workflow import WorkflowError
 
@@ -138,6 +139,11 @@ class Command(BaseCommand):
             while result.status == EvalResult.Status.RUNNING and result.task_id:
                 task = Task.objects.get(pk=result.task_id)
                 if task.is_active and not self.enqueue:
+                    # A stage whose runner died (this command killed, --resume now) holds a
+                    # lease nobody renews: once it expires the attempt is recorded as worker
+                    # lost and the stage queued again, as the coordinator's reaper does for
+                    # the workers' stages.
+                    pipeline_services.stage_reap_expired(task=task, enqueue=False)
                     jobs.task_run_inline(task=task)
                 if services.eval_result_finish(result=result):
                     break
