@@ -134,7 +134,7 @@ def source_path(instance: Instance, *, repo_override: str | Path = "") -> Path:
             if not git.succeeds(["cat-file", "-e", f"{instance.base_commit}^{{commit}}"], cwd=mirror):
                 mirror = repos.source_dir(repository, fetch=True)
         except git.GitError as exc:
-            raise InstanceProblem(f"repo {instance.repo}: cannot fetch it: {exc}") from None
+            raise InstanceProblem(f"repo {instance.repo}: cannot fetch it ({exc}); pass --repo PATH with a local clone") from None
         return mirror
     candidate = Path(repo_override or instance.repo).expanduser()
     if not candidate.is_absolute():
