@@ -15,6 +15,7 @@ from django.core.management import CommandError, call_command
 from evaluation.instances import parse_jsonl
 from harness.eval_sample import SAMPLE_DIR, build
 from harness.management.commands.eval_demo import RUNNER
+from tests.conftest import git
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
@@ -26,16 +27,10 @@ FAIL_TO_PASS = {
 }
 
 
-def test_the_sample_mines_into_four_instances_and_each_has_its_scripted_agent(tmp_path, settings):
-    import sys
-
-    settings.TACX = {**settings.TACX, "SANDBOX_ALLOW_READ": [*settings.TACX["SANDBOX_ALLOW_READ"], sys.prefix, sys.base_prefix]}
+def test_the_sample_mines_into_four_instances_and_each_has_its_scripted_agent(tmp_path):
     repo = build(tmp_path / "shop")
     again = build(tmp_path / "shop-again")
-    head = lambda path: (
-        __import__("subprocess").run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True).stdout
-    )  # noqa: E731
-    assert head(repo) == head(again)  # fixed authors and dates: the same commit ids every time
+    assert git(repo, "rev-parse", "HEAD") == git(again, "rev-parse", "HEAD")  # fixed authors and dates: the same commit ids
 
     out, dropped = tmp_path / "instances.jsonl", tmp_path / "dropped.jsonl"
     call_command(

@@ -204,9 +204,9 @@ class Routes:
             if head and head != f"{owner}:{pull['head']['ref']}":
                 continue
             found.append(self.public_pull(pull))
-        # GitHub's sort (created, the default, or updated) and direction (desc by default for
-        # created, asc otherwise).
-        sort = query.get("sort", "created")
+        # GitHub's sort (created or updated) and direction (desc by default for created, asc
+        # otherwise), when asked; unasked, the order the pulls were made in.
+        sort = query.get("sort", "")
         if sort in ("created", "updated"):
             found.sort(key=lambda p: (p[f"{sort}_at"], p["number"]), reverse=query.get("direction", "desc" if sort == "created" else "asc") == "desc")
         return found
