@@ -122,3 +122,17 @@ def test_a_repository_that_cannot_be_fetched_is_a_clear_error(tmp_path, github_p
     server = github_project[0]
     with pytest.raises(CommandError, match="--repo octo/missing: cannot fetch it: .*not found"):
         call_command("eval_mine", "--repo", "octo/missing", "--clone-url", f"{server.url}/git/octo/missing.git")
+
+
+def test_since_bounds_the_pull_requests_by_their_merge_time(github_project):
+    from evaluation import forge_mining
+    from pipeline.github import GitHubClient
+
+    _, _, fixes, pulls, _ = github_project
+    mirror = forge_mining.mirror_of(forge_mining.github_repository("octo/calc"))
+    client = GitHubClient()
+    found = list(forge_mining.pull_candidates(client, full_name="octo/calc", mirror=mirror, since="2000-01-01"))
+    # The merged PRs, most recently updated first; the one closed unmerged is not there.
+    assert [getattr(c, "pull", None) for c in found if hasattr(c, "pull")] == [pulls[4], pulls[3], pulls[2], pulls[1]]
+    assert [c.commit for c in found if hasattr(c, "pull")] == [fixes[4], fixes[3], fixes[2], fixes[1]]
+    assert list(forge_mining.pull_candidates(client, full_name="octo/calc", mirror=mirror, since="2999-01-01")) == []
