@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install sandbox-deps demo demo-github test test-postgres lint bench bench-smoke
+.PHONY: install sandbox-deps demo demo-github eval-demo test test-postgres lint bench bench-smoke
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ demo: install
 demo-github: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py demo --github
+
+# The evaluation on the bundled sample (demo/eval-sample/): mine it, run it with the real claude CLI
+# against the scripted model server, print resolve rate, $ per instance and per resolved instance.
+eval-demo: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py eval_demo
 
 test: install
 	scripts/ensure-chromium

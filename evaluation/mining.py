@@ -18,7 +18,7 @@ and after the fix on this interpreter). So is one whose patches do not apply or 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -59,6 +59,7 @@ class Candidate:
     date: str
     test_files: list[str]
     code_files: list[str]
+    pull: int = 0  # the merged pull request, when mined from GitHub
 
 
 @dataclass
@@ -94,15 +95,19 @@ def candidates(repo: Path, *, rev: str = "HEAD", since: str = "") -> Iterator[Ca
         if not parent_list:
             yield Drop(commit, "the first commit has no parent to start from", issues)
             continue
-        base = parent_list[0]
-        changed = [p for p in git.run(["diff", "--no-renames", "--name-only", "-z", base, commit], cwd=repo).split("\x00") if p]
-        tests = [p for p in changed if is_test_path(p)]
-        code = [p for p in changed if not is_test_path(p)]
-        if not tests or not code:
-            yield Drop(commit, "changes " + ("no test file" if not tests else "only test files"), issues)
-            continue
         subject, _, body = message.strip().partition("\n")
-        yield Candidate(commit, base, issues, subject.strip(), body.strip(), date, tests, code)
+        yield split_change(repo, commit, parent_list[0], issues, subject=subject.strip(), body=body.strip(), date=date)
+
+
+def split_change(repo: Path, commit: str, base: str, issues: list[int], *, subject: str, body: str, date: str, pull: int = 0) -> Candidate | Drop:
+    """The change from `base` to `commit` as a `Candidate` (its test files and its code files),
+    or a `Drop` when it does not change both."""
+    changed = [p for p in git.run(["diff", "--no-renames", "--name-only", "-z", base, commit], cwd=repo).split("\x00") if p]
+    tests = [p for p in changed if is_test_path(p)]
+    code = [p for p in changed if not is_test_path(p)]
+    if not tests or not code:
+        return Drop(commit, "changes " + ("no test file" if not tests else "only test files"), issues)
+    return Candidate(commit, base, issues, subject, body, date, tests, code, pull)
 
 
 def problem_statement(candidate: Candidate, issue_texts: dict[int, dict] | None = None) -> str:
@@ -178,7 +183,7 @@ def mine_one(
         FAIL_TO_PASS=tuple(fail_to_pass),
         PASS_TO_PASS=tuple(pass_to_pass),
         patch=patch,
-        extra={"created_at": candidate.date, "commit": candidate.commit, "issue_numbers": candidate.issues},
+        extra={"created_at": candidate.date, "commit": candidate.commit, "issue_numbers": candidate.issues, **({"pull_number": candidate.pull} if candidate.pull else {})},
     )
 
 
@@ -191,17 +196,22 @@ def mine(
     limit: int = 10,
     rev: str = "HEAD",
     test_timeout: float = DEFAULT_TEST_TIMEOUT,
-    issue_texts: dict[int, dict] | None = None,
+    issue_texts: dict[int, dict] | Callable[[list[int]], dict[int, dict]] | None = None,
     on_result: Callable[[Instance | Drop], None] | None = None,
+    found_in: Iterable[Candidate | Drop] | None = None,
+    repo_name: str = "",
 ) -> tuple[list[Instance], list[Drop]]:
     """Up to `limit` instances from `repo`'s history, newest first, and every candidate dropped
-    on the way with its reason."""
+    on the way with its reason. `found_in` replaces the history's candidates (a forge's merged
+    pull requests, `evaluation.forge_mining`); `issue_texts` may be a function that fetches the
+    texts of a candidate's issues."""
     repo = Path(repo).resolve()
-    name = git.slugify(repo.name, max_length=60) or "repo"
+    parts = repo_name.split("/") if repo_name else [repo.name]
+    name = "__".join(git.slugify(p, max_length=60) for p in parts) or "repo"
     kept: list[Instance] = []
     dropped: list[Drop] = []
     used: set[str] = set()
-    for found in candidates(repo, rev=rev, since=since):
+    for found in found_in if found_in is not None else candidates(repo, rev=rev, since=since):
         if len(kept) >= limit:
             break
         if isinstance(found, Drop):
@@ -209,11 +219,13 @@ def mine(
             if on_result:
                 on_result(found)
             continue
-        instance_id = f"{name}-{found.issues[0]}"
+        # SWE-bench names a GitHub instance owner__name-PR; a local one is named by its issue.
+        instance_id = f"{name}-{found.pull or found.issues[0]}"
         if instance_id in used:
             instance_id = f"{instance_id}-{found.commit[:7]}"
+        texts = issue_texts(found.issues) if callable(issue_texts) else issue_texts
         result = mine_one(
-            repo, found, workflow=workflow, runner=runner, test_timeout=test_timeout, repo_name=str(repo), instance_id=instance_id, issue_texts=issue_texts
+            repo, found, workflow=workflow, runner=runner, test_timeout=test_timeout, repo_name=repo_name or str(repo), instance_id=instance_id, issue_texts=texts
         )
         if isinstance(result, Instance):
             used.add(instance_id)

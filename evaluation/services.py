@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import shutil
 import subprocess
 import time
 from collections.abc import Iterable
@@ -31,11 +32,11 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from pipeline import git, services
+from pipeline import git, repos, services
 from pipeline.models import Repository, StageResult, Task
 from pipeline.workflow import Workflow, WorkflowError, default_workflow, load_workflow_text
 
-from . import testlog
+from . import forge_mining, testlog
 from .instances import Instance, LineError, instance_from_json
 from .models import EvalResult, EvalRun
 from .testbed import Testbed, TestbedError
@@ -122,7 +123,19 @@ def eval_run_create(
 
 def source_path(instance: Instance, *, repo_override: str | Path = "") -> Path:
     """Where the instance's commits are on this machine: `repo_override` (``eval_run --repo``),
-    else the instance's `repo` when it is a path of a git repository here."""
+    else TAC-X's mirror of the GitHub repository when `repo` is owner/name, else the instance's
+    `repo` when it is a path of a git repository here."""
+    if not repo_override and forge_mining.is_full_name(instance.repo):
+        # A GitHub repository: TAC-X's mirror of it (the registered repository's clone URL
+        # and credentials), fetched when the base_commit is not there yet.
+        repository = forge_mining.github_repository(instance.repo)
+        try:
+            mirror = repos.source_dir(repository, fetch=False)
+            if not git.succeeds(["cat-file", "-e", f"{instance.base_commit}^{{commit}}"], cwd=mirror):
+                mirror = repos.source_dir(repository, fetch=True)
+        except git.GitError as exc:
+            raise InstanceProblem(f"repo {instance.repo}: cannot fetch it ({exc}); pass --repo PATH with a local clone") from None
+        return mirror
     candidate = Path(repo_override or instance.repo).expanduser()
     if not candidate.is_absolute():
         raise InstanceProblem(
@@ -165,6 +178,36 @@ def instance_repository(instance: Instance, *, source: Path) -> Repository:
         defaults={"local_path": str(path), "default_branch": BASE_BRANCH, "enabled": False, "max_concurrent_tasks": 1000},
     )
     return repository
+
+
+def eval_repos_cleanup(*, runs: Iterable[EvalRun]) -> list[Path]:
+    """Remove the copies of the instances' repositories that `runs` used (under
+    ``var/eval/repos/``), TAC-X's mirrors of them (under ``var/repos/``) and their tasks'
+    worktrees and task stores (the diffs are recorded on the results), except those an
+    unfinished result of any run still needs. Each copy is removed under its lock, the lock
+    `instance_repository` takes, so a run that starts the instance again at that moment either
+    finds it whole or makes it anew; the Repository rows and the empty lock files stay (their
+    tasks refer to the rows; a lock file is never removed while another process may wait on it).
+    Returns the paths removed."""
+    removed: list[Path] = []
+    results = EvalResult.objects.filter(run__in=list(runs), task__isnull=False).select_related("task__repository")
+    repositories = {r.task.repository_id: (r.task.repository, r.instance_id) for r in results}
+    for repository_id, (repository, instance_id) in repositories.items():
+        path = Path(repository.local_path)
+        if path.parent != Path(settings.VAR_DIR) / "eval" / "repos":
+            continue  # not a copy of ours
+        with open(path.parent / f"{path.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if EvalResult.objects.filter(instance_id=instance_id).exclude(status=EvalResult.Status.DONE).exists():
+                continue  # another run still works on this instance
+            # The tasks' worktrees and task stores first (they borrow the copy's objects).
+            for task in Task.objects.filter(repository_id=repository_id, worktree_removed_at__isnull=True):
+                services.task_worktree_remove(task=task)
+            for target in (path, repos.mirror_path(repository)):
+                if target.exists():
+                    shutil.rmtree(target, ignore_errors=True)
+                    removed.append(target)
+    return removed
 
 
 def full_base(repository: Repository) -> str:

@@ -79,6 +79,11 @@ def _mirror_path(repository: Repository) -> Path:
     return Path(settings.VAR_DIR) / "repos" / name
 
 
+def mirror_path(repository: Repository) -> Path:
+    """Where the repository's mirror is (whether or not it exists yet)."""
+    return _mirror_path(repository)
+
+
 def source_dir(repository: Repository, *, fetch: bool = True) -> Path:
     """The repository's mirror on this machine (created, and fetched when `fetch`)."""
     mirror = _mirror_path(repository)

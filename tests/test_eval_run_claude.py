@@ -99,7 +99,7 @@ def project_instances(repo) -> list[Instance]:
     return instances
 
 
-def test_right_fix_no_change_and_wrong_fix_are_resolved_empty_patch_and_unresolved(tmp_path, monkeypatch, start_model_server):
+def test_right_fix_no_change_and_wrong_fix_are_resolved_empty_patch_and_unresolved(tmp_path, monkeypatch, start_model_server, settings):
     repo, _ = eval_project.build(tmp_path)
     branches_before = git(repo, "branch", "--all")
     instances_file = tmp_path / "instances.jsonl"
@@ -146,6 +146,11 @@ def test_right_fix_no_change_and_wrong_fix_are_resolved_empty_patch_and_unresolv
     assert summary.cost_usd == pytest.approx(total, abs=Decimal("0.00001"))
     assert summary.cost_per_resolved == pytest.approx(total, abs=Decimal("0.00001"))
     assert "3/3 done, 1 resolved" in out.getvalue()
+    # The copies of the repository the run made (and their mirrors) are gone once it ended.
+    assert "removed 6 evaluation copies" in out.getvalue()
+    assert list((settings.VAR_DIR / "eval" / "repos").glob("*.git")) == []
+    assert list((settings.VAR_DIR / "repos").glob("local-eval*.git")) == []
+    assert list((settings.VAR_DIR / "taskgit").glob("eval-*")) == [] and all(r.task.worktree_removed_at for r in EvalResult.objects.select_related("task"))
     # The project's own repository got no branch.
     assert git(repo, "branch", "--all") == branches_before
     # The export is SWE-bench predictions with the outcomes.

@@ -14,7 +14,7 @@ from evaluation import selectors, services
 from evaluation.instances import Instance, LineError
 from evaluation.mining import candidates, patch_between
 from evaluation.models import EvalResult, EvalRun
-from pipeline.models import Stage, StageResult, Task
+from pipeline.models import Repository, Stage, StageResult, Task
 from pipeline.workflow import WorkflowError
 from tests import eval_project
 from tests.conftest import git
@@ -64,13 +64,17 @@ def test_bad_instances_end_as_clear_errors_and_the_good_one_starts_as_a_task_at_
     missing = Instance(**{**good.__dict__, "instance_id": "no-base", "base_commit": "0" * 40})
     broken = Instance(**{**good.__dict__, "instance_id": "bad-patch", "test_patch": good.test_patch.replace(" def test_module_has_a_docstring", " def test_not_there")})
     elsewhere = Instance(**{**good.__dict__, "instance_id": "remote", "repo": "octo/calc"})
+    # octo/calc is fetched into TAC-X's mirror from its registered clone URL: here one that
+    # does not exist.
+    Repository.objects.create(kind=Repository.Kind.GITHUB, full_name="octo/calc", clone_url=str(repo.parent / "nowhere.git"), enabled=False)
     run = make_run([missing, broken, elsewhere, good], input_errors=[LineError("i.jsonl", 7, "not valid JSON")])
     for result in run.results.order_by("position"):
         assert services.eval_result_start(result=result, enqueue=False)
     results = {r.instance_id: r for r in run.results.all()}
     assert results["no-base"].outcome == "error" and f"base_commit {'0' * 40} does not exist in {repo}" in results["no-base"].reason
     assert results["bad-patch"].outcome == "error" and "test_patch does not apply at base_commit" in results["bad-patch"].reason
-    assert results["remote"].outcome == "error" and "pass --repo PATH" in results["remote"].reason
+    assert results["remote"].outcome == "error" and "repo octo/calc: cannot fetch it" in results["remote"].reason
+    assert "pass --repo PATH" in results["remote"].reason
     assert all(results[i].task is None for i in ("no-base", "bad-patch", "remote"))
 
     ok = results["calc-1"]

@@ -146,10 +146,11 @@ class Arranging:
             issue["closed_at"] = issue["updated_at"] = github_now()
             return self._event(full_name, number, "closed", actor)
 
-    def close_pull(self, full_name: str, number: int, *, actor: str, merge: bool = False, at: str | None = None) -> dict:
+    def close_pull(self, full_name: str, number: int, *, actor: str, merge: bool = False, at: str | None = None, merge_commit_sha: str | None = None) -> dict:
         """Close pull request `number`, merged or not, as a person on GitHub would (`at`: GitHub's
         time of it, default now). Its issue closes too; `merged`, `merged_at`, `merged_by`,
-        `merge_commit_sha` and `closed_at` are set as GitHub sets them."""
+        `merge_commit_sha` (a real commit of the served repository when given) and `closed_at` are
+        set as GitHub sets them."""
         with self.lock:
             pull = self.pulls[full_name.lower()][number]
             if pull.get("merged"):
@@ -158,7 +159,7 @@ class Arranging:
             pull["state"], pull["closed_at"], pull["updated_at"] = "closed", now, now
             if merge:
                 pull["merged"], pull["merged_at"], pull["merged_by"] = True, now, user(actor)
-                pull["merge_commit_sha"] = hashlib.sha1(f"{full_name}#{number}".encode()).hexdigest()
+                pull["merge_commit_sha"] = merge_commit_sha or hashlib.sha1(f"{full_name}#{number}".encode()).hexdigest()
             issue = self.issues[full_name.lower()][number]
             issue["state"], issue["closed_at"], issue["updated_at"] = "closed", now, now
             self._event(full_name, number, "merged" if merge else "closed", actor)

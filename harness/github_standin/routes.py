@@ -25,6 +25,9 @@ class Routes:
             return answer
         if method == "GET" and rest == "issues":
             return self.list_issues(full_name, query, headers)
+        if (mm := re.fullmatch(r"issues/(\d+)", rest)) and method == "GET":
+            issue = self.issues[key].get(int(mm.group(1)))
+            return (200, issue, {}) if issue is not None else (404, {"message": "Not Found"}, {})
         if (mm := re.fullmatch(r"issues/(\d+)/events", rest)) and method == "GET":
             number = int(mm.group(1))
             if number not in self.events[key]:
@@ -201,6 +204,11 @@ class Routes:
             if head and head != f"{owner}:{pull['head']['ref']}":
                 continue
             found.append(self.public_pull(pull))
+        # GitHub's sort (created or updated) and direction (desc by default for created, asc
+        # otherwise), when asked; unasked, the order the pulls were made in.
+        sort = query.get("sort", "")
+        if sort in ("created", "updated"):
+            found.sort(key=lambda p: (p[f"{sort}_at"], p["number"]), reverse=query.get("direction", "desc" if sort == "created" else "asc") == "desc")
         return found
 
     def create_pull(self, full_name: str, payload: Any) -> tuple[int, Any, dict[str, str]]:

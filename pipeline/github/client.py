@@ -119,6 +119,14 @@ class GitHubClient(Transport):
     def pull_request(self, *, full_name: str, number: int) -> dict:
         return self.request("GET", f"/repos/{full_name}/pulls/{int(number)}").data or {}
 
+    def pull_requests_closed(self, *, full_name: str, max_pages: int = 10) -> list[dict]:
+        """Closed pull requests (merged or not), most recently updated first (100 a page)."""
+        params = {"state": "closed", "sort": "updated", "direction": "desc"}
+        return self.paginate(f"/repos/{full_name}/pulls", params=params, max_pages=max_pages)
+
+    def issue(self, *, full_name: str, number: int) -> dict:
+        return self.request("GET", f"/repos/{full_name}/issues/{int(number)}").data or {}
+
     def pull_request_review(self, *, full_name: str, number: int, review_id: int) -> dict:
         return self.request("GET", f"/repos/{full_name}/pulls/{int(number)}/reviews/{int(review_id)}").data or {}
 

@@ -152,16 +152,19 @@ def result_add_to_totals(*, result: StageResult) -> None:
     )
 
 
-def stage_reap_expired(*, now=None, enqueue: bool = True, limit: int = 20) -> list[StageResult]:
+def stage_reap_expired(*, now=None, enqueue: bool = True, limit: int = 20, task: Task | None = None) -> list[StageResult]:
     """Stages whose lease expired (worker killed, machine lost): record the open attempt as
-    "worker lost" and re-queue the stage until its attempt limit. Returns the reaped attempts."""
+    "worker lost" and re-queue the stage until its attempt limit. Returns the reaped attempts.
+    `task`: only that task's stages (a driver that runs its tasks' stages itself, such as
+    `eval_run`, reaps its own)."""
     # Leases are set with the database clock (attempt.context.lease_expiry); compare with it too, so
     # hosts with skewed clocks agree on what expired. Tests pin `now`.
     expired_before = now or Now()
     now = now or timezone.now()
     reaped: list[StageResult] = []
     candidates = list(
-        Stage.objects.filter(status=Stage.Status.RUNNING, lease_expires_at__lt=expired_before).select_related("task")[:limit]
+        Stage.objects.filter(status=Stage.Status.RUNNING, lease_expires_at__lt=expired_before, **({"task": task} if task is not None else {}))
+        .select_related("task")[:limit]
     )
     for stage in candidates:
         with transaction.atomic():

@@ -1,6 +1,8 @@
-"""Mine a local repository's history into evaluation instances (SWE-bench JSONL).
+"""Mine a repository's history into evaluation instances (SWE-bench JSONL): a local repository's
+commits, or a GitHub repository's merged pull requests through the forge client.
 
     manage.py eval_mine --repo PATH --since 2025-01-01 --limit 20 --output instances.jsonl
+    manage.py eval_mine --repo owner/name --since 2025-01-01 --limit 20 --output instances.jsonl
 
 Each dropped candidate is listed on stderr with its reason (and in --dropped FILE as JSONL).
 """
@@ -15,8 +17,10 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from pipeline import git, repos
+from pipeline.github import GitHubClient, GitHubError
 from pipeline.workflow import WORKFLOW_PATH, WorkflowError, load_workflow_text
 
+from ... import forge_mining
 from ...instances import Instance, to_jsonl
 from ...mining import Drop, mine
 from ...testbed import DEFAULT_TEST_TIMEOUT, runner_argv
@@ -26,7 +30,8 @@ class Command(BaseCommand):
     help = "Find commits that close an issue and change code and tests; write them as SWE-bench instances."
 
     def add_arguments(self, parser):
-        parser.add_argument("--repo", required=True, help="Path of a local git repository")
+        parser.add_argument("--repo", required=True, help="Path of a local git repository, or owner/name of a GitHub repository")
+        parser.add_argument("--clone-url", default="", help="With owner/name: where git fetches it (default: the registered repository's, else https://github.com/owner/name.git)")
         parser.add_argument("--since", default="", help="Only commits after this date (git's --since, e.g. 2025-01-01)")
         parser.add_argument("--limit", type=int, default=10, help="Stop after this many instances (default 10)")
         parser.add_argument("--rev", default="HEAD", help="The branch or commit whose history is mined (default HEAD)")
@@ -38,10 +43,18 @@ class Command(BaseCommand):
         parser.add_argument("--dropped", default="", help="Write the dropped candidates and their reasons here (JSONL)")
 
     def handle(self, *args, **opts):
-        try:
-            path = repos.local_git_repository(str(Path(opts["repo"]).expanduser().absolute()))
-        except ValueError as exc:
-            raise CommandError(f"--repo: {exc}") from None
+        full_name = opts["repo"] if forge_mining.is_full_name(opts["repo"]) and not Path(opts["repo"]).exists() else ""
+        if full_name:
+            try:
+                repository = forge_mining.github_repository(full_name, clone_url=opts["clone_url"])
+                path = forge_mining.mirror_of(repository)
+            except git.GitError as exc:
+                raise CommandError(f"--repo {full_name}: cannot fetch it: {exc}") from None
+        else:
+            try:
+                path = repos.local_git_repository(str(Path(opts["repo"]).expanduser().absolute()))
+            except ValueError as exc:
+                raise CommandError(f"--repo: {exc}") from None
         if opts["since"]:
             try:
                 datetime.fromisoformat(opts["since"])
@@ -55,6 +68,9 @@ class Command(BaseCommand):
             runner = list(runner_argv(opts["test_runner"]))
         except ValueError as exc:
             raise CommandError(f"--test-runner: {exc}") from None
+        if full_name:  # the workflow file is read at the default branch as last fetched
+            fetched = f"refs/remotes/origin/{repository.default_branch}"
+            opts["rev"] = fetched if git.succeeds(["rev-parse", "--verify", "--quiet", fetched], cwd=path) else "HEAD"
         if not git.succeeds(["rev-parse", "--verify", "--quiet", f"{opts['rev']}^{{commit}}"], cwd=path):
             raise CommandError(f"--rev: {opts['rev']!r} is not a commit of {path}")
         workflow = self.workflow(path, opts)
@@ -67,10 +83,18 @@ class Command(BaseCommand):
             else:
                 self.stderr.write(f"instance {found.instance_id}: FAIL_TO_PASS {len(found.FAIL_TO_PASS)}, PASS_TO_PASS {len(found.PASS_TO_PASS)}")
 
-        instances, dropped = mine(
-            path, workflow=workflow, runner=runner, since=opts["since"], limit=opts["limit"], rev=opts["rev"],
-            test_timeout=opts["test_timeout"], issue_texts=issue_texts, on_result=report,
-        )
+        found_in, texts = None, issue_texts
+        if full_name:
+            client = GitHubClient()
+            found_in = forge_mining.pull_candidates(client, full_name=full_name, mirror=path, since=opts["since"])
+            texts = issue_texts or forge_mining.issue_texts(client, full_name)
+        try:
+            instances, dropped = mine(
+                path, workflow=workflow, runner=runner, since=opts["since"], limit=opts["limit"], rev=opts["rev"],
+                test_timeout=opts["test_timeout"], issue_texts=texts, on_result=report, found_in=found_in, repo_name=full_name,
+            )
+        except GitHubError as exc:
+            raise CommandError(f"--repo {full_name}: GitHub: {exc}") from None
         text = to_jsonl(instances)
         if opts["output"] in ("", "-"):
             sys.stdout.write(text)

@@ -21,6 +21,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections, connection
 
 from pipeline import jobs
+from pipeline import services as pipeline_services
 from pipeline.models import Task
 from pipeline.workflow import WorkflowError
 
@@ -45,6 +46,7 @@ class Command(BaseCommand):
         parser.add_argument("--name", default="", help="A name for the run(s)")
         parser.add_argument("--queue", action="store_true", help="Run the stage jobs on the django-q2 workers instead of in this process")
         parser.add_argument("--resume", type=int, action="append", default=[], help="Carry on with this run (repeatable)")
+        parser.add_argument("--keep-repos", action="store_true", help="Keep the copies of the repositories under var/eval/repos/ when the runs end (default: removed)")
 
     def handle(self, *args, **opts):
         if opts["concurrency"] < 1:
@@ -67,6 +69,10 @@ class Command(BaseCommand):
                 future.result()
         for run in runs:
             services.eval_run_finish_if_done(run=run)
+        if not opts["keep_repos"]:
+            removed = services.eval_repos_cleanup(runs=[r for r in runs if r.results.exclude(status=EvalResult.Status.DONE).count() == 0])
+            if removed:
+                self.stdout.write(f"removed {len(removed)} evaluation copies of repositories: {', '.join(str(p) for p in removed[:4])}{' …' if len(removed) > 4 else ''}")
         self.report(runs)
 
     # -- setting up ----------------------------------------------------------------------
@@ -133,6 +139,11 @@ class Command(BaseCommand):
             while result.status == EvalResult.Status.RUNNING and result.task_id:
                 task = Task.objects.get(pk=result.task_id)
                 if task.is_active and not self.enqueue:
+                    # A stage whose runner died (this command killed, --resume now) holds a
+                    # lease nobody renews: once it expires the attempt is recorded as worker
+                    # lost and the stage queued again, as the coordinator's reaper does for
+                    # the workers' stages.
+                    pipeline_services.stage_reap_expired(task=task, enqueue=False)
                     jobs.task_run_inline(task=task)
                 if services.eval_result_finish(result=result):
                     break
