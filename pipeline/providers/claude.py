@@ -354,7 +354,7 @@ class ClaudeProvider(Provider):
 
     def environment(self, inv: Invocation) -> dict[str, str]:
         """``IS_SANDBOX=1`` (we run as root; bypass modes need it), no telemetry or self-update;
-        option ``base_url`` becomes ``ANTHROPIC_BASE_URL``."""
+        option ``base_url`` becomes ``ANTHROPIC_BASE_URL``; with MCP servers, wait for them."""
         env = {
             "IS_SANDBOX": "1",
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
@@ -364,6 +364,10 @@ class ClaudeProvider(Provider):
         }
         if inv.options.get("base_url"):
             env["ANTHROPIC_BASE_URL"] = str(inv.options["base_url"])
+        if inv.mcp_servers:
+            # 2.1.197 starts `-p` before its MCP servers connect (a first tool call fails with
+            # "still connecting"); "false" makes it wait for them, bounded by MCP_TIMEOUT.
+            env["MCP_CONNECTION_NONBLOCKING"] = "false"
         return env
 
     def parser(self, inv: Invocation | None = None) -> ClaudeStreamParser:
