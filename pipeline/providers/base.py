@@ -312,7 +312,9 @@ def write_home_settings(home: str, folder: str, settings: dict) -> None:
     """``settings`` as ``<home>/<folder>/settings.json``, the CLI's own configuration in the
     attempt's private HOME (``Provider.prepare_home``)."""
     os.makedirs(os.path.join(home, folder), exist_ok=True)
-    with open(os.path.join(home, folder, "settings.json"), "w", encoding="utf-8") as f:
+    # Owner-only: with MCP servers it holds their secrets.
+    fd = os.open(os.path.join(home, folder, "settings.json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(settings, f, indent=2)
 
 

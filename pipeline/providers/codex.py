@@ -307,6 +307,7 @@ def write_mcp_servers(path: str, inv: Invocation) -> None:
     config["mcp_servers"] = codex_servers(inv.mcp_servers)
     lines = [f"{key if CONFIG_KEY.match(key) and '.' not in key else json.dumps(key)} = {toml_value(value)}" for key, value in config.items()]
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # the copy of the operator's file kept its mode; this one holds secrets
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
 
