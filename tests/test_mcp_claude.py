@@ -19,7 +19,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.template.loader import render_to_string
 
+from dashboard.rendering import event_summary
 from harness.cli_runs import CLAUDE_BIN
 from pipeline import jobs, services
 from pipeline.models import AgentEvent, StageResult, Task
@@ -134,6 +136,12 @@ stages:
     assert "FETCH-FAILED" in answers[3]
     assert unlisted_host.hits == 0
     assert not any(r["is_error"] for r in results.values())  # granted: no call was refused for want of a prompt
+
+    # The task page shows the call with its server.
+    call_event = next(e for e in events if e.kind == "tool_call" and e.data.get("tool") == "whoami")
+    html = render_to_string("dashboard/partials/event.html", {"event": call_event})
+    assert "MCP tool call" in html and '<span class="mcp-server" title="MCP server">docs</span> › <strong class="tool-name" title="mcp__docs__whoami">whoami</strong>' in html
+    assert event_summary("tool_call", call_event.data) == "docs › whoami"
 
     recorded = "\n".join(json.dumps(e.data) for e in AgentEvent.objects.filter(task=task))
     assert secret not in recorded
