@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline import publish_guard
 from pipeline.lib import mcp as mcp_
 from pipeline.lib import redaction
+from pipeline.models import Task
 from pipeline.workflow import Workflow, WorkflowError, load_workflow_text
 
 STDIO = "docs: {command: python3, args: [tools/docs.py], env: {DOCS_TOKEN: {secret: DOCS_ACCESS}, MODE: fast}}"
@@ -150,3 +152,16 @@ def test_an_attempt_s_secrets_are_redacted_while_it_runs_and_only_then():
         assert redaction.redact(f"token={value}") == "token=[REDACTED]"
         assert redaction.redact("a short word") == "a short word"  # under 8 characters: not redacted
     assert redaction.redact(f"token={value}") == f"token={value}"
+
+
+@pytest.mark.django_db
+def test_the_publish_guard_knows_the_secrets_a_task_s_workflow_hands_its_mcp_servers(monkeypatch, local_repository):
+    value = "plain-looking-docs-access-0042"  # a name and a shape no other rule takes for a secret
+    monkeypatch.setenv("DOCS_ACCESS", value)
+    workflow = load_workflow_text(f"stages:\n  - name: planning\n    provider: claude\n    mcp:\n      {STDIO}\n  - name: pr_creation\n")
+    task = Task.objects.create(repository=local_repository, issue_number=5, title="t", workflow=workflow.to_json())
+    assert publish_guard.task_secret_names(task) == ("DOCS_ACCESS",)
+    with pytest.raises(publish_guard.PublishBlocked) as blocked:
+        publish_guard.check_text(f"notes: {value}", "the pull request body", task=task)
+    assert str(blocked.value) == "the pull request body contains the value of DOCS_ACCESS; it was not published"
+    publish_guard.check_text(f"notes: {value}", "the pull request body")  # without the task: not a secret it knows
