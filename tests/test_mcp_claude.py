@@ -7,13 +7,16 @@ attempt's sandbox and calls them without a prompt (TAC-X granted `mcp__docs` and
 The transcript shows the calls as tool calls of server `docs` with the server's answers, the
 secret redacted; the server could read its worktree but not a file outside it, could not reach
 a host the stage does not allow; the building stage, which names no server, never saw the
-secret or the server's configuration.
+secret or the server's configuration. A second test serves the same tools over streamable HTTP
+on an allowed loopback port, behind an Authorization header built from a secret.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,7 +28,7 @@ from dashboard.rendering import event_summary
 from harness.cli_runs import CLAUDE_BIN
 from pipeline import jobs, services
 from pipeline.models import AgentEvent, StageResult, Task
-from tests.conftest import ROOT, commit_workflow, needs_cli, point_claude_at
+from tests.conftest import ROOT, commit_workflow, needs_cli, point_claude_at, wait_for
 
 pytestmark = [*needs_cli(CLAUDE_BIN), pytest.mark.django_db(transaction=True)]
 
@@ -152,3 +155,70 @@ stages:
     assert "DOCS_TOKEN" not in env_output and "MCP_DOCS_ACCESS" not in env_output
     assert "tacx-mcp.json" not in env_output
     assert not AgentEvent.objects.filter(result=building, kind="tool_call", data__has_key="server").exists()
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """tests/agents/mcp_docs.py over streamable HTTP on a loopback port, outside any sandbox,
+    answering only requests that carry the expected Authorization header."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    token = f"http-canary-{os.urandom(8).hex()}"
+    proc = subprocess.Popen([sys.executable, SERVER, "--http", str(port), f"Bearer {token}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        wait_for(lambda: _listening(port), "the MCP HTTP server", timeout=30)
+        yield port, token
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_claude_reaches_an_allowed_streamable_http_server_with_a_secret_header(local_repository, origin_and_clone, start_model_server, monkeypatch, http_server):
+    port, token = http_server
+    _, clone = origin_and_clone
+    monkeypatch.setenv("MCP_REMOTE_ACCESS", token)
+    server = start_model_server(
+        {
+            "conversations": [
+                {
+                    "name": "planning",
+                    "match": "TACX-STAGE: planning",
+                    "turns": [
+                        {"tool_calls": [{"tool": {"name": "mcp__remote__whoami", "input": {}}}], "usage": USAGE},
+                        {"tool_calls": [{"write": {"path": "plan.md", "content": "# Plan\n"}}], "usage": USAGE},
+                        {"text": "Planned.", "usage": USAGE},
+                    ],
+                }
+            ]
+        }
+    )
+    point_claude_at(monkeypatch, server)
+    commit_workflow(
+        clone,
+        f"""
+publish: none
+network: {{allow: ["127.0.0.1:{port}"]}}
+mcp:
+  remote:
+    url: http://127.0.0.1:{port}/mcp
+    headers: {{Authorization: {{secret: MCP_REMOTE_ACCESS, prefix: "Bearer "}}}}
+stages:
+  - name: planning
+""",
+    )
+    task, _ = services.task_create(repository=local_repository, issue_number=28, title="Ask remote", body="Ask.", trigger_source="cli")
+    services.task_dispatch(task=task, enqueue=False)
+    task = jobs.task_run_inline(task=task)
+    assert task.status == Task.Status.SUCCEEDED, task.status_reason
+    events = list(AgentEvent.objects.filter(task=task).order_by("seq"))
+    (call,) = [e.data for e in events if e.kind == "tool_call" and e.data.get("server") == "remote"]
+    (answer,) = [e.data for e in events if e.kind == "tool_result" and e.data["id"] == call["id"]]
+    # The server (outside the sandbox, where DOCS_TOKEN is unset) answered: the header got through.
+    assert "DOCS-OK DOCS_TOKEN=<unset>" in answer["output"] and not answer["is_error"], answer
+    assert token not in "\n".join(json.dumps(e.data) for e in events)

@@ -4,11 +4,15 @@ spawns it from the workflow's `mcp:` declaration, inside the attempt's sandbox.
 Its tools report what the server itself can see: the environment it was given (`whoami`), a
 file by path (`read_file`), and a URL (`fetch`). Each answers a line starting with OK or FAILED
 so a test can tell what happened without the server raising.
+
+`mcp_docs.py --http PORT AUTHORIZATION` serves the same tools over streamable HTTP on loopback
+instead, answering 401 to any request whose Authorization header is not AUTHORIZATION.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -42,5 +46,24 @@ def fetch(url: str) -> str:
         return f"FETCH-FAILED {type(exc).__name__}"
 
 
+def serve_http(port: int, authorization: str) -> None:
+    import uvicorn  # the SDK's own dependency, like Starlette
+
+    app = server.streamable_http_app()
+
+    async def guarded(scope, receive, send):
+        headers = dict(scope.get("headers") or [])
+        if scope["type"] == "http" and headers.get(b"authorization", b"").decode() != authorization:
+            await send({"type": "http.response.start", "status": 401, "headers": [(b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await app(scope, receive, send)
+
+    uvicorn.run(guarded, host="127.0.0.1", port=port, log_level="warning")
+
+
 if __name__ == "__main__":
-    server.run("stdio")
+    if sys.argv[1:2] == ["--http"]:
+        serve_http(int(sys.argv[2]), sys.argv[3])
+    else:
+        server.run("stdio")
