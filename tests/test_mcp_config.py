@@ -145,18 +145,23 @@ def test_the_real_cli_reads_the_configuration_and_connects_to_the_stdio_server(t
     home.mkdir()
     env = {"PATH": f"{BIN_DIR}:{os.environ['PATH']}", "HOME": str(home), "TMPDIR": str(tmp_path), "NO_COLOR": "1", "LANG": "C.UTF-8"}
     provider = get_provider(name)
-    env.update(provider.environment(inv(home)))
+    # (opencode spends ~8 s failing over to SSE on an HTTP server that is not there: its remote
+    # entry is checked by the file test above)
+    invocation = inv(home, DOCS) if name == "opencode" else inv(home)
+    env.update(provider.environment(invocation))
     env.pop("OPENCODE_CONFIG_CONTENT", None)
-    provider.prepare_home(str(home), inv(home), env)
+    provider.prepare_home(str(home), invocation, env)
     proc = subprocess.run([str(binary), *LIST[name][1:]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     out = proc.stdout + proc.stderr
     lines = {line for line in out.splitlines() if "docs" in line or "remote" in line}
     assert any("docs" in line for line in lines), out
-    assert any("remote" in line or "127.0.0.1:9/mcp" in line for line in out.splitlines()), out
+    if name != "opencode":
+        assert any("remote" in line and "127.0.0.1:9/mcp" in line for line in out.splitlines()), out
     if name == "codex":
         assert any(SERVER in line and "DOCS_TOKEN=*****" in line for line in lines), out
     else:
-        assert "connected" in out.lower().split("docs", 1)[1].split("remote")[0].lower(), out
+        docs = out.lower().split("docs", 1)[1].split("remote")[0]  # what the CLI says of the stdio server
+        assert "connected" in docs and "disconnected" not in docs and "failed" not in docs, out
 
 
 def test_tool_calls_of_a_declared_server_name_it_in_each_cli_s_stream():
