@@ -133,7 +133,7 @@ def event_summary(kind: str, data: dict, worktree: str = "") -> str:
     the start of a message, or a line a command stage printed."""
     data = data if isinstance(data, dict) else {}
     if kind == "tool_call":
-        name = str(data.get("name") or "tool")
+        name = f"{data['server']} › {data.get('tool', '')}" if data.get("server") else str(data.get("name") or "tool")
         detail = tool_call_detail(data, worktree)[1]
         text = f"{name}: {detail}" if detail else name
     elif kind in ("message", "output"):

@@ -11,7 +11,9 @@ tree and blob, binary included) is scanned for the values of the secrets TAC-X h
 * ``GITHUB_TOKEN``, ``GITHUB_WEBHOOK_SECRET``, the databases' passwords from the settings;
 * the GitHub App's private key (``GITHUB_APP_PRIVATE_KEY`` or the file named by
   ``GITHUB_APP_PRIVATE_KEY_FILE``): each line of its PEM body, and the key's DER bytes;
-* the API tokens stored in the database (DRF ``authtoken``).
+* the API tokens stored in the database (DRF ``authtoken``);
+* for a push or a text of one task, the secrets its workflow hands MCP servers (``mcp:``, by
+  name: ``task_secret_names``), whatever their names look like.
 
 Values shorter than ``MIN_SECRET_LENGTH`` (12) characters are ignored: too short to tell a leak
 from chance. Each value is looked for raw, URL-encoded (``quote``, ``quote_plus`` and every byte as
@@ -49,6 +51,7 @@ from rest_framework.authtoken.models import Token
 from . import alerts, git
 from .models import Task
 from .providers.base import SECRET_NAME
+from .workflow import Workflow
 
 log = logging.getLogger(__name__)
 
@@ -111,15 +114,28 @@ class Hit:
 # --- the secrets --------------------------------------------------------------------------------
 
 
-def secret_env_names() -> tuple[str, ...]:
+def secret_env_names(extra: Iterable[str] = ()) -> tuple[str, ...]:
     configured = settings.TACX.get("PUBLISH_SECRET_ENV") or DEFAULT_SECRET_ENV
-    return tuple(dict.fromkeys([*configured, *(k for k in os.environ if SECRET_NAME.search(k))]))
+    return tuple(dict.fromkeys([*configured, *(k for k in os.environ if SECRET_NAME.search(k)), *extra]))
 
 
-def secret_values() -> list[tuple[str, bytes]]:
-    """(name, value) of every secret TAC-X holds now; values below the minimum length left out."""
+def task_secret_names(task: Task | None) -> tuple[str, ...]:
+    """The names of the secrets `task`'s workflow hands its MCP servers (any stage)."""
+    if task is None or not task.workflow:
+        return ()
+    try:
+        workflow = Workflow.from_json(task.workflow)
+    except Exception:  # noqa: BLE001 - an unreadable snapshot adds nothing; the others still apply
+        return ()
+    servers = [*workflow.mcp, *(server for stage in workflow.stages for server in stage.mcp)]
+    return tuple(dict.fromkeys(name for server in servers for name in server.secrets))
+
+
+def secret_values(extra: Iterable[str] = ()) -> list[tuple[str, bytes]]:
+    """(name, value) of every secret TAC-X holds now (and of the variables named in `extra`);
+    values below the minimum length left out."""
     found: list[tuple[str, str | bytes]] = []
-    for name in secret_env_names():
+    for name in secret_env_names(extra):
         value = os.environ.get(name, "")
         found.append((name, value))
         if "://" in value:
@@ -209,10 +225,11 @@ _cache_lock = threading.Lock()
 _cache: tuple[frozenset, tuple[Needle, ...]] = (frozenset(), ())
 
 
-def current_needles() -> tuple[Needle, ...]:
-    """The needles of the secrets held now, computed again only when a value changed."""
+def current_needles(extra: Iterable[str] = ()) -> tuple[Needle, ...]:
+    """The needles of the secrets held now (and of the variables named in `extra`), computed
+    again only when a value changed."""
     global _cache
-    values = secret_values()
+    values = secret_values(extra)
     key = frozenset(values)
     with _cache_lock:
         if _cache[0] != key:
@@ -291,7 +308,7 @@ def check_post(method: str, path: str, payload: Any, *, repository: str = "") ->
 
 def check_text(text: str, where: str, *, task: Task | None = None) -> None:
     """Raise PublishBlocked (and alert) when `text`, about to be published as `where`, carries a secret."""
-    hit = scan([(where, (text or "").encode("utf-8", "surrogatepass"))])
+    hit = scan([(where, (text or "").encode("utf-8", "surrogatepass"))], current_needles(task_secret_names(task)))
     if hit is None:
         return
     message = f"{where} contains {hit.sentence()}; it was not published"
@@ -311,7 +328,7 @@ def check_push(worktree: Path, task: Task) -> None:
         )
         _alert(message, task=task)
         raise PublishBlocked(message)
-    hit = scan(pieces)
+    hit = scan(pieces, current_needles(task_secret_names(task)))
     if hit is None:
         return
     message = f"the branch {task.branch} contains {hit.sentence()} in {hit.where}; it was not pushed"

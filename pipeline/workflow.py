@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from .lib import mcp as mcp_
+
 WORKFLOW_PATH = ".tac/workflow.yaml"
 # Bounds on what a repository can make TAC-X parse: the file is snapshotted into every task, and
 # YAML parsing runs in the dispatcher (issue 9: a 545-byte alias bomb, 50 MB files, nesting
@@ -30,6 +32,10 @@ MAX_REVIEW_ROUNDS = 100
 DEFAULT_WORKFLOW_FILE = Path(__file__).with_name("default_workflow.yaml")
 
 AGENT_PROVIDERS = ("claude", "codex", "gemini", "qwen", "opencode", "command")
+# The providers whose CLI can use MCP servers (`mcp:`); each provider class says the same
+# (`Provider.supports_mcp`, checked by a test). A stage of another provider with servers is
+# refused on load.
+MCP_PROVIDERS = ("claude", "codex", "gemini", "qwen", "opencode")
 # Not inherited from a default stage that uses another provider.
 _PROVIDER_SPECIFIC_KEYS = ("model", "allowed_tools", "permission_mode", "extra_args", "options")
 CORE_STAGES = ("planning", "building", "reviewing", "pr_creation")
@@ -84,6 +90,7 @@ _STAGE_KEYS = {
     "stall_timeout",
     "max_attempts",
     "network",
+    "mcp",
 }
 _TOP_KEYS = {
     "version",
@@ -112,6 +119,8 @@ _TOP_KEYS = {
     "toolchains",
     # The repository's memory in prompts, and proposals read back (issue 27).
     "memory",
+    # MCP servers the agents may use (issue 27): pipeline.lib.mcp.
+    "mcp",
 }
 # Paths kept out of every commit (with whatever `setup` left untracked): a name without a slash
 # matches at any depth, as in .gitignore.
@@ -178,6 +187,10 @@ class StageConfig:
     stall_timeout: int | None = None
     max_attempts: int | None = None
     network_allow: tuple[str, ...] = ()  # hosts this stage's agent may reach besides its model API
+    # MCP servers of this stage (added to the workflow's, replacing any of the same name) and
+    # the workflow's it turns off (``*``: all of them); `Workflow.mcp_servers` merges them.
+    mcp: tuple[mcp_.McpServer, ...] = ()
+    mcp_off: tuple[str, ...] = ()
 
     @property
     def is_agent(self) -> bool:
@@ -189,7 +202,14 @@ class StageConfig:
         data["extra_args"] = list(self.extra_args)
         data["network"] = {"allow": list(data.pop("network_allow"))}
         data["budget"] = self.budget.to_json()
+        del data["mcp"], data["mcp_off"]
+        if self.mcp or self.mcp_off:  # absent otherwise: a workflow without MCP keeps its fingerprint
+            data["mcp"] = False if "*" in self.mcp_off else {**{name: False for name in self.mcp_off}, **mcp_json(self.mcp)}
         return data
+
+
+def mcp_json(servers: tuple[mcp_.McpServer, ...]) -> dict:
+    return {s.name: s.to_json() for s in servers}
 
 
 @dataclass(frozen=True)
@@ -262,6 +282,15 @@ class Workflow:
     # The repository's memory: accepted entries in every agent prompt, and the last agent stage
     # invited to propose new ones (pipeline.attempt.memory). False turns both off.
     memory: bool = True
+    # MCP servers of every agent stage (a stage adds, replaces or turns off: `mcp_servers`).
+    mcp: tuple[mcp_.McpServer, ...] = ()
+
+    def mcp_servers(self, stage: StageConfig) -> tuple[mcp_.McpServer, ...]:
+        """The MCP servers `stage`'s agent gets: the workflow's less those the stage turns off,
+        with the stage's own (none for TAC-X's own stages)."""
+        if not stage.is_agent:
+            return ()
+        return mcp_.merge(self.mcp, stage.mcp, stage.mcp_off)
 
     def memory_stage(self) -> str:
         """The stage whose agent may propose memory entries: the last agent stage (it has seen
@@ -284,7 +313,7 @@ class Workflow:
         return fingerprint_of(self.to_json())
 
     def to_json(self) -> dict:
-        return {
+        data = {
             "source": self.source,
             "review_rounds": self.review_rounds,
             "max_test_rounds": self.max_test_rounds,
@@ -307,6 +336,9 @@ class Workflow:
             "toolchains": list(self.toolchains),
             "memory": self.memory,
         }
+        if self.mcp:  # absent otherwise: a workflow without MCP keeps its fingerprint
+            data["mcp"] = mcp_json(self.mcp)
+        return data
 
     def allowed_hosts(self, stage: StageConfig) -> tuple[str, ...]:
         """The workflow's and the stage's network allow-lists together."""
@@ -541,6 +573,10 @@ class _Validator:
                 )
         return tuple(dict.fromkeys(names))
 
+    def mcp(self, value: Any, where: str, *, stage: bool = False) -> tuple[tuple[mcp_.McpServer, ...], tuple[str, ...]]:
+        """MCP servers (pipeline.lib.mcp): (servers, names a stage turns off)."""
+        return mcp_.parse_servers(value, where, self.fail, stage=stage)
+
     def setup_env(self, value: Any, where: str) -> tuple[str, ...]:
         names = self.string_list(value, where)
         for i, name in enumerate(names):
@@ -675,8 +711,12 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
     environment = v.field(lambda: v.environment(inherited("environment", DEFAULT_ENVIRONMENT), "environment"), DEFAULT_ENVIRONMENT)
     commit_limit = v.field(lambda: v.commit_limit(data["commit_limit"], "commit_limit") if "commit_limit" in data else (defaults.commit_limit if defaults else CommitLimit()), CommitLimit())
     toolchains = v.field(lambda: v.toolchains(inherited("toolchains", ()), "toolchains"), ())
+    if "mcp" in data:
+        mcp_servers = v.field(lambda: v.mcp(data["mcp"], "mcp")[0], ())
+    else:
+        mcp_servers = defaults.mcp if defaults else ()
     v.raise_if_any()
-    return Workflow(
+    workflow = Workflow(
         stages=stages,
         review_rounds=review_rounds,
         max_test_rounds=max_test_rounds,
@@ -698,7 +738,38 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
         commit_limit=commit_limit,
         toolchains=toolchains,
         memory=memory,
+        mcp=mcp_servers,
     )
+    _check_mcp(v, workflow)
+    v.raise_if_any()
+    return workflow
+
+
+def _check_mcp(v: _Validator, workflow: Workflow) -> None:
+    """Each agent stage's MCP servers: its provider can use them, and each HTTP server's host is
+    on the stage's egress allow-list (the sandbox would refuse it: refused now, not at run time)."""
+    for index, stage in enumerate(workflow.stages):
+        servers = workflow.mcp_servers(stage)
+        if not servers:
+            continue
+        where = f"stages[{index}] ({stage.name})"
+        if stage.provider not in MCP_PROVIDERS:
+            names = ", ".join(s.name for s in servers)
+            fix = "; turn the workflow's off for this stage with `mcp: false`" if any(s not in stage.mcp for s in servers) else ""
+            problem = f"the {stage.provider} provider has no MCP support, so it cannot use the MCP servers {names}{fix}"
+            v.errors.append(str(v.fail(f"{where}.mcp", f"{problem} (MCP works with: {', '.join(MCP_PROVIDERS)})")))
+            continue
+        allow = workflow.allowed_hosts(stage)
+        for server in servers:
+            if server.transport != mcp_.HTTP or mcp_.host_allowed(server.url, allow):
+                continue
+            host, port = mcp_.url_host(server.url)
+            declared = f"{where}.mcp.{server.name}.url" if server in stage.mcp else f"mcp.{server.name}.url"
+            problem = (
+                f"{host}:{port} is not on the egress allow-list of stage {stage.name}, so its sandbox would refuse the "
+                f"connection; add {host}:{port} to network.allow (or to that stage's network.allow)"
+            )
+            v.errors.append(str(v.fail(declared, problem)))
 
 
 def _publish_mode(v: _Validator, data: dict, defaults: Workflow | None) -> str:
@@ -736,6 +807,8 @@ def _parse_stage(v: _Validator, raw: Any, index: int, defaults: Workflow | None)
         # Done by TAC-X itself: it holds the push token, the agent never does.
         if provider not in (None, "tacx"):
             raise v.fail(f"{where}.provider", "pr_creation is done by TAC-X; use provider: tacx or omit it")
+        if "mcp" in raw:
+            raise v.fail(f"{where}.mcp", "pr_creation is done by TAC-X, not an agent: it uses no MCP servers")
         return StageConfig(name=name, provider="tacx", timeout=v.integer(raw.get("timeout", 300), f"{where}.timeout", minimum=1))
     if provider is None:
         raise v.fail(f"{where}.provider", f"is required (one of: {', '.join(AGENT_PROVIDERS)})")
@@ -765,6 +838,10 @@ def _parse_stage(v: _Validator, raw: Any, index: int, defaults: Workflow | None)
     budget_raw = raw.get("budget")
     f = v.field
     errors_before = len(v.errors)
+    if "mcp" in raw:
+        mcp_servers, mcp_off = f(lambda: v.mcp(raw["mcp"], f"{where}.mcp", stage=True), ((), ()))
+    else:
+        mcp_servers, mcp_off = tuple(base.get("mcp", ())), tuple(base.get("mcp_off", ()))
     config = StageConfig(
         name=name,
         provider=provider,
@@ -781,6 +858,8 @@ def _parse_stage(v: _Validator, raw: Any, index: int, defaults: Workflow | None)
         stall_timeout=None if stall is None else f(lambda: v.integer(stall, f"{where}.stall_timeout", minimum=1)),
         max_attempts=None if max_attempts is None else f(lambda: v.integer(max_attempts, f"{where}.max_attempts", minimum=1, maximum=MAX_STAGE_ATTEMPTS)),
         network_allow=f(lambda: v.network(raw["network"], f"{where}.network"), ()) if "network" in raw else tuple(base.get("network_allow", ())),
+        mcp=mcp_servers,
+        mcp_off=mcp_off,
     )
     return config if len(v.errors) == errors_before else None
 

@@ -99,7 +99,7 @@ def test_every_problem_of_a_file_is_reported_at_once():
     errors = error.errors
     assert errors == [
         ".tac/workflow.yaml: colour: unknown key (allowed: allow_submodules, approval, approval_skip_label, budget, commit_limit, defaults, environment, hooks, max_ci_fix_attempts, "
-        "max_followup_rounds, max_test_rounds, memory, mention, network, publish, resume_session, review_rounds, setup_env, stages, test_command, toolchains, version)",
+        "max_followup_rounds, max_test_rounds, mcp, memory, mention, network, publish, resume_session, review_rounds, setup_env, stages, test_command, toolchains, version)",
         ".tac/workflow.yaml: review_rounds: must be >= 1, got 0",
         ".tac/workflow.yaml: stages[0] (planning).provider: unknown provider 'clod' (known: claude, codex, gemini, qwen, opencode, command)",
         ".tac/workflow.yaml: stages[1] (building).timeout: must be >= 1, got -1",

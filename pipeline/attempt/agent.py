@@ -12,7 +12,8 @@ from django.conf import settings
 
 from .. import budgets, git, sandbox, services, sessions
 from ..agent_process import run_agent
-from ..lib import dbretry
+from ..lib import dbretry, redaction
+from ..lib import mcp as mcp_
 from ..lib.redaction import redact
 from ..models import AgentEvent, StageResult
 from ..providers import get_provider
@@ -33,6 +34,12 @@ def run_agent_stage(self: AttemptContext) -> None:
     result.prompt = redact(prompt)
     result.prompt_hash = hashlib.sha256(prompt.encode()).hexdigest()
     memory.record_given(self)
+    mcp_servers = stage_mcp_servers(self, provider)
+    # A private HOME per attempt, in both modes: the CLI's settings are TAC-X's, and nothing
+    # of the operator's HOME (~/.ssh, ~/.config, other CLIs' tokens) is on the agent's path.
+    self.box_root = sandbox.new_root()
+    home = self.box_root / "home"
+    (home / "tmp").mkdir(parents=True)
     invocation = Invocation(
         prompt=prompt,
         cwd=str(self.worktree),
@@ -44,6 +51,8 @@ def run_agent_stage(self: AttemptContext) -> None:
         options=dict(cfg.options),
         resume_session=resume,
         sandboxed=sandbox.enabled(),
+        mcp_servers=mcp_servers,
+        home=str(home),
     )
     result.resumed_session_id = invocation.resume_session[:200]
     argv = provider.build_command(invocation)
@@ -51,11 +60,6 @@ def run_agent_stage(self: AttemptContext) -> None:
     # Commits the agent makes need an identity; its HOME has no git config of ours.
     env.update(git.identity_env())
     result.cli_version = provider.version()[:100]
-    # A private HOME per attempt, in both modes: the CLI's settings are TAC-X's, and nothing
-    # of the operator's HOME (~/.ssh, ~/.config, other CLIs' tokens) is on the agent's path.
-    self.box_root = sandbox.new_root()
-    home = self.box_root / "home"
-    (home / "tmp").mkdir(parents=True)
     env["HOME"], env["TMPDIR"] = str(home), str(home / "tmp")
     provider.prepare_home(str(home), invocation, env)
     if invocation.resume_session:
@@ -171,6 +175,24 @@ def begin_pause(self: AttemptContext, reached: budgets.Reached, *, once: bool = 
         begin()
     else:
         dbretry.retry(begin, what=f"stage {self.stage.pk}: recording the budget pause")
+
+
+def stage_mcp_servers(self: AttemptContext, provider) -> tuple[mcp_.ResolvedServer, ...]:
+    """The stage's MCP servers with their secrets, read from TAC-X's environment now (never
+    stored); the values are redacted from everything this attempt records. The CLI spawns the
+    stdio servers inside the attempt's sandbox; the HTTP servers' hosts are on its allow-list
+    (the workflow was refused otherwise)."""
+    servers = self.workflow.mcp_servers(self.cfg)
+    if not servers:
+        return ()
+    if not provider.supports_mcp:  # refused on load; a snapshot must not get past it either
+        raise StageFailure(f"the {provider.name} provider has no MCP support (MCP servers: {', '.join(s.name for s in servers)})", permanent=True)
+    try:
+        resolved, values = mcp_.resolve(servers)
+    except mcp_.SecretMissing as exc:
+        raise StageFailure(str(exc), permanent=True) from None
+    redaction.attempt_secrets_add(values)
+    return resolved
 
 
 def session_to_resume(self: AttemptContext, provider) -> str:

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from .. import alerts, git, publish_guard, services
 from ..accounting import TOKEN_FIELDS
-from ..lib import dbretry
+from ..lib import dbretry, redaction
 from ..lib.redaction import redact
 from ..models import Stage, StageResult, Task, Worker
 from ..providers.base import ProviderError
@@ -79,23 +79,25 @@ def run_stage(stage_id: int, *, enqueue_next: bool = True, owner: str | None = N
         stage=stage, task=task, cfg=cfg, workflow=workflow, result=result, owner=owner, worker=worker, followup=followup, continues=continues
     )
     permanent = False
-    try:
-        attempt.execute()
-    except StageFailure as exc:
-        result.outcome, result.error, permanent = exc.outcome, redact(str(exc)), exc.permanent
-    except (git.GitError, ProviderError, publish_guard.PublishBlocked) as exc:
-        result.outcome, result.error, permanent = StageResult.Outcome.FAILED, redact(str(exc)), exc.permanent
-    except Exception as exc:  # a bug must still leave a true record behind
-        log.exception("stage %s attempt %s crashed", stage.pk, result.attempt)
-        result.outcome, result.error = StageResult.Outcome.FAILED, redact(f"internal error: {type(exc).__name__}: {exc}")
-    finally:
-        attempt.close_box()
-        # The agent has ended; these writes wait out a short database outage (pipeline.lib.dbretry).
-        dbretry.retry(attempt.recorder.flush_remaining, what=f"stage {stage.pk}: storing the last events")
-        dbretry.retry(
-            lambda: Worker.objects.filter(pk=worker.pk).update(exited_at=Now(), exit_code=result.exit_code),
-            what=f"stage {stage.pk}: recording the worker's exit",
-        )
+    # The secrets this attempt is given (its MCP servers') are redacted from all it records.
+    with redaction.attempt_secrets():
+        try:
+            attempt.execute()
+        except StageFailure as exc:
+            result.outcome, result.error, permanent = exc.outcome, redact(str(exc)), exc.permanent
+        except (git.GitError, ProviderError, publish_guard.PublishBlocked) as exc:
+            result.outcome, result.error, permanent = StageResult.Outcome.FAILED, redact(str(exc)), exc.permanent
+        except Exception as exc:  # a bug must still leave a true record behind
+            log.exception("stage %s attempt %s crashed", stage.pk, result.attempt)
+            result.outcome, result.error = StageResult.Outcome.FAILED, redact(f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            attempt.close_box()
+            # The agent has ended; these writes wait out a short database outage (pipeline.lib.dbretry).
+            dbretry.retry(attempt.recorder.flush_remaining, what=f"stage {stage.pk}: storing the last events")
+            dbretry.retry(
+                lambda: Worker.objects.filter(pk=worker.pk).update(exited_at=Now(), exit_code=result.exit_code),
+                what=f"stage {stage.pk}: recording the worker's exit",
+            )
     return dbretry.retry(
         lambda: finish_attempt(attempt, permanent=permanent, enqueue_next=enqueue_next), what=f"stage {stage.pk}: recording the attempt"
     )

@@ -2,7 +2,9 @@
 
 Token formats follow claude-code-action's ``redactSecrets`` (GitHub tokens, Anthropic and OpenAI
 keys, AWS key ids, Slack tokens, JWTs), made length-agnostic. On top of the patterns, the values
-of secret settings and environment variables seen by this process are redacted literally.
+of secret settings and environment variables seen by this process are redacted literally, and
+so are the secrets one stage attempt was given (its MCP servers'), while that attempt is being
+recorded (`attempt_secrets`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 
 REDACTED = "[REDACTED]"
@@ -45,6 +50,27 @@ def _literal_secrets() -> tuple[str, ...]:
     return tuple(sorted(values, key=len, reverse=True))
 
 
+# The secrets handed to the stage attempt this thread is running (see `attempt_secrets`).
+_attempt_secrets: ContextVar[tuple[str, ...]] = ContextVar("tacx_attempt_secrets", default=())
+
+
+@contextmanager
+def attempt_secrets() -> Iterator[None]:
+    """The scope of one stage attempt: values added with `attempt_secrets_add` inside it are
+    redacted like TAC-X's own secrets until it ends."""
+    token = _attempt_secrets.set(())
+    try:
+        yield
+    finally:
+        _attempt_secrets.reset(token)
+
+
+def attempt_secrets_add(values: Iterable[str]) -> None:
+    """Redact these values too for the rest of the attempt (8 characters or more, as above)."""
+    found = {*_attempt_secrets.get(), *(v for v in values if len(v) >= 8)}
+    _attempt_secrets.set(tuple(sorted(found, key=len, reverse=True)))
+
+
 def refresh_literal_secrets() -> None:
     """Forget cached secret values (tests change the environment)."""
     _literal_secrets.cache_clear()
@@ -57,7 +83,7 @@ def redact(text: str) -> str:
         return text
     if "\x00" in text:
         text = text.replace("\x00", "\ufffd")
-    for value in _literal_secrets():
+    for value in (*_attempt_secrets.get(), *_literal_secrets()):
         if value in text:
             text = text.replace(value, REDACTED)
     return _PATTERN.sub(REDACTED, text)

@@ -25,8 +25,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..lib.mcp import ResolvedServer
 from ..lib.pricing import cost_for
 from ..lib.usage import Usage, tacx_setting
+from .mcp_config import mark_mcp_calls
 
 OUTPUT_LIMIT = 20_000  # characters kept of one tool output / raw line / long tool-input string
 STDERR_TAIL = 500  # characters of stderr quoted in an error sentence
@@ -62,6 +64,10 @@ class Invocation:
     # True when TAC-X's own sandbox contains the agent: a CLI with a sandbox of its own must not
     # nest it (codex runs with danger-full-access inside ours).
     sandboxed: bool = False
+    # The stage's MCP servers with their secrets (pipeline.lib.mcp), written by `prepare_home`
+    # into the attempt's private HOME (`home`) for providers that `supports_mcp`.
+    mcp_servers: tuple[ResolvedServer, ...] = ()
+    home: str = ""
 
 
 @dataclass
@@ -134,6 +140,9 @@ class StreamParser:
     # True: the runner hands stderr lines to ``feed_stderr`` as they come (non-model stages,
     # whose stderr is part of what they say); False: stderr is read only for the error sentence.
     capture_stderr = False
+    # How the CLI names an MCP tool, before the tool's own name (``mcp__{server}__``): tool_call
+    # events of a declared server get ``server`` and ``tool`` keys. "": the CLI names none.
+    mcp_tool_prefix = ""
 
     def __init__(self, inv: Invocation | None = None):
         self.inv = inv
@@ -167,6 +176,8 @@ class StreamParser:
             return [raw_event(text, f"not understood: {type(exc).__name__}: {exc}")]
         if events is None:
             return [raw_event(text, f"unknown line type {obj['type']!r}")]
+        if self.mcp_tool_prefix and self.inv is not None:
+            mark_mcp_calls(events, self.inv.mcp_servers, self.mcp_tool_prefix)
         return events
 
     def feed_stderr(self, line: str) -> list[Event]:
@@ -301,7 +312,9 @@ def write_home_settings(home: str, folder: str, settings: dict) -> None:
     """``settings`` as ``<home>/<folder>/settings.json``, the CLI's own configuration in the
     attempt's private HOME (``Provider.prepare_home``)."""
     os.makedirs(os.path.join(home, folder), exist_ok=True)
-    with open(os.path.join(home, folder, "settings.json"), "w", encoding="utf-8") as f:
+    # Owner-only: with MCP servers it holds their secrets.
+    fd = os.open(os.path.join(home, folder, "settings.json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(settings, f, indent=2)
 
 
@@ -373,6 +386,8 @@ class Provider:
     session_store: ClassVar[tuple[str, str, str] | None] = None
     # The CLI reads a prompt too long for an argument from stdin (see ``stdin_data``).
     long_prompt_on_stdin: ClassVar[bool] = False
+    # The CLI can use MCP servers, written by `prepare_home` (workflow.MCP_PROVIDERS agrees).
+    supports_mcp: ClassVar[bool] = False
 
     def api_url(self, env: Mapping[str, str]) -> str:
         """The model API URL this attempt talks to, from its environment; "" when none."""

@@ -24,6 +24,7 @@ retries in a row.
 from __future__ import annotations
 
 import json
+import os
 import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -33,6 +34,7 @@ from .base import (
     Invocation,
     Outcome,
     Provider,
+    ProviderError,
     StreamParser,
     as_dict,
     as_int,
@@ -43,6 +45,7 @@ from .base import (
     truncate,
     truncate_strings,
 )
+from .mcp_config import CLAUDE_CONFIG, McpConfigError, claude_allowed_tools, claude_config, write_json
 
 AUTH_ERRORS = {"authentication_failed": "could not authenticate", "billing_error": "has a billing problem"}
 AUTH_STATUSES = {401, 403}
@@ -74,6 +77,8 @@ def tool_output(content: object) -> str:
 class ClaudeStreamParser(StreamParser):
     """Parser for Claude Code stream-json (also used by the command provider's
     ``claude-stream-json`` format)."""
+
+    mcp_tool_prefix = "mcp__{server}__"
 
     def __init__(self, inv: Invocation | None = None):
         super().__init__(inv)
@@ -298,6 +303,7 @@ class ClaudeProvider(Provider):
     # Each session is `~/.claude/projects/<cwd with / as ->/<id>.jsonl` (under CLAUDE_CONFIG_DIR
     # when set); `--resume <id>` continues it from the same cwd.
     session_store = ("CLAUDE_CONFIG_DIR", ".claude", "projects/*/{id}.jsonl")
+    supports_mcp = True
 
     def build_command(self, inv: Invocation) -> list[str]:
         """``claude -p --output-format stream-json --verbose --include-partial-messages [flags]
@@ -313,13 +319,32 @@ class ClaudeProvider(Provider):
             argv += ["--max-turns", str(inv.max_turns)]
         if inv.permission_mode:
             argv += ["--permission-mode", inv.permission_mode]
-        if inv.allowed_tools:
-            argv += ["--allowedTools", *inv.allowed_tools]
+        if inv.mcp_servers:
+            # The stage's servers only (no worktree .mcp.json, no user settings); the flag after
+            # the variadic --mcp-config ends it.
+            argv += ["--mcp-config", self.mcp_config_path(inv), "--strict-mcp-config"]
+        allowed = [*inv.allowed_tools, *claude_allowed_tools(inv.mcp_servers)]
+        if allowed:
+            argv += ["--allowedTools", *allowed]
         if inv.resume_session:
             argv += ["--resume", inv.resume_session]
         if prompt_too_long_for_argv(inv.prompt):
             return [*argv, *inv.extra_args]  # `claude -p` reads the prompt from stdin
         return [*argv, *inv.extra_args, "--", inv.prompt]
+
+    @staticmethod
+    def mcp_config_path(inv: Invocation) -> str:
+        if not inv.home:
+            raise ProviderError("claude: MCP servers need the attempt's HOME to write --mcp-config into", permanent=True)
+        return os.path.join(inv.home, CLAUDE_CONFIG)
+
+    def prepare_home(self, home: str, inv: Invocation, env: dict[str, str]) -> None:
+        """The stage's MCP servers as the ``--mcp-config`` file (pipeline.providers.mcp_config)."""
+        if inv.mcp_servers:
+            try:
+                write_json(os.path.join(home, CLAUDE_CONFIG), claude_config(inv.mcp_servers))
+            except McpConfigError as exc:
+                raise ProviderError(str(exc), permanent=True) from None
 
     def session_targets(self, rel: Path, *, cwd: str) -> tuple[Path, ...]:
         """The project directory is the cwd with every non-alphanumeric character as `-`: put
@@ -329,7 +354,7 @@ class ClaudeProvider(Provider):
 
     def environment(self, inv: Invocation) -> dict[str, str]:
         """``IS_SANDBOX=1`` (we run as root; bypass modes need it), no telemetry or self-update;
-        option ``base_url`` becomes ``ANTHROPIC_BASE_URL``."""
+        option ``base_url`` becomes ``ANTHROPIC_BASE_URL``; with MCP servers, wait for them."""
         env = {
             "IS_SANDBOX": "1",
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
@@ -339,6 +364,10 @@ class ClaudeProvider(Provider):
         }
         if inv.options.get("base_url"):
             env["ANTHROPIC_BASE_URL"] = str(inv.options["base_url"])
+        if inv.mcp_servers:
+            # 2.1.197 starts `-p` before its MCP servers connect (a first tool call fails with
+            # "still connecting"); "false" makes it wait for them, bounded by MCP_TIMEOUT.
+            env["MCP_CONNECTION_NONBLOCKING"] = "false"
         return env
 
     def parser(self, inv: Invocation | None = None) -> ClaudeStreamParser:

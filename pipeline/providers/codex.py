@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import tomllib
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,6 +42,7 @@ from .base import (
     truncate,
     truncate_strings,
 )
+from .mcp_config import codex_servers
 
 AUTH_FAILURE = re.compile(r"\b(40[13])\b|unauthori[sz]ed|forbidden|invalid api key|incorrect api key", re.IGNORECASE)
 MODEL_PROVIDER = "tacx"
@@ -65,6 +67,8 @@ def auth_failure_sentence(message: str) -> str | None:
 
 class CodexStreamParser(StreamParser):
     """Parser for ``codex exec --json`` (also the command provider's ``codex-json`` format)."""
+
+    mcp_tool_prefix = "{server}."  # its mcp_tool_call items: see tool_call
 
     def __init__(self, inv: Invocation | None = None, *, cli_version: str = ""):
         super().__init__(inv)
@@ -290,6 +294,24 @@ def config_args(options: Mapping[str, Any]) -> list[str]:
     return args
 
 
+def write_mcp_servers(path: str, inv: Invocation) -> None:
+    """The stage's MCP servers as ``mcp_servers`` of the private ``config.toml``, in place of the
+    operator's (the file is rewritten as top-level ``key = value`` lines: the same TOML)."""
+    config: dict[str, Any] = {}
+    if os.path.isfile(path):
+        try:
+            with open(path, "rb") as f:
+                config = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ProviderError(f"codex: the configured config.toml cannot be read to add MCP servers: {exc}", permanent=True) from None
+    config["mcp_servers"] = codex_servers(inv.mcp_servers)
+    lines = [f"{key if CONFIG_KEY.match(key) and '.' not in key else json.dumps(key)} = {toml_value(value)}" for key, value in config.items()]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # the copy of the operator's file kept its mode; this one holds secrets
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 class CodexProvider(Provider):
     name = "codex"
     executable = "codex"
@@ -300,6 +322,7 @@ class CodexProvider(Provider):
     # Each thread is `$CODEX_HOME/sessions/YYYY/MM/DD/rollout-…-<id>.jsonl` (prepare_home makes
     # HOME/.codex the attempt's CODEX_HOME); `codex exec resume <id>` continues it.
     session_store = ("CODEX_HOME", ".codex", "sessions/*/*/*/rollout-*-{id}.jsonl")
+    supports_mcp = True
 
     def build_command(self, inv: Invocation) -> list[str]:
         """``codex exec --json --skip-git-repo-check -C CWD [-m M] [--sandbox S] QUIET_CONFIG
@@ -354,6 +377,8 @@ class CodexProvider(Provider):
             if source and os.path.isfile(path):
                 shutil.copyfile(path, os.path.join(private, name))
         env["CODEX_HOME"] = private
+        if inv.mcp_servers:
+            write_mcp_servers(os.path.join(private, "config.toml"), inv)
 
     def parser(self, inv: Invocation | None = None) -> CodexStreamParser:
         return CodexStreamParser(inv, cli_version=self.version())

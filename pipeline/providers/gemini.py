@@ -50,6 +50,7 @@ from .base import (
     truncate_strings,
     write_home_settings,
 )
+from .mcp_config import McpConfigError, gemini_servers
 
 # exit code -> (sentence, permanent)
 EXIT_CODES: dict[int, tuple[str, bool]] = {
@@ -88,6 +89,8 @@ def http_status(exit_code: int | None, message: str) -> int | None:
 
 class GeminiStreamParser(StreamParser):
     """Parser for ``gemini -o stream-json``."""
+
+    mcp_tool_prefix = "mcp_{server}_"
 
     def __init__(self, inv: Invocation | None = None, *, cli_version: str = ""):
         super().__init__(inv)
@@ -212,6 +215,7 @@ class GeminiProvider(Provider):
     base_url_env = ("GOOGLE_GEMINI_BASE_URL",)
     default_api_url = "https://generativelanguage.googleapis.com"
     long_prompt_on_stdin = True
+    supports_mcp = True
 
     def build_command(self, inv: Invocation) -> list[str]:
         """``gemini -o stream-json --approval-mode M [-m M] [--allowed-tools T …] [extra_args]
@@ -225,6 +229,9 @@ class GeminiProvider(Provider):
             argv += ["-m", inv.model]
         if inv.allowed_tools:
             argv += ["--allowed-tools", *inv.allowed_tools]
+        if inv.mcp_servers:
+            # Only the stage's servers connect (not those of a worktree's .gemini/settings.json).
+            argv += ["--allowed-mcp-server-names", ",".join(s.name for s in inv.mcp_servers)]
         argv += inv.extra_args
         if prompt_too_long_for_argv(inv.prompt):
             return argv  # no -p: gemini reads the prompt from a piped stdin
@@ -250,6 +257,11 @@ class GeminiProvider(Provider):
             "ide": {"enabled": False},
             "model": {"maxSessionTurns": inv.max_turns or -1},
         }
+        if inv.mcp_servers:
+            try:
+                settings["mcpServers"] = gemini_servers(inv.mcp_servers)
+            except McpConfigError as exc:
+                raise ProviderError(str(exc), permanent=True) from None
         write_home_settings(home, ".gemini", settings)
 
     def parser(self, inv: Invocation | None = None) -> GeminiStreamParser:

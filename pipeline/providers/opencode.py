@@ -52,12 +52,15 @@ from .base import (
     truncate,
     truncate_strings,
 )
+from .mcp_config import opencode_mcp, write_json
 
 PROVIDER_ID = "tacx"
 
 
 class OpencodeStreamParser(StreamParser):
     """Parser for ``opencode run --format json``."""
+
+    mcp_tool_prefix = "{server}_"
 
     def __init__(self, inv: Invocation | None = None, *, cli_version: str = ""):
         super().__init__(inv)
@@ -163,6 +166,7 @@ class OpencodeProvider(Provider):
     passthrough_env = ("OPENCODE_API_KEY", "OPENCODE_BASE_URL")
     base_url_env = ("OPENCODE_BASE_URL",)
     default_api_url = "https://api.openai.com/v1"
+    supports_mcp = True
 
     def build_command(self, inv: Invocation) -> list[str]:
         """``opencode run --format json --auto [-m PROVIDER/MODEL] [extra_args] -- PROMPT``
@@ -211,6 +215,11 @@ class OpencodeProvider(Provider):
         (``~/.config/opencode``) in the background, a download an agent stage does not need."""
         with open(os.path.join(home, ".npmrc"), "w", encoding="utf-8") as f:
             f.write("offline=true\n")
+        if inv.mcp_servers:
+            # The global configuration of the attempt's HOME: a worktree's opencode.json is
+            # ignored (OPENCODE_DISABLE_PROJECT_CONFIG), so these are its only servers.
+            config = {"$schema": "https://opencode.ai/config.json", "mcp": opencode_mcp(inv.mcp_servers)}
+            write_json(os.path.join(home, ".config", "opencode", "opencode.json"), config)
 
     def parser(self, inv: Invocation | None = None) -> OpencodeStreamParser:
         return OpencodeStreamParser(inv, cli_version=self.version())

@@ -44,6 +44,7 @@ from .base import (
     write_home_settings,
 )
 from .claude import ClaudeStreamParser
+from .mcp_config import McpConfigError, gemini_servers
 
 TURN_LIMIT_EXIT = 53
 
@@ -108,6 +109,7 @@ class QwenProvider(Provider):
     passthrough_env = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL")
     base_url_env = ("OPENAI_BASE_URL",)
     default_api_url = "https://api.openai.com/v1"
+    supports_mcp = True
 
     def build_command(self, inv: Invocation) -> list[str]:
         """``qwen -o stream-json --auth-type openai --approval-mode M [-m M]
@@ -121,6 +123,8 @@ class QwenProvider(Provider):
             argv += ["--max-session-turns", str(inv.max_turns)]
         if inv.allowed_tools:
             argv += ["--allowed-tools", *inv.allowed_tools]
+        if inv.mcp_servers:
+            argv += ["--allowed-mcp-server-names", ",".join(s.name for s in inv.mcp_servers)]
         argv += inv.extra_args
         return argv + ([f"--prompt={inv.prompt}"] if inv.prompt.startswith("-") else ["-p", inv.prompt])
 
@@ -153,6 +157,11 @@ class QwenProvider(Provider):
             # another model call (counted in result.usage) writing memories into HOME.
             "memory": {"enableManagedAutoMemory": False, "enableManagedAutoDream": False, "enableAutoSkill": False},
         }
+        if inv.mcp_servers:
+            try:
+                settings["mcpServers"] = gemini_servers(inv.mcp_servers, http_key="httpUrl")
+            except McpConfigError as exc:
+                raise ProviderError(str(exc), permanent=True) from None
         write_home_settings(home, ".qwen", settings)
 
     def parser(self, inv: Invocation | None = None) -> QwenStreamParser:
