@@ -18,7 +18,7 @@ from pipeline.models import AgentEvent, Repository, StageResult, Task
 from pipeline.services import rounds
 from pipeline.workflow import WorkflowError, load_workflow_text
 
-from . import failures, health, rendering, selectors, stats, streams
+from . import failures, health, live_diff, rendering, selectors, stats, steps, streams, talk
 from .access import page_view
 
 PAGE_SIZE = 50
@@ -105,6 +105,8 @@ def _summary(task: Task, user) -> dict:
         "budgets": accounting.task_budget_lines(task),
         "blocked": blocked,
         "blocked_total": sum(n for _, n in blocked),
+        # The result panel keeps the final diff, per file.
+        **(live_diff.branch_files(task) if task.status in Task.FINISHED and task.branch else {}),
     }
 
 
@@ -124,7 +126,7 @@ def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
     context = {
         **_summary(task, request.user),
         **_documents(task),
-        "events": shown,
+        "transcript_items": steps.transcript_items(shown),
         "earlier_events": earlier,
         "live_after": after,
         "workflow_yaml": rendering.workflow_yaml(task.workflow),
@@ -133,6 +135,8 @@ def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
         "tab_list": [("documents", "Plan & review"), ("transcript", "Transcript"), ("workflow", "Workflow")],
         "transcript_kinds": TRANSCRIPT_KINDS,
         "transcript_attempts": selectors.task_attempts(task),
+        **talk.message_context(request, task),
+        "live_diff_url": reverse("dashboard:task-live-diff", args=[task.pk]),
     }
     return render(request, "dashboard/task_detail.html", context)
 
@@ -255,7 +259,7 @@ def task_retry(request: HttpRequest, task_id: int) -> HttpResponse:
         messages.error(request, f"Not retried: {exc}")
     else:
         messages.success(request, f"Task {task.pk} retried.")
-    return redirect(task)
+    return _back(request, task)
 
 
 @page_view("pipeline.cancel_task", require_POST)
@@ -265,7 +269,7 @@ def task_cancel(request: HttpRequest, task_id: int) -> HttpResponse:
         messages.success(request, f"Task {task.pk} cancelled.")
     else:
         messages.error(request, f"Not cancelled: the task is already {task.status}.")
-    return redirect(task)
+    return _back(request, task)
 
 
 @page_view("pipeline.view_task", require_GET)
@@ -315,7 +319,7 @@ def task_approve(request: HttpRequest, task_id: int) -> HttpResponse:
         messages.success(request, f"Plan of task {task.pk} approved.")
     else:
         messages.error(request, f"Not approved: the task is {task.status}.")
-    return redirect(task)
+    return _back(request, task)
 
 
 @page_view("pipeline.approve_task", require_POST)
@@ -330,7 +334,7 @@ def task_budget_raise(request: HttpRequest, task_id: int) -> HttpResponse:
     else:
         amount = budgets.money(usd) if usd is not None else f"{tokens:,} tokens"
         messages.success(request, f"The {pause.scope} budget of task {task.pk} was raised by {amount}; stage {pause.stage.name} goes on.")
-    return redirect(task)
+    return _back(request, task)
 
 
 @page_view("pipeline.approve_task", require_POST)
@@ -342,6 +346,14 @@ def task_budget_stop(request: HttpRequest, task_id: int) -> HttpResponse:
         messages.error(request, f"Not ended: {exc}")
     else:
         messages.success(request, f"Task {task.pk} ended at its budget pause.")
+    return _back(request, task)
+
+
+def _back(request: HttpRequest, task: Task) -> HttpResponse:
+    """Back to the page the action was taken on: the task's, or the attention view's (the only
+    other page allowed as `next`)."""
+    if request.POST.get("next") == reverse("dashboard:attention"):
+        return redirect("dashboard:attention")
     return redirect(task)
 
 
