@@ -43,7 +43,7 @@ def message_context(request: HttpRequest, task: Task) -> dict:
         "can_message": allowed and not closed,
         "message_token": uuid.uuid4(),
         # A message that was not sent comes back in the box (nothing typed is lost).
-        "message_draft": request.session.pop(draft_key(task.pk), "") if allowed else "",
+        "message_draft": request.session.pop(draft_key(task.pk), "") if allowed and not closed else "",
         "message_open_round": open_round,
         "message_kind": "plan feedback" if task.status == Task.Status.AWAITING_APPROVAL else "follow-up round",
     }
@@ -54,7 +54,7 @@ def task_message(request: HttpRequest, task_id: int) -> HttpResponse:
     task = selectors.task_get(task_id)
     form = MessageForm(request.POST)
     if not form.is_valid():
-        problems = "; ".join(f"{'the message' if name == 'text' else name}: {' '.join(errors)}" for name, errors in form.errors.items())
+        problems = "; ".join(f"{'the message' if name == 'text' else name}: {' '.join(e.rstrip('.') for e in errors)}" for name, errors in form.errors.items())
         return _not_sent(request, task, problems)
     try:
         round_, created = rounds.round_request(

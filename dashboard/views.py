@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from pipeline import accounting, budgets, pulls, repos, sandbox, services, slots
+from pipeline import accounting, budgets, pulls, sandbox, services, slots
 from pipeline.models import AgentEvent, Repository, StageResult, Task
 from pipeline.services import rounds
 from pipeline.workflow import WorkflowError, load_workflow_text
@@ -169,47 +169,6 @@ class NewTaskForm(forms.Form):
             except WorkflowError as exc:
                 raise forms.ValidationError(exc.errors) from None
         return text
-
-
-LOCAL_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}"
-
-
-class LocalRepositoryForm(forms.Form):
-    name = forms.RegexField(
-        regex=rf"^{LOCAL_NAME}$",
-        max_length=100,
-        help_text="Shown on the dashboard and used by the API: letters, digits, '.', '_' and '-'.",
-        error_messages={"invalid": "Use letters, digits, '.', '_' and '-' (starting with a letter or digit)."},
-    )
-    path = forms.CharField(max_length=1000, help_text="Absolute path of a git repository on the TAC-X machine (working copy or bare).")
-    default_branch = forms.CharField(max_length=250, initial="main", help_text="The branch tasks start from.")
-
-    def clean_name(self) -> str:
-        name = self.cleaned_data["name"]
-        if Repository.objects.filter(kind=Repository.Kind.LOCAL, full_name=name).exists():
-            raise forms.ValidationError(f"A local repository named {name!r} is already registered.")
-        return name
-
-    def clean_path(self) -> str:
-        try:
-            return str(repos.local_git_repository(self.cleaned_data["path"]))
-        except ValueError as exc:
-            raise forms.ValidationError(str(exc)) from None
-
-
-@page_view("pipeline.add_repository")
-def repository_new(request: HttpRequest) -> HttpResponse:
-    """Register another git repository on this machine (what `add_repo NAME --local PATH` does).
-    A path the server can read becomes one TAC-X pushes to: only `pipeline.add_repository`."""
-    form = LocalRepositoryForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        repository, _ = services.repository_add(
-            full_name=data["name"], kind=Repository.Kind.LOCAL, local_path=data["path"], default_branch=data["default_branch"]
-        )
-        messages.success(request, f"Registered {repository.full_name} ({repository.local_path}).")
-        return redirect(f"{reverse('dashboard:task-new')}?repository={repository.pk}")
-    return render(request, "dashboard/repository_new.html", {"form": form}, status=400 if form.errors else 200)
 
 
 @page_view("pipeline.add_task")
