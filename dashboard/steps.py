@@ -27,7 +27,7 @@ def usage_total(data: dict) -> int:
 
 def title_of(text: str) -> str:
     for line in str(text or "").splitlines():
-        line = line.strip().lstrip("#>*-` ").strip()
+        line = line.strip().lstrip("#>*-` ").replace("**", "").replace("`", "").strip()
         if line:
             return line if len(line) <= TITLE_MAX else line[: TITLE_MAX - 1] + "…"
     return ""

@@ -158,7 +158,7 @@
   function titleOf(text) {
     var lines = String(text || "").split("\n");
     for (var i = 0; i < lines.length; i++) {
-      var line = lines[i].trim().replace(/^[#>*\-` ]+/, "").trim();
+      var line = lines[i].trim().replace(/^[#>*\-` ]+/, "").split("**").join("").split("`").join("").trim();
       if (line) return line.length <= 120 ? line : line.slice(0, 119) + "…";
     }
     return "";
@@ -187,7 +187,8 @@
       '<span class="step-meta"><span class="step-duration">0s</span> · <span class="step-tokens">0</span> tokens · <span class="step-count">0</span> rows</span></summary><ol class="step-events"></ol></details>';
     li.querySelector(".step-n").textContent = "step " + n;
     // The step before folds, unless the reader opened or closed it by hand.
-    if (previous && !previous.dataset.pinned) previous.querySelector("details").open = false;
+    // (Only while following: a reader who scrolled up keeps the page as it is.)
+    if (previous && !previous.dataset.pinned && (!follow || follow.checked)) previous.querySelector("details").open = false;
     transcript.appendChild(li);
     return li;
   }
