@@ -44,13 +44,30 @@ def attention_groups(*, days: int = WINDOW_DAYS) -> list[Group]:
     since = timezone.now() - timedelta(days=days)
     base = Task.objects.select_related("repository").order_by("-id")
     groups = [
-        Group("approval", "Plans awaiting approval", "Read the plan, then approve it (or send feedback from the task page).",
-              list(base.filter(status=Task.Status.AWAITING_APPROVAL)[:GROUP_MAX])),
-        Group("paused", "Paused at a budget", "Raise the limit to go on, or end the task.", list(base.filter(status=Task.Status.PAUSED)[:GROUP_MAX])),
-        Group("budget", "Stopped by a budget", "Raise the budget in the workflow or settings, then retry.",
-              list(_recent(base.filter(status=Task.Status.BUDGET_EXCEEDED), since)[:GROUP_MAX])),
-        Group("failed", "Failed", "The reason is on each task's page; retry resumes from the stage that failed.",
-              list(_recent(base.filter(status=Task.Status.FAILED), since)[:GROUP_MAX])),
+        Group(
+            "approval",
+            "Plans awaiting approval",
+            "Read the plan, then approve it (or send feedback from the task page).",
+            list(base.filter(status=Task.Status.AWAITING_APPROVAL)[:GROUP_MAX]),
+        ),
+        Group(
+            "paused",
+            "Paused at a budget",
+            "Raise the limit to go on, or end the task.",
+            list(base.filter(status=Task.Status.PAUSED)[:GROUP_MAX]),
+        ),
+        Group(
+            "budget",
+            "Stopped by a budget",
+            "Raise the budget in the workflow or settings, then retry.",
+            list(_recent(base.filter(status=Task.Status.BUDGET_EXCEEDED), since)[:GROUP_MAX]),
+        ),
+        Group(
+            "failed",
+            "Failed",
+            "The reason is on each task's page; retry resumes from the stage that failed.",
+            list(_recent(base.filter(status=Task.Status.FAILED), since)[:GROUP_MAX]),
+        ),
     ]
     blocked = (
         _recent(base, since)
@@ -58,8 +75,14 @@ def attention_groups(*, days: int = WINDOW_DAYS) -> list[Group]:
         .filter(Exists(AgentEvent.objects.filter(task=OuterRef("pk"), kind=AgentEvent.Kind.SANDBOX)))
         .annotate(blocked_count=Count("events", filter=Q(events__kind=AgentEvent.Kind.SANDBOX)))
     )
-    groups.append(Group("blocked", "Connections blocked by the sandbox", "Allow the host in the workflow's sandbox settings if the agent needs it.",
-                        list(blocked[:GROUP_MAX])))
+    groups.append(
+        Group(
+            "blocked",
+            "Connections blocked by the sandbox",
+            "Allow the host in the workflow's sandbox settings if the agent needs it.",
+            list(blocked[:GROUP_MAX]),
+        )
+    )
     for group in groups:
         for task in group.tasks:
             task.open_pause = services.open_pause(task) if task.status == Task.Status.PAUSED else None
@@ -73,7 +96,9 @@ def attention_page(request: HttpRequest) -> HttpResponse:
     except ValueError:
         days = WINDOW_DAYS
     groups = attention_groups(days=days)
-    return render(request, "dashboard/attention.html", {"groups": groups, "days": days, "total": sum(len(g.tasks) for g in groups)})
+    return render(
+        request, "dashboard/attention.html", {"groups": groups, "days": days, "total": sum(len(g.tasks) for g in groups)}
+    )
 
 
 def attention_count() -> int:

@@ -29,7 +29,13 @@ def live_context(task: Task) -> dict:
     if task.is_active and task.worktree_path and not task.worktree_removed_at:
         live = worktree_diff.worktree_diff(worktree=task.worktree_path, base=task.base_commit)
         if live is not None:
-            return {"task": task, "source": "worktree", "diff_files": live.files, "diff_error": live.error, "diff_more": live.more}
+            return {
+                "task": task,
+                "source": "worktree",
+                "diff_files": live.files,
+                "diff_error": live.error,
+                "diff_more": live.more,
+            }
     return {"task": task, "source": "branch", **branch_files(task)}
 
 

@@ -30,7 +30,9 @@ class LocalRepositoryForm(forms.Form):
         help_text="Shown on the dashboard and used by the API: letters, digits, '.', '_' and '-'.",
         error_messages={"invalid": "Use letters, digits, '.', '_' and '-' (starting with a letter or digit)."},
     )
-    path = forms.CharField(max_length=1000, help_text="Absolute path of a git repository on the TAC-X machine (working copy or bare).")
+    path = forms.CharField(
+        max_length=1000, help_text="Absolute path of a git repository on the TAC-X machine (working copy or bare)."
+    )
     default_branch = forms.CharField(max_length=250, initial="main", help_text="The branch tasks start from.")
 
     def clean_name(self) -> str:
@@ -51,7 +53,11 @@ class GitHubRepositoryForm(forms.Form):
     trigger_label = forms.CharField(max_length=100, initial="rpi-auto", help_text="Issues with this label become tasks.")
     max_concurrent_tasks = forms.IntegerField(min_value=1, max_value=1000, initial=2, help_text="Tasks that may run at once.")
     default_branch = forms.CharField(max_length=200, initial="main", help_text="Base branch of the pull requests.")
-    clone_url = forms.CharField(max_length=1000, required=False, help_text="Optional: where to clone from and push to (default https://github.com/OWNER/NAME.git).")
+    clone_url = forms.CharField(
+        max_length=1000,
+        required=False,
+        help_text="Optional: where to clone from and push to (default https://github.com/OWNER/NAME.git).",
+    )
 
     def clean_full_name(self) -> str:
         name = self.cleaned_data["full_name"].strip()
@@ -92,22 +98,36 @@ def repository_new(request: HttpRequest) -> HttpResponse:
     if github and github_form.is_valid():
         data = github_form.cleaned_data
         repository, _ = services.repository_add(
-            full_name=data["full_name"], kind=Repository.Kind.GITHUB, clone_url=data["clone_url"], default_branch=data["default_branch"],
-            trigger_label=data["trigger_label"], max_concurrent_tasks=data["max_concurrent_tasks"],
+            full_name=data["full_name"],
+            kind=Repository.Kind.GITHUB,
+            clone_url=data["clone_url"],
+            default_branch=data["default_branch"],
+            trigger_label=data["trigger_label"],
+            max_concurrent_tasks=data["max_concurrent_tasks"],
         )
-        messages.success(request, f"Registered {repository.full_name}: issues labelled {repository.trigger_label!r} become tasks "
-                         "(the GitHub App or token must reach it; see the README's GitHub steps).")
+        messages.success(
+            request,
+            f"Registered {repository.full_name}: issues labelled {repository.trigger_label!r} become tasks "
+            "(the GitHub App or token must reach it; see the README's GitHub steps).",
+        )
         return redirect("dashboard:repositories")
     context = {"form": local_form, "github_form": github_form, "kind": "github" if github else "local"}
-    return render(request, "dashboard/repository_new.html", context, status=400 if local_form.errors or github_form.errors else 200)
+    return render(
+        request, "dashboard/repository_new.html", context, status=400 if local_form.errors or github_form.errors else 200
+    )
 
 
 class WorkflowForm(forms.Form):
     use = forms.ChoiceField(
-        choices=[("repository", f"The repository's {WORKFLOW_PATH} (the bundled default where it has none)"), ("tacx", "This workflow, kept in TAC-X")],
+        choices=[
+            ("repository", f"The repository's {WORKFLOW_PATH} (the bundled default where it has none)"),
+            ("tacx", "This workflow, kept in TAC-X"),
+        ],
         widget=forms.RadioSelect,
     )
-    workflow = forms.CharField(required=False, max_length=100_000, widget=forms.Textarea(attrs={"rows": 24, "spellcheck": "false", "class": "code"}))
+    workflow = forms.CharField(
+        required=False, max_length=100_000, widget=forms.Textarea(attrs={"rows": 24, "spellcheck": "false", "class": "code"})
+    )
 
 
 @page_view("pipeline.change_repository")
@@ -144,5 +164,11 @@ def repository_workflow(request: HttpRequest, repository_id: int) -> HttpRespons
                 return redirect("dashboard:repository-workflow", repository_id=repository.pk)
     if form.errors:
         status = 400
-    context = {"repository": repository, "form": form, "file_text": file_text, "file_error": file_error, "workflow_path": WORKFLOW_PATH}
+    context = {
+        "repository": repository,
+        "form": form,
+        "file_text": file_text,
+        "file_error": file_error,
+        "workflow_path": WORKFLOW_PATH,
+    }
     return render(request, "dashboard/repository_workflow.html", context, status=status)

@@ -112,7 +112,13 @@ def transcript_items(events: Iterable[AgentEvent]) -> list[tuple[str, object]]:
         if starts_step(step, event):
             numbers[event.result_id] = numbers.get(event.result_id, 0) + 1
             base = totals.get(event.result_id, 0)
-            step = Step(result_id=event.result_id, stage_name=event.result.stage.name, n=numbers[event.result_id], base_tokens=base, total_tokens=base)
+            step = Step(
+                result_id=event.result_id,
+                stage_name=event.result.stage.name,
+                n=numbers[event.result_id],
+                base_tokens=base,
+                total_tokens=base,
+            )
             items.append(("step", step))
         step.add(event)
         totals[event.result_id] = step.total_tokens

@@ -38,7 +38,9 @@ def message_context(request: HttpRequest, task: Task) -> dict:
     """What the task page needs to show the box (or why it is not there)."""
     allowed = request.user.has_perm(PERMISSION)
     open_round = task.rounds.filter(status__in=Round.OPEN).exclude(kind=Round.Kind.COMMAND).order_by("id").first()
-    closed = task.status in (Task.Status.CANCELLED, Task.Status.SKIPPED) or (not task.branch and task.status != Task.Status.AWAITING_APPROVAL)
+    closed = task.status in (Task.Status.CANCELLED, Task.Status.SKIPPED) or (
+        not task.branch and task.status != Task.Status.AWAITING_APPROVAL
+    )
     return {
         "can_message": allowed and not closed,
         "message_token": uuid.uuid4(),
@@ -54,7 +56,10 @@ def task_message(request: HttpRequest, task_id: int) -> HttpResponse:
     task = selectors.task_get(task_id)
     form = MessageForm(request.POST)
     if not form.is_valid():
-        problems = "; ".join(f"{'the message' if name == 'text' else name}: {' '.join(e.rstrip('.') for e in errors)}" for name, errors in form.errors.items())
+        problems = "; ".join(
+            f"{'the message' if name == 'text' else name}: {' '.join(e.rstrip('.') for e in errors)}"
+            for name, errors in form.errors.items()
+        )
         return _not_sent(request, task, problems)
     try:
         round_, created = rounds.round_request(

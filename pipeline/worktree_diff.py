@@ -98,7 +98,11 @@ def worktree_diff(*, worktree: str | Path, base: str) -> TreeDiff | None:
         return TreeDiff(error=f"the worktree holds an embedded repository ({nested[0]}): git is not run on it")
     g = ["--git-dir", str(store), "--work-tree", str(worktree), "--no-optional-locks"]
     try:
-        named = git.run([*g, "diff", "--no-ext-diff", "--no-textconv", "--no-renames", "--name-status", "-z", base, "--"], cwd=worktree, timeout=GIT_SECONDS)
+        named = git.run(
+            [*g, "diff", "--no-ext-diff", "--no-textconv", "--no-renames", "--name-status", "-z", base, "--"],
+            cwd=worktree,
+            timeout=GIT_SECONDS,
+        )
         untracked = git.run([*g, "ls-files", "--others", "--exclude-standard", "-z"], cwd=worktree, timeout=GIT_SECONDS)
     except git.GitError as exc:
         return TreeDiff(error=str(exc))
@@ -145,7 +149,9 @@ def base_blobs(store: Path, base: str, paths: list[str]) -> dict[str, bytes | st
     if not asked:
         return found
     g = ["--git-dir", str(store)]
-    checked = git.run([*g, "cat-file", "--batch-check"], cwd=store, timeout=GIT_SECONDS, input="".join(f"{base}:{p}\n" for p in asked))
+    checked = git.run(
+        [*g, "cat-file", "--batch-check"], cwd=store, timeout=GIT_SECONDS, input="".join(f"{base}:{p}\n" for p in asked)
+    )
     wanted: list[tuple[str, str, int]] = []
     for path, line in zip(asked, checked.splitlines(), strict=False):
         parts = line.split()
@@ -160,8 +166,11 @@ def base_blobs(store: Path, base: str, paths: list[str]) -> dict[str, bytes | st
     try:
         proc = subprocess.run(
             ["git", *git.safe_args(), *g, "cat-file", "--batch"],
-            cwd=str(store), input="".join(f"{oid}\n" for _, oid, _ in wanted).encode(),
-            capture_output=True, env=git.git_env(), timeout=GIT_SECONDS,
+            cwd=str(store),
+            input="".join(f"{oid}\n" for _, oid, _ in wanted).encode(),
+            capture_output=True,
+            env=git.git_env(),
+            timeout=GIT_SECONDS,
         )
     except subprocess.TimeoutExpired:
         raise git.GitError(f"git cat-file timed out in {store}") from None

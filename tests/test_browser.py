@@ -409,7 +409,7 @@ def test_every_page_fits_a_390_px_phone_without_horizontal_scrolling(server, pho
     fake_runner.stage_claim(task, "building")
     login(phone, server)
     for path, name in [("/", "tasks"), (f"/tasks/{task.pk}/", "task"), (f"/tasks/{task.pk}/#documents", "documents"), ("/stats/", "stats"),
-                       ("/workers/", "workers"), ("/tasks/new/", "new-task"), ("/api/docs/", "api-docs"), ("/no/such/page/", "404")]:
+                       ("/workers/", "workers"), ("/attention/", "attention"), ("/tasks/new/", "new-task"), ("/api/docs/", "api-docs"), ("/no/such/page/", "404")]:
         phone.goto(server + path)
         expect(phone.locator("main")).to_be_visible()
         width = phone.evaluate("document.documentElement.scrollWidth")
@@ -497,7 +497,7 @@ def test_the_pane_follows_cancel_shows_stopping_retry_keeps_the_tab_and_says_whe
 
     task = fake_runner.task_running(repository=local_repository, issue_number=9)
     planning = fake_runner.stage_claim(task, "planning")
-    fake_runner.events_add(planning, fake_runner.sample_conversation() * 8)
+    fake_runner.events_add(planning, fake_runner.sample_conversation() * 30)  # 30 steps: the pane overflows even with them folded
     login(page, server)
     page.goto(server + f"/tasks/{task.pk}/")
     pane = page.locator("#transcript")

@@ -1,3 +1,4 @@
+# ruff: noqa: F811 (the fixtures of test_browser are imported by name and used as parameters)
 """What users of the peers expect (issue 22), in real Chromium against daphne (see test_browser.py
 for the set-up, shared here): talking to a task, the diff beside the log, the needs-attention
 view, the transcript as steps, and repositories with their workflow from the UI."""
@@ -15,7 +16,10 @@ from harness import fake_runner
 from pipeline import git
 from pipeline.models import Repository, Round, Task
 
-pytestmark = [pytest.mark.browser, pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="Debian's chromium is not installed")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="Debian's chromium is not installed"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +43,14 @@ def served(django_db_setup, django_db_blocker, tmp_path_factory):
 
 def finish_all(task: Task) -> None:
     for name in ("planning", "building", "reviewing", "pr_creation"):
-        fake_runner.attempt_finish(fake_runner.stage_claim(task, name), output_text=f"{name} done", verdict="APPROVE" if name == "reviewing" else "")
+        fake_runner.attempt_finish(
+            fake_runner.stage_claim(task, name), output_text=f"{name} done", verdict="APPROVE" if name == "reviewing" else ""
+        )
 
 
-def test_a_message_from_the_task_page_queues_a_round_that_the_page_follows(served, page, transactional_db, alice, local_repository):  # noqa: F811
+def test_a_message_from_the_task_page_queues_a_round_that_the_page_follows(
+    served, page, transactional_db, alice, local_repository
+):
     from playwright.sync_api import expect
 
     from pipeline.services import rounds
@@ -58,7 +66,12 @@ def test_a_message_from_the_task_page_queues_a_round_that_the_page_follows(serve
     page.click("#message-send")
     expect(page.locator(".messages")).to_contain_text("queued (comment by alice): it starts in a moment")
     (round_,) = Round.objects.filter(task=task)
-    assert (round_.source, round_.actor, round_.text, round_.status) == ("dashboard", "alice", "Please greet in <b>French</b> too", "queued")
+    assert (round_.source, round_.actor, round_.text, round_.status) == (
+        "dashboard",
+        "alice",
+        "Please greet in <b>French</b> too",
+        "queued",
+    )
     expect(page.locator(f'#rounds li[data-round="{round_.pk}"]')).to_contain_text("via dashboard")
     expect(page.locator(f'#rounds li[data-round="{round_.pk}"] pre.round-text')).to_have_text("Please greet in <b>French</b> too")
     page.evaluate("window.__notReloaded = true")
@@ -69,7 +82,9 @@ def test_a_message_from_the_task_page_queues_a_round_that_the_page_follows(serve
     shot(page, "40-talk")
 
 
-def test_the_live_diff_grows_beside_the_transcript_and_the_result_keeps_the_final_diff(served, page, transactional_db, alice, local_repository, clone, settings):  # noqa: F811
+def test_the_live_diff_grows_beside_the_transcript_and_the_result_keeps_the_final_diff(
+    served, page, transactional_db, alice, local_repository, clone, settings
+):
     from playwright.sync_api import expect
 
     server, tmp = served
@@ -87,14 +102,22 @@ def test_the_live_diff_grows_beside_the_transcript_and_the_result_keeps_the_fina
     expect(pane).to_contain_text("No changes yet.")
     # The agent writes a file: the next tool result refreshes the pane, per file, escaped.
     (worktree / "greet.py").write_text("def greet():\n    return '<script>alert(1)</script>'\n")
-    fake_runner.events_add(building, [("tool_call", {"id": "w", "name": "Write", "input": {"file_path": "greet.py"}}), ("tool_result", {"id": "w", "output": "ok"})])
+    fake_runner.events_add(
+        building,
+        [
+            ("tool_call", {"id": "w", "name": "Write", "input": {"file_path": "greet.py"}}),
+            ("tool_result", {"id": "w", "output": "ok"}),
+        ],
+    )
     expect(pane.locator('details.file-diff[data-path="greet.py"]')).to_contain_text("+2")
     pane.locator('details.file-diff[data-path="greet.py"] summary').click()
     expect(pane.locator("pre.diff")).to_contain_text("+    return '<script>alert(1)</script>'")
     (worktree / "secret").symlink_to("/etc/passwd")
     fake_runner.events_add(building, [("tool_result", {"id": "x", "output": "ok"})])
     expect(pane.locator('details.file-diff[data-path="secret"]')).to_contain_text("refused")
-    expect(pane.locator('details.file-diff[data-path="greet.py"]')).to_have_attribute("open", "")  # the reader's open file stays open
+    expect(pane.locator('details.file-diff[data-path="greet.py"]')).to_have_attribute(
+        "open", ""
+    )  # the reader's open file stays open
     bbox_t, bbox_d = page.locator("#transcript").bounding_box(), pane.bounding_box()
     assert bbox_d["x"] > bbox_t["x"] + bbox_t["width"] - 1  # beside the log, not under it
     shot(page, "41-live-diff")
@@ -102,7 +125,9 @@ def test_the_live_diff_grows_beside_the_transcript_and_the_result_keeps_the_fina
     git.commit_all(worktree, "Add greet")
     fake_runner.attempt_finish(building, output_text="built")
     for name in ("reviewing", "pr_creation"):
-        fake_runner.attempt_finish(fake_runner.stage_claim(task, name), output_text="ok", verdict="APPROVE" if name == "reviewing" else "")
+        fake_runner.attempt_finish(
+            fake_runner.stage_claim(task, name), output_text="ok", verdict="APPROVE" if name == "reviewing" else ""
+        )
     expect(page.locator("#task-status")).to_have_text("Succeeded")
     final = page.locator("#final-diff")
     expect(final).to_contain_text("The final diff: 1 file")
@@ -111,7 +136,9 @@ def test_the_live_diff_grows_beside_the_transcript_and_the_result_keeps_the_fina
     shot(page, "42-final-diff")
 
 
-def test_the_attention_view_puts_waiting_tasks_first_with_one_click_actions(served, page, transactional_db, alice, local_repository):  # noqa: F811
+def test_the_attention_view_puts_waiting_tasks_first_with_one_click_actions(
+    served, page, transactional_db, alice, local_repository
+):
     from playwright.sync_api import expect
 
     server, _ = served
@@ -127,7 +154,11 @@ def test_the_attention_view_puts_waiting_tasks_first_with_one_click_actions(serv
     expect(page).to_have_url(server + "/attention/")
     groups = page.locator("section.attention-group")
     expect(groups).to_have_count(3)
-    assert [groups.nth(i).get_attribute("id") for i in range(3)] == ["attention-approval", "attention-failed", "attention-blocked"]
+    assert [groups.nth(i).get_attribute("id") for i in range(3)] == [
+        "attention-approval",
+        "attention-failed",
+        "attention-blocked",
+    ]
     expect(page.locator("#attention-failed")).to_contain_text("the agent exited 1")
     shot(page, "43-attention")
     page.locator(f'#attention-approval li[data-task="{waiting.pk}"] button.approve').click()
@@ -143,7 +174,7 @@ def test_the_attention_view_puts_waiting_tasks_first_with_one_click_actions(serv
     assert Task.objects.get(pk=blocked.pk).status == Task.Status.CANCELLED
 
 
-def test_a_long_attempt_reads_as_foldable_steps_that_grow_live(served, page, transactional_db, alice, local_repository):  # noqa: F811
+def test_a_long_attempt_reads_as_foldable_steps_that_grow_live(served, page, transactional_db, alice, local_repository):
     from playwright.sync_api import expect
 
     server, _ = served
@@ -162,12 +193,15 @@ def test_a_long_attempt_reads_as_foldable_steps_that_grow_live(served, page, tra
     steps.first.locator("summary").first.click()
     expect(steps.first.locator("li.kind-tool_call")).to_be_visible()
     # Live: a new step is appended, the one before folds, the reader's unfolded step stays open.
-    fake_runner.events_add(planning, [
-        ("message", {"role": "assistant", "text": "Now the tests."}),
-        ("tool_call", {"id": "t", "name": "Bash", "input": {"command": "pytest -q"}}),
-        ("tool_result", {"id": "t", "output": "1 passed"}),
-        ("usage", {"input_tokens": 2000, "output_tokens": 400}),
-    ])
+    fake_runner.events_add(
+        planning,
+        [
+            ("message", {"role": "assistant", "text": "Now the tests."}),
+            ("tool_call", {"id": "t", "name": "Bash", "input": {"command": "pytest -q"}}),
+            ("tool_result", {"id": "t", "output": "1 passed"}),
+            ("usage", {"input_tokens": 2000, "output_tokens": 400}),
+        ],
+    )
     expect(steps).to_have_count(6)
     expect(steps.last.locator(".step-title")).to_have_text("Now the tests.")
     expect(steps.last.locator(".step-tools")).to_have_text("Bash")
@@ -185,7 +219,9 @@ def test_a_long_attempt_reads_as_foldable_steps_that_grow_live(served, page, tra
     shot(page, "44-steps")
 
 
-def test_repositories_and_their_workflow_from_the_ui_with_errors_in_place(served, page, transactional_db, django_user_model, local_repository):  # noqa: F811
+def test_repositories_and_their_workflow_from_the_ui_with_errors_in_place(
+    served, page, transactional_db, django_user_model, local_repository
+):
     from conftest import grant
     from playwright.sync_api import expect
 
@@ -197,7 +233,9 @@ def test_repositories_and_their_workflow_from_the_ui_with_errors_in_place(served
     page.fill("input[name=password]", "correct-horse-battery")
     page.click("button[type=submit]")
     page.click("#nav-repositories")
-    expect(page.locator(f'#repositories tr[data-repository="{local_repository.pk}"]')).to_contain_text("the repository's .tac/workflow.yaml")
+    expect(page.locator(f'#repositories tr[data-repository="{local_repository.pk}"]')).to_contain_text(
+        "the repository's .tac/workflow.yaml"
+    )
     page.click("#add-repository")
     page.fill("#gh-id_full_name", "octo sample")
     page.click("#register-github")

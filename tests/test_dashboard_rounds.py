@@ -13,7 +13,7 @@ from conftest import commit_workflow, git, grant
 from rounds_helpers import drive, rounds_workflow
 
 from coordinator.loop import Coordinator
-from pipeline import jobs, services
+from pipeline import services
 from pipeline.github import GitHubClient
 from pipeline.models import Round, StageResult, Task
 
@@ -51,7 +51,9 @@ def test_a_message_on_a_local_task_runs_a_round_on_its_branch_with_that_instruct
     task.refresh_from_db()
     assert round_.status == Round.Status.SUCCEEDED and task.status == Task.Status.SUCCEEDED, (round_.reason, task.status_reason)
     prompt = StageResult.objects.get(followup=round_, stage__name="building").prompt
-    assert re.search(r'<(untrusted-[0-9a-f]{16}) request author="alice">\nAlso note the issue number in CHANGES.md\n</\1>', prompt)
+    assert re.search(
+        r'<(untrusted-[0-9a-f]{16}) request author="alice">\nAlso note the issue number in CHANGES.md\n</\1>', prompt
+    )
     after = git(clone, "rev-parse", f"refs/heads/{task.branch}")
     assert after != before and git(clone, "merge-base", "--is-ancestor", before, after) == ""
     assert round_.context["changes"]["commits"]  # what the round added, as a reply would say

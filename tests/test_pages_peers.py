@@ -63,7 +63,9 @@ def test_attention_groups_what_waits_for_a_person_first_with_actions_per_role(cl
     fake_runner.task_running(repository=local_repository, issue_number=12, title="Newer try")
     blocked = fake_runner.task_running(repository=local_repository, issue_number=13, title="Curious agent")
     result = fake_runner.stage_claim(blocked, "planning")
-    fake_runner.events_add(result, [("sandbox", {"host": "evil.example", "port": 443}), ("sandbox", {"host": "evil.example", "port": 443})])
+    fake_runner.events_add(
+        result, [("sandbox", {"host": "evil.example", "port": 443}), ("sandbox", {"host": "evil.example", "port": 443})]
+    )
     client.force_login(alice)
     html = client.get("/attention/").content.decode()
     order = [html.index(f'id="attention-{key}"') for key in ("approval", "failed", "blocked")]
@@ -81,27 +83,67 @@ def test_attention_groups_what_waits_for_a_person_first_with_actions_per_role(cl
 
 
 def test_a_github_repository_is_registered_with_add_repo_s_checks(client, django_user_model):
-    admin = grant(django_user_model.objects.create_user("ada", "a@example.com", None), "view_repository", "add_repository", "change_repository")
+    admin = grant(
+        django_user_model.objects.create_user("ada", "a@example.com", None),
+        "view_repository",
+        "add_repository",
+        "change_repository",
+    )
     client.force_login(admin)
-    bad = client.post("/repositories/new/", {"kind": "github", "full_name": "not a name", "trigger_label": "x", "max_concurrent_tasks": 0, "default_branch": "main"})
+    bad = client.post(
+        "/repositories/new/",
+        {"kind": "github", "full_name": "not a name", "trigger_label": "x", "max_concurrent_tasks": 0, "default_branch": "main"},
+    )
     text = bad.content.decode()
-    assert bad.status_code == 400 and "&#x27;not a name&#x27; is not OWNER/NAME." in text and 'id="errors-github-max_concurrent_tasks"' in text
+    assert (
+        bad.status_code == 400
+        and "&#x27;not a name&#x27; is not OWNER/NAME." in text
+        and 'id="errors-github-max_concurrent_tasks"' in text
+    )
     assert not Repository.objects.exists()
-    ok = client.post("/repositories/new/", {"kind": "github", "full_name": "octo/sample", "trigger_label": "go", "max_concurrent_tasks": 3, "default_branch": "trunk"})
+    ok = client.post(
+        "/repositories/new/",
+        {
+            "kind": "github",
+            "full_name": "octo/sample",
+            "trigger_label": "go",
+            "max_concurrent_tasks": 3,
+            "default_branch": "trunk",
+        },
+    )
     assert ok.status_code == 302 and ok["Location"] == "/repositories/"
     repository = Repository.objects.get(full_name="octo/sample")
-    assert (repository.kind, repository.trigger_label, repository.max_concurrent_tasks, repository.default_branch) == ("github", "go", 3, "trunk")
-    again = client.post("/repositories/new/", {"kind": "github", "full_name": "octo/sample", "trigger_label": "go", "max_concurrent_tasks": 3, "default_branch": "main"})
+    assert (repository.kind, repository.trigger_label, repository.max_concurrent_tasks, repository.default_branch) == (
+        "github",
+        "go",
+        3,
+        "trunk",
+    )
+    again = client.post(
+        "/repositories/new/",
+        {
+            "kind": "github",
+            "full_name": "octo/sample",
+            "trigger_label": "go",
+            "max_concurrent_tasks": 3,
+            "default_branch": "main",
+        },
+    )
     assert again.status_code == 400 and "octo/sample is already registered." in again.content.decode()
     assert "octo/sample" in client.get("/repositories/").content.decode()
 
 
 def test_a_workflow_kept_in_tacx_is_validated_in_place_and_used_by_the_next_task(client, django_user_model, local_repository):
-    admin = grant(django_user_model.objects.create_user("ada", "a@example.com", None), "view_repository", "change_repository", "view_task")
+    admin = grant(
+        django_user_model.objects.create_user("ada", "a@example.com", None), "view_repository", "change_repository", "view_task"
+    )
     client.force_login(admin)
     url = f"/repositories/{local_repository.pk}/workflow/"
     assert "Start from" in client.get(url).content.decode()
-    bad = client.post(url, {"use": "tacx", "workflow": "review_rounds: 0\nstages:\n  - name: planning\n    provider: clod\n  - name: pr_creation\n"})
+    bad = client.post(
+        url,
+        {"use": "tacx", "workflow": "review_rounds: 0\nstages:\n  - name: planning\n    provider: clod\n  - name: pr_creation\n"},
+    )
     text = bad.content.decode()
     assert bad.status_code == 400 and 'id="errors-workflow"' in text and 'aria-invalid="true"' in text
     assert "review_rounds: must be &gt;= 1, got 0" in text and "unknown provider &#x27;clod&#x27;" in text
@@ -113,7 +155,10 @@ def test_a_workflow_kept_in_tacx_is_validated_in_place_and_used_by_the_next_task
     assert local_repository.workflow_text == good
     task, _ = services.task_create(repository=local_repository, issue_number=4, title="Uses it")
     workflow = services.task_workflow_read(task=task)
-    assert [s.name for s in workflow.stages] == ["building", "pr_creation"] and workflow.source == services.tasks.REPOSITORY_WORKFLOW_SOURCE
+    assert [s.name for s in workflow.stages] == [
+        "building",
+        "pr_creation",
+    ] and workflow.source == services.tasks.REPOSITORY_WORKFLOW_SOURCE
     assert client.post(url, {"use": "repository", "workflow": ""}).status_code == 302
     local_repository.refresh_from_db()
     assert local_repository.workflow_text == ""
