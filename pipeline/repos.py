@@ -177,13 +177,18 @@ def publish(repository: Repository, worktree: Path, branch: str) -> str:
 
 
 def workflow_file_text(repository: Repository) -> str | None:
-    """The text of the repository's `.tac/workflow.yaml` as this machine's mirror last saw it,
-    without fetching (a page must not wait for the network): None when there is no mirror yet
-    or no file. Raises GitError for a file over the limit."""
-    mirror = _mirror_path(repository)
-    if not (mirror / "HEAD").exists():
-        return None
-    raw = git.read_blob(mirror, f"{base_ref(repository)}:{WORKFLOW_PATH}", max_bytes=MAX_WORKFLOW_BYTES)
+    """The text of the repository's `.tac/workflow.yaml` on its default branch, without fetching
+    (a page must not wait for the network): a local repository's own branch, a GitHub one's as
+    this machine's mirror last saw it. None when there is no mirror yet or no file. Raises
+    GitError for a file over the limit or a repository that is gone."""
+    if repository.kind == Repository.Kind.LOCAL:
+        # The user's own repository (no agent writes it): its default branch as it is now.
+        where, ref = local_dir(repository), f"refs/heads/{repository.default_branch}"
+    else:
+        where, ref = _mirror_path(repository), base_ref(repository)
+        if not (where / "HEAD").exists():
+            return None
+    raw = git.read_blob(where, f"{ref}:{WORKFLOW_PATH}", max_bytes=MAX_WORKFLOW_BYTES)
     return None if raw is None else raw.decode("utf-8", errors="replace")
 
 

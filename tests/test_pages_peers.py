@@ -165,3 +165,13 @@ def test_a_workflow_kept_in_tacx_is_validated_in_place_and_used_by_the_next_task
     no_right = grant(django_user_model.objects.create_user("vic", "v@example.com", None), "view_repository")
     client.force_login(no_right)
     assert client.post(url, {"use": "tacx", "workflow": good}).status_code == 403
+
+
+def test_the_workflow_page_offers_a_local_repository_s_own_file(client, django_user_model, local_repository, clone):
+    from conftest import commit_workflow
+
+    commit_workflow(clone, "review_rounds: 3\n")
+    admin = grant(django_user_model.objects.create_user("ada", "a@example.com", None), "change_repository")
+    client.force_login(admin)
+    html = client.get(f"/repositories/{local_repository.pk}/workflow/?start=file").content.decode()
+    assert 'id="load-file"' in html and "review_rounds: 3" in html
