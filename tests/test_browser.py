@@ -41,10 +41,15 @@ def database_url() -> str:
     return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
-@pytest.fixture(scope="module")
+# Where the running server keeps its var directory (a test that makes a task's worktree makes it
+# where the server looks for the task store).
+SERVED: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session")
 def server(django_db_setup, django_db_blocker, tmp_path_factory):
-    """daphne serving the app on the test database, for every test of this module (each test
-    still gets an empty database: they use transactional_db)."""
+    """daphne serving the app on the test database, for every browser test of the session (each
+    test still gets an empty database: they use transactional_db)."""
     tmp = tmp_path_factory.mktemp("server")
     with django_db_blocker.unblock():
         url = database_url()
@@ -56,6 +61,7 @@ def server(django_db_setup, django_db_blocker, tmp_path_factory):
         "TACX_WORKTREE_ROOT": str(tmp / "trees"),
     }
     subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+    SERVED["var"] = tmp / "var"
     with fake_runner.daphne_serving(env=env, log_path=tmp / "daphne.log") as url:
         yield url
 

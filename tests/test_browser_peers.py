@@ -6,11 +6,9 @@ view, the transcript as steps, and repositories with their workflow from the UI.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
-from test_browser import ROOT, chromium, database_url, login, page, shot  # noqa: F401 (fixtures)
+from test_browser import SERVED, chromium, login, page, server, shot  # noqa: F401 (fixtures)
 
 from harness import fake_runner
 from pipeline import git
@@ -22,23 +20,10 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def served(django_db_setup, django_db_blocker, tmp_path_factory):
-    """daphne on the test database; (base URL, its var directory): a test that makes a task's
-    worktree makes it where the server looks for the task store."""
-    tmp = tmp_path_factory.mktemp("server")
-    with django_db_blocker.unblock():
-        url = database_url()
-    env = {
-        **{k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")},
-        "DJANGO_SETTINGS_MODULE": "tacx_site.settings",
-        "DATABASE_URL": url,
-        "TACX_VAR_DIR": str(tmp / "var"),
-        "TACX_WORKTREE_ROOT": str(tmp / "trees"),
-    }
-    subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
-    with fake_runner.daphne_serving(env=env, log_path=tmp / "daphne.log") as base:
-        yield base, tmp
+@pytest.fixture
+def served(server):
+    """The browser tests' daphne (shared with test_browser) and its var directory."""
+    return server, SERVED["var"].parent
 
 
 def finish_all(task: Task) -> None:
