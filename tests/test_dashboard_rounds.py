@@ -10,7 +10,8 @@ import uuid
 
 import pytest
 from conftest import commit_workflow, git, grant
-from rounds_helpers import drive, rounds_workflow
+from github_standin import standin  # noqa: F401
+from rounds_helpers import coordinator_for, drive, make_repo, rounds_workflow, task_with_pull_request  # noqa: F401
 
 from coordinator.loop import Coordinator
 from pipeline import services
@@ -101,3 +102,19 @@ def test_a_refused_message_comes_back_in_the_box(client, alice, local_repository
     Task.objects.filter(pk=task.pk).update(status=Task.Status.FAILED, branch="tacx/3-x")
     page = client.get(f"/tasks/{task.pk}/").content.decode()
     assert "please &lt;b&gt;go on&lt;/b&gt;</textarea>" in page
+
+
+def test_a_message_on_a_github_task_is_answered_on_its_pull_request_like_a_comment(client, alice, make_repo, standin):  # noqa: F811
+    make_repo()
+    coordinator = coordinator_for(standin)
+    task = task_with_pull_request(standin, coordinator)
+    client.force_login(alice)
+    send(client, task, "Mention the issue in CHANGES.md")
+    (round_,) = Round.objects.filter(task=task)
+    assert round_.context["reply_to"] == task.pr_number and round_.source == "dashboard"
+    drive(coordinator)
+    round_.refresh_from_db()
+    assert round_.status == Round.Status.SUCCEEDED, round_.reason
+    (reply,) = [x for x in standin.comments_on("octo/sample", task.pr_number) if f"tacx:round:{round_.pk}" in x["body"]]
+    assert "comment by alice" in reply["body"] and "Changes pushed to this pull request" in reply["body"]
+    assert len(standin.pulls_of("octo/sample")) == 1  # the same pull request got the commits
