@@ -14,9 +14,11 @@ from github_standin import standin  # noqa: F401
 from rounds_helpers import coordinator_for, drive, make_repo, rounds_workflow, task_with_pull_request  # noqa: F401
 
 from coordinator.loop import Coordinator
+from harness import fake_runner
 from pipeline import services
 from pipeline.github import GitHubClient
 from pipeline.models import Round, StageResult, Task
+from pipeline.workflow import Workflow
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,6 +32,20 @@ def finished(local_repository, clone):
     task.refresh_from_db()
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
     return coordinator, task
+
+
+@pytest.fixture
+def settled(local_repository):
+    """A task that succeeded (its stages played by the fake runner: no agent needed here)."""
+    task = fake_runner.task_running(repository=local_repository, issue_number=5, title="Add a changelog")
+    Task.objects.filter(pk=task.pk).update(branch="tacx/5-add-a-changelog")
+    for name in ("planning", "building", "reviewing", "pr_creation"):
+        fake_runner.attempt_finish(
+            fake_runner.stage_claim(task, name), output_text="ok", verdict="APPROVE" if name == "reviewing" else ""
+        )
+    task.refresh_from_db()
+    assert task.status == Task.Status.SUCCEEDED
+    return task
 
 
 def send(client, task, text: str, token: str | None = None):
@@ -62,22 +78,23 @@ def test_a_message_on_a_local_task_runs_a_round_on_its_branch_with_that_instruct
     assert "comment by alice" in html and "via dashboard" in html
 
 
-def test_the_same_message_twice_is_one_round_and_the_follow_up_limit_refuses_the_third(client, alice, finished):
-    _, task = finished
+def test_the_same_message_twice_is_one_round_and_the_follow_up_limit_refuses_the_next(client, alice, settled):
+    task = settled
+    limit = Workflow.from_json(task.workflow).max_followup_rounds
     client.force_login(alice)
     token = str(uuid.uuid4())
     send(client, task, "first", token)
     send(client, task, "first", token)  # a double submit
     assert Round.objects.filter(task=task).count() == 1
-    send(client, task, "second")
-    send(client, task, "third")
-    third = Round.objects.filter(task=task).order_by("id").last()
-    assert third.status == Round.Status.REFUSED and "max_followup_rounds" in third.reason
-    assert [r.status for r in Round.objects.filter(task=task).order_by("id")] == ["queued", "queued", "refused"]
+    for n in range(limit):
+        send(client, task, f"message {n + 2}")
+    last = Round.objects.filter(task=task).order_by("id").last()
+    assert last.status == Round.Status.REFUSED and "max_followup_rounds" in last.reason
+    assert [r.status for r in Round.objects.filter(task=task).order_by("id")] == ["queued"] * limit + ["refused"]
 
 
-def test_an_empty_message_is_refused_and_kept_and_who_may_not_retry_may_not_send(client, alice, django_user_model, finished):
-    _, task = finished
+def test_an_empty_message_is_refused_and_kept_and_who_may_not_retry_may_not_send(client, alice, django_user_model, settled):
+    task = settled
     client.force_login(alice)
     response = send(client, task, "   ")
     assert response.status_code == 302 and not Round.objects.filter(task=task).exists()
