@@ -13,12 +13,12 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from pipeline import accounting, budgets, pulls, repos, sandbox, services, slots
+from pipeline import accounting, budgets, pulls, sandbox, services, slots
 from pipeline.models import AgentEvent, Repository, StageResult, Task
 from pipeline.services import rounds
 from pipeline.workflow import WorkflowError, load_workflow_text
 
-from . import failures, health, rendering, selectors, stats, streams
+from . import failures, health, live_diff, rendering, selectors, stats, steps, streams, talk
 from .access import page_view
 
 PAGE_SIZE = 50
@@ -105,6 +105,8 @@ def _summary(task: Task, user) -> dict:
         "budgets": accounting.task_budget_lines(task),
         "blocked": blocked,
         "blocked_total": sum(n for _, n in blocked),
+        # The result panel keeps the final diff, per file.
+        **(live_diff.branch_files(task) if task.status in Task.FINISHED and task.branch else {}),
     }
 
 
@@ -124,7 +126,7 @@ def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
     context = {
         **_summary(task, request.user),
         **_documents(task),
-        "events": shown,
+        "transcript_items": steps.transcript_items(shown),
         "earlier_events": earlier,
         "live_after": after,
         "workflow_yaml": rendering.workflow_yaml(task.workflow),
@@ -133,6 +135,8 @@ def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
         "tab_list": [("documents", "Plan & review"), ("transcript", "Transcript"), ("workflow", "Workflow")],
         "transcript_kinds": TRANSCRIPT_KINDS,
         "transcript_attempts": selectors.task_attempts(task),
+        **talk.message_context(request, task),
+        "live_diff_url": reverse("dashboard:task-live-diff", args=[task.pk]),
     }
     return render(request, "dashboard/task_detail.html", context)
 
@@ -165,47 +169,6 @@ class NewTaskForm(forms.Form):
             except WorkflowError as exc:
                 raise forms.ValidationError(exc.errors) from None
         return text
-
-
-LOCAL_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}"
-
-
-class LocalRepositoryForm(forms.Form):
-    name = forms.RegexField(
-        regex=rf"^{LOCAL_NAME}$",
-        max_length=100,
-        help_text="Shown on the dashboard and used by the API: letters, digits, '.', '_' and '-'.",
-        error_messages={"invalid": "Use letters, digits, '.', '_' and '-' (starting with a letter or digit)."},
-    )
-    path = forms.CharField(max_length=1000, help_text="Absolute path of a git repository on the TAC-X machine (working copy or bare).")
-    default_branch = forms.CharField(max_length=250, initial="main", help_text="The branch tasks start from.")
-
-    def clean_name(self) -> str:
-        name = self.cleaned_data["name"]
-        if Repository.objects.filter(kind=Repository.Kind.LOCAL, full_name=name).exists():
-            raise forms.ValidationError(f"A local repository named {name!r} is already registered.")
-        return name
-
-    def clean_path(self) -> str:
-        try:
-            return str(repos.local_git_repository(self.cleaned_data["path"]))
-        except ValueError as exc:
-            raise forms.ValidationError(str(exc)) from None
-
-
-@page_view("pipeline.add_repository")
-def repository_new(request: HttpRequest) -> HttpResponse:
-    """Register another git repository on this machine (what `add_repo NAME --local PATH` does).
-    A path the server can read becomes one TAC-X pushes to: only `pipeline.add_repository`."""
-    form = LocalRepositoryForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        repository, _ = services.repository_add(
-            full_name=data["name"], kind=Repository.Kind.LOCAL, local_path=data["path"], default_branch=data["default_branch"]
-        )
-        messages.success(request, f"Registered {repository.full_name} ({repository.local_path}).")
-        return redirect(f"{reverse('dashboard:task-new')}?repository={repository.pk}")
-    return render(request, "dashboard/repository_new.html", {"form": form}, status=400 if form.errors else 200)
 
 
 @page_view("pipeline.add_task")
@@ -255,7 +218,7 @@ def task_retry(request: HttpRequest, task_id: int) -> HttpResponse:
         messages.error(request, f"Not retried: {exc}")
     else:
         messages.success(request, f"Task {task.pk} retried.")
-    return redirect(task)
+    return _back(request, task)
 
 
 @page_view("pipeline.cancel_task", require_POST)
@@ -265,7 +228,7 @@ def task_cancel(request: HttpRequest, task_id: int) -> HttpResponse:
         messages.success(request, f"Task {task.pk} cancelled.")
     else:
         messages.error(request, f"Not cancelled: the task is already {task.status}.")
-    return redirect(task)
+    return _back(request, task)
 
 
 @page_view("pipeline.view_task", require_GET)
@@ -315,7 +278,7 @@ def task_approve(request: HttpRequest, task_id: int) -> HttpResponse:
         messages.success(request, f"Plan of task {task.pk} approved.")
     else:
         messages.error(request, f"Not approved: the task is {task.status}.")
-    return redirect(task)
+    return _back(request, task)
 
 
 @page_view("pipeline.approve_task", require_POST)
@@ -330,7 +293,7 @@ def task_budget_raise(request: HttpRequest, task_id: int) -> HttpResponse:
     else:
         amount = budgets.money(usd) if usd is not None else f"{tokens:,} tokens"
         messages.success(request, f"The {pause.scope} budget of task {task.pk} was raised by {amount}; stage {pause.stage.name} goes on.")
-    return redirect(task)
+    return _back(request, task)
 
 
 @page_view("pipeline.approve_task", require_POST)
@@ -342,6 +305,14 @@ def task_budget_stop(request: HttpRequest, task_id: int) -> HttpResponse:
         messages.error(request, f"Not ended: {exc}")
     else:
         messages.success(request, f"Task {task.pk} ended at its budget pause.")
+    return _back(request, task)
+
+
+def _back(request: HttpRequest, task: Task) -> HttpResponse:
+    """Back to the page the action was taken on: the task's, or the attention view's (the only
+    other page allowed as `next`)."""
+    if request.POST.get("next") == reverse("dashboard:attention"):
+        return redirect("dashboard:attention")
     return redirect(task)
 
 

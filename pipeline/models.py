@@ -44,6 +44,11 @@ class Repository(models.Model):
         default="fail",
         help_text="When the daily budget is reached by a running agent: fail its task, or pause it until a person answers.",
     )
+    workflow_text = models.TextField(
+        blank=True,
+        help_text="A workflow kept in TAC-X for this repository (set on its dashboard page): when set, its tasks use it "
+        "instead of the repository's .tac/workflow.yaml. A task's own override still comes first.",
+    )
     # Conditional polling: GitHub answers 304 (free) when nothing changed since this ETag.
     poll_etag = models.CharField(max_length=200, blank=True)
     polled_at = models.DateTimeField(null=True, blank=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import fcntl
 import hashlib
+import re
 from pathlib import Path
 
 from django.conf import settings
@@ -43,6 +44,10 @@ def auth_header(repository: Repository | None = None) -> str:
         return ""
     basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
     return f"Authorization: Basic {basic}"
+
+
+# OWNER/NAME as GitHub spells a repository (`add_repo` and the dashboard's registration check it).
+GITHUB_FULL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+$")
 
 
 def local_git_repository(path: str) -> Path:
@@ -174,6 +179,22 @@ def publish(repository: Repository, worktree: Path, branch: str) -> str:
     if repository.kind == Repository.Kind.LOCAL:
         git.run(["push", "--quiet", push_remote(repository), f"refs/heads/{branch}:refs/heads/{branch}"], cwd=local_dir(repository), timeout=600)
     return head
+
+
+def workflow_file_text(repository: Repository) -> str | None:
+    """The text of the repository's `.tac/workflow.yaml` on its default branch, without fetching
+    (a page must not wait for the network): a local repository's own branch, a GitHub one's as
+    this machine's mirror last saw it. None when there is no mirror yet or no file. Raises
+    GitError for a file over the limit or a repository that is gone."""
+    if repository.kind == Repository.Kind.LOCAL:
+        # The user's own repository (no agent writes it): its default branch as it is now.
+        where, ref = local_dir(repository), f"refs/heads/{repository.default_branch}"
+    else:
+        where, ref = _mirror_path(repository), base_ref(repository)
+        if not (where / "HEAD").exists():
+            return None
+    raw = git.read_blob(where, f"{ref}:{WORKFLOW_PATH}", max_bytes=MAX_WORKFLOW_BYTES)
+    return None if raw is None else raw.decode("utf-8", errors="replace")
 
 
 def read_workflow(repository: Repository) -> Workflow:

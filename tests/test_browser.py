@@ -41,10 +41,15 @@ def database_url() -> str:
     return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
-@pytest.fixture(scope="module")
+# Where the running server keeps its var directory (a test that makes a task's worktree makes it
+# where the server looks for the task store).
+SERVED: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session")
 def server(django_db_setup, django_db_blocker, tmp_path_factory):
-    """daphne serving the app on the test database, for every test of this module (each test
-    still gets an empty database: they use transactional_db)."""
+    """daphne serving the app on the test database, for every browser test of the session (each
+    test still gets an empty database: they use transactional_db)."""
     tmp = tmp_path_factory.mktemp("server")
     with django_db_blocker.unblock():
         url = database_url()
@@ -56,6 +61,7 @@ def server(django_db_setup, django_db_blocker, tmp_path_factory):
         "TACX_WORKTREE_ROOT": str(tmp / "trees"),
     }
     subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+    SERVED["var"] = tmp / "var"
     with fake_runner.daphne_serving(env=env, log_path=tmp / "daphne.log") as url:
         yield url
 
@@ -409,7 +415,7 @@ def test_every_page_fits_a_390_px_phone_without_horizontal_scrolling(server, pho
     fake_runner.stage_claim(task, "building")
     login(phone, server)
     for path, name in [("/", "tasks"), (f"/tasks/{task.pk}/", "task"), (f"/tasks/{task.pk}/#documents", "documents"), ("/stats/", "stats"),
-                       ("/workers/", "workers"), ("/tasks/new/", "new-task"), ("/api/docs/", "api-docs"), ("/no/such/page/", "404")]:
+                       ("/workers/", "workers"), ("/attention/", "attention"), ("/tasks/new/", "new-task"), ("/api/docs/", "api-docs"), ("/no/such/page/", "404")]:
         phone.goto(server + path)
         expect(phone.locator("main")).to_be_visible()
         width = phone.evaluate("document.documentElement.scrollWidth")
@@ -497,7 +503,7 @@ def test_the_pane_follows_cancel_shows_stopping_retry_keeps_the_tab_and_says_whe
 
     task = fake_runner.task_running(repository=local_repository, issue_number=9)
     planning = fake_runner.stage_claim(task, "planning")
-    fake_runner.events_add(planning, fake_runner.sample_conversation() * 8)
+    fake_runner.events_add(planning, fake_runner.sample_conversation() * 30)  # 30 steps: the pane overflows even with them folded
     login(page, server)
     page.goto(server + f"/tasks/{task.pk}/")
     pane = page.locator("#transcript")

@@ -38,6 +38,13 @@ RULES: dict[str, tuple[str, tuple[str, str] | None]] = {
     "task-approve": ("approve_task", ("post", "/api/tasks/{id}/approve/")),
     "task-budget-raise": ("approve_task", ("post", "/api/tasks/{id}/budget/raise/")),
     "task-budget-stop": ("approve_task", ("post", "/api/tasks/{id}/budget/stop/")),
+    # A message starts a round: running the task's agents again, as Retry does.
+    "task-message": ("retry_task", ("post", "/api/tasks/{id}/retry/")),
+    "task-live-diff": ("view_task", ("get", "/api/tasks/{id}/")),
+    "attention": ("view_task", ("get", "/api/tasks/")),
+    # Repositories and their workflows: the model permissions (no API twin yet).
+    "repositories": ("view_repository", None),
+    "repository-workflow": ("change_repository", None),
     "stats": ("view_task", ("get", "/api/stats/")),
     "workers": ("view_task", ("get", "/api/workers/")),
     "worker-rows": ("view_task", ("get", "/api/workers/")),

@@ -9,6 +9,8 @@ from django.utils import timezone
 
 from .. import setup_cache
 from ..models import Repository
+from ..workflow import load_workflow_text
+from .tasks import REPOSITORY_WORKFLOW_SOURCE, workflow_machine_check
 
 
 def repository_add(
@@ -69,3 +71,17 @@ def repository_setup_cache_clear(*, repository: Repository) -> tuple[int, list[s
     """Remove the repository's setup cache (every key no setup is using right now). Returns
     (bytes freed, the keys left because a setup holds them). The next setup starts empty."""
     return setup_cache.clear(repository.pk)
+
+
+def repository_workflow_set(*, repository: Repository, text: str) -> Repository:
+    """Keep `text` as the repository's workflow in TAC-X (its tasks use it instead of the
+    repository's .tac/workflow.yaml), or "" to use the file again. The text is validated as a
+    task would load it (raises WorkflowError listing every problem) and nothing is saved then.
+    Tasks already started keep the workflow they started with (their snapshot)."""
+    text = (text or "").strip()
+    if text:
+        workflow_machine_check(load_workflow_text(text, source=REPOSITORY_WORKFLOW_SOURCE))
+        text += "\n"
+    Repository.objects.filter(pk=repository.pk).update(workflow_text=text)
+    repository.workflow_text = text
+    return repository

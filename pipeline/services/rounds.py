@@ -120,6 +120,32 @@ def round_finish_command(*, round_: Round, status: str, reason: str) -> None:
     Round.objects.filter(pk=round_.pk, status=Round.Status.QUEUED).update(status=status, reason=reason[:4000], finished_at=timezone.now())
 
 
+def round_request(*, task: Task, actor: str, text: str, token: str, source: str = "dashboard") -> tuple[Round, bool]:
+    """A person's message to a task from the dashboard (or another TAC-X front end): the round an
+    `@tacx <text>` comment on its pull request would record, with the same rules: plan feedback
+    while the plan awaits approval, a comment round otherwise; the follow-up limit; the text
+    frozen (sanitised) here. Whoever calls it has checked the person's permission (the forge's
+    write access has no equivalent for a local repository).
+
+    `token` names this message (the form's one-time value): the same message sent twice is one
+    round (returns (round, False) the second time). The reply goes to the task's pull request
+    when it has one (the coordinator posts it, as for a comment there); a task without one keeps
+    the round on its page only.
+    """
+    text = (text or "").strip()
+    if not text:
+        raise ValueError("the message is empty: say what to change")
+    if task.status in (Task.Status.CANCELLED, Task.Status.SKIPPED):
+        raise ValueError(f"the task is {task.status}: start a new task (or retry it) instead")
+    if not task.branch and task.status != Task.Status.AWAITING_APPROVAL:
+        raise ValueError("the task has no branch yet: wait until it has run, or retry it")
+    kind = Round.Kind.REPLAN if task.status == Task.Status.AWAITING_APPROVAL else Round.Kind.COMMENT
+    context: dict = {"message": True}
+    if task.repository.kind == task.repository.Kind.GITHUB and task.pr_number:
+        context["reply_to"] = task.pr_number
+    return round_record(task=task, kind=kind, trigger_key=f"{source}:{token}"[:200], actor=actor, source=source, text=text, context=context)
+
+
 # --- starting and finishing --------------------------------------------------------------------
 
 
@@ -157,7 +183,8 @@ def round_start(*, round_: Round, enqueue: bool = True) -> str:
             return "wait"  # its pipeline (or another round) runs: one active round per task
         return refuse(round_, f"the task is {task.status}")
     if not replan and not task.pr_number and task.status != Task.Status.SUCCEEDED:
-        return refuse(round_, f"the task {task.status.replace('_', ' ')} before opening its pull request; `/tacx retry` runs it again")
+        again = "Retry on its page" if task.repository.kind == task.repository.Kind.LOCAL else "`/tacx retry`"
+        return refuse(round_, f"the task {task.status.replace('_', ' ')} before opening its pull request; {again} runs it again")
     stage_name = "planning" if replan else "building"
     first = task.stages.filter(name=stage_name).first()
     if first is None or not task.branch:

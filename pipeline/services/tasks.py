@@ -228,6 +228,10 @@ def workflow_machine_check(workflow: Workflow) -> Workflow:
     return workflow
 
 
+# Where a task's workflow came from when it is the one set on the repository's dashboard page.
+REPOSITORY_WORKFLOW_SOURCE = "the repository's workflow in TAC-X"
+
+
 def task_workflow_read(*, task: Task) -> Workflow | None:
     """The workflow `task` would start with, read from its repository.
 
@@ -237,6 +241,8 @@ def task_workflow_read(*, task: Task) -> Workflow | None:
     try:
         if task.workflow_override:
             return workflow_machine_check(load_workflow_text(task.workflow_override, source="workflow override"))
+        if task.repository.workflow_text.strip():
+            return workflow_machine_check(load_workflow_text(task.repository.workflow_text, source=REPOSITORY_WORKFLOW_SOURCE))
         return workflow_machine_check(repos.read_workflow(task.repository))
     except WorkflowError as exc:
         workflow_error_fail(task=task, error=exc)

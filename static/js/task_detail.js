@@ -77,6 +77,9 @@
     (items || transcript.querySelectorAll("li.event, li.attempt-head")).forEach(function (item) {
       item.hidden = !visible(item, kinds);
     });
+    transcript.querySelectorAll("li.step").forEach(function (step) {
+      step.hidden = !step.querySelector("li.event:not([hidden])");
+    });
     var hidden = transcript.querySelectorAll("li.event[hidden]").length;
     hiddenCount.hidden = !hidden;
     hiddenCount.textContent = hidden + " event" + (hidden === 1 ? "" : "s") + " hidden by the filters.";
@@ -150,6 +153,75 @@
     attemptSelect.appendChild(option);
   }
 
+  // --- steps: the same rule as dashboard/steps.py (starts_step), applied to live events
+  function usageTotal(data) { return (Number(data.input_tokens) || 0) + (Number(data.output_tokens) || 0); }
+  function titleOf(text) {
+    var lines = String(text || "").split("\n");
+    for (var i = 0; i < lines.length; i++) {
+      var line = lines[i].trim().replace(/^[#>*\-` ]+/, "").split("**").join("").split("`").join("").trim();
+      if (line) return line.length <= 120 ? line : line.slice(0, 119) + "…";
+    }
+    return "";
+  }
+  function startsStep(step, event) {
+    if (!step) return true;
+    if (event.kind === "message" || event.kind === "output") return step.dataset.hasTool === "1";
+    if (event.kind === "tool_call") return step.dataset.hasResult === "1";
+    return false;
+  }
+  function newStep(event, result, previous) {
+    var n = transcript.querySelectorAll("li.step[data-result='" + result + "']").length + 1;
+    var base = previous ? previous.dataset.total : "0";
+    var li = document.createElement("li");
+    li.className = "step";
+    li.id = "step-" + event.id;
+    li.dataset.result = result;
+    li.dataset.stageName = event.stage || "";
+    li.dataset.n = String(n);
+    li.dataset.base = base;
+    li.dataset.total = base;
+    li.dataset.hasTool = "0";
+    li.dataset.hasResult = "0";
+    li.dataset.started = event.created_at;
+    li.innerHTML = '<details class="step-box" open><summary><span class="step-n"></span> <span class="step-title"></span> <span class="step-tools"></span> ' +
+      '<span class="step-meta"><span class="step-duration">0s</span> · <span class="step-tokens">0</span> tokens · <span class="step-count">0</span> rows</span></summary><ol class="step-events"></ol></details>';
+    li.querySelector(".step-n").textContent = "step " + n;
+    // The step before folds, unless the reader opened or closed it by hand.
+    // (Only while following: a reader who scrolled up keeps the page as it is.)
+    if (previous && !previous.dataset.pinned && (!follow || follow.checked)) previous.querySelector("details").open = false;
+    transcript.appendChild(li);
+    return li;
+  }
+  function tokensText(n) { return n < 1000 ? String(n) : n < 1000000 ? (n / 1000).toFixed(1) + "k" : (n / 1000000).toFixed(1) + "M"; }
+  function stepAdd(step, event) {
+    var data = event.data || {};
+    if (event.kind === "tool_call") {
+      step.dataset.hasTool = "1";
+      var tools = step.querySelector(".step-tools");
+      var names = (step.dataset.tools ? step.dataset.tools.split("\n") : []).concat([String(data.name || "tool").slice(0, 60)]);
+      step.dataset.tools = names.join("\n");
+      var counts = {}, order = [];
+      names.forEach(function (name) { if (!counts[name]) { counts[name] = 0; order.push(name); } counts[name] += 1; });
+      tools.textContent = order.map(function (name) { return counts[name] > 1 ? name + " ×" + counts[name] : name; }).join(", ");
+    } else if (event.kind === "tool_result") {
+      step.dataset.hasResult = "1";
+    } else if (event.kind === "usage") {
+      step.dataset.total = String(usageTotal(data));
+      step.querySelector(".step-tokens").textContent = tokensText(Math.max(0, usageTotal(data) - Number(step.dataset.base)));
+    } else if ((event.kind === "message" || event.kind === "output") && (data.role || "assistant") === "assistant") {
+      var title = step.querySelector(".step-title");
+      if (!title.textContent) title.textContent = titleOf(data.text);
+    }
+    var since = Date.parse(step.dataset.started), at = Date.parse(event.created_at);
+    if (!isNaN(since) && !isNaN(at)) step.querySelector(".step-duration").textContent = TacxLive.duration((at - since) / 1000);
+    var count = step.querySelector(".step-count");
+    count.textContent = String(Number(count.textContent) + 1);
+  }
+  transcript.addEventListener("click", function (event) {
+    var summary = event.target.closest && event.target.closest("li.step > details > summary");
+    if (summary) summary.closest("li.step").dataset.pinned = "1";
+  });
+
   function append(event) {
     if (document.getElementById("event-" + event.id)) return [];
     var empty = transcript.querySelector(".empty");
@@ -166,8 +238,24 @@
       added.push(head);
       addAttemptOption(event);
     }
-    transcript.insertAdjacentHTML("beforeend", event.html);
-    added.push(transcript.lastElementChild);
+    if (!result) {
+      transcript.insertAdjacentHTML("beforeend", event.html);
+      added.push(transcript.lastElementChild);
+      return added;
+    }
+    var last = transcript.lastElementChild;
+    var step = last && last.classList.contains("step") && last.dataset.result === result ? last : null;
+    if (startsStep(step, event)) {
+      var previous = null;
+      var steps = transcript.querySelectorAll("li.step[data-result='" + result + "']");
+      if (steps.length) previous = steps[steps.length - 1];
+      step = newStep(event, result, previous);
+      added.push(step);
+    }
+    var list = step.querySelector("ol.step-events");
+    list.insertAdjacentHTML("beforeend", event.html);
+    added.push(list.lastElementChild);
+    stepAdd(step, event);
     return added;
   }
 
@@ -179,18 +267,39 @@
     }
   }
 
+  // --- the diff beside the log: fetched once, then again (at most every 3 s) when the agent
+  // did something that can change files; a finished task's is the branch's and stays.
+  var liveDiff = document.getElementById("live-diff");
+  var refreshDiff = TacxLive.debounced(3000, function () {
+    if (!liveDiff) return null;
+    return TacxLive.reload(liveDiff, liveDiff.dataset.url).then(function () {
+      // Keep the files the reader opened open.
+      (liveDiff.dataset.opened || "").split("\n").forEach(function (path) {
+        liveDiff.querySelectorAll("details.file-diff").forEach(function (d) { if (path && d.dataset.path === path) d.open = true; });
+      });
+    });
+  });
+  if (liveDiff) {
+    TacxLive.reload(liveDiff, liveDiff.dataset.url).catch(function () {});
+    liveDiff.addEventListener("toggle", function () {
+      liveDiff.dataset.opened = Array.prototype.map.call(liveDiff.querySelectorAll("details.file-diff[open]"), function (d) { return d.dataset.path; }).join("\n");
+    }, true);
+  }
+
   TacxLive.connect("/ws/tasks/" + transcript.dataset.task + "/events/", transcript.dataset.liveAfter, function (events) {
-    var status = false, usage = false, added = [];
+    var status = false, usage = false, changed = false, added = [];
     events.forEach(function (event) {
       added = added.concat(append(event));
       if (event.kind === "status") status = true;
       if (event.kind === "usage" || event.kind === "result") usage = true;
+      if (event.kind === "tool_result" || event.kind === "output" || event.kind === "status") changed = true;
     });
     if (filters) applyFilters(added);
     added.forEach(function (item) { applyFold(item); });
     nowDoing(added);
     if (status || usage) refreshSummary();
     if (status) refreshDocuments();
+    if (changed) refreshDiff();
     followBottom();
   });
 })();

@@ -3,7 +3,6 @@ register a repository (or update the options given for one already registered)."
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -11,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from pipeline import repos, services
 from pipeline.models import Repository
 
-FULL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+$")
+FULL_NAME = repos.GITHUB_FULL_NAME
 
 
 class Command(BaseCommand):
