@@ -330,6 +330,16 @@ GITHUB_WEBHOOK_SECRET = os.environ.get("GITHUB_WEBHOOK_SECRET", "")
 GITHUB_APP_ID = os.environ.get("GITHUB_APP_ID", "")
 GITHUB_APP_PRIVATE_KEY = os.environ.get("GITHUB_APP_PRIVATE_KEY", "")
 GITHUB_APP_PRIVATE_KEY_FILE = os.environ.get("GITHUB_APP_PRIVATE_KEY_FILE", "")
+# Trackers that are not forges (pipeline/trackers/). Their secrets (LINEAR_API_KEY,
+# LINEAR_WEBHOOK_SECRET, JIRA_API_TOKEN, JIRA_WEBHOOK_SECRET) are read from the environment or from
+# the file named by NAME_FILE when used (pipeline/trackers/secrets.py), never stored in settings.
+LINEAR_API_URL = os.environ.get("LINEAR_API_URL", "https://api.linear.app/graphql")
+# The Linear user (or agent app user) whose assignment or delegation starts a task: its id.
+TACX_LINEAR_USER_ID = os.environ.get("TACX_LINEAR_USER_ID", "")
+JIRA_BASE_URL = os.environ.get("JIRA_BASE_URL", "")  # https://your-site.atlassian.net
+JIRA_EMAIL = os.environ.get("JIRA_EMAIL", "")  # the account the API token belongs to
+# The Jira account (accountId) whose assignment starts a task.
+TACX_JIRA_ACCOUNT_ID = os.environ.get("TACX_JIRA_ACCOUNT_ID", "")
 
 # django-q2 is an at-least-once delivery pipe; our own claims and leases decide what runs.
 # The ORM broker gives receipts and a transactional enqueue on the same database.
