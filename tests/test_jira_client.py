@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from harness.trackers.jira import JiraStandIn
-from pipeline.trackers.jira import JiraClient, JiraError, adf_document, adf_text
+from pipeline.trackers.jira_api import JiraClient, JiraError, adf_document, adf_text
 
 pytestmark = pytest.mark.django_db
 

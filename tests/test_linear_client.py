@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from harness.trackers.linear import LinearStandIn
-from pipeline.trackers.linear import LinearClient, LinearError
+from pipeline.trackers.linear_api import LinearClient, LinearError
 
 pytestmark = pytest.mark.django_db
 

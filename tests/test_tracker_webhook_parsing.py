@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from coordinator import jira_hooks, linear_hooks
-from coordinator.linear_hooks import BadPayload, Refused
+from pipeline.trackers import jira_webhooks as jira_hooks
+from pipeline.trackers import linear_webhooks as linear_hooks
+from pipeline.trackers.linear_webhooks import BadPayload, Refused
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SECRET = "lin_wh_0123456789abcdef"

@@ -23,9 +23,8 @@ import hmac
 import json
 from dataclasses import dataclass
 
-from pipeline.trackers.jira import adf_text
-
-from .linear_hooks import MENTION, BadPayload, Refused
+from .jira_api import adf_text
+from .linear_webhooks import MENTION, BadPayload, Refused
 
 EVENTS = ("jira:issue_created", "jira:issue_updated", "comment_created")
 
