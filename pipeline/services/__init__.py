@@ -54,7 +54,13 @@ from .progress import (
     tests_failed_back_to_building,
 )
 from .pull_outcomes import pull_opened_record, pull_outcome_of, pull_outcome_record
-from .repositories import repository_add, repository_poll_claim, repository_poll_etag_set, repository_setup_cache_clear
+from .repositories import (
+    repository_add,
+    repository_poll_claim,
+    repository_poll_etag_set,
+    repository_poll_succeeded,
+    repository_setup_cache_clear,
+)
 from .tasks import (
     task_create,
     task_dispatch,
@@ -100,6 +106,7 @@ __all__ = [
     "memory_text_clean",
     "repository_add",
     "repository_poll_claim",
+    "repository_poll_succeeded",
     "repository_poll_etag_set",
     "repository_setup_cache_clear",
     "result_add_to_totals",

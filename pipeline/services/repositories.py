@@ -69,3 +69,10 @@ def repository_setup_cache_clear(*, repository: Repository) -> tuple[int, list[s
     """Remove the repository's setup cache (every key no setup is using right now). Returns
     (bytes freed, the keys left because a setup holds them). The next setup starts empty."""
     return setup_cache.clear(repository.pk)
+
+
+def repository_poll_succeeded(*, repository: Repository, now=None) -> None:
+    """Record that a poll of the repository's issue source completed (shown on /health)."""
+    now = now or timezone.now()
+    Repository.objects.filter(pk=repository.pk).update(poll_succeeded_at=now)
+    repository.poll_succeeded_at = now

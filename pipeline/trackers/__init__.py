@@ -1,5 +1,22 @@
-"""Wrappers of the issue trackers that are not forges: Linear (GraphQL, `linear`) and Jira Cloud
-(REST v3, `jira`). Each is one thin module with its own error type; what the coordinator makes of
-their issues and webhooks lives in `coordinator/linear_tracker.py` and `coordinator/jira_tracker.py`.
+"""Trackers: where triggers come from and progress is reported (see `base` for the contract).
 
-Secrets come from the environment or from files (`secret_value`), never from the database."""
+Importing this package registers every tracker kind. A new tracker is a module here with a
+`@register`ed `Tracker` subclass, imported below.
+"""
+
+from . import github  # noqa: F401  (registers "github")
+from .base import (  # noqa: F401
+    TRACKERS,
+    Actor,
+    PayloadError,
+    Permission,
+    Tracker,
+    TrackerError,
+    TrackerEvent,
+    TrackerIssue,
+    WebhookRefused,
+    forget_instances,
+    register,
+    tracker_for,
+    tracker_named,
+)
