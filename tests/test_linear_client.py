@@ -50,7 +50,7 @@ def test_it_reads_a_members_role_and_teams(linear):
     team = linear.add_team("ENG")
     guest = linear.add_user("Gus", guest=True, teams=(team,))
     member = client_for(linear).member(guest["id"])
-    assert member.guest and not member.admin and member.team_ids == {team["id"]}
+    assert member.guest and not member.admin and member.team_keys == {"ENG"}
     assert client_for(linear).member("nobody") is None
 
 

@@ -23,6 +23,7 @@ class StandIn:
         # Scripted answers for the next requests: (status, data, headers), taken in order.
         self.failures: list[tuple[int, Any, dict]] = []
         self.server: ThreadingHTTPServer | None = None
+        self.errors: list[str] = []  # the stand-in's own crashes (a test asserts there are none)
         self._ids = 1000
 
     def next_id(self) -> int:
@@ -90,6 +91,7 @@ class _Handler(BaseHTTPRequestHandler):
                 status, data, extra = self.owner.handle(self.command, parts.path, query, headers, body)
             except Exception as exc:  # a bug in the stand-in is a 500, as a server's would be
                 status, data, extra = 500, {"message": f"stand-in error: {type(exc).__name__}: {exc}"}, {}
+                self.errors.append(repr(exc))
         with self.owner.lock:
             self.owner.requests.append(
                 {

@@ -3,6 +3,7 @@ documented shapes):
 
   GET  /rest/api/3/search/jql?jql=&fields=&maxResults=&nextPageToken=   {issues, nextPageToken, isLast}
   GET  /rest/api/3/issue/{key}                                            404 {errorMessages} when unknown
+  GET  /rest/api/3/issue/{key}/changelog                                  {values: [{author, created, items}], isLast}
   GET  /rest/api/3/issue/{key}/comment                                    {comments, total, ...}
   POST /rest/api/3/issue/{key}/comment                                    201; the body must be ADF
   PUT  /rest/api/3/issue/{key}/comment/{id}                               200; the body must be ADF
@@ -19,7 +20,7 @@ JQL Query". Permissions are granted per (account, project) with `grant(...)`.
 `X-Hub-Signature: sha256=<hex HMAC-SHA256 of the raw body>` with the webhook's secret and
 `X-Atlassian-Webhook-Identifier` (the same on a retry of the same delivery).
 
-Not covered: the rest of JQL (OR, IN, functions, text search), the changelog's full history,
+Not covered: the rest of JQL (OR, IN, functions, text search), changelog paging (one page),
 issue transitions, ADF beyond paragraphs/text/links/mentions, webhooks of Connect or OAuth apps
 (JWT-signed, not supported by TAC-X), Jira's own webhook retries, and rate limits (scripted with
 `fail_next(429, ..., {"Retry-After": "5"})`).
@@ -42,7 +43,8 @@ CATEGORIES = {"To Do": "new", "In Progress": "indeterminate", "Done": "done"}
 
 
 def jira_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S.000+0000", time.gmtime())
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}+0000"
 
 
 class JiraStandIn(StandIn):
@@ -56,6 +58,7 @@ class JiraStandIn(StandIn):
         self.issues: dict[str, dict] = {}
         self.comments: dict[str, list[dict]] = {}
         self.remote_links: dict[str, list[dict]] = {}
+        self.changelogs: dict[str, list[dict]] = {}
         self.grants: set[tuple[str, str, str]] = set()  # (accountId, project key, permission)
         self.me = self.add_user("TAC-X", account_type="app")
 
@@ -103,7 +106,29 @@ class JiraStandIn(StandIn):
         }
         self.issues[key] = issue
         self.comments[key] = []
+        self.changelogs[key] = []
         return issue
+
+    def set_labels(self, issue: dict, labels: tuple[str, ...], *, by: dict) -> list[dict]:
+        """Change the labels as `by` would; the changelog items (for the matching webhook)."""
+        items = [{"field": "labels", "fieldtype": "jira", "fieldId": "labels", "from": None, "fromString": " ".join(issue["labels"]),
+                  "to": None, "toString": " ".join(labels)}]
+        issue["labels"] = list(labels)
+        return self._changed(issue, by, items)
+
+    def assign(self, issue: dict, user: dict | None, *, by: dict) -> list[dict]:
+        before = self.users.get(issue["assignee"] or "")
+        items = [{"field": "assignee", "fieldtype": "jira", "fieldId": "assignee", "from": issue["assignee"],
+                  "fromString": before["displayName"] if before else None, "to": user["accountId"] if user else None,
+                  "toString": user["displayName"] if user else None}]
+        issue["assignee"] = user["accountId"] if user else None
+        return self._changed(issue, by, items)
+
+    def _changed(self, issue: dict, by: dict, items: list[dict]) -> list[dict]:
+        time.sleep(0.002)
+        issue["updated"] = jira_now()
+        self.changelogs[issue["key"]].append({"id": str(self.next_id()), "author": by, "created": issue["updated"], "items": items})
+        return items
 
     # --- shapes ---------------------------------------------------------------------------------
 
@@ -203,6 +228,9 @@ class JiraStandIn(StandIn):
             if len(parts) == 2 and method == "GET":
                 return 200, self.issue_json(issue), {}
             data = json.loads(body) if body else {}
+            if parts[2:] == ["changelog"] and method == "GET":
+                values = self.changelogs[issue["key"]]
+                return 200, {"startAt": 0, "maxResults": 100, "total": len(values), "isLast": True, "values": values}, {}
             if parts[2:] == ["comment"] and method == "GET":
                 comments = self.comments[issue["key"]]
                 return 200, {"startAt": 0, "maxResults": 100, "total": len(comments), "comments": comments}, {}

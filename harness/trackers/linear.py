@@ -53,7 +53,11 @@ input StringComparator { eq: String, eqIgnoreCase: String, in: [String!], nin: [
 input IssueLabelCollectionFilter { name: StringComparator }
 input TeamFilter { key: StringComparator }
 input WorkflowStateFilter { type: StringComparator, name: StringComparator }
-input IssueFilter { labels: IssueLabelCollectionFilter, team: TeamFilter, state: WorkflowStateFilter }
+input IDComparator { eq: ID, in: [ID!] }
+input NullableUserFilter { id: IDComparator }
+input IssueFilter {
+  labels: IssueLabelCollectionFilter, team: TeamFilter, state: WorkflowStateFilter, assignee: NullableUserFilter
+}
 input CommentCreateInput { issueId: String!, body: String! }
 input CommentUpdateInput { body: String }
 type PageInfo { hasNextPage: Boolean!, endCursor: String }
@@ -75,8 +79,13 @@ type Attachment { id: ID!, url: String!, title: String! }
 type Issue {
   id: ID!, identifier: String!, title: String!, description: String, url: String!, updatedAt: DateTime!
   state: WorkflowState!, team: Team!, labels(first: Int): IssueLabelConnection!
-  assignee: User, delegate: User, comments(first: Int): CommentConnection!
+  assignee: User, delegate: User, comments(first: Int): CommentConnection!, history(first: Int): IssueHistoryConnection!
 }
+type IssueHistory {
+  id: ID!, createdAt: DateTime!, actorId: String, addedLabelIds: [String!], removedLabelIds: [String!]
+  fromAssigneeId: String, toAssigneeId: String
+}
+type IssueHistoryConnection { nodes: [IssueHistory!]! }
 type CommentPayload { success: Boolean!, comment: Comment! }
 type AttachmentPayload { success: Boolean!, attachment: Attachment! }
 """
@@ -93,7 +102,8 @@ STATES = {
 
 
 def linear_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
 
 
 def _matches(value: str, comparator: dict | None) -> bool:
@@ -186,14 +196,41 @@ class LinearStandIn(StandIn):
             "assignee_id": assignee["id"] if assignee else None,
             "delegate_id": delegate["id"] if delegate else None,
             "createdAt": linear_now(),
+            "history": [],
         }
         self.issues[issue["id"]] = issue
         return issue
 
-    def set_labels(self, issue: dict, labels: tuple[str, ...]) -> None:
+    def set_labels(self, issue: dict, labels: tuple[str, ...], *, by: dict | None = None) -> dict:
+        """Change the issue's labels as `by` would in Linear's app (recorded in its history);
+        returns `updatedFrom` for the matching webhook."""
+        before = [label["id"] for label in issue["labels"]]
         keep = {label["name"]: label for label in issue["labels"]}
         issue["labels"] = [keep.get(n) or {"id": str(uuid.uuid4()), "name": n} for n in labels]
+        after = [label["id"] for label in issue["labels"]]
+        return self._changed(
+            issue,
+            by,
+            {"labelIds": before},
+            addedLabelIds=[i for i in after if i not in before],
+            removedLabelIds=[i for i in before if i not in after],
+        )
+
+    def assign(self, issue: dict, user: dict | None, *, by: dict | None = None, role: str = "assignee") -> dict:
+        """Assign (or with None unassign) the issue, or delegate it with `role="delegate"`."""
+        before = issue[f"{role}_id"]
+        issue[f"{role}_id"] = user["id"] if user else None
+        extra = {"fromAssigneeId": before, "toAssigneeId": issue["assignee_id"]} if role == "assignee" else {}
+        return self._changed(issue, by, {f"{role}Id": before}, **extra)
+
+    def _changed(self, issue: dict, by: dict | None, updated_from: dict, **history) -> dict:
+        previous = issue["updatedAt"]
+        time.sleep(0.002)  # Linear's times have milliseconds; keep each change later than the last
         issue["updatedAt"] = linear_now()
+        issue["history"].append(
+            {"id": str(uuid.uuid4()), "createdAt": issue["updatedAt"], "actorId": by["id"] if by else None, **history}
+        )
+        return {"updatedAt": previous, **updated_from}
 
     def rate_limit(self, requests_left: int) -> None:
         self.requests_left = requests_left
@@ -217,6 +254,7 @@ class LinearStandIn(StandIn):
             "assignee": self.user_node(issue["assignee_id"]),
             "delegate": self.user_node(issue["delegate_id"]),
             "comments": lambda info, **_: {"nodes": comments},
+            "history": lambda info, **_: {"nodes": list(reversed(issue["history"]))},
         }
 
     def comment_node(self, comment: dict) -> dict:
@@ -253,6 +291,8 @@ class LinearStandIn(StandIn):
             ):
                 continue
             if not _matches(team["key"], (f.get("team") or {}).get("key")):
+                continue
+            if not _matches(issue["assignee_id"] or "", ((f.get("assignee") or {}).get("id"))):
                 continue
             label_filter = (f.get("labels") or {}).get("name")
             if label_filter and not any(_matches(label["name"], label_filter) for label in issue["labels"]):

@@ -184,6 +184,11 @@ class JiraClient:
             for c in data.get("comments") or []
         ]
 
+    def changelog(self, key: str) -> list[dict]:
+        """The issue's change history, newest first: [{author, created, items}]."""
+        data = self.request("GET", f"issue/{key}/changelog", params={"maxResults": 100}) or {}
+        return list(reversed(data.get("values") or []))
+
     def has_permissions(self, *, account_id: str, project_key: str, permissions: str) -> bool:
         """Whether the account holds every one of `permissions` (comma-separated keys such as
         EDIT_ISSUES,TRANSITION_ISSUES) in the project ("find users with permissions")."""

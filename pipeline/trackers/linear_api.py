@@ -65,6 +65,16 @@ query Member($id: String!) {
 }
 """
 
+# Who applied a label or assigned the issue, and when: the poll's answer to "who triggered it".
+ISSUE_HISTORY = """
+query IssueHistory($id: String!) {
+  issue(id: $id) {
+    id
+    history(first: 100) { nodes { createdAt actorId addedLabelIds removedLabelIds fromAssigneeId toAssigneeId } }
+  }
+}
+"""
+
 VIEWER = "query Viewer { viewer { id name displayName } organization { id urlKey } }"
 
 COMMENT_CREATE = """
@@ -114,6 +124,7 @@ class LinearIssue:
     labels: tuple[str, ...] = ()
     assignee_id: str = ""
     delegate_id: str = ""
+    label_ids: tuple[str, ...] = ()  # in the order of `labels`
 
     @property
     def is_open(self) -> bool:
@@ -136,6 +147,7 @@ class LinearIssue:
             labels=tuple(str(n.get("name") or "") for n in ((node.get("labels") or {}).get("nodes") or [])),
             assignee_id=str((node.get("assignee") or {}).get("id") or ""),
             delegate_id=str((node.get("delegate") or {}).get("id") or ""),
+            label_ids=tuple(str(n.get("id") or "") for n in ((node.get("labels") or {}).get("nodes") or [])),
         )
 
 
@@ -147,7 +159,7 @@ class LinearMember:
     admin: bool
     guest: bool
     app: bool
-    team_ids: frozenset[str] = field(default_factory=frozenset)
+    team_keys: frozenset[str] = field(default_factory=frozenset)
 
 
 def api_key() -> str:
@@ -195,10 +207,14 @@ class LinearClient:
 
     # --- reading -----------------------------------------------------------------------------------
 
-    def issues(self, *, label: str = "", team_key: str = "", state_name: str = "", limit: int = 500) -> list[LinearIssue]:
-        """Open issues carrying `label` (case-insensitive), of the team `team_key` and in the
-        workflow state `state_name` when given, newest pages first, at most `limit`."""
+    def issues(
+        self, *, label: str = "", team_key: str = "", state_name: str = "", assignee_id: str = "", limit: int = 500
+    ) -> list[LinearIssue]:
+        """Open issues carrying `label` (case-insensitive), of the team `team_key`, in the
+        workflow state `state_name` and assigned to `assignee_id` when given, at most `limit`."""
         flt: dict[str, Any] = {"state": {"type": {"nin": CLOSED_STATES}}}
+        if assignee_id:
+            flt["assignee"] = {"id": {"eq": assignee_id}}
         if label:
             flt["labels"] = {"name": {"eqIgnoreCase": label}}
         if team_key:
@@ -224,6 +240,11 @@ class LinearClient:
             raise
         return LinearIssue.of(node) if node else None
 
+    def history(self, issue_id: str) -> list[dict]:
+        """The issue's history entries (newest first, as Linear returns them)."""
+        node = self.execute(ISSUE_HISTORY, {"id": issue_id})["issue"] or {}
+        return list((node.get("history") or {}).get("nodes") or [])
+
     def comments(self, issue_id: str) -> list[dict]:
         node = self.execute(ISSUE_COMMENTS, {"id": issue_id})["issue"] or {}
         return list((node.get("comments") or {}).get("nodes") or [])
@@ -238,7 +259,7 @@ class LinearClient:
         if not node:
             return None
         teams = frozenset(
-            str((m.get("team") or {}).get("id") or "") for m in (node.get("teamMemberships") or {}).get("nodes") or []
+            str((m.get("team") or {}).get("key") or "") for m in (node.get("teamMemberships") or {}).get("nodes") or []
         )
         return LinearMember(
             id=str(node["id"]),
@@ -247,7 +268,7 @@ class LinearClient:
             admin=bool(node.get("admin")),
             guest=bool(node.get("guest")),
             app=bool(node.get("app")),
-            team_ids=teams,
+            team_keys=teams,
         )
 
     def viewer(self) -> dict:

@@ -24,7 +24,26 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from django.db.models import Max
+
+from ..models import Task
+
 REPLAY_WINDOW_MS = 60_000
+
+
+def already_started(repository, event) -> bool:
+    """A trigger no newer than the issue's latest task already had its task (the poll may have
+    seen the change first): the rule `tracker_flow.event_act` applies to polls, applied here to
+    webhook deliveries of Linear and Jira, whose events carry the change's own time."""
+    at = event.at_time
+    latest = (
+        Task.objects.filter(repository=repository, tracker_issue_key=event.issue.key).aggregate(at=Max("triggered_at"))["at"]
+        if event.issue.key
+        else None
+    )
+    return latest is not None and at is not None and at <= latest
+
+
 MENTION = re.compile(r"(?<![\w@])@tacx\b", re.IGNORECASE)
 MAX_TEXT = 200
 
@@ -68,7 +87,7 @@ def verified_payload(*, secret: str, body: bytes, signature: str, now_ms: int) -
 
 @dataclass(frozen=True)
 class LinearEvent:
-    kind: str  # trigger | untrigger | assigned | unassigned | comment | ignored
+    kind: str  # trigger | untrigger | closed | assigned | unassigned | comment | ignored
     reason: str = ""  # why ignored
     issue_id: str = ""
     identifier: str = ""
@@ -112,7 +131,7 @@ def _object(data: dict, key: str, where: str) -> dict:
     return value
 
 
-def parse(payload: dict, *, trigger_label: str, own_user_id: str) -> LinearEvent:
+def parse(payload: dict, *, trigger_label: str, own_user_id: str, trigger_state: str = "") -> LinearEvent:
     """What a verified Linear delivery asks for (one event; an issue change that both adds the
     trigger label and assigns TAC-X is a trigger: one task either way)."""
     kind, action = _str(payload, "type", "", required=True), _str(payload, "action", "", required=True)
@@ -189,8 +208,14 @@ def parse(payload: dict, *, trigger_label: str, own_user_id: str) -> LinearEvent
             if has_label
             else LinearEvent("ignored", reason="created without the trigger label")
         )
+    state = _object(data, "state", "data.")
+    if "stateId" in before:
+        if _str(state, "type", "data.state.") in ("completed", "canceled"):
+            return LinearEvent("closed", **common)
+        if trigger_state and _str(state, "name", "data.state.").casefold() == trigger_state.casefold():
+            return LinearEvent("trigger", via="state", **common)
     if previous_ids is None:
-        return LinearEvent("ignored", reason="no label, assignee or delegate change")
+        return LinearEvent("ignored", reason="no label, state, assignee or delegate change")
     added = [i for i in current_ids if i not in previous_ids]
     if has_label and any(names.get(i, "").casefold() == trigger_label.casefold() for i in added):
         return LinearEvent("trigger", via="label", **common)
