@@ -40,17 +40,29 @@ def linear(settings, monkeypatch):
 
 def linear_repository(clone_url: str, **settings) -> Repository:
     return Repository.objects.create(
-        kind=Repository.Kind.GITHUB, full_name="octo/sample", clone_url=clone_url, default_branch="main", trigger_label="rpi-auto",
-        tracker_kind="linear", tracker_settings={"team": "ENG", **settings},
+        kind=Repository.Kind.GITHUB,
+        full_name="octo/sample",
+        clone_url=clone_url,
+        default_branch="main",
+        trigger_label="rpi-auto",
+        tracker_kind="linear",
+        tracker_settings={"team": "ENG", **settings},
     )
 
 
 def deliver(client, body: bytes, headers: dict[str, str]):
     """POST a delivery to /webhooks/linear as Linear does."""
-    return client.post("/webhooks/linear", data=body, content_type="application/json", headers={k: v for k, v in headers.items() if k != "Content-Type"})
+    return client.post(
+        "/webhooks/linear",
+        data=body,
+        content_type="application/json",
+        headers={k: v for k, v in headers.items() if k != "Content-Type"},
+    )
 
 
 def label_delivery(linear: LinearStandIn, issue: dict, labels: tuple[str, ...], *, by: dict, **kwargs) -> tuple[bytes, dict]:
     """Change the labels on the stand-in as `by` and build the matching Issue.update delivery."""
     updated_from = linear.set_labels(issue, labels, by=by)
-    return linear.webhook("Issue", "update", linear.issue_data(issue), secret=LINEAR_SECRET, actor=by, updated_from=updated_from, **kwargs)
+    return linear.webhook(
+        "Issue", "update", linear.issue_data(issue), secret=LINEAR_SECRET, actor=by, updated_from=updated_from, **kwargs
+    )

@@ -44,7 +44,12 @@ def test_a_label_delivery_redelivered_and_polled_makes_one_task(client, repo, st
     coordinator = coordinator_for(standin)
     handle_deliveries(coordinator)
     task = Task.objects.get()
-    assert (task.tracker_issue_key, task.issue_number, task.triggered_by, task.title) == ("ENG-1", 1, linear.ada["id"], "Add a changelog")
+    assert (task.tracker_issue_key, task.issue_number, task.triggered_by, task.title) == (
+        "ENG-1",
+        1,
+        linear.ada["id"],
+        "Add a changelog",
+    )
     assert task.body == "We need CHANGES.md." and task.issue_url == issue["url"]
     # The poll sees the same label (applied by ada, per the issue's history): no second task,
     # also once the first has finished.
@@ -95,8 +100,15 @@ def test_forged_stale_and_unconfigured_deliveries_are_refused_and_nothing_is_rec
     assert deliver(client, tampered, headers).status_code == 403
     import time
 
-    old, old_headers = linear.webhook("Issue", "update", linear.issue_data(issue), secret=LINEAR_SECRET, actor=linear.ada,
-                                      updated_from={"labelIds": []}, timestamp_ms=int(time.time() * 1000) - 120_000)
+    old, old_headers = linear.webhook(
+        "Issue",
+        "update",
+        linear.issue_data(issue),
+        secret=LINEAR_SECRET,
+        actor=linear.ada,
+        updated_from={"labelIds": []},
+        timestamp_ms=int(time.time() * 1000) - 120_000,
+    )
     stale = deliver(client, old, old_headers)
     assert stale.status_code == 403 and b"webhookTimestamp" in stale.content
     monkeypatch.delenv("LINEAR_WEBHOOK_SECRET")
@@ -126,10 +138,14 @@ def test_a_malformed_signed_payload_is_a_400_and_nothing_is_recorded(client, rep
     assert not WebhookDelivery.objects.exists() and not Task.objects.exists()
 
 
-def test_assignment_or_delegation_to_tacx_starts_a_task_once_and_unassigning_before_start_cancels_it(client, repo, standin, linear):  # noqa: F811
+def test_assignment_or_delegation_to_tacx_starts_a_task_once_and_unassigning_before_start_cancels_it(
+    client, repo, standin, linear
+):  # noqa: F811
     issue = linear.add_issue(linear.eng, "Add a changelog")
     updated_from = linear.assign(issue, linear.tacx, by=linear.ada)
-    body, headers = linear.webhook("Issue", "update", linear.issue_data(issue), secret=LINEAR_SECRET, actor=linear.ada, updated_from=updated_from)
+    body, headers = linear.webhook(
+        "Issue", "update", linear.issue_data(issue), secret=LINEAR_SECRET, actor=linear.ada, updated_from=updated_from
+    )
     assert deliver(client, body, headers).status_code == 202
     coordinator = coordinator_for(standin)
     coordinator.sources = {"linear": coordinator.sources["linear"]}  # no dispatch surprises from GitHub
@@ -138,7 +154,9 @@ def test_assignment_or_delegation_to_tacx_starts_a_task_once_and_unassigning_bef
     assert (task.status, task.trigger_source) == (Task.Status.QUEUED, "assignment")
     assert coordinator.sources["linear"].poll(repo).endswith("0 task(s) created")  # the poll sees the same assignment
     updated_from = linear.assign(issue, None, by=linear.ada)
-    body, headers = linear.webhook("Issue", "update", linear.issue_data(issue), secret=LINEAR_SECRET, actor=linear.ada, updated_from=updated_from)
+    body, headers = linear.webhook(
+        "Issue", "update", linear.issue_data(issue), secret=LINEAR_SECRET, actor=linear.ada, updated_from=updated_from
+    )
     assert deliver(client, body, headers).status_code == 202
     handle_deliveries(coordinator)
     task.refresh_from_db()
@@ -146,7 +164,9 @@ def test_assignment_or_delegation_to_tacx_starts_a_task_once_and_unassigning_bef
     # Delegation (Linear's agents) is a trigger too; by a guest it is refused.
     other = linear.add_issue(linear.eng, "Second")
     updated_from = linear.assign(other, linear.tacx, by=linear.gus, role="delegate")
-    body, headers = linear.webhook("Issue", "update", linear.issue_data(other), secret=LINEAR_SECRET, actor=linear.gus, updated_from=updated_from)
+    body, headers = linear.webhook(
+        "Issue", "update", linear.issue_data(other), secret=LINEAR_SECRET, actor=linear.gus, updated_from=updated_from
+    )
     assert deliver(client, body, headers).status_code == 202
     handle_deliveries(coordinator)
     refused = Task.objects.get(tracker_issue_key="ENG-2")
@@ -160,9 +180,15 @@ def test_removing_the_label_cancels_a_queued_task_and_an_at_tacx_comment_starts_
     handle_deliveries(coordinator)
     task = Task.objects.get()
     Task.objects.filter(pk=task.pk).update(status=Task.Status.SUCCEEDED)
-    comment = {"id": "c0ffee00-0000-4000-8000-00000000c0de", "body": "@tacx please also handle 111", "issueId": issue["id"],
-               "userId": linear.ada["id"], "createdAt": "2099-01-01T00:00:00.000Z",
-               "issue": {"id": issue["id"], "identifier": "ENG-1", "title": issue["title"]}, "url": issue["url"]}
+    comment = {
+        "id": "c0ffee00-0000-4000-8000-00000000c0de",
+        "body": "@tacx please also handle 111",
+        "issueId": issue["id"],
+        "userId": linear.ada["id"],
+        "createdAt": "2099-01-01T00:00:00.000Z",
+        "issue": {"id": issue["id"], "identifier": "ENG-1", "title": issue["title"]},
+        "url": issue["url"],
+    }
     body, headers = linear.webhook("Comment", "create", comment, secret=LINEAR_SECRET, actor=linear.ada)
     assert deliver(client, body, headers).status_code == 202
     handle_deliveries(coordinator)
