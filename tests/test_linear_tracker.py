@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from the helpers are redefined as arguments)
 """Linear as a tracker, through the webhook route, the coordinator and the Linear stand-in:
 label → task exactly once across webhook, redelivery and poll; forged, stale and malformed
 deliveries; who may trigger; assignment and delegation; unassignment; @tacx rounds."""

@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from the helpers are redefined as arguments)
 """Linear and Jira end to end, with the real claude CLI: a label applied on the tracker (its
 stand-in on loopback) → webhook → task → planning, building, reviewing with Claude Code driven
 by the scripted model server → the pull request on the GitHub stand-in (code in a bare
