@@ -139,12 +139,18 @@ def test_an_at_tacx_comment_starts_a_round_for_a_permitted_author_only(client, r
     assert rounds[jira.reporter["accountId"]].status == Round.Status.REFUSED
 
 
-def test_a_jql_trigger_is_polled_and_bad_settings_are_named(repo, jira):
-    jira.add_issue(jira.ops, "Ready", status="In Progress")
+def test_a_jql_trigger_is_polled_credited_to_the_latest_change_and_bad_settings_are_named(repo, standin, jira):
+    ready = jira.add_issue(jira.ops, "Ready", status="In Progress", reporter=jira.reporter)
     jira.add_issue(jira.ops, "Not yet")
+    jira.add_issue(jira.ops, "Reported ready", status="In Progress", reporter=jira.dev)
+    jira.set_labels(ready, ("frontend",), by=jira.dev)
     repo.tracker_settings = {"project": "OPS", "jql": "project = OPS AND status = 'In Progress'"}
     events = tracker_named("jira").issues_triggered(repo)
-    assert [(e.issue.key, e.actor.login) for e in events] == [("OPS-1", "")]  # no single change to credit
+    assert sorted((e.issue.key, e.actor.login) for e in events) == [
+        ("OPS-1", jira.dev["accountId"]),
+        ("OPS-3", jira.dev["accountId"]),
+    ]
+    assert coordinator_for(standin).sources["jira"].poll(repo).endswith("2 task(s) created")
     repo.tracker_settings = {"project": "ops"}
     with pytest.raises(TrackerError, match=r"tracker_settings.project: the Jira project key is required"):
         tracker_named("jira").issues_triggered(repo)

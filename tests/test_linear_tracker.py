@@ -212,3 +212,26 @@ def test_bad_tracker_settings_are_named(repo, linear):
     repo.tracker_settings = {"teem": "ENG"}
     with pytest.raises(TrackerError, match=r"tracker_settings.team: the Linear team key is required"):
         tracker_named("linear").issues_triggered(repo)
+
+
+def test_moving_an_issue_into_the_trigger_state_starts_a_task_and_closing_it_cancels_the_task(client, repo, standin, linear):
+    repo.tracker_settings = {"team": "ENG", "state": "In Progress"}
+    repo.save()
+    issue = linear.add_issue(linear.eng, "Add a changelog")
+    moved = linear.set_state(issue, "started", by=linear.ada)
+    body, headers = linear.webhook(
+        "Issue", "update", linear.issue_data(issue), secret=LINEAR_SECRET, actor=linear.ada, updated_from=moved
+    )
+    assert deliver(client, body, headers).status_code == 202
+    coordinator = coordinator_for(standin)
+    handle_deliveries(coordinator)
+    task = Task.objects.get()
+    assert task.status == Task.Status.QUEUED
+    closed = linear.set_state(issue, "canceled", by=linear.ada)
+    body, headers = linear.webhook(
+        "Issue", "update", linear.issue_data(issue), secret=LINEAR_SECRET, actor=linear.ada, updated_from=closed
+    )
+    assert deliver(client, body, headers).status_code == 202
+    handle_deliveries(coordinator)
+    task.refresh_from_db()
+    assert task.status == Task.Status.CANCELLED and "closed in Linear" in task.status_reason

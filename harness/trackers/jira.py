@@ -90,10 +90,13 @@ class JiraStandIn(StandIn):
         labels: tuple[str, ...] = (),
         status: str = "To Do",
         assignee: dict | None = None,
+        reporter: dict | None = None,
     ) -> dict:
         project["count"] += 1
         key = f"{project['key']}-{project['count']}"
         issue = {
+            "reporter": (reporter or self.me)["accountId"],
+            "created": jira_now(),
             "id": str(self.next_id()),
             "key": key,
             "project": project["key"],
@@ -111,23 +114,42 @@ class JiraStandIn(StandIn):
 
     def set_labels(self, issue: dict, labels: tuple[str, ...], *, by: dict) -> list[dict]:
         """Change the labels as `by` would; the changelog items (for the matching webhook)."""
-        items = [{"field": "labels", "fieldtype": "jira", "fieldId": "labels", "from": None, "fromString": " ".join(issue["labels"]),
-                  "to": None, "toString": " ".join(labels)}]
+        items = [
+            {
+                "field": "labels",
+                "fieldtype": "jira",
+                "fieldId": "labels",
+                "from": None,
+                "fromString": " ".join(issue["labels"]),
+                "to": None,
+                "toString": " ".join(labels),
+            }
+        ]
         issue["labels"] = list(labels)
         return self._changed(issue, by, items)
 
     def assign(self, issue: dict, user: dict | None, *, by: dict) -> list[dict]:
         before = self.users.get(issue["assignee"] or "")
-        items = [{"field": "assignee", "fieldtype": "jira", "fieldId": "assignee", "from": issue["assignee"],
-                  "fromString": before["displayName"] if before else None, "to": user["accountId"] if user else None,
-                  "toString": user["displayName"] if user else None}]
+        items = [
+            {
+                "field": "assignee",
+                "fieldtype": "jira",
+                "fieldId": "assignee",
+                "from": issue["assignee"],
+                "fromString": before["displayName"] if before else None,
+                "to": user["accountId"] if user else None,
+                "toString": user["displayName"] if user else None,
+            }
+        ]
         issue["assignee"] = user["accountId"] if user else None
         return self._changed(issue, by, items)
 
     def _changed(self, issue: dict, by: dict, items: list[dict]) -> list[dict]:
         time.sleep(0.002)
         issue["updated"] = jira_now()
-        self.changelogs[issue["key"]].append({"id": str(self.next_id()), "author": by, "created": issue["updated"], "items": items})
+        self.changelogs[issue["key"]].append(
+            {"id": str(self.next_id()), "author": by, "created": issue["updated"], "items": items}
+        )
         return items
 
     # --- shapes ---------------------------------------------------------------------------------
@@ -157,6 +179,8 @@ class JiraStandIn(StandIn):
                 },
                 "project": {"id": project["id"], "key": project["key"], "name": project["name"]},
                 "assignee": self.users.get(issue["assignee"] or ""),
+                "reporter": self.users.get(issue["reporter"] or ""),
+                "created": issue["created"],
                 "updated": issue["updated"],
             },
         }

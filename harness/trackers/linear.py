@@ -216,6 +216,12 @@ class LinearStandIn(StandIn):
             removedLabelIds=[i for i in before if i not in after],
         )
 
+    def set_state(self, issue: dict, state_type: str, *, by: dict | None = None) -> dict:
+        """Move the issue to the workflow state of `state_type` (one state per type here)."""
+        before = issue["state_type"]
+        issue["state_type"] = state_type
+        return self._changed(issue, by, {"stateId": before})
+
     def assign(self, issue: dict, user: dict | None, *, by: dict | None = None, role: str = "assignee") -> dict:
         """Assign (or with None unassign) the issue, or delegate it with `role="delegate"`."""
         before = issue[f"{role}_id"]

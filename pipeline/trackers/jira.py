@@ -161,24 +161,26 @@ class JiraTracker(Tracker):
 
     def who_and_when(self, client: JiraClient, issue: JiraIssue, why: str, label: str, by_jql: bool) -> tuple[str, str]:
         """From the changelog, newest first: who added the label (or assigned TAC-X) and when.
-        A JQL trigger has no single change to point at: the issue's creator or last editor is
-        not known, so ("", updated) and the coordinator refuses it for an unknown actor unless
-        the repository allows non-writers."""
-        if not by_jql:
-            for entry in client.changelog(issue.key):
-                for item in entry.get("items") or []:
-                    field = str(item.get("fieldId") or item.get("field") or "").lower()
-                    added = (
-                        why == "label"
-                        and field == "labels"
-                        and label.casefold()
-                        in {s.casefold() for s in str(item.get("toString") or "").split()}
-                        - {s.casefold() for s in str(item.get("fromString") or "").split()}
-                    )
-                    assigned = why == "assignment" and field == "assignee" and item.get("to") == self.own_user()
-                    if added or assigned:
-                        return str((entry.get("author") or {}).get("accountId") or ""), str(entry.get("created") or "")
-        return "", issue.updated
+        A JQL trigger has no single change to point at: it is credited to the latest change
+        (the transition that put the issue into the query, typically), else to the reporter at
+        the issue's creation."""
+        for entry in client.changelog(issue.key):
+            author = str((entry.get("author") or {}).get("accountId") or "")
+            if by_jql:
+                return author, str(entry.get("created") or "")
+            for item in entry.get("items") or []:
+                field = str(item.get("fieldId") or item.get("field") or "").lower()
+                added = (
+                    why == "label"
+                    and field == "labels"
+                    and label.casefold()
+                    in {s.casefold() for s in str(item.get("toString") or "").split()}
+                    - {s.casefold() for s in str(item.get("fromString") or "").split()}
+                )
+                assigned = why == "assignment" and field == "assignee" and item.get("to") == self.own_user()
+                if added or assigned:
+                    return author, str(entry.get("created") or "")
+        return (issue.reporter_id if by_jql else ""), issue.created or issue.updated
 
     def issue_fetch(self, repository: Repository, *, number: int = 0, key: str = "") -> TrackerIssue:
         try:

@@ -25,7 +25,7 @@ from .. import publish_guard
 from ..publish_guard import PublishBlocked
 from .secrets import SecretMissing, secret_value
 
-FIELDS = "summary,description,labels,status,project,assignee,updated"
+FIELDS = "summary,description,labels,status,project,assignee,reporter,created,updated"
 URL = re.compile(r"https?://[^\s<>\"]+")
 
 
@@ -88,6 +88,8 @@ class JiraIssue:
     labels: tuple[str, ...] = ()
     assignee_id: str = ""
     updated: str = ""
+    reporter_id: str = ""
+    created: str = ""
 
     @property
     def is_open(self) -> bool:
@@ -109,6 +111,8 @@ class JiraIssue:
             labels=tuple(str(label) for label in fields.get("labels") or []),
             assignee_id=str((fields.get("assignee") or {}).get("accountId") or ""),
             updated=str(fields.get("updated") or ""),
+            reporter_id=str((fields.get("reporter") or {}).get("accountId") or ""),
+            created=str(fields.get("created") or ""),
         )
 
 
