@@ -26,7 +26,7 @@ from pipeline import services
 from pipeline.models import Repository, Task
 from pipeline.trackers import TRACKERS, Tracker, TrackerError, TrackerEvent, tracker_named
 
-from . import conversation
+from . import conversation, gitlab_rounds
 from .lookups import task_for_issue
 from .models import WebhookDelivery
 from .sources import IssueSource, SourceUnavailable
@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 
 # tracker kind -> handler(tracker, repository, event, source) -> (task, text) for the events
 # "comment" on a merge request and "pipeline" (registered by the forge's module).
-ROUND_HANDLERS: dict[str, Callable[[Tracker, Repository, TrackerEvent, str], tuple[Task | None, str]]] = {}
+ROUND_HANDLERS: dict[str, Callable[[Tracker, Repository, TrackerEvent, str], tuple[Task | None, str]]] = {
+    Repository.Kind.GITLAB: gitlab_rounds.event_act,
+}
 
 
 def trigger_of(repository: Repository, event: TrackerEvent, *, source: str) -> IssueTrigger:

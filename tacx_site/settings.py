@@ -331,6 +331,25 @@ GITHUB_APP_ID = os.environ.get("GITHUB_APP_ID", "")
 GITHUB_APP_PRIVATE_KEY = os.environ.get("GITHUB_APP_PRIVATE_KEY", "")
 GITHUB_APP_PRIVATE_KEY_FILE = os.environ.get("GITHUB_APP_PRIVATE_KEY_FILE", "")
 
+
+def env_or_file(name: str) -> str:
+    """A secret from the variable NAME, or from the file named by NAME_FILE (never the database)."""
+    value = os.environ.get(name, "")
+    path = os.environ.get(f"{name}_FILE", "")
+    if not value and path:
+        with open(path, encoding="utf-8") as handle:
+            value = handle.read().strip()
+    return value
+
+
+# GitLab as a forge and tracker (pipeline/gitlab_api.py): gitlab.com or a self-hosted instance
+# (a repository's `forge_url` overrides GITLAB_URL); a personal, project or group access token;
+# the webhook's secret token; the user issues are assigned to for TAC-X.
+GITLAB_URL = os.environ.get("GITLAB_URL", "https://gitlab.com")
+GITLAB_TOKEN = env_or_file("GITLAB_TOKEN")
+GITLAB_WEBHOOK_SECRET = env_or_file("GITLAB_WEBHOOK_SECRET")
+GITLAB_USER = os.environ.get("TACX_GITLAB_USER", "")
+
 # django-q2 is an at-least-once delivery pipe; our own claims and leases decide what runs.
 # The ORM broker gives receipts and a transactional enqueue on the same database.
 _LONGEST_STAGE_SECONDS = env_int("TACX_Q_TIMEOUT", 3 * 3600)

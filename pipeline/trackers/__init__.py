@@ -4,7 +4,7 @@ Importing this package registers every tracker kind. A new tracker is a module h
 `@register`ed `Tracker` subclass, imported below.
 """
 
-from . import github  # noqa: F401  (registers "github")
+from . import github, gitlab  # noqa: F401  (registers "github", "gitlab")
 from .base import (  # noqa: F401
     TRACKERS,
     Actor,
