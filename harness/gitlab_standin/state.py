@@ -40,7 +40,7 @@ class State:
         self.emoji: list[dict] = []
         self.requests: list[dict] = []
         self._ids = 5000
-        self._clock = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+        self._clock = datetime.now(UTC).replace(microsecond=0)
 
     def next_id(self) -> int:
         with self.lock:
