@@ -64,7 +64,7 @@ def test_gitlab_label_to_merge_request_then_a_thread_round_and_a_ci_fix_round(db
     ]
     origin, _ = make_origin_and_clone(tmp_path)  # demo/sample-repo: the default workflow (claude)
     gitlab.origins[PROJECT] = str(origin)
-    repo = Repository.objects.create(
+    Repository.objects.create(
         kind=Repository.Kind.GITLAB, full_name=PROJECT, clone_url=str(origin), forge_url=gitlab.url, trigger_label="tacx"
     )
     issue = gitlab.add_issue(PROJECT, title="Add a farewell", body="Please add farewell(name).")
