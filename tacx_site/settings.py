@@ -332,22 +332,25 @@ GITHUB_APP_PRIVATE_KEY = os.environ.get("GITHUB_APP_PRIVATE_KEY", "")
 GITHUB_APP_PRIVATE_KEY_FILE = os.environ.get("GITHUB_APP_PRIVATE_KEY_FILE", "")
 
 
+def secret_from_file(path: str) -> str:
+    """The content of a secret file (a mounted secret), stripped; "" without a path."""
+    if not path:
+        return ""
+    with open(path, encoding="utf-8") as handle:
+        return handle.read().strip()
+
+
 def env_or_file(name: str) -> str:
     """A secret from the variable NAME, or from the file named by NAME_FILE (never the database)."""
-    value = os.environ.get(name, "")
-    path = os.environ.get(f"{name}_FILE", "")
-    if not value and path:
-        with open(path, encoding="utf-8") as handle:
-            value = handle.read().strip()
-    return value
+    return os.environ.get(name, "") or secret_from_file(os.environ.get(f"{name}_FILE", ""))
 
 
 # GitLab as a forge and tracker (pipeline/gitlab_api.py): gitlab.com or a self-hosted instance
 # (a repository's `forge_url` overrides GITLAB_URL); a personal, project or group access token;
 # the webhook's secret token; the user issues are assigned to for TAC-X.
 GITLAB_URL = os.environ.get("GITLAB_URL", "https://gitlab.com")
-GITLAB_TOKEN = env_or_file("GITLAB_TOKEN")
-GITLAB_WEBHOOK_SECRET = env_or_file("GITLAB_WEBHOOK_SECRET")
+GITLAB_TOKEN = os.environ.get("GITLAB_TOKEN", "") or secret_from_file(os.environ.get("GITLAB_TOKEN_FILE", ""))
+GITLAB_WEBHOOK_SECRET = os.environ.get("GITLAB_WEBHOOK_SECRET", "") or secret_from_file(os.environ.get("GITLAB_WEBHOOK_SECRET_FILE", ""))
 GITLAB_USER = os.environ.get("TACX_GITLAB_USER", "")
 
 # django-q2 is an at-least-once delivery pipe; our own claims and leases decide what runs.
