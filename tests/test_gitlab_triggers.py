@@ -172,3 +172,50 @@ def test_a_github_repository_of_the_same_name_is_not_a_gitlab_trigger_target(cli
     issue = gitlab.add_issue(PROJECT)
     response = post(client, *label_delivery(gitlab, issue["iid"]))
     assert response.status_code == 200 and b"not registered" in response.content
+
+
+def mr_task(gitlab_repo, gitlab):  # noqa: F811
+    """A finished task whose merge request is open (as after its pr_creation)."""
+    from pipeline import services
+
+    task, _ = services.task_create(repository=gitlab_repo, issue_number=1, title="Done work")
+    Task.objects.filter(pk=task.pk).update(status=Task.Status.SUCCEEDED, pr_number=1, branch="tacx/1-done-work", workflow={})
+    gitlab.mrs[PROJECT][1] = {
+        "id": 99,
+        "iid": 1,
+        "title": "Done work (#1)",
+        "source_branch": "tacx/1-done-work",
+        "target_branch": "main",
+        "state": "opened",
+        "sha": "",
+    }
+    task.refresh_from_db()
+    return task, gitlab.mrs[PROJECT][1]
+
+
+@pytest.mark.parametrize(
+    ("author", "body", "action", "expected"),
+    [
+        ("rita", "@tacx please rename greet", "create", "refused: rita has reporter (20) access"),
+        ("alice", "nice work", "create", "ignored: not addressed to TAC-X"),
+        ("alice", "@tacx again <!-- tacx:round:1 -->", "create", "ignored: TAC-X's own comment"),
+        ("alice", "@tacx edited text", "update", "ignored: an edited note"),
+    ],
+)
+def test_merge_request_notes_from_non_writers_unaddressed_own_or_edited_start_no_round(
+    client, gitlab, gitlab_repo, author, body, action, expected
+):  # noqa: F811
+    from pipeline.models import Round
+
+    task, mr = mr_task(gitlab_repo, gitlab)
+    note = gitlab.add_note(PROJECT, 1, body, author=author, mr=True)
+    payload = gitlab.note_hook(PROJECT, note, mr=mr)
+    payload["object_attributes"]["action"] = action
+    response = post(client, *gitlab.delivery("Note Hook", payload, secret=GITLAB_SECRET))
+    if action == "update":
+        assert response.status_code == 200 and expected in response.content.decode()
+        return
+    Coordinator(tick=0).handle_one_delivery()
+    delivery = WebhookDelivery.objects.get()
+    assert expected in delivery.result, delivery.result
+    assert not Round.objects.filter(task=task).exclude(status=Round.Status.REFUSED).exists()
