@@ -41,7 +41,10 @@ ROUND_HANDLERS: dict[str, Callable[[Tracker, Repository, TrackerEvent, str], tup
 }
 
 
-def trigger_of(repository: Repository, event: TrackerEvent, *, source: str) -> IssueTrigger:
+def trigger_of(repository: Repository, event: TrackerEvent, *, source: str, received_at=None) -> IssueTrigger:
+    """The trigger of an event. A delivery's trigger time is the later of the event's time and
+    its receipt (as for GitHub): the poller's label event may be a moment after the issue's
+    `updated_at`, and must not look newer than the task the delivery started."""
     issue = event.issue
     return IssueTrigger(
         repository=repository,
@@ -53,7 +56,7 @@ def trigger_of(repository: Repository, event: TrackerEvent, *, source: str) -> I
         labeler=event.actor.login,
         labeler_type=event.actor.type,
         source=ASSIGNMENT_SOURCE if event.via == "assignment" else source,
-        triggered_at=event.at_time or timezone.now(),
+        triggered_at=max(filter(None, [event.at_time, received_at])) if (event.at_time or received_at) else timezone.now(),
         labels=issue.labels,
         via=event.via,
     )
@@ -66,7 +69,7 @@ def issue_tasks(repository: Repository, event: TrackerEvent):
     return Task.objects.filter(repository=repository, issue_number=issue.number, tracker_issue_key="")
 
 
-def event_act(tracker: Tracker, repository: Repository, event: TrackerEvent, *, source: str) -> tuple[Task | None, str]:
+def event_act(tracker: Tracker, repository: Repository, event: TrackerEvent, *, source: str, received_at=None) -> tuple[Task | None, str]:
     """Do what one event asks (see the module docstring). `source`: webhook or poll. Raises
     TrackerError when the tracker cannot answer now (the delivery or poll is retried)."""
     issue = event.issue
@@ -81,7 +84,7 @@ def event_act(tracker: Tracker, repository: Repository, event: TrackerEvent, *, 
             at = event.at_time
             if latest is not None and (at is None or at <= latest):
                 return None, "that trigger already had its task"
-        return trigger_handle(tracker, trigger_of(repository, event, source=source))
+        return trigger_handle(tracker, trigger_of(repository, event, source=source, received_at=received_at))
     if event.action == "untrigger":
         return untrigger_handle(
             repository=repository,
@@ -135,7 +138,7 @@ def delivery_act(delivery: WebhookDelivery) -> tuple[Task | None, str, str]:
         if repository is None or repository.tracker != kind:
             results.append("ignored: the repository is no longer registered for this tracker, or is disabled")
             continue
-        found, what = event_act(tracker, repository, event, source="webhook")
+        found, what = event_act(tracker, repository, event, source="webhook", received_at=delivery.received_at)
         task = found or task
         results.append(what)
     status = WebhookDelivery.Status.DONE if task is not None else WebhookDelivery.Status.IGNORED

@@ -46,6 +46,9 @@ def test_a_label_delivery_creates_one_task_and_redelivery_and_poll_add_nothing(c
     # The poller sees the same label (same time as the delivery's issue): no second task.
     outcome = TrackerSource("gitlab").poll(gitlab_repo)
     assert outcome == "1 triggered issue(s), 0 task(s) created"
+    # Nor once the task has finished: that label already had its task.
+    Task.objects.update(status=Task.Status.SUCCEEDED)
+    assert TrackerSource("gitlab").poll(gitlab_repo).endswith("0 task(s) created")
     assert Task.objects.count() == 1
     gitlab_repo.refresh_from_db()
     assert gitlab_repo.poll_succeeded_at is not None

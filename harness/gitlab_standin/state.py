@@ -48,10 +48,11 @@ class State:
             return self._ids
 
     def now(self) -> str:
-        """GitLab's time, one second later at each call (ISO 8601 with Z)."""
+        """GitLab's time: the real time, at least a millisecond after the last one given (ISO 8601
+        with Z), so events are ordered and never in the future."""
         with self.lock:
-            self._clock += timedelta(seconds=1)
-            return self._clock.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+            self._clock = max(datetime.now(UTC), self._clock + timedelta(milliseconds=1))
+            return self._clock.strftime("%Y-%m-%dT%H:%M:%S.") + f"{self._clock.microsecond // 1000:03d}Z"
 
     def user(self, username: str) -> dict:
         with self.lock:
