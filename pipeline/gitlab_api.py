@@ -203,11 +203,13 @@ class GitLabClient:
     ) -> dict:
         """Open an MR from `source`, or update the open one (never a second). A draft MR is
         one whose title starts with "Draft: " (GitLab's documented way)."""
+        plain = title
         title = f"Draft: {title}" if draft and not title.lower().startswith("draft:") else title
         existing = self.get(f"{project_path(full_name)}/merge_requests", state="opened", source_branch=source) or []
         if existing:
             iid = int(existing[0]["iid"])
-            keep = title if existing[0].get("draft") or not draft else title
+            # Someone marked it ready: updating the text must not make it a draft again.
+            keep = title if existing[0].get("draft") else plain
             return self.request(
                 "PUT", f"{project_path(full_name)}/merge_requests/{iid}", json={"title": keep, "description": description}
             )[0]
