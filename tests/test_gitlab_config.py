@@ -14,6 +14,8 @@ from pipeline.admin import RepositoryForm
 from pipeline.models import Repository
 from tacx_site.settings import env_or_file
 
+from gitlab_helpers import PROJECT, gitlab, gitlab_repo  # noqa: F401  isort: skip
+
 
 def test_add_repo_registers_a_self_hosted_gitlab_project_in_nested_groups(db):
     call_command(
@@ -112,3 +114,16 @@ def test_health_shows_each_sources_last_successful_poll_without_names(client, db
         "oldest_success_age_seconds": None,
     }
     assert "secret-name" not in str(body) and "hidden" not in str(body)
+
+
+def test_the_merge_request_is_opened_as_a_draft_once_and_a_ready_one_stays_ready(gitlab_repo, gitlab):  # noqa: F811
+    from pipeline.gitlab_api import GitLabClient
+
+    client = GitLabClient(base_url=gitlab.url)
+    first = client.merge_request_open_or_update(PROJECT, source="tacx/1-x", target="main", title="X (#1)", description="one", draft=True)
+    assert (first["iid"], first["title"], first["draft"]) == (1, "Draft: X (#1)", True)
+    again = client.merge_request_open_or_update(PROJECT, source="tacx/1-x", target="main", title="X (#1)", description="two", draft=True)
+    assert (again["iid"], again["description"], len(gitlab.mrs_of(PROJECT))) == (1, "two", 1)
+    gitlab.mrs[PROJECT][1].update(title="X (#1)", draft=False)  # a person marked it ready
+    ready = client.merge_request_open_or_update(PROJECT, source="tacx/1-x", target="main", title="X (#1)", description="three", draft=True)
+    assert (ready["title"], ready["draft"], ready["description"]) == ("X (#1)", False, "three")
