@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from the helpers are redefined as arguments)
 """Configuring forges and trackers (issue 26 item 5): `add_repo` and the admin take the forge
 and tracker kinds and their settings (never secrets), tokens come from the environment or a
 file, and `/health` shows each source's last successful poll without naming repositories."""

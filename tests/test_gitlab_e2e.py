@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from the helpers are redefined as arguments)
 """GitLab end to end with the real `claude` CLI against the scripted model server, GitLab's
 REST v4 played by the stand-in on loopback and the code in a bare repository on disk:
 

@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from the helpers are redefined as arguments)
 """GitLab issues as a trigger source: the Issue Hook (label and assignment), verified by
 X-Gitlab-Token, deduplicated by X-Gitlab-Event-UUID, with polling as the fallback; writers
 (Developer or higher) only. Deliveries are GitLab's documented example payloads (fixtures),
@@ -222,3 +223,22 @@ def test_merge_request_notes_from_non_writers_unaddressed_own_or_edited_start_no
     delivery = WebhookDelivery.objects.get()
     assert expected in delivery.result, delivery.result
     assert not Round.objects.filter(task=task).exclude(status=Round.Status.REFUSED).exists()
+
+
+def test_a_tacx_command_in_an_issue_note_is_answered_on_the_issue_once(client, gitlab, gitlab_repo):  # noqa: F811
+    from coordinator import forge_replies
+    from pipeline.models import Round
+
+    gitlab.add_issue(PROJECT, title="Done work")
+    task, _ = mr_task(gitlab_repo, gitlab)
+    note = gitlab.add_note(PROJECT, 1, "/tacx status", author="alice")
+    body, headers = gitlab.delivery("Note Hook", gitlab.note_hook(PROJECT, note), secret=GITLAB_SECRET)
+    assert post(client, body, headers).status_code == 202
+    assert post(client, body, headers).content == b"duplicate"
+    Coordinator(tick=0).handle_one_delivery()
+    round_ = Round.objects.get(task=task)
+    assert (round_.kind, round_.status, round_.actor) == (Round.Kind.COMMAND, Round.Status.DONE, "alice")
+    assert forge_replies.reply_one() is True
+    assert forge_replies.reply_one() is False  # posted once
+    (reply,) = [n for n in gitlab.notes_on(PROJECT, 1) if n["id"] != note["id"]]
+    assert f"tacx:round:{round_.pk}" in reply["body"] and "succeeded" in reply["body"]

@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from the helpers are redefined as arguments)
 """The tracker and forge seams (issue 26): GitHub as their first implementation, over the
 GitHub stand-in; tasks named by a tracker key; the generic webhook route's refusals."""
 
