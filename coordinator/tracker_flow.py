@@ -69,7 +69,9 @@ def issue_tasks(repository: Repository, event: TrackerEvent):
     return Task.objects.filter(repository=repository, issue_number=issue.number, tracker_issue_key="")
 
 
-def event_act(tracker: Tracker, repository: Repository, event: TrackerEvent, *, source: str, received_at=None) -> tuple[Task | None, str]:
+def event_act(
+    tracker: Tracker, repository: Repository, event: TrackerEvent, *, source: str, received_at=None
+) -> tuple[Task | None, str]:
     """Do what one event asks (see the module docstring). `source`: webhook or poll. Raises
     TrackerError when the tracker cannot answer now (the delivery or poll is retried)."""
     issue = event.issue

@@ -121,10 +121,16 @@ def test_the_merge_request_is_opened_as_a_draft_once_and_a_ready_one_stays_ready
     from pipeline.gitlab_api import GitLabClient
 
     client = GitLabClient(base_url=gitlab.url)
-    first = client.merge_request_open_or_update(PROJECT, source="tacx/1-x", target="main", title="X (#1)", description="one", draft=True)
+    first = client.merge_request_open_or_update(
+        PROJECT, source="tacx/1-x", target="main", title="X (#1)", description="one", draft=True
+    )
     assert (first["iid"], first["title"], first["draft"]) == (1, "Draft: X (#1)", True)
-    again = client.merge_request_open_or_update(PROJECT, source="tacx/1-x", target="main", title="X (#1)", description="two", draft=True)
+    again = client.merge_request_open_or_update(
+        PROJECT, source="tacx/1-x", target="main", title="X (#1)", description="two", draft=True
+    )
     assert (again["iid"], again["description"], len(gitlab.mrs_of(PROJECT))) == (1, "two", 1)
     gitlab.mrs[PROJECT][1].update(title="X (#1)", draft=False)  # a person marked it ready
-    ready = client.merge_request_open_or_update(PROJECT, source="tacx/1-x", target="main", title="X (#1)", description="three", draft=True)
+    ready = client.merge_request_open_or_update(
+        PROJECT, source="tacx/1-x", target="main", title="X (#1)", description="three", draft=True
+    )
     assert (ready["title"], ready["draft"], ready["description"]) == ("X (#1)", False, "three")
