@@ -21,10 +21,18 @@ from .replies import FINAL, REPLY_CLAIM_SECONDS, reply_body
 KINDS = (Repository.Kind.GITLAB,)
 
 
+def configured_kinds() -> list[str]:
+    """The forge kinds here with credentials: none means no query at all (an idle coordinator)."""
+    return [kind for kind in KINDS if forge_named(kind).configured()]
+
+
 def react_one() -> bool:
     """👀 on the note of a round that was picked up (not refused). One per call."""
+    kinds = configured_kinds()
+    if not kinds:
+        return False
     round_ = (
-        Round.objects.filter(reacted_at__isnull=True, task__repository__kind__in=KINDS)
+        Round.objects.filter(reacted_at__isnull=True, task__repository__kind__in=kinds)
         .exclude(status=Round.Status.REFUSED)
         .filter(context__has_key="react")
         .exclude(context__react=None)
@@ -47,11 +55,14 @@ def react_one() -> bool:
 
 def reply_one() -> bool:
     """Post the reply of one finished round (claimed first, so it is posted once)."""
+    kinds = configured_kinds()
+    if not kinds:
+        return False
     now = timezone.now()
     stale = now - timedelta(seconds=REPLY_CLAIM_SECONDS)
     round_ = (
         Round.objects.filter(
-            status__in=FINAL, replied_at__isnull=True, task__repository__kind__in=KINDS, context__has_key="reply_to"
+            status__in=FINAL, replied_at__isnull=True, task__repository__kind__in=kinds, context__has_key="reply_to"
         )
         .filter(Q(reply_claimed_at__isnull=True) | Q(reply_claimed_at__lt=stale))
         .select_related("task__repository")

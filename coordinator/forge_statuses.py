@@ -26,6 +26,13 @@ from .models import TaskChecks
 log = logging.getLogger(__name__)
 
 KINDS = (Repository.Kind.GITLAB,)
+
+
+def configured_kinds() -> list[str]:
+    """The forge kinds here with credentials: none means no query at all (an idle coordinator)."""
+    return [kind for kind in KINDS if forge_named(kind).configured()]
+
+
 # A check run's status or conclusion (stage_check) as a GitLab commit status state.
 GITLAB_STATES = {
     "queued": "pending",
@@ -37,10 +44,10 @@ GITLAB_STATES = {
 }
 
 
-def tasks_needing_sync(now):
+def tasks_needing_sync(now, kinds: list[str]):
     last_status = AgentEvent.objects.filter(task=OuterRef("pk"), kind=AgentEvent.Kind.STATUS).order_by("-id").values("id")[:1]
     return (
-        Task.objects.filter(repository__kind__in=KINDS, started_at__isnull=False)
+        Task.objects.filter(repository__kind__in=kinds, started_at__isnull=False)
         .filter(Q(status__in=Task.ACTIVE) | Q(finished_at__gte=now - RECENT))
         .annotate(last_status=Subquery(last_status))
         .filter(Q(checks__isnull=True) | Q(last_status__gt=F("checks__last_event_id")))
@@ -57,8 +64,11 @@ def tasks_needing_sync(now):
 
 def sync_one_status() -> bool:
     """Bring one task's stage statuses up to date. True when one was looked at."""
+    kinds = configured_kinds()
+    if not kinds:
+        return False
     now = timezone.now()
-    task = tasks_needing_sync(now).first()
+    task = tasks_needing_sync(now, kinds).first()
     if task is None or not forge_named(task.repository.kind).configured():
         return False
     checks, _ = TaskChecks.objects.get_or_create(task=task)
