@@ -46,7 +46,7 @@ from pipeline.github import GitHubClient, GitHubError
 from pipeline.models import Repository, Worker
 from pipeline.services import rounds
 
-from . import conversation_poller, deliveries, heartbeat, reaping, replies, tracker_progress
+from . import conversation_poller, deliveries, forge_replies, forge_statuses, heartbeat, reaping, replies, tracker_progress
 from .backoff import Backoff
 from .checks import CheckSyncer
 from .dispatch import Dispatcher
@@ -320,10 +320,10 @@ class Coordinator:
         return self.unit_backoff.ready("github") and step(self.client)
 
     def react_one_round(self) -> bool:
-        return self._on_github(replies.react_one)
+        return self._on_github(replies.react_one) or forge_replies.react_one()
 
     def reply_one_round(self) -> bool:
-        return self._on_github(replies.reply_one)
+        return self._on_github(replies.reply_one) or forge_replies.reply_one()
 
     def post_one_plan(self) -> bool:
         return self._on_github(replies.post_one_plan)
@@ -356,9 +356,10 @@ class Coordinator:
         return tracker_progress.sync_one_tracker_comment()
 
     def sync_one_check(self) -> bool:
-        if not self.unit_backoff.ready("github"):
-            return False
-        return self.checks.sync_one_check()
+        """One task's stage checks: check runs or statuses on GitHub, statuses on GitLab."""
+        if self.unit_backoff.ready("github") and self.checks.sync_one_check():
+            return True
+        return forge_statuses.sync_one_status()
 
     def prune_old_events(self) -> bool:
         """One batch of old transcripts (off unless TACX_EVENT_RETENTION_DAYS is set); looked at

@@ -26,7 +26,7 @@ from pipeline import services
 from pipeline.models import Repository, Task
 from pipeline.trackers import TRACKERS, Tracker, TrackerError, TrackerEvent, tracker_named
 
-from . import conversation
+from . import conversation, gitlab_rounds
 from .lookups import task_for_issue
 from .models import WebhookDelivery
 from .sources import IssueSource, SourceUnavailable
@@ -36,10 +36,15 @@ log = logging.getLogger(__name__)
 
 # tracker kind -> handler(tracker, repository, event, source) -> (task, text) for the events
 # "comment" on a merge request and "pipeline" (registered by the forge's module).
-ROUND_HANDLERS: dict[str, Callable[[Tracker, Repository, TrackerEvent, str], tuple[Task | None, str]]] = {}
+ROUND_HANDLERS: dict[str, Callable[[Tracker, Repository, TrackerEvent, str], tuple[Task | None, str]]] = {
+    Repository.Kind.GITLAB: gitlab_rounds.event_act,
+}
 
 
-def trigger_of(repository: Repository, event: TrackerEvent, *, source: str) -> IssueTrigger:
+def trigger_of(repository: Repository, event: TrackerEvent, *, source: str, received_at=None) -> IssueTrigger:
+    """The trigger of an event. A delivery's trigger time is the later of the event's time and
+    its receipt (as for GitHub): the poller's label event may be a moment after the issue's
+    `updated_at`, and must not look newer than the task the delivery started."""
     issue = event.issue
     return IssueTrigger(
         repository=repository,
@@ -51,7 +56,7 @@ def trigger_of(repository: Repository, event: TrackerEvent, *, source: str) -> I
         labeler=event.actor.login,
         labeler_type=event.actor.type,
         source=ASSIGNMENT_SOURCE if event.via == "assignment" else source,
-        triggered_at=event.at_time or timezone.now(),
+        triggered_at=max(filter(None, [event.at_time, received_at])) if (event.at_time or received_at) else timezone.now(),
         labels=issue.labels,
         via=event.via,
     )
@@ -64,7 +69,9 @@ def issue_tasks(repository: Repository, event: TrackerEvent):
     return Task.objects.filter(repository=repository, issue_number=issue.number, tracker_issue_key="")
 
 
-def event_act(tracker: Tracker, repository: Repository, event: TrackerEvent, *, source: str) -> tuple[Task | None, str]:
+def event_act(
+    tracker: Tracker, repository: Repository, event: TrackerEvent, *, source: str, received_at=None
+) -> tuple[Task | None, str]:
     """Do what one event asks (see the module docstring). `source`: webhook or poll. Raises
     TrackerError when the tracker cannot answer now (the delivery or poll is retried)."""
     issue = event.issue
@@ -79,7 +86,7 @@ def event_act(tracker: Tracker, repository: Repository, event: TrackerEvent, *, 
             at = event.at_time
             if latest is not None and (at is None or at <= latest):
                 return None, "that trigger already had its task"
-        return trigger_handle(tracker, trigger_of(repository, event, source=source))
+        return trigger_handle(tracker, trigger_of(repository, event, source=source, received_at=received_at))
     if event.action == "untrigger":
         return untrigger_handle(
             repository=repository,
@@ -133,7 +140,7 @@ def delivery_act(delivery: WebhookDelivery) -> tuple[Task | None, str, str]:
         if repository is None or repository.tracker != kind:
             results.append("ignored: the repository is no longer registered for this tracker, or is disabled")
             continue
-        found, what = event_act(tracker, repository, event, source="webhook")
+        found, what = event_act(tracker, repository, event, source="webhook", received_at=delivery.received_at)
         task = found or task
         results.append(what)
     status = WebhookDelivery.Status.DONE if task is not None else WebhookDelivery.Status.IGNORED

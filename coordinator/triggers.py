@@ -110,6 +110,8 @@ def trigger_handle(client: GitHubClient | Tracker, trigger: IssueTrigger) -> tup
             triggered_by=trigger.labeler,
             trigger_source=trigger.source,
             tracker_issue_key=trigger.key,
+            # Other trackers' pollers compare with the trigger's own time (GitHub's: unchanged).
+            triggered_at=trigger.triggered_at if isinstance(client, Tracker) else None,
         )
         log.info("%s#%s skipped: %s", trigger.repository, trigger.number, refusal)
         return task, f"skipped: {refusal}"

@@ -341,6 +341,28 @@ JIRA_EMAIL = os.environ.get("JIRA_EMAIL", "")  # the account the API token belon
 # The Jira account (accountId) whose assignment starts a task.
 TACX_JIRA_ACCOUNT_ID = os.environ.get("TACX_JIRA_ACCOUNT_ID", "")
 
+
+def secret_from_file(path: str) -> str:
+    """The content of a secret file (a mounted secret), stripped; "" without a path."""
+    if not path:
+        return ""
+    with open(path, encoding="utf-8") as handle:
+        return handle.read().strip()
+
+
+def env_or_file(name: str) -> str:
+    """A secret from the variable NAME, or from the file named by NAME_FILE (never the database)."""
+    return os.environ.get(name, "") or secret_from_file(os.environ.get(f"{name}_FILE", ""))
+
+
+# GitLab as a forge and tracker (pipeline/gitlab_api.py): gitlab.com or a self-hosted instance
+# (a repository's `forge_url` overrides GITLAB_URL); a personal, project or group access token;
+# the webhook's secret token; the user issues are assigned to for TAC-X.
+GITLAB_URL = os.environ.get("GITLAB_URL", "https://gitlab.com")
+GITLAB_TOKEN = os.environ.get("GITLAB_TOKEN", "") or secret_from_file(os.environ.get("GITLAB_TOKEN_FILE", ""))
+GITLAB_WEBHOOK_SECRET = os.environ.get("GITLAB_WEBHOOK_SECRET", "") or secret_from_file(os.environ.get("GITLAB_WEBHOOK_SECRET_FILE", ""))
+GITLAB_USER = os.environ.get("TACX_GITLAB_USER", "")
+
 # django-q2 is an at-least-once delivery pipe; our own claims and leases decide what runs.
 # The ORM broker gives receipts and a transactional enqueue on the same database.
 _LONGEST_STAGE_SECONDS = env_int("TACX_Q_TIMEOUT", 3 * 3600)

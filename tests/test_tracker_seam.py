@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from the helpers are redefined as arguments)
 """The tracker and forge seams (issue 26): GitHub as their first implementation, over the
 GitHub stand-in; tasks named by a tracker key; the generic webhook route's refusals."""
 
@@ -47,7 +48,9 @@ def test_the_github_tracker_answers_permissions_comments_and_listing(github_repo
 
 
 def test_a_tracker_key_names_the_issue_and_keeps_one_active_task_per_key(db):
-    repo = Repository.objects.create(kind="github", full_name="octo/keys", tracker_kind="linear", tracker_settings={"team": "ENG"})
+    repo = Repository.objects.create(
+        kind="github", full_name="octo/keys", tracker_kind="linear", tracker_settings={"team": "ENG"}
+    )
     eng, created = services.task_create(repository=repo, issue_number=7, title="A", tracker_issue_key="ENG-7")
     assert created and eng.issue_ref == "ENG-7"
     ops, created = services.task_create(repository=repo, issue_number=7, title="B", tracker_issue_key="OPS-7")
@@ -64,10 +67,14 @@ def test_a_tracker_key_names_the_issue_and_keeps_one_active_task_per_key(db):
 
 def test_a_pull_request_for_another_trackers_issue_names_it_instead_of_closing_a_number(db):
     repo = Repository.objects.create(kind="github", full_name="octo/linear", tracker_kind="linear")
-    task, _ = services.task_create(repository=repo, issue_number=123, title="T", tracker_issue_key="ENG-123", issue_url="https://linear.app/x/issue/ENG-123")
+    task, _ = services.task_create(
+        repository=repo, issue_number=123, title="T", tracker_issue_key="ENG-123", issue_url="https://linear.app/x/issue/ENG-123"
+    )
     assert pulls.opening_line(task) == "For Linear issue ENG-123 (https://linear.app/x/issue/ENG-123)."
     assert pulls.pull_request_title(task) == "T (ENG-123)"
-    same, _ = services.task_create(repository=Repository.objects.create(kind="github", full_name="octo/gh"), issue_number=5, title="T")
+    same, _ = services.task_create(
+        repository=Repository.objects.create(kind="github", full_name="octo/gh"), issue_number=5, title="T"
+    )
     assert pulls.opening_line(same) == "Closes #5"
 
 

@@ -60,6 +60,7 @@ from .repositories import (
     repository_poll_etag_set,
     repository_poll_succeeded,
     repository_setup_cache_clear,
+    tracker_settings_problem,
 )
 from .tasks import (
     task_create,
@@ -107,6 +108,7 @@ __all__ = [
     "repository_add",
     "repository_poll_claim",
     "repository_poll_succeeded",
+    "tracker_settings_problem",
     "repository_poll_etag_set",
     "repository_setup_cache_clear",
     "result_add_to_totals",

@@ -121,10 +121,20 @@ def _next_issue_number(repository: Repository) -> int:
 
 
 def task_skip(
-    *, repository: Repository, issue_number: int, title: str, reason: str, triggered_by: str = "", trigger_source: str = "", tracker_issue_key: str = ""
+    *,
+    repository: Repository,
+    issue_number: int,
+    title: str,
+    reason: str,
+    triggered_by: str = "",
+    trigger_source: str = "",
+    tracker_issue_key: str = "",
+    triggered_at=None,
 ) -> Task:
-    """Record a refused trigger so people can see why nothing happened."""
+    """Record a refused trigger so people can see why nothing happened. `triggered_at`: when
+    the refused trigger happened (default now), which a poller compares its triggers with."""
     task = Task.objects.create(
+        triggered_at=triggered_at or timezone.now(),
         repository=repository,
         issue_number=issue_number,
         tracker_issue_key=tracker_issue_key[:100],

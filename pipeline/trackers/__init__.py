@@ -4,11 +4,7 @@ Importing this package registers every tracker kind. A new tracker is a module h
 `@register`ed `Tracker` subclass, imported below.
 """
 
-from . import (  # noqa: E402, F401  (register "jira" and "linear")
-    github,  # noqa: F401  (registers "github")
-    jira,
-    linear,
-)
+from . import github, gitlab, jira, linear  # noqa: F401  (register "github", "gitlab", "jira", "linear")
 from .base import (  # noqa: F401
     TRACKERS,
     Actor,

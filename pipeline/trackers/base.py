@@ -39,17 +39,8 @@ from datetime import datetime
 
 from django.utils.dateparse import parse_datetime
 
+from ..lib.api_errors import TrackerError  # noqa: F401  (defined in lib: API clients raise it without importing the seam)
 from ..models import Repository, Task
-
-
-class TrackerError(Exception):
-    """The tracker's API failed. `status`: the HTTP status when there was one."""
-
-    def __init__(self, message: str, *, status: int | None = None, permanent: bool = False, retry_after: float | None = None):
-        super().__init__(message)
-        self.status = status
-        self.permanent = permanent
-        self.retry_after = retry_after
 
 
 class WebhookRefused(Exception):
