@@ -46,7 +46,17 @@ from pipeline.github import GitHubClient, GitHubError
 from pipeline.models import Repository, Worker
 from pipeline.services import rounds
 
-from . import conversation_poller, deliveries, forge_replies, forge_statuses, heartbeat, reaping, replies, tracker_progress
+from . import (
+    conversation_poller,
+    deliveries,
+    forge_replies,
+    forge_statuses,
+    heartbeat,
+    reaping,
+    replies,
+    tracker_progress,
+    tracker_replies,
+)
 from .backoff import Backoff
 from .checks import CheckSyncer
 from .dispatch import Dispatcher
@@ -323,7 +333,7 @@ class Coordinator:
         return self._on_github(replies.react_one) or forge_replies.react_one()
 
     def reply_one_round(self) -> bool:
-        return self._on_github(replies.reply_one) or forge_replies.reply_one()
+        return self._on_github(replies.reply_one) or forge_replies.reply_one() or tracker_replies.reply_one()
 
     def post_one_plan(self) -> bool:
         return self._on_github(replies.post_one_plan)

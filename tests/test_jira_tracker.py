@@ -11,12 +11,14 @@ import pytest
 from github_standin import TOKEN, github_repo, standin  # noqa: F401
 from jira_helpers import JIRA_SECRET, deliver, jira, label_delivery  # noqa: F401
 
+from coordinator import tracker_replies
 from coordinator.loop import Coordinator
 from coordinator.models import WebhookDelivery
 from harness.trackers.jira import sign_headers
 from pipeline.github import GitHubClient
 from pipeline.models import Round, Task
 from pipeline.trackers import TrackerError, tracker_named
+from pipeline.trackers.jira_api import adf_text
 
 
 @pytest.fixture
@@ -137,6 +139,13 @@ def test_an_at_tacx_comment_starts_a_round_for_a_permitted_author_only(client, r
     rounds = {r.actor: r for r in Round.objects.filter(task=task)}
     assert rounds[jira.dev["accountId"]].text == "also 111" and rounds[jira.dev["accountId"]].status != Round.Status.REFUSED
     assert rounds[jira.reporter["accountId"]].status == Round.Status.REFUSED
+    # The refusal is answered on the Jira issue, once, findable again by its marker.
+    refused = rounds[jira.reporter["accountId"]]
+    assert tracker_replies.reply_one() is True
+    Round.objects.filter(pk=refused.pk).update(replied_at=None, reply_claimed_at="2000-01-01T00:00Z")
+    assert tracker_replies.reply_one() is True  # a stale claim: the marker is found, nothing posted twice
+    answers = [c for c in jira.comments["OPS-1"] if f"(tacx:round:{refused.pk})" in adf_text(c["body"])]
+    assert len(answers) == 1 and "not started" in adf_text(answers[0]["body"])
 
 
 def test_a_jql_trigger_is_polled_credited_to_the_latest_change_and_bad_settings_are_named(repo, standin, jira):

@@ -11,7 +11,7 @@ import pytest
 from github_standin import TOKEN, github_repo, standin  # noqa: F401
 from linear_helpers import LINEAR_SECRET, deliver, label_delivery, linear, linear_repository  # noqa: F401
 
-from coordinator import replies
+from coordinator import replies, tracker_replies
 from coordinator.loop import Coordinator
 from coordinator.models import WebhookDelivery
 from pipeline.github import GitHubClient
@@ -198,8 +198,12 @@ def test_removing_the_label_cancels_a_queued_task_and_an_at_tacx_comment_starts_
     assert round_.text == "please also handle 111" and round_.actor == linear.ada["id"]
     # GitHub's reaction and reply loops leave a Linear comment's round alone (its id is Linear's).
     assert replies.react_one(coordinator.client) is False
-    Round.objects.filter(pk=round_.pk).update(status=Round.Status.DONE)
+    Round.objects.filter(pk=round_.pk).update(status=Round.Status.SUCCEEDED)
     assert replies.reply_one(coordinator.client) is False
+    # The reply goes on the Linear issue instead, once.
+    assert tracker_replies.reply_one() is True and tracker_replies.reply_one() is False
+    (reply,) = [c for c in linear.comments.values() if f"tacx:round:{round_.pk}" in c["body"]]
+    assert reply["issue_id"] == issue["id"] and "succeeded" in reply["body"]
     guest_comment = {**comment, "id": "c0ffee00-0000-4000-8000-00000000beef", "userId": linear.gus["id"]}
     body, headers = linear.webhook("Comment", "create", guest_comment, secret=LINEAR_SECRET, actor=linear.gus)
     deliver(client, body, headers)

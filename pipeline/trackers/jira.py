@@ -39,8 +39,8 @@ DEFAULT_PERMISSIONS = "EDIT_ISSUES,TRANSITION_ISSUES"
 PERMISSION_KEY = re.compile(r"^[A-Z_]+(,[A-Z_]+)*$")
 # Jira comments are ADF, which has no hidden text: the progress comment's marker is kept as a
 # last line "(tacx:task:N)" and turned back into the marker when comments are read.
-MARKER = re.compile(r"<!-- (tacx:task:\d+) -->")
-SHOWN_MARKER = re.compile(r"\((tacx:task:\d+)\)")
+MARKER = re.compile(r"<!-- (tacx:(?:task|round):\d+) -->")
+SHOWN_MARKER = re.compile(r"\((tacx:(?:task|round):\d+)\)")
 
 
 def settings_of(repository: Repository) -> dict:
