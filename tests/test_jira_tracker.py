@@ -163,3 +163,19 @@ def test_a_jql_trigger_is_polled_credited_to_the_latest_change_and_bad_settings_
     repo.tracker_settings = {"project": "ops"}
     with pytest.raises(TrackerError, match=r"tracker_settings.project: the Jira project key is required"):
         tracker_named("jira").issues_triggered(repo)
+
+
+def test_the_api_token_may_come_from_a_file_and_a_rate_limit_makes_the_poll_wait(repo, standin, jira, monkeypatch, tmp_path):
+    from coordinator.sources import SourceUnavailable
+
+    (tmp_path / "token").write_text(jira.token + "\n")
+    monkeypatch.delenv("JIRA_API_TOKEN")
+    monkeypatch.setenv("JIRA_API_TOKEN_FILE", str(tmp_path / "token"))
+    issue = jira.add_issue(jira.ops, "Add a changelog")
+    jira.set_labels(issue, ("rpi-auto",), by=jira.dev)
+    source = coordinator_for(standin).sources["jira"]
+    jira.fail_next(429, {"errorMessages": ["Rate limit exceeded."]}, {"Retry-After": "9"})
+    with pytest.raises(SourceUnavailable) as waiting:
+        source.poll(repo)
+    assert waiting.value.retry_after == 9 and not Task.objects.exists()
+    assert source.poll(repo).endswith("1 task(s) created")

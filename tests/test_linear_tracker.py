@@ -239,3 +239,24 @@ def test_moving_an_issue_into_the_trigger_state_starts_a_task_and_closing_it_can
     handle_deliveries(coordinator)
     task.refresh_from_db()
     assert task.status == Task.Status.CANCELLED and "closed in Linear" in task.status_reason
+
+
+def test_a_rate_limit_makes_the_poll_wait_as_long_as_linear_says(repo, standin, linear):
+    from coordinator.sources import SourceUnavailable
+
+    linear.add_issue(linear.eng, "Add a changelog", labels=("rpi-auto",))
+    linear.rate_limit(0)
+    with pytest.raises(SourceUnavailable) as waiting:
+        coordinator_for(standin).sources["linear"].poll(repo)
+    assert 1 <= waiting.value.retry_after <= 31 and not Task.objects.exists()
+
+
+def test_the_webhook_secret_may_come_from_a_file(client, repo, linear, monkeypatch, tmp_path):
+    (tmp_path / "secret").write_text(LINEAR_SECRET + "\n")
+    monkeypatch.delenv("LINEAR_WEBHOOK_SECRET")
+    monkeypatch.setenv("LINEAR_WEBHOOK_SECRET_FILE", str(tmp_path / "secret"))
+    issue = linear.add_issue(linear.eng, "Add a changelog")
+    assert deliver(client, *label_delivery(linear, issue, ("rpi-auto",), by=linear.ada)).status_code == 202
+    monkeypatch.setenv("LINEAR_WEBHOOK_SECRET_FILE", str(tmp_path / "missing"))
+    assert not tracker_named("linear").configured()
+    assert deliver(client, *label_delivery(linear, issue, ("bug",), by=linear.ada)).status_code == 403
