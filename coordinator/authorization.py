@@ -15,6 +15,7 @@ from django.core.cache import cache
 
 from pipeline.github import GitHubClient
 from pipeline.models import Repository
+from pipeline.trackers import Tracker
 
 WRITE_ROLES = frozenset({"admin", "maintain", "write"})
 PERMISSION_CACHE_SECONDS = 300
@@ -34,7 +35,17 @@ def permission_cached(client: GitHubClient, *, full_name: str, login: str) -> st
     return role
 
 
-def labeler_refusal(client: GitHubClient, *, repository: Repository, login: str, user_type: str = "") -> str:
+def tracker_permission_cached(tracker: Tracker, *, repository: Repository, login: str):
+    """The tracker's `Permission` for the user, from cache or the tracker (raises TrackerError)."""
+    key = f"tacx:permission:{tracker.kind}:{repository.pk}:{login.lower()}"
+    permission = cache.get(key)
+    if permission is None:
+        permission = tracker.permission(repository, login)
+        cache.set(key, permission, PERMISSION_CACHE_SECONDS)
+    return permission
+
+
+def labeler_refusal(client: GitHubClient | Tracker, *, repository: Repository, login: str, user_type: str = "") -> str:
     """Why `login` may not start a task on `repository`, or "" when they may.
 
     Raises GitHubError when GitHub cannot answer now: the caller retries later rather than
@@ -45,7 +56,7 @@ def labeler_refusal(client: GitHubClient, *, repository: Repository, login: str,
     return write_access_refusal(client, repository=repository, login=login, user_type=user_type, did=" applied the label but")
 
 
-def write_access_refusal(client: GitHubClient, *, repository: Repository, login: str, user_type: str = "", did: str = "") -> str:
+def write_access_refusal(client: GitHubClient | Tracker, *, repository: Repository, login: str, user_type: str = "", did: str = "") -> str:
     """Why `login` (who `did` something, e.g. " applied the label but") may not act on
     `repository`: a bot not in TACX_ALLOWED_BOTS, or less than write access; "" when they may."""
     if is_bot(login, user_type):
@@ -54,6 +65,12 @@ def write_access_refusal(client: GitHubClient, *, repository: Repository, login:
         return f"{login} is a bot account that is not in TACX_ALLOWED_BOTS"
     if repository.allow_non_writers:
         return ""
+    if isinstance(client, Tracker):
+        # Another tracker than GitHub's client (coordinator.tracker_*): its own roles.
+        permission = tracker_permission_cached(client, repository=repository, login=login)
+        if permission.allowed:
+            return ""
+        return f"{login}{did} has {permission.role} access to {repository.full_name}; {permission.required} is required"
     role = permission_cached(client, full_name=repository.full_name, login=login)
     if role in WRITE_ROLES:
         return ""

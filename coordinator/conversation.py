@@ -31,6 +31,7 @@ from pipeline import budgets, services
 from pipeline.github import GitHubClient
 from pipeline.models import Repository, Round, Task
 from pipeline.services import rounds
+from pipeline.trackers import Tracker
 from pipeline.workflow import Workflow, default_workflow
 
 from .authorization import is_bot, write_access_refusal
@@ -66,7 +67,7 @@ def own_check(name: str) -> bool:
     return name.startswith(OWN_CHECK_PREFIX)
 
 
-def actor_refusal(client: GitHubClient, *, repository: Repository, login: str, user_type: str = "") -> str:
+def actor_refusal(client: GitHubClient | Tracker, *, repository: Repository, login: str, user_type: str = "") -> str:
     """Why `login` may not start a round (as for labels: write, maintain or admin), or ""."""
     if not login:
         return "the author is unknown"
@@ -157,11 +158,16 @@ def workflow_of(task: Task) -> Workflow:
     return Workflow.from_json(task.workflow) if task.workflow else default_workflow()
 
 
-def comment_handle(client: GitHubClient, *, task: Task, comment: dict, reply_to: int, source: str, frozen: bool) -> str:
+def comment_handle(
+    client: GitHubClient | Tracker, *, task: Task, comment: dict, reply_to: int, source: str, frozen: bool, extra_context: dict | None = None
+) -> str:
     """An issue or PR conversation comment: a command, a round, or nothing.
 
     `frozen`: the body is the text at trigger time (the webhook's `created` payload). The
     poller's copy is current text: when it was edited after it was posted it is not used.
+    `client`: GitHub's client, or another tracker (`coordinator.tracker_flow`), whose
+    `permission` decides; `extra_context` goes into the round (e.g. a GitLab thread's
+    position as `inline_comments`, its discussion, what to react on).
     """
     key = f"comment:{comment['id']}"
     if Round.objects.filter(task=task, trigger_key=key).exists():
@@ -179,7 +185,7 @@ def comment_handle(client: GitHubClient, *, task: Task, comment: dict, reply_to:
     if is_bot(login, str(comment.get("user_type") or "")) and login not in settings.TACX["ALLOWED_BOTS"]:
         return f"ignored: {login} is a bot"
     react = {"comment_id": comment["id"], "review_comment": False}
-    context = {"reply_to": reply_to, "react": react, "comment_url": comment.get("html_url", "")}
+    context = {"reply_to": reply_to, "react": react, "comment_url": comment.get("html_url", ""), **(extra_context or {})}
     if not frozen and comment.get("updated_at") and comment.get("updated_at") != comment.get("created_at"):
         refusal = "the comment was edited after it was posted; its original text is unknown, so it is not used (post a new comment)"
     else:

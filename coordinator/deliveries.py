@@ -29,8 +29,9 @@ from django.utils.dateparse import parse_datetime
 
 from pipeline.github import GitHubClient, GitHubError
 from pipeline.models import Repository
+from pipeline.trackers import TrackerError
 
-from . import conversation, conversation_intake, pull_outcomes
+from . import conversation, conversation_intake, pull_outcomes, tracker_flow
 from .backoff import Backoff
 from .lookups import repository_for
 from .models import WebhookDelivery
@@ -116,6 +117,8 @@ def relevance(event: str, payload: dict) -> tuple[Repository | None, str]:
     repository = repository_for(full_name)
     if repository is None:
         return None, f"ignored: {full_name or 'the repository'} is not registered (or disabled)"
+    if repository.tracker != Repository.Kind.GITHUB:
+        return None, f"ignored: {full_name}'s issues come from {repository.get_tracker_kind_display()}"
     label = str((payload.get("label") or {}).get("name", ""))
     if action in ("labeled", "unlabeled") and not same_label(label, repository.trigger_label):
         return None, f"ignored: label {label!r} is not the trigger label"
@@ -234,11 +237,11 @@ def delivery_handle_one(client: GitHubClient, *, owner: str, backoff: Backoff | 
     try:
         task, result, status = delivery_act(client, delivery)
     except Exception as exc:
-        retry_after = exc.retry_after if isinstance(exc, GitHubError) else None
-        if not isinstance(exc, GitHubError):
+        retry_after = exc.retry_after if isinstance(exc, (GitHubError, TrackerError)) else None
+        if not isinstance(exc, (GitHubError, TrackerError)):
             log.exception("webhook delivery %s crashed", delivery.delivery_id)
         delay = min(RETRY_CAP_SECONDS, max(retry_after or 0, 2 ** min(delivery.attempts, 10)))
-        if backoff is not None and retry_after:
+        if backoff is not None and retry_after and isinstance(exc, GitHubError):
             backoff.hold("github", retry_after)
         exhausted = delivery.attempts >= MAX_ATTEMPTS
         mine.update(
@@ -254,6 +257,8 @@ def delivery_handle_one(client: GitHubClient, *, owner: str, backoff: Backoff | 
 
 def delivery_act(client: GitHubClient, delivery: WebhookDelivery):
     """What the delivery asks for. Returns (task or None, result text, final status)."""
+    if delivery.payload.get("tracker"):
+        return tracker_flow.delivery_act(delivery)  # GitLab, Linear, Jira (coordinator.tracker_webhooks)
     if delivery.event in conversation.EVENTS:
         return conversation.delivery_act(client, delivery)
     if delivery.event == "pull_request":

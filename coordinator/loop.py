@@ -22,6 +22,7 @@ Steps, in the order of one cycle:
   post_one_pause       the question of a task paused at a budget, on its PR or issue
   expire_one_pause     a budget pause nobody answered within TACX_BUDGET_PAUSE_SECONDS: the task ends
   sync_one_comment     one task's progress comment on GitHub
+  sync_one_tracker_comment  one task's progress comment on another tracker (GitLab, Linear, Jira)
   clean_one_worktree   the worktree of a task finished longer ago than the retention
   prune_old_events     transcripts of tasks finished longer ago than TACX_EVENT_RETENTION_DAYS
 """
@@ -45,13 +46,24 @@ from pipeline.github import GitHubClient, GitHubError
 from pipeline.models import Repository, Worker
 from pipeline.services import rounds
 
-from . import conversation_poller, deliveries, heartbeat, reaping, replies
+from . import (
+    conversation_poller,
+    deliveries,
+    forge_replies,
+    forge_statuses,
+    heartbeat,
+    reaping,
+    replies,
+    tracker_progress,
+    tracker_replies,
+)
 from .backoff import Backoff
 from .checks import CheckSyncer
 from .dispatch import Dispatcher
 from .github_source import GitHubSource
 from .progress import CommentSyncer
 from .sources import IssueSource, SourceUnavailable
+from .tracker_flow import tracker_sources
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +94,10 @@ class Coordinator:
         poll_interval: float | None = None,
     ):
         self.client = client or GitHubClient(timeout=10.0)
-        self.sources = sources if sources is not None else {Repository.Kind.GITHUB: GitHubSource(self.client)}
+        # One source per tracker kind: GitHub's, and each configured tracker of `pipeline.trackers`.
+        self.sources = (
+            sources if sources is not None else {Repository.Kind.GITHUB: GitHubSource(self.client), **tracker_sources()}
+        )
         self.host = host or socket.gethostname()
         self.tick = tick if tick is not None else settings.TACX.get("COORDINATOR_TICK_SECONDS", DEFAULT_TICK_SECONDS)
         self._poll_interval = poll_interval
@@ -118,6 +133,7 @@ class Coordinator:
             self.requeue_lost_jobs,
             self.kill_one_orphan,
             self.sync_one_comment,
+            self.sync_one_tracker_comment,
             self.sync_one_check,
             self.clean_one_worktree,
             self.prune_old_events,
@@ -219,14 +235,18 @@ class Coordinator:
     def handle_one_delivery(self) -> bool:
         if not self.unit_backoff.ready("github"):
             return False
-        return deliveries.delivery_handle_one(self.client, owner=self.worker.name if self.worker else self.host, backoff=self.unit_backoff)
+        return deliveries.delivery_handle_one(
+            self.client, owner=self.worker.name if self.worker else self.host, backoff=self.unit_backoff
+        )
 
     def poll_one_source(self) -> bool:
         """Poll the next repository of this round that is due; False when the round is done."""
         if not self._poll_round:
             due = timezone.now() - timedelta(seconds=self.poll_interval)
+            kinds = list(self.sources)
             self._poll_round = list(
-                Repository.objects.filter(enabled=True, kind__in=list(self.sources))
+                Repository.objects.filter(enabled=True)
+                .filter(Q(tracker_kind__in=kinds) | Q(tracker_kind="", kind__in=kinds))
                 .filter(Q(polled_at__isnull=True) | Q(polled_at__lte=due))
                 .order_by("id")
                 .values_list("id", flat=True)
@@ -237,8 +257,14 @@ class Coordinator:
             repository = Repository.objects.filter(pk=self._poll_round.pop(0), enabled=True).first()
             if repository is None:
                 continue
-            source = self.sources[repository.kind]
-            if source.blocked_for() > 0 or not self.unit_backoff.ready("github") or not self.unit_backoff.ready(("repository", repository.pk)):
+            source = self.sources.get(repository.tracker)
+            if source is None:
+                continue
+            if (
+                source.blocked_for() > 0
+                or not self.unit_backoff.ready("github")
+                or not self.unit_backoff.ready(("repository", repository.pk))
+            ):
                 continue
             if not services.repository_poll_claim(repository=repository, interval=self.poll_interval):
                 continue  # polled recently (by us or another coordinator)
@@ -257,6 +283,8 @@ class Coordinator:
                 log.exception("polling %s crashed (next try in %.0f s)", repository, delay)
                 return True
             self.unit_backoff.succeeded(("repository", repository.pk))
+            if isinstance(source, GitHubSource):
+                services.repository_poll_succeeded(repository=repository)  # other sources record it themselves
             log.debug("polled %s: %s", repository, outcome)
             return True
         return False
@@ -302,10 +330,10 @@ class Coordinator:
         return self.unit_backoff.ready("github") and step(self.client)
 
     def react_one_round(self) -> bool:
-        return self._on_github(replies.react_one)
+        return self._on_github(replies.react_one) or forge_replies.react_one()
 
     def reply_one_round(self) -> bool:
-        return self._on_github(replies.reply_one)
+        return self._on_github(replies.reply_one) or forge_replies.reply_one() or tracker_replies.reply_one()
 
     def post_one_plan(self) -> bool:
         return self._on_github(replies.post_one_plan)
@@ -333,10 +361,15 @@ class Coordinator:
             return False
         return self.comments.sync_one_comment()
 
+    def sync_one_tracker_comment(self) -> bool:
+        """One task's progress comment on a tracker other than GitHub (GitLab, Linear, Jira)."""
+        return tracker_progress.sync_one_tracker_comment()
+
     def sync_one_check(self) -> bool:
-        if not self.unit_backoff.ready("github"):
-            return False
-        return self.checks.sync_one_check()
+        """One task's stage checks: check runs or statuses on GitHub, statuses on GitLab."""
+        if self.unit_backoff.ready("github") and self.checks.sync_one_check():
+            return True
+        return forge_statuses.sync_one_status()
 
     def prune_old_events(self) -> bool:
         """One batch of old transcripts (off unless TACX_EVENT_RETENTION_DAYS is set); looked at

@@ -64,6 +64,9 @@ class ProgressComment(models.Model):
 
     task = models.OneToOneField("pipeline.Task", on_delete=models.CASCADE, related_name="progress_comment")
     comment_id = models.BigIntegerField(null=True, blank=True)
+    # The comment's id on a tracker other than GitHub (coordinator.tracker_progress): GitLab note
+    # ids are numbers, Linear's are UUIDs, Jira's numeric strings.
+    comment_key = models.CharField(max_length=100, blank=True)
     body = models.TextField(blank=True)
     last_event_id = models.BigIntegerField(default=0)
     # Set before the first POST: if we die before saving the id, the next try looks for the

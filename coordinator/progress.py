@@ -110,7 +110,7 @@ def progress_body(task: Task) -> str:
 def tasks_needing_sync(now):
     last_status = AgentEvent.objects.filter(task=OuterRef("pk"), kind=AgentEvent.Kind.STATUS).order_by("-id").values("id")[:1]
     return (
-        Task.objects.filter(repository__kind=Repository.Kind.GITHUB)
+        Task.objects.filter(repository__kind=Repository.Kind.GITHUB, repository__tracker_kind__in=["", Repository.Kind.GITHUB])
         .exclude(status=Task.Status.SKIPPED)
         .filter(Q(status__in=Task.ACTIVE) | Q(finished_at__gte=now - RECENT))
         .annotate(last_status=Subquery(last_status))

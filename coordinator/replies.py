@@ -72,6 +72,9 @@ def thread_of(round_: Round) -> int | None:
 
 
 REPLY_CLAIM_SECONDS = 60
+# Rounds whose comment was on GitHub: a repository whose issues live on Linear or Jira has its
+# code on GitHub, but its rounds' comments (and their ids) are the tracker's, not GitHub's.
+GITHUB_TRACKED = ("", Repository.Kind.GITHUB)
 FINAL = (Round.Status.SUCCEEDED, Round.Status.FAILED, Round.Status.REFUSED, Round.Status.CANCELLED, Round.Status.DONE)
 
 
@@ -79,6 +82,7 @@ def react_one(client: GitHubClient) -> bool:
     """👀 on the comment of a round that was picked up (not refused). One per call."""
     round_ = (
         Round.objects.filter(reacted_at__isnull=True, task__repository__kind=Repository.Kind.GITHUB)
+        .filter(task__repository__tracker_kind__in=GITHUB_TRACKED)
         .exclude(status=Round.Status.REFUSED)
         .exclude(context__react=None)
         .filter(context__has_key="react")
@@ -106,6 +110,7 @@ def reply_one(client: GitHubClient) -> bool:
     stale = now - timedelta(seconds=REPLY_CLAIM_SECONDS)
     round_ = (
         Round.objects.filter(status__in=FINAL, replied_at__isnull=True, task__repository__kind=Repository.Kind.GITHUB, context__has_key="reply_to")
+        .filter(task__repository__tracker_kind__in=GITHUB_TRACKED)
         .filter(Q(reply_claimed_at__isnull=True) | Q(reply_claimed_at__lt=stale))
         .select_related("task__repository")
         .order_by("id")

@@ -16,6 +16,7 @@ from django.conf import settings
 from pipeline import services
 from pipeline.github import GitHubClient
 from pipeline.models import Repository, Task
+from pipeline.trackers import Tracker
 
 from .authorization import labeler_refusal, write_access_refusal
 
@@ -52,6 +53,7 @@ class IssueTrigger:
     triggered_at: datetime
     labels: tuple[str, ...] = ()  # the issue's labels (plan approval's skip label)
     via: str = "label"  # label | assignment (then `labeler` is who assigned the issue)
+    key: str = ""  # the tracker's issue key (Linear, Jira); "" where the number names the issue
 
     @classmethod
     def of_issue(cls, repository: Repository, issue: dict, *, actor: dict, **fields) -> IssueTrigger:
@@ -68,18 +70,21 @@ class IssueTrigger:
         )
 
 
-def active_task(repository: Repository, number: int) -> Task | None:
-    return Task.objects.filter(repository=repository, issue_number=number, status__in=Task.ACTIVE).first()
+def active_task(repository: Repository, number: int, key: str = "") -> Task | None:
+    same = {"tracker_issue_key": key} if key else {"issue_number": number, "tracker_issue_key": ""}
+    return Task.objects.filter(repository=repository, status__in=Task.ACTIVE, **same).first()
 
 
-def trigger_handle(client: GitHubClient, trigger: IssueTrigger) -> tuple[Task, str]:
+def trigger_handle(client: GitHubClient | Tracker, trigger: IssueTrigger) -> tuple[Task, str]:
     """Start work on the issue, or record why not. Returns (task, what happened).
 
     The task is the new one, the active one already there, or a skipped one whose
-    `status_reason` says why. Raises GitHubError when the labeler's permission cannot be
-    checked now (the caller retries later; nobody is refused for GitHub's hiccup).
+    `status_reason` says why. `client`: GitHub's client, or the repository's `Tracker` for
+    another tracker (its `permission` decides). Raises GitHubError / TrackerError when the
+    labeler's permission cannot be checked now (the caller retries later; nobody is refused
+    for a tracker's hiccup).
     """
-    existing = active_task(trigger.repository, trigger.number)
+    existing = active_task(trigger.repository, trigger.number, trigger.key)
     if existing is not None:
         return existing, f"task {existing.pk} is already {existing.status}"
     if trigger.via == "assignment":
@@ -89,7 +94,7 @@ def trigger_handle(client: GitHubClient, trigger: IssueTrigger) -> tuple[Task, s
                 repository=trigger.repository,
                 login=trigger.labeler,
                 user_type=trigger.labeler_type,
-                did=f" assigned the issue to {own_login()} but",
+                did=f" assigned the issue to {client.own_user() if isinstance(client, Tracker) else own_login()} but",
             )
             if trigger.labeler
             else "the assigner is unknown (no assigned event found for TAC-X's login)"
@@ -104,6 +109,9 @@ def trigger_handle(client: GitHubClient, trigger: IssueTrigger) -> tuple[Task, s
             reason=refusal,
             triggered_by=trigger.labeler,
             trigger_source=trigger.source,
+            tracker_issue_key=trigger.key,
+            # Other trackers' pollers compare with the trigger's own time (GitHub's: unchanged).
+            triggered_at=trigger.triggered_at if isinstance(client, Tracker) else None,
         )
         log.info("%s#%s skipped: %s", trigger.repository, trigger.number, refusal)
         return task, f"skipped: {refusal}"
@@ -117,6 +125,7 @@ def trigger_handle(client: GitHubClient, trigger: IssueTrigger) -> tuple[Task, s
         issue_url=trigger.url,
         triggered_at=trigger.triggered_at,
         labels=trigger.labels,
+        tracker_issue_key=trigger.key,
     )
     if created:
         log.info("%s#%s: task %s created from %s by %s", trigger.repository, trigger.number, task.pk, trigger.source, trigger.labeler)
@@ -124,10 +133,10 @@ def trigger_handle(client: GitHubClient, trigger: IssueTrigger) -> tuple[Task, s
     return task, f"task {task.pk} is already {task.status}"
 
 
-def untrigger_handle(*, repository: Repository, number: int, reason: str, label_only: bool = False) -> tuple[Task | None, str]:
+def untrigger_handle(*, repository: Repository, number: int, reason: str, label_only: bool = False, key: str = "") -> tuple[Task | None, str]:
     """Cancel the issue's unfinished task, if there is one (with `label_only`, only when the
     label started it: removing the label leaves a task started by an assignment alone)."""
-    task = active_task(repository, number)
+    task = active_task(repository, number, key)
     if task is None:
         return None, "no unfinished task to cancel"
     if label_only and task.trigger_source == ASSIGNMENT_SOURCE:
@@ -138,20 +147,22 @@ def untrigger_handle(*, repository: Repository, number: int, reason: str, label_
     return task, f"task {task.pk} had already finished"
 
 
-def unassign_handle(*, repository: Repository, number: int, by: str) -> tuple[Task | None, str]:
-    """The issue was unassigned from TAC-X's login: cancel its task if an assignment started it
-    and it has not started yet (still queued); otherwise change nothing and say so."""
-    task = active_task(repository, number)
+def unassign_handle(*, repository: Repository, number: int, by: str, key: str = "", login: str = "") -> tuple[Task | None, str]:
+    """The issue was unassigned from TAC-X's login (`login`, default TACX_GITHUB_LOGIN): cancel
+    its task if an assignment started it and it has not started yet (still queued); otherwise
+    change nothing and say so."""
+    task = active_task(repository, number, key)
+    mine = login or own_login()
     if task is None:
         return None, "no unfinished task"
     if task.trigger_source != ASSIGNMENT_SOURCE:
         return task, f"task {task.pk} was not started by an assignment; unassigning changes nothing"
-    reason = f"the issue was unassigned from {own_login()} by {by or 'someone'} before the task started"
+    reason = f"the issue was unassigned from {mine} by {by or 'someone'} before the task started"
     if task.status == Task.Status.QUEUED and services.task_cancel(task=task, reason=reason):
         log.info("%s#%s: task %s cancelled: %s", repository, number, task.pk, reason)
         return task, f"task {task.pk} cancelled"
     task.refresh_from_db()
-    message = f"the issue was unassigned from {own_login()} by {by or 'someone'}, but task {task.pk} had already started ({task.status}); it goes on"
+    message = f"the issue was unassigned from {mine} by {by or 'someone'}, but task {task.pk} had already started ({task.status}); it goes on"
     services.event_status(task, message, unassigned_by=by)
     log.info("%s#%s: %s", repository, number, message)
     return task, f"task {task.pk} already started ({task.status}): unassigning changes nothing"

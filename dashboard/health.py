@@ -12,7 +12,7 @@ from django.db import connection
 from django.utils import timezone
 
 from pipeline import sandbox, slots
-from pipeline.models import Worker
+from pipeline.models import Repository, Worker
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ class Health:
     workers: dict | None
     sandbox_mode: str = "required"
     sandbox_ok: bool = True
+    sources: dict | None = None
 
     @property
     def coordinator_ok(self) -> bool:
@@ -55,13 +56,14 @@ class Health:
             },
             "workers": self.workers if self.workers is not None else {"live": None, "busy": None},
             "sandbox": {"mode": self.sandbox_mode, "ok": self.sandbox_ok},
+            "sources": self.sources or {},
         }
 
 
 def health_check() -> Health:
     database = _database_ok()
     queue_ok, depth = _queue_depth() if database else (False, None)
-    age = workers = None
+    age = workers = sources = None
     if database:
         try:
             newest = (
@@ -73,6 +75,7 @@ def health_check() -> Health:
             )
             age = (timezone.now() - newest).total_seconds() if newest else None
             workers = slots.counts()
+            sources = source_polls()
         except Exception as exc:  # noqa: BLE001 - a health check reports; it never raises
             log.warning("health: worker query failed: %s", exc)
     box = sandbox.status()
@@ -84,7 +87,36 @@ def health_check() -> Health:
         workers=workers,
         sandbox_mode=box["mode"],
         sandbox_ok=box["ok"],
+        sources=sources,
     )
+
+
+def source_polls() -> dict:
+    """Per issue source (tracker kind: github, gitlab, linear, jira) of the enabled
+    repositories: how many, the age of the newest and of the oldest successful poll, and how
+    many were never polled successfully. Kinds and ages only (no repository names)."""
+    now = timezone.now()
+    found: dict[str, dict] = {}
+    for kind, tracker_kind, succeeded in (
+        Repository.objects.filter(enabled=True)
+        .exclude(kind=Repository.Kind.LOCAL)
+        .values_list("kind", "tracker_kind", "poll_succeeded_at")
+    ):
+        entry = found.setdefault(tracker_kind or kind, {"repositories": 0, "never_polled": 0, "ages": []})
+        entry["repositories"] += 1
+        if succeeded is None:
+            entry["never_polled"] += 1
+        else:
+            entry["ages"].append((now - succeeded).total_seconds())
+    return {
+        kind: {
+            "repositories": e["repositories"],
+            "never_polled": e["never_polled"],
+            "last_success_age_seconds": round(min(e["ages"]), 1) if e["ages"] else None,
+            "oldest_success_age_seconds": round(max(e["ages"]), 1) if e["ages"] else None,
+        }
+        for kind, e in sorted(found.items())
+    }
 
 
 def _database_ok() -> bool:

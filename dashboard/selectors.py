@@ -26,7 +26,7 @@ from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from pipeline import git, repos, services, slots, worktree_reads
+from pipeline import forges, git, repos, services, slots, worktree_reads
 from pipeline.models import ZERO, AgentEvent, MemoryEntry, Repository, Stage, StageResult, Task, Worker
 
 DIFF_LIMIT = 300_000  # characters of a branch diff shown on a page
@@ -303,8 +303,8 @@ def task_result(task: Task, *, details: bool = True) -> TaskResult | None:
     if task.repository.kind != Repository.Kind.LOCAL:
         if not pushed:
             return None
-        # A GitHub branch pushed without a pull request (`publish: none`): where it is, no git read.
-        origin = task.repository.clone_url or f"https://github.com/{task.repository.full_name}.git"
+        # A forge's branch pushed without a pull request (`publish: none`): where it is, no git read.
+        origin = forges.forge_for(task.repository).clone_url(task.repository)
         command = f"git fetch {_shell_quote(origin)} {_shell_quote(task.branch)} && git diff {task.base_commit[:12]}...FETCH_HEAD"
         return TaskResult(kind="branch", branch=task.branch, base_commit=task.base_commit, origin=origin, command=command)
     result = TaskResult(kind="branch", branch=task.branch, base_commit=task.base_commit)

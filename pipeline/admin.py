@@ -8,12 +8,34 @@ from .accounting import TOKEN_FIELDS
 from .models import AgentEvent, BudgetPause, MemoryEntry, Repository, Round, Stage, StageResult, Task, Worker
 
 
+class RepositoryForm(forms.ModelForm):
+    """The forge and tracker kinds and their settings (issue 26): settings hold no secrets."""
+
+    class Meta:
+        model = Repository
+        fields = "__all__"
+
+    def clean_tracker_settings(self):
+        value = self.cleaned_data.get("tracker_settings") or {}
+        if problem := services.tracker_settings_problem(value):
+            raise forms.ValidationError(problem)
+        return value
+
+    def clean(self):
+        data = super().clean()
+        url = (data.get("forge_url") or "").strip()
+        if url and (data.get("kind") != Repository.Kind.GITLAB or not url.startswith(("https://", "http://"))):
+            self.add_error("forge_url", "a self-hosted forge's base URL (http or https), for a GitLab repository only")
+        return data
+
+
 @admin.register(Repository)
 class RepositoryAdmin(admin.ModelAdmin):
-    list_display = ["full_name", "kind", "trigger_label", "enabled", "max_concurrent_tasks", "daily_budget_usd", "daily_budget_on_exceed", "memory_auto_accept"]
-    list_filter = ["kind", "enabled", "memory_auto_accept"]
+    form = RepositoryForm
+    list_display = ["full_name", "kind", "tracker_kind", "trigger_label", "enabled", "max_concurrent_tasks", "daily_budget_usd", "daily_budget_on_exceed", "memory_auto_accept", "poll_succeeded_at"]
+    list_filter = ["kind", "tracker_kind", "enabled", "memory_auto_accept"]
     search_fields = ["full_name", "local_path"]
-    readonly_fields = ["poll_etag", "polled_at", "created_at"]
+    readonly_fields = ["poll_etag", "polled_at", "poll_succeeded_at", "created_at"]
     actions = ["clear_setup_cache"]
 
     @admin.action(description="Clear the setup cache of selected repositories", permissions=["change"])

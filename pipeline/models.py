@@ -17,8 +17,19 @@ ZERO = Decimal("0")
 class Repository(models.Model):
     class Kind(models.TextChoices):
         GITHUB = "github", "GitHub"
+        GITLAB = "gitlab", "GitLab"
         LOCAL = "local", "Local"
 
+    class TrackerKind(models.TextChoices):
+        """Where a repository's issues come from when not from its forge (`pipeline.trackers`)."""
+
+        FORGE = "", "the forge's own issues"
+        GITHUB = "github", "GitHub"
+        GITLAB = "gitlab", "GitLab"
+        LINEAR = "linear", "Linear"
+        JIRA = "jira", "Jira"
+
+    # The forge: where the code lives and pull/merge requests go (`pipeline.forges`).
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.GITHUB)
     full_name = models.CharField(max_length=200, help_text="owner/name on GitHub, or a name for a local repository")
     local_path = models.CharField(max_length=1000, blank=True, help_text="Path of the repository on disk (local kind)")
@@ -49,6 +60,21 @@ class Repository(models.Model):
         help_text="A workflow kept in TAC-X for this repository (set on its dashboard page): when set, its tasks use it "
         "instead of the repository's .tac/workflow.yaml. A task's own override still comes first.",
     )
+    forge_url = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Base URL of a self-hosted forge (e.g. https://gitlab.example.com); empty: the kind's default (GITLAB_URL)",
+    )
+    tracker_kind = models.CharField(
+        max_length=20, choices=TrackerKind.choices, blank=True, default="", help_text="Issues from another tracker than the forge"
+    )
+    tracker_settings = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="The tracker's settings for this repository (e.g. Linear team and label, Jira project or JQL); never secrets",
+    )
+    # The last poll of this repository's issue source that completed (shown on /health).
+    poll_succeeded_at = models.DateTimeField(null=True, blank=True)
     # Conditional polling: GitHub answers 304 (free) when nothing changed since this ETag.
     poll_etag = models.CharField(max_length=200, blank=True)
     polled_at = models.DateTimeField(null=True, blank=True)
@@ -65,6 +91,11 @@ class Repository(models.Model):
     def origin(self) -> str:
         """What `git clone` / `git push` talk to."""
         return self.local_path if self.kind == self.Kind.LOCAL and not self.clone_url else self.clone_url
+
+    @property
+    def tracker(self) -> str:
+        """The kind of tracker this repository's triggers come from ("local" has none)."""
+        return self.tracker_kind or self.kind
 
 
 class Task(models.Model):
@@ -94,6 +125,10 @@ class Task(models.Model):
 
     repository = models.ForeignKey(Repository, on_delete=models.PROTECT, related_name="tasks")
     issue_number = models.PositiveIntegerField()
+    # A tracker whose issues are named by a key, not a number (Linear "ENG-123", Jira "PROJ-7"):
+    # the key, and `issue_number` is its numeric part (for display and branch names only). Empty
+    # for GitHub and GitLab, whose issue number (GitLab: the project's `iid`) names the issue.
+    tracker_issue_key = models.CharField(max_length=100, blank=True, default="")
     title = models.CharField(max_length=500)
     body = models.TextField(blank=True)
     issue_url = models.CharField(max_length=500, blank=True)
@@ -159,9 +194,16 @@ class Task(models.Model):
             # second active task for one issue, whatever the race.
             models.UniqueConstraint(
                 fields=["repository", "issue_number"],
-                condition=Q(status__in=["queued", "waiting", "running", "awaiting_approval", "paused"]),
+                condition=Q(status__in=["queued", "waiting", "running", "awaiting_approval", "paused"], tracker_issue_key=""),
                 name="one_active_task_per_issue",
-            )
+            ),
+            # The same for issues named by a key (Linear, Jira): two teams' ENG-7 and OPS-7 share
+            # the number 7 but are two issues.
+            models.UniqueConstraint(
+                fields=["repository", "tracker_issue_key"],
+                condition=Q(status__in=["queued", "waiting", "running", "awaiting_approval", "paused"]) & ~Q(tracker_issue_key=""),
+                name="one_active_task_per_issue_key",
+            ),
         ]
         indexes = [
             # Dispatch: oldest queued tasks first (coordinator.dispatch).
@@ -173,7 +215,12 @@ class Task(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.repository.full_name}#{self.issue_number}: {self.title[:60]}"
+        return f"{self.repository.full_name}{self.issue_ref}: {self.title[:60]}"
+
+    @property
+    def issue_ref(self) -> str:
+        """How people name the issue: "#12" (GitHub, GitLab, local) or the tracker's key "ENG-123"."""
+        return self.tracker_issue_key or f"#{self.issue_number}"
 
     def get_absolute_url(self) -> str:
         return reverse("dashboard:task-detail", args=[self.pk])

@@ -61,6 +61,8 @@ DEFAULT_SECRET_ENV = (
     "GH_TOKEN",
     "GITHUB_WEBHOOK_SECRET",
     "GITHUB_APP_PRIVATE_KEY",
+    "GITLAB_TOKEN",
+    "GITLAB_WEBHOOK_SECRET",
     "SECRET_KEY",
     "DATABASE_URL",
     "ANTHROPIC_API_KEY",
@@ -145,7 +147,7 @@ def secret_values(extra: Iterable[str] = ()) -> list[tuple[str, bytes]]:
                 password = None
             if password:
                 found.append((f"{name} (its password)", unquote_to_bytes(password)))
-    for name in ("GITHUB_TOKEN", "GITHUB_WEBHOOK_SECRET"):
+    for name in ("GITHUB_TOKEN", "GITHUB_WEBHOOK_SECRET", "GITLAB_TOKEN", "GITLAB_WEBHOOK_SECRET"):
         found.append((name, getattr(settings, name, "") or ""))
     for alias, db in settings.DATABASES.items():
         found.append((f"the password of database {alias!r}", db.get("PASSWORD") or ""))

@@ -7,8 +7,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db.models import Sum
 
-from . import accounting, hooks, publish_guard, sandbox
-from .github import GitHubClient
+from . import accounting, forges, hooks, publish_guard, sandbox
 from .models import Repository, StageResult, Task
 from .quoting import quoted_block, quoted_inline
 from .workflow import Workflow
@@ -17,7 +16,7 @@ PLAN_SUMMARY_LINES = 25
 
 
 def pull_request_title(task: Task) -> str:
-    return f"{task.title} (#{task.issue_number})"
+    return f"{task.title} ({task.issue_ref})"
 
 
 def sandbox_sentence(task: Task) -> str:
@@ -36,12 +35,24 @@ def sandbox_sentence(task: Task) -> str:
     return f"{head} Blocked {total} connection{'s' if total != 1 else ''}: {listed}{more}."
 
 
+def opening_line(task: Task) -> str:
+    """The PR's first line: a closing keyword where the forge reads it (GitHub and GitLab both
+    take "Closes #N" for an issue of the same project), else where the issue is."""
+    repository = task.repository
+    if repository.kind == Repository.Kind.LOCAL:
+        return f"Task for issue {task.issue_number} of {repository.full_name}."
+    if repository.tracker != repository.kind:
+        where = f" ({task.issue_url})" if task.issue_url else ""
+        return f"For {repository.get_tracker_kind_display()} issue {task.issue_ref}{where}."
+    return f"Closes #{task.issue_number}"
+
+
 def pull_request_body(task: Task) -> str:
     results = StageResult.objects.filter(task=task)
     plan = results.filter(stage__name="planning", success=True).order_by("-id").values_list("output_text", flat=True).first() or ""
     review = results.filter(stage__name="reviewing", success=True).order_by("-id").first()
     # A forge keyword only where a forge reads it: a local repository's issue number is TAC-X's own.
-    opening = f"Closes #{task.issue_number}" if task.repository.kind != Repository.Kind.LOCAL else f"Task for issue {task.issue_number} of {task.repository.full_name}."
+    opening = opening_line(task)
     lines = [opening, "", "## Plan", ""]
     plan_lines = plan.strip().splitlines()
     # The plan's own top heading ("# Plan") would repeat the section's.
@@ -133,12 +144,5 @@ def pull_request_open(*, task: Task, body: str) -> tuple[str, int | None]:
     repository = task.repository
     if repository.kind == Repository.Kind.LOCAL:
         return "", None
-    pr = GitHubClient().pull_request_open_or_update(
-        full_name=repository.full_name,
-        head=task.branch,
-        base=repository.default_branch,
-        title=pull_request_title(task),
-        body=body,
-        draft=repository.draft_prs and settings.TACX["DRAFT_PRS"],
-    )
-    return pr["html_url"], pr["number"]
+    forge = forges.forge_for(repository)
+    return forge.pull_request_open(task=task, title=pull_request_title(task), body=body, draft=repository.draft_prs and settings.TACX["DRAFT_PRS"])

@@ -13,7 +13,6 @@ header for that one command only.
 
 from __future__ import annotations
 
-import base64
 import fcntl
 import hashlib
 import re
@@ -21,29 +20,17 @@ from pathlib import Path
 
 from django.conf import settings
 
-from . import git, github_auth
+from . import forges, git
 from .models import Repository
 from .workflow import MAX_WORKFLOW_BYTES, WORKFLOW_PATH, Workflow, WorkflowError, load_workflow_text
 
 
 def auth_header(repository: Repository | None = None) -> str:
-    """The HTTP header git sends for one fetch or push of `repository`: the GitHub App's
-    installation token for it, or GITHUB_TOKEN. Never written into a remote URL or a file."""
+    """The HTTP header git sends for one fetch or push of `repository`, from its forge
+    (`pipeline.forges`): never written into a remote URL or a file."""
     if repository is not None and repository.kind == Repository.Kind.LOCAL:
         return ""
-    if github_auth.app_configured():
-        if repository is None:
-            return ""
-        try:
-            token = github_auth.identity().token_for(repository.full_name)
-        except github_auth.GitHubAuthError as exc:
-            raise git.GitError(f"no GitHub App token to reach {repository.full_name}: {exc}", permanent=exc.permanent) from None
-    else:
-        token = settings.GITHUB_TOKEN
-    if not token:
-        return ""
-    basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
-    return f"Authorization: Basic {basic}"
+    return forges.forge_named(repository.kind if repository is not None else Repository.Kind.GITHUB).push_auth_header(repository)
 
 
 # OWNER/NAME as GitHub spells a repository (`add_repo` and the dashboard's registration check it).
@@ -112,7 +99,7 @@ def source_dir(repository: Repository, *, fetch: bool = True) -> Path:
                     cwd=mirror, timeout=900,
                 )
             return mirror
-        url = repository.clone_url or f"https://github.com/{repository.full_name}.git"
+        url = forges.forge_for(repository).clone_url(repository)
         header = auth_header(repository) if url.startswith("http") else ""
         extra = ["-c", f"http.extraHeader={header}"] if header else []
         if not (mirror / "HEAD").exists():

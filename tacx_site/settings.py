@@ -330,6 +330,38 @@ GITHUB_WEBHOOK_SECRET = os.environ.get("GITHUB_WEBHOOK_SECRET", "")
 GITHUB_APP_ID = os.environ.get("GITHUB_APP_ID", "")
 GITHUB_APP_PRIVATE_KEY = os.environ.get("GITHUB_APP_PRIVATE_KEY", "")
 GITHUB_APP_PRIVATE_KEY_FILE = os.environ.get("GITHUB_APP_PRIVATE_KEY_FILE", "")
+# Trackers that are not forges (pipeline/trackers/). Their secrets (LINEAR_API_KEY,
+# LINEAR_WEBHOOK_SECRET, JIRA_API_TOKEN, JIRA_WEBHOOK_SECRET) are read from the environment or from
+# the file named by NAME_FILE when used (pipeline/trackers/secrets.py), never stored in settings.
+LINEAR_API_URL = os.environ.get("LINEAR_API_URL", "https://api.linear.app/graphql")
+# The Linear user (or agent app user) whose assignment or delegation starts a task: its id.
+TACX_LINEAR_USER_ID = os.environ.get("TACX_LINEAR_USER_ID", "")
+JIRA_BASE_URL = os.environ.get("JIRA_BASE_URL", "")  # https://your-site.atlassian.net
+JIRA_EMAIL = os.environ.get("JIRA_EMAIL", "")  # the account the API token belongs to
+# The Jira account (accountId) whose assignment starts a task.
+TACX_JIRA_ACCOUNT_ID = os.environ.get("TACX_JIRA_ACCOUNT_ID", "")
+
+
+def secret_from_file(path: str) -> str:
+    """The content of a secret file (a mounted secret), stripped; "" without a path."""
+    if not path:
+        return ""
+    with open(path, encoding="utf-8") as handle:
+        return handle.read().strip()
+
+
+def env_or_file(name: str) -> str:
+    """A secret from the variable NAME, or from the file named by NAME_FILE (never the database)."""
+    return os.environ.get(name, "") or secret_from_file(os.environ.get(f"{name}_FILE", ""))
+
+
+# GitLab as a forge and tracker (pipeline/gitlab_api.py): gitlab.com or a self-hosted instance
+# (a repository's `forge_url` overrides GITLAB_URL); a personal, project or group access token;
+# the webhook's secret token; the user issues are assigned to for TAC-X.
+GITLAB_URL = os.environ.get("GITLAB_URL", "https://gitlab.com")
+GITLAB_TOKEN = os.environ.get("GITLAB_TOKEN", "") or secret_from_file(os.environ.get("GITLAB_TOKEN_FILE", ""))
+GITLAB_WEBHOOK_SECRET = os.environ.get("GITLAB_WEBHOOK_SECRET", "") or secret_from_file(os.environ.get("GITLAB_WEBHOOK_SECRET_FILE", ""))
+GITLAB_USER = os.environ.get("TACX_GITLAB_USER", "")
 
 # django-q2 is an at-least-once delivery pipe; our own claims and leases decide what runs.
 # The ORM broker gives receipts and a transactional enqueue on the same database.

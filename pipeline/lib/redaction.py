@@ -40,7 +40,7 @@ def _literal_secrets() -> tuple[str, ...]:
     try:
         from django.conf import settings
 
-        for name in ("GITHUB_TOKEN", "GITHUB_WEBHOOK_SECRET", "GITHUB_APP_PRIVATE_KEY"):
+        for name in ("GITHUB_TOKEN", "GITHUB_WEBHOOK_SECRET", "GITHUB_APP_PRIVATE_KEY", "GITLAB_TOKEN", "GITLAB_WEBHOOK_SECRET"):
             value = getattr(settings, name, "")
             if value and len(value) >= 8:
                 values.add(value)

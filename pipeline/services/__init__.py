@@ -58,8 +58,10 @@ from .repositories import (
     repository_add,
     repository_poll_claim,
     repository_poll_etag_set,
+    repository_poll_succeeded,
     repository_setup_cache_clear,
     repository_workflow_set,
+    tracker_settings_problem,
 )
 from .tasks import (
     task_create,
@@ -107,6 +109,8 @@ __all__ = [
     "repository_add",
     "repository_workflow_set",
     "repository_poll_claim",
+    "repository_poll_succeeded",
+    "tracker_settings_problem",
     "repository_poll_etag_set",
     "repository_setup_cache_clear",
     "result_add_to_totals",

@@ -23,13 +23,22 @@ def repository_add(
     trigger_label: str | None = None,
     max_concurrent_tasks: int | None = None,
     memory_auto_accept: bool | None = None,
+    forge_url: str = "",
+    tracker_kind: str | None = None,
+    tracker_settings: dict | None = None,
 ) -> tuple[Repository, bool]:
     """Register a repository, or update the given fields of the one with that kind and name.
 
     Returns (repository, created). Fields passed as None (or "") keep their current value, so
-    running `add_repo` twice is harmless.
+    running `add_repo` twice is harmless. `tracker_settings` are checked by
+    `tracker_settings_problem` (no secrets); a ValueError says what is wrong.
     """
+    if tracker_settings and (problem := tracker_settings_problem(tracker_settings)):
+        raise ValueError(problem)
     fields = {
+        "forge_url": forge_url.rstrip("/"),
+        "tracker_kind": tracker_kind,
+        "tracker_settings": tracker_settings or None,
         "local_path": local_path,
         "clone_url": clone_url,
         "default_branch": default_branch,
@@ -44,6 +53,26 @@ def repository_add(
             setattr(repository, name, value)
         repository.save(update_fields=list(given))
     return repository, created
+
+
+SECRET_WORDS = ("token", "secret", "password", "apikey", "api_key", "private_key")
+
+
+def tracker_settings_problem(settings_: dict) -> str:
+    """Why these tracker settings cannot be stored, or "": a flat object of short strings,
+    numbers or lists of strings, and no secret (a key naming one is refused: secrets come from
+    the environment or files, never the database)."""
+    if not isinstance(settings_, dict):
+        return "tracker settings must be an object of name: value"
+    for key, value in settings_.items():
+        if not isinstance(key, str) or not key or len(key) > 50:
+            return f"tracker setting name {key!r} must be a non-empty string of at most 50 characters"
+        if any(word in key.lower().replace("-", "_") for word in SECRET_WORDS):
+            return f"tracker setting {key!r} looks like a secret: secrets come from the environment or files, never the database"
+        ok = isinstance(value, (str, int, float, bool)) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+        if not ok or len(str(value)) > 2000:
+            return f"tracker setting {key!r} must be a string, a number or a list of strings of at most 2000 characters"
+    return ""
 
 
 def repository_poll_claim(*, repository: Repository, interval: float, now=None) -> bool:
@@ -85,3 +114,10 @@ def repository_workflow_set(*, repository: Repository, text: str) -> Repository:
     Repository.objects.filter(pk=repository.pk).update(workflow_text=text)
     repository.workflow_text = text
     return repository
+
+
+def repository_poll_succeeded(*, repository: Repository, now=None) -> None:
+    """Record that a poll of the repository's issue source completed (shown on /health)."""
+    now = now or timezone.now()
+    Repository.objects.filter(pk=repository.pk).update(poll_succeeded_at=now)
+    repository.poll_succeeded_at = now

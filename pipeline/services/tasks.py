@@ -32,9 +32,14 @@ def task_create(
     triggered_at=None,
     labels: list[str] | tuple[str, ...] = (),
     workflow_override: str = "",
+    tracker_issue_key: str = "",
 ) -> tuple[Task, bool]:
-    """Create a queued task for an issue, or return the active one. Returns (task, created)."""
+    """Create a queued task for an issue, or return the active one. Returns (task, created).
+
+    `tracker_issue_key` names an issue of a tracker with keys (Linear "ENG-123", Jira "PROJ-7");
+    then "one active task per issue" is per key, and `issue_number` is only the key's number."""
     fields = {
+        "tracker_issue_key": tracker_issue_key[:100],
         "workflow_override": workflow_override,
         "repository": repository,
         "issue_number": issue_number,
@@ -55,10 +60,11 @@ def task_create(
                 event_status(task, f"task created from {trigger_source}" + (f" by {triggered_by}" if triggered_by else ""))
             return task, True
         except IntegrityError:
-            existing = Task.objects.filter(repository=repository, issue_number=issue_number, status__in=Task.ACTIVE).first()
+            same = {"tracker_issue_key": tracker_issue_key} if tracker_issue_key else {"issue_number": issue_number, "tracker_issue_key": ""}
+            existing = Task.objects.filter(repository=repository, status__in=Task.ACTIVE, **same).first()
             if existing is not None:
                 return existing, False
-    raise IntegrityError(f"cannot create a task for issue #{issue_number} of {repository}: another one keeps appearing and finishing")
+    raise IntegrityError(f"cannot create a task for issue {tracker_issue_key or f'#{issue_number}'} of {repository}: another one keeps appearing and finishing")
 
 
 def task_submit(
@@ -114,11 +120,24 @@ def _next_issue_number(repository: Repository) -> int:
     return (top or 0) + 1
 
 
-def task_skip(*, repository: Repository, issue_number: int, title: str, reason: str, triggered_by: str = "", trigger_source: str = "") -> Task:
-    """Record a refused trigger so people can see why nothing happened."""
+def task_skip(
+    *,
+    repository: Repository,
+    issue_number: int,
+    title: str,
+    reason: str,
+    triggered_by: str = "",
+    trigger_source: str = "",
+    tracker_issue_key: str = "",
+    triggered_at=None,
+) -> Task:
+    """Record a refused trigger so people can see why nothing happened. `triggered_at`: when
+    the refused trigger happened (default now), which a poller compares its triggers with."""
     task = Task.objects.create(
+        triggered_at=triggered_at or timezone.now(),
         repository=repository,
         issue_number=issue_number,
+        tracker_issue_key=tracker_issue_key[:100],
         title=sanitize_issue_title(title)[:500] or f"Issue {issue_number}",
         status=Task.Status.SKIPPED,
         status_reason=reason,
