@@ -30,7 +30,7 @@ from django.utils.dateparse import parse_datetime
 from pipeline.github import GitHubClient, GitHubError
 from pipeline.models import Repository
 
-from . import conversation, conversation_intake, pull_outcomes
+from . import conversation, conversation_intake, pull_outcomes, wakeup
 from .backoff import Backoff
 from .lookups import repository_for
 from .models import WebhookDelivery
@@ -185,6 +185,7 @@ def delivery_record(*, delivery_id: str, event: str, payload: dict) -> Answer:
                 sender=summary["sender"]["login"],
                 payload=summary,
             )
+            transaction.on_commit(wakeup.wake_coordinators)  # look now, not at the next tick
     except IntegrityError:
         return Answer(200, "duplicate")  # the same delivery raced in twice
     return Answer(202, "accepted")
@@ -286,8 +287,14 @@ def delivery_act(client: GitHubClient, delivery: WebhookDelivery):
     triggered_at = max(filter(None, [delivery.received_at, updated_at]))
     assigned = action == "assigned"
     trigger = IssueTrigger.of_issue(
-        repository, issue, actor=sender, number=int(issue["number"]), labels=tuple(issue.get("labels") or ()), triggered_at=triggered_at,
-        source=ASSIGNMENT_SOURCE if assigned else "webhook", via="assignment" if assigned else "label",
+        repository,
+        issue,
+        actor=sender,
+        number=int(issue["number"]),
+        labels=tuple(issue.get("labels") or ()),
+        triggered_at=triggered_at,
+        source=ASSIGNMENT_SOURCE if assigned else "webhook",
+        via="assignment" if assigned else "label",
     )
     task, result = trigger_handle(client, trigger)
     return task, result, WebhookDelivery.Status.DONE

@@ -1,7 +1,8 @@
 """The coordinator: a loop made of single steps (healthchecks' `sendalerts`).
 
 Each step does one unit of work and returns whether it did any, so the loop calls it again at
-once while there is work and sleeps a short tick when no step had any. A step that raises is
+once while there is work and sleeps a short tick when no step had any; a webhook delivery
+recorded on this machine wakes it at once (`wakeup`). A step that raises is
 logged and backed off (1 s, 2 s, 4 s ... 5 min) instead of crash-looping; units inside a step
 (a delivery, a task, a comment, a repository) have their own back-off too. SIGTERM only sets
 `shutdown`: the current step finishes and the loop ends.
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -45,7 +45,7 @@ from pipeline.github import GitHubClient, GitHubError
 from pipeline.models import Repository, Worker
 from pipeline.services import rounds
 
-from . import conversation_poller, deliveries, heartbeat, reaping, replies
+from . import conversation_poller, deliveries, heartbeat, reaping, replies, wakeup
 from .backoff import Backoff
 from .checks import CheckSyncer
 from .dispatch import Dispatcher
@@ -60,7 +60,10 @@ MAX_UNITS_PER_STEP = 50
 # Steps a user waits for (a webhook becoming a task, a task starting) run every tick; the others
 # (polling's bookkeeping, reaping, lost jobs, orphans, comments, checks, clean-up) at most every
 # TACX_HOUSEKEEPING_SECONDS while they find nothing: an idle coordinator's queries per second
-# are those of two steps, not of ten.
+# are those of two steps, not of ten. A step that did work ends every resting step's wait: work
+# makes work for the others (a delivery queues a round, which start_one_round starts), and it
+# must not sit out the rest of a housekeeping interval (issue 23: half the `@tacx` comments
+# waited up to a second for their round).
 EVERY_TICK = frozenset({"handle_one_delivery", "dispatch_one_task"})
 
 
@@ -87,7 +90,7 @@ class Coordinator:
         self.tick = tick if tick is not None else settings.TACX.get("COORDINATOR_TICK_SECONDS", DEFAULT_TICK_SECONDS)
         self._poll_interval = poll_interval
         self.shutdown = False
-        self._wake = threading.Event()
+        self._wake = wakeup.Waiter()
         self.step_backoff = Backoff(base=1.0, cap=300.0)
         self.unit_backoff = Backoff(base=5.0, cap=900.0)
         self.dispatcher = Dispatcher()
@@ -132,6 +135,8 @@ class Coordinator:
     def run(self) -> None:
         """Until `stop()` (SIGTERM): cycles of steps, a short sleep when nothing happened."""
         log.info("coordinator started on %s (tick %.2f s, poll interval %.0f s)", self.host, self.tick, self.poll_interval)
+        if not self._wake.open():
+            log.warning("no wake-up socket under %s: webhook deliveries wait for the next tick", wakeup.wake_dir())
         try:
             while not self.shutdown:
                 try:
@@ -147,6 +152,7 @@ class Coordinator:
                 if not busy:
                     self._wake.wait(self.tick)
         finally:
+            self._wake.close()
             self.close()
         log.info("coordinator stopped")
 
@@ -164,18 +170,28 @@ class Coordinator:
         now = time.monotonic()
         for step in self.steps:
             name = step.__name__
+            if step != self.handle_one_delivery and self._wake.woken():
+                # A delivery was recorded while this cycle ran: it need not wait for the rest.
+                busy = self.run_step(self.handle_one_delivery, now) or busy
             if name not in EVERY_TICK and now < self._idle_until.get(name, 0.0):
                 continue  # found nothing a moment ago: housekeeping need not look every tick
-            did = False
-            for _ in range(MAX_UNITS_PER_STEP):
-                if self.shutdown or not self.guarded(step):
-                    break
-                busy = did = True
-            if not did:
-                self._idle_until[name] = now + self.housekeeping
+            busy = self.run_step(step, now) or busy
             if self.shutdown:
                 break
         return busy
+
+    def run_step(self, step: Callable[[], bool], now: float) -> bool:
+        """Units of one step until it finds no more (at most MAX_UNITS_PER_STEP); True if any."""
+        did = False
+        for _ in range(MAX_UNITS_PER_STEP):
+            if self.shutdown or not self.guarded(step):
+                break
+            if not did:
+                self._idle_until.clear()  # later steps look in this cycle, earlier ones in the next
+            did = True
+        if not did:
+            self._idle_until[step.__name__] = now + self.housekeeping
+        return did
 
     def guarded(self, step: Callable[[], bool]) -> bool:
         name = step.__name__
@@ -219,7 +235,9 @@ class Coordinator:
     def handle_one_delivery(self) -> bool:
         if not self.unit_backoff.ready("github"):
             return False
-        return deliveries.delivery_handle_one(self.client, owner=self.worker.name if self.worker else self.host, backoff=self.unit_backoff)
+        return deliveries.delivery_handle_one(
+            self.client, owner=self.worker.name if self.worker else self.host, backoff=self.unit_backoff
+        )
 
     def poll_one_source(self) -> bool:
         """Poll the next repository of this round that is due; False when the round is done."""
@@ -238,7 +256,11 @@ class Coordinator:
             if repository is None:
                 continue
             source = self.sources[repository.kind]
-            if source.blocked_for() > 0 or not self.unit_backoff.ready("github") or not self.unit_backoff.ready(("repository", repository.pk)):
+            if (
+                source.blocked_for() > 0
+                or not self.unit_backoff.ready("github")
+                or not self.unit_backoff.ready(("repository", repository.pk))
+            ):
                 continue
             if not services.repository_poll_claim(repository=repository, interval=self.poll_interval):
                 continue  # polled recently (by us or another coordinator)
