@@ -20,7 +20,7 @@ def prepare_worktree(self: AttemptContext) -> Path:
     path = git.worktree_path(settings.TACX["WORKTREE_ROOT"], repository.full_name, task.issue_number, task.pk)
     # Another machine may have run the earlier stages: fetch before every stage (not only
     # when this machine has no worktree yet), so the head they pushed is here.
-    repo_dir = repos.source_dir(repository, fetch=True)
+    repo_dir = repos.source_dir(repository, fetch=repos.stage_needs_fetch(repository, task))
     changed = []
     if not task.branch:
         task.branch = git.branch_name(task.issue_number, task.title)
@@ -70,7 +70,9 @@ def prepare_worktree(self: AttemptContext) -> Path:
         assert run is not None
         if not run.ok:
             hint = run.network_hint() or hooks.missing_program_hint(run)
-            raise StageFailure(f"setup hook {run.status}: " + (f"{hint}. Output: " if hint else "") + _tail(run.output), permanent=True)
+            raise StageFailure(
+                f"setup hook {run.status}: " + (f"{hint}. Output: " if hint else "") + _tail(run.output), permanent=True
+            )
         # What setup made (a venv, node_modules, build output) stays out of every commit.
         git.write_excludes(path, environment=environment, setup=git.untracked_paths(path))
         Task.objects.filter(pk=task.pk).update(setup_host=host)
