@@ -97,17 +97,9 @@ def source_dir(repository: Repository, *, fetch: bool = True) -> Path:
             if fetch:
                 default = repository.default_branch
                 git.run(
-                    [
-                        "fetch",
-                        "--quiet",
-                        "--prune",
-                        "--no-tags",
-                        str(user.resolve()),
-                        f"+refs/heads/{default}:refs/remotes/origin/{default}",
-                        "+refs/heads/tacx/*:refs/remotes/origin/tacx/*",
-                    ],
-                    cwd=mirror,
-                    timeout=900,
+                    ["fetch", "--quiet", "--prune", "--no-tags", str(user.resolve()),
+                     f"+refs/heads/{default}:refs/remotes/origin/{default}", "+refs/heads/tacx/*:refs/remotes/origin/tacx/*"],
+                    cwd=mirror, timeout=900,
                 )
             return mirror
         url = repository.clone_url or f"https://github.com/{repository.full_name}.git"
@@ -178,19 +170,9 @@ def publish(repository: Repository, worktree: Path, branch: str) -> str:
     with open(mirror.parent / f"{mirror.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         git.run(
-            [
-                "-c",
-                "fetch.fsckObjects=true",
-                "-c",
-                "transfer.fsckObjects=true",
-                "fetch",
-                "--quiet",
-                "--no-tags",
-                pinned["GIT_DIR"],
-                f"+refs/heads/{branch}:{held}",
-            ],
-            cwd=mirror,
-            timeout=600,
+            ["-c", "fetch.fsckObjects=true", "-c", "transfer.fsckObjects=true", "fetch", "--quiet", "--no-tags",
+             pinned["GIT_DIR"], f"+refs/heads/{branch}:{held}"],
+            cwd=mirror, timeout=600,
         )
         head = git.resolve(mirror, held)
         if repository.kind == Repository.Kind.LOCAL:
@@ -201,11 +183,7 @@ def publish(repository: Repository, worktree: Path, branch: str) -> str:
             extra = ["-c", f"http.extraHeader={header}"] if header else []
             git.run([*extra, "push", "--quiet", push_remote(repository), f"{held}:refs/heads/{branch}"], cwd=mirror, timeout=600)
     if repository.kind == Repository.Kind.LOCAL:
-        git.run(
-            ["push", "--quiet", push_remote(repository), f"refs/heads/{branch}:refs/heads/{branch}"],
-            cwd=local_dir(repository),
-            timeout=600,
-        )
+        git.run(["push", "--quiet", push_remote(repository), f"refs/heads/{branch}:refs/heads/{branch}"], cwd=local_dir(repository), timeout=600)
     return head
 
 

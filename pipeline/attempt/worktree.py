@@ -70,9 +70,7 @@ def prepare_worktree(self: AttemptContext) -> Path:
         assert run is not None
         if not run.ok:
             hint = run.network_hint() or hooks.missing_program_hint(run)
-            raise StageFailure(
-                f"setup hook {run.status}: " + (f"{hint}. Output: " if hint else "") + _tail(run.output), permanent=True
-            )
+            raise StageFailure(f"setup hook {run.status}: " + (f"{hint}. Output: " if hint else "") + _tail(run.output), permanent=True)
         # What setup made (a venv, node_modules, build output) stays out of every commit.
         git.write_excludes(path, environment=environment, setup=git.untracked_paths(path))
         Task.objects.filter(pk=task.pk).update(setup_host=host)
