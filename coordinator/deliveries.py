@@ -287,14 +287,8 @@ def delivery_act(client: GitHubClient, delivery: WebhookDelivery):
     triggered_at = max(filter(None, [delivery.received_at, updated_at]))
     assigned = action == "assigned"
     trigger = IssueTrigger.of_issue(
-        repository,
-        issue,
-        actor=sender,
-        number=int(issue["number"]),
-        labels=tuple(issue.get("labels") or ()),
-        triggered_at=triggered_at,
-        source=ASSIGNMENT_SOURCE if assigned else "webhook",
-        via="assignment" if assigned else "label",
+        repository, issue, actor=sender, number=int(issue["number"]), labels=tuple(issue.get("labels") or ()), triggered_at=triggered_at,
+        source=ASSIGNMENT_SOURCE if assigned else "webhook", via="assignment" if assigned else "label",
     )
     task, result = trigger_handle(client, trigger)
     return task, result, WebhookDelivery.Status.DONE

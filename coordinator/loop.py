@@ -235,9 +235,7 @@ class Coordinator:
     def handle_one_delivery(self) -> bool:
         if not self.unit_backoff.ready("github"):
             return False
-        return deliveries.delivery_handle_one(
-            self.client, owner=self.worker.name if self.worker else self.host, backoff=self.unit_backoff
-        )
+        return deliveries.delivery_handle_one(self.client, owner=self.worker.name if self.worker else self.host, backoff=self.unit_backoff)
 
     def poll_one_source(self) -> bool:
         """Poll the next repository of this round that is due; False when the round is done."""
@@ -256,11 +254,7 @@ class Coordinator:
             if repository is None:
                 continue
             source = self.sources[repository.kind]
-            if (
-                source.blocked_for() > 0
-                or not self.unit_backoff.ready("github")
-                or not self.unit_backoff.ready(("repository", repository.pk))
-            ):
+            if source.blocked_for() > 0 or not self.unit_backoff.ready("github") or not self.unit_backoff.ready(("repository", repository.pk)):
                 continue
             if not services.repository_poll_claim(repository=repository, interval=self.poll_interval):
                 continue  # polled recently (by us or another coordinator)
