@@ -5,6 +5,8 @@ a person may have pushed to the branch since. Real git, command-provider agents,
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from pipeline import repos
@@ -42,12 +44,28 @@ def test_only_the_first_stage_of_a_local_task_fetches_and_a_missing_head_fetches
         return source_dir(repository, fetch=fetch)
 
     monkeypatch.setattr(repos, "source_dir", recording)
+    processes: list[str] = []
+    spawn = subprocess.run
+
+    def counting(args, *a, **k):
+        if args and args[0] == "git":
+            processes.append(next(x for x in args[1:] if not x.startswith("-") and "=" not in x))
+        return spawn(args, *a, **k)
+
+    monkeypatch.setattr(subprocess, "run", counting)
     task = run(local_repository)
+    monkeypatch.setattr(subprocess, "run", spawn)
     assert task.status == Task.Status.SUCCEEDED, task.status_reason
     # task_dispatch reads the workflow (a fetch); then planning fetches (no base commit yet);
     # building, reviewing and pr_creation start from heads the mirror already holds.
     assert fetches[:2] == [True, True] and not any(fetches[2:]), fetches
     assert git(clone, "rev-parse", f"refs/heads/{task.branch}") == task.head_commit
+    # The mirror's git directory is asked once, not before every stage and push (pin_worktree).
+    # Git processes of the whole task, counted: before issue 23 this run took 88 (31 rev-parse,
+    # 7 fetches: one per stage into the mirror, and `pin_worktree` asking for the mirror's git
+    # directory before every stage and push); 79 since (the workflow read, planning, two pushes).
+    assert processes.count("fetch") == 4, processes
+    assert processes.count("rev-parse") <= 22 and len(processes) <= 79, (processes.count("rev-parse"), len(processes), processes)
 
     # A head the mirror lacks (pushed to the user's repository from elsewhere): fetched.
     assert repos.stage_needs_fetch(local_repository, task) is False
