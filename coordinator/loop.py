@@ -7,15 +7,15 @@ logged and backed off (1 s, 2 s, 4 s ... 5 min) instead of crash-looping; units 
 (a delivery, a task, a comment, a repository) have their own back-off too. SIGTERM only sets
 `shutdown`: the current step finishes and the loop ends.
 
-Steps, in the order of one cycle:
-  handle_one_delivery  a recorded webhook delivery becomes a task / skip / cancel
+Steps (what each does; the order of a cycle is `self.steps`):
+  handle_one_delivery  a recorded webhook delivery becomes a task / skip / cancel / round
+  start_one_round      a queued round whose task is idle: building again on the same branch
   poll_one_source      one repository due for polling (GitHub issues with the trigger label)
   dispatch_one_task    start the oldest queued task the limits allow
   reap_one_stage       a stage whose lease expired: kill its local agent, record, re-queue
   requeue_lost_jobs    queued stages whose q2 job was lost before the claim: enqueue again
   kill_one_orphan      agent process groups on this host no running stage owns
   poll_one_conversation  one task's PR/issue: comments, reviews, failing checks (rounds)
-  start_one_round      a queued round whose task is idle: building again on the same branch
   finish_one_round     a running round whose task stopped: totals, what changed
   react_one_round      👀 on the comment that started a round
   reply_one_round      the reply of a finished round (what changed, the cost) or a command
@@ -107,10 +107,12 @@ class Coordinator:
         self._idle_until: dict[str, float] = {}
         self.steps: list[Callable[[], bool]] = [
             self.handle_one_delivery,
+            # Right after the deliveries: a `@tacx` comment's round starts before this cycle
+            # polls GitHub (issue 23: the polls came first and delayed it by their requests).
+            self.start_one_round,
             self.poll_one_source,
             self.poll_one_conversation,
             self.dispatch_one_task,
-            self.start_one_round,
             self.finish_one_round,
             self.react_one_round,
             self.reply_one_round,
