@@ -54,7 +54,9 @@ def task_row_html(task: Task) -> SafeString:
     moment = task.started_at or task.triggered_at
     since = f'data-since="{_e(_local(task.started_at).isoformat())}"' if task.started_at and not task.finished_at else ""
     if task.pr_url:
-        result = f'<a href="{_e(task.pr_url)}" rel="noopener noreferrer">PR{f" #{_e(task.pr_number)}" if task.pr_number else ""}</a>'
+        result = (
+            f'<a href="{_e(task.pr_url)}" rel="noopener noreferrer">PR{f" #{_e(task.pr_number)}" if task.pr_number else ""}</a>'
+        )
     elif task.status == "succeeded" and task.branch and task.repository.kind == "local":
         branch = _e(task.branch)
         result = f'<a href="{_e(url)}#result" title="{branch}: pushed to the repository\'s origin"><code class="branch">{branch}</code></a>'
