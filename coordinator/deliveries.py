@@ -31,7 +31,7 @@ from pipeline.github import GitHubClient, GitHubError
 from pipeline.models import Repository
 from pipeline.trackers import TrackerError
 
-from . import conversation, conversation_intake, pull_outcomes, tracker_flow
+from . import conversation, conversation_intake, pull_outcomes, tracker_flow, wakeup
 from .backoff import Backoff
 from .lookups import repository_for
 from .models import WebhookDelivery
@@ -188,6 +188,7 @@ def delivery_record(*, delivery_id: str, event: str, payload: dict) -> Answer:
                 sender=summary["sender"]["login"],
                 payload=summary,
             )
+            transaction.on_commit(wakeup.wake_coordinators)  # look now, not at the next tick
     except IntegrityError:
         return Answer(200, "duplicate")  # the same delivery raced in twice
     return Answer(202, "accepted")

@@ -1,20 +1,21 @@
 """The coordinator: a loop made of single steps (healthchecks' `sendalerts`).
 
 Each step does one unit of work and returns whether it did any, so the loop calls it again at
-once while there is work and sleeps a short tick when no step had any. A step that raises is
+once while there is work and sleeps a short tick when no step had any; a webhook delivery
+recorded on this machine wakes it at once (`wakeup`). A step that raises is
 logged and backed off (1 s, 2 s, 4 s ... 5 min) instead of crash-looping; units inside a step
 (a delivery, a task, a comment, a repository) have their own back-off too. SIGTERM only sets
 `shutdown`: the current step finishes and the loop ends.
 
-Steps, in the order of one cycle:
-  handle_one_delivery  a recorded webhook delivery becomes a task / skip / cancel
+Steps (what each does; the order of a cycle is `self.steps`):
+  handle_one_delivery  a recorded webhook delivery becomes a task / skip / cancel / round
+  start_one_round      a queued round whose task is idle: building again on the same branch
   poll_one_source      one repository due for polling (GitHub issues with the trigger label)
   dispatch_one_task    start the oldest queued task the limits allow
   reap_one_stage       a stage whose lease expired: kill its local agent, record, re-queue
   requeue_lost_jobs    queued stages whose q2 job was lost before the claim: enqueue again
   kill_one_orphan      agent process groups on this host no running stage owns
   poll_one_conversation  one task's PR/issue: comments, reviews, failing checks (rounds)
-  start_one_round      a queued round whose task is idle: building again on the same branch
   finish_one_round     a running round whose task stopped: totals, what changed
   react_one_round      👀 on the comment that started a round
   reply_one_round      the reply of a finished round (what changed, the cost) or a command
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -56,6 +56,7 @@ from . import (
     replies,
     tracker_progress,
     tracker_replies,
+    wakeup,
 )
 from .backoff import Backoff
 from .checks import CheckSyncer
@@ -72,7 +73,10 @@ MAX_UNITS_PER_STEP = 50
 # Steps a user waits for (a webhook becoming a task, a task starting) run every tick; the others
 # (polling's bookkeeping, reaping, lost jobs, orphans, comments, checks, clean-up) at most every
 # TACX_HOUSEKEEPING_SECONDS while they find nothing: an idle coordinator's queries per second
-# are those of two steps, not of ten.
+# are those of two steps, not of ten. A step that did work ends every resting step's wait: work
+# makes work for the others (a delivery queues a round, which start_one_round starts), and it
+# must not sit out the rest of a housekeeping interval (issue 23: half the `@tacx` comments
+# waited up to a second for their round).
 EVERY_TICK = frozenset({"handle_one_delivery", "dispatch_one_task"})
 
 
@@ -102,7 +106,7 @@ class Coordinator:
         self.tick = tick if tick is not None else settings.TACX.get("COORDINATOR_TICK_SECONDS", DEFAULT_TICK_SECONDS)
         self._poll_interval = poll_interval
         self.shutdown = False
-        self._wake = threading.Event()
+        self._wake = wakeup.Waiter()
         self.step_backoff = Backoff(base=1.0, cap=300.0)
         self.unit_backoff = Backoff(base=5.0, cap=900.0)
         self.dispatcher = Dispatcher()
@@ -119,10 +123,12 @@ class Coordinator:
         self._idle_until: dict[str, float] = {}
         self.steps: list[Callable[[], bool]] = [
             self.handle_one_delivery,
+            # Right after the deliveries: a `@tacx` comment's round starts before this cycle
+            # polls GitHub (issue 23: the polls came first and delayed it by their requests).
+            self.start_one_round,
             self.poll_one_source,
             self.poll_one_conversation,
             self.dispatch_one_task,
-            self.start_one_round,
             self.finish_one_round,
             self.react_one_round,
             self.reply_one_round,
@@ -148,6 +154,8 @@ class Coordinator:
     def run(self) -> None:
         """Until `stop()` (SIGTERM): cycles of steps, a short sleep when nothing happened."""
         log.info("coordinator started on %s (tick %.2f s, poll interval %.0f s)", self.host, self.tick, self.poll_interval)
+        if not self._wake.open():
+            log.warning("no wake-up socket under %s: webhook deliveries wait for the next tick", wakeup.wake_dir())
         try:
             while not self.shutdown:
                 try:
@@ -163,6 +171,7 @@ class Coordinator:
                 if not busy:
                     self._wake.wait(self.tick)
         finally:
+            self._wake.close()
             self.close()
         log.info("coordinator stopped")
 
@@ -180,18 +189,28 @@ class Coordinator:
         now = time.monotonic()
         for step in self.steps:
             name = step.__name__
+            if step != self.handle_one_delivery and self._wake.woken():
+                # A delivery was recorded while this cycle ran: it need not wait for the rest.
+                busy = self.run_step(self.handle_one_delivery, now) or busy
             if name not in EVERY_TICK and now < self._idle_until.get(name, 0.0):
                 continue  # found nothing a moment ago: housekeeping need not look every tick
-            did = False
-            for _ in range(MAX_UNITS_PER_STEP):
-                if self.shutdown or not self.guarded(step):
-                    break
-                busy = did = True
-            if not did:
-                self._idle_until[name] = now + self.housekeeping
+            busy = self.run_step(step, now) or busy
             if self.shutdown:
                 break
         return busy
+
+    def run_step(self, step: Callable[[], bool], now: float) -> bool:
+        """Units of one step until it finds no more (at most MAX_UNITS_PER_STEP); True if any."""
+        did = False
+        for _ in range(MAX_UNITS_PER_STEP):
+            if self.shutdown or not self.guarded(step):
+                break
+            if not did:
+                self._idle_until.clear()  # later steps look in this cycle, earlier ones in the next
+            did = True
+        if not did:
+            self._idle_until[step.__name__] = now + self.housekeeping
+        return did
 
     def guarded(self, step: Callable[[], bool]) -> bool:
         name = step.__name__

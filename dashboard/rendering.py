@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import Decimal
 from typing import Any
 
 import markdown as md
@@ -88,6 +89,13 @@ def ago_text(seconds: float) -> str:
         return f"{seconds // 3600} h ago"
     days = seconds // 86400
     return f"{days} day{'s' if days != 1 else ''} ago"
+
+
+def usd_text(value: Decimal | str | None) -> str:
+    """$0.0123 under a dollar, $12.30 from one."""
+    if value in (None, ""):
+        return "–"
+    return f"${Decimal(value):.4f}" if Decimal(value) < 1 else f"${Decimal(value):.2f}"
 
 
 def tokens_text(value: int | None) -> str:

@@ -31,6 +31,7 @@ from pipeline.models import AgentEvent
 
 DEFAULT_LIMIT = 500
 _SCAN_CHUNK = 1000
+_FIRST_CHUNK = 16
 
 
 def hole_wait_seconds() -> float:
@@ -109,16 +110,20 @@ def _first_fresh_hole(*, after: int, upto: int, now: datetime) -> int | None:
     young: list[int] = []
     floor = after
     high = upto
+    # A first chunk of a few rows: usually the newest event is already older than the wait (a
+    # page load then read 1,000 rows it did not need: issue 23); larger chunks after it.
+    size = _FIRST_CHUNK
     while True:
-        chunk = list(AgentEvent.objects.filter(id__gt=after, id__lte=high).order_by("-id").values_list("id", "created_at")[:_SCAN_CHUNK])
+        chunk = list(AgentEvent.objects.filter(id__gt=after, id__lte=high).order_by("-id").values_list("id", "created_at")[:size])
         for event_id, created_at in chunk:
             if created_at <= cutoff:
                 floor = event_id
                 break
             young.append(event_id)
         else:
-            if len(chunk) == _SCAN_CHUNK:
+            if len(chunk) == size:
                 high = chunk[-1][0] - 1
+                size = _SCAN_CHUNK
                 continue
         break
     expected = floor + 1

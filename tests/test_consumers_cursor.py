@@ -78,3 +78,22 @@ def test_it_waits_for_an_event_whose_transaction_has_not_committed_yet(local_rep
     page = streams.events_after(after=start, task_id=task.pk)
     texts = [e.data["text"] for e in page.events]
     assert texts == ["late", "early"] and page.events[-1].pk == fast.pk
+
+
+def test_the_hole_scan_reads_a_few_rows_when_the_newest_is_settled_and_goes_on_past_its_first_chunk(task):
+    """Issue 23: a page load read 1,000 (id, created_at) rows to find that the newest event was
+    older than the wait; the first chunk is small now, and a longer young run still ends at its
+    hole."""
+    from django.test.utils import CaptureQueriesContext
+
+    base = AgentEvent.objects.order_by("-id").first().pk
+    old = timezone.now() - timedelta(minutes=5)
+    AgentEvent.objects.bulk_create(AgentEvent(id=base + 1 + n, task=task, kind="message", data={}, created_at=old) for n in range(40))
+    with CaptureQueriesContext(connection) as queries:
+        assert streams._first_fresh_hole(after=0, upto=base + 40, now=timezone.now()) is None
+    (query,) = queries.captured_queries
+    assert f"LIMIT {streams._FIRST_CHUNK}" in query["sql"]
+    # 40 young events above the settled ones, with a hole after the 30th: more than a first chunk.
+    young = [AgentEvent(id=base + 41 + n, task=task, kind="message", data={}) for n in range(41) if n != 30]
+    AgentEvent.objects.bulk_create(young)
+    assert streams._first_fresh_hole(after=0, upto=base + 81, now=timezone.now()) == base + 71

@@ -71,3 +71,41 @@ def test_a_task_not_started_yet_says_since_when_it_waits(rows, local_repository)
 def test_the_live_dot_has_words(rows):
     html = rows()[0]
     assert '<span id="live-state" class="live-state" title="Live updates: off on this page"><span aria-hidden="true">●</span> <span class="live-label">off</span></span>' in html
+
+
+def test_the_page_costs_the_same_queries_for_3_tasks_as_for_a_full_page(client, alice, local_repository, django_assert_max_num_queries):
+    """Issue 23: the page's time is its rows; no row may add a query (a lookup per row on a
+    10,000-task database is what pushed the page past 50 ms before)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client.force_login(alice)
+
+    def page_queries() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(reverse("dashboard:tasks")).status_code == 200
+        return len(queries.captured_queries)
+
+    for n in range(3):
+        fake_runner.task_running(repository=local_repository, issue_number=100 + n)
+    few = page_queries()
+    now = timezone.now()
+    Task.objects.bulk_create(
+        Task(repository=local_repository, issue_number=200 + n, title=f"t{n}", status=Task.Status.SUCCEEDED, branch=f"tacx/{n}",
+             created_at=now, triggered_at=now, started_at=now, finished_at=now, workflow={})
+        for n in range(60)
+    )  # fmt: skip
+    assert page_queries() == few
+    with django_assert_max_num_queries(12):  # session, user, permissions, count, rows, repositories, live cursor
+        client.get(reverse("dashboard:tasks"))
+
+
+def test_hostile_text_in_a_row_is_escaped(rows, local_repository):
+    task = fake_runner.task_running(repository=local_repository, issue_number=8)
+    Task.objects.filter(pk=task.pk).update(
+        title='<script>alert(1)</script> "q" & \'s', branch='tacx/"><img src=x onerror=alert(1)>', pr_url='https://e.example/"><b>', pr_number=3
+    )
+    row = rows()[task.pk]
+    assert "<script>" not in row and "<img" not in row and "<b>" not in row
+    assert "#8 &lt;script&gt;alert(1)&lt;/script&gt; &quot;q&quot; &amp; &#x27;s</a>" in row
+    assert '<a href="https://e.example/&quot;&gt;&lt;b&gt;" rel="noopener noreferrer">PR #3</a>' in row

@@ -8,6 +8,7 @@ from django import template
 from django.utils import timezone
 
 from dashboard import rendering
+from dashboard.task_rows import task_row_html
 
 register = template.Library()
 
@@ -34,9 +35,7 @@ def tokens(value: int | None) -> str:
 
 @register.filter
 def usd(value: Decimal | str | None) -> str:
-    if value in (None, ""):
-        return "–"
-    return f"${Decimal(value):.4f}" if Decimal(value) < 1 else f"${Decimal(value):.2f}"
+    return rendering.usd_text(value)
 
 
 @register.filter
@@ -64,6 +63,12 @@ def ago(moment: datetime | None) -> str:
     if moment is None:
         return "–"
     return rendering.ago_text((timezone.now() - moment).total_seconds())
+
+
+@register.simple_tag
+def task_row(task):
+    """A row of the task list (`dashboard.task_rows`: rendered in Python, it is most of the page)."""
+    return task_row_html(task)
 
 
 @register.filter

@@ -20,7 +20,7 @@ def prepare_worktree(self: AttemptContext) -> Path:
     path = git.worktree_path(settings.TACX["WORKTREE_ROOT"], repository.full_name, task.issue_number, task.pk)
     # Another machine may have run the earlier stages: fetch before every stage (not only
     # when this machine has no worktree yet), so the head they pushed is here.
-    repo_dir = repos.source_dir(repository, fetch=True)
+    repo_dir = repos.source_dir(repository, fetch=repos.stage_needs_fetch(repository, task))
     changed = []
     if not task.branch:
         task.branch = git.branch_name(task.issue_number, task.title)

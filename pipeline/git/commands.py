@@ -104,12 +104,21 @@ def safe_args() -> list[str]:
 _pinned: dict[str, dict[str, str]] = {}
 _borrowed: dict[str, Path] = {}
 _branches: dict[str, str] = {}
+_common_dirs: dict[str, Path] = {}
 
 
 def common_dir(repo: str | Path) -> Path:
-    """The git directory shared by `repo` and its worktrees (`repo/.git`, or `repo` when bare)."""
+    """The git directory shared by `repo` and its worktrees (`repo/.git`, or `repo` when bare).
+
+    Remembered per repository path while its objects folder is there: `pin_worktree` asks it of
+    the mirror before every stage and push, one `git rev-parse` each time (issue 23)."""
+    key = str(Path(repo).resolve())
+    known = _common_dirs.get(key)
+    if known is not None and (known / "objects").is_dir():
+        return known
     out = run(["rev-parse", "--path-format=absolute", "--git-common-dir"], cwd=repo)
-    return Path(out).resolve()
+    _common_dirs[key] = found = Path(out).resolve()
+    return found
 
 
 def untracked_paths(path: str | Path) -> list[str]:

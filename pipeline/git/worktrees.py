@@ -186,7 +186,9 @@ def worktree_at(repo: str | Path, path: Path, branch: str, commit: str) -> str:
     if current != commit or run(["symbolic-ref", "-q", "HEAD"], cwd=path, check=False) != f"refs/heads/{branch}":
         # -B: the branch is (re)set to `commit`, never continued from a stale local copy.
         run(["checkout", "--quiet", "--force", "-B", branch, commit], cwd=path)
-    now = head(path)
+        now = head(path)
+    else:
+        now = current  # read just above; nothing ran in the worktree since
     if now != commit:
         raise GitError(f"worktree {path} is at {now[:12]}, not at {commit[:12]} where the previous stage left {branch}")
     return now
