@@ -90,7 +90,7 @@ def tests_for_prompt(self: AttemptContext) -> StageResult | None:
     a reviewer the current round's."""
     if self.workflow.test_command is None:
         return None
-    runs = StageResult.objects.filter(task=self.task, stage__name="building", success=True).exclude(tests_status="")
+    runs = StageResult.objects.filter(task=self.task, stage__name="building", stage__parent__isnull=True, success=True).exclude(tests_status="")
     if self.stage.name == "building":
         if self.task.review_round <= 1:
             return None

@@ -33,4 +33,4 @@ def publish_branch(self: AttemptContext) -> None:
     assert self.worktree is not None
     readback.check_commits(self, staged=False)
     publish_guard.check_push(self.worktree, self.task)
-    repos.publish(self.task.repository, self.worktree, self.task.branch)
+    repos.publish(self.task.repository, self.worktree, self.branch or self.task.branch)

@@ -159,7 +159,7 @@ def round_start(*, round_: Round, enqueue: bool = True) -> str:
     if not replan and not task.pr_number and task.status != Task.Status.SUCCEEDED:
         return refuse(round_, f"the task {task.status.replace('_', ' ')} before opening its pull request; `/tacx retry` runs it again")
     stage_name = "planning" if replan else "building"
-    first = task.stages.filter(name=stage_name).first()
+    first = task.stages.filter(name=stage_name, parent__isnull=True).first()
     if first is None or not task.branch:
         return refuse(round_, f"the task has no {stage_name} stage or branch to continue")
     try:
@@ -258,7 +258,7 @@ def task_approve(*, task: Task, approved_by: str, enqueue: bool = True) -> bool:
             return False
         task.refresh_from_db()
         event_status(task, f"plan approved by {approved_by}")
-        planning = task.stages.filter(name="planning").first()
+        planning = task.stages.filter(name="planning", parent__isnull=True).first()
         position = planning.position if planning else -1
         nxt = task.stages.filter(position__gt=position).order_by("position").first()
         if nxt is None:
