@@ -171,6 +171,21 @@ def publish(repository: Repository, worktree: Path, branch: str) -> str:
     return head
 
 
+def delete_branch(repository: Repository, branch: str) -> None:
+    """Remove a branch TAC-X pushed (a candidate's, pipeline.lib.candidates) from the origin and
+    the mirror's held ref; a branch already gone is no error."""
+    mirror = source_dir(repository, fetch=False)
+    git.run(["update-ref", "-d", f"refs/tacx/tasks/{branch}"], cwd=mirror, check=False)
+    if repository.kind == Repository.Kind.LOCAL:
+        user = local_dir(repository)
+        git.run(["push", "--quiet", push_remote(repository), "--delete", branch], cwd=user, check=False, timeout=600)
+        git.run(["branch", "--quiet", "-D", branch], cwd=user, check=False)
+        return
+    header = auth_header(repository)
+    extra = ["-c", f"http.extraHeader={header}"] if header else []
+    git.run([*extra, "push", "--quiet", push_remote(repository), "--delete", branch], cwd=mirror, check=False, timeout=600)
+
+
 def read_workflow(repository: Repository) -> Workflow:
     """The workflow at the tip of the default branch (raises WorkflowError, GitError)."""
     repo_dir = source_dir(repository)

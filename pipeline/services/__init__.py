@@ -27,8 +27,8 @@ from .approval import (
 from .budget_answers import NotPaused, budget_pause_expire, budget_raise, budget_stop
 from .budget_pauses import budget_pause_begin, budget_pause_drop, budget_pause_wait, open_pause, pause_continued
 from .candidates import (
+    candidate_branches_remove,
     candidate_fan_out,
-    candidate_finished,
     candidate_info_update,
     candidate_step,
     candidates_of,
@@ -48,6 +48,7 @@ from .memory import (
     memory_text_clean,
 )
 from .progress import (
+    candidate_finished,
     enqueue_stage_job,
     lease_deadline,
     result_add_to_totals,
@@ -81,6 +82,7 @@ from .tasks import (
 from .worktrees import task_worktree_record, task_worktree_remove
 
 __all__ = [
+    "candidate_branches_remove",
     "candidate_fan_out",
     "candidate_finished",
     "candidate_info_update",

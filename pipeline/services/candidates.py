@@ -8,7 +8,8 @@ pass (a task's first pass, or a PR round):
 
 1. queued -> `candidate_fan_out`: parked `pending` (no attempt counted), the candidates created
    queued and enqueued; refused before anything starts when a task budget cannot pay for them;
-2. each candidate that ends for good -> `candidate_finished`: the last one queues the parent
+2. each candidate that ends for good -> `candidate_finished` (in .progress: the reaper ends
+   candidates too): the last one queues the parent
    again (under a row lock on the parent, so exactly one of several finishing together does);
 3. queued again -> the selection attempt (pipeline.attempt.selection), a normal attempt of the
    parent: it records every step in `candidate_info["passes"][pass]` before acting on it, so a
@@ -21,12 +22,12 @@ from __future__ import annotations
 from django.db import transaction
 from django.db.models.functions import Now
 
-from .. import budgets
+from .. import budgets, git, repos
 from ..lib.candidates import CandidateSpec, candidate_branch
 from ..models import Round, Stage, StageResult, Task
 from ..workflow import Workflow
 from .events import event_status
-from .progress import FINAL, candidate_finished, enqueue_stage_job, task_fail
+from .progress import enqueue_stage_job, task_fail
 
 FIRST_PASS = "first"
 
@@ -144,4 +145,23 @@ def selection_record(*, parent: Stage, key: str, **values) -> dict:
     return record
 
 
-__all__ = ["FINAL", "candidate_finished"]  # defined in .progress (the reaper ends candidates too)
+def candidate_branches_remove(*, task: Task) -> list[str]:
+    """A finished task's candidate branches, kept until now for a person to look at, removed
+    from the origin (each once: marked in its `candidate_info`). Returns the names removed."""
+    if task.is_active:
+        return []
+    removed = []
+    for child in Stage.objects.filter(task=task, parent__isnull=False).order_by("id"):
+        info = child.candidate_info or {}
+        if not info.get("branch") or info.get("branch_removed"):
+            continue
+        try:
+            repos.delete_branch(task.repository, info["branch"])
+        except git.GitError as exc:
+            event_status(task, f"candidate branch {info['branch']} not removed yet: {exc}")
+            continue
+        candidate_info_update(stage=child, branch_removed=True)
+        removed.append(info["branch"])
+    if removed:
+        event_status(task, f"candidate branches removed: {', '.join(removed)}")
+    return removed
