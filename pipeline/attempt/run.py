@@ -82,7 +82,7 @@ def run_stage(stage_id: int, *, enqueue_next: bool = True, owner: str | None = N
     )
     continues = services.pause_continued(stage=stage, result=result)
     attempt = Attempt(
-        stage=stage, task=task, cfg=cfg, workflow=workflow, result=result, owner=owner, worker=worker, followup=followup, continues=continues
+        stage=stage, task=task, cfg=cfg, workflow=workflow, result=result, owner=owner, worker=worker, followup=followup, continues=continues, selecting=selecting
     )
     permanent = False
     try:
@@ -95,7 +95,6 @@ def run_stage(stage_id: int, *, enqueue_next: bool = True, owner: str | None = N
         log.exception("stage %s attempt %s crashed", stage.pk, result.attempt)
         result.outcome, result.error = StageResult.Outcome.FAILED, redact(f"internal error: {type(exc).__name__}: {exc}")
     finally:
-        selecting=selecting,
         attempt.close_box()
         # The agent has ended; these writes wait out a short database outage (pipeline.lib.dbretry).
         dbretry.retry(attempt.recorder.flush_remaining, what=f"stage {stage.pk}: storing the last events")
