@@ -77,9 +77,12 @@ def parse_candidates(
             problems.append(f"{at}.{unknown[0]}: unknown key (allowed: {', '.join(CANDIDATE_KEYS)})")
             continue
         their = item.get("provider", provider)
-        if their not in providers or their == "command":
+        if their not in providers or (their == "command" and provider != "command"):
+            # A `command` candidate needs the stage's own argv: only under a command stage.
             allowed = ", ".join(p for p in providers if p != "command")
-            problems.append(f"{at}.provider: unknown or unusable provider {their!r} (a candidate may use: {allowed})")
+            problems.append(
+                f"{at}.provider: unknown or unusable provider {their!r} (a candidate may use: {allowed}; command only in a command stage)"
+            )
             continue
         their_model = item.get("model", model if their == provider else "")
         variant = item.get("prompt_variant", "")
