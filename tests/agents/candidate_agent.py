@@ -2,10 +2,10 @@
 reads which candidate it is from its prompt's header ("(candidate c2)") and makes that
 candidate's change in its worktree; as the judge ("(selection)") it answers as told.
 
-usage: candidate_agent.py PROMPT TAG MODE
+usage: candidate_agent.py PROMPT TAG MODE [RELEASE]
 MODE: "work" (candidates change greeter.py: c1 wrongly, c2 at length, c3 briefly), "hang" (every
-candidate hangs with a child, both tagged), "judge-hang-once" (the judge hangs the first time,
-answers c2 the next), "judge-garbage".
+candidate hangs with a child, both tagged), "judge-wait" (the judge hangs, with a child, until
+the file RELEASE exists, then answers c2), "judge-garbage".
 """
 
 import os
@@ -17,12 +17,15 @@ import time
 prompt, tag, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 header = prompt.splitlines()[0]
 if "(selection)" in header:
-    if mode == "judge-hang-once" and not os.path.exists(".judge-ran"):
-        open(".judge-ran", "w").close()
+    if mode == "judge-wait" and not os.path.exists(sys.argv[4]):
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", tag])
-        time.sleep(600)
+        while not os.path.exists(sys.argv[4]):
+            time.sleep(0.1)
     print("I compared them.")
     print("not json at all" if mode == "judge-garbage" else '{"choice": 2, "reasons": "c2 documents the function"}')
+    sys.exit(0)
+if header.startswith("TACX-STAGE: reviewing"):
+    print("Looks right.\n\nVERDICT: APPROVE")
     sys.exit(0)
 found = re.search(r"\(candidate c(\d+)\)", header)
 if found is None:
