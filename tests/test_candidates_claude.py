@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.cli_runs import CLI_VERSIONS
 from harness.modelserver import ScriptedModelServer
 from pipeline import jobs, services
 from pipeline.models import Stage, StageResult, Task
 from tests.conftest import ROOT, git, point_claude_at
+from tests.test_pipeline_gemini_qwen_opencode import model_server as every_provider_server  # noqa: F401 (the fixture `model_server`)
 
 pytestmark = [pytest.mark.cli, pytest.mark.django_db(transaction=True)]
 
@@ -106,6 +108,12 @@ def story(task: Task) -> str:
 
 
 @pytest.fixture
+def every_provider(model_server):
+    """The scripted server with every provider pointed at it (test_pipeline_gemini_qwen_opencode's)."""
+    return model_server
+
+
+@pytest.fixture
 def claude_server(monkeypatch, start_model_server):
     def run(s: dict) -> ScriptedModelServer:
         server = start_model_server(s)
@@ -166,3 +174,42 @@ def test_three_claude_candidates_the_smaller_right_fix_wins_and_a_garbage_judge_
     assert not any(git(origin, "branch", "--list", b) for b in branches)
     assert not any(Path(task.worktree_path).with_name(Path(task.worktree_path).name + f"-c{k}").exists() for k in (1, 2, 3))
     assert not Path(task.worktree_path).exists()
+
+
+def test_mixed_providers_as_candidates_and_the_judge_chooses_by_its_answer(local_repository, origin_and_clone, every_provider):
+    """claude, codex and gemini as the three candidates of one stage, each through its own API of
+    the scripted server; the judge's valid answer chooses the larger right fix (the judge's
+    rule, not the diff size), with its reasons in the record and the PR body."""
+    origin, clone = origin_and_clone
+    s = script('{"choice": 2, "reasons": "c2 documents the function"}')
+    s["conversations"][0], s["conversations"][2] = (
+        candidate(1, SMALL, "c1: farewell", 1000),
+        candidate(3, WRONG, "c3: wrong", 1200),
+    )
+    server = every_provider(s)
+    building = (
+        "{name: building, candidates: [{provider: claude}, "
+        f'{{provider: codex, model: gpt-5, options: {{base_url: "{server.url}/v1", sandbox: danger-full-access}}}}, '
+        "{provider: gemini, model: gemini-2.5-pro}]}"
+    )
+    setup(clone, workflow(building))
+    task = jobs.task_run_inline(task=start(local_repository))
+    assert task.status == Task.Status.SUCCEEDED, story(task)
+    parent = Stage.objects.get(task=task, name="building", parent__isnull=True)
+    children = list(parent.candidates.order_by("candidate"))
+    assert [c.provider for c in children] == ["claude", "codex", "gemini"]
+    versions = [StageResult.objects.get(stage=c).cli_version for c in children]
+    assert (
+        versions[0].startswith(CLI_VERSIONS["claude"])
+        and versions[1].endswith(CLI_VERSIONS["codex"])
+        and versions[2] == CLI_VERSIONS["gemini"]
+    )
+    assert {r["api"] for r in server.requests} >= {"anthropic", "openai", "gemini"}
+    record = parent.candidate_info["passes"]["first"]
+    assert record["passing"] == [1, 2]
+    assert (record["chosen"], record["rule"], record["reasons"]) == (2, "judge", "c2 documents the function")
+    assert record["judge"] == {"ok": True, "choice": 2, "reasons": "c2 documents the function"}
+    log = git(origin, "log", "--format=%s", f"main..{task.branch}")
+    assert "c2: farewell, the long way" in log and "c1:" not in log and "c3:" not in log
+    body = StageResult.objects.get(task=task, stage__name="pr_creation").output_text
+    assert "chosen: c2 codex/gpt-5 (tests 1/1, judge: c2 documents the function)" in body
