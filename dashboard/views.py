@@ -87,6 +87,7 @@ def _summary(task: Task, user) -> dict:
         "now_doing": selectors.task_now_doing(task) if task.is_active else None,
         "running_attempt": selectors.task_running_attempt(task) if task.is_active else None,
         "stages": stages,
+        "candidates": selectors.task_candidates(stages),
         "rounds_sentence": pulls.rounds_sentence(task, StageResult.objects.filter(task=task)),
         "current_stage": selectors.task_current_stage(stages),
         "tokens_total": task.total_tokens + running_tokens,

@@ -17,7 +17,7 @@ from harness.cli_runs import CLI_VERSIONS
 from harness.modelserver import ScriptedModelServer
 from pipeline import jobs, services
 from pipeline.models import Stage, StageResult, Task
-from tests.conftest import ROOT, git, point_claude_at
+from tests.conftest import ROOT, git, grant, point_claude_at
 from tests.test_pipeline_gemini_qwen_opencode import model_server as every_provider_server  # noqa: F401 (the fixture `model_server`)
 
 pytestmark = [pytest.mark.cli, pytest.mark.django_db(transaction=True)]
@@ -124,7 +124,7 @@ def claude_server(monkeypatch, start_model_server):
 
 
 def test_three_claude_candidates_the_smaller_right_fix_wins_and_a_garbage_judge_falls_back(
-    local_repository, origin_and_clone, claude_server, settings
+    local_repository, origin_and_clone, claude_server, client, alice
 ):
     """One run asserts: candidates as stage jobs of their own (own worktree, branch, attempt,
     cost), the failing one out by its tests, the judge's garbage recorded with the fallback rule,
@@ -167,6 +167,16 @@ def test_three_claude_candidates_the_smaller_right_fix_wins_and_a_garbage_judge_
     body = StageResult.objects.get(task=task, stage__name="pr_creation").output_text
     assert "## Candidates" in body and "3 candidates, $" in body and "chosen: c3 claude" in body and "tests 1/1" in body
     assert task.cost_usd == sum(r.cost_usd for r in StageResult.objects.filter(task=task))
+
+    # The task page shows them side by side: status, tests, diff, cost, transcript, the choice.
+    client.force_login(grant(alice, "view_task"))
+    page = client.get(f"/tasks/{task.pk}/").content.decode()
+    table = page[page.index('id="candidates-building"') :]
+    table = table[: table.index("</section>")]
+    rows = table.split('<tr class="candidate')[1:]
+    assert len(rows) == 3 and "chosen" in rows[2] and "chosen" not in rows[0] + rows[1]
+    assert "1/1" in rows[2] and "failed" in rows[0] and f"?attempt={results[3].pk}#transcript" in rows[2]
+    assert "Chosen: <strong>c3</strong> by smallest_diff" in table and "Judge: unusable answer" in table
 
     # Kept until the task ends; then the clean-up removes every candidate's worktree and branch.
     assert all(git(origin, "branch", "--list", b) for b in branches)
