@@ -212,3 +212,17 @@ def test_a_kill_9_during_the_selection_loses_nothing_and_runs_no_candidate_twice
     assert again["candidates"] == record["candidates"]
     assert (again["chosen"], again["rule"], again["reasons"]) == (2, "judge", "c2 documents the function")
     assert "Say goodbye" in git(Path(local_repository.local_path), "show", f"{task.branch}:greeter.py")
+
+
+def test_when_every_candidate_fails_the_task_fails_with_each_ones_reason(local_repository, clone):
+    setup(clone, {"candidates": 3, **agent("all-wrong", "unused")})
+    task = start(local_repository)
+    for t in run_in_parallel(fan_out(task)):
+        t.join(timeout=90)
+    task = jobs.task_run_inline(task=Task.objects.get(pk=task.pk))
+    assert task.status == Task.Status.FAILED
+    assert task.status_reason == (
+        "stage building failed: none of the 3 candidates passed: c1 (command): tests failed; c2 (command): tests failed; c3 (command): tests failed"
+    )
+    selection = StageResult.objects.get(stage__task=task, stage__parent__isnull=True, stage__name="building")
+    assert not selection.success and selection.attempt == 1  # permanent: not retried
