@@ -310,6 +310,18 @@ def api_docs(request: HttpRequest) -> HttpResponse:
 
 
 @page_view("pipeline.approve_task", require_POST)
+def task_candidate_choose(request: HttpRequest, task_id: int, k: int) -> HttpResponse:
+    """Best of N at `approval: candidates`: a person chooses another candidate before approving."""
+    task = selectors.task_get(task_id)
+    problem = services.candidate_choose(task=task, k=k, chosen_by=request.user.get_username())
+    if problem:
+        messages.error(request, f"Not chosen: {problem}.")
+    else:
+        messages.success(request, f"Candidate c{k} chosen; approve to go on with it.")
+    return redirect(task)
+
+
+@page_view("pipeline.approve_task", require_POST)
 def task_approve(request: HttpRequest, task_id: int) -> HttpResponse:
     task = selectors.task_get(task_id)
     if rounds.task_approve(task=task, approved_by=request.user.get_username()):

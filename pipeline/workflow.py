@@ -134,7 +134,7 @@ _COMMIT_LIMIT_KEYS = {"files", "bytes"}
 _TOOLCHAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 MAX_TOOLCHAINS = 16
 _ENVIRONMENT_PATH = re.compile(r"[A-Za-z0-9._@+-][A-Za-z0-9._@+/-]*")
-APPROVAL_MODES = ("none", "plan")
+APPROVAL_MODES = ("none", "plan", "candidates")
 # What the last stage delivers: `pr_creation` (the default) needs a pr_creation stage last;
 # `none` runs the listed stages and publishes nothing (no pull request, no result).
 PUBLISH_MODES = ("pr_creation", "none")
@@ -719,6 +719,8 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
     environment = v.field(lambda: v.environment(inherited("environment", DEFAULT_ENVIRONMENT), "environment"), DEFAULT_ENVIRONMENT)
     commit_limit = v.field(lambda: v.commit_limit(data["commit_limit"], "commit_limit") if "commit_limit" in data else (defaults.commit_limit if defaults else CommitLimit()), CommitLimit())
     toolchains = v.field(lambda: v.toolchains(inherited("toolchains", ()), "toolchains"), ())
+    if approval == "candidates" and names and not any(s.candidates or s.round_candidates for s in stages):
+        v.errors.append(str(v.fail("approval", "is candidates, but no stage runs candidates (give the building stage `candidates: N`)")))
     v.raise_if_any()
     return Workflow(
         stages=stages,

@@ -226,3 +226,30 @@ def test_when_every_candidate_fails_the_task_fails_with_each_ones_reason(local_r
     )
     selection = StageResult.objects.get(stage__task=task, stage__parent__isnull=True, stage__name="building")
     assert not selection.success and selection.attempt == 1  # permanent: not retried
+
+
+def test_approval_candidates_waits_after_the_selection_and_a_person_chooses_another(local_repository, clone, client, alice):
+    setup(clone, {"candidates": 3, **agent("work", "unused")}, approval="candidates")
+    task = start(local_repository)
+    for t in run_in_parallel(fan_out(task)):
+        t.join(timeout=90)
+    task = jobs.task_run_inline(task=Task.objects.get(pk=task.pk))
+    # No reviewing stage: the building stage's own provider judged, and chose c2.
+    assert task.status == Task.Status.AWAITING_APPROVAL, task.status_reason
+    assert task.status_reason.startswith("the choice of candidate c2 awaits approval")
+    client.force_login(conftest.grant(alice, "view_task", "approve_task"))
+    page = client.get(f"/tasks/{task.pk}/").content.decode()
+    assert 'data-candidate="3">Choose c3</button>' in page and "Choose c1" not in page and "Approve the choice" in page
+    client.post(f"/tasks/{task.pk}/candidates/1/choose/")  # c1's tests failed: refused
+    assert Stage.objects.get(task=task, parent__isnull=True).candidate_info["passes"]["first"]["chosen"] == 2
+    client.post(f"/tasks/{task.pk}/candidates/3/choose/")
+    client.post(f"/tasks/{task.pk}/approve/")
+    task = jobs.task_run_inline(task=Task.objects.get(pk=task.pk))
+    assert task.status == Task.Status.SUCCEEDED, task.status_reason
+    record = Stage.objects.get(task=task, parent__isnull=True).candidate_info["passes"]["first"]
+    assert (record["chosen"], record["rule"], record["applied"], record["approved"]) == (3, "person", 3, "alice")
+    assert record["reasons"] == "chosen by alice (the selection had chosen c2 by judge)"
+    # The branch was moved (forced: c3 does not descend from c2) to exactly c3's work.
+    greeter = git(Path(local_repository.local_path), "show", f"{task.branch}:greeter.py")
+    assert 'return f"Goodbye, {name}"' in greeter and "Say goodbye" not in greeter
+    assert [StageResult.objects.filter(stage__parent__task=task, stage__candidate=k).count() for k in (1, 2, 3)] == [1, 1, 1]

@@ -136,10 +136,13 @@ def select(self: AttemptContext) -> None:
             stage=parent.name,
         )
     winner = next(r for r in rows if r["k"] == record["chosen"])
-    # The winner's commits become the task branch: a fast-forward of the head they started from.
+    # The winner's commits become the task branch: a fast-forward of the head they started from
+    # (forced only when a person chose another candidate after one was applied).
     self.branch = task.branch
+    before = git.head(self.worktree)
     git.worktree_at(self.repo_dir, self.worktree, task.branch, winner["head"])
-    publish.publish_branch(self)
+    publish.publish_branch(self, force=not git.is_ancestor(self.repo_dir, before, winner["head"]))
+    services.selection_update(parent=parent, key=key, applied=winner["k"])
     self.result.head_commit = winner["head"]
     won = StageResult.objects.filter(pk=winner["result_id"]).first()
     if won is not None:

@@ -27,13 +27,18 @@ from .approval import (
 from .budget_answers import NotPaused, budget_pause_expire, budget_raise, budget_stop
 from .budget_pauses import budget_pause_begin, budget_pause_drop, budget_pause_wait, open_pause, pause_continued
 from .candidates import (
+    awaiting_choice,
     candidate_branches_remove,
+    candidate_choose,
     candidate_fan_out,
     candidate_info_update,
     candidate_step,
+    candidates_approve,
+    candidates_await_approval,
     candidates_of,
     pass_key,
     selection_record,
+    selection_update,
 )
 from .events import event_status, events_prune
 from .memory import (
@@ -82,7 +87,12 @@ from .tasks import (
 from .worktrees import task_worktree_record, task_worktree_remove
 
 __all__ = [
+    "awaiting_choice",
     "candidate_branches_remove",
+    "candidate_choose",
+    "candidates_approve",
+    "candidates_await_approval",
+    "selection_update",
     "candidate_fan_out",
     "candidate_finished",
     "candidate_info_update",

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 from django.db import transaction
 from django.db.models.functions import Now
+from django.utils import timezone
 
 from .. import budgets, git, repos
 from ..lib.candidates import CandidateSpec, candidate_branch
 from ..models import Round, Stage, StageResult, Task
 from ..workflow import Workflow
 from .events import event_status
-from .progress import enqueue_stage_job, task_fail
+from .progress import enqueue_stage_job, stage_queue, task_fail
 
 FIRST_PASS = "first"
 
@@ -52,8 +53,9 @@ def candidate_step(*, stage: Stage, workflow: Workflow, followup: Round | None) 
         return ""
     key = pass_key(followup)
     if candidates_of(stage, key).exists():
-        chosen = ((stage.candidate_info.get("passes") or {}).get(key) or {}).get("chosen")
-        return "" if chosen else "select"
+        record = (stage.candidate_info.get("passes") or {}).get(key) or {}
+        # Done once the chosen candidate is the branch (a person's later choice moves it again).
+        return "" if record.get("chosen") and record.get("applied") == record["chosen"] else "select"
     specs = cfg.candidates_for(followup.kind if followup is not None else None)
     if not specs:
         return ""
@@ -165,3 +167,82 @@ def candidate_branches_remove(*, task: Task) -> list[str]:
     if removed:
         event_status(task, f"candidate branches removed: {', '.join(removed)}")
     return removed
+
+
+def selection_update(*, parent: Stage, key: str, **values) -> dict:
+    """Overwrite `values` in the parent's record of pass `key` (a person's choice, what was applied)."""
+    with transaction.atomic():
+        row = Stage.objects.select_for_update().get(pk=parent.pk)
+        info = dict(row.candidate_info or {})
+        passes = dict(info.get("passes") or {})
+        passes[key] = {**(passes.get(key) or {}), **values}
+        info["passes"] = passes
+        Stage.objects.filter(pk=parent.pk).update(candidate_info=info)
+        parent.candidate_info = info
+    return passes[key]
+
+
+def awaiting_choice(task: Task) -> tuple[Stage, str, dict] | None:
+    """The stage, pass and record whose choice waits for a person (`approval: candidates`)."""
+    if task.status != Task.Status.AWAITING_APPROVAL:
+        return None
+    for parent in Stage.objects.filter(task=task, parent__isnull=True).exclude(candidate_info={}).order_by("-position"):
+        for key, record in (parent.candidate_info.get("passes") or {}).items():
+            if record.get("chosen") and not record.get("approved"):
+                return parent, key, record
+    return None
+
+
+def candidates_await_approval(*, task: Task, chosen: int) -> bool:
+    """running -> awaiting_approval after a selection (`approval: candidates`)."""
+    with transaction.atomic():
+        changed = Task.objects.filter(pk=task.pk, status=Task.Status.RUNNING).update(
+            status=Task.Status.AWAITING_APPROVAL,
+            status_reason=f"the choice of candidate c{chosen} awaits approval: `/tacx approve`, or choose another on the task page",
+        )
+        if changed:
+            task.refresh_from_db()
+            event_status(task, f"candidate c{chosen} chosen: awaiting approval")
+    return bool(changed)
+
+
+def candidate_choose(*, task: Task, k: int, chosen_by: str) -> str:
+    """A person's choice of candidate `k` while the task waits at `approval: candidates`: "" or
+    why not. The branch moves when the choice is approved (the selection runs again with it)."""
+    waiting = awaiting_choice(task)
+    if waiting is None:
+        return f"the task is {task.status}, not waiting for the candidates' choice"
+    parent, key, record = waiting
+    if k not in (record.get("passing") or []):
+        return f"c{k} is not a candidate whose tests passed (those are: {', '.join(f'c{n}' for n in record.get('passing') or [])})"
+    if k == record["chosen"]:
+        return ""
+    was = f"c{record['chosen']} by {record.get('rule')}"
+    selection_update(parent=parent, key=key, chosen=k, rule="person", reasons=f"chosen by {chosen_by} (the selection had chosen {was})")
+    event_status(task, f"candidate c{k} chosen by {chosen_by} instead of {was}", stage=parent.name)
+    return ""
+
+
+def candidates_approve(*, task: Task, approved_by: str, enqueue: bool = True) -> bool:
+    """Approve the choice a task waits with: the selection runs again when a person chose
+    another candidate (it moves the branch), else the stage after it is queued."""
+    waiting = awaiting_choice(task)
+    if waiting is None:
+        return False
+    parent, key, record = waiting
+    with transaction.atomic():
+        if not Task.objects.filter(pk=task.pk, status=Task.Status.AWAITING_APPROVAL).update(status=Task.Status.RUNNING, status_reason=""):
+            return False
+        task.refresh_from_db()
+        selection_update(parent=parent, key=key, approved=approved_by)
+        event_status(task, f"candidate c{record['chosen']} approved by {approved_by}")
+        if record.get("applied") != record["chosen"]:
+            stage_queue(stage=parent, enqueue=enqueue, force=True)
+            return True
+        nxt = task.stages.filter(parent__isnull=True, position__gt=parent.position).order_by("position").first()
+        if nxt is None:
+            Task.objects.filter(pk=task.pk).update(status=Task.Status.SUCCEEDED, finished_at=timezone.now())
+        else:
+            stage_queue(stage=nxt, enqueue=enqueue, force=True)
+    return True
+

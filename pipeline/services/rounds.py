@@ -30,6 +30,7 @@ from ..lib.untrusted import sanitize_issue_text
 from ..models import Round, Stage, StageResult, Task
 from ..sessions import session_tokens
 from ..workflow import Workflow
+from .candidates import candidates_approve
 from .events import event_status
 from .progress import stage_queue
 
@@ -251,7 +252,10 @@ def round_changes(round_: Round, task: Task) -> dict:
 
 def task_approve(*, task: Task, approved_by: str, enqueue: bool = True) -> bool:
     """awaiting_approval -> running, queueing the stage after planning. False when the task
-    was not awaiting approval (a second approve does nothing)."""
+    was not awaiting approval (a second approve does nothing). A task waiting at
+    `approval: candidates` has its choice approved (services.candidates)."""
+    if candidates_approve(task=task, approved_by=approved_by, enqueue=enqueue):
+        return True
     with transaction.atomic():
         changed = Task.objects.filter(pk=task.pk, status=Task.Status.AWAITING_APPROVAL).update(status=Task.Status.RUNNING, status_reason="")
         if not changed:
