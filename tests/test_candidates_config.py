@@ -157,9 +157,12 @@ def test_candidate_branches_live_beside_the_task_branch_in_git(tmp_path):
     task_branch = "tacx/7-add-a-farewell"
     assert candidate_branch(task_branch, 2) == "tacx-candidates/7-add-a-farewell/c2"
     subprocess.run(["git", "init", "-q", "-b", "main", str(tmp_path)], check=True)
-    run = lambda *a: subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@e", *a], cwd=tmp_path, capture_output=True, text=True
-    )  # noqa: E731
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@e", *args], cwd=tmp_path, capture_output=True, text=True
+        )
+
     run("commit", "-q", "--allow-empty", "-m", "x")
     assert run("branch", task_branch).returncode == 0
     assert run("branch", f"{task_branch}/c1").returncode != 0  # the D/F conflict
