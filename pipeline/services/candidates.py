@@ -214,11 +214,15 @@ def candidate_choose(*, task: Task, k: int, chosen_by: str) -> str:
         return f"the task is {task.status}, not waiting for the candidates' choice"
     parent, key, record = waiting
     if k not in (record.get("passing") or []):
-        return f"c{k} is not a candidate whose tests passed (those are: {', '.join(f'c{n}' for n in record.get('passing') or [])})"
+        return (
+            f"c{k} is not a candidate whose tests passed (those are: {', '.join(f'c{n}' for n in record.get('passing') or [])})"
+        )
     if k == record["chosen"]:
         return ""
     was = f"c{record['chosen']} by {record.get('rule')}"
-    selection_update(parent=parent, key=key, chosen=k, rule="person", reasons=f"chosen by {chosen_by} (the selection had chosen {was})")
+    selection_update(
+        parent=parent, key=key, chosen=k, rule="person", reasons=f"chosen by {chosen_by} (the selection had chosen {was})"
+    )
     event_status(task, f"candidate c{k} chosen by {chosen_by} instead of {was}", stage=parent.name)
     return ""
 
@@ -231,7 +235,9 @@ def candidates_approve(*, task: Task, approved_by: str, enqueue: bool = True) ->
         return False
     parent, key, record = waiting
     with transaction.atomic():
-        if not Task.objects.filter(pk=task.pk, status=Task.Status.AWAITING_APPROVAL).update(status=Task.Status.RUNNING, status_reason=""):
+        if not Task.objects.filter(pk=task.pk, status=Task.Status.AWAITING_APPROVAL).update(
+            status=Task.Status.RUNNING, status_reason=""
+        ):
             return False
         task.refresh_from_db()
         selection_update(parent=parent, key=key, approved=approved_by)
@@ -245,4 +251,3 @@ def candidates_approve(*, task: Task, approved_by: str, enqueue: bool = True) ->
         else:
             stage_queue(stage=nxt, enqueue=enqueue, force=True)
     return True
-
