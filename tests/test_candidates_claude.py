@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.cli_runs import CLI_VERSIONS
+from harness.cli_runs import CLI_VERSIONS, DUMMY_API_KEY
 from harness.modelserver import ScriptedModelServer
 from pipeline import jobs, services
 from pipeline.models import Stage, StageResult, Task
 from tests.conftest import ROOT, git, grant, point_claude_at
-from tests.test_pipeline_gemini_qwen_opencode import model_server as every_provider_server  # noqa: F401 (the fixture `model_server`)
 
 pytestmark = [pytest.mark.cli, pytest.mark.django_db(transaction=True)]
 
@@ -108,9 +107,24 @@ def story(task: Task) -> str:
 
 
 @pytest.fixture
-def every_provider(model_server):
-    """The scripted server with every provider pointed at it (test_pipeline_gemini_qwen_opencode's)."""
-    return model_server
+def every_provider(monkeypatch, start_model_server):
+    """The scripted server with claude, codex and gemini pointed at it (each through its own variables)."""
+
+    def start(script_: dict) -> ScriptedModelServer:
+        server = start_model_server(script_)
+        for name, value in {
+            "GOOGLE_GEMINI_BASE_URL": server.url,
+            "GEMINI_API_KEY": DUMMY_API_KEY,
+            "OPENAI_BASE_URL": f"{server.url}/v1",
+            "OPENAI_API_KEY": DUMMY_API_KEY,
+            "ANTHROPIC_BASE_URL": server.url,
+            "ANTHROPIC_API_KEY": DUMMY_API_KEY,
+            "TACX_MODEL_API_KEY": DUMMY_API_KEY,
+        }.items():
+            monkeypatch.setenv(name, value)
+        return server
+
+    return start
 
 
 @pytest.fixture
