@@ -196,7 +196,7 @@ class CheckSyncer:
         posted = dict(checks.posted or {})
         workflow = Workflow.from_json(task.workflow) if task.workflow else None
         if head:
-            for stage in task.stages.order_by("position"):
+            for stage in task.stages.filter(parent__isnull=True).order_by("position"):  # candidates report through their stage
                 fields = stage_check(task, stage, workflow)
                 sig = _sig(fields)
                 before = posted.get(stage.name) or {}

@@ -118,7 +118,7 @@ def task_stages(task: Task) -> list[Stage]:
     ``manual_retries`` and ``counted_attempts`` (the attempts that count against
     ``max_attempts``: not cancelled, and since the last manual retry, which resets the count)."""
     stages = list(
-        task.stages.order_by("position").prefetch_related(
+        task.stages.order_by("position", "id").prefetch_related(
             Prefetch("results", queryset=StageResult.objects.order_by("attempt"), to_attr="attempt_list")
         )
     )
@@ -385,3 +385,41 @@ def memory_repositories() -> QuerySet[Repository]:
     return Repository.objects.annotate(
         proposed=count(MemoryEntry.Status.PROPOSED), accepted=count(MemoryEntry.Status.ACCEPTED), rejected=count(MemoryEntry.Status.REJECTED)
     ).order_by("full_name", "id")
+
+
+def task_candidates(stages: list[Stage]) -> list[dict]:
+    """Best of N, side by side: per stage that ran candidates, one row per candidate with its
+    live status, attempts' cost, last test result and transcript (its last attempt), and what
+    the selection recorded (diff size, chosen, the rule and the judge's reasons or error)."""
+    panels = []
+    for parent in stages:
+        children = [s for s in stages if s.parent_id == parent.pk]
+        if not children:
+            continue
+        passes = (parent.candidate_info or {}).get("passes") or {}
+        recorded = {}
+        for record in passes.values():
+            for row in record.get("candidates") or []:
+                recorded[row["k"]] = {**row, "chosen": record.get("chosen") == row["k"], "passing": row["k"] in (record.get("passing") or [])}
+        rows = []
+        for child in children:
+            last = child.attempt_list[-1] if child.attempt_list else None
+            seen = recorded.get(child.candidate, {})
+            rows.append(
+                {
+                    "k": child.candidate,
+                    "stage": child,
+                    "label": f"{child.provider}/{child.model}" if child.model else child.provider,
+                    "status": child.status,
+                    "cost": sum((r.cost_usd or 0 for r in child.attempt_list), 0),
+                    "tests": seen.get("tests") or (last.tests_status if last else "") or "-",
+                    "diff": f"{seen['files']} files, +{seen['insertions']} -{seen['deletions']}" if "files" in seen else "-",
+                    "result": last,
+                    "chosen": seen.get("chosen", False),
+                    "passing": seen.get("passing", False),
+                }
+            )
+        chosen = [r for r in passes.values() if r.get("chosen")]
+        panels.append({"stage": parent, "rows": rows, "selections": chosen, "judge_errors": [r["judge"]["error"] for r in passes.values() if (r.get("judge") or {}).get("error")]})
+    return panels
+

@@ -195,7 +195,7 @@ def _pull_outcomes(tasks) -> tuple[Outcomes, list[Outcomes], list[Outcomes]]:
             "id", "workflow", "workflow_source", "cost_usd", "triggered_at", "pr_opened_at", "pr_outcome", "rounds_ran"
         )
     )
-    providers = dict(Stage.objects.filter(task__in=github, name="building").values_list("task_id", "provider"))
+    providers = dict(Stage.objects.filter(task__in=github, name="building", parent__isnull=True).values_list("task_id", "provider"))
     everything = Outcomes(key="all")
     by_workflow: dict[str, Outcomes] = {}
     by_provider: dict[str, Outcomes] = {}

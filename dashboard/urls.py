@@ -14,6 +14,7 @@ urlpatterns = [
     path("tasks/<int:task_id>/retry/", views.task_retry, name="task-retry"),
     path("tasks/<int:task_id>/cancel/", views.task_cancel, name="task-cancel"),
     path("tasks/<int:task_id>/approve/", views.task_approve, name="task-approve"),
+    path("tasks/<int:task_id>/candidates/<int:k>/choose/", views.task_candidate_choose, name="task-candidate-choose"),
     path("tasks/<int:task_id>/budget/raise/", views.task_budget_raise, name="task-budget-raise"),
     path("tasks/<int:task_id>/budget/stop/", views.task_budget_stop, name="task-budget-stop"),
     path("tasks/<int:task_id>/message/", talk.task_message, name="task-message"),

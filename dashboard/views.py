@@ -87,6 +87,7 @@ def _summary(task: Task, user) -> dict:
         "now_doing": selectors.task_now_doing(task) if task.is_active else None,
         "running_attempt": selectors.task_running_attempt(task) if task.is_active else None,
         "stages": stages,
+        "candidates": selectors.task_candidates(stages),
         "rounds_sentence": pulls.rounds_sentence(task, StageResult.objects.filter(task=task)),
         "current_stage": selectors.task_current_stage(stages),
         "tokens_total": task.total_tokens + running_tokens,
@@ -269,6 +270,18 @@ def health_view(request: HttpRequest) -> JsonResponse:
 @page_view(None, require_GET)
 def api_docs(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/api_docs.html")
+
+
+@page_view("pipeline.approve_task", require_POST)
+def task_candidate_choose(request: HttpRequest, task_id: int, k: int) -> HttpResponse:
+    """Best of N at `approval: candidates`: a person chooses another candidate before approving."""
+    task = selectors.task_get(task_id)
+    problem = services.candidate_choose(task=task, k=k, chosen_by=request.user.get_username())
+    if problem:
+        messages.error(request, f"Not chosen: {problem}.")
+    else:
+        messages.success(request, f"Candidate c{k} chosen; approve to go on with it.")
+    return redirect(task)
 
 
 @page_view("pipeline.approve_task", require_POST)

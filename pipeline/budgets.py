@@ -363,3 +363,47 @@ def parse_raise(text: str) -> tuple[Decimal | None, int | None]:
     if amount != amount.quantize(Decimal("0.000001")):
         raise ValueError(f"US dollars have at most 6 decimal places here, got {amount}")
     return amount, None
+
+
+def candidate_estimate(*, task: Task, stage_name: str, provider: str) -> tuple[Decimal | None, int]:
+    """The mean cost of the last ESTIMATE_SAMPLES successful attempts of `stage_name` by
+    `provider` in this repository (else in all), and how many there were; (None, 0) when none."""
+    done = StageResult.objects.filter(stage__name=stage_name, provider=provider, success=True, cost_usd__isnull=False)
+    rows = list(
+        done.filter(task__repository=task.repository).order_by("-id").values_list("cost_usd", flat=True)[:ESTIMATE_SAMPLES]
+    )
+    if not rows:
+        rows = list(done.order_by("-id").values_list("cost_usd", flat=True)[:ESTIMATE_SAMPLES])
+    if not rows:
+        return None, 0
+    return (sum(rows, ZERO) / len(rows)).quantize(Decimal("0.000001")), len(rows)
+
+
+def candidates_refusal(*, task: Task, workflow: Workflow, stage_cfg: StageConfig, specs) -> str:
+    """Why `specs` (a stage's candidates, pipeline.lib.candidates) may not start: a sentence with
+    the arithmetic when the task's (or the stage's) USD budget cannot pay for all of them at the
+    estimated cost of each (candidate_estimate), else "". A candidate with no estimate counts
+    nothing (it is named)."""
+    estimates = [candidate_estimate(task=task, stage_name=stage_cfg.name, provider=spec.provider) for spec in specs]
+    known = [usd for usd, _ in estimates if usd is not None]
+    if not known:
+        return ""
+    need = sum(known, ZERO)
+    unknown = [f"c{i + 1}" for i, (usd, _) in enumerate(estimates) if usd is None]
+    parts = [
+        f"c{i + 1} {spec.provider} ≈{money(usd)} (mean of {n})"
+        for i, (spec, (usd, n)) in enumerate(zip(specs, estimates, strict=True))
+        if usd is not None
+    ]
+    for limit in attempt_limits(task=task, stage_name=stage_cfg.name, workflow=workflow):
+        if limit.scope not in ("task", "stage") or limit.usd is None:
+            continue
+        spent = spend_of(limit.others).usd
+        if spent + need > limit.usd:
+            return (
+                f"{len(specs)} candidates would exceed the {limit.scope} budget {money(limit.usd)}: {money(spent)} spent + "
+                f"{' + '.join(parts)} = {money(spent + need)} > {money(limit.usd)}"
+                + (f" (no estimate for {', '.join(unknown)}, counted as $0)" if unknown else "")
+                + "; refused before start"
+            )
+    return ""

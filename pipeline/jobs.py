@@ -20,7 +20,7 @@ def run_stage(stage_id: int) -> str:
 def task_run_inline(*, task: Task) -> Task:
     """Run every queued stage of a started task in this process (run_task, tests, demo)."""
     while True:
-        stage = task.stages.filter(status=Stage.Status.QUEUED).order_by("position").first()
+        stage = task.stages.filter(status=Stage.Status.QUEUED).order_by("position", "id").first()
         if stage is None:
             break
         attempt.run_stage(stage.pk, enqueue_next=False)

@@ -263,10 +263,24 @@ class Stage(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
+    # Best of N (issue 25, pipeline.services.candidates): a candidate is a stage of its own (its
+    # claim, lease, attempts and results) under the stage it runs for, numbered from 1, at the
+    # same position. `candidate_info`: a candidate's spec, branch, pass, tests and diff; the
+    # parent's selections, one per pass.
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="candidates")
+    candidate = models.PositiveSmallIntegerField(default=0)
+    candidate_info = models.JSONField(default=dict, blank=True)
 
     class Meta:
-        ordering = ["task", "position"]
-        constraints = [models.UniqueConstraint(fields=["task", "position"], name="unique_stage_position")]
+        ordering = ["task", "position", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["task", "position"], condition=models.Q(parent__isnull=True), name="unique_stage_position"
+            ),
+            models.UniqueConstraint(
+                fields=["parent", "candidate"], condition=models.Q(parent__isnull=False), name="unique_stage_candidate"
+            ),
+        ]
         indexes = [
             # Reaper: running stages whose lease expired (coordinator.reaping).
             models.Index(fields=["status", "lease_expires_at"], name="stage_status_lease"),

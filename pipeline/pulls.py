@@ -76,6 +76,13 @@ def pull_request_body(task: Task) -> str:
     lines += ["", rounds_sentence(task, results)]
     lines += ["", "## Tests", ""]
     lines += _tests_section(task, results)
+    selections = list(results.filter(output_file="selection", success=True).order_by("id").values_list("output_text", flat=True))
+    if selections:
+        # Best of N: each pass's candidates, their cost and the choice (the judge's reasons are
+        # an agent's text: quoted).
+        lines += ["", "## Candidates", ""]
+        for text in selections:
+            lines += quoted_block(text, info="text")
     lines += ["", "## Usage", "", "| Stage | Attempts | Input | Output | Cache read | Cache write | Cost (USD) |", "|---|---|---|---|---|---|---|"]
     rows = (
         results.values("stage__name", "stage__position")
@@ -107,7 +114,7 @@ def rounds_sentence(task: Task, results) -> str:
     """How many building rounds ran, how many of them the tests sent back and how many reviews
     asked for changes, each against its own limit (they are counted apart)."""
     workflow = Workflow.from_json(task.workflow) if task.workflow else None
-    building = results.filter(stage__name="building", success=True)
+    building = results.filter(stage__name="building", stage__parent__isnull=True, success=True)
     rounds = building.values("round").distinct().count()
     failing = building.exclude(tests_status__in=["", "passed"]).values("round").distinct().count()
     requests = results.filter(stage__name="reviewing", success=True, verdict="REQUEST_CHANGES").count()
@@ -121,7 +128,7 @@ def rounds_sentence(task: Task, results) -> str:
 def _tests_section(task: Task, results) -> list[str]:
     """The test command's last result as TAC-X ran it (not the agent's own claim)."""
     configured = bool(task.workflow) and Workflow.from_json(task.workflow).test_command is not None
-    last = results.filter(stage__name="building", success=True).exclude(tests_status="").order_by("-id").first()
+    last = results.filter(stage__name="building", stage__parent__isnull=True, success=True).exclude(tests_status="").order_by("-id").first()
     headline = hooks.tests_headline(last, configured=configured)
     if not configured:
         return ["Tests were not run: the workflow has no `test_command`."]

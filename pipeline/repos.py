@@ -149,7 +149,7 @@ def push_remote(repository: Repository) -> str:
     return "origin"
 
 
-def publish(repository: Repository, worktree: Path, branch: str) -> str:
+def publish(repository: Repository, worktree: Path, branch: str, *, force: bool = False) -> str:
     """Push the task's branch (and only it) from the task's own git directory, and return its head.
 
     The branch's new objects first come into the mirror by a fetch with `fetch.fsckObjects`:
@@ -157,7 +157,9 @@ def publish(repository: Repository, worktree: Path, branch: str) -> str:
     store cannot pass (a missing or malformed object fails the fetch with git's message), and
     what an agent planted in its own store reaches no other task. Then the mirror pushes:
     to GitHub, or, for a local repository, into the user's repository's branch and from there to
-    its `origin`, as a worktree of that repository did before."""
+    its `origin`, as a worktree of that repository did before. `force`: the new head need not
+    descend from the pushed one (a person chose another candidate, pipeline.attempt.selection)."""
+    plus = "+" if force else ""
     git.check_head(worktree)
     pinned = git.pinned_dirs(worktree)
     if not pinned:
@@ -178,9 +180,9 @@ def publish(repository: Repository, worktree: Path, branch: str) -> str:
         else:
             header = auth_header(repository)
             extra = ["-c", f"http.extraHeader={header}"] if header else []
-            git.run([*extra, "push", "--quiet", push_remote(repository), f"{held}:refs/heads/{branch}"], cwd=mirror, timeout=600)
+            git.run([*extra, "push", "--quiet", push_remote(repository), f"{plus}{held}:refs/heads/{branch}"], cwd=mirror, timeout=600)
     if repository.kind == Repository.Kind.LOCAL:
-        git.run(["push", "--quiet", push_remote(repository), f"refs/heads/{branch}:refs/heads/{branch}"], cwd=local_dir(repository), timeout=600)
+        git.run(["push", "--quiet", push_remote(repository), f"{plus}refs/heads/{branch}:refs/heads/{branch}"], cwd=local_dir(repository), timeout=600)
     return head
 
 
@@ -198,6 +200,21 @@ def workflow_file_text(repository: Repository) -> str | None:
             return None
     raw = git.read_blob(where, f"{ref}:{WORKFLOW_PATH}", max_bytes=MAX_WORKFLOW_BYTES)
     return None if raw is None else raw.decode("utf-8", errors="replace")
+
+
+def delete_branch(repository: Repository, branch: str) -> None:
+    """Remove a branch TAC-X pushed (a candidate's, pipeline.lib.candidates) from the origin and
+    the mirror's held ref; a branch already gone is no error."""
+    mirror = source_dir(repository, fetch=False)
+    git.run(["update-ref", "-d", f"refs/tacx/tasks/{branch}"], cwd=mirror, check=False)
+    if repository.kind == Repository.Kind.LOCAL:
+        user = local_dir(repository)
+        git.run(["push", "--quiet", push_remote(repository), "--delete", branch], cwd=user, check=False, timeout=600)
+        git.run(["branch", "--quiet", "-D", branch], cwd=user, check=False)
+        return
+    header = auth_header(repository)
+    extra = ["-c", f"http.extraHeader={header}"] if header else []
+    git.run([*extra, "push", "--quiet", push_remote(repository), "--delete", branch], cwd=mirror, check=False, timeout=600)
 
 
 def read_workflow(repository: Repository) -> Workflow:

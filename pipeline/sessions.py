@@ -72,8 +72,9 @@ def session_tokens(session_id: str, *, task: Task, before: Round) -> int:
 def resumable_session(*, task: Task, stage_name: str, provider: str) -> str:
     """The session id of the last successful attempt of this stage with the same provider."""
     return (
-        StageResult.objects.filter(task=task, stage__name=stage_name, success=True, provider=provider)
+        StageResult.objects.filter(task=task, stage__name=stage_name, stage__parent__isnull=True, success=True, provider=provider)
         .exclude(session_id="")
+        .exclude(output_file="selection")  # the judge's session (best of N) is not the builder's
         .order_by("-id")
         .values_list("session_id", flat=True)
         .first()

@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 import string
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,14 @@ from typing import Any
 import yaml
 
 from .lib import mcp as mcp_
+from .lib.candidates import (
+    CANDIDATE_STAGES,
+    DEFAULT_SELECT,
+    CandidateSpec,
+    parse_candidates,
+    parse_round_candidates,
+    parse_select,
+)
 
 WORKFLOW_PATH = ".tac/workflow.yaml"
 # Bounds on what a repository can make TAC-X parse: the file is snapshotted into every task, and
@@ -91,6 +99,10 @@ _STAGE_KEYS = {
     "max_attempts",
     "network",
     "mcp",
+    # Best of N (issue 25; pipeline.lib.candidates).
+    "candidates",
+    "select",
+    "round_candidates",
 }
 _TOP_KEYS = {
     "version",
@@ -130,7 +142,7 @@ _COMMIT_LIMIT_KEYS = {"files", "bytes"}
 _TOOLCHAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 MAX_TOOLCHAINS = 16
 _ENVIRONMENT_PATH = re.compile(r"[A-Za-z0-9._@+-][A-Za-z0-9._@+/-]*")
-APPROVAL_MODES = ("none", "plan")
+APPROVAL_MODES = ("none", "plan", "candidates")
 # What the last stage delivers: `pr_creation` (the default) needs a pr_creation stage last;
 # `none` runs the listed stages and publishes nothing (no pull request, no result).
 PUBLISH_MODES = ("pr_creation", "none")
@@ -191,10 +203,22 @@ class StageConfig:
     # the workflow's it turns off (``*``: all of them); `Workflow.mcp_servers` merges them.
     mcp: tuple[mcp_.McpServer, ...] = ()
     mcp_off: tuple[str, ...] = ()
+    # Best of N (pipeline.lib.candidates): the candidates of a first pass (empty: one, the
+    # ordinary run), the rules that choose one, and how many a PR round of each kind runs.
+    candidates: tuple[CandidateSpec, ...] = ()
+    select: tuple[str, ...] = DEFAULT_SELECT
+    round_candidates: dict[str, int] = field(default_factory=dict)
 
     @property
     def is_agent(self) -> bool:
         return self.provider != "tacx"
+
+    def candidates_for(self, round_kind: str | None) -> tuple[CandidateSpec, ...]:
+        """The candidates of a first pass (round_kind None) or of a PR round of that kind."""
+        if round_kind is None:
+            return self.candidates
+        n = self.round_candidates.get(round_kind, 1)
+        return tuple(CandidateSpec(provider=self.provider, model=self.model) for _ in range(n)) if n > 1 else ()
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -205,6 +229,15 @@ class StageConfig:
         del data["mcp"], data["mcp_off"]
         if self.mcp or self.mcp_off:  # absent otherwise: a workflow without MCP keeps its fingerprint
             data["mcp"] = False if "*" in self.mcp_off else {**{name: False for name in self.mcp_off}, **mcp_json(self.mcp)}
+        # Left out when not used, so a workflow without candidates keeps its fingerprint.
+        for key in ("candidates", "select", "round_candidates"):
+            data.pop(key)
+        if self.candidates:
+            data["candidates"] = [c.to_json() for c in self.candidates]
+        if self.select != DEFAULT_SELECT:
+            data["select"] = list(self.select)
+        if self.round_candidates:
+            data["round_candidates"] = dict(self.round_candidates)
         return data
 
 
@@ -638,6 +671,16 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
     if names and publish == "none" and "pr_creation" in names:
         what = "the stages list pr_creation" if isinstance(raw_stages, list) else "the default stages (inherited: no `stages` given) end with pr_creation"
         v.errors.append(str(v.fail("publish", f"is none, but {what}; remove one of the two")))
+    for stage in stages:
+        if names and stage.candidates and "judge" in stage.select and "reviewing" not in names and stage.select != DEFAULT_SELECT:
+            v.errors.append(
+                str(
+                    v.fail(
+                        f"stages ({stage.name}).select",
+                        "has judge, but the judge is the reviewing stage's provider and there is no reviewing stage",
+                    )
+                )
+            )
     if "reviewing" in names and "building" not in names:
         v.errors.append(str(v.fail("stages", "a reviewing stage needs a building stage to send changes back to")))
     if "network" in data:
@@ -715,6 +758,8 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
         mcp_servers = v.field(lambda: v.mcp(data["mcp"], "mcp")[0], ())
     else:
         mcp_servers = defaults.mcp if defaults else ()
+    if approval == "candidates" and names and not any(s.candidates or s.round_candidates for s in stages):
+        v.errors.append(str(v.fail("approval", "is candidates, but no stage runs candidates (give the building stage `candidates: N`)")))
     v.raise_if_any()
     workflow = Workflow(
         stages=stages,
@@ -861,7 +906,37 @@ def _parse_stage(v: _Validator, raw: Any, index: int, defaults: Workflow | None)
         mcp=mcp_servers,
         mcp_off=mcp_off,
     )
+    config = _stage_candidates(v, config, raw, base, where)
     return config if len(v.errors) == errors_before else None
+
+
+def _stage_candidates(v: _Validator, config: StageConfig, raw: dict, base: dict, where: str) -> StageConfig:
+    """`candidates:`, `select:` and `round_candidates:` of one stage (pipeline.lib.candidates)."""
+    given = [key for key in ("candidates", "select", "round_candidates") if key in raw]
+    if given and config.name not in CANDIDATE_STAGES:
+        v.errors.append(
+            str(
+                v.fail(
+                    f"{where}.{given[0]}",
+                    f"only the {' or '.join(CANDIDATE_STAGES)} stage may run candidates (its change is what the tests and the judge compare)",
+                )
+            )
+        )
+        return config
+    raw_specs = raw["candidates"] if "candidates" in raw else [c.to_json() for c in base.get("candidates", ())] or None
+    specs, problems = parse_candidates(
+        raw_specs,
+        where=f"{v.source}: {where}.candidates",
+        provider=config.provider,
+        model=config.model,
+        providers=AGENT_PROVIDERS,
+    )
+    select, more = parse_select(raw.get("select", list(base.get("select", DEFAULT_SELECT))), where=f"{v.source}: {where}.select")
+    rounds, most = parse_round_candidates(
+        raw.get("round_candidates", base.get("round_candidates") or None), where=f"{v.source}: {where}.round_candidates"
+    )
+    v.errors.extend([*problems, *more, *most])
+    return replace(config, candidates=specs, select=select, round_candidates=rounds)
 
 
 def _short(value: Any, limit: int = 60) -> str:

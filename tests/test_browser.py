@@ -605,3 +605,46 @@ def test_on_a_phone_the_list_is_cards_a_row_opens_its_task_and_a_command_stage_s
     expect(transcript.locator("li.kind-stderr pre").last).to_have_text("error: 1 test failed")
     expect(phone.locator("#now-doing")).to_have_text("done")
     shot(phone, "41-phone-command-transcript")
+
+
+def test_candidates_side_by_side_a_person_chooses_another_and_opens_its_transcript(server, page, transactional_db, alice, local_repository):
+    """Best of N (issue 25): the candidates panel of a task waiting at `approval: candidates`,
+    the stage runner played here (three candidates ended, the selection chose c2)."""
+    from playwright.sync_api import expect
+
+    from pipeline.models import Stage, StageResult
+
+    task = fake_runner.task_running(repository=local_repository, issue_number=25)
+    building = task.stages.get(name="building")
+    rows = []
+    for k, (tests, lines, cost) in enumerate([("failed", 3, "0.10"), ("1/1", 9, "0.31"), ("1/1", 4, "0.12")], start=1):
+        child = Stage.objects.create(
+            task=task, parent=building, candidate=k, name="building", position=building.position, provider="claude", model="claude-sonnet-4-5",
+            status=Stage.Status.SUCCEEDED, candidate_info={"pass": "first", "spec": {"provider": "claude", "model": "claude-sonnet-4-5", "prompt_variant": ""}},
+        )  # fmt: skip
+        result = StageResult.objects.create(
+            stage=child, task=task, attempt=1, outcome="succeeded", success=True, provider="claude", cost_usd=cost, tests_status="failed" if k == 1 else "passed"
+        )
+        fake_runner.events_add(result, [("message", {"text": f"candidate c{k} at work"})])
+        rows.append({"k": k, "label": "claude/claude-sonnet-4-5", "status": "succeeded", "tests": tests, "files": 1, "insertions": lines, "deletions": 0, "lines": lines, "cost_usd": cost, "error": "", "result_id": result.pk})
+    record = {"candidates": rows, "passing": [2, 3], "judge": {"ok": True, "choice": 2, "reasons": "c2 documents it"}, "chosen": 2, "rule": "judge", "reasons": "c2 documents it", "applied": 2}
+    Stage.objects.filter(pk=building.pk).update(status=Stage.Status.SUCCEEDED, candidate_info={"passes": {"first": record}})
+    Task.objects.filter(pk=task.pk).update(status=Task.Status.AWAITING_APPROVAL, status_reason="the choice of candidate c2 awaits approval")
+
+    login(page, server)
+    page.goto(server + f"/tasks/{task.pk}/")
+    panel = page.locator("#candidates-building")
+    expect(panel.locator("tr.candidate")).to_have_count(3)
+    expect(panel.locator("tr.candidate.chosen")).to_have_attribute("data-candidate", "2")
+    expect(panel.locator("tr[data-candidate='1']")).to_contain_text("failed")
+    expect(panel.locator("tr[data-candidate='3']")).to_contain_text("1 files, +4 -0")
+    expect(panel).to_contain_text("Chosen: c2 by judge: c2 documents it")
+    expect(panel.locator("button.choose-candidate")).to_have_count(1)  # only c3: c1's tests failed
+    shot(page, "25-candidates")
+    panel.locator("button.choose-candidate").click()
+    expect(page.locator("#candidates-building tr.candidate.chosen")).to_have_attribute("data-candidate", "3")
+    expect(page.locator("#candidates-building")).to_contain_text("Chosen: c3 by person: chosen by alice (the selection had chosen c2 by judge)")
+    # A candidate's transcript link opens the transcript on its attempt.
+    page.locator("#candidates-building tr[data-candidate='1'] a").click()
+    expect(page.locator("#filter-attempt")).to_have_value(str(rows[0]["result_id"]))
+    expect(page.locator("#transcript li.event:visible")).to_contain_text(["candidate c1 at work"])

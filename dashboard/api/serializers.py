@@ -239,6 +239,11 @@ class StageOut(serializers.ModelSerializer):
             "lease_owner",
             "lease_expires_at",
             "error",
+            # Best of N: a candidate's parent stage and number (0: not a candidate), its spec,
+            # branch, pass; the parent's selection record per pass (pipeline.services.candidates).
+            "parent",
+            "candidate",
+            "candidate_info",
             "attempts_detail",
         )
 
@@ -246,7 +251,7 @@ class StageOut(serializers.ModelSerializer):
 class StageBriefOut(serializers.ModelSerializer):
     class Meta:
         model = Stage
-        fields = ("id", "name", "position", "provider", "model", "status", "attempts", "error")
+        fields = ("id", "name", "position", "provider", "model", "status", "attempts", "error", "parent", "candidate")
 
 
 class RoundOut(serializers.ModelSerializer):

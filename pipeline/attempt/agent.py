@@ -30,7 +30,7 @@ def run_agent_stage(self: AttemptContext) -> None:
     provider = get_provider(cfg.provider)
     resume = session_to_resume(self, provider)
     self.resumes_session = bool(resume)
-    prompt = render_prompt(self)
+    prompt = self.prompt_text or render_prompt(self)
     result.prompt = redact(prompt)
     result.prompt_hash = hashlib.sha256(prompt.encode()).hexdigest()
     memory.record_given(self)
@@ -138,7 +138,7 @@ def run_agent_stage(self: AttemptContext) -> None:
     self.recorder.apply_usage(usage)
     result.turns = usage.turns
     result.session_id = usage.session_id[:200]
-    if result.session_id and (self.stage.name == "building" or self.pause is not None):
+    if result.session_id and ((self.stage.name == "building" and not self.selecting and not self.stage.parent_id) or self.pause is not None):
         # Its private HOME goes away: keep the session for a round (or the answer to a budget
         # pause) to resume.
         sessions.session_keep(provider=provider, home=home, session_id=result.session_id, task_id=self.task.pk)

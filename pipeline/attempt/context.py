@@ -25,6 +25,7 @@ class RunResult(enum.Enum):
     CANCELLED = "cancelled"
     LEASE_LOST = "lease_lost"
     PAUSED = "paused"  # a budget that pauses stopped it: the task waits for a person
+    FANNED_OUT = "fanned_out"  # best of N: its candidates were started as stage jobs of their own
 
 
 class StageFailure(Exception):
@@ -82,6 +83,11 @@ class AttemptContext:
     # in its prompt), or None.
     continues: BudgetPause | None = None
     resumes_session: bool = False  # the agent step resumes a CLI session (its prompt is shorter)
+    # Best of N: the branch this attempt works on (a candidate's own, else the task's), a prompt
+    # given instead of the stage's (the judge's), and whether this attempt is the selection.
+    branch: str = ""
+    prompt_text: str = ""
+    selecting: bool = False
     recorder: EventRecorder = None  # type: ignore[assignment]  # made from the fields above
 
     def __post_init__(self) -> None:

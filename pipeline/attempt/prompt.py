@@ -90,7 +90,7 @@ def tests_for_prompt(self: AttemptContext) -> StageResult | None:
     a reviewer the current round's."""
     if self.workflow.test_command is None:
         return None
-    runs = StageResult.objects.filter(task=self.task, stage__name="building", success=True).exclude(tests_status="")
+    runs = StageResult.objects.filter(task=self.task, stage__name="building", stage__parent__isnull=True, success=True).exclude(tests_status="")
     if self.stage.name == "building":
         if self.task.review_round <= 1:
             return None
@@ -135,6 +135,8 @@ def _render_prompt(self: AttemptContext, fences: Fences) -> str:
     header = f"TACX-STAGE: {self.stage.name}" + (f" (round {self.task.review_round})" if self.task.review_round > 1 else "")
     if self.followup is not None:
         header += f" (follow-up {self.followup.kind})"
+    if self.stage.parent_id:
+        header += f" (candidate c{self.stage.candidate})"  # best of N: one of several, each on its own
     note = continuation_note(self, fences)
     if note and self.resumes_session:
         # The resumed session holds the stage's prompt and everything it did: only the note.

@@ -26,11 +26,11 @@ def push_branch(self: AttemptContext) -> None:
         publish_branch(self)
 
 
-def publish_branch(self: AttemptContext) -> None:
+def publish_branch(self: AttemptContext, *, force: bool = False) -> None:
     """Every push of the task's branch: the gate's check of what is pushed (no symlink out of the
     worktree, no unexpected submodule), the publish guard (no secret TAC-X holds, raw or
     encoded), then the push from the task's own git directory through the mirror."""
     assert self.worktree is not None
     readback.check_commits(self, staged=False)
     publish_guard.check_push(self.worktree, self.task)
-    repos.publish(self.task.repository, self.worktree, self.task.branch)
+    repos.publish(self.task.repository, self.worktree, self.branch or self.task.branch, force=force)

@@ -24,6 +24,7 @@ from ..lib.redaction import redact
 from ..models import Stage, StageResult, Task, Worker
 from ..providers.base import ProviderError
 from ..workflow import Workflow
+from . import selection
 from .context import RunResult, StageFailure, worker_name
 from .recorder import lease_expiry
 from .steps import Attempt
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 def run_stage(stage_id: int, *, enqueue_next: bool = True, owner: str | None = None) -> RunResult:
     owner = owner or worker_name()
+    if selection.fan_out_if_due(stage_id, enqueue=enqueue_next):
+        return RunResult.FANNED_OUT  # its candidates run as stage jobs of their own
     # The claim, the worker row and the open attempt commit together: whoever sees the stage
     # running also sees the attempt that the reaper closes if this process dies.
     with transaction.atomic():
@@ -61,6 +64,9 @@ def run_stage(stage_id: int, *, enqueue_next: bool = True, owner: str | None = N
         workflow = Workflow.from_json(task.workflow)
         cfg = workflow.stage(stage.name)
         followup = services.running_round(task)
+        selecting = services.candidate_step(stage=stage, workflow=workflow, followup=followup) == "select"
+        if stage.parent_id:
+            cfg = selection.candidate_config(cfg, stage.candidate_info["spec"])
         result = StageResult.objects.create(
             followup=followup,
             stage=stage,
@@ -76,7 +82,7 @@ def run_stage(stage_id: int, *, enqueue_next: bool = True, owner: str | None = N
     )
     continues = services.pause_continued(stage=stage, result=result)
     attempt = Attempt(
-        stage=stage, task=task, cfg=cfg, workflow=workflow, result=result, owner=owner, worker=worker, followup=followup, continues=continues
+        stage=stage, task=task, cfg=cfg, workflow=workflow, result=result, owner=owner, worker=worker, followup=followup, continues=continues, selecting=selecting
     )
     permanent = False
     # The secrets this attempt is given (its MCP servers') are redacted from all it records.
@@ -134,11 +140,27 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
         if result.success:
             if not fence.update(status=Stage.Status.SUCCEEDED, lease_owner="", lease_expires_at=None, finished_at=Now(), failed_attempts=0):
                 return RunResult.LEASE_LOST
+            if stage.parent_id:
+                # A candidate: its branch is its own; the selection decides what the task keeps.
+                tests = f", tests {attempt.tests.status}" if attempt.tests is not None else ""
+                services.event_status(
+                    task,
+                    f"stage {stage.name} candidate c{stage.candidate} succeeded{tests}",
+                    stage=stage.name,
+                    stage_status="succeeded",
+                )
+                services.candidate_finished(stage=stage, enqueue=enqueue_next)
+                return RunResult.SUCCEEDED
             if result.head_commit:
                 # The next stage, on whichever machine, starts from this head (and checks it).
                 Task.objects.filter(pk=task.pk).update(head_commit=result.head_commit)
                 task.head_commit = result.head_commit
             services.event_status(task, f"stage {stage.name} succeeded", stage=stage.name, stage_status="succeeded")
+            if attempt.selecting and attempt.workflow.approval == "candidates":
+                record = stage.candidate_info["passes"][services.pass_key(attempt.followup)]
+                if not record.get("approved"):
+                    services.candidates_await_approval(task=task, chosen=record["chosen"])  # a person may choose another
+                    return RunResult.SUCCEEDED
             if attempt.tests is not None and not attempt.tests.ok:
                 if not services.tests_failed_back_to_building(stage=stage, summary=attempt.tests.summary(), enqueue=enqueue_next):
                     services.task_fail(
@@ -206,6 +228,9 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
                 stage_id = stage.pk
                 transaction.on_commit(lambda: services.enqueue_stage_job(stage_id))
             return RunResult.REQUEUED
+        if stage.parent_id and result.outcome != StageResult.Outcome.BUDGET_EXCEEDED:
+            services.candidate_finished(stage=stage, enqueue=enqueue_next)  # one candidate failed: the others go on
+            return RunResult.FAILED
         if result.outcome == StageResult.Outcome.BUDGET_EXCEEDED:
             services.task_fail(task=task, reason=f"stage {stage.name}: {result.error}", status=Task.Status.BUDGET_EXCEEDED)
         else:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .. import git
 from ..models import StageResult
-from . import agent, commands, evidence, memory, publish, worktree
+from . import agent, commands, evidence, memory, publish, selection, worktree
 from .context import AttemptContext
 
 
@@ -19,7 +19,9 @@ class Attempt(AttemptContext):
     def execute(self) -> None:
         self.worktree = worktree.prepare_worktree(self)
         self.result.base_commit = git.head(self.worktree)
-        if self.stage.name == "pr_creation":
+        if self.selecting:
+            selection.select(self)  # best of N: the stage's candidates ran; choose one
+        elif self.stage.name == "pr_creation":
             publish.create_pull_request(self)
         else:
             commands.before_stage(self)
@@ -33,6 +35,7 @@ class Attempt(AttemptContext):
                 commands.after_stage(self)
             if self.stage.name == "building":
                 commands.run_tests(self)
-        publish.push_branch(self)
+        if not self.selecting:
+            publish.push_branch(self)
         memory.record_proposals(self)  # only a successful attempt's proposals are kept
         self.result.outcome = StageResult.Outcome.SUCCEEDED

@@ -9,6 +9,7 @@ from pathlib import Path
 from django.conf import settings
 
 from .. import git, hooks, repos, services
+from ..lib.candidates import candidate_branch, candidate_worktree_name
 from ..models import Stage, Task
 from .commands import run_repository_command
 from .context import AttemptContext, StageFailure, _tail
@@ -31,7 +32,7 @@ def prepare_worktree(self: AttemptContext) -> Path:
     if not task.head_commit and not task.stages.filter(status=Stage.Status.SUCCEEDED).exists():
         task.head_commit = task.base_commit  # a new branch starts at its base
         changed.append("head_commit")
-    if task.worktree_path != str(path):
+    if task.worktree_path != str(path) and not self.stage.parent_id:
         task.worktree_path = str(path)
         changed.append("worktree_path")
     if task.worktree_host != socket.gethostname():
@@ -40,19 +41,25 @@ def prepare_worktree(self: AttemptContext) -> Path:
         changed.append("worktree_host")
     if changed:
         task.save(update_fields=changed)
+    branch = task.branch
+    if self.stage.parent_id:
+        # A candidate: its own worktree and branch (pipeline.lib.candidates), from the same head.
+        path = path.with_name(candidate_worktree_name(path.name, self.stage.candidate))
+        branch = self.stage.candidate_info.get("branch") or candidate_branch(task.branch, self.stage.candidate)
+    self.branch = branch
     created = not (path / ".git").exists()
     services.task_worktree_record(task=task, host=socket.gethostname(), path=str(path))
     if task.head_commit:
         # Start exactly where the previous stage left the branch (whichever machine ran it),
         # or at a fast-forward of it on the origin; never on this machine's own stale copy.
         start = task.head_commit
-        pushed = repos.pushed_head(repository, repo_dir, task.branch)
+        pushed = repos.pushed_head(repository, repo_dir, branch)
         if pushed and pushed != start and git.is_ancestor(repo_dir, start, pushed):
             start = pushed
-        git.worktree_at(repo_dir, path, task.branch, start)
+        git.worktree_at(repo_dir, path, branch, start)
     else:
         # A task that was already running before head commits were recorded.
-        git.worktree_add(repo_dir, path, task.branch, task.base_commit)
+        git.worktree_add(repo_dir, path, branch, task.base_commit)
     self.repo_dir = repo_dir
     self.worktree = path
     # The memory file an agent leaves is TAC-X's to read and remove, never part of a commit.

@@ -8,7 +8,7 @@ Rules kept here:
 - the next stage is enqueued after commit, and only from our own state (no q2 chains).
 
 This package is a face: the functions live in one module per subject (`events`, `approval`,
-`progress`, `tasks`, `rounds`, `repositories`, `worktrees`, `memory`, `budget_pauses`, `budget_answers`, `pull_outcomes`) and are re-exported here, so
+`progress`, `tasks`, `rounds`, `repositories`, `worktrees`, `memory`, `budget_pauses`, `budget_answers`, `pull_outcomes`, `candidates`) and are re-exported here, so
 `services.task_create(...)` works as before. Patch a name where it is defined (e.g.
 `pipeline.services.tasks.task_workflow_read`), not here. Nothing in this package imports
 `pipeline.attempt`: services change state, the attempt runs agents.
@@ -26,6 +26,20 @@ from .approval import (
 )
 from .budget_answers import NotPaused, budget_pause_expire, budget_raise, budget_stop
 from .budget_pauses import budget_pause_begin, budget_pause_drop, budget_pause_wait, open_pause, pause_continued
+from .candidates import (
+    awaiting_choice,
+    candidate_branches_remove,
+    candidate_choose,
+    candidate_fan_out,
+    candidate_info_update,
+    candidate_step,
+    candidates_approve,
+    candidates_await_approval,
+    candidates_of,
+    pass_key,
+    selection_record,
+    selection_update,
+)
 from .events import event_status, events_prune
 from .memory import (
     memory_accept,
@@ -39,6 +53,7 @@ from .memory import (
     memory_text_clean,
 )
 from .progress import (
+    candidate_finished,
     enqueue_stage_job,
     lease_deadline,
     result_add_to_totals,
@@ -80,6 +95,19 @@ from .tasks import (
 from .worktrees import task_worktree_record, task_worktree_remove
 
 __all__ = [
+    "awaiting_choice",
+    "candidate_branches_remove",
+    "candidate_choose",
+    "candidates_approve",
+    "candidates_await_approval",
+    "selection_update",
+    "candidate_fan_out",
+    "candidate_finished",
+    "candidate_info_update",
+    "candidate_step",
+    "candidates_of",
+    "pass_key",
+    "selection_record",
     "NotPaused",
     "pull_opened_record",
     "pull_outcome_of",

@@ -36,7 +36,7 @@ def review_requests_used(task: Task) -> int:
 def test_rounds_failed(task: Task) -> int:
     """Rounds in the current pass whose test command failed after building (`max_test_rounds`)."""
     return (
-        StageResult.objects.filter(task=task, stage__name="building", success=True, round__gte=_pass_base(task))
+        StageResult.objects.filter(task=task, stage__name="building", stage__parent__isnull=True, success=True, round__gte=_pass_base(task))
         .exclude(tests_status__in=["", "passed"])
         .values("round")
         .distinct()

@@ -111,7 +111,7 @@ def review_requests_changes(*, stage: Stage, enqueue: bool = True) -> bool:
     # for changes count: a round spent on failing tests does not use up `review_rounds`.
     if approval.review_requests_used(task) > workflow.review_rounds - 1:
         return False
-    building = task.stages.filter(name="building").first()
+    building = task.stages.filter(name="building", parent__isnull=True).first()
     if building is None:
         return False
     _building_again(task=task, building=building, why="review requested changes", enqueue=enqueue)
@@ -204,7 +204,9 @@ def stage_reap_expired(*, now=None, enqueue: bool = True, limit: int = 20, task:
                 stage, now, outcome=StageResult.Outcome.WORKER_LOST, error=f"worker lost (lease held by {owner} expired at {expires:%H:%M:%S})"
             )
             event_status(stage.task, f"stage {stage.name}: worker lost", stage=stage.name, stage_status="failed" if exhausted else "queued")
-            if exhausted:
+            if exhausted and stage.parent_id:
+                candidate_finished(stage=stage, enqueue=enqueue)  # one candidate lost: the others go on
+            elif exhausted:
                 task_fail(task=stage.task, reason=f"stage {stage.name} failed: worker lost (attempt limit {stage.max_attempts} reached)")
             elif enqueue:
                 transaction.on_commit(lambda stage_id=stage.pk: enqueue_stage_job(stage_id))
@@ -295,3 +297,26 @@ def stage_requeue_lost(*, older_than: float, limit: int = 20) -> list[int]:
 
 def lease_deadline(seconds: float | None = None):
     return timezone.now() + timedelta(seconds=seconds or settings.TACX["LEASE_SECONDS"])
+
+
+# Best of N (pipeline.services.candidates): here because the reaper ends candidates too.
+FINAL = (Stage.Status.SUCCEEDED, Stage.Status.FAILED, Stage.Status.CANCELLED)
+
+
+def candidate_finished(*, stage: Stage, enqueue: bool = True) -> bool:
+    """A candidate ended for good (succeeded, failed, cancelled): when it was the last of its pass
+    still going, queue the parent for the selection. True when this call queued it. Call inside
+    the transaction that recorded the candidate's end."""
+    with transaction.atomic():
+        parent = Stage.objects.select_for_update(of=("self",)).select_related("task").get(pk=stage.parent_id)
+        key = (stage.candidate_info or {}).get("pass", "first")
+        going = parent.candidates.filter(candidate_info__pass=key).exclude(status__in=FINAL).exclude(pk=stage.pk).count()
+        if going or parent.status != Stage.Status.PENDING:
+            return False
+        if parent.task.status != Task.Status.RUNNING:
+            return False
+        event_status(
+            parent.task, f"stage {parent.name}: every candidate ended; choosing one", stage=parent.name, stage_status="queued"
+        )
+        stage_queue(stage=parent, enqueue=enqueue)
+        return True

@@ -30,6 +30,7 @@ from ..lib.untrusted import sanitize_issue_text
 from ..models import Round, Stage, StageResult, Task
 from ..sessions import session_tokens
 from ..workflow import Workflow
+from .candidates import candidates_approve
 from .events import event_status
 from .progress import stage_queue
 
@@ -186,7 +187,7 @@ def round_start(*, round_: Round, enqueue: bool = True) -> str:
         again = "Retry on its page" if task.repository.kind == task.repository.Kind.LOCAL else "`/tacx retry`"
         return refuse(round_, f"the task {task.status.replace('_', ' ')} before opening its pull request; {again} runs it again")
     stage_name = "planning" if replan else "building"
-    first = task.stages.filter(name=stage_name).first()
+    first = task.stages.filter(name=stage_name, parent__isnull=True).first()
     if first is None or not task.branch:
         return refuse(round_, f"the task has no {stage_name} stage or branch to continue")
     try:
@@ -278,14 +279,17 @@ def round_changes(round_: Round, task: Task) -> dict:
 
 def task_approve(*, task: Task, approved_by: str, enqueue: bool = True) -> bool:
     """awaiting_approval -> running, queueing the stage after planning. False when the task
-    was not awaiting approval (a second approve does nothing)."""
+    was not awaiting approval (a second approve does nothing). A task waiting at
+    `approval: candidates` has its choice approved (services.candidates)."""
+    if candidates_approve(task=task, approved_by=approved_by, enqueue=enqueue):
+        return True
     with transaction.atomic():
         changed = Task.objects.filter(pk=task.pk, status=Task.Status.AWAITING_APPROVAL).update(status=Task.Status.RUNNING, status_reason="")
         if not changed:
             return False
         task.refresh_from_db()
         event_status(task, f"plan approved by {approved_by}")
-        planning = task.stages.filter(name="planning").first()
+        planning = task.stages.filter(name="planning", parent__isnull=True).first()
         position = planning.position if planning else -1
         nxt = task.stages.filter(position__gt=position).order_by("position").first()
         if nxt is None:

@@ -16,6 +16,7 @@ from ..lib.redaction import redact_data
 from ..models import AgentEvent, Task, TaskWorktree
 from ..sandbox import toolchains
 from ..workflow import Workflow, WorkflowError
+from .candidates import candidate_branches_remove
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ def task_worktree_remove(*, task: Task, worktree=None, host: str | None = None) 
     """
     if task.is_active:
         return False
+    candidate_branches_remove(task=task)  # best of N: kept until the task ended
     if worktree is not None:
         rows = [worktree] if worktree.removed_at is None else []
     else:

@@ -90,6 +90,9 @@
   }
 
   if (filters) {
+    // ?attempt=<id> (the candidates panel's transcript links): open on that attempt's events.
+    var wanted = new URLSearchParams(window.location.search).get("attempt");
+    if (wanted && /^[0-9]+$/.test(wanted) && attemptSelect.querySelector('option[value="' + wanted + '"]')) attemptSelect.value = wanted;
     filters.addEventListener("change", function (event) {
       if (event.target === fold) { applyFold(); return; }
       if (event.target === stageSelect) {
