@@ -8,7 +8,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("pipeline", "0015_task_pull_request_outcome"),
+        ("pipeline", "0017_forges_and_trackers"),
     ]
 
     operations = [
