@@ -1,0 +1,97 @@
+"""MCP servers with the real codex, gemini, qwen and opencode CLIs against the scripted model
+server (issue 27, section 2; the claude counterpart is tests/test_mcp_claude.py).
+
+One planning stage per CLI declares the stdio server tests/agents/mcp_docs.py with a plain
+setting and a secret. The scripted model calls two of its tools by the name the CLI offered
+them under (codex: the function `whoami` of namespace `mcp__docs`; gemini: `mcp_docs_whoami`;
+qwen: `mcp__docs__whoami`; opencode: `docs_whoami`), then writes the plan with the CLI's own file
+tool. The CLI spawns the server inside the attempt's sandbox and runs the calls without a
+prompt; the transcript shows them as tool calls of server `docs` with the server's answers, the
+secret redacted, and the file outside the worktree unread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+from pipeline.models import AgentEvent, StageResult, Task
+from tests.conftest import ROOT, commit_workflow
+from tests.test_pipeline_claude import run
+from tests.test_pipeline_gemini_qwen_opencode import MODELS, model_server  # noqa: F401 - the fixture
+
+pytestmark = [pytest.mark.cli, pytest.mark.django_db(transaction=True)]
+
+SERVER = str(ROOT / "tests" / "agents" / "mcp_docs.py")
+USAGE = {"input_tokens": 500, "output_tokens": 20}
+# How each CLI names the tool `<tool>` of server `docs` to the model.
+TOOL_NAMES = {"codex": "mcp__docs__{}", "gemini": "mcp_docs_{}", "qwen": "mcp__docs__{}", "opencode": "docs_{}"}
+
+
+def script(provider: str, outside: str) -> dict:
+    def call(tool: str, **arguments) -> dict:
+        return {"tool": {"name": TOOL_NAMES[provider].format(tool), "input": arguments}}
+
+    return {
+        "conversations": [
+            {
+                "name": "planning",
+                "match": "TACX-STAGE: planning",
+                "turns": [
+                    {"text": "Asking the docs server.", "tool_calls": [call("whoami"), call("read_file", path=outside)], "usage": USAGE},
+                    {"tool_calls": [{"write": {"path": "plan.md", "content": "# Plan\n\nWhat the docs server said.\n"}}], "usage": USAGE},
+                    {"text": "Planned.", "usage": USAGE},
+                ],
+            }
+        ]
+    }
+
+
+def stage(provider: str, server_url: str) -> str:
+    options = f'    options: {{base_url: "{server_url}/v1", sandbox: danger-full-access}}\n' if provider == "codex" else ""
+    model = "gpt-5" if provider == "codex" else MODELS[provider]
+    return f"  - name: planning\n    provider: {provider}\n    model: {model}\n    timeout: 120\n{options}"
+
+
+@pytest.mark.parametrize("provider", sorted(TOOL_NAMES))
+def test_the_model_calls_a_declared_stdio_server_through_each_cli_inside_its_sandbox(provider, local_repository, origin_and_clone, tmp_path, model_server, monkeypatch):  # noqa: F811
+    _, clone = origin_and_clone
+    secret = f"mcp-canary-{os.urandom(8).hex()}"
+    monkeypatch.setenv("MCP_DOCS_ACCESS", secret)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("OUTSIDE-THE-WORKTREE")
+    server = model_server(script(provider, str(outside)))
+    commit_workflow(
+        clone,
+        "publish: none\nstages:\n"
+        + stage(provider, server.url)
+        + f"""    mcp:
+      docs:
+        command: {json.dumps(sys.executable)}
+        args: [{json.dumps(SERVER)}]
+        env:
+          DOCS_TOKEN: {{secret: MCP_DOCS_ACCESS}}
+          DOCS_MODE: plain
+""",
+    )
+
+    task = run(local_repository, title="Use the docs", body="Ask the docs server.")
+
+    assert task.status == Task.Status.SUCCEEDED, task.status_reason
+    planning = StageResult.objects.get(task=task, stage__name="planning", success=True)
+    events = list(AgentEvent.objects.filter(result=planning).order_by("seq"))
+    calls = [e.data for e in events if e.kind == "tool_call" and e.data.get("server")]
+    assert [(c["server"], c["tool"]) for c in calls] == [("docs", "whoami"), ("docs", "read_file")], [e.data for e in events if e.kind == "tool_call"]
+    results = {e.data["id"]: e.data for e in events if e.kind == "tool_result"}
+    whoami, read = (results[c["id"]] for c in calls)
+    # The CLI spawned the server with the plain setting and the secret; the secret is not on the record.
+    assert "DOCS-OK DOCS_TOKEN=[REDACTED] DOCS_MODE=plain" in whoami["output"], whoami
+    assert "READ-FAILED" in read["output"], read  # outside the worktree: not in the sandbox's view
+    assert not whoami["is_error"] and not read["is_error"]
+    recorded = "\n".join(json.dumps(e.data) for e in AgentEvent.objects.filter(task=task))
+    assert secret not in recorded and "OUTSIDE-THE-WORKTREE" not in recorded
+    # The scripted conversation was played to its end: nothing was refused or skipped.
+    assert not [r for r in server.requests if r["overrun"]]
