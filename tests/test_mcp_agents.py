@@ -7,18 +7,28 @@ them under (codex: the function `whoami` of namespace `mcp__docs`; gemini: `mcp_
 qwen: `mcp__docs__whoami`; opencode: `docs_whoami`), then writes the plan with the CLI's own file
 tool. The CLI spawns the server inside the attempt's sandbox and runs the calls without a
 prompt; the transcript shows them as tool calls of server `docs` with the server's answers, the
-secret redacted, and the file outside the worktree unread.
+secret redacted, and the file outside the worktree unread. (About 60 s for the four.)
+
+codex gets its servers as `required`, so it waits for them before its first request (an optional
+server gets a second's grace, then its tools are silently left out) and a server that cannot
+start ends the run at once with a sentence naming it (a few seconds).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 
 import pytest
 
+from harness.cli_runs import DUMMY_API_KEY
+from harness.modelserver import ScriptedModelServer
+from pipeline.lib.mcp import ResolvedServer
 from pipeline.models import AgentEvent, StageResult, Task
+from pipeline.providers import get_provider
+from pipeline.providers.base import Invocation, agent_environment
 from tests.conftest import ROOT, commit_workflow
 from tests.test_pipeline_claude import run
 from tests.test_pipeline_gemini_qwen_opencode import MODELS, model_server  # noqa: F401 - the fixture
@@ -95,3 +105,26 @@ def test_the_model_calls_a_declared_stdio_server_through_each_cli_inside_its_san
     assert secret not in recorded and "OUTSIDE-THE-WORKTREE" not in recorded
     # The scripted conversation was played to its end: nothing was refused or skipped.
     assert not [r for r in server.requests if r["overrun"]]
+
+
+@pytest.mark.django_db(transaction=False)
+def test_codex_ends_at_once_naming_a_declared_server_that_cannot_start(tmp_path, monkeypatch):
+    work, home = tmp_path / "w", tmp_path / "attempt-home"
+    work.mkdir()
+    home.mkdir()
+    monkeypatch.setenv("TACX_MODEL_API_KEY", DUMMY_API_KEY)
+    codex = get_provider("codex")
+    broken = ResolvedServer(name="docs", transport="stdio", command=sys.executable, args=("-c", "raise SystemExit(3)"))
+    with ScriptedModelServer({"conversations": [{"name": "any", "turns": [{"text": "Done."}]}]}) as server:
+        options = {"base_url": f"{server.url}/v1", "sandbox": "danger-full-access"}
+        inv = Invocation(prompt="p", cwd=str(work), model="gpt-5", options=options, mcp_servers=(broken,), home=str(home))
+        env = {**agent_environment(codex, inv), "HOME": str(home)}
+        codex.prepare_home(str(home), inv, env)
+        done = subprocess.run(codex.build_command(inv), cwd=work, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+        parser = codex.parser(inv)
+        for line in done.stdout.splitlines():
+            parser.feed(line)
+        outcome = parser.finish(exit_code=done.returncode, stderr_tail=done.stderr[-4000:])
+        assert not [r for r in server.requests if not r["auxiliary"]]  # no model request was made without the server
+    assert not outcome.success
+    assert outcome.error.startswith("codex could not start the stage's MCP servers: docs: "), outcome.error
