@@ -91,8 +91,10 @@ def test_codex_config_toml_carries_the_stage_s_servers_in_place_of_the_operator_
         "model": "gpt-5",
         "profiles": {"fast": {"model_reasoning_effort": "low"}},
         "mcp_servers": {
-            "docs": {"command": sys.executable, "args": [SERVER], "env": {"DOCS_TOKEN": "t0ken-value-1", "DOCS_MODE": "plain"}},
-            "remote": {"url": "http://127.0.0.1:9/mcp", "http_headers": {"Authorization": "Bearer h3ader-value"}},
+            # required: codex waits for the server before the first request (an optional one gets
+            # a second's grace, then its tools are left out) and fails if it cannot start
+            "docs": {"command": sys.executable, "args": [SERVER], "env": {"DOCS_TOKEN": "t0ken-value-1", "DOCS_MODE": "plain"}, "required": True},
+            "remote": {"url": "http://127.0.0.1:9/mcp", "http_headers": {"Authorization": "Bearer h3ader-value"}, "required": True},
         },
     }
     assert private(path) and env["CODEX_HOME"] == str(home / ".codex")

@@ -427,6 +427,19 @@ def test_write_uses_apply_patch_when_offered(server):
     }
 
 
+def test_a_tool_of_a_namespace_is_called_by_its_own_name_with_the_namespace_beside_it():
+    """codex 0.169 offers each MCP server's tools as namespace ``mcp__<server>``; the script names
+    the tool ``mcp__docs__whoami`` and the answer is the API's namespaced function call."""
+    script = {"conversations": [{"name": "any", "turns": [{"tool_calls": [{"tool": {"name": "mcp__docs__whoami", "input": {"x": 1}}}]}]}]}
+    namespace = {"type": "namespace", "name": "mcp__docs", "tools": [{"type": "function", "name": "whoami", "parameters": {}}]}
+    with ScriptedModelServer(script) as running:
+        tools = [{"type": "function", "name": "exec_command", "parameters": {}}, namespace]
+        _, _, body = post(running.url + "/v1/responses", openai_request("hello", tools=tools, stream=False))
+    (call,) = json.loads(body)["output"]
+    assert (call["type"], call["name"], call["namespace"], json.loads(call["arguments"])) == ("function_call", "whoami", "mcp__docs", {"x": 1})
+    assert "_tacx_namespace" not in body.decode()
+
+
 def test_models_are_listed(server):
     with urllib.request.urlopen(server.url + "/v1/models", timeout=5) as response:
         assert any(m["id"] == "gpt-5" for m in json.load(response)["data"])

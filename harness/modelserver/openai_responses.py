@@ -17,6 +17,10 @@ Per request:
   ``write`` becomes an ``exec_command`` that writes the file with ``printf``. Older shapes
   (``shell`` with an argv list, ``shell_command``) and an ``apply_patch`` tool (function or
   free-form) are used when offered instead.
+* a tool inside a ``namespace`` tool (codex 0.169 offers each MCP server's tools as namespace
+  ``mcp__<server>``) is called as ``<namespace>__<tool>`` in the script, e.g.
+  ``mcp__docs__whoami``, and answered as the API does: a ``function_call`` named ``whoami``
+  with ``"namespace": "mcp__docs"``.
 * usage (script → Responses API): ``input_tokens = input + cache_read + cache_creation``
   (OpenAI counts cached tokens inside input), ``input_tokens_details = {cached_tokens:
   cache_read, cache_write_tokens: cache_creation}``, ``output_tokens = output``,
@@ -41,6 +45,7 @@ API = "openai"
 
 _CWD = re.compile(r"<cwd>([^<\n]+)</cwd>")
 _SHELL_TOOLS = ("exec_command", "shell_command", "shell")
+NAMESPACE = "_tacx_namespace"  # marks a tool found inside a ``namespace`` tool (never sent)
 
 ERROR_CODES = {
     400: ("invalid_request_error", None),
@@ -159,6 +164,8 @@ def _tools_by_name(request: dict[str, Any]) -> dict[str, dict[str, Any]]:
             for inner in tool.get("tools") or []:
                 if isinstance(inner, dict) and isinstance(inner.get("name"), str):
                     found.setdefault(inner["name"], inner)
+                    if isinstance(tool.get("name"), str):
+                        found.setdefault(f"{tool['name']}__{inner['name']}", {**inner, NAMESPACE: tool["name"]})
         elif isinstance(tool.get("name"), str):
             found[tool["name"]] = tool
         elif tool.get("type") == "local_shell":
@@ -219,6 +226,10 @@ def _call_item(
     if isinstance(call.input, str) or tools.get(call.name, {}).get("type") == "custom":
         raw = call.input if isinstance(call.input, str) else json.dumps(call.input)
         return _custom_call(call_id, call.name, raw, turn, k)
+    namespace = tools.get(call.name, {}).get(NAMESPACE)
+    if namespace:  # the API names a namespaced tool by its own name, with its namespace beside it
+        item = _function_call(call_id, tools[call.name]["name"], dict(call.input or {}), turn, k)
+        return {**item, "namespace": namespace}
     return _function_call(call_id, call.name, dict(call.input or {}), turn, k)
 
 

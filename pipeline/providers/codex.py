@@ -53,6 +53,9 @@ CONFIG_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
 # calls an agent stage does not need (found with strace, see harness.modelserver). Stage
 # options come later on the command line and can turn them back on.
 HELPERS_MISSING = "could not create PATH aliases"
+# codex 0.169 on a declared server (TAC-X writes them `required`) that did not start: it ends
+# before the first turn, saying so on stderr.
+MCP_START_FAILED = re.compile(r"required MCP servers failed to initialize: ([^\n]*?)(?: \(code -?\d+\))?$", re.MULTILINE)
 QUIET_CONFIG = ("-c", "features.plugins=false", "-c", "analytics.enabled=false")
 
 
@@ -248,6 +251,9 @@ class CodexStreamParser(StreamParser):
                     permanent=True,
                 )
             return self.outcome()
+        failed = MCP_START_FAILED.search(stderr_tail) if not self.turn_completed else None
+        if failed:
+            return self.outcome(f"codex could not start the stage's MCP servers: {truncate(failed.group(1), 600)}")
         what = " after completing its turn" if self.turn_completed else " without completing a turn"
         if self.last_error:
             what += f"; last error: {self.last_error}"

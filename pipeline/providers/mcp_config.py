@@ -92,9 +92,9 @@ def codex_servers(servers: Iterable[ResolvedServer]) -> dict:
     out: dict[str, Any] = {}
     for s in servers:
         if s.transport == HTTP:
-            out[s.name] = {"url": s.url, "http_headers": dict(s.headers)}
+            out[s.name] = {"url": s.url, "http_headers": dict(s.headers), "required": True}
         else:
-            out[s.name] = {"command": s.command, "args": list(s.args), "env": dict(s.env)}
+            out[s.name] = {"command": s.command, "args": list(s.args), "env": dict(s.env), "required": True}
     return out
 
 
