@@ -48,7 +48,7 @@ from pipeline.services import rounds
 from . import conversation_poller, deliveries, heartbeat, reaping, replies
 from .backoff import Backoff
 from .checks import CheckSyncer
-from .dispatch import Dispatcher
+from .dispatch import Dispatcher, start_round
 from .github_source import GitHubSource
 from .progress import CommentSyncer
 from .sources import IssueSource, SourceUnavailable
@@ -219,7 +219,9 @@ class Coordinator:
     def handle_one_delivery(self) -> bool:
         if not self.unit_backoff.ready("github"):
             return False
-        return deliveries.delivery_handle_one(self.client, owner=self.worker.name if self.worker else self.host, backoff=self.unit_backoff)
+        return deliveries.delivery_handle_one(
+            self.client, owner=self.worker.name if self.worker else self.host, backoff=self.unit_backoff
+        )
 
     def poll_one_source(self) -> bool:
         """Poll the next repository of this round that is due; False when the round is done."""
@@ -238,7 +240,11 @@ class Coordinator:
             if repository is None:
                 continue
             source = self.sources[repository.kind]
-            if source.blocked_for() > 0 or not self.unit_backoff.ready("github") or not self.unit_backoff.ready(("repository", repository.pk)):
+            if (
+                source.blocked_for() > 0
+                or not self.unit_backoff.ready("github")
+                or not self.unit_backoff.ready(("repository", repository.pk))
+            ):
                 continue
             if not services.repository_poll_claim(repository=repository, interval=self.poll_interval):
                 continue  # polled recently (by us or another coordinator)
@@ -278,16 +284,19 @@ class Coordinator:
             return True
 
     def start_one_round(self) -> bool:
-        """Start the oldest queued round whose task is idle (it waits while the task runs)."""
+        """Start the oldest queued round whose task is idle (it waits while the task runs, and
+        while the running tasks fill the limits: a round counts as a running task)."""
         for round_ in rounds.startable()[:MAX_UNITS_PER_STEP]:
             if not self.unit_backoff.ready(("round", round_.pk)):
                 continue
             try:
-                outcome = rounds.round_start(round_=round_)
+                outcome = start_round(round_)
             except Exception:
                 delay = self.unit_backoff.failed(("round", round_.pk))
                 log.exception("round %s could not be started; trying again in %.0f s", round_.pk, delay)
                 return True
+            if outcome == "full":
+                return False  # no slot now: the next pass looks again
             if outcome != "wait":
                 log.info("round %s of task %s: %s", round_.pk, round_.task_id, outcome)
                 return True

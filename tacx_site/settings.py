@@ -229,6 +229,10 @@ TACX = {
     "DB_RELEASE_SECONDS": env_float("TACX_DB_RELEASE_SECONDS", 2.0),
     # Each django-q2 worker renews its stage slot this often; admission counts the live slots.
     "SLOT_HEARTBEAT_SECONDS": env_float("TACX_SLOT_HEARTBEAT_SECONDS", 15.0),
+    # Attempts this machine's stage host runs at once, each a thread around its agent
+    # (pipeline.stage_host; README "Process model"). 0 is the previous model: each django-q2
+    # worker process runs one attempt, so TACX_Q_WORKERS is the number of slots.
+    "STAGE_HOST_ATTEMPTS": env_int("TACX_STAGE_HOST_ATTEMPTS", 16),
     # Admit at most as many running tasks as live stage slots (0: only MAX_CONCURRENT_TASKS).
     "ADMIT_BY_SLOTS": env_bool("TACX_ADMIT_BY_SLOTS", True),
     "MAX_ATTEMPTS": env_int("TACX_MAX_ATTEMPTS", 3),
@@ -337,8 +341,10 @@ _LONGEST_STAGE_SECONDS = env_int("TACX_Q_TIMEOUT", 3 * 3600)
 Q_CLUSTER = {
     "name": "tacx",
     "orm": "default",
-    "workers": env_int("TACX_Q_WORKERS", 4),
-    "queue_limit": env_int("TACX_Q_WORKERS", 4),
+    # With a stage host the workers only hand stages to it (milliseconds each): two are plenty.
+    # In the previous model (TACX_STAGE_HOST_ATTEMPTS=0) each worker runs one attempt.
+    "workers": env_int("TACX_Q_WORKERS", 2),
+    "queue_limit": env_int("TACX_Q_WORKERS", 2),
     "bulk": 1,
     "timeout": _LONGEST_STAGE_SECONDS,
     "retry": _LONGEST_STAGE_SECONDS + 600,
