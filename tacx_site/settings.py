@@ -248,6 +248,9 @@ TACX = {
     # Coordinator steps other than deliveries and dispatch look at most this often while idle.
     "HOUSEKEEPING_SECONDS": env_float("TACX_HOUSEKEEPING_SECONDS", 1.0),
     "WORKTREE_RETENTION_HOURS": env_float("TACX_WORKTREE_RETENTION_HOURS", 24.0),
+    # A machine none of whose processes has been heard from for this long never comes back: its
+    # worktrees of tasks finished that long ago are recorded as removed (coordinator.reaping).
+    "LOST_MACHINE_HOURS": env_float("TACX_LOST_MACHINE_HOURS", 72.0),
     # Agent events (transcripts) of tasks finished this many days ago are deleted; status
     # events stay (0: keep everything, the default).
     "EVENT_RETENTION_DAYS": env_float("TACX_EVENT_RETENTION_DAYS", 0.0),
