@@ -39,6 +39,10 @@ class HostSupervisor:
         self.proc: subprocess.Popen | None = None
         self.lock = threading.Lock()
         self._start()
+        # Jobs taken before the host listens would only be refused: wait for its socket first.
+        deadline = time.monotonic() + 60
+        while not os.path.exists(path) and self.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
         self.thread = threading.Thread(target=self._watch, name="tacx-stage-host-watch", daemon=True)
         self.thread.start()
 
