@@ -8,11 +8,13 @@ host (pipeline.stage_host), which runs it in a thread next to its other attempts
 once. A host that is full, stopping, or not up (being restarted) refuses: the stage is enqueued
 again for any host after REFUSE_PAUSE seconds, so nothing waits in a worker's memory and a
 refusing host does not spin. With `TACX_STAGE_HOST_ATTEMPTS=0` (the previous model, kept for
-the benchmark's baseline) the attempt runs in the job itself, one per q2 worker process.
+the benchmark's baseline), and under a plain `manage.py qcluster` (no host), the attempt runs
+in the job itself, one per q2 worker process.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 from . import attempt, graceful_stop, services, slots, stage_host
@@ -26,8 +28,9 @@ def run_stage(stage_id: int) -> str:
         # Prefetched by a cluster that is stopping: another worker takes it now.
         services.stage_hand_back(stage_id=stage_id)
         return "handed_back"
-    if slots.host_attempts() <= 0:
-        return attempt.run_stage(stage_id).value  # the previous model: one attempt per worker
+    if slots.host_attempts() <= 0 or not os.environ.get(stage_host.ENV):
+        # The previous model (or a plain `qcluster`, with no host): one attempt per worker.
+        return attempt.run_stage(stage_id).value
     answer = stage_host.submit(stage_id)
     if answer in ("started", "not_claimed"):
         return answer

@@ -90,7 +90,7 @@ def on_post_spawn(sender=None, proc_name: str = "", **kwargs) -> None:
     """django-q2's `post_spawn`, in a new worker process: in the previous model this process is
     one stage slot (with a stage host, the host records the slots and q2 workers only hand on)."""
     global _beat
-    if host_attempts() > 0:
+    if host_attempts() > 0 and os.environ.get("TACX_STAGE_HOST_SOCKET"):
         return
     try:
         _beat = SlotHeartbeat(f"{socket.gethostname()}:{os.getpid()}:{proc_name}")

@@ -107,6 +107,7 @@ def test_a_full_host_refuses_a_stage_and_queues_nothing_in_memory(local_reposito
     enqueued: list[int] = []
     monkeypatch.setattr("pipeline.services.progress.enqueue_stage_job", enqueued.append)
     monkeypatch.setattr(jobs, "REFUSE_PAUSE", 0.0)
+    monkeypatch.setenv(stage_host.ENV, "/the-host-socket")  # as under run_workers
     monkeypatch.setattr(stage_host, "submit", lambda stage_id: stage_host.answer(attempts, stage_id))
     assert jobs.run_stage(waiting.pk) == "full"
     assert enqueued == [waiting.pk]
