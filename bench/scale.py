@@ -365,6 +365,13 @@ def main() -> None:
     parser.add_argument("--fault", type=int)
     parser.add_argument("--baseline-tree", type=Path)
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432")
+    parser.add_argument(
+        "--private-postgres",
+        type=int,
+        default=None,
+        help="start a private PostgreSQL with this max_connections instead of --database-url (default 400 at --stages >= 100:"
+        " each running stage holds a connection while it writes, and a shared server's 100 are not enough)",
+    )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     parser.add_argument(
@@ -394,6 +401,35 @@ def main() -> None:
     args.runs = args.runs or (1 if big else 3)
     args.drain = args.drain if args.drain is not None else (1000 if big else 0)
     args.fault = args.fault if args.fault is not None else (20 if big else 0)
+    pg = None
+    private = args.private_postgres if args.private_postgres is not None else (400 if big else 0)
+    if private:
+        from _common import PrivatePostgres
+
+        pg = PrivatePostgres(Path(tempfile.mkdtemp(prefix="tacx-scale-pg-")))
+    try:
+        if pg is not None:
+            conn = psycopg2_connect(pg.start())
+            conn.cursor().execute(f"ALTER SYSTEM SET max_connections = {int(private)}")
+            conn.close()
+            pg.restart()
+            args.database_url = f"postgres://postgres@127.0.0.1:{pg.port}"
+        run_all(args, big)
+    finally:
+        if pg is not None:
+            pg.stop()
+            shutil.rmtree(pg.dir.parent, ignore_errors=True)
+
+
+def psycopg2_connect(url: str):
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    return conn
+
+
+def run_all(args, big: bool) -> None:
     models = [m for m in args.models.split(",") if m]
     columns = [(MODELS[m], ROOT, m) for m in models] + (
         [("baseline tree", args.baseline_tree.resolve(), "worker")] if args.baseline_tree else []
