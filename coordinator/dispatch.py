@@ -1,7 +1,9 @@
 """Dispatch: start queued tasks, oldest first, while fewer than the limits run.
 
 Limits: `TACX["MAX_CONCURRENT_TASKS"]` running tasks in all, `Repository.max_concurrent_tasks`
-per repository. A task whose repository (or the whole installation) has used up its daily
+per repository, and no more than the live stage slots (attempts, not processes: `admission_limit`).
+A round (`start_round`) sets its task running again, so it is admitted under the same lock and
+limits as a new task: rounds count against MAX_CONCURRENT_TASKS too. A task whose repository (or the whole installation) has used up its daily
 budget is set `waiting` with the reason and looked at again every WAITING_RECHECK_SECONDS; it
 starts (or goes back to `queued`) once the reason is gone.
 
@@ -21,7 +23,8 @@ from django.db import transaction
 from django.db.models import Count
 
 from pipeline import budgets, git, repos, services, slots
-from pipeline.models import Task
+from pipeline.models import Round, Task
+from pipeline.services import rounds
 
 from .backoff import Backoff
 from .models import CoordinatorLock
@@ -43,6 +46,25 @@ def admission_limit() -> int:
         if live:
             limit = min(limit, live)
     return limit
+
+
+def full(repository) -> bool:
+    """Inside the dispatch lock: True when one more running task (or round) would pass a limit."""
+    running = Task.objects.filter(status=Task.Status.RUNNING)
+    if running.count() >= admission_limit():
+        return True
+    return running.filter(repository_id=repository.pk).count() >= repository.max_concurrent_tasks
+
+
+def start_round(round_: Round) -> str:
+    """Start a queued round (`rounds.round_start`) if the limits allow one more running task;
+    "full" when they do not (it stays queued)."""
+    CoordinatorLock.objects.get_or_create(name="dispatch")
+    with transaction.atomic():
+        CoordinatorLock.objects.select_for_update().get(name="dispatch")
+        if full(round_.task.repository):
+            return "full"
+        return rounds.round_start(round_=round_)
 
 
 class Dispatcher:
@@ -116,10 +138,7 @@ class Dispatcher:
         CoordinatorLock.objects.get_or_create(name="dispatch")
         with transaction.atomic():
             CoordinatorLock.objects.select_for_update().get(name="dispatch")
-            running = Task.objects.filter(status=Task.Status.RUNNING)
-            if running.count() >= admission_limit():
-                return False
-            if running.filter(repository_id=task.repository_id).count() >= task.repository.max_concurrent_tasks:
+            if full(task.repository):
                 return False
             task.refresh_from_db()
             if task.status not in (Task.Status.QUEUED, Task.Status.WAITING):

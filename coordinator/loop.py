@@ -60,7 +60,7 @@ from . import (
 )
 from .backoff import Backoff
 from .checks import CheckSyncer
-from .dispatch import Dispatcher
+from .dispatch import Dispatcher, start_round
 from .github_source import GitHubSource
 from .progress import CommentSyncer
 from .sources import IssueSource, SourceUnavailable
@@ -325,16 +325,19 @@ class Coordinator:
             return True
 
     def start_one_round(self) -> bool:
-        """Start the oldest queued round whose task is idle (it waits while the task runs)."""
+        """Start the oldest queued round whose task is idle (it waits while the task runs, and
+        while the running tasks fill the limits: a round counts as a running task)."""
         for round_ in rounds.startable()[:MAX_UNITS_PER_STEP]:
             if not self.unit_backoff.ready(("round", round_.pk)):
                 continue
             try:
-                outcome = rounds.round_start(round_=round_)
+                outcome = start_round(round_)
             except Exception:
                 delay = self.unit_backoff.failed(("round", round_.pk))
                 log.exception("round %s could not be started; trying again in %.0f s", round_.pk, delay)
                 return True
+            if outcome == "full":
+                return False  # no slot now: the next pass looks again
             if outcome != "wait":
                 log.info("round %s of task %s: %s", round_.pk, round_.task_id, outcome)
                 return True

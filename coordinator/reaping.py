@@ -175,7 +175,9 @@ def clean_one_worktree(*, backoff: Backoff, host: str | None = None) -> bool:
     host = host or socket.gethostname()
     cutoff = timezone.now() - timedelta(hours=settings.TACX["WORKTREE_RETENTION_HOURS"])
     rows = (
-        TaskWorktree.objects.filter(host=host, removed_at__isnull=True, task__status__in=Task.FINISHED, task__finished_at__lt=cutoff)
+        TaskWorktree.objects.filter(
+            host=host, removed_at__isnull=True, task__status__in=Task.FINISHED, task__finished_at__lt=cutoff
+        )
         .select_related("task__repository")
         .order_by("task__finished_at")[:20]
     )
@@ -184,13 +186,18 @@ def clean_one_worktree(*, backoff: Backoff, host: str | None = None) -> bool:
             return True
     # Tasks from before TaskWorktree rows: the machine of their last stage.
     legacy = (
-        Task.objects.filter(status__in=Task.FINISHED, finished_at__lt=cutoff, worktree_removed_at__isnull=True, worktrees__isnull=True)
+        Task.objects.filter(
+            status__in=Task.FINISHED, finished_at__lt=cutoff, worktree_removed_at__isnull=True, worktrees__isnull=True
+        )
         .filter(worktree_host__in=["", host])
         .exclude(worktree_path="")
         .select_related("repository")
         .order_by("finished_at")[:20]
     )
     if any(_remove(task, backoff, key=("worktree", task.pk), host=host) for task in legacy):
+        return True
+    # Worktrees of machines that never came back: nobody else can remove them (README "Many machines").
+    if services.worktrees_of_lost_machines_expire(lost_after_hours=settings.TACX["LOST_MACHINE_HOURS"]):
         return True
     # A task's git directory whose worktree is gone (deleted by hand, or a machine that died
     # between creating the one and the other).

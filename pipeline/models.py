@@ -372,7 +372,7 @@ class Worker(models.Model):
     class Kind(models.TextChoices):
         AGENT = "agent"
         COORDINATOR = "coordinator"
-        SLOT = "slot"  # a django-q2 worker process: one stage at a time (pipeline.slots)
+        SLOT = "slot"  # a django-q2 worker process: a stage host of `slots` attempts (pipeline.slots)
 
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.AGENT)
     name = models.CharField(max_length=200, help_text="Lease owner id")
@@ -384,6 +384,7 @@ class Worker(models.Model):
     heartbeat_at = models.DateTimeField(default=timezone.now)
     exited_at = models.DateTimeField(null=True, blank=True)
     exit_code = models.IntegerField(null=True, blank=True)
+    slots = models.PositiveIntegerField(default=1, help_text="Attempts this stage host runs at once (kind slot)")
 
     class Meta:
         indexes = [models.Index(fields=["kind", "exited_at"], name="worker_kind_exited")]

@@ -1,9 +1,11 @@
 """Stage slots: how many stages the live django-q2 clusters of every machine can run at once.
 
-Each q2 worker process runs one stage at a time, so each is one slot. When q2 spawns a worker
-(`post_spawn`, in the worker process) it records a Worker row of kind `slot` and a daemon
-thread renews its heartbeat every SLOT_HEARTBEAT_SECONDS (closing its database connection in
-between: an idle slot holds none). A slot whose heartbeat is older than three periods is gone
+A slot is one attempt, not one process. A machine's stage host (pipeline.stage_host) runs up to
+`host_attempts()` attempts at once: it records one Worker row of kind `slot` with that number in
+`slots`. In the previous model (`TACX_STAGE_HOST_ATTEMPTS=0`) each q2 worker process runs one
+attempt: when q2 spawns a worker (`post_spawn`, in the worker process) it records a row of one
+slot. A daemon thread renews the row's heartbeat every SLOT_HEARTBEAT_SECONDS (closing its database connection in between: an idle slot holds none). With
+ A slot whose heartbeat is older than three periods is gone
 (a stopped or killed cluster, a lost machine). The dispatcher admits no more running tasks than
 there are live slots (`live_slots`), so a started task's next stage finds a free worker instead
 of queueing behind new tasks' first stages.
@@ -19,12 +21,19 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import Sum
 from django.db.models.functions import Now
 from django.utils import timezone
 
 from .models import Worker
 
 log = logging.getLogger(__name__)
+
+
+def host_attempts() -> int:
+    """Attempts this machine's stage host runs at once (0: the previous model, where each q2
+    worker process runs one attempt in its job)."""
+    return int(settings.TACX.get("STAGE_HOST_ATTEMPTS", 0))
 
 
 def heartbeat_seconds() -> float:
@@ -34,7 +43,8 @@ def heartbeat_seconds() -> float:
 def live_slots(*, now=None) -> int:
     """Live stage slots across every machine (0 when no cluster has reported one)."""
     since = (now or timezone.now()) - timedelta(seconds=3 * heartbeat_seconds())
-    return Worker.objects.filter(kind=Worker.Kind.SLOT, exited_at__isnull=True, heartbeat_at__gte=since).count()
+    live = Worker.objects.filter(kind=Worker.Kind.SLOT, exited_at__isnull=True, heartbeat_at__gte=since)
+    return live.aggregate(n=Sum("slots"))["n"] or 0
 
 
 def busy_agents() -> int:
@@ -49,10 +59,12 @@ def counts() -> dict[str, int]:
 
 
 class SlotHeartbeat:
-    def __init__(self, name: str):
+    def __init__(self, name: str, *, count: int = 1):
         self.name = name
         self.stopped = threading.Event()
-        self.worker = Worker.objects.create(kind=Worker.Kind.SLOT, name=name, host=socket.gethostname(), pid=os.getpid())
+        self.worker = Worker.objects.create(
+            kind=Worker.Kind.SLOT, name=name, host=socket.gethostname(), pid=os.getpid(), slots=max(1, count)
+        )
         connection.close()
         self.thread = threading.Thread(target=self._run, name=f"tacx-slot-{name}", daemon=True)
         self.thread.start()
@@ -75,8 +87,11 @@ _beat: SlotHeartbeat | None = None
 
 
 def on_post_spawn(sender=None, proc_name: str = "", **kwargs) -> None:
-    """django-q2's `post_spawn`, in a new worker process: this process is one stage slot."""
+    """django-q2's `post_spawn`, in a new worker process: in the previous model this process is
+    one stage slot (with a stage host, the host records the slots and q2 workers only hand on)."""
     global _beat
+    if host_attempts() > 0 and os.environ.get("TACX_STAGE_HOST_SOCKET"):
+        return
     try:
         _beat = SlotHeartbeat(f"{socket.gethostname()}:{os.getpid()}:{proc_name}")
     except Exception as exc:  # never keep a worker from starting

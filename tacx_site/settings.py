@@ -229,6 +229,10 @@ TACX = {
     "DB_RELEASE_SECONDS": env_float("TACX_DB_RELEASE_SECONDS", 2.0),
     # Each django-q2 worker renews its stage slot this often; admission counts the live slots.
     "SLOT_HEARTBEAT_SECONDS": env_float("TACX_SLOT_HEARTBEAT_SECONDS", 15.0),
+    # Attempts this machine's stage host runs at once, each a thread around its agent
+    # (pipeline.stage_host; README "Process model"). 0 is the previous model: each django-q2
+    # worker process runs one attempt, so TACX_Q_WORKERS is the number of slots.
+    "STAGE_HOST_ATTEMPTS": env_int("TACX_STAGE_HOST_ATTEMPTS", 16),
     # Admit at most as many running tasks as live stage slots (0: only MAX_CONCURRENT_TASKS).
     "ADMIT_BY_SLOTS": env_bool("TACX_ADMIT_BY_SLOTS", True),
     "MAX_ATTEMPTS": env_int("TACX_MAX_ATTEMPTS", 3),
@@ -244,6 +248,9 @@ TACX = {
     # Coordinator steps other than deliveries and dispatch look at most this often while idle.
     "HOUSEKEEPING_SECONDS": env_float("TACX_HOUSEKEEPING_SECONDS", 1.0),
     "WORKTREE_RETENTION_HOURS": env_float("TACX_WORKTREE_RETENTION_HOURS", 24.0),
+    # A machine none of whose processes has been heard from for this long never comes back: its
+    # worktrees of tasks finished that long ago are recorded as removed (coordinator.reaping).
+    "LOST_MACHINE_HOURS": env_float("TACX_LOST_MACHINE_HOURS", 72.0),
     # Agent events (transcripts) of tasks finished this many days ago are deleted; status
     # events stay (0: keep everything, the default).
     "EVENT_RETENTION_DAYS": env_float("TACX_EVENT_RETENTION_DAYS", 0.0),
@@ -369,8 +376,10 @@ _LONGEST_STAGE_SECONDS = env_int("TACX_Q_TIMEOUT", 3 * 3600)
 Q_CLUSTER = {
     "name": "tacx",
     "orm": "default",
-    "workers": env_int("TACX_Q_WORKERS", 4),
-    "queue_limit": env_int("TACX_Q_WORKERS", 4),
+    # With a stage host the workers only hand stages to it (milliseconds each): two are plenty.
+    # In the previous model (TACX_STAGE_HOST_ATTEMPTS=0) each worker runs one attempt.
+    "workers": env_int("TACX_Q_WORKERS", 2),
+    "queue_limit": env_int("TACX_Q_WORKERS", 2),
     "bulk": 1,
     "timeout": _LONGEST_STAGE_SECONDS,
     "retry": _LONGEST_STAGE_SECONDS + 600,

@@ -39,6 +39,7 @@ FLOORS: dict[str, int] = {
     "pipeline.services": 3,
     "pipeline.attempt": 4,
     "pipeline.jobs": 5,
+    "pipeline.stage_host": 5,
     "pipeline.admin": 5,
     "pipeline.apps": 5,
     "pipeline.management": 5,

@@ -51,6 +51,7 @@ def test_a_stopping_cluster_hands_its_prefetched_stage_back_and_finishes_the_run
         "TACX_WORKTREE_ROOT": str(settings.TACX["WORKTREE_ROOT"]),
         "TACX_VAR_DIR": str(tmp_path / "var"),
         "TACX_Q_WORKERS": "1",  # one worker, one job prefetched behind the one it runs
+        "TACX_STAGE_HOST_ATTEMPTS": "0",  # the previous model: the worker runs the stage (a host takes both at once)
         "TACX_Q_TIMEOUT": "300",
         "TACX_Q_POLL": "0.1",
         "TACX_SANDBOX_ALLOW_READ": os.pathsep.join(settings.TACX["SANDBOX_ALLOW_READ"]),

@@ -78,3 +78,22 @@ def test_a_q2_worker_process_records_its_slot_and_keeps_it_alive(settings):
     finally:
         beat.stop()
     assert slots.live_slots() == 0
+
+
+def test_a_round_counts_against_the_task_limit_and_waits_for_a_slot(repo, settings):
+    """Issue 23 (item 2): a round sets its task running again, so it is admitted like a task."""
+    from coordinator.dispatch import start_round
+    from pipeline.models import Round
+
+    settings.TACX = {**settings.TACX, "MAX_CONCURRENT_TASKS": 1, "ADMIT_BY_SLOTS": False}
+    queue(repo, 1)
+    drain(Dispatcher())
+    assert running() == 1
+    finished = queue(repo, 2)
+    Task.objects.filter(pk=finished.pk).update(status=Task.Status.SUCCEEDED, pr_number=7, branch="tacx/2")
+    round_ = Round.objects.create(task=finished, kind=Round.Kind.COMMENT, trigger_key="comment-1")
+    assert start_round(round_) == "full"
+    round_.refresh_from_db()
+    assert round_.status == Round.Status.QUEUED and running() == 1
+    Task.objects.filter(issue_number=1).update(status=Task.Status.SUCCEEDED)
+    assert start_round(round_) != "full"  # the slot is free: round_start decides (here: no building stage yet)

@@ -92,7 +92,7 @@ from .tasks import (
     workflow_error_fail,
     workflow_machine_check,
 )
-from .worktrees import task_worktree_record, task_worktree_remove
+from .worktrees import task_worktree_record, task_worktree_remove, worktrees_of_lost_machines_expire
 
 __all__ = [
     "awaiting_choice",
@@ -171,6 +171,7 @@ __all__ = [
     "task_workflow_read",
     "task_worktree_record",
     "task_worktree_remove",
+    "worktrees_of_lost_machines_expire",
     "tests_failed_back_to_building",
     "workflow_error_fail",
     "workflow_machine_check",

@@ -66,15 +66,16 @@ def enqueue_stage_job(stage_id: int) -> None:
     async_task("pipeline.jobs.run_stage", stage_id, task_name=f"stage-{stage_id}", q_options={"timeout": settings.Q_CLUSTER["timeout"]})
 
 
-def stage_hand_back(*, stage_id: int) -> bool:
-    """A stage job taken by a cluster that is stopping: enqueue the (still queued) stage again
-    at once for another worker. The claim keeps it exactly once whatever happens to the old job."""
+def stage_hand_back(*, stage_id: int, why: str = "handed back by a stopping worker cluster") -> bool:
+    """A stage job taken by a cluster that is stopping (or by a full stage host): enqueue the
+    (still queued) stage again at once for another worker. The claim keeps it exactly once
+    whatever happens to the old job."""
     with transaction.atomic():
         changed = Stage.objects.filter(pk=stage_id, status=Stage.Status.QUEUED).update(queued_at=Now())
         if not changed:
             return False
         stage = Stage.objects.select_related("task").get(pk=stage_id)
-        event_status(stage.task, f"stage {stage.name}: handed back by a stopping worker cluster", stage=stage.name, stage_status="queued")
+        event_status(stage.task, f"stage {stage.name}: {why}", stage=stage.name, stage_status="queued")
         transaction.on_commit(lambda: enqueue_stage_job(stage_id))
     return True
 

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import shutil
 import socket
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -13,7 +14,7 @@ from django.utils import timezone
 
 from .. import git, hooks, live, repos, sandbox
 from ..lib.redaction import redact_data
-from ..models import AgentEvent, Task, TaskWorktree
+from ..models import AgentEvent, Task, TaskWorktree, Worker
 from ..sandbox import toolchains
 from ..workflow import Workflow, WorkflowError
 from .candidates import candidate_branches_remove
@@ -84,7 +85,9 @@ def _worktree_delete(*, task: Task, path: str) -> bool:
 
 def _worktree_removed_mark(*, task: Task) -> bool:
     now = timezone.now()
-    done = Task.objects.filter(pk=task.pk, status__in=Task.FINISHED, worktree_removed_at__isnull=True).update(worktree_removed_at=now)
+    done = Task.objects.filter(pk=task.pk, status__in=Task.FINISHED, worktree_removed_at__isnull=True).update(
+        worktree_removed_at=now
+    )
     if done:
         task.worktree_removed_at = now
     return bool(done)
@@ -106,7 +109,12 @@ def _cleanup_hook(*, task: Task, path) -> None:
     except toolchains.ToolchainError as exc:
         log.warning("task %s: cleanup hook without its toolchains: %s", task.pk, exc)
         found = []
-    context = {"task_id": task.pk, "issue_number": task.issue_number, "repository": task.repository.full_name, "branch": task.branch}
+    context = {
+        "task_id": task.pk,
+        "issue_number": task.issue_number,
+        "repository": task.repository.full_name,
+        "branch": task.branch,
+    }
     env = hooks.hook_environment("cleanup", workflow=workflow, worktree=path, context=context, toolchains=found)
     boxes = None
     blocked: list[dict] = []
@@ -121,9 +129,15 @@ def _cleanup_hook(*, task: Task, path) -> None:
             )
         wrap = boxes.wrap if boxes else None
         probed = hooks.interpreters(list(dict.fromkeys([*hooks.PROBED, *workflow.toolchains])), cwd=path, env=env, wrap=wrap)
-        run = dataclasses.replace(hooks.run_hook(hook, cwd=path, env=env, grace=settings.TACX["KILL_GRACE_SECONDS"], wrap=wrap), interpreters=probed)
+        run = dataclasses.replace(
+            hooks.run_hook(hook, cwd=path, env=env, grace=settings.TACX["KILL_GRACE_SECONDS"], wrap=wrap), interpreters=probed
+        )
     except sandbox.SandboxUnavailable as exc:
-        event = AgentEvent.objects.create(task=task, kind=AgentEvent.Kind.ERROR, data={"hook": "cleanup", "status": "error", "message": f"cleanup not run: {exc}"})
+        event = AgentEvent.objects.create(
+            task=task,
+            kind=AgentEvent.Kind.ERROR,
+            data={"hook": "cleanup", "status": "error", "message": f"cleanup not run: {exc}"},
+        )
         live.notify_after_commit(task.pk, event.pk)
         log.warning("task %s: cleanup hook not run: %s", task.pk, exc)
         return
@@ -137,3 +151,23 @@ def _cleanup_hook(*, task: Task, path) -> None:
     live.notify_after_commit(task.pk, event.pk)
     if not run.ok:
         log.warning("task %s: cleanup hook %s", task.pk, run.summary())
+
+
+def worktrees_of_lost_machines_expire(*, lost_after_hours: float, now=None) -> int:
+    """Record as removed the worktrees of machines that never came back: rows of finished tasks
+    on a host with no Worker row (its coordinator, stage host or q2 workers) heard from for
+    `lost_after_hours` (TACX_LOST_MACHINE_HOURS), past the retention too. Nothing is deleted (the
+    machine is gone); a task whose last row this was gets `worktree_removed_at`. Returns the
+    number of rows expired."""
+    now = now or timezone.now()
+    since = now - timedelta(hours=lost_after_hours)
+    alive = Worker.objects.filter(heartbeat_at__gte=since).values_list("host", flat=True).distinct()
+    rows = TaskWorktree.objects.filter(
+        removed_at__isnull=True, task__status__in=Task.FINISHED, task__finished_at__lt=since, created_at__lt=since
+    ).exclude(host__in=alive)
+    tasks = set(rows.values_list("task_id", flat=True)[:500])
+    expired = TaskWorktree.objects.filter(pk__in=list(rows.values_list("pk", flat=True)[:500])).update(removed_at=now)
+    for task in Task.objects.filter(pk__in=tasks):
+        if not task.worktrees.filter(removed_at__isnull=True).exists():
+            _worktree_removed_mark(task=task)
+    return expired
