@@ -23,7 +23,8 @@ A script is YAML or JSON (a path, a text, or an already-parsed dict) of this sha
 Contracts:
 
 * ``match`` is a substring searched in the request's system prompt plus its first user message
-  (see the API modules for what that means per API). Conversations are tried in order, first
+  (see the API modules for what that means per API), or a list of substrings that must all
+  occur (one issue's text *and* "(candidate c2)"). Conversations are tried in order, first
   match wins; one without ``match`` is a catch-all.
 * Turn ``N`` (0-based) answers the N-th model request of its conversation. A turn without tool
   calls ends the agent's run. Past the last turn the server answers a short final text with zero
@@ -125,8 +126,15 @@ class Conversation:
     """A named sequence of turns selected by ``match`` (``None`` = catch-all)."""
 
     name: str
-    match: str | None
+    match: str | tuple[str, ...] | None
     turns: tuple[Turn, ...]
+
+    def matches(self, text: str) -> bool:
+        """True when ``match`` (every one of its substrings, for a list) occurs in ``text``."""
+        if self.match is None:
+            return True
+        parts = (self.match,) if isinstance(self.match, str) else self.match
+        return all(part in text for part in parts)
 
     def turn(self, index: int) -> Turn | None:
         """The turn answering request ``index`` (0-based), or ``None`` past the end."""
@@ -142,7 +150,7 @@ class Script:
     def select(self, text: str) -> Conversation | None:
         """The first conversation whose ``match`` occurs in ``text`` (a catch-all always does)."""
         for conversation in self.conversations:
-            if conversation.match is None or conversation.match in text:
+            if conversation.matches(text):
                 return conversation
         return None
 
@@ -155,16 +163,12 @@ def load_script(source: Script | Mapping[str, Any] | str | Path) -> Script:
     """
     if isinstance(source, Script):
         return source
-    if isinstance(source, Path) or (
-        isinstance(source, str) and _looks_like_path(source)
-    ):
+    if isinstance(source, Path) or (isinstance(source, str) and _looks_like_path(source)):
         path = Path(source)
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise ScriptError(
-                f"{path}: cannot read script: {exc.strerror or exc}"
-            ) from exc
+            raise ScriptError(f"{path}: cannot read script: {exc.strerror or exc}") from exc
         data = _parse_text(text, origin=str(path))
     elif isinstance(source, str):
         data = _parse_text(source, origin="script")
@@ -201,9 +205,7 @@ def _mapping(value: Any, where: str) -> Mapping[str, Any]:
     return value
 
 
-def _reject_unknown(
-    value: Mapping[str, Any], allowed: tuple[str, ...], where: str
-) -> None:
+def _reject_unknown(value: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
     for key in value:
         if key not in allowed:
             raise _fail(
@@ -241,15 +243,11 @@ def _script(data: Any) -> Script:
     items = top["conversations"]
     if not isinstance(items, list) or not items:
         raise _fail("conversations", "must be a non-empty list")
-    conversations = tuple(
-        _conversation(item, f"conversations[{i}]") for i, item in enumerate(items)
-    )
+    conversations = tuple(_conversation(item, f"conversations[{i}]") for i, item in enumerate(items))
     seen: set[str] = set()
     for i, conversation in enumerate(conversations):
         if conversation.name in seen:
-            raise _fail(
-                f"conversations[{i}].name", f"duplicate name {conversation.name!r}"
-            )
+            raise _fail(f"conversations[{i}].name", f"duplicate name {conversation.name!r}")
         seen.add(conversation.name)
     return Script(conversations=conversations)
 
@@ -261,7 +259,11 @@ def _conversation(data: Any, where: str) -> Conversation:
         raise _fail(f"{where}.name", "is required")
     name = _string(value["name"], f"{where}.name", allow_empty=False)
     match = value.get("match")
-    if match is not None:
+    if isinstance(match, list):
+        if not match:
+            raise _fail(f"{where}.match", "must be a non-empty string or a non-empty list of strings")
+        match = tuple(_string(m, f"{where}.match[{i}]", allow_empty=False) for i, m in enumerate(match))
+    elif match is not None:
         match = _string(match, f"{where}.match", allow_empty=False)
     turns = value.get("turns")
     if not isinstance(turns, list) or not turns:
@@ -282,18 +284,10 @@ def _turn(data: Any, where: str) -> Turn:
         raw_calls = []
     if not isinstance(raw_calls, list):
         raise _fail(f"{where}.tool_calls", "must be a list")
-    calls = tuple(
-        _tool_call(call, f"{where}.tool_calls[{i}]") for i, call in enumerate(raw_calls)
-    )
+    calls = tuple(_tool_call(call, f"{where}.tool_calls[{i}]") for i, call in enumerate(raw_calls))
     status = value.get("status")
-    if status is not None and (
-        isinstance(status, bool)
-        or not isinstance(status, int)
-        or not 400 <= status <= 599
-    ):
-        raise _fail(
-            f"{where}.status", "must be an HTTP error status between 400 and 599"
-        )
+    if status is not None and (isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599):
+        raise _fail(f"{where}.status", "must be an HTTP error status between 400 and 599")
     hang = value.get("hang", False)
     if not isinstance(hang, bool):
         raise _fail(f"{where}.hang", "must be true or false")
@@ -317,9 +311,7 @@ def _usage(data: Any, where: str) -> Usage:
         return ZERO_USAGE
     value = _mapping(data, where)
     _reject_unknown(value, USAGE_FIELDS, where)
-    usage = Usage(
-        **{name: _count(value.get(name, 0), f"{where}.{name}") for name in USAGE_FIELDS}
-    )
+    usage = Usage(**{name: _count(value.get(name, 0), f"{where}.{name}") for name in USAGE_FIELDS})
     if usage.reasoning_tokens > usage.output_tokens:
         raise _fail(f"{where}.reasoning_tokens", "must not exceed output_tokens")
     return usage
@@ -328,9 +320,7 @@ def _usage(data: Any, where: str) -> Usage:
 def _tool_call(data: Any, where: str) -> ToolCall:
     value = _mapping(data, where)
     if len(value) != 1 or next(iter(value)) not in TOOL_CALL_KINDS:
-        raise _fail(
-            where, f"must have exactly one key, one of: {', '.join(TOOL_CALL_KINDS)}"
-        )
+        raise _fail(where, f"must have exactly one key, one of: {', '.join(TOOL_CALL_KINDS)}")
     kind, body = next(iter(value.items()))
     inner = f"{where}.{kind}"
     if kind == "bash":
@@ -352,9 +342,7 @@ def _tool_call(data: Any, where: str) -> ToolCall:
         raise _fail(f"{inner}.name", "is required")
     tool_input = spec.get("input", {})
     if not isinstance(tool_input, Mapping | str):
-        raise _fail(
-            f"{inner}.input", "must be a mapping (or a string for free-form tools)"
-        )
+        raise _fail(f"{inner}.input", "must be a mapping (or a string for free-form tools)")
     return ToolCall(
         kind="tool",
         name=_string(spec["name"], f"{inner}.name", allow_empty=False),
