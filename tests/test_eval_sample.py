@@ -6,15 +6,14 @@ conversation for each instance's issue."""
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 from django.core.management import CommandError, call_command
 
 from evaluation.instances import parse_jsonl
 from harness.eval_sample import SAMPLE_DIR, build
-from harness.modelserver.script import load_script
 from harness.management.commands.eval_demo import RUNNER
+from harness.modelserver.script import load_script
 from tests.conftest import git
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]

@@ -163,12 +163,16 @@ def load_script(source: Script | Mapping[str, Any] | str | Path) -> Script:
     """
     if isinstance(source, Script):
         return source
-    if isinstance(source, Path) or (isinstance(source, str) and _looks_like_path(source)):
+    if isinstance(source, Path) or (
+        isinstance(source, str) and _looks_like_path(source)
+    ):
         path = Path(source)
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise ScriptError(f"{path}: cannot read script: {exc.strerror or exc}") from exc
+            raise ScriptError(
+                f"{path}: cannot read script: {exc.strerror or exc}"
+            ) from exc
         data = _parse_text(text, origin=str(path))
     elif isinstance(source, str):
         data = _parse_text(source, origin="script")
@@ -205,7 +209,9 @@ def _mapping(value: Any, where: str) -> Mapping[str, Any]:
     return value
 
 
-def _reject_unknown(value: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
+def _reject_unknown(
+    value: Mapping[str, Any], allowed: tuple[str, ...], where: str
+) -> None:
     for key in value:
         if key not in allowed:
             raise _fail(
@@ -243,11 +249,15 @@ def _script(data: Any) -> Script:
     items = top["conversations"]
     if not isinstance(items, list) or not items:
         raise _fail("conversations", "must be a non-empty list")
-    conversations = tuple(_conversation(item, f"conversations[{i}]") for i, item in enumerate(items))
+    conversations = tuple(
+        _conversation(item, f"conversations[{i}]") for i, item in enumerate(items)
+    )
     seen: set[str] = set()
     for i, conversation in enumerate(conversations):
         if conversation.name in seen:
-            raise _fail(f"conversations[{i}].name", f"duplicate name {conversation.name!r}")
+            raise _fail(
+                f"conversations[{i}].name", f"duplicate name {conversation.name!r}"
+            )
         seen.add(conversation.name)
     return Script(conversations=conversations)
 
@@ -284,10 +294,18 @@ def _turn(data: Any, where: str) -> Turn:
         raw_calls = []
     if not isinstance(raw_calls, list):
         raise _fail(f"{where}.tool_calls", "must be a list")
-    calls = tuple(_tool_call(call, f"{where}.tool_calls[{i}]") for i, call in enumerate(raw_calls))
+    calls = tuple(
+        _tool_call(call, f"{where}.tool_calls[{i}]") for i, call in enumerate(raw_calls)
+    )
     status = value.get("status")
-    if status is not None and (isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599):
-        raise _fail(f"{where}.status", "must be an HTTP error status between 400 and 599")
+    if status is not None and (
+        isinstance(status, bool)
+        or not isinstance(status, int)
+        or not 400 <= status <= 599
+    ):
+        raise _fail(
+            f"{where}.status", "must be an HTTP error status between 400 and 599"
+        )
     hang = value.get("hang", False)
     if not isinstance(hang, bool):
         raise _fail(f"{where}.hang", "must be true or false")
@@ -311,7 +329,9 @@ def _usage(data: Any, where: str) -> Usage:
         return ZERO_USAGE
     value = _mapping(data, where)
     _reject_unknown(value, USAGE_FIELDS, where)
-    usage = Usage(**{name: _count(value.get(name, 0), f"{where}.{name}") for name in USAGE_FIELDS})
+    usage = Usage(
+        **{name: _count(value.get(name, 0), f"{where}.{name}") for name in USAGE_FIELDS}
+    )
     if usage.reasoning_tokens > usage.output_tokens:
         raise _fail(f"{where}.reasoning_tokens", "must not exceed output_tokens")
     return usage
@@ -320,7 +340,9 @@ def _usage(data: Any, where: str) -> Usage:
 def _tool_call(data: Any, where: str) -> ToolCall:
     value = _mapping(data, where)
     if len(value) != 1 or next(iter(value)) not in TOOL_CALL_KINDS:
-        raise _fail(where, f"must have exactly one key, one of: {', '.join(TOOL_CALL_KINDS)}")
+        raise _fail(
+            where, f"must have exactly one key, one of: {', '.join(TOOL_CALL_KINDS)}"
+        )
     kind, body = next(iter(value.items()))
     inner = f"{where}.{kind}"
     if kind == "bash":
@@ -342,7 +364,9 @@ def _tool_call(data: Any, where: str) -> ToolCall:
         raise _fail(f"{inner}.name", "is required")
     tool_input = spec.get("input", {})
     if not isinstance(tool_input, Mapping | str):
-        raise _fail(f"{inner}.input", "must be a mapping (or a string for free-form tools)")
+        raise _fail(
+            f"{inner}.input", "must be a mapping (or a string for free-form tools)"
+        )
     return ToolCall(
         kind="tool",
         name=_string(spec["name"], f"{inner}.name", allow_empty=False),

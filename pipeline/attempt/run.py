@@ -78,24 +78,11 @@ def run_stage(stage_id: int, *, enqueue_next: bool = True, owner: str | None = N
             worker=worker,
         )
     services.event_status(
-        task,
-        f"stage {stage.name} attempt {stage.attempts} started",
-        stage=stage.name,
-        stage_status="running",
-        attempt=stage.attempts,
+        task, f"stage {stage.name} attempt {stage.attempts} started", stage=stage.name, stage_status="running", attempt=stage.attempts
     )
     continues = services.pause_continued(stage=stage, result=result)
     attempt = Attempt(
-        stage=stage,
-        task=task,
-        cfg=cfg,
-        workflow=workflow,
-        result=result,
-        owner=owner,
-        worker=worker,
-        followup=followup,
-        continues=continues,
-        selecting=selecting,
+        stage=stage, task=task, cfg=cfg, workflow=workflow, result=result, owner=owner, worker=worker, followup=followup, continues=continues, selecting=selecting
     )
     permanent = False
     # The secrets this attempt is given (its MCP servers') are redacted from all it records.
@@ -118,8 +105,7 @@ def run_stage(stage_id: int, *, enqueue_next: bool = True, owner: str | None = N
                 what=f"stage {stage.pk}: recording the worker's exit",
             )
     return dbretry.retry(
-        lambda: finish_attempt(attempt, permanent=permanent, enqueue_next=enqueue_next),
-        what=f"stage {stage.pk}: recording the attempt",
+        lambda: finish_attempt(attempt, permanent=permanent, enqueue_next=enqueue_next), what=f"stage {stage.pk}: recording the attempt"
     )
 
 
@@ -152,9 +138,7 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
                 return pause_attempt(attempt, fence)
             services.budget_pause_drop(pause=attempt.pause)  # it ended otherwise (a cancel, a refusal of the gate)
         if result.success:
-            if not fence.update(
-                status=Stage.Status.SUCCEEDED, lease_owner="", lease_expires_at=None, finished_at=Now(), failed_attempts=0
-            ):
+            if not fence.update(status=Stage.Status.SUCCEEDED, lease_owner="", lease_expires_at=None, finished_at=Now(), failed_attempts=0):
                 return RunResult.LEASE_LOST
             if stage.parent_id:
                 # A candidate: its branch is its own; the selection decides what the task keeps.
@@ -206,21 +190,15 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
             # Cancelled, then made running again before this attempt ended (services.task_retry
             # refuses that; this covers any other path): the stage must run again, not end as
             # cancelled under a running task with nobody working on it.
-            if not fence.update(
-                status=Stage.Status.QUEUED, lease_owner="", lease_expires_at=None, error=result.error, queued_at=Now()
-            ):
+            if not fence.update(status=Stage.Status.QUEUED, lease_owner="", lease_expires_at=None, error=result.error, queued_at=Now()):
                 return RunResult.LEASE_LOST
-            services.event_status(
-                task, f"stage {stage.name} queued again: the task was retried", stage=stage.name, stage_status="queued"
-            )
+            services.event_status(task, f"stage {stage.name} queued again: the task was retried", stage=stage.name, stage_status="queued")
             if enqueue_next:
                 stage_id = stage.pk
                 transaction.on_commit(lambda: services.enqueue_stage_job(stage_id))
             return RunResult.REQUEUED
         if result.outcome == StageResult.Outcome.CANCELLED or task.status == Task.Status.CANCELLED:
-            fence.update(
-                status=Stage.Status.CANCELLED, lease_owner="", lease_expires_at=None, finished_at=Now(), error=result.error
-            )
+            fence.update(status=Stage.Status.CANCELLED, lease_owner="", lease_expires_at=None, finished_at=Now(), error=result.error)
             return RunResult.CANCELLED
         retry = (
             not permanent
