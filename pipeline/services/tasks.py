@@ -228,7 +228,8 @@ def task_retry(*, task: Task, enqueue: bool = True) -> Task:
         event_status(task, "task retried")
         retired = candidates_retire(parent=stage) if stage is not None else []
         if retired:
-            event_status(task, f"stage {stage.name}: candidates {', '.join(f'c{k}' for k in retired)} set aside; new candidates run")
+            aside = ", ".join(f"c{k}" for k in retired)
+            event_status(task, f"stage {stage.name}: candidates {aside} set aside; new candidates run")
         if stage is not None:
             task.stages.filter(position__gt=stage.position).update(status=Stage.Status.PENDING)
             Stage.objects.filter(pk=stage.pk).update(failed_attempts=0, error="")
