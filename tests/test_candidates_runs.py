@@ -253,3 +253,93 @@ def test_approval_candidates_waits_after_the_selection_and_a_person_chooses_anot
     greeter = git(Path(local_repository.local_path), "show", f"{task.branch}:greeter.py")
     assert 'return f"Goodbye, {name}"' in greeter and "Say goodbye" not in greeter
     assert [StageResult.objects.filter(stage__parent__task=task, stage__candidate=k).count() for k in (1, 2, 3)] == [1, 1, 1]
+
+
+def test_approval_plan_also_waits_for_the_choice_after_the_selection(local_repository, clone):
+    """The issue's override "before pr_creation when `approval: plan` is set": the plan waits,
+    then (the candidates run once it is approved) the selection's choice waits too."""
+    plan = {"provider": "command", "timeout": 60, "max_attempts": 1}
+    plan["options"] = {"argv": [sys.executable, "-c", "open('plan.md', 'w').write('Add farewell().\\n')"]}
+    (clone / "check.py").write_text(CHECK)
+    workflow = {
+        "stages": [{"name": "planning", **plan}, {"name": "building", "candidates": 3, **agent("work", "unused")}],
+        "publish": "none",
+        "approval": "plan",
+        "test_command": {"run": f"{sys.executable} check.py", "timeout": 60},
+    }
+    conftest.commit_workflow(clone, yaml.safe_dump(workflow))
+    task = jobs.task_run_inline(task=start(local_repository))
+    assert task.status == Task.Status.AWAITING_APPROVAL and task.status_reason.startswith("the plan awaits approval")
+    assert services.awaiting_choice(task) is None  # the plan's gate, not the candidates'
+    assert services.rounds.task_approve(task=task, approved_by="alice", enqueue=False)
+    for t in run_in_parallel(fan_out(Task.objects.get(pk=task.pk))):
+        t.join(timeout=90)
+    task = jobs.task_run_inline(task=Task.objects.get(pk=task.pk))
+    assert task.status == Task.Status.AWAITING_APPROVAL, task.status_reason
+    assert task.status_reason.startswith("the choice of candidate c2 awaits approval")
+    assert services.candidate_choose(task=task, k=3, chosen_by="alice") == ""
+    assert services.rounds.task_approve(task=task, approved_by="alice", enqueue=False)
+    task = jobs.task_run_inline(task=Task.objects.get(pk=task.pk))
+    assert task.status == Task.Status.SUCCEEDED, task.status_reason
+    record = Stage.objects.get(task=task, name="building", parent__isnull=True).candidate_info["passes"]["first"]
+    assert (record["chosen"], record["rule"], record["applied"], record["approved"]) == (3, "person", 3, "alice")
+    greeter = git(Path(local_repository.local_path), "show", f"{task.branch}:greeter.py")
+    assert 'return f"Goodbye, {name}"' in greeter
+
+
+def test_approval_plan_with_the_skip_label_does_not_wait_for_the_choice(local_repository, clone):
+    (clone / "check.py").write_text(CHECK)
+    workflow = {
+        "stages": [{"name": "building", "candidates": 3, **agent("work", "unused")}],
+        "publish": "none",
+        "approval": "plan",
+        "test_command": {"run": f"{sys.executable} check.py", "timeout": 60},
+    }
+    conftest.commit_workflow(clone, yaml.safe_dump(workflow))
+    task, _ = services.task_create(
+        repository=local_repository,
+        issue_number=6,
+        title="Add a farewell",
+        body="Please.",
+        trigger_source="cli",
+        labels=["rpi-auto-approved"],
+    )
+    services.task_dispatch(task=task, enqueue=False)
+    for t in run_in_parallel(fan_out(task)):
+        t.join(timeout=90)
+    task = jobs.task_run_inline(task=Task.objects.get(pk=task.pk))
+    assert task.status == Task.Status.SUCCEEDED, task.status_reason
+
+
+def test_a_retry_after_every_candidate_failed_runs_new_candidates(local_repository, clone, settings, tmp_path):
+    better = tmp_path / "signals" / "better"
+    better.parent.mkdir()
+    settings.TACX = {**settings.TACX, "SANDBOX_ALLOW_READ": [*settings.TACX["SANDBOX_ALLOW_READ"], str(better.parent)]}
+    setup(clone, {"candidates": 3, **agent("wrong-until", "unused", str(better))})
+    task = start(local_repository)
+    for t in run_in_parallel(fan_out(task)):
+        t.join(timeout=90)
+    task = jobs.task_run_inline(task=Task.objects.get(pk=task.pk))
+    assert task.status == Task.Status.FAILED and "none of the 3 candidates passed" in task.status_reason
+    # The agents get better (c2 and c3 right from now on); the retry must run them, not judge c1..c3 again.
+    better.write_text("")
+    services.task_retry(task=task, enqueue=False)
+    building = Stage.objects.get(task=task, name="building", parent__isnull=True)
+    assert building.status == Stage.Status.QUEUED
+    assert "first-retired-1" in building.candidate_info["passes"] and "first" not in building.candidate_info["passes"]
+    every = fan_out(Task.objects.get(pk=task.pk))
+    new = [c for c in every if c.candidate_info["pass"] == "first"]
+    assert [c.candidate for c in new] == [4, 5, 6]  # numbered after the old ones: their own branches and worktrees
+    assert [(c.candidate, c.candidate_info["pass"]) for c in every[:3]] == [(k, "first-retired-1") for k in (1, 2, 3)]
+    for t in run_in_parallel(new):
+        t.join(timeout=90)
+    task = jobs.task_run_inline(task=Task.objects.get(pk=task.pk))
+    assert task.status == Task.Status.SUCCEEDED, task.status_reason
+    building.refresh_from_db()
+    record = building.candidate_info["passes"]["first"]
+    assert record["chosen"] in (5, 6) and sorted(r["k"] for r in record["candidates"]) == [4, 5, 6]
+    old = building.candidate_info["passes"]["first-retired-1"]
+    assert "chosen" not in old and sorted(r["k"] for r in old["candidates"]) == [1, 2, 3]
+    # No old candidate ran twice: one attempt each.
+    counts = [StageResult.objects.filter(stage__parent__task=task, stage__candidate=k).count() for k in range(1, 7)]
+    assert counts == [1] * 6

@@ -6,15 +6,14 @@ conversation for each instance's issue."""
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
-import yaml
 from django.core.management import CommandError, call_command
 
 from evaluation.instances import parse_jsonl
 from harness.eval_sample import SAMPLE_DIR, build
 from harness.management.commands.eval_demo import RUNNER
+from harness.modelserver.script import load_script
 from tests.conftest import git
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
@@ -57,11 +56,18 @@ def test_the_sample_mines_into_four_instances_and_each_has_its_scripted_agent(tm
     issues = json.loads((SAMPLE_DIR / "issues.json").read_text())
     assert instances[0].problem_statement == f"{issues['4']['title']}\n\n{issues['4']['body']}"
 
-    # One scripted conversation per instance, matched by the issue's text in the prompt.
-    script = yaml.safe_load((SAMPLE_DIR / "script.yaml").read_text())
+    # One scripted conversation per instance, matched by the issue's text in the prompt; with
+    # `candidates: 3` (workflow-candidates.yaml) one per candidate, by the issue's text and the
+    # "(candidate c<k>)" of the candidate's prompt (a list match: every part must occur).
+    script = load_script(SAMPLE_DIR / "script.yaml")
     for instance in instances:
-        matching = [c["name"] for c in script["conversations"] if re.search(re.escape(c["match"]), instance.problem_statement)]
-        assert len(matching) == 1, (instance.instance_id, matching)
+        for mark in ("", " (candidate c1)", " (candidate c2)", " (candidate c3)"):
+            prompt = f"TACX-STAGE: building{mark}\n\n{instance.problem_statement}"
+            kind = str if not mark else tuple  # the single runs' conversations match a candidate's prompt too: after these
+            matching = [c.name for c in script.conversations if isinstance(c.match, kind) and c.matches(prompt)]
+            assert len(matching) == 1 and script.select(prompt).name == matching[0], (instance.instance_id, mark, matching)
+    judges = [c.name for c in script.conversations if isinstance(c.match, tuple) and "(selection)" in c.match]
+    assert judges == ["total-judge", "comma-judge", "slug-judge"]  # shop-3: one candidate passes, no judge
 
 
 def test_the_sample_is_not_written_over_a_directory_in_use(tmp_path):

@@ -66,6 +66,24 @@ def test_it_selects_the_first_matching_conversation_and_falls_back_to_a_catch_al
     assert script.select("STAGE: late").name == "any"  # the catch-all comes first
 
 
+
+def test_a_list_match_needs_every_part():
+    script = load_script(
+        {
+            "conversations": [
+                {"name": "c2", "match": ["add() subtracts", "(candidate c2)"], "turns": [{"text": "x"}]},
+                {"name": "single", "match": "add() subtracts", "turns": [{"text": "y"}]},
+            ]
+        }
+    )
+    assert script.select("TACX-STAGE: building (candidate c2) add() subtracts").name == "c2"
+    assert script.select("TACX-STAGE: building (candidate c1) add() subtracts").name == "single"
+    assert script.select("(candidate c2) something else") is None
+    with pytest.raises(ScriptError, match=r"conversations\[0\]\.match: must be a non-empty string or a non-empty list"):
+        load_script({"conversations": [{"name": "e", "match": [], "turns": [{"text": "x"}]}]})
+    with pytest.raises(ScriptError, match=r"conversations\[0\]\.match\[1\]"):
+        load_script({"conversations": [{"name": "e", "match": ["a", 3], "turns": [{"text": "x"}]}]})
+
 @pytest.mark.parametrize(
     ("script", "message"),
     [

@@ -23,7 +23,8 @@ A script is YAML or JSON (a path, a text, or an already-parsed dict) of this sha
 Contracts:
 
 * ``match`` is a substring searched in the request's system prompt plus its first user message
-  (see the API modules for what that means per API). Conversations are tried in order, first
+  (see the API modules for what that means per API), or a list of substrings that must all
+  occur (one issue's text *and* "(candidate c2)"). Conversations are tried in order, first
   match wins; one without ``match`` is a catch-all.
 * Turn ``N`` (0-based) answers the N-th model request of its conversation. A turn without tool
   calls ends the agent's run. Past the last turn the server answers a short final text with zero
@@ -125,8 +126,15 @@ class Conversation:
     """A named sequence of turns selected by ``match`` (``None`` = catch-all)."""
 
     name: str
-    match: str | None
+    match: str | tuple[str, ...] | None
     turns: tuple[Turn, ...]
+
+    def matches(self, text: str) -> bool:
+        """True when ``match`` (every one of its substrings, for a list) occurs in ``text``."""
+        if self.match is None:
+            return True
+        parts = (self.match,) if isinstance(self.match, str) else self.match
+        return all(part in text for part in parts)
 
     def turn(self, index: int) -> Turn | None:
         """The turn answering request ``index`` (0-based), or ``None`` past the end."""
@@ -142,7 +150,7 @@ class Script:
     def select(self, text: str) -> Conversation | None:
         """The first conversation whose ``match`` occurs in ``text`` (a catch-all always does)."""
         for conversation in self.conversations:
-            if conversation.match is None or conversation.match in text:
+            if conversation.matches(text):
                 return conversation
         return None
 
@@ -261,7 +269,11 @@ def _conversation(data: Any, where: str) -> Conversation:
         raise _fail(f"{where}.name", "is required")
     name = _string(value["name"], f"{where}.name", allow_empty=False)
     match = value.get("match")
-    if match is not None:
+    if isinstance(match, list):
+        if not match:
+            raise _fail(f"{where}.match", "must be a non-empty string or a non-empty list of strings")
+        match = tuple(_string(m, f"{where}.match[{i}]", allow_empty=False) for i, m in enumerate(match))
+    elif match is not None:
         match = _string(match, f"{where}.match", allow_empty=False)
     turns = value.get("turns")
     if not isinstance(turns, list) or not turns:

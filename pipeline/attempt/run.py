@@ -156,7 +156,7 @@ def finish_attempt(attempt: Attempt, *, permanent: bool, enqueue_next: bool) -> 
                 Task.objects.filter(pk=task.pk).update(head_commit=result.head_commit)
                 task.head_commit = result.head_commit
             services.event_status(task, f"stage {stage.name} succeeded", stage=stage.name, stage_status="succeeded")
-            if attempt.selecting and attempt.workflow.approval == "candidates":
+            if attempt.selecting and services.choice_approval_required(task, attempt.workflow):
                 record = stage.candidate_info["passes"][services.pass_key(attempt.followup)]
                 if not record.get("approved"):
                     services.candidates_await_approval(task=task, chosen=record["chosen"])  # a person may choose another

@@ -18,6 +18,7 @@ from ..lib.untrusted import sanitize_issue_text, sanitize_issue_title
 from . import rounds
 from .approval import (
     approval_required,
+    choice_approval_required,
     review_requests_used,
     review_rounds_used,
     running_round,
@@ -113,6 +114,7 @@ __all__ = [
     "pull_outcome_of",
     "pull_outcome_record",
     "approval_required",
+    "choice_approval_required",
     "budget_pause_begin",
     "budget_pause_drop",
     "budget_pause_expire",

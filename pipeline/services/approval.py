@@ -36,7 +36,9 @@ def review_requests_used(task: Task) -> int:
 def test_rounds_failed(task: Task) -> int:
     """Rounds in the current pass whose test command failed after building (`max_test_rounds`)."""
     return (
-        StageResult.objects.filter(task=task, stage__name="building", stage__parent__isnull=True, success=True, round__gte=_pass_base(task))
+        StageResult.objects.filter(
+            task=task, stage__name="building", stage__parent__isnull=True, success=True, round__gte=_pass_base(task)
+        )
         .exclude(tests_status__in=["", "passed"])
         .values("round")
         .distinct()
@@ -49,6 +51,13 @@ def approval_required(task: Task, workflow: Workflow) -> bool:
         return False
     skip = workflow.approval_skip_label.casefold()
     return not any(str(label).casefold() == skip for label in task.trigger_labels or [])
+
+
+def choice_approval_required(task: Task, workflow: Workflow) -> bool:
+    """Whether a selection among candidates waits for a person (who may choose another):
+    always with `approval: candidates`; with `approval: plan` too (the issue's override before
+    pr_creation), unless the task carries the skip label, as for the plan."""
+    return workflow.approval == "candidates" or approval_required(task, workflow)
 
 
 def task_await_approval(*, task: Task) -> bool:

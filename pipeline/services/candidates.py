@@ -120,6 +120,34 @@ def candidate_fan_out(*, stage: Stage, workflow: Workflow, followup: Round | Non
     return made
 
 
+def candidates_retire(*, parent: Stage) -> list[int]:
+    """On a retry: when the parent's first pass has candidates but no choice (they all failed,
+    or the task was cancelled or stopped before a choice), set that pass aside (its record and
+    its candidates go under "first-retired-<n>", kept for the record and the clean-up) so that
+    the retried stage fans out new candidates, numbered after the old ones, instead of running
+    the selection again over the same failures. Returns the candidates set aside. A pass with a
+    choice is kept (the retry goes on from it)."""
+    with transaction.atomic():
+        row = Stage.objects.select_for_update().get(pk=parent.pk)
+        info = dict(row.candidate_info or {})
+        passes = dict(info.get("passes") or {})
+        if (passes.get(FIRST_PASS) or {}).get("chosen"):
+            return []
+        old = list(candidates_of(row, FIRST_PASS).values_list("pk", "candidate"))
+        if not old:
+            return []
+        n = 1 + sum(1 for name in passes if name.startswith(f"{FIRST_PASS}-retired-"))
+        retired = f"{FIRST_PASS}-retired-{n}"
+        if FIRST_PASS in passes:
+            passes[retired] = passes.pop(FIRST_PASS)
+        info["passes"] = passes
+        Stage.objects.filter(pk=row.pk).update(candidate_info=info)
+        parent.candidate_info = info
+        for child in Stage.objects.select_for_update().filter(pk__in=[pk for pk, _ in old]):
+            Stage.objects.filter(pk=child.pk).update(candidate_info={**child.candidate_info, "pass": retired})
+    return [k for _, k in old]
+
+
 def candidate_info_update(*, stage: Stage, **values) -> None:
     """Merge `values` into a stage's `candidate_info` (under a row lock)."""
     with transaction.atomic():

@@ -14,6 +14,7 @@ from ..lib.untrusted import sanitize_issue_text, sanitize_issue_title
 from ..models import Repository, Stage, Task
 from ..sandbox import toolchains
 from ..workflow import Workflow, WorkflowError, load_workflow_text
+from .candidates import candidates_retire
 from .events import event_status
 from .progress import stage_queue, task_fail
 
@@ -222,8 +223,13 @@ def task_retry(*, task: Task, enqueue: bool = True) -> Task:
         if not updated:
             raise ValueError(f"task {task.pk} changed meanwhile; reload and try again")
         task.refresh_from_db()
-        stage = task.stages.exclude(status=Stage.Status.SUCCEEDED).order_by("position").first()
+        # A candidate shares its parent's position: the parent is the stage that runs again.
+        stage = task.stages.filter(parent__isnull=True).exclude(status=Stage.Status.SUCCEEDED).order_by("position").first()
         event_status(task, "task retried")
+        retired = candidates_retire(parent=stage) if stage is not None else []
+        if retired:
+            aside = ", ".join(f"c{k}" for k in retired)
+            event_status(task, f"stage {stage.name}: candidates {aside} set aside; new candidates run")
         if stage is not None:
             task.stages.filter(position__gt=stage.position).update(status=Stage.Status.PENDING)
             Stage.objects.filter(pk=stage.pk).update(failed_attempts=0, error="")

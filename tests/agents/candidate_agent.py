@@ -4,7 +4,8 @@ candidate's change in its worktree; as the judge ("(selection)") it answers as t
 
 usage: candidate_agent.py PROMPT TAG MODE [RELEASE]
 MODE: "work" (candidates change greeter.py: c1 wrongly, c2 at length, c3 briefly), "hang" (every
-candidate hangs with a child, both tagged), "all-wrong" (every candidate as c1), "judge-wait" (the judge hangs, with a child, until
+candidate hangs with a child, both tagged), "all-wrong" (every candidate as c1), "wrong-until"
+(as "all-wrong" until the file RELEASE exists, then as "work"), "judge-wait" (the judge hangs, with a child, until
 the file RELEASE exists, then answers c2), "judge-garbage".
 """
 
@@ -38,7 +39,7 @@ body = {
     1: '    return f"Bye {name}"\n',
     2: '    """Say goodbye to `name`."""\n    message = "Goodbye"\n    return message + ", " + name\n',
     3: '    return f"Goodbye, {name}"\n',
-}[1 if mode == "all-wrong" else (k - 1) % 3 + 1]
+}[1 if mode == "all-wrong" or (mode == "wrong-until" and not os.path.exists(sys.argv[4])) else (k - 1) % 3 + 1]
 with open("greeter.py", "a") as fh:
     fh.write("\n\ndef farewell(name: str) -> str:\n" + body)
 print(f"candidate c{k} done")

@@ -1,6 +1,7 @@
 """The evaluation demo: the bundled sample (demo/eval-sample/) mined and run end to end.
 
     manage.py eval_demo                       # build the sample, eval_mine it, eval_run it, print the figures
+    manage.py eval_demo --compare             # also candidates: 3 (workflow-candidates.yaml) on the same instances
     manage.py eval_demo --sample-only DIR     # only write the sample repository at DIR (to try the commands by hand)
 
 The sample is a small Python project ("shop") whose history has four commits that fix an issue
@@ -49,6 +50,9 @@ class Command(BaseCommand):
         parser.add_argument("--sample-only", metavar="DIR", default="", help="Only write the sample repository at DIR")
         parser.add_argument("--concurrency", type=int, default=2, help="Instances at once (default 2)")
         parser.add_argument("--test-timeout", type=float, default=20, help="Seconds per test (default 20)")
+        parser.add_argument(
+            "--compare", action="store_true", help="Also run workflow-candidates.yaml (candidates: 3) on the same instances"
+        )
 
     def handle(self, *args, **opts):
         if opts["sample_only"]:
@@ -93,11 +97,13 @@ class Command(BaseCommand):
             os.environ["ANTHROPIC_BASE_URL"] = server.url
             os.environ.setdefault("ANTHROPIC_API_KEY", "tacx-demo-key-not-a-secret")
             self.stdout.write(f"Scripted model server on {server.url}; running the instances")
+            compared = ["--workflow", str(SAMPLE_DIR / "workflow-candidates.yaml")] if opts["compare"] else []
             call_command(
                 "eval_run",
                 str(instances),
                 "--workflow",
                 str(workflow),
+                *compared,
                 "--concurrency",
                 str(opts["concurrency"]),
                 "--test-runner",
