@@ -760,6 +760,14 @@ def parse_workflow(data: Any, *, source: str, defaults: Workflow | None = None) 
         mcp_servers = defaults.mcp if defaults else ()
     if approval == "candidates" and names and not any(s.candidates or s.round_candidates for s in stages):
         v.errors.append(str(v.fail("approval", "is candidates, but no stage runs candidates (give the building stage `candidates: N`)")))
+    for index, stage in enumerate(stages):
+        # A budget that pauses has one open pause per task; several candidates reaching it together
+        # would end as budget stops instead (README, "Best of N"): refused until that has a rule.
+        if (stage.candidates or stage.round_candidates) and "pause" in (budget.on_exceed, stage.budget.on_exceed):
+            where = f"stages[{index}] ({stage.name}).budget.on_exceed" if stage.budget.on_exceed == "pause" else "budget.on_exceed"
+            v.errors.append(
+                str(v.fail(where, f"is pause, but stage {stage.name} runs candidates: use on_exceed: fail with candidates (a pause under candidates is not supported yet)"))
+            )
     v.raise_if_any()
     workflow = Workflow(
         stages=stages,

@@ -77,6 +77,18 @@ def test_bad_values_are_explained_with_the_file_the_field_and_the_problem():
     assert len(errors(stages("   candidates: yes\n   select: 3\n"))) == 2
 
 
+def test_a_budget_that_pauses_is_refused_where_a_stage_runs_candidates():
+    # Several candidates reaching one pausing budget would end as budget stops (one open pause
+    # per task), so the workflow says so before anything runs instead of surprising the user.
+    task_level = errors("budget: {usd: 2, on_exceed: pause}\n" + stages("   candidates: 3\n"))
+    assert any("budget.on_exceed: is pause, but stage building runs candidates" in e for e in task_level)
+    stage_level = errors(stages("   candidates: 2\n   budget: {usd: 1, on_exceed: pause}\n"))
+    assert any("stages[1] (building).budget.on_exceed: is pause" in e for e in stage_level)
+    # The same budgets without candidates, or failing instead of pausing, are accepted.
+    load_workflow_text("budget: {usd: 2, on_exceed: pause}\n" + stages(""))
+    load_workflow_text("budget: {usd: 2, on_exceed: fail}\n" + stages("   candidates: 3\n"))
+
+
 def test_round_candidates_are_one_unless_given_per_round_kind():
     b = load_workflow_text(stages("   round_candidates: {ci_fix: 2}\n")).stage("building")
     assert b.candidates_for("review") == () and len(b.candidates_for("ci_fix")) == 2 and b.candidates_for(None) == ()
