@@ -37,6 +37,8 @@ RULES: dict[str, tuple[str, tuple[str, str] | None]] = {
     "task-cancel": ("cancel_task", ("post", "/api/tasks/{id}/cancel/")),
     "task-approve": ("approve_task", ("post", "/api/tasks/{id}/approve/")),
     "task-budget-raise": ("approve_task", ("post", "/api/tasks/{id}/budget/raise/")),
+    # Choosing another candidate is part of approving the choice (README "Best of N").
+    "task-candidate-choose": ("approve_task", ("post", "/api/tasks/{id}/approve/")),
     "task-budget-stop": ("approve_task", ("post", "/api/tasks/{id}/budget/stop/")),
     # A message starts a round: running the task's agents again, as Retry does.
     "task-message": ("retry_task", ("post", "/api/tasks/{id}/retry/")),
@@ -116,7 +118,7 @@ def test_each_page_answers_each_role_as_its_api_twin(django_user_model, local_re
         task = fake_runner.task_running(repository=local_repository, issue_number=100 + number)
         fake_runner.attempt_finish(fake_runner.stage_claim(task, "planning"), success=False, error="boom")
         entry = MemoryEntry.objects.create(repository=local_repository, text=f"Run make test ({role})", proposer="agent (command, planning attempt 1)")
-        ids = {"task_id": task.pk, "repository_id": local_repository.pk, "entry_id": entry.pk}
+        ids = {"task_id": task.pk, "repository_id": local_repository.pk, "entry_id": entry.pk, "k": 1}
         kwargs = {key: value for key, value in ids.items() if key in pattern.pattern.converters}
         url = reverse(f"dashboard:{name}", kwargs=kwargs)
         user = user_for(role, django_user_model)

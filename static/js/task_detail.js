@@ -80,6 +80,13 @@
     transcript.querySelectorAll("li.step").forEach(function (step) {
       step.hidden = !step.querySelector("li.event:not([hidden])");
     });
+    if (attemptSelect.value) {
+      // One attempt picked (e.g. a candidate's transcript link): its last step shows, unless the
+      // reader folded it by hand; earlier steps stay as they were.
+      var shown = transcript.querySelectorAll("li.step:not([hidden])");
+      var last = shown[shown.length - 1];
+      if (last && !last.dataset.pinned) last.querySelector("details").open = true;
+    }
     var hidden = transcript.querySelectorAll("li.event[hidden]").length;
     hiddenCount.hidden = !hidden;
     hiddenCount.textContent = hidden + " event" + (hidden === 1 ? "" : "s") + " hidden by the filters.";
