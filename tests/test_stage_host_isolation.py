@@ -57,7 +57,7 @@ def test_a_deaf_and_a_flooding_agent_do_not_delay_another_attempts_events_or_lea
 
     delays: list[float] = []
     beats: list[float] = []  # when the steady stage's heartbeat was seen to move
-    last_beat, seen, first_line = None, 0, float("inf")
+    last_beat, seen, first_line, last_line = None, 0, float("inf"), 0.0
     deadline = time.monotonic() + 120
     while attempts.busy() and time.monotonic() < deadline:
         now = time.time()
@@ -72,6 +72,7 @@ def test_a_deaf_and_a_flooding_agent_do_not_delay_another_attempts_events_or_lea
             if str(data.get("text", "")).startswith("LINE "):
                 delays.append(now - float(data["text"].split()[2]))
                 first_line = min(first_line, float(data["text"].split()[2]))
+                last_line = max(last_line, float(data["text"].split()[2]))
         time.sleep(0.1)
     assert attempts.join(timeout=30)
 
@@ -87,7 +88,11 @@ def test_a_deaf_and_a_flooding_agent_do_not_delay_another_attempts_events_or_lea
     # and no agent is there to delay it), its heartbeat moves every period.
     running = [b for b in beats if b >= first_line]
     gaps = [b - a for a, b in zip(running, running[1:], strict=False)]
-    assert len(running) >= 8 and max(gaps) <= 2.0, f"the steady attempt's heartbeat stood still for {max(gaps):.2f} s"
+    # (Counted by the span the beats cover, not by their number: a loaded CI machine samples
+    # fewer of them, but a heartbeat that stalls shows as a gap or as an end before the lines'.)
+    assert len(running) >= 3, running
+    assert running[0] - first_line <= 2.0 and last_line - running[-1] <= 2.0, (first_line, running, last_line)
+    assert max(gaps) <= 2.0, f"the steady attempt's heartbeat stood still for {max(gaps):.2f} s"
     # The flood ran while the steady agent did: its events are from the same seconds.
     span = AgentEvent.objects.filter(task=flood.task, kind=AgentEvent.Kind.OUTPUT).order_by("id")
     assert span.first().created_at < timezone.now() and flooded
