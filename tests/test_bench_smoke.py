@@ -47,6 +47,7 @@ SMOKES = {
     "api_latency": (r"/api/tasks/ +[\d.]+ ms +[\d.]+ ms", [POSTGRES]),
     "scale": (r"\| figure \|(.|\n)*\| [^|]+ \| [\d.]+ \|", [POSTGRES, REDIS]),
     "two_machine_drill": (r"\nPASS\n", [INITDB, REDIS, UNSHARE]),
+    "candidates": (r"\| 3 \| [\d.]+ s \| \$[\d.]+ \|(.|\n)*wall time 3 vs 1: x[\d.]+", [CLAUDE]),
     "setup_cache": (r"run 1: first setup [\d.]+ s \(miss\), second [\d.]+ s \(hit(.|\n)*second setup / first setup: median [\d.]+ %", []),
 }
 ELSEWHERE = {"chaos_drill": "tests/test_chaos_drill.py"}
