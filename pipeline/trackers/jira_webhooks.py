@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from dataclasses import dataclass
 
 from .jira_api import adf_text
-from .linear_webhooks import MENTION, BadPayload, Refused
+from .linear_webhooks import MENTION, BadPayload, Refused, json_object
 
 EVENTS = ("jira:issue_created", "jira:issue_updated", "comment_created")
 
@@ -40,13 +39,7 @@ def verified_payload(*, secret: str, body: bytes, signature: str) -> dict:
         signature_for(secret, body).encode(), signature.strip().encode("utf-8", "replace")
     ):
         raise Refused("missing or wrong X-Hub-Signature")
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise BadPayload("the body is not JSON") from None
-    if not isinstance(payload, dict):
-        raise BadPayload("the body is not a JSON object")
-    return payload
+    return json_object(body)
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,18 @@ def signature_for(secret: str, body: bytes) -> str:
     return hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
+def json_object(body: bytes) -> dict:
+    """A delivery's body as a JSON object, or `BadPayload` saying what it is instead (shared by
+    the Linear and Jira webhooks)."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BadPayload("the body is not JSON") from None
+    if not isinstance(payload, dict):
+        raise BadPayload("the body is not a JSON object")
+    return payload
+
+
 def verified_payload(*, secret: str, body: bytes, signature: str, now_ms: int) -> dict:
     """The JSON body of a delivery whose signature and timestamp check out; raises `Refused`
     (wrong or missing signature, stale or missing timestamp) or `BadPayload` (not a JSON object)."""
@@ -69,12 +81,7 @@ def verified_payload(*, secret: str, body: bytes, signature: str, now_ms: int) -
         signature_for(secret, body).encode(), signature.strip().lower().encode("utf-8", "replace")
     ):
         raise Refused("missing or wrong Linear-Signature")
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise BadPayload("the body is not JSON") from None
-    if not isinstance(payload, dict):
-        raise BadPayload("the body is not a JSON object")
+    payload = json_object(body)
     stamp = payload.get("webhookTimestamp")
     if isinstance(stamp, bool) or not isinstance(stamp, int):
         raise Refused("webhookTimestamp is missing or not a whole number of milliseconds")
